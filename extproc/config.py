@@ -1,0 +1,425 @@
+"""config.yaml: loading, `$VAR` expansion and validation with file:line errors.
+
+The format is the seed's (archgw's) `llm_providers` list, plus a few sections of
+our own. Every mistake is reported as one line that names the file, the line
+and the field, and all mistakes are reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extproc.providers import CATALOGUE, Interface, ProviderKind
+
+DEFAULT_CONFIG = "config.yaml"
+_ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """config.yaml is invalid; `problems` holds one entry per mistake."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class RoutePreference:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One `llm_providers` entry, resolved against the catalogue."""
+
+    name: str
+    model: str
+    """The full `provider/model` name users and aliases refer to."""
+    kind: str
+    upstream_model: str
+    """What the provider's API calls the model (the part after `provider/`)."""
+    interface: Interface
+    base_url: str
+    access_key: str | None
+    missing_key_var: str | None
+    """The variable named by `access_key` when it is unset in the environment."""
+    default: bool
+    routes: tuple[RoutePreference, ...]
+    passes_client_auth: bool
+    needs_key: bool
+
+
+@dataclass(frozen=True)
+class Listener:
+    address: str = "127.0.0.1"
+    port: int = 12000
+    admin_port: int = 9901
+    max_body_bytes: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    address: str = "127.0.0.1"
+    port: int = 50051
+    health_port: int = 50052
+
+
+@dataclass(frozen=True)
+class Routing:
+    model_dir: str = "~/.cache/extproc/arch-router-1.5b-ct2-int8"
+    device: str = "auto"
+    compute_type: str = "int8"
+    threads: int = 0
+    timeout_ms: int = 5000
+    window_tokens: int = 1024
+    mode: str = "constrained"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    providers: tuple[Provider, ...]
+    aliases: tuple[tuple[str, str], ...]
+    """(pattern, provider name) pairs; patterns may be globs such as `claude-*haiku*`."""
+    listener: Listener = field(default_factory=Listener)
+    sidecar: Sidecar = field(default_factory=Sidecar)
+    routing: Routing = field(default_factory=Routing)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def default_provider(self) -> Provider:
+        return next((p for p in self.providers if p.default), self.providers[0])
+
+    def provider_named(self, name: str) -> Provider | None:
+        """The provider whose `name` or full `provider/model` is `name`."""
+        return next((p for p in self.providers if name in (p.name, p.model)), None)
+
+    def alias_target(self, requested: str) -> Provider | None:
+        for pattern, target in self.aliases:
+            if fnmatchcase(requested, pattern):
+                return self.provider_named(target)
+        return None
+
+    def provider_serving(self, upstream_model: str) -> Provider | None:
+        """The provider serving this bare model name (`claude-x` for `anthropic/claude-x`)."""
+        return next((p for p in self.providers if p.upstream_model == upstream_model), None)
+
+    @property
+    def routes(self) -> tuple[tuple[RoutePreference, Provider], ...]:
+        return tuple((r, p) for p in self.providers for r in p.routes)
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _plain(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
+    """Turn a composed YAML node into Python values, remembering each path's line."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            lines.setdefault(f"{child}#key", key_node.start_mark.line + 1)
+            if key in out:
+                lines[f"{child}#dup"] = key_node.start_mark.line + 1
+            out[key] = _plain(value_node, child, lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(item, f"{path}[{i}]", lines) for i, item in enumerate(node.value)]
+    return yaml.SafeLoader(b"").construct_object(node)
+
+
+class _Checker:
+    """Collects problems while reading one config file."""
+
+    def __init__(self, file: str, lines: dict[str, int]):
+        self.file = file
+        self.lines = lines
+        self.problems: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def line(self, where: str) -> int:
+        while where:
+            if where in self.lines:
+                return self.lines[where]
+            where = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", where)
+        return 1
+
+    def error(self, where: str, message: str) -> None:
+        self.problems.append(Problem(self.file, self.line(where), where, message))
+
+    def warn(self, where: str, message: str) -> None:
+        self.warnings.append(str(Problem(self.file, self.line(where), where, message)))
+
+    def mapping(self, value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(where, f"expected a mapping, got {type(value).__name__}")
+            return {}
+        for key in value:
+            if f"{where}.{key}#dup" in self.lines:
+                self.error(f"{where}.{key}", "key given twice")
+            if key not in allowed:
+                known = ", ".join(sorted(allowed))
+                self.error(f"{where}.{key}" if where else key, f"unknown key (known: {known})")
+        return value
+
+    def typed(self, value: Any, where: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if value is None:
+            return default
+        if isinstance(value, bool) and kind is not bool:
+            self.error(where, f"expected {_type_name(kind)}, got a boolean")
+            return default
+        if not isinstance(value, kind):
+            self.error(where, f"expected {_type_name(kind)}, got {value!r}")
+            return default
+        return value
+
+    def expand(self, value: str, where: str) -> tuple[str, str | None]:
+        """Expand `$VAR`/`${VAR}`; returns (value, first unset variable or None)."""
+        missing: list[str] = []
+
+        def sub(match: re.Match[str]) -> str:
+            var = match.group(1) or match.group(2)
+            if var not in os.environ:
+                missing.append(var)
+                return ""
+            return os.environ[var]
+
+        return _ENV_REF.sub(sub, value), (missing[0] if missing else None)
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", str: "a string", bool: "true or false", float: "a number"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+# ---------------------------------------------------------------- sections
+
+_TOP_KEYS = {"llm_providers", "model_aliases", "listener", "sidecar", "routing", "version"}
+_PROVIDER_KEYS = {
+    "model",
+    "name",
+    "access_key",
+    "base_url",
+    "provider_interface",
+    "default",
+    "routing_preferences",
+}
+
+
+def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
+    """Read a flat section whose keys and types are a dataclass's fields."""
+    defaults = cls()
+    fields = cls.__dataclass_fields__
+    values = check.mapping(raw.get(name), name, set(fields))
+    kwargs = {}
+    for key in fields:
+        default = getattr(defaults, key)
+        value = values.get(key)
+        if isinstance(value, str) and not isinstance(default, str):
+            value, _ = check.expand(value, f"{name}.{key}")
+            value = int(value) if value.isdigit() else value
+        kwargs[key] = check.typed(value, f"{name}.{key}", type(default), default)
+        if isinstance(default, int) and not isinstance(default, bool) and kwargs[key] < 0:
+            check.error(f"{name}.{key}", "must not be negative")
+            kwargs[key] = default
+    return cls(**kwargs)
+
+
+def _provider(check: _Checker, entry: Any, where: str) -> Provider | None:
+    entry = check.mapping(entry, where, _PROVIDER_KEYS)
+    model = check.typed(entry.get("model"), f"{where}.model", str, "")
+    if not model:
+        check.error(where, "missing `model` (write it as provider/model, e.g. openai/gpt-4.1)")
+        return None
+    kind_name, slash, upstream_model = model.partition("/")
+    if not slash or not kind_name or not upstream_model:
+        check.error(
+            f"{where}.model",
+            f"{model!r} has no provider prefix; write it as provider/model, e.g. openai/{model}",
+        )
+        return None
+    kind = CATALOGUE.get(kind_name)
+    base_url = check.typed(entry.get("base_url"), f"{where}.base_url", str, "")
+    base_url, unset = check.expand(base_url, f"{where}.base_url")
+    if unset:
+        check.error(f"{where}.base_url", f"environment variable {unset} is not set")
+    interface = check.typed(
+        entry.get("provider_interface"),
+        f"{where}.provider_interface",
+        str,
+        kind.interface if kind else "",
+    )
+    if interface and interface not in ("anthropic", "openai"):
+        check.error(f"{where}.provider_interface", f"{interface!r} is not anthropic or openai")
+    if kind is None:
+        known = ", ".join(CATALOGUE)
+        if not base_url or not interface:
+            check.error(
+                f"{where}.model",
+                f"unknown provider {kind_name!r} (known: {known}); a custom provider needs "
+                "base_url and provider_interface (anthropic or openai)",
+            )
+            return None
+        kind = ProviderKind(kind_name, interface, None)
+    base_url = base_url or kind.base_url or ""
+    if not base_url:
+        check.error(where, f"provider {kind_name!r} needs base_url (e.g. http://localhost:11434)")
+        return None
+    if not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", base_url):
+        check.error(f"{where}.base_url", f"{base_url!r} is not an http(s) URL")
+        return None
+    key_text = check.typed(entry.get("access_key"), f"{where}.access_key", str, "")
+    key, missing_var = check.expand(key_text, f"{where}.access_key")
+    if missing_var:
+        then = (
+            "the client's own credentials will pass through"
+            if kind.passes_client_auth
+            else "requests routed to it will fail with authentication_error"
+        )
+        check.warn(f"{where}.access_key", f"environment variable {missing_var} is not set; {then}")
+    routes = []
+    prefs = check.typed(entry.get("routing_preferences"), f"{where}.routing_preferences", list, [])
+    for i, pref in enumerate(prefs):
+        pwhere = f"{where}.routing_preferences[{i}]"
+        pref = check.mapping(pref, pwhere, {"name", "description"})
+        name = check.typed(pref.get("name"), f"{pwhere}.name", str, "")
+        description = check.typed(pref.get("description"), f"{pwhere}.description", str, "")
+        if not name or not description:
+            check.error(pwhere, "a routing preference needs both name and description")
+        elif not _ROUTE_NAME.match(name) or name == "other":
+            check.error(
+                f"{pwhere}.name",
+                f"{name!r} can't be a route name (1-64 characters, no quotes, not 'other')",
+            )
+        else:
+            routes.append(RoutePreference(name, description.strip()))
+    return Provider(
+        name=check.typed(entry.get("name"), f"{where}.name", str, model),
+        model=model,
+        kind=kind.name,
+        upstream_model=upstream_model,
+        interface=interface or kind.interface,  # type: ignore[arg-type]
+        base_url=base_url.rstrip("/"),
+        access_key=key or None,
+        missing_key_var=missing_var if not key else None,
+        default=check.typed(entry.get("default"), f"{where}.default", bool, False),
+        routes=tuple(routes),
+        passes_client_auth=kind.passes_client_auth,
+        needs_key=kind.needs_key,
+    )
+
+
+def _check_uniqueness(check: _Checker, providers: list[tuple[str, Provider]]) -> None:
+    seen_names: dict[str, str] = {}
+    seen_routes: dict[str, str] = {}
+    defaults = []
+    for where, p in providers:
+        if p.name in seen_names:
+            check.error(
+                f"{where}.name", f"provider name {p.name!r} is already used at {seen_names[p.name]}"
+            )
+        seen_names.setdefault(p.name, f"line {check.line(where)}")
+        for i, r in enumerate(p.routes):
+            rwhere = f"{where}.routing_preferences[{i}].name"
+            if r.name in seen_routes:
+                check.error(
+                    rwhere, f"route name {r.name!r} is already used at {seen_routes[r.name]}"
+                )
+            seen_routes.setdefault(r.name, f"line {check.line(rwhere)}")
+        if p.default:
+            defaults.append(where)
+    for where in defaults[1:]:
+        check.error(f"{where}.default", f"only one provider may be the default ({defaults[0]} is)")
+
+
+def _aliases(check: _Checker, raw: Any, names: set[str]) -> list[tuple[str, str]]:
+    aliases = []
+    for pattern, target in check.mapping(raw, "model_aliases", set(raw or {})).items():
+        where = f"model_aliases.{pattern}"
+        if isinstance(target, dict):
+            target = check.mapping(target, where, {"target"}).get("target")
+            where = f"{where}.target"
+        if not isinstance(target, str) or target not in names:
+            choices = ", ".join(sorted(names))
+            check.error(where, f"alias target {target!r} is not a configured model ({choices})")
+            continue
+        aliases.append((str(pattern), target))
+    return aliases
+
+
+def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
+    """Validate config text; raises ConfigError listing every problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([Problem(file, line, "yaml", str(exc).splitlines()[0])]) from None
+    lines: dict[str, int] = {}
+    raw = _plain(node, "", lines) if node is not None else {}
+    check = _Checker(file, lines)
+    raw = check.mapping(raw, "", _TOP_KEYS)
+    entries = check.typed(raw.get("llm_providers"), "llm_providers", list, [])
+    if not entries:
+        check.error("llm_providers", "configure at least one provider under llm_providers")
+    providers = []
+    for i, entry in enumerate(entries):
+        provider = _provider(check, entry, f"llm_providers[{i}]")
+        if provider:
+            providers.append((f"llm_providers[{i}]", provider))
+    _check_uniqueness(check, providers)
+    names = {p.name for _, p in providers} | {p.model for _, p in providers}
+    aliases = _aliases(check, raw.get("model_aliases"), names)
+    listener = _section(check, raw, "listener", Listener)
+    sidecar = _section(check, raw, "sidecar", Sidecar)
+    routing = _section(check, raw, "routing", Routing)
+    if routing.mode not in ("constrained", "greedy"):
+        check.error("routing.mode", f"{routing.mode!r} is not constrained or greedy")
+    if check.problems:
+        raise ConfigError(check.problems)
+    return Config(
+        path=file,
+        providers=tuple(p for _, p in providers),
+        aliases=tuple(aliases),
+        listener=listener,
+        sidecar=sidecar,
+        routing=routing,
+        warnings=tuple(check.warnings),
+    )
+
+
+def load(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
+    """Read and validate a config file."""
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(file, 1, "file", exc.strerror or str(exc))]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(file, 1, "file", "is not UTF-8 text")]) from None
+    return parse(text, file)

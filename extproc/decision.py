@@ -1,0 +1,89 @@
+"""Which configured model serves a request, and the record of why.
+
+The pipeline is an ordered list of stages; the first stage that returns a
+decision wins. The classifier is one stage among them (see `extproc.routing`),
+so adding or removing it does not reshape the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from extproc.config import Config, Provider
+
+Source = Literal["explicit", "alias", "sticky", "router", "requested", "default", "fallback"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What was decided for one request; published to Envoy's access log."""
+
+    source: Source
+    provider: Provider
+    requested_model: str
+    route: str = ""
+    router_ms: float = 0.0
+    note: str = ""
+    """Why a fallback happened (router missing, timed out, failed), for the log."""
+
+    @property
+    def routed_model(self) -> str:
+        return self.provider.model
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "route": self.route,
+            "requested_model": self.requested_model,
+            "routed_model": self.routed_model,
+            "provider": self.provider.name,
+            "router_ms": round(self.router_ms, 2),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the stages may look at."""
+
+    model: str
+    body: dict[str, Any]
+    path: str
+
+
+Stage = Callable[[Config, Request], Awaitable[Decision | None]]
+
+
+async def explicit(config: Config, request: Request) -> Decision | None:
+    """The client named a configured model by its full name (`/model openai/gpt-4.1`)."""
+    provider = config.provider_named(request.model)
+    return provider and Decision("explicit", provider, request.model)
+
+
+async def alias(config: Config, request: Request) -> Decision | None:
+    provider = config.alias_target(request.model)
+    return provider and Decision("alias", provider, request.model)
+
+
+async def requested(config: Config, request: Request) -> Decision | None:
+    """The requested bare model name is one we serve (`claude-x` for `anthropic/claude-x`)."""
+    provider = config.provider_serving(request.model)
+    return provider and Decision("requested", provider, request.model)
+
+
+async def default(config: Config, request: Request) -> Decision | None:
+    return Decision("default", config.default_provider, request.model)
+
+
+BEFORE_ROUTER: tuple[Stage, ...] = (explicit, alias)
+AFTER_ROUTER: tuple[Stage, ...] = (requested, default)
+
+
+async def decide(config: Config, request: Request, stages: Sequence[Stage]) -> Decision:
+    for stage in stages:
+        decision = await stage(config, request)
+        if decision is not None:
+            return decision
+    raise AssertionError("the default stage always decides")

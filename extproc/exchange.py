@@ -1,0 +1,169 @@
+"""One HTTP exchange seen through ext_proc: a handler per phase.
+
+Envoy opens one gRPC stream per HTTP request and sends the phases in order:
+request headers, request body (BUFFERED), response headers. Each `on_*` method
+takes that phase's message and returns the reply; the state they share (path,
+client headers, the decision) lives on the `Exchange`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from envoy_data_plane.envoy.service.ext_proc.v3 import (
+    HttpBody,
+    HttpHeaders,
+    ProcessingRequest,
+    ProcessingResponse,
+)
+
+from extproc import replies
+from extproc.config import Config
+from extproc.decision import Decision, Request, Stage, decide
+from extproc.errors import GatewayError
+from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
+
+log = logging.getLogger("extproc")
+
+MESSAGES_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+_MODEL_FIRST = re.compile(rb'^\s*\{\s*"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+@dataclass
+class Gateway:
+    """What every exchange needs; replaced as a whole when the config changes."""
+
+    config: Config
+    stages: tuple[Stage, ...]
+    """Decision stages for Messages requests (may include the router)."""
+    token_stages: tuple[Stage, ...]
+    """Decision stages for count_tokens: never worth a router call."""
+
+
+def rewrite_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
+    """The request body with `model` replaced, leaving every other byte as it was.
+
+    Claude Code and the SDKs put `model` first, so the common case is a splice;
+    any other layout is re-serialized (same JSON value, different whitespace).
+    """
+    new = orjson.dumps(model)
+    match = _MODEL_FIRST.match(raw)
+    if match:
+        head = raw[: match.end()]
+        return head[: head.rindex(b'"', 0, len(head) - 1)] + new + raw[match.end() :]
+    return orjson.dumps({**body, "model": model})
+
+
+def _headers(message: HttpHeaders) -> dict[str, str]:
+    if message.headers is None:
+        return {}
+    return {
+        h.key.lower(): (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
+        for h in message.headers.headers
+    }
+
+
+class Exchange:
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.headers: dict[str, str] = {}
+        self.path = ""
+        self.decision: Decision | None = None
+
+    async def handle(self, message: ProcessingRequest) -> ProcessingResponse:
+        if message.request_headers is not None:
+            return self.on_request_headers(message.request_headers)
+        if message.request_body is not None:
+            return await self.on_request_body(message.request_body)
+        if message.response_headers is not None:
+            return replies.continue_response_headers()
+        raise GatewayError(
+            "api_error", "unexpected ext_proc phase; check the filter's processing_mode"
+        )
+
+    def on_request_headers(self, message: HttpHeaders) -> ProcessingResponse:
+        self.headers = _headers(message)
+        self.path = self.headers.get(":path", "/")
+        if self.is_messages:
+            if self.headers.get(":method") != "POST":
+                raise GatewayError("invalid_request_error", f"{self.path_only} takes POST")
+            if message.end_of_stream:
+                raise GatewayError("invalid_request_error", "the request has no body")
+            return replies.continue_request_headers()
+        return self.pass_through()
+
+    @property
+    def path_only(self) -> str:
+        return self.path.partition("?")[0]
+
+    @property
+    def is_messages(self) -> bool:
+        return self.path_only.rstrip("/") in MESSAGES_PATHS
+
+    def pass_through(self) -> ProcessingResponse:
+        """Paths we don't route (model lists, telemetry) go unchanged to Anthropic, if any."""
+        config = self.gateway.config
+        anthropic = next((p for p in config.providers if p.passes_client_auth), None)
+        if anthropic is None:
+            raise GatewayError("not_found_error", f"The gateway does not serve {self.path_only}.")
+        auth = auth_change(anthropic)
+        mutation = replies.header_mutation(
+            {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
+        )
+        return replies.route_request_headers(mutation)
+
+    async def on_request_body(self, message: HttpBody) -> ProcessingResponse:
+        raw = message.body
+        body = _parse_body(raw)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError("invalid_request_error", "model: field required (a string)")
+        gateway = self.gateway
+        counting = self.path_only.rstrip("/").endswith("count_tokens")
+        stages = gateway.token_stages if counting else gateway.stages
+        decision = await decide(gateway.config, Request(model, body, self.path_only), stages)
+        self.decision = decision
+        provider = decision.provider
+        log.info(
+            "%s %s → %s (%s%s)",
+            self.path_only,
+            model,
+            provider.model,
+            decision.source,
+            f", route {decision.route}" if decision.route else "",
+        )
+        if provider.interface != "anthropic":
+            raise GatewayError(
+                "api_error",
+                f"{provider.name} speaks the OpenAI API; translation for it is not available "
+                "in this version of the gateway.",
+                status=501,
+            )
+        auth = auth_change(provider)
+        new_body = rewrite_model(raw, body, provider.upstream_model)
+        mutation = replies.header_mutation(
+            {
+                CLUSTER_HEADER: origin(provider).cluster,
+                ":path": upstream_path(provider, self.path),
+                "content-length": str(len(new_body)),
+                **auth.set,
+            },
+            ("content-length", *auth.remove),
+            add_if_absent={"anthropic-version": "2023-06-01"},
+        )
+        return replies.route_request_body(mutation, new_body, decision.metadata())
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = f"The request body is not valid JSON: {exc}"
+        raise GatewayError("invalid_request_error", message) from None
+    if not isinstance(body, dict):
+        raise GatewayError("invalid_request_error", "The request body must be a JSON object.")
+    return body

@@ -1,0 +1,127 @@
+"""The gRPC server Envoy talks to, plus a small HTTP health endpoint.
+
+grpcio serves raw bytes; we (de)serialize with the envoy-data-plane message
+types. A generic handler avoids generated servicer code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingRequest, ProcessingResponse
+
+from extproc import replies
+from extproc.errors import GatewayError
+from extproc.exchange import Exchange, Gateway
+
+log = logging.getLogger("extproc")
+
+SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+GRPC_OVERHEAD = 1024 * 1024
+"""Room for the protobuf framing around a body at Envoy's buffer limit."""
+
+
+class ExtProcServer:
+    """Serves ext_proc streams and reports health; `gateway` may be swapped at any time."""
+
+    def __init__(self, gateway: Gateway, *, ready: Callable[[], bool] = lambda: True):
+        self.gateway = gateway
+        self.ready = ready
+        self.open_streams = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._health: asyncio.Server | None = None
+
+    async def process(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        exchange = Exchange(self.gateway)
+        self.open_streams += 1
+        try:
+            async for raw in requests:
+                yield bytes(await self._reply(exchange, ProcessingRequest.parse(raw)))
+        finally:
+            self.open_streams -= 1
+
+    async def _reply(self, exchange: Exchange, message: ProcessingRequest) -> ProcessingResponse:
+        try:
+            return await exchange.handle(message)
+        except GatewayError as error:
+            log.warning("%s %s: %s", exchange.path or "-", error.error_type, error.message)
+            return replies.immediate(error)
+        except Exception:
+            log.exception("error while processing %s", exchange.path or "a request")
+            return replies.immediate(
+                GatewayError("api_error", "The gateway failed to process this request.")
+            )
+
+    async def start(self, address: str, port: int, health_port: int, max_body: int) -> None:
+        limit = max_body + GRPC_OVERHEAD
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        handler = grpc.stream_stream_rpc_method_handler(self.process)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Process": handler}),)
+        )
+        if server.add_insecure_port(f"{address}:{port}") == 0:
+            raise OSError(f"cannot listen on {address}:{port} for ext_proc (port taken?)")
+        await server.start()
+        self._grpc = server
+        self._health = await asyncio.start_server(self._serve_health, address, health_port)
+        log.info(
+            "ext_proc listening on %s:%d, health on %s:%d", address, port, address, health_port
+        )
+
+    async def _serve_health(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """`GET /healthz` (alive) and `GET /ready` (router loaded, serving)."""
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 5)
+            path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
+            ok = path == b"/healthz" or (path == b"/ready" and self.ready())
+            known = path in (b"/healthz", b"/ready")
+            status = (
+                b"200 OK" if ok else (b"503 Service Unavailable" if known else b"404 Not Found")
+            )
+            body = b"ok\n" if ok else (b"not ready\n" if known else b"not found\n")
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\ncontent-type: text/plain\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\nconnection: close\r\n\r\n"
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting streams and let open ones finish, for up to `grace` seconds."""
+        if self._health:
+            self._health.close()
+        if self._grpc:
+            log.info("draining %d open stream(s) for up to %.0fs", self.open_streams, grace)
+            await self._grpc.stop(grace)
+
+
+async def serve_until_signalled(server: ExtProcServer, grace: float) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace)
+    log.info("stopped")

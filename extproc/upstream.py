@@ -1,0 +1,91 @@
+"""Where a provider lives: its Envoy cluster, upstream path and auth headers.
+
+Both the Envoy config renderer and the request processor use these functions,
+so the cluster a request is sent to always exists in the rendered config.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from extproc.config import Config, Provider
+from extproc.errors import GatewayError
+from extproc.providers import CLIENT_AUTH_HEADERS, MESSAGES_PATH, PATH_OVERRIDES, auth_headers
+
+CLUSTER_HEADER = "x-extproc-cluster"
+"""The header Envoy's route reads to pick the cluster; always set by the sidecar."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def cluster(self) -> str:
+        """A readable, stable cluster name: `api.openai.com:443` → `api_openai_com_443`."""
+        return re.sub(r"[^A-Za-z0-9]+", "_", f"{self.host}_{self.port}")
+
+
+def origin(provider: Provider) -> Origin:
+    parts = urlsplit(provider.base_url)
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    return Origin(parts.scheme, parts.hostname or "", port, parts.path.rstrip("/"))
+
+
+def origins(config: Config) -> dict[str, Origin]:
+    """Distinct upstream origins by cluster name, in config order."""
+    out: dict[str, Origin] = {}
+    for provider in config.providers:
+        o = origin(provider)
+        out.setdefault(o.cluster, o)
+    return out
+
+
+def upstream_path(provider: Provider, client_path: str) -> str:
+    """The path on the provider for a client Messages path (query string kept for Anthropic)."""
+    base = origin(provider).path_prefix
+    if provider.interface == "anthropic":
+        return base + client_path
+    return base + PATH_OVERRIDES.get(provider.kind, MESSAGES_PATH[provider.interface])
+
+
+@dataclass(frozen=True)
+class AuthChange:
+    set: dict[str, str]
+    remove: tuple[str, ...]
+
+
+def auth_change(provider: Provider) -> AuthChange:
+    """Credential headers for the upstream request; raises when a needed key is missing.
+
+    The client's headers carry Anthropic credentials: they reach Anthropic only, and
+    only when the provider entry has no key of its own.
+    """
+    if provider.access_key:
+        return AuthChange(
+            auth_headers(provider.interface, provider.access_key), CLIENT_AUTH_HEADERS
+        )
+    if provider.passes_client_auth:
+        return AuthChange({}, ())
+    if provider.needs_key:
+        reason = (
+            f"its access_key names ${provider.missing_key_var}, which is not set where the "
+            "sidecar runs"
+            if provider.missing_key_var
+            else "it has no access_key in the gateway's config"
+        )
+        raise GatewayError(
+            "authentication_error",
+            f"The gateway routed this request to {provider.name}, but {reason}.",
+        )
+    return AuthChange({}, CLIENT_AUTH_HEADERS)

@@ -1,0 +1,187 @@
+"""Shared fixtures: fake providers and a real gateway (`extproc up`: Envoy + sidecar)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_anthropic import FakeAnthropic
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "claude-code"
+
+PROVIDER_KEYS = {
+    "TEST_ANTHROPIC_KEY": "sk-ant-gateway-owned-key",
+    "TEST_DEEPSEEK_KEY": "sk-deepseek-secret",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def captured(name: str) -> dict[str, Any]:
+    """A request captured from Claude Code: {path, headers, body}."""
+    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def wire_body(body: Any) -> bytes:
+    """The body as Claude Code put it on the wire (compact JSON, UTF-8)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass
+class Gateway:
+    process: subprocess.Popen[bytes]
+    port: int
+    access_log: Path
+    config_path: Path
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.access_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return lines
+
+    def wait_log(self, predicate, timeout: float = 10.0) -> dict[str, Any]:
+        """The first access-log entry matching `predicate` (Envoy flushes about once a second)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.log_lines():
+                if predicate(entry):
+                    return entry
+            time.sleep(0.1)
+        raise AssertionError(f"no matching access-log line in: {self.log_lines()[-5:]}")
+
+
+def start_gateway(
+    config_text: str, workdir: Path, port: int, env: dict[str, str] | None = None
+) -> Gateway:
+    config_path = workdir / "config.yaml"
+    config_path.write_text(config_text, encoding="utf-8")
+    access_log = workdir / "access.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "up", str(config_path)],
+        stdout=access_log.open("wb"),
+        stderr=subprocess.PIPE,
+        env={**os.environ, **PROVIDER_KEYS, **(env or {})},
+        cwd=workdir,
+    )
+    gateway = Gateway(process, port, access_log, config_path)
+    ready = threading.Event()
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            gateway.output.append(line)
+            if "gateway ready" in line:
+                ready.set()
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not ready.wait(0.1):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("gateway did not start:\n" + "\n".join(gateway.output))
+    return gateway
+
+
+def stop_gateway(gateway: Gateway) -> int:
+    gateway.process.terminate()
+    try:
+        return gateway.process.wait(30)
+    except subprocess.TimeoutExpired:
+        gateway.process.kill()
+        raise
+
+
+def gateway_config(anthropic: FakeAnthropic, deepseek: FakeAnthropic, **ports: int) -> str:
+    """A config whose providers are the local fakes; ports are free ones."""
+    return f"""\
+listener:
+  port: {ports["listener"]}
+  admin_port: {ports["admin"]}
+sidecar:
+  port: {ports["sidecar"]}
+  health_port: {ports["health"]}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic.url}
+    access_key: $TEST_ANTHROPIC_KEY
+    default: true
+    routing_preferences:
+      - name: code reviews
+        description: analyzing code for bugs, readability, and improvements
+  - name: subscription
+    model: anthropic/claude-opus-4-8
+    base_url: {anthropic.url}
+  - model: anthropic/claude-haiku-4-5
+    base_url: {anthropic.url}
+    access_key: ${{TEST_ANTHROPIC_KEY}}
+  - model: deepseek/deepseek-chat
+    base_url: {deepseek.url}/anthropic
+    access_key: $TEST_DEEPSEEK_KEY
+  - model: deepseek/deepseek-reasoner
+    base_url: {deepseek.url}/anthropic
+    access_key: $TEST_UNSET_KEY
+model_aliases:
+  claude-*haiku*: anthropic/claude-haiku-4-5
+  deep: deepseek/deepseek-chat
+"""
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_deepseek() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic(expected_key=PROVIDER_KEYS["TEST_DEEPSEEK_KEY"], answer="deepseek says hi")
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic, tmp_path_factory
+) -> Iterator[Gateway]:
+    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    workdir = tmp_path_factory.mktemp("gateway")
+    config = gateway_config(fake_anthropic, fake_deepseek, **ports)
+    gw = start_gateway(config, workdir, ports["listener"])
+    yield gw
+    stop_gateway(gw)
+
+
+@pytest.fixture
+def fakes(fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic):
+    """Both fakes with their request records cleared for this test."""
+    fake_anthropic.received.clear()
+    fake_deepseek.received.clear()
+    return fake_anthropic, fake_deepseek

@@ -1,0 +1,180 @@
+"""A local stand-in for an Anthropic-API provider (Anthropic itself, DeepSeek's endpoint).
+
+It speaks the real wire format: JSON messages, SSE streams framed as
+`event: …\\ndata: …\\n\\n` over chunked transfer encoding, Anthropic error bodies
+with their status codes, and a `request-id` header. Every request it receives is
+recorded so tests can assert what reached the provider.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def message(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 6},
+    }
+
+
+def sse_events(model: str, text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The event sequence Anthropic streams for a one-block text answer."""
+    start = message(model, "")
+    start["content"], start["stop_reason"] = [], None
+    start["usage"] = {"input_tokens": 12, "output_tokens": 1}
+    half = len(text) // 2
+    return [
+        ("message_start", {"type": "message_start", "message": start}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        ("ping", {"type": "ping"}),
+        *(
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": part},
+                },
+            )
+            for part in (text[:half], text[half:])
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 6},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+
+
+def sse_bytes(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+
+
+@dataclass
+class FakeAnthropic:
+    """`expected_key`: the only `x-api-key` accepted (None accepts any credential)."""
+
+    expected_key: str | None = None
+    answer: str = "Hello from the fake provider ✓"
+    received: list[Received] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)
+    """The exact bytes of the last response body sent."""
+
+    def start(self) -> FakeAnthropic:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._record(b"")
+                self._json(200, {"data": [], "has_more": False, "first_id": None, "last_id": None})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                self._record(body)
+                fake.respond(self, body)
+
+            def _record(self, body: bytes) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                fake.received.append(Received(self.command, self.path, headers, body))
+
+            def _json(self, status: int, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                fake.sent = [data]
+
+        self.Handler = Handler
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def error(self, handler: BaseHTTPRequestHandler, status: int, kind: str, text: str) -> None:
+        handler._json(status, {"type": "error", "error": {"type": kind, "message": text}})  # type: ignore[attr-defined]
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        key = handler.headers.get("x-api-key")
+        if self.expected_key is not None and key != self.expected_key:
+            self.error(handler, 401, "authentication_error", "invalid x-api-key")
+            return
+        try:
+            request = json.loads(body)
+        except ValueError:
+            self.error(handler, 400, "invalid_request_error", "body is not JSON")
+            return
+        if handler.path.split("?")[0].endswith("/count_tokens"):
+            handler._json(200, {"input_tokens": 42})  # type: ignore[attr-defined]
+            return
+        model = request.get("model", "")
+        if not request.get("stream"):
+            handler._json(200, message(model, self.answer))  # type: ignore[attr-defined]
+            return
+        handler.send_response(200)
+        handler.send_header("content-type", "text/event-stream; charset=utf-8")
+        handler.send_header("cache-control", "no-cache")
+        handler.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
+        handler.send_header("transfer-encoding", "chunked")
+        handler.end_headers()
+        chunks = sse_bytes(sse_events(model, self.answer))
+        for chunk in chunks:
+            handler.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            handler.wfile.flush()
+        handler.wfile.write(b"0\r\n\r\n")
+        self.sent = chunks
