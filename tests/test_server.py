@@ -51,7 +51,7 @@ def sidecar(tmp_path):
         text=True,
     )
     deadline = time.monotonic() + 30
-    while not get(f"http://127.0.0.1:{health}/healthz")[0] == 200:
+    while get(f"http://127.0.0.1:{health}/healthz")[0] != 200:
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.1)
     yield process, port, health
