@@ -1,0 +1,196 @@
+"""Router latency on this machine: naive Arch-Router decoding vs ours, same model, same run.
+
+Builds once (cached under ./.cache/bench-model) a random-weight model with Arch-Router-1.5B's
+exact shape, converted to int8 by our ``convert``. Random weights cost the same compute as the
+real ones. The tokenizer is a byte-level BPE (Qwen2's pre-tokenizer split) trained here on
+Python's standard library source, so prompt lengths are realistic without downloading Qwen's.
+
+    python benchmarks/router_bench.py [--repeats 5] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from extproc.router.convert import convert
+from extproc.router.engine import ArchRouter
+from extproc.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION
+
+CACHE = Path(".cache/bench-model")
+WINDOW_TOKENS = (64, 128, 256, 512)
+NAIVE_TOKENS = 8
+ROUTES = [
+    ("code_generation", "Generating new code snippets, functions, or boilerplate from a request"),
+    ("bug_fixing", "Finding the cause of an error, a failing test or a crash and fixing it"),
+    ("explanation", "Explaining or reviewing existing code, APIs, concepts or design choices"),
+    ("general", "General conversation, planning and questions not about a specific piece of code"),
+]
+ARCH_ROUTER_SHAPE = {
+    "vocab_size": 151936,
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+}
+CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. "
+    "You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if not (message.role == 'system' and loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def corpus(limit_bytes: int = 8_000_000) -> list[str]:
+    """Python's standard library source: plenty of English docstrings and code."""
+    texts, size = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if "test" in path.parts or size > limit_bytes:
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        texts.append(text)
+        size += len(text)
+    return texts
+
+
+def build_tokenizer(out: Path, texts: list[str]) -> None:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=32000,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=specials[1:],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(str(out))
+
+
+def build_model(texts: list[str]) -> Path:
+    """Random Arch-Router-shaped Qwen2, int8. The converter pads the vocabulary to 151936."""
+    out = CACHE / "ct2-int8"
+    if (out / "model.bin").is_file():
+        return out
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    src = CACHE / "hf"
+    src.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(src, texts)
+    torch.manual_seed(0)
+    config = Qwen2Config(**ARCH_ROUTER_SHAPE, dtype="bfloat16")
+    with torch.device("cpu"):
+        torch.set_default_dtype(torch.bfloat16)
+        model = Qwen2ForCausalLM(config)
+        torch.set_default_dtype(torch.float32)
+    model.save_pretrained(str(src))
+    del model
+    convert(str(src), out, quantization="int8", force=True)
+    return out
+
+
+def window_of(router: ArchRouter, texts: list[str], tokens: int, rng: random.Random) -> list:
+    """One user message of exactly ``tokens`` tokens cut from a random corpus text."""
+    text = rng.choice([t for t in texts if len(t) > tokens * 8])
+    start = rng.randrange(len(text) - tokens * 8)
+    ids = router.encode(text[start : start + tokens * 8])[:tokens]
+    return [{"role": "user", "content": router.tokenizer.decode(ids)}]
+
+
+def naive(router: ArchRouter, window: list) -> None:
+    """What the model card does: whole prompt, free greedy decoding of the answer."""
+    tokens = router.tokenizer.convert_ids_to_tokens(router.encode(router.prompt(ROUTES, window)))
+    router.generator.generate_batch(
+        [tokens],
+        max_length=NAIVE_TOKENS,
+        min_length=NAIVE_TOKENS,
+        include_prompt_in_result=False,
+    )
+
+
+def timed(fn: Callable[..., object], *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="CTranslate2 intra_threads")
+    args = parser.parse_args()
+
+    texts = corpus()
+    started = time.perf_counter()
+    model_dir = build_model(texts)
+    print(f"model: {model_dir} (ready in {time.perf_counter() - started:.0f} s)")
+    router = ArchRouter(model_dir, device="cpu", threads=args.threads)
+    rng = random.Random(0)
+
+    static, rest = router.split_tokens(ROUTES, window_of(router, texts, 64, rng))
+    fixed = len(rest) - 64
+    print(
+        f"prompt: static prefix {len(static)} tokens; per request: window + {fixed} tokens "
+        f"(format prompt {router.count_tokens(FORMAT_PROMPT)}); "
+        f"task text {router.count_tokens(TASK_INSTRUCTION)}"
+    )
+    first = timed(router.classify, ROUTES, [window_of(router, texts, 128, rng)])
+    print(f"first call after a route-config change (computes the static prefix): {first:.2f} s")
+
+    columns = ("window", 7), ("prompt", 7), ("not cached", 10), ("naive p50", 10), ("ours p50", 9)
+    header = " ".join(f"{name:>{width}}" for name, width in columns) + "  ratio"
+    print(f"{header}  (seconds, {os.cpu_count()} CPUs)")
+    for size in WINDOW_TOKENS:
+        windows = [window_of(router, texts, size, rng) for _ in range(args.repeats)]
+        ours = statistics.median(timed(router.classify, ROUTES, [w]) for w in windows)
+        base = statistics.median(timed(naive, router, w) for w in windows[:3])
+        static, rest = router.split_tokens(ROUTES, windows[0])
+        cells = f"{size:>7} {len(static) + len(rest):>7} {len(rest):>10}"
+        print(f"{cells} {base:>10.2f} {ours:>9.2f} {base / ours:>5.1f}x", flush=True)
+    print(f"python {platform.python_version()}, {platform.machine()}, argv {sys.argv[1:]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The conversation window the router classifies, cut from an Anthropic Messages body.
+
+The window *ends* at the latest user message that has real text (``<system-reminder>`` blocks
+removed). Every tool-loop request of one user turn therefore yields the same window, so the
+sticky cache keyed on it holds for the whole turn and the model is never switched mid-task.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+Message = dict[str, str]
+TokenCounter = Callable[[str], int]
+
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+_ELLIPSIS = "\n…\n"
+
+
+def estimate_tokens(text: str) -> int:
+    """archgw's estimate: four characters a token. Used when no tokenizer is given."""
+    return math.ceil(len(text) / 4)
+
+
+def strip_reminders(text: str) -> str:
+    """Remove Claude Code's ``<system-reminder>`` blocks: injected context, not user intent."""
+    return _REMINDER.sub("", text).strip()
+
+
+def message_text(content: Any) -> str:
+    """User-visible text of one message: string content or its text blocks, flattened.
+
+    tool_use, tool_result, thinking, redacted_thinking, image and document blocks carry no
+    intent the router can use (and can be huge), so only ``text`` blocks count.
+    """
+    if isinstance(content, str):
+        return strip_reminders(content)
+    if not isinstance(content, list):
+        return ""
+    parts = (
+        strip_reminders(block["text"])
+        for block in content
+        if isinstance(block, dict)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    )
+    return "\n".join(part for part in parts if part)
+
+
+def truncate_middle(text: str, budget_tokens: int, count_tokens: TokenCounter) -> str:
+    """Keep the head and tail of ``text`` so that it fits ``budget_tokens``.
+
+    Both ends of a long prompt tend to say what the user wants (a pasted log, then the ask).
+    """
+    total = count_tokens(text)
+    if total <= budget_tokens:
+        return text
+    keep = int(len(text) * budget_tokens / total)
+    while keep > 0:
+        head = keep - keep // 2
+        cut = text[:head] + _ELLIPSIS + text[len(text) - keep // 2 :]
+        if count_tokens(cut) <= budget_tokens:
+            return cut
+        keep = int(keep * 0.9)
+    return ""
+
+
+def conversation_window(
+    body: dict[str, Any], budget_tokens: int, count_tokens: TokenCounter | None = None
+) -> list[Message]:
+    """Newest-first user/assistant text ending at the latest user text, within a budget.
+
+    Returns ``[]`` when the body holds no user text at all. ``role: system`` entries inside
+    ``messages`` (Claude Code appends one after the user's text) are ignored, as are messages
+    left empty once non-text blocks and reminders are gone. The latest user text is always
+    kept, middle-truncated if it alone exceeds the budget; older messages are added while the
+    whole window fits.
+    """
+    count = count_tokens or estimate_tokens
+    messages = body.get("messages")
+    texts: list[Message] = []
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            continue
+        text = message_text(message.get("content"))
+        if text:
+            texts.append({"role": message["role"], "content": text})
+    last_user = next((i for i in range(len(texts) - 1, -1, -1) if texts[i]["role"] == "user"), None)
+    if last_user is None:
+        return []
+    latest = texts[last_user]["content"]
+    window = [{"role": "user", "content": truncate_middle(latest, budget_tokens, count)}]
+    used = count(window[0]["content"])
+    for message in reversed(texts[:last_user]):
+        used += count(message["content"])
+        if used > budget_tokens:
+            break
+        window.append(message)
+    window.reverse()
+    return window

@@ -1,0 +1,68 @@
+"""Answer trie and the tolerant parser (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from extproc.router.decoding import OTHER, AnswerTrie, answer_text, parse_route
+
+NAMES = ["code_generation", "code_review", "bug_fixing"]
+
+
+def char_encode(text: str) -> list[int]:
+    """A tokenizer whose tokens are characters: every shared character is a trie level."""
+    return [ord(c) for c in text]
+
+
+def test_answer_text_is_what_the_model_was_trained_to_write() -> None:
+    assert answer_text("code_review") == '{"route": "code_review"}'
+
+
+def test_trie_forces_the_shared_prefix_and_branches_where_names_differ() -> None:
+    trie = AnswerTrie.build(NAMES, char_encode)
+    assert bytes(trie.prefix).decode() == '{"route": "'
+    assert set(trie.root.names) == {*NAMES, OTHER}
+    assert sorted(map(chr, trie.root.children)) == ["b", "c", "o"]
+    code = trie.root.children[ord("c")]
+    assert code.resolved is None and set(code.names) == {"code_generation", "code_review"}
+    assert trie.root.children[ord("b")].resolved == "bug_fixing"
+    # c, o, d, e, _ are shared; the sixth character decides.
+    assert trie.root.depth() == 6
+
+
+def test_prefix_stops_where_a_merge_crosses_the_quote() -> None:
+    # A tokenizer that merges the opening quote with "o": the prefix must stop before it.
+    def merging(text: str) -> list[int]:
+        return [1000 if text[i : i + 2] == '"o' else ord(text[i]) for i in range(len(text))]
+
+    trie = AnswerTrie.build(["alpha"], merging)
+    assert len(trie.prefix) == len('{"route": ')
+    assert set(trie.root.names) == {"alpha", OTHER}
+
+
+def test_other_is_always_a_candidate_and_never_duplicated() -> None:
+    trie = AnswerTrie.build(["other", "x", "x"], char_encode)
+    assert set(trie.root.names) == {"other", "x"}
+    assert AnswerTrie.build([], char_encode).root.resolved == OTHER
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"route": "code_review"}', "code_review"),
+        ('  {"route": "bug_fixing"} ', "bug_fixing"),
+        ('```json\n{"route": "code_generation"}\n```', "code_generation"),
+        ("```\n{'route': 'code_review'}\n```", "code_review"),
+        ("{'route': 'bug_fixing'}", "bug_fixing"),
+        ('The best route is {"route": "code_review"} because...', "code_review"),
+        ('{"route": "other"}', OTHER),
+        ('{"route": "unknown_route"}', OTHER),
+        ('{"route": 3}', OTHER),
+        ('{"route": "code_rev', OTHER),
+        ("", OTHER),
+        ("code_review", OTHER),
+        ("{not json at all}", OTHER),
+    ],
+)
+def test_parse_route(text: str, expected: str) -> None:
+    assert parse_route(text, NAMES) == expected

@@ -1,0 +1,186 @@
+"""The router's conversation window, on captured Claude Code requests and by its rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extproc.router.window import conversation_window, estimate_tokens, message_text
+
+CAPTURES = Path(__file__).parent / "fixtures" / "claude-code"
+
+
+def captured_body(name: str) -> dict[str, Any]:
+    return json.loads((CAPTURES / f"{name}.json").read_text(encoding="utf-8"))["body"]
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text}
+
+
+def test_first_turn_window_is_the_users_text_without_reminders() -> None:
+    window = conversation_window(captured_body("first-turn"), 2048)
+    assert window == [user("write a python function that reverses a string")]
+
+
+def test_tool_loop_window_is_the_same_as_its_own_first_turn() -> None:
+    # first-turn.json and tool-loop.json come from different sessions, so compare the
+    # tool-loop request with its own first request (the messages before the tool loop).
+    body = captured_body("tool-loop")
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["user", "system", "assistant", "user"]
+    assert body["messages"][-1]["content"][0]["type"] == "tool_result"
+    first = {**body, "messages": body["messages"][:2]}
+    window = conversation_window(body, 2048)
+    assert window == conversation_window(first, 2048) == [user("run echo hi there")]
+
+
+def test_every_iteration_of_a_tool_loop_has_the_same_window() -> None:
+    body = copy.deepcopy(captured_body("tool-loop"))
+    expected = conversation_window(body, 2048)
+    for i in range(5):
+        body["messages"] += [
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "let me look", "signature": "x"},
+                    {"type": "text", "text": f"Running step {i}."},
+                    {"type": "tool_use", "id": f"t{i}", "name": "Bash", "input": {"c": "ls"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": f"t{i}", "content": "file.py"},
+                    {"type": "text", "text": "<system-reminder>todo list empty</system-reminder>"},
+                ],
+            },
+        ]
+        assert conversation_window(body, 2048) == expected
+
+
+def test_trailing_system_message_is_skipped() -> None:
+    body = captured_body("interactive-main")
+    assert body["messages"][-1]["role"] == "system"
+    window = conversation_window(body, 2048)
+    assert window == [user("explain what a python decorator is in one sentence")]
+
+
+def test_no_reminder_survives_on_any_capture() -> None:
+    for path in CAPTURES.glob("*.json"):
+        window = conversation_window(captured_body(path.stem), 100_000)
+        assert window and window[-1]["role"] == "user"
+        assert all("system-reminder" not in m["content"] for m in window)
+
+
+def test_non_text_blocks_are_dropped_and_text_blocks_flattened() -> None:
+    content = [
+        {"type": "thinking", "thinking": "hmm", "signature": "s"},
+        {"type": "redacted_thinking", "data": "xyz"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}},
+        {"type": "tool_use", "id": "1", "name": "Read", "input": {}},
+        {"type": "tool_result", "tool_use_id": "1", "content": [{"type": "text", "text": "r"}]},
+        {"type": "text", "text": "first part"},
+        {"type": "text", "text": " <system-reminder>\nnoise\n</system-reminder>second part "},
+    ]
+    assert message_text(content) == "first part\nsecond part"
+    assert message_text("<system-reminder>a</system-reminder> hi ") == "hi"
+    assert message_text(None) == ""
+
+
+def test_roles_and_empty_messages() -> None:
+    body = {
+        "messages": [
+            user("hello"),
+            {"role": "system", "content": "ignored"},
+            assistant(""),
+            assistant([{"type": "tool_use", "id": "1", "name": "x", "input": {}}]),
+            assistant("hi, what do you need?"),
+            user("<system-reminder>only a reminder</system-reminder>"),
+            user("fix the login bug"),
+            assistant("On it."),
+            user([{"type": "tool_result", "tool_use_id": "1", "content": "ok"}]),
+        ]
+    }
+    assert conversation_window(body, 2048) == [
+        user("hello"),
+        assistant("hi, what do you need?"),
+        user("fix the login bug"),
+    ]
+
+
+def test_no_user_text_gives_an_empty_window() -> None:
+    assert conversation_window({}, 100) == []
+    assert conversation_window({"messages": "nope"}, 100) == []
+    only_tools = [user([{"type": "tool_result", "tool_use_id": "1", "content": "x"}])]
+    assert conversation_window({"messages": only_tools}, 100) == []
+    assert conversation_window({"messages": [assistant("hello")]}, 100) == []
+
+
+def test_budget_keeps_newest_messages() -> None:
+    body = {"messages": [user("a" * 40), assistant("b" * 40), user("c" * 40)]}
+    assert conversation_window(body, 20) == [assistant("b" * 40), user("c" * 40)]
+    assert conversation_window(body, 30) == body["messages"]
+    assert conversation_window(body, 10) == [user("c" * 40)]
+
+
+def test_latest_user_text_alone_over_budget_is_middle_truncated() -> None:
+    text = "START " + "x" * 10_000 + " END"
+    window = conversation_window({"messages": [assistant("a" * 40), user(text)]}, 100)
+    assert len(window) == 1
+    kept = window[0]["content"]
+    assert kept.startswith("START ") and kept.endswith(" END") and "…" in kept
+    assert 90 <= estimate_tokens(kept) <= 100
+
+
+def test_custom_token_counter() -> None:
+    words = lambda text: len(text.split())  # noqa: E731
+    body = {"messages": [user("one two three"), assistant("four five"), user("six seven")]}
+    assert conversation_window(body, 4, words) == [assistant("four five"), user("six seven")]
+
+
+text_st = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300)
+block_st = st.one_of(
+    st.builds(lambda t: {"type": "text", "text": t}, text_st),
+    st.builds(lambda t: {"type": "thinking", "thinking": t}, text_st),
+    st.builds(lambda t: {"type": "tool_result", "tool_use_id": "x", "content": t}, text_st),
+    st.just({"type": "image", "source": {}}),
+)
+message_st = st.builds(
+    lambda role, content: {"role": role, "content": content},
+    st.sampled_from(["user", "assistant", "system"]),
+    st.one_of(text_st, st.lists(block_st, max_size=4)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(message_st, max_size=8), st.integers(min_value=8, max_value=400))
+def test_window_invariants(messages: list[dict[str, Any]], budget: int) -> None:
+    window = conversation_window({"messages": messages}, budget)
+    texts = [
+        {"role": m["role"], "content": message_text(m["content"])}
+        for m in messages
+        if m["role"] in ("user", "assistant") and message_text(m["content"])
+    ]
+    users = [i for i, m in enumerate(texts) if m["role"] == "user"]
+    if not users:
+        assert window == []
+        return
+    latest = texts[users[-1]]["content"]
+    assert window[-1]["role"] == "user"
+    assert all(m["content"] and m["role"] in ("user", "assistant") for m in window)
+    assert sum(estimate_tokens(m["content"]) for m in window) <= budget
+    if estimate_tokens(latest) <= budget:
+        assert window[-1]["content"] == latest
+    # Older messages: the contiguous run of text messages just before the latest user text.
+    assert window[:-1] == texts[users[-1] - len(window) + 1 : users[-1]]
