@@ -1,13 +1,15 @@
-"""The `extproc` command: check, serve, render-envoy, up."""
+"""The `extproc` command: check, serve, render-envoy, up, route, model convert."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from extproc import config as config_mod
 from extproc.config import Config, ConfigError
@@ -62,13 +64,16 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from extproc.app import build_gateway
+    from extproc.app import build_gateway, load_router
+    from extproc.routing import RouterStage
     from extproc.server import ExtProcServer, serve_until_signalled
 
     config = _load(args.config)
 
     async def main() -> None:
-        server = ExtProcServer(build_gateway(config))
+        router = RouterStage(config.routing)
+        loading = asyncio.create_task(load_router(router, config))
+        server = ExtProcServer(build_gateway(config, router), ready=loading.done)
         sidecar = config.sidecar
         await server.start(
             sidecar.address, sidecar.port, sidecar.health_port, config.listener.max_body_bytes
@@ -88,6 +93,69 @@ def cmd_up(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _request_body(args: argparse.Namespace) -> dict[str, Any]:
+    """A Messages body from --text, or from a file holding a body or a captured request."""
+    if args.text is not None:
+        return {"model": args.model, "messages": [{"role": "user", "content": args.text}]}
+    data = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    body = data["body"] if isinstance(data.get("body"), dict) else data
+    return {**body, "model": args.model} if args.model else body
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from extproc.app import build_gateway
+    from extproc.decision import Request, decide
+    from extproc.router.engine import ArchRouter, RouterModelError
+    from extproc.router.window import conversation_window
+    from extproc.routing import RouterStage, routes_of
+
+    config = _load(args.config)
+    routing = config.routing
+    try:
+        model = ArchRouter(
+            Path(routing.model_dir).expanduser(),
+            device=routing.device,
+            compute_type=routing.compute_type,
+            threads=routing.threads,
+            mode=args.mode or routing.mode,
+        )
+    except RouterModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    body = _request_body(args)
+    if args.show_prompt:
+        window = conversation_window(body, routing.window_tokens, model.count_tokens)
+        sys.stdout.write(model.prompt(routes_of(config), window))
+        return 0
+    router = RouterStage(routing)
+    router.attach(model)
+    gateway = build_gateway(config, router)
+    request = Request(str(body.get("model", "")), body, "/v1/messages")
+    decision = asyncio.run(decide(config, request, gateway.stages))
+    record = decision.metadata()
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(
+            f"route: {record['route'] or '-'}\nmodel: {record['routed_model']}\n"
+            f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
+            f"router_ms: {record['router_ms']:.1f}"
+        )
+    return 0
+
+
+def cmd_model_convert(args: argparse.Namespace) -> int:
+    from extproc.router.convert import ConvertError, convert
+
+    try:
+        out = convert(args.src, args.out, quantization=args.quantization, force=args.force)
+    except ConvertError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"converted {args.src} → {out} ({args.quantization})")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,6 +180,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=30.0, help="seconds to drain on SIGTERM")
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy's own log level")
+    p = command("route", cmd_route, "show how the router decides a text or a request file")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", help="the user's message")
+    given.add_argument("--request", help="a Messages body, or a captured {path, headers, body}")
+    p.add_argument("--model", default="", help="the model the client asks for")
+    p.add_argument("--mode", choices=("constrained", "greedy"), help="override routing.mode")
+    p.add_argument("--json", action="store_true", help="print the decision record as JSON")
+    p.add_argument("--show-prompt", action="store_true", help="print the router prompt only")
+
+    model = sub.add_parser("model", help="router model files")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    p = model_sub.add_parser(
+        "convert",
+        help="convert a Hugging Face checkpoint to CTranslate2 (needs extproc[convert])",
+    )
+    p.add_argument("src", help="Hugging Face id (katanemo/Arch-Router-1.5B) or local directory")
+    p.add_argument("out", help="output directory (routing.model_dir)")
+    p.add_argument("--quantization", default="int8", help="int8 (default), float16, bfloat16, …")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_model_convert)
     return top
 
 

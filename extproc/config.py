@@ -67,6 +67,10 @@ class Provider:
     routes: tuple[RoutePreference, ...]
     passes_client_auth: bool
     needs_key: bool
+    max_tokens: int | None = None
+    """Cap on the client's max_tokens (Claude Code asks 32k-64k; many models refuse that)."""
+    reasoning: bool = False
+    """The model takes `reasoning_effort`, so Anthropic `thinking` is translated to it."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +92,10 @@ class Sidecar:
 class Routing:
     model_dir: str = "~/.cache/extproc/arch-router-1.5b-ct2-int8"
     device: str = "auto"
-    compute_type: str = "int8"
+    compute_type: str = "default"
     threads: int = 0
     timeout_ms: int = 5000
-    window_tokens: int = 1024
+    window_tokens: int = 256
     mode: str = "constrained"
 
 
@@ -229,6 +233,8 @@ _PROVIDER_KEYS = {
     "provider_interface",
     "default",
     "routing_preferences",
+    "max_tokens",
+    "reasoning",
 }
 
 
@@ -332,6 +338,8 @@ def _provider(check: _Checker, entry: Any, where: str) -> Provider | None:
         routes=tuple(routes),
         passes_client_auth=kind.passes_client_auth,
         needs_key=kind.needs_key,
+        max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
+        reasoning=check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, False),
     )
 
 

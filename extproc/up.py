@@ -7,6 +7,8 @@ non-zero with a message saying which one.
 
 from __future__ import annotations
 
+import functools
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +24,7 @@ import envoy
 from extproc.config import Config
 from extproc.envoy_config import render
 
+ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
 
@@ -82,6 +85,44 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    from huggingface_hub import constants
+
+    try:
+        urllib.request.urlopen(constants.ENDPOINT, timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def offer_router_model(config: Config) -> None:
+    """When the router model is missing, say so, and offer to fetch and convert it."""
+    from extproc.router.convert import ConvertError, convert
+
+    model_dir = Path(config.routing.model_dir).expanduser()
+    if model_dir.exists():
+        return
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    say(f"The router model is not at {model_dir} (routing.model_dir).")
+    fallback = "Until it is, every routed request goes to its fallback model (see the access log)."
+    if not _hub_reachable():
+        say(f"Offline: {ROUTER_SOURCE} can't be downloaded from here. {fallback}")
+        return
+    if not sys.stdin.isatty():
+        say(f"Build it with: extproc model convert {ROUTER_SOURCE} {model_dir}\n{fallback}")
+        return
+    answer = input(f"Download {ROUTER_SOURCE} (about 3 GB) and convert it now? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        say(fallback)
+        return
+    try:
+        convert(ROUTER_SOURCE, model_dir)
+    except ConvertError as exc:
+        say(f"{exc}\n{fallback}")
+
+
 def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
     # A dynamic base id lets several gateways (or test runs) share one machine; a short
     # flush interval puts each decision in the access log within a quarter second.
@@ -100,6 +141,7 @@ def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
 def run(config: Config, *, log_level: str = "warning") -> int:
     """Run until Ctrl-C/SIGTERM or until a process dies; returns the exit code."""
     check_ports(config)
+    offer_router_model(config)
     run_dir = Path(tempfile.mkdtemp(prefix="extproc-"))
     envoy_yaml = run_dir / "envoy.yaml"
     envoy_yaml.write_text(render(config), encoding="utf-8")
@@ -114,8 +156,9 @@ def run(config: Config, *, log_level: str = "warning") -> int:
     sidecar = subprocess.Popen([sys.executable, "-m", "extproc", "serve", config.path])
     processes = [sidecar]
     try:
-        health = f"http://{config.sidecar.address}:{config.sidecar.health_port}/healthz"
-        _wait_ready(health, sidecar, "the sidecar (extproc serve)")
+        # /ready: the router model is loaded (or known to be missing) and warmed up.
+        ready = f"http://{config.sidecar.address}:{config.sidecar.health_port}/ready"
+        _wait_ready(ready, sidecar, "the sidecar (extproc serve)")
         processes.append(subprocess.Popen(envoy_command(envoy_yaml, log_level)))
         _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", processes[1], "envoy")
         listener = config.listener

@@ -57,6 +57,8 @@ def test_up_serves_then_stops_both_processes_on_sigterm(tmp_path, fake_anthropic
         json={"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
     )
     assert response.status_code == 200
+    assert any(line.startswith("The router model is not at") for line in gateway.output)
+    assert any(line.startswith("Offline: katanemo/Arch-Router-1.5B") for line in gateway.output)
     assert stop_gateway(gateway) == 0
     for port in chosen.values():
         with socket.socket() as sock:

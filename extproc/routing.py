@@ -1,0 +1,194 @@
+"""The classifier as a decision stage: sticky cache, shared in-flight work, batching, fallback.
+
+`RouterStage` sits between the explicit/alias stages and the requested/default
+ones. It never fails a request: a missing model, a timeout or an exception
+yields the fallback decision, labelled `fallback` with the reason in `note`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from extproc import decision
+from extproc.config import Config, Routing
+from extproc.decision import Decision, Request, Source
+from extproc.router.window import conversation_window, estimate_tokens
+
+log = logging.getLogger("extproc.routing")
+
+Routes = tuple[tuple[str, str], ...]
+Window = list[dict[str, str]]
+OTHER = "other"
+LOADING = "router model is loading"
+STICKY_ENTRIES = 8192
+
+
+class Classifier(Protocol):
+    """What the stage needs from a model (ArchRouter is the real one)."""
+
+    def classify(self, routes: Sequence[tuple[str, str]], windows: list[Window]) -> list[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class BatchingClassifier:
+    """Runs a blocking classifier on one worker thread, batching calls that queue up.
+
+    While the model works on one batch, new requests wait in `_pending`; the next
+    batch takes all of them that share a route config, in one `classify` call.
+    """
+
+    def __init__(self, classifier: Classifier):
+        self.classifier = classifier
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router")
+        self._pending: list[tuple[Routes, Window, asyncio.Future[str]]] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    def submit(self, routes: Routes, window: Window) -> asyncio.Future[str]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((routes, window, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            routes = self._pending[0][0]
+            batch = [item for item in self._pending if item[0] == routes]
+            self._pending = [item for item in self._pending if item[0] != routes]
+            windows = [window for _, window, _ in batch]
+            try:
+                answers = await loop.run_in_executor(
+                    self._executor, self.classifier.classify, routes, windows
+                )
+            except Exception as exc:
+                answers = [exc] * len(batch)
+            for (_, _, future), answer in zip(batch, answers, strict=True):
+                if future.done():
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A classification result: the route name, or None with the fallback reason."""
+
+    route: str | None
+    note: str = ""
+    lasting: bool = True
+    """False while the model is still loading: don't pin the turn to that fallback."""
+
+
+def routes_of(config: Config) -> Routes:
+    return tuple((route.name, route.description) for route, _ in config.routes)
+
+
+def window_key(routes: Routes, window: Window) -> str:
+    """Stable across processes and replicas: the same intent gets the same key everywhere."""
+    return hashlib.sha256(orjson.dumps([routes, window])).hexdigest()
+
+
+def is_utility_call(body: dict[str, Any]) -> bool:
+    """Claude Code's background calls (session titles) carry no tools and ask for JSON output."""
+    output = body.get("output_config")
+    return not body.get("tools") and isinstance(output, dict) and "format" in output
+
+
+class RouterStage:
+    """A decision stage that classifies the conversation window against the routes."""
+
+    def __init__(self, routing: Routing):
+        self.routing = routing
+        self.model: BatchingClassifier | None = None
+        self.unavailable = LOADING
+        self._sticky: OrderedDict[str, Outcome] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
+
+    def attach(self, classifier: Classifier | None, unavailable: str = "") -> None:
+        """Install the loaded model, or record why there is none."""
+        self.model = BatchingClassifier(classifier) if classifier else None
+        self.unavailable = unavailable
+
+    @property
+    def count_tokens(self) -> Callable[[str], int]:
+        return self.model.classifier.count_tokens if self.model else estimate_tokens
+
+    async def __call__(self, config: Config, request: Request) -> Decision | None:
+        routes = routes_of(config)
+        if not routes or is_utility_call(request.body):
+            return None
+        started = time.perf_counter()
+        window = conversation_window(request.body, self.routing.window_tokens, self.count_tokens)
+        if not window:
+            return None
+        key = window_key(routes, window)
+        cached = self._sticky.get(key)
+        source: Source = "sticky"
+        if cached is None:
+            source = "router"
+            cached = await self._classify(key, routes, window)
+        else:
+            self._sticky.move_to_end(key)
+        elapsed = (time.perf_counter() - started) * 1000
+        return await self._decision(config, request, cached, source, elapsed)
+
+    async def _classify(self, key: str, routes: Routes, window: Window) -> Outcome:
+        """Classify once per key: concurrent identical requests share one computation."""
+        shared = self._in_flight.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self._run(routes, window))
+            self._in_flight[key] = shared
+            shared.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        outcome = await asyncio.shield(shared)
+        self._remember(key, outcome)
+        return outcome
+
+    async def _run(self, routes: Routes, window: Window) -> Outcome:
+        if self.model is None:
+            return Outcome(None, self.unavailable, lasting=self.unavailable != LOADING)
+        timeout = self.routing.timeout_ms / 1000
+        try:
+            return Outcome(await asyncio.wait_for(self.model.submit(routes, window), timeout))
+        except TimeoutError:
+            return Outcome(None, f"router timed out after {self.routing.timeout_ms} ms")
+        except Exception as exc:
+            log.exception("router failed")
+            return Outcome(None, f"router failed: {type(exc).__name__}: {exc}"[:200])
+
+    def _remember(self, key: str, outcome: Outcome) -> None:
+        """Remember outcomes, fallbacks included, so one user turn never switches models."""
+        if not outcome.lasting:
+            return
+        self._sticky[key] = outcome
+        while len(self._sticky) > STICKY_ENTRIES:
+            self._sticky.popitem(last=False)
+
+    async def _decision(
+        self, config: Config, request: Request, outcome: Outcome, source: Source, ms: float
+    ) -> Decision:
+        route_owner = {route.name: provider for route, provider in config.routes}
+        if outcome.route in route_owner:
+            return Decision(source, route_owner[outcome.route], request.model, outcome.route, ms)
+        after = await decision.decide(config, request, decision.AFTER_ROUTER)
+        if outcome.route is None:
+            # A reused fallback stays labelled sticky: the turn keeps the model it started on.
+            label: Source = "sticky" if source == "sticky" else "fallback"
+            return Decision(label, after.provider, request.model, "", ms, outcome.note)
+        return Decision(source, after.provider, request.model, OTHER, ms)
