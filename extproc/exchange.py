@@ -22,9 +22,12 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 )
 
 from extproc import replies
-from extproc.config import Config
+from extproc.config import Config, Provider
 from extproc.decision import Decision, Request, Stage, decide
 from extproc.errors import GatewayError
+from extproc.response import ResponseTranslation
+from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
+from extproc.translate.anthropic_openai import TranslationError, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 
 log = logging.getLogger("extproc")
@@ -73,6 +76,7 @@ class Exchange:
         self.headers: dict[str, str] = {}
         self.path = ""
         self.decision: Decision | None = None
+        self.translation: ResponseTranslation | None = None
 
     async def handle(self, message: ProcessingRequest) -> ProcessingResponse:
         if message.request_headers is not None:
@@ -80,7 +84,9 @@ class Exchange:
         if message.request_body is not None:
             return await self.on_request_body(message.request_body)
         if message.response_headers is not None:
-            return replies.continue_response_headers()
+            return self.on_response_headers(message.response_headers)
+        if message.response_body is not None:
+            return self.on_response_body(message.response_body)
         raise GatewayError(
             "api_error", "unexpected ext_proc phase; check the filter's processing_mode"
         )
@@ -136,26 +142,66 @@ class Exchange:
             decision.source,
             f", route {decision.route}" if decision.route else "",
         )
-        if provider.interface != "anthropic":
-            raise GatewayError(
-                "api_error",
-                f"{provider.name} speaks the OpenAI API; translation for it is not available "
-                "in this version of the gateway.",
-                status=501,
-            )
         auth = auth_change(provider)
-        new_body = rewrite_model(raw, body, provider.upstream_model)
+        if provider.interface == "anthropic":
+            new_body = rewrite_model(raw, body, provider.upstream_model)
+            changes: dict[str, str] = {}
+            removed: tuple[str, ...] = ()
+        elif counting:
+            return replies.local_answer(count_tokens_estimate(body), decision.metadata())
+        else:
+            new_body = self.translate(body, provider)
+            # We read this response, so ask for it uncompressed; Anthropic headers mean
+            # nothing to an OpenAI-style API and stay with us.
+            changes = {"content-type": "application/json", "accept-encoding": "identity"}
+            removed = ("anthropic-version", "anthropic-beta")
         mutation = replies.header_mutation(
             {
                 CLUSTER_HEADER: origin(provider).cluster,
                 ":path": upstream_path(provider, self.path),
                 "content-length": str(len(new_body)),
+                **changes,
                 **auth.set,
             },
-            ("content-length", *auth.remove),
-            add_if_absent={"anthropic-version": "2023-06-01"},
+            ("content-length", *auth.remove, *removed),
+            add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
         )
         return replies.route_request_body(mutation, new_body, decision.metadata())
+
+    def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
+        """Anthropic Messages → Chat Completions, remembering how to translate the answer."""
+        try:
+            translated = translate_request(
+                body,
+                model=provider.upstream_model,
+                max_tokens_cap=provider.max_tokens,
+                supports_reasoning=provider.reasoning,
+            )
+        except TranslationError as exc:
+            raise GatewayError(exc.error_type, exc.message) from None
+        self.translation = ResponseTranslation(
+            model=provider.upstream_model,
+            streaming_requested=bool(body.get("stream")),
+            input_tokens_estimate=estimate_input_tokens(body),
+        )
+        return translated
+
+    def on_response_headers(self, message: HttpHeaders) -> ProcessingResponse:
+        if self.translation is None:
+            return replies.continue_response_headers()
+        headers = _headers(message)
+        status = int(headers.get(":status", "200"))
+        client_headers = self.translation.on_headers(
+            status, headers.get("content-type", ""), headers.get("content-encoding", "")
+        )
+        mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
+        return replies.translate_response_headers(mutation, self.translation.streaming)
+
+    def on_response_body(self, message: HttpBody) -> ProcessingResponse:
+        if self.translation is None:
+            raise GatewayError("api_error", "unexpected response body; check processing_mode")
+        body = self.translation.on_body(message.body, message.end_of_stream)
+        return replies.replace_response_body(body)
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from envoy_data_plane.envoy.config.core.v3 import (
     HeaderValue,
     HeaderValueOption,
     HeaderValueOptionHeaderAppendAction,
+)
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
+    ProcessingMode,
+    ProcessingModeBodySendMode,
 )
 from envoy_data_plane.envoy.service.ext_proc.v3 import (
     BodyMutation,
@@ -55,6 +60,24 @@ def continue_response_headers() -> ProcessingResponse:
     return ProcessingResponse(response_headers=HeadersResponse(response=CommonResponse()))
 
 
+def translate_response_headers(mutation: HeaderMutation, streamed: bool) -> ProcessingResponse:
+    """Ask Envoy for the response body: chunk by chunk for SSE, whole for JSON.
+
+    `mode_override` is honoured only in replies to headers messages.
+    """
+    mode = ProcessingModeBodySendMode.STREAMED if streamed else ProcessingModeBodySendMode.BUFFERED
+    return ProcessingResponse(
+        response_headers=HeadersResponse(response=CommonResponse(header_mutation=mutation)),
+        mode_override=ProcessingMode(response_body_mode=mode),
+    )
+
+
+def replace_response_body(body: bytes) -> ProcessingResponse:
+    return ProcessingResponse(
+        response_body=BodyResponse(response=CommonResponse(body_mutation=BodyMutation(body=body)))
+    )
+
+
 def route_request_headers(mutation: HeaderMutation) -> ProcessingResponse:
     """Headers-phase reply that steers the route (for requests without a body to read)."""
     return ProcessingResponse(
@@ -83,14 +106,26 @@ def route_request_body(
     )
 
 
-def immediate(error: GatewayError, decision: dict[str, Any] | None = None) -> ProcessingResponse:
-    """Answer the client directly with an Anthropic-format error."""
+def _respond(
+    status: int, body: bytes, details: str, decision: dict[str, Any]
+) -> ProcessingResponse:
     return ProcessingResponse(
         immediate_response=ImmediateResponse(
-            status=HttpStatus(code=StatusCode(error.status)),
+            status=HttpStatus(code=StatusCode(status)),
             headers=header_mutation({"content-type": "application/json"}),
-            body=error.body(),
-            details=f"extproc_{error.error_type}",
+            body=body,
+            details=details,
         ),
-        dynamic_metadata=metadata(decision or {"source": "rejected", "note": error.message[:200]}),
+        dynamic_metadata=metadata(decision),
     )
+
+
+def immediate(error: GatewayError) -> ProcessingResponse:
+    """Answer the client directly with an Anthropic-format error."""
+    decision = {"source": "rejected", "note": error.message[:200]}
+    return _respond(error.status, error.body(), f"extproc_{error.error_type}", decision)
+
+
+def local_answer(payload: dict[str, Any], decision: dict[str, Any]) -> ProcessingResponse:
+    """A 200 answered by the sidecar itself (count_tokens for providers without it)."""
+    return _respond(200, orjson.dumps(payload), "extproc_local_answer", decision)

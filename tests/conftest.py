@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fake_anthropic import FakeAnthropic
+from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "claude-code"
@@ -24,6 +25,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "claude-code"
 PROVIDER_KEYS = {
     "TEST_ANTHROPIC_KEY": "sk-ant-gateway-owned-key",
     "TEST_DEEPSEEK_KEY": "sk-deepseek-secret",
+    "TEST_OPENAI_KEY": "sk-openai-secret",
 }
 
 
@@ -85,7 +87,7 @@ def start_gateway(
         [sys.executable, "-m", "extproc", "up", str(config_path)],
         stdout=access_log.open("wb"),
         stderr=subprocess.PIPE,
-        env={**os.environ, **PROVIDER_KEYS, **(env or {})},
+        env={**os.environ, **PROVIDER_KEYS, "HF_HUB_OFFLINE": "1", **(env or {})},
         cwd=workdir,
     )
     gateway = Gateway(process, port, access_log, config_path)
@@ -117,8 +119,14 @@ def stop_gateway(gateway: Gateway) -> int:
         raise
 
 
-def gateway_config(anthropic: FakeAnthropic, deepseek: FakeAnthropic, **ports: int) -> str:
+def gateway_config(
+    anthropic: FakeAnthropic,
+    deepseek: FakeAnthropic,
+    openai: FakeOpenAI | None = None,
+    **ports: int,
+) -> str:
     """A config whose providers are the local fakes; ports are free ones."""
+    openai_url = openai.url if openai else "http://127.0.0.1:9"
     return f"""\
 listener:
   port: {ports["listener"]}
@@ -146,6 +154,14 @@ llm_providers:
   - model: deepseek/deepseek-reasoner
     base_url: {deepseek.url}/anthropic
     access_key: $TEST_UNSET_KEY
+  - model: openai/gpt-4.1
+    base_url: {openai_url}/v1
+    access_key: $TEST_OPENAI_KEY
+    max_tokens: 8192
+  - model: openai/o4-mini
+    base_url: {openai_url}/v1
+    access_key: $TEST_OPENAI_KEY
+    reasoning: true
 model_aliases:
   claude-*haiku*: anthropic/claude-haiku-4-5
   deep: deepseek/deepseek-chat
@@ -168,20 +184,85 @@ def fake_deepseek() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(expected_key=PROVIDER_KEYS["TEST_OPENAI_KEY"]).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
 def gateway(
-    fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic, tmp_path_factory
+    fake_anthropic: FakeAnthropic,
+    fake_deepseek: FakeAnthropic,
+    fake_openai: FakeOpenAI,
+    tmp_path_factory,
 ) -> Iterator[Gateway]:
     ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
     workdir = tmp_path_factory.mktemp("gateway")
-    config = gateway_config(fake_anthropic, fake_deepseek, **ports)
+    config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
     gw = start_gateway(config, workdir, ports["listener"])
     yield gw
     stop_gateway(gw)
 
 
 @pytest.fixture
-def fakes(fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic):
-    """Both fakes with their request records cleared for this test."""
-    fake_anthropic.received.clear()
-    fake_deepseek.received.clear()
-    return fake_anthropic, fake_deepseek
+def fakes(fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic, fake_openai: FakeOpenAI):
+    """The fakes (anthropic, deepseek, openai) with their request records cleared for this test."""
+    for fake in (fake_anthropic, fake_deepseek, fake_openai):
+        fake.received.clear()
+    return fake_anthropic, fake_deepseek, fake_openai
+
+
+def routed_gateway_config(
+    anthropic: FakeAnthropic, deepseek: FakeAnthropic, model_dir: Path, **ports: int
+) -> str:
+    """The tiny router model's routes, owned by the fakes: generation → DeepSeek, the rest → Anthropic."""
+    from tests.tiny_model import ROUTES
+
+    def routes(*names: str) -> str:
+        return "".join(
+            f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES if n in names
+        )
+
+    return f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+routing: {{model_dir: {model_dir}}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic.url}
+    access_key: $TEST_ANTHROPIC_KEY
+    default: true
+    routing_preferences:
+{routes("code_review", "bug_fixing", "general_chat")}\
+  - model: deepseek/deepseek-chat
+    base_url: {deepseek.url}/anthropic
+    access_key: $TEST_DEEPSEEK_KEY
+    routing_preferences:
+{routes("code_generation")}\
+  - model: anthropic/claude-haiku-4-5
+    base_url: {anthropic.url}
+    access_key: $TEST_ANTHROPIC_KEY
+model_aliases:
+  claude-*haiku*: anthropic/claude-haiku-4-5
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_router_dir(tmp_path_factory) -> Path:
+    from tests.tiny_model import session_model_dir
+
+    return session_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def routed_gateway(
+    fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic, tiny_router_dir, tmp_path_factory
+) -> Iterator[Gateway]:
+    """A gateway whose sidecar runs the tiny real router model."""
+    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    workdir = tmp_path_factory.mktemp("routed-gateway")
+    config = routed_gateway_config(fake_anthropic, fake_deepseek, tiny_router_dir, **ports)
+    gw = start_gateway(config, workdir, ports["listener"])
+    yield gw
+    stop_gateway(gw)

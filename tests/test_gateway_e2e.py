@@ -18,7 +18,7 @@ def client(gateway, key: str = CLIENT_KEY) -> anthropic.Anthropic:
 
 
 def test_sdk_message_to_deepseek_by_explicit_name(gateway, fakes):
-    _, deepseek = fakes
+    _, deepseek, _ = fakes
     reply = client(gateway).messages.create(
         model="deepseek/deepseek-chat",
         max_tokens=100,
@@ -39,7 +39,7 @@ def test_sdk_message_to_deepseek_by_explicit_name(gateway, fakes):
 
 
 def test_sdk_stream_reaches_client_byte_for_byte(gateway, fakes):
-    anthropic_fake, _ = fakes
+    anthropic_fake, _, _ = fakes
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 64,
@@ -64,7 +64,7 @@ def test_sdk_stream_reaches_client_byte_for_byte(gateway, fakes):
 
 
 def test_alias_glob_routes_background_haiku_calls(gateway, fakes):
-    anthropic_fake, _ = fakes
+    anthropic_fake, _, _ = fakes
     client(gateway).messages.create(
         model="claude-3-5-haiku-20241022",
         max_tokens=10,
@@ -89,7 +89,7 @@ def send_captured(gateway, name: str, model: str | None = None) -> tuple[httpx.R
 
 @pytest.mark.parametrize("name", ["first-turn", "tool-loop"])
 def test_captured_claude_code_request_rewritten_only_in_model(gateway, fakes, name):
-    _, deepseek = fakes
+    _, deepseek, _ = fakes
     response, raw = send_captured(gateway, name, model="deep")
     assert response.status_code == 200
     assert response.text.startswith("event: message_start")
@@ -103,7 +103,7 @@ def test_captured_claude_code_request_rewritten_only_in_model(gateway, fakes, na
 
 
 def test_captured_request_for_subscription_passes_client_credentials(gateway, fakes):
-    anthropic_fake, _ = fakes
+    anthropic_fake, _, _ = fakes
     response, raw = send_captured(gateway, "interactive-title")
     assert response.status_code == 200
     [seen] = anthropic_fake.received
@@ -122,7 +122,7 @@ def test_captured_request_for_subscription_passes_client_credentials(gateway, fa
 
 
 def test_unknown_model_goes_to_default(gateway, fakes):
-    anthropic_fake, _ = fakes
+    anthropic_fake, _, _ = fakes
     client(gateway).messages.create(
         model="gpt-nonexistent", max_tokens=10, messages=[{"role": "user", "content": "x"}]
     )
@@ -131,7 +131,7 @@ def test_unknown_model_goes_to_default(gateway, fakes):
 
 
 def test_count_tokens_is_routed_like_messages(gateway, fakes):
-    _, deepseek = fakes
+    _, deepseek, _ = fakes
     count = client(gateway).messages.count_tokens(
         model="deep", messages=[{"role": "user", "content": "count me"}]
     )
@@ -173,7 +173,7 @@ def test_sdk_raises_typed_error_for_missing_provider_key(gateway, fakes):
 
 
 def test_other_paths_pass_through_to_anthropic(gateway, fakes):
-    anthropic_fake, _ = fakes
+    anthropic_fake, _, _ = fakes
     response = httpx.get(f"{gateway.url}/v1/models", headers={"x-api-key": CLIENT_KEY})
     assert response.status_code == 200
     [seen] = anthropic_fake.received
@@ -181,7 +181,7 @@ def test_other_paths_pass_through_to_anthropic(gateway, fakes):
 
 
 def test_client_cannot_pick_the_cluster_itself(gateway, fakes):
-    anthropic_fake, deepseek = fakes
+    anthropic_fake, deepseek, _ = fakes
     response = httpx.post(
         f"{gateway.url}/v1/messages",
         json={"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []},

@@ -1,0 +1,53 @@
+"""The response side of a translated exchange, free of Envoy types.
+
+Decides, from the upstream's status and headers, whether the body is an SSE
+stream to translate chunk by chunk or a JSON document to translate whole, and
+undoes a gzip content-encoding the upstream applied despite being asked not to.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from extproc.translate.anthropic_openai import StreamTranslator, translate_response
+
+
+@dataclass
+class ResponseTranslation:
+    model: str
+    streaming_requested: bool
+    input_tokens_estimate: int = 0
+    status: int = 200
+    streaming: bool = False
+    _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
+    _stream: StreamTranslator | None = None
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def on_headers(self, status: int, content_type: str, encoding: str) -> dict[str, str]:
+        """Note the upstream's answer; returns the headers the client should see instead."""
+        self.status = status
+        self.streaming = (
+            self.streaming_requested and status < 300 and "text/event-stream" in content_type
+        )
+        if encoding.strip().lower() in ("gzip", "x-gzip", "deflate"):
+            # wbits 47 accepts both gzip and zlib framing.
+            self._decoder = zlib.decompressobj(wbits=47)
+        if self.streaming:
+            self._stream = StreamTranslator(
+                model=self.model, input_tokens_estimate=self.input_tokens_estimate
+            )
+            return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+        return {"content-type": "application/json"}
+
+    def on_body(self, chunk: bytes, end: bool) -> bytes:
+        """Translated bytes to send to the client for this upstream chunk."""
+        if self._decoder is not None:
+            chunk = self._decoder.decompress(chunk) + (self._decoder.flush() if end else b"")
+        if self._stream is not None:
+            return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
+        self._buffer += chunk
+        if not end:
+            return b""
+        _, body = translate_response(self.status, bytes(self._buffer), model=self.model)
+        return body

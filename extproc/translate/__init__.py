@@ -1,0 +1,10 @@
+"""Protocol translation between the Anthropic Messages API and other model APIs (sans-I/O)."""
+
+from extproc.translate.anthropic_openai import (
+    StreamTranslator,
+    TranslationError,
+    translate_request,
+    translate_response,
+)
+
+__all__ = ["StreamTranslator", "TranslationError", "translate_request", "translate_response"]
