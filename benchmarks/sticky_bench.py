@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import router_bench  # noqa: E402
+import router_bench
 
-from extproc.app import build_gateway  # noqa: E402
-from extproc.config import parse  # noqa: E402
-from extproc.decision import Request, decide  # noqa: E402
-from extproc.router.engine import ArchRouter  # noqa: E402
-from extproc.routing import RouterStage  # noqa: E402
+from extproc.app import build_gateway
+from extproc.config import parse
+from extproc.decision import Request, decide
+from extproc.router.engine import ArchRouter
+from extproc.routing import RouterStage
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "claude-code"
 
@@ -46,13 +46,11 @@ def config_text(model_dir: Path) -> str:
         f"      - {{name: {name}, description: '{description}'}}\n"
         for name, description in router_bench.ROUTES
     )
-    return (
-        f"llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    routing_preferences:\n{routes}"
-        f"routing: {{model_dir: {model_dir}}}\n"
-    )
+    provider = "  - model: anthropic/claude-sonnet-4-5\n    routing_preferences:\n"
+    return f"llm_providers:\n{provider}{routes}routing: {{model_dir: {model_dir}}}\n"
 
 
-async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, float, str]:
+async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, float]:
     config = parse(config_text(Path(stage.routing.model_dir)))
     stages = build_gateway(config, stage).stages
     request = Request(body["model"], body, "/v1/messages")
@@ -65,7 +63,7 @@ async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, 
         sticky = await decide(config, request, stages)
         times.append(time.perf_counter() - started)
     assert sticky.source == "sticky" and sticky.route == fresh.route
-    return fresh_s, statistics.median(times), fresh.source
+    return fresh_s, statistics.median(times)
 
 
 def main() -> None:
@@ -83,7 +81,7 @@ def main() -> None:
         body = json.loads((FIXTURES / f"{name}.json").read_text())["body"]
         stage = RouterStage(parse(config_text(model_dir)).routing)
         stage.attach(model)
-        fresh, sticky, source = asyncio.run(measure(stage, body, args.repeats))
+        fresh, sticky = asyncio.run(measure(stage, body, args.repeats))
         size = len(json.dumps(body)) / 1024
         print(
             f"{name:<16} {size:>8.0f} {fresh:>8.2f} {sticky * 1000:>10.3f} {fresh / sticky:>7.0f}x"

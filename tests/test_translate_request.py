@@ -8,20 +8,35 @@ from typing import Any
 
 import orjson
 import pytest
-from openai.types.chat import completion_create_params
+from openai.types.chat import (
+    ChatCompletionContentPartParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+    completion_create_params,
+)
 from pydantic import TypeAdapter
 
 from extproc.translate import TranslationError, translate_request
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"
 KNOWN_KEYS = {*typing.get_type_hints(completion_create_params.CompletionCreateParamsBase), "stream"}
-PARAMS = TypeAdapter(completion_create_params.CompletionCreateParamsStreaming)
+STREAMING = TypeAdapter(completion_create_params.CompletionCreateParamsStreaming)
+NON_STREAMING = TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming)
+# The params' `Iterable` fields validate lazily: check messages, parts and tools eagerly.
+MESSAGES = TypeAdapter(list[ChatCompletionMessageParam])
+PARTS = TypeAdapter(list[ChatCompletionContentPartParam])
+TOOL_PARAMS = TypeAdapter(list[ChatCompletionToolParam])
 
 
 def tr(body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     out = orjson.loads(translate_request(body, model=kwargs.pop("model", "gpt-x"), **kwargs))
     assert set(out) <= KNOWN_KEYS
-    PARAMS.validate_python(out)
+    (STREAMING if out.get("stream") else NON_STREAMING).validate_python(out)
+    MESSAGES.validate_python(out["messages"])
+    for message in out["messages"]:
+        if isinstance(message.get("content"), list):
+            PARTS.validate_python(message["content"])
+    TOOL_PARAMS.validate_python(out.get("tools", []))
     return out
 
 
@@ -33,7 +48,11 @@ def text(t: str, **extra: Any) -> dict[str, Any]:
     return {"type": "text", "text": t, **extra}
 
 
-BASE = {"model": "claude-opus-4-8", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
+BASE = {
+    "model": "claude-opus-4-8",
+    "max_tokens": 1000,
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def test_model_and_minimal_body() -> None:
@@ -45,13 +64,22 @@ def test_model_and_minimal_body() -> None:
 
 
 def test_system_string_and_blocks_become_one_first_message() -> None:
-    assert tr({**BASE, "system": "be brief"})["messages"][0] == {"role": "system", "content": "be brief"}
+    assert tr({**BASE, "system": "be brief"})["messages"][0] == {
+        "role": "system",
+        "content": "be brief",
+    }
     blocks = [text("one", cache_control={"type": "ephemeral"}), text("two")]
-    assert tr({**BASE, "system": blocks})["messages"][0] == {"role": "system", "content": "one\n\ntwo"}
+    assert tr({**BASE, "system": blocks})["messages"][0] == {
+        "role": "system",
+        "content": "one\n\ntwo",
+    }
 
 
 def test_claude_code_billing_line_is_dropped_from_the_system_prompt() -> None:
-    blocks = [text("x-anthropic-billing-header: cc_version=2.1.197.b3b; cc_entrypoint=cli;"), text("agent")]
+    blocks = [
+        text("x-anthropic-billing-header: cc_version=2.1.197.b3b; cc_entrypoint=cli;"),
+        text("agent"),
+    ]
     assert tr({**BASE, "system": blocks})["messages"][0]["content"] == "agent"
 
 
@@ -74,8 +102,14 @@ def test_mid_conversation_system_is_folded_into_the_system_message() -> None:
 
 
 def test_mid_conversation_system_without_a_top_level_one() -> None:
-    body = {**BASE, "messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "s"}]}
-    assert tr(body)["messages"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]
+    body = {
+        **BASE,
+        "messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "s"}],
+    }
+    assert tr(body)["messages"] == [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "hi"},
+    ]
 
 
 def test_text_blocks_become_a_string() -> None:
@@ -84,7 +118,10 @@ def test_text_blocks_become_a_string() -> None:
 
 
 def test_images_make_a_list_of_parts() -> None:
-    b64 = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
+    b64 = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"},
+    }
     url = {"type": "image", "source": {"type": "url", "url": "https://x/y.jpg"}}
     body = {**BASE, "messages": [user(text("look"), b64, url)]}
     assert tr(body)["messages"][0]["content"] == [
@@ -110,26 +147,49 @@ def test_tool_use_becomes_tool_calls_with_text_as_content() -> None:
         **BASE,
         "messages": [
             {"role": "user", "content": "run ls"},
-            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, text("ok"), TOOL_USE]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "t", "signature": "s"},
+                    text("ok"),
+                    TOOL_USE,
+                ],
+            },
         ],
     }
     assert tr(body)["messages"][1] == {
         "role": "assistant",
         "content": "ok",
         "tool_calls": [
-            {"id": "toolu_01A", "type": "function", "function": {"name": "Bash", "arguments": '{"command":"ls"}'}}
+            {
+                "id": "toolu_01A",
+                "type": "function",
+                "function": {"name": "Bash", "arguments": '{"command":"ls"}'},
+            }
         ],
     }
 
 
 def test_tool_use_without_text_has_null_content() -> None:
-    body = {**BASE, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": [TOOL_USE]}]}
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": [TOOL_USE]},
+        ],
+    }
     assert tr(body)["messages"][1]["content"] is None
 
 
 def test_thinking_only_assistant_turns_are_dropped() -> None:
-    thinking = [{"type": "thinking", "thinking": "t", "signature": "s"}, {"type": "redacted_thinking", "data": "x"}]
-    body = {**BASE, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": thinking}]}
+    thinking = [
+        {"type": "thinking", "thinking": "t", "signature": "s"},
+        {"type": "redacted_thinking", "data": "x"},
+    ]
+    body = {
+        **BASE,
+        "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": thinking}],
+    }
     assert tr(body)["messages"] == [{"role": "user", "content": "x"}]
 
 
@@ -137,9 +197,21 @@ def test_tool_results_become_tool_messages_before_the_turns_text() -> None:
     results = user(
         text("and now this"),
         {"type": "tool_result", "tool_use_id": "toolu_01A", "content": "file.txt"},
-        {"type": "tool_result", "tool_use_id": "toolu_01B", "content": [text("boom")], "is_error": True},
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_01B",
+            "content": [text("boom")],
+            "is_error": True,
+        },
     )
-    body = {**BASE, "messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": [TOOL_USE]}, results]}
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [TOOL_USE]},
+            results,
+        ],
+    }
     assert tr(body)["messages"][2:] == [
         {"role": "tool", "tool_call_id": "toolu_01A", "content": "file.txt"},
         {"role": "tool", "tool_call_id": "toolu_01B", "content": "Error: boom"},
@@ -161,17 +233,34 @@ def test_empty_tool_result() -> None:
 
 
 def test_documents_read_as_text_or_a_placeholder() -> None:
-    plain = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}}
-    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVB"}}
+    plain = {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+    }
+    pdf = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVB"},
+    }
     assert tr({**BASE, "messages": [user(plain, pdf)]})["messages"][0]["content"] == (
         "notes\n\n[document: application/pdf]"
     )
 
 
 def test_server_tool_blocks_in_history_are_dropped() -> None:
-    server = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}}
+    server = {
+        "type": "server_tool_use",
+        "id": "srvtoolu_1",
+        "name": "web_search",
+        "input": {"query": "q"},
+    }
     result = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}
-    body = {**BASE, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": [server, result, text("found")]}]}
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": [server, result, text("found")]},
+        ],
+    }
     assert tr(body)["messages"][1] == {"role": "assistant", "content": "found"}
 
 
@@ -187,7 +276,12 @@ def test_unknown_blocks_and_roles_are_errors() -> None:
 
 
 TOOLS = [
-    {"name": "Bash", "description": "run", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}, "cache_control": {"type": "ephemeral"}},
+    {
+        "name": "Bash",
+        "description": "run",
+        "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}},
+        "cache_control": {"type": "ephemeral"},
+    },
     {"type": "custom", "name": "Read", "input_schema": {"type": "object"}},
     {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
     {"type": "bash_20250124", "name": "bash"},
@@ -197,7 +291,14 @@ TOOLS = [
 
 def test_tools_become_functions_and_server_tools_are_dropped() -> None:
     assert tr({**BASE, "tools": TOOLS})["tools"] == [
-        {"type": "function", "function": {"name": "Bash", "description": "run", "parameters": TOOLS[0]["input_schema"]}},
+        {
+            "type": "function",
+            "function": {
+                "name": "Bash",
+                "description": "run",
+                "parameters": TOOLS[0]["input_schema"],
+            },
+        },
         {"type": "function", "function": {"name": "Read", "parameters": {"type": "object"}}},
     ]
 
@@ -213,10 +314,19 @@ def test_only_server_tools_means_no_tools_and_no_tool_choice() -> None:
         ({"type": "auto"}, {"tool_choice": "auto"}),
         ({"type": "any"}, {"tool_choice": "required"}),
         ({"type": "none"}, {"tool_choice": "none"}),
-        ({"type": "tool", "name": "Bash"}, {"tool_choice": {"type": "function", "function": {"name": "Bash"}}}),
+        (
+            {"type": "tool", "name": "Bash"},
+            {"tool_choice": {"type": "function", "function": {"name": "Bash"}}},
+        ),
         ({"type": "tool", "name": "web_search"}, {}),
-        ({"type": "auto", "disable_parallel_tool_use": True}, {"tool_choice": "auto", "parallel_tool_calls": False}),
-        ({"type": "any", "disable_parallel_tool_use": True}, {"tool_choice": "required", "parallel_tool_calls": False}),
+        (
+            {"type": "auto", "disable_parallel_tool_use": True},
+            {"tool_choice": "auto", "parallel_tool_calls": False},
+        ),
+        (
+            {"type": "any", "disable_parallel_tool_use": True},
+            {"tool_choice": "required", "parallel_tool_calls": False},
+        ),
     ],
 )
 def test_tool_choice(choice: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -225,9 +335,21 @@ def test_tool_choice(choice: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 def test_sampling_stop_and_max_tokens() -> None:
-    body = {**BASE, "max_tokens": 64000, "temperature": 0.2, "top_p": 0.9, "top_k": 40, "stop_sequences": ["a", "b", "c", "d", "e"]}
+    body = {
+        **BASE,
+        "max_tokens": 64000,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 40,
+        "stop_sequences": ["a", "b", "c", "d", "e"],
+    }
     out = tr(body, max_tokens_cap=32768)
-    assert (out["max_tokens"], out["temperature"], out["top_p"], out["stop"]) == (32768, 0.2, 0.9, ["a", "b", "c", "d"])
+    assert (out["max_tokens"], out["temperature"], out["top_p"], out["stop"]) == (
+        32768,
+        0.2,
+        0.9,
+        ["a", "b", "c", "d"],
+    )
     assert "top_k" not in out
     assert tr({**BASE, "max_tokens": 100}, max_tokens_cap=32768)["max_tokens"] == 100
 
@@ -251,20 +373,34 @@ def test_stream_asks_for_usage() -> None:
         ({"type": "disabled"}, {"effort": "high"}, None),
     ],
 )
-def test_thinking_becomes_reasoning_effort_when_supported(thinking: Any, output_config: Any, effort: Any) -> None:
-    body = {**BASE, "thinking": thinking, **({"output_config": output_config} if output_config else {})}
+def test_thinking_becomes_reasoning_effort_when_supported(
+    thinking: Any, output_config: Any, effort: Any
+) -> None:
+    body = {
+        **BASE,
+        "thinking": thinking,
+        **({"output_config": output_config} if output_config else {}),
+    }
     assert tr(body, supports_reasoning=True).get("reasoning_effort") == effort
     assert "reasoning_effort" not in tr(body)
 
 
 def test_structured_output_becomes_response_format() -> None:
     schema = {"type": "object", "properties": {"title": {"type": "string"}}}
-    body = {**BASE, "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": schema}}}
+    body = {
+        **BASE,
+        "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": schema}},
+    }
     assert tr(body)["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "output", "schema": schema, "strict": False},
     }
-    assert tr({**BASE, "output_format": {"type": "json_schema", "schema": schema}})["response_format"]["json_schema"]["schema"] == schema
+    assert (
+        tr({**BASE, "output_format": {"type": "json_schema", "schema": schema}})["response_format"][
+            "json_schema"
+        ]["schema"]
+        == schema
+    )
 
 
 def test_metadata_user_id_fits_in_64_characters() -> None:
@@ -292,7 +428,9 @@ def load(name: str) -> dict[str, Any]:
     return orjson.loads((FIXTURES / f"{name}.json").read_bytes())["body"]
 
 
-@pytest.mark.parametrize("name", ["first-turn", "tool-loop", "interactive-title", "interactive-main"])
+@pytest.mark.parametrize(
+    "name", ["first-turn", "tool-loop", "interactive-title", "interactive-main"]
+)
 def test_claude_code_fixtures(name: str) -> None:
     body = load(name)
     out = tr(body, model="gpt-4.1", max_tokens_cap=32768)
@@ -318,13 +456,18 @@ def test_tool_loop_fixture_pairs_the_result_with_its_call() -> None:
         "content": "hi there",
     }
     assert call["tool_calls"][0]["id"] == "toolu_01"
-    assert orjson.loads(call["tool_calls"][0]["function"]["arguments"]) == {"command": "echo hi there", "description": "say hi"}
+    assert orjson.loads(call["tool_calls"][0]["function"]["arguments"]) == {
+        "command": "echo hi there",
+        "description": "say hi",
+    }
 
 
 def test_interactive_title_fixture_asks_for_json() -> None:
     body = load("interactive-title")
     out = tr(body, supports_reasoning=True)
-    assert out["response_format"]["json_schema"]["schema"] == body["output_config"]["format"]["schema"]
+    assert (
+        out["response_format"]["json_schema"]["schema"] == body["output_config"]["format"]["schema"]
+    )
     assert "reasoning_effort" not in out  # thinking disabled
     assert "tools" not in out
 
@@ -341,3 +484,26 @@ def test_server_tools_are_dropped_from_a_real_request() -> None:
     body["tools"] = [*body["tools"], {"type": "web_search_20250305", "name": "web_search"}]
     out = tr(body)
     assert "web_search" not in {t["function"]["name"] for t in out["tools"]}
+
+
+def test_compaction_summaries_and_search_results_read_as_text() -> None:
+    compaction = {"type": "compaction", "content": "Earlier: we fixed the parser."}
+    failed = {"type": "compaction", "content": None}
+    upload = {"type": "container_upload", "file_id": "f"}
+    search = {
+        "type": "search_result",
+        "source": "https://x",
+        "title": "Doc",
+        "content": [text("body")],
+    }
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": [search]},
+            {"role": "assistant", "content": [compaction, failed, upload]},
+        ],
+    }
+    assert tr(body)["messages"] == [
+        {"role": "user", "content": "Doc\n\nbody"},
+        {"role": "assistant", "content": "Earlier: we fixed the parser."},
+    ]

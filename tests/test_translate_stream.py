@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
+import httpx2
 import orjson
 import pytest
 from anthropic._streaming import SSEDecoder
@@ -312,6 +314,18 @@ def test_mid_stream_error_stops_the_stream() -> None:
     ]
 
 
+def test_non_json_data_is_skipped_unless_it_is_an_error_event() -> None:
+    stream = CASES["openai-text"]
+    cut = stream.index(b"data:", 10)
+    noisy = stream[:cut] + b"data: keep-alive\n\n" + stream[cut:]
+    assert translate(noisy) == translate(stream)
+    out = translate(stream[:cut] + b"event: error\ndata: upstream timed out\n\n" + stream[cut:])
+    assert events(out)[-1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "upstream timed out"},
+    }
+
+
 def test_mid_stream_error_with_a_numeric_code() -> None:
     out = translate(b'data: {"error": {"code": 502, "message": "provider down"}}\n\n')
     assert events(out)[0]["error"] == {"type": "api_error", "message": "provider down"}
@@ -408,3 +422,45 @@ def test_invalid_json_argument_fragments_never_break_framing() -> None:
     message = accumulate(translate(sse(chunks(Answer(calls=(call,), finish_reason="length")))))
     assert message.stop_reason == "max_tokens"
     assert message.content[0].input == {"command": "ls"}
+
+
+def sdk_client(body: bytes, status: int = 200) -> anthropic.Anthropic:
+    """A real SDK client whose HTTP answer is `body` (our translated SSE)."""
+    headers = {"content-type": "text/event-stream"}
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(status, headers=headers, content=body)
+    )
+    return anthropic.Anthropic(
+        api_key="k",
+        base_url="http://gateway",
+        http_client=httpx2.Client(transport=transport),
+        max_retries=0,
+    )
+
+
+@pytest.mark.parametrize("name", ["openai-parallel-tools", "deepseek-reasoning", "tool"])
+def test_the_sdk_message_stream_reads_translated_streams(name: str) -> None:
+    client = sdk_client(translate(CASES[name]))
+    request = {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with client.messages.stream(**request) as stream:
+        final = stream.get_final_message()
+    assert Message.model_validate(final.model_dump()) == accumulate(translate(CASES[name]))
+
+
+def test_the_sdk_raises_on_a_translated_error_event() -> None:
+    tr = StreamTranslator(model="m")
+    client = sdk_client(tr.error(529, b'{"error": {"message": "busy"}}'))
+    request = {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with (
+        pytest.raises(anthropic.APIStatusError, match="busy"),
+        client.messages.stream(**request) as stream,
+    ):
+        stream.get_final_message()

@@ -38,7 +38,15 @@ _BILLING_HEADER = "x-anthropic-billing-header:"
 _USER_MAX = 64
 _STOP_MAX = 4
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high", "xhigh": "high"}
-_DROPPED_BLOCKS = {"thinking", "redacted_thinking", "server_tool_use", "mcp_tool_use"}
+# Blocks with no Chat Completions meaning: reasoning (its signature only means something to
+# Anthropic) and server-side tool traffic (ran at Anthropic; its results end in *_tool_result).
+_DROPPED_BLOCKS = {
+    "thinking",
+    "redacted_thinking",
+    "server_tool_use",
+    "mcp_tool_use",
+    "container_upload",
+}
 
 
 def translate_request(
@@ -87,7 +95,7 @@ def translate_request(
         if body.get(key) is not None:
             out[key] = body[key]
     stop = body.get("stop_sequences")
-    if stop:
+    if isinstance(stop, list) and stop:
         out["stop"] = list(stop)[:_STOP_MAX]
     if body.get("stream"):
         out["stream"] = True
@@ -186,6 +194,9 @@ def _block_text(block: JSON, where: str) -> str | None:
         return text
     if kind == "document":
         return _document_text(block)
+    if kind == "compaction":  # a summary of earlier context; None marks a failed compaction
+        content = block.get("content")
+        return content if isinstance(content, str) else None
     if kind == "search_result":
         texts = [c.get("text", "") for c in block.get("content") or () if isinstance(c, dict)]
         return "\n\n".join([str(block.get("title", "")), *texts]).strip()
@@ -434,7 +445,7 @@ def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, by
         client_status = errors.status_of(err, 502)
         return client_status, errors.error_body(errors.type_of(err, 502), errors.message_of(err))
     choices = data.get("choices") if isinstance(data, dict) else None
-    if not choices or not isinstance(choices[0], dict):
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return 502, errors.error_body("api_error", "upstream answer has no choices")
     return status, orjson.dumps(_message(data, choices[0], model, body))
 
@@ -453,7 +464,7 @@ def _message(data: JSON, choice: JSON, model: str, body: bytes) -> JSON:
     if isinstance(message.get("refusal"), str) and message["refusal"]:
         content.append({"type": "text", "text": message["refusal"]})
     message_id = _message_id(data.get("id"), body)
-    calls = message.get("tool_calls") or []
+    calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     for n, call in enumerate(calls):
         function = call.get("function") or {}
         content.append(
@@ -490,11 +501,11 @@ class _Block:
 
     __slots__ = ("closed", "index", "kind", "name", "parts", "tool_id")
 
-    def __init__(self, kind: str, parts: list[str], tool_id: str = "", name: str = "") -> None:
+    def __init__(self, kind: str, parts: list[str]) -> None:
         self.kind = kind  # "text" | "thinking" | "tool_use"
         self.parts = parts  # text waiting to be sent; for tools, every argument fragment
-        self.tool_id = tool_id
-        self.name = name
+        self.tool_id = ""
+        self.name = ""
         self.index = -1  # Anthropic block index once started
         self.closed = False
 
@@ -553,7 +564,7 @@ class StreamTranslator:
             self._event(name, payload)
             if self._done:
                 return self._take()
-        if self._raw is not None and not self._started:
+        if self._raw is not None:  # not one SSE event came
             self._plain_json(b"".join(self._raw))
         elif self._started:
             self._end()
@@ -592,7 +603,9 @@ class StreamTranslator:
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return  # not JSON: keep-alive noise from a proxy; nothing to translate
+            if name == b"error":
+                self._fail("api_error", payload.decode("utf-8", "replace"))
+            return  # otherwise keep-alive noise from a proxy: nothing to translate
         err = errors.error_object(chunk)
         if err is None and name == b"error" and isinstance(chunk, dict):
             err = chunk
