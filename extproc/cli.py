@@ -158,6 +158,27 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claude(argv: list[str]) -> int:
+    """`extproc claude [--config FILE] [--] ARGS...`: everything else belongs to claude.
+
+    Parsed by hand: claude's own flags (-p, -c, --model, ...) must pass through untouched.
+    """
+    from extproc.launch import LaunchError, launch
+
+    path = config_mod.DEFAULT_CONFIG
+    if argv[:1] == ["--config"] and len(argv) > 1:
+        path, argv = argv[1], argv[2:]
+    elif argv[:1] and argv[0].startswith("--config="):
+        path, argv = argv[0].partition("=")[2], argv[1:]
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    try:
+        launch(_load(path), argv)
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="extproc",
@@ -189,6 +210,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the decision record as JSON")
     p.add_argument("--show-prompt", action="store_true", help="print the router prompt only")
 
+    # Listed for --help; main() hands its arguments to cmd_claude untouched.
+    sub.add_parser("claude", help="run Claude Code through the gateway: [--config FILE] ARGS...")
+
     model = sub.add_parser("model", help="router model files")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     p = model_sub.add_parser(
@@ -204,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["claude"]:
+        return cmd_claude(argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -77,6 +77,9 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                 "response_trailer_mode": "SKIP",
             },
             "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            # Lets the sidecar record the client's path in x-envoy-original-path when it
+            # rewrites :path, as Envoy's own rewrites do; the access log shows that path.
+            "mutation_rules": {"allow_envoy": True},
         },
     }
 

@@ -159,6 +159,8 @@ class Exchange:
             {
                 CLUSTER_HEADER: origin(provider).cluster,
                 ":path": upstream_path(provider, self.path),
+                # Envoy's convention for a rewritten path: the access log shows the client's.
+                "x-envoy-original-path": self.path,
                 "content-length": str(len(new_body)),
                 **changes,
                 **auth.set,
@@ -191,9 +193,7 @@ class Exchange:
             return replies.continue_response_headers()
         headers = _headers(message)
         status = int(headers.get(":status", "200"))
-        client_headers = self.translation.on_headers(
-            status, headers.get("content-type", ""), headers.get("content-encoding", "")
-        )
+        client_headers = self.translation.on_headers(status, headers.get("content-encoding", ""))
         mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
         return replies.translate_response_headers(mutation, self.translation.streaming)
 

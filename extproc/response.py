@@ -24,12 +24,12 @@ class ResponseTranslation:
     _stream: StreamTranslator | None = None
     _buffer: bytearray = field(default_factory=bytearray)
 
-    def on_headers(self, status: int, content_type: str, encoding: str) -> dict[str, str]:
+    def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
         self.status = status
-        self.streaming = (
-            self.streaming_requested and status < 300 and "text/event-stream" in content_type
-        )
+        # A streamed request gets SSE back even when the upstream answered it with JSON:
+        # the translator replays such an answer as events. Errors stay JSON with their status.
+        self.streaming = self.streaming_requested and status < 300
         if encoding.strip().lower() in ("gzip", "x-gzip", "deflate"):
             # wbits 47 accepts both gzip and zlib framing.
             self._decoder = zlib.decompressobj(wbits=47)

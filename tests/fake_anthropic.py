@@ -104,6 +104,12 @@ class FakeAnthropic:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_HEAD(self) -> None:
+                self._record(b"")
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
             def do_GET(self) -> None:
                 self._record(b"")
                 self._json(200, {"data": [], "has_more": False, "first_id": None, "last_id": None})

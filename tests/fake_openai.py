@@ -65,7 +65,9 @@ def plan(request: dict[str, Any]) -> dict[str, Any]:
         ]
         return {"tool_calls": calls, "finish_reason": "tool_calls"}
     if "TOOL" in text:
-        calls = [_tool_call(0, "run_command", {"command": "echo hello ünïcode"})]
+        offered = {tool["function"]["name"] for tool in request.get("tools", [])}
+        name = "Bash" if "Bash" in offered else "run_command"
+        calls = [_tool_call(0, name, {"command": "echo hello ünïcode"})]
         return {"text": "Let me run that.", "tool_calls": calls, "finish_reason": "tool_calls"}
     if "THINK" in text:
         return {

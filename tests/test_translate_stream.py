@@ -464,3 +464,24 @@ def test_the_sdk_raises_on_a_translated_error_event() -> None:
         client.messages.stream(**request) as stream,
     ):
         stream.get_final_message()
+
+
+def test_a_call_waits_for_its_name_and_keeps_its_place() -> None:
+    nameless = {"index": 0, "id": "c1", "function": {"arguments": ""}}
+    named = {"index": 0, "function": {"name": "Bash", "arguments": '{"command": "ls"}'}}
+    stream = sse(
+        [
+            {"id": "x", "choices": [{"index": 0, "delta": {"content": "before "}}]},
+            {"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [nameless]}}]},
+            {"id": "x", "choices": [{"index": 0, "delta": {"content": "after"}}]},
+            {"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [named]}}]},
+            {"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        ]
+    )
+    message = accumulate(translate(stream))
+    assert [(b.type, getattr(b, "text", None)) for b in message.content] == [
+        ("text", "before "),
+        ("tool_use", None),
+        ("text", "after"),
+    ]
+    assert (message.content[1].id, message.content[1].name) == ("c1", "Bash")

@@ -669,8 +669,8 @@ class StreamTranslator:
         if not text:
             return
         block = self._open
-        if block is not None and block.kind == kind:
-            self._delta(block, text)  # an open text/thinking block means nothing is pending
+        if block is not None and block.kind == kind and not self._pending:
+            self._delta(block, text)
             return
         last = self._pending[-1] if self._pending else None
         if last is not None and last.kind == kind:

@@ -1,0 +1,147 @@
+"""Throughput of the streaming translator (OpenAI SSE → Anthropic SSE) on one core.
+
+Upstream streams are built here in the shape OpenAI-style servers send: one chunk per token
+(~4 characters of text or tool arguments), each with its id/model/created envelope. They are
+fed in 16 KiB pieces, as Envoy hands over body chunks. Also times request translation of the
+captured Claude Code first turn (78 KB body, 24 tools).
+
+    python benchmarks/translate_bench.py [--mb 4] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from extproc.translate import StreamTranslator, translate_request
+
+PIECE = 16 * 1024
+FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"
+TOKEN_TEXT = "The quick brown fox jumps over the lazy dog; naïve café 日本 😀. "
+
+
+def _chunk(delta: dict, finish: str | None = None) -> bytes:
+    body = {
+        "id": "chatcmpl-Bench0123456789",
+        "object": "chat.completion.chunk",
+        "created": 1754000000,
+        "model": "gpt-4.1-2025-04-14",
+        "system_fingerprint": "fp_bench",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def _tokens(n: int) -> list[str]:
+    """`n` token-sized pieces (4 characters) of a repeating multilingual text."""
+    text = TOKEN_TEXT * (4 * n // len(TOKEN_TEXT) + 1)
+    return [text[i : i + 4] for i in range(0, 4 * n, 4)]
+
+
+def _end(finish: str) -> bytes:
+    usage = {"prompt_tokens": 30000, "completion_tokens": 1000, "total_tokens": 31000}
+    last = orjson.dumps({"id": "chatcmpl-Bench0123456789", "choices": [], "usage": usage})
+    return _chunk({}, finish) + b"data: " + last + b"\n\ndata: [DONE]\n\n"
+
+
+def text_stream(mb: float) -> bytes:
+    head = _chunk({"role": "assistant", "content": ""})
+    n = int(mb * 2**20) // len(_chunk({"content": "abcd"}))
+    body = b"".join(_chunk({"content": t}) for t in _tokens(n))
+    return head + body + _end("stop")
+
+
+def tool_stream(mb: float, calls: int, interleave: bool) -> bytes:
+    """`calls` parallel tool calls whose arguments (a file's content) stream token by token."""
+    sample = _chunk({"tool_calls": [{"index": 0, "function": {"arguments": "abcd"}}]})
+    per_call = int(mb * 2**20) // len(sample) // calls
+    fragments = []
+    for i in range(calls):
+        content = "".join(_tokens(per_call))
+        args = orjson.dumps({"file_path": f"/tmp/f{i}.txt", "content": content}).decode()
+        pieces = [args[k : k + 4] for k in range(0, len(args), 4)]
+        head = {"index": i, "id": f"call_{i}", "type": "function"}
+        head["function"] = {"name": "Write", "arguments": ""}
+        frags = [[head]] + [[{"index": i, "function": {"arguments": p}}] for p in pieces]
+        fragments.append(frags)
+    if interleave:
+        order = [f for group in zip(*fragments, strict=False) for f in group]
+    else:
+        order = [f for frags in fragments for f in frags]
+    start = _chunk({"role": "assistant", "content": None})
+    return start + b"".join(_chunk({"tool_calls": f}) for f in order) + _end("tool_calls")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            ]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def translate(stream: bytes) -> int:
+    tr = StreamTranslator(model="routed-model", input_tokens_estimate=30000)
+    out = 0
+    for i in range(0, len(stream), PIECE):
+        out += len(tr.feed(stream[i : i + PIECE]))
+    return out + len(tr.finish())
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=float, default=4.0, help="upstream MB per stream")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+
+    print(f"date: {datetime.date.today()}  python {platform.python_version()}  ", end="")
+    print(f"cpu: {cpu_name()} ({os.cpu_count()} cores, 1 used)")
+    print(f"median of {args.repeats}, upstream fed in {PIECE // 1024} KiB pieces\n")
+    print(f"{'stream':34} {'upstream MB':>11} {'events/s':>10} {'MB/s in':>8} {'MB/s out':>8}")
+    streams = {
+        "text, 1 token a chunk": text_stream(args.mb),
+        "1 tool call, args 1 token a chunk": tool_stream(args.mb, 1, False),
+        "4 parallel calls, sequential": tool_stream(args.mb, 4, False),
+        "4 parallel calls, interleaved": tool_stream(args.mb, 4, True),
+    }
+    for name, stream in streams.items():
+        out = translate(stream)
+        seconds = median_seconds(lambda s=stream: translate(s), args.repeats)
+        events = stream.count(b"\n\n")
+        mb_in, mb_out = len(stream) / 2**20, out / 2**20
+        print(
+            f"{name:34} {mb_in:11.1f} {events / seconds:10.0f} "
+            f"{mb_in / seconds:8.1f} {mb_out / seconds:8.1f}"
+        )
+
+    body = orjson.loads(FIXTURE.read_bytes())["body"]
+    seconds = median_seconds(
+        lambda: translate_request(body, model="gpt-4.1", max_tokens_cap=32768), args.repeats * 10
+    )
+    print(
+        f"\nrequest: first-turn.json ({FIXTURE.stat().st_size // 1024} KB) {seconds * 1e3:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The real Claude Code CLI (npm, pinned in package.json) through `extproc claude`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROVIDER_KEYS, free_port, start_gateway, stop_gateway
+from tests.tiny_model import ROUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+CLAUDE_BIN = ROOT / "node_modules" / ".bin"
+USER_KEY = "sk-ant-user-own-key"
+
+
+@pytest.fixture(scope="module")
+def claude_gateway(fake_anthropic, fake_openai, tiny_router_dir, tmp_path_factory):
+    """Every route leads to the OpenAI-format fake; Claude's own models go to the Anthropic fake."""
+    if not (CLAUDE_BIN / "claude").exists():
+        pytest.fail("Claude Code is not installed: run `npm ci` in the project root")
+    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    routes = "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
+    config = f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+routing: {{model_dir: {tiny_router_dir}}}
+llm_providers:
+  - model: openai/gpt-4.1
+    base_url: {fake_openai.url}/v1
+    access_key: $TEST_OPENAI_KEY
+    routing_preferences:
+{routes}  - model: anthropic/claude-sonnet-4-5
+    base_url: {fake_anthropic.url}
+    default: true
+  - model: anthropic/claude-haiku-4-5
+    base_url: {fake_anthropic.url}
+model_aliases:
+  claude-*haiku*: anthropic/claude-haiku-4-5
+"""
+    gateway = start_gateway(config, tmp_path_factory.mktemp("claude-gateway"), ports["listener"])
+    yield gateway
+    stop_gateway(gateway)
+
+
+def claude(gateway, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`extproc claude ARGS` as a user runs it, in a fresh home and project directory."""
+    home = tmp_path / "home"
+    project = tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    env = {
+        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(home),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # The user's own key: the Anthropic entries have no access_key, so it passes through.
+        "ANTHROPIC_API_KEY": USER_KEY,
+        **PROVIDER_KEYS,
+    }
+    command = [sys.executable, "-m", "extproc", "claude", "--config", str(gateway.config_path)]
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, env=env, cwd=project, timeout=120
+    )
+
+
+def decisions(gateway, received) -> list[dict]:
+    """The access-log entries of the requests a fake received, in order."""
+    ids = [r.headers["x-request-id"] for r in received if r.method == "POST"]
+    return [gateway.wait_log(lambda e, i=i: e["request_id"] == i) for i in ids]
+
+
+def test_routed_tool_loop_through_claude_code(claude_gateway, fakes, tmp_path):
+    *_, openai_fake = fakes
+    result = claude(
+        claude_gateway,
+        tmp_path,
+        "-p",
+        "please TOOL echo something",
+        "--allowedTools",
+        "Bash(echo:*)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "The tool said: hello ünïcode"
+
+    first, second = (r.json() for r in openai_fake.received)
+    assert [t["function"]["name"] for t in first["tools"]].count("Bash") == 1
+    tool_message = second["messages"][-1]
+    assert tool_message["role"] == "tool" and "hello ünïcode" in tool_message["content"]
+    for received in openai_fake.received:
+        assert received.headers["authorization"] == f"Bearer {PROVIDER_KEYS['TEST_OPENAI_KEY']}"
+        assert USER_KEY not in str(received.headers)
+
+    routed, sticky = decisions(claude_gateway, openai_fake.received)
+    assert routed["source"] == "router" and routed["route"] in dict(ROUTES)
+    assert (sticky["source"], sticky["route"]) == ("sticky", routed["route"])
+    assert routed["routed_model"] == sticky["routed_model"] == "openai/gpt-4.1"
+    assert routed["path"] == sticky["path"] == "/v1/messages?beta=true"
+
+
+def test_haiku_calls_land_on_the_alias_target(claude_gateway, fakes, tmp_path):
+    anthropic_fake, *_ = fakes
+    result = claude(claude_gateway, tmp_path, "-p", "hello", "--model", "haiku")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == anthropic_fake.answer
+    posts = [r for r in anthropic_fake.received if r.method == "POST"]
+    assert {r.json()["model"] for r in posts} == {"claude-haiku-4-5"}
+    assert all(r.headers["x-api-key"] == USER_KEY for r in posts)
+    [entry] = decisions(claude_gateway, anthropic_fake.received)
+    assert entry["routed_model"] == "anthropic/claude-haiku-4-5"
+    assert entry["source"] in ("explicit", "alias")
+
+
+def test_explicit_model_bypasses_the_router(claude_gateway, fakes, tmp_path):
+    anthropic_fake, *_ = fakes
+    result = claude(
+        claude_gateway, tmp_path, "-p", "write a function", "--model", "anthropic/claude-sonnet-4-5"
+    )
+    assert result.returncode == 0, result.stderr
+    assert {r.json()["model"] for r in anthropic_fake.received if r.method == "POST"} == {
+        "claude-sonnet-4-5"
+    }
+    [entry] = decisions(claude_gateway, anthropic_fake.received)
+    assert (entry["source"], entry["route"]) == ("explicit", "")
+
+
+def test_clear_errors_when_gateway_down_or_claude_missing(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"llm_providers:\n  - model: anthropic/x\nlistener: {{port: {free_port()}}}\n"
+    )
+    base = [sys.executable, "-m", "extproc", "claude", "--config", str(config), "-p", "hi"]
+    down = subprocess.run(
+        base,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{CLAUDE_BIN}:{os.environ['PATH']}"},
+    )
+    assert down.returncode == 1 and "the gateway is not running at http://127.0.0.1:" in down.stderr
+    path_without_claude = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if not shutil.which("claude", path=p)
+    )
+    missing = subprocess.run(
+        base, capture_output=True, text=True, env={**os.environ, "PATH": path_without_claude}
+    )
+    assert missing.returncode == 1
+    assert "npm install -g @anthropic-ai/claude-code" in missing.stderr

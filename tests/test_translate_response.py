@@ -1,0 +1,180 @@
+"""Non-streamed answers and upstream errors → Anthropic JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from anthropic.types import Message
+from anthropic.types.shared import ErrorResponse
+
+from extproc.translate import translate_response
+from tests.openai_streams import ANSWERS, BASH, completion
+
+
+def ok(body: dict[str, Any]) -> Message:
+    status, out = translate_response(200, orjson.dumps(body), model="routed-model")
+    assert status == 200
+    return Message.model_validate_json(out)
+
+
+def err(status: int, body: bytes) -> tuple[int, dict[str, Any]]:
+    client_status, out = translate_response(status, body, model="m")
+    if client_status != 413:  # Anthropic's documented `request_too_large` isn't in the SDK's enum
+        ErrorResponse.model_validate_json(out)
+    return client_status, orjson.loads(out)["error"]
+
+
+def test_text_answer() -> None:
+    message = ok(completion(ANSWERS["text"]))
+    assert message.model == "routed-model"
+    assert message.id == "msg_chatcmpl-abc123"
+    assert [b.type for b in message.content] == ["text"]
+    assert message.content[0].text == ANSWERS["text"].text
+    assert (message.stop_reason, message.stop_sequence) == ("end_turn", None)
+    assert message.usage.input_tokens == 1200 - 1024
+    assert message.usage.cache_read_input_tokens == 1024
+    assert message.usage.cache_creation_input_tokens == 0
+    assert message.usage.output_tokens == 42
+
+
+def test_reasoning_comes_first_as_a_thinking_block() -> None:
+    for name in ("reasoning", "reasoning-key"):
+        message = ok(completion(ANSWERS[name]))
+        assert [b.type for b in message.content] == ["thinking", "text"]
+        assert message.content[0].thinking == ANSWERS[name].reasoning
+        assert message.content[0].signature == ""
+
+
+def test_tool_calls_become_tool_use_blocks() -> None:
+    message = ok(completion(ANSWERS["parallel"]))
+    assert message.stop_reason == "tool_use"
+    assert [(b.type, b.id, b.name) for b in message.content] == [
+        ("tool_use", "call_bash01", "Bash"),
+        ("tool_use", "call_read02", "Read"),
+    ]
+    assert message.content[0].input == orjson.loads(BASH.arguments)
+
+
+def test_invalid_arguments_become_an_empty_input() -> None:
+    body = completion(ANSWERS["tool"])
+    body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] = '{"command": "ec'
+    assert ok(body).content[1].input == {}
+
+
+@pytest.mark.parametrize(
+    ("finish", "has_tools", "stop_reason"),
+    [
+        ("stop", False, "end_turn"),
+        ("length", False, "max_tokens"),
+        ("tool_calls", True, "tool_use"),
+        ("function_call", True, "tool_use"),
+        ("content_filter", False, "end_turn"),
+        ("stop", True, "tool_use"),  # Gemini and Ollama say "stop" when calling tools
+        (None, False, "end_turn"),
+        ("something_new", False, "end_turn"),
+    ],
+)
+def test_finish_reasons(finish: Any, has_tools: bool, stop_reason: str) -> None:
+    body = completion(ANSWERS["tool"] if has_tools else ANSWERS["text"])
+    body["choices"][0]["finish_reason"] = finish
+    assert ok(body).stop_reason == stop_reason
+
+
+def test_matched_stop_string_when_the_server_names_it() -> None:
+    body = completion(ANSWERS["text"])
+    body["choices"][0]["stop_reason"] = "###"
+    message = ok(body)
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "###")
+
+
+def test_missing_usage_and_id() -> None:
+    body = completion(ANSWERS["no-usage"])
+    del body["id"]
+    message = ok(body)
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (0, 0)
+    assert message.id.startswith("msg_")
+    assert message.id == ok(body).id  # stable for the same answer
+
+
+def test_refusal_is_shown_as_text() -> None:
+    body = completion(ANSWERS["text"])
+    body["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "refusal": "I can't help.",
+    }
+    assert [b.text for b in ok(body).content] == ["I can't help."]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (402, "billing_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (422, "invalid_request_error"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (504, "timeout_error"),
+        (529, "overloaded_error"),
+        (599, "api_error"),
+    ],
+)
+def test_status_maps_to_type_and_passes_through(status: int, kind: str) -> None:
+    body = b'{"error": {"message": "upstream says no", "type": "whatever", "code": null}}'
+    assert err(status, body) == (status, {"type": kind, "message": "upstream says no"})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "upstream answered HTTP 502 with no body"),
+        (
+            b"<html><head><title>502 Bad Gateway</title><style>p{}</style></head><body><h1>Bad\nGateway</h1></body></html>",
+            "upstream answered HTTP 502: 502 Bad Gateway Bad Gateway",
+        ),
+        (
+            b"upstream connect error or disconnect/reset before headers",
+            "upstream answered HTTP 502: upstream connect error or disconnect/reset before headers",
+        ),
+        (
+            b'[{"error": {"code": 502, "message": "Gemini is down", "status": "UNAVAILABLE"}}]',
+            "Gemini is down",
+        ),
+        (b'{"error": "plain string"}', "plain string"),
+        (b'{"detail": "FastAPI style"}', 'upstream answered HTTP 502: {"detail": "FastAPI style"}'),
+        (b"\xff\xfe not utf-8", "upstream answered HTTP 502: \ufffd\ufffd not utf-8"),
+    ],
+)
+def test_any_error_body_gives_a_readable_message(body: bytes, message: str) -> None:
+    assert err(502, body) == (502, {"type": "api_error", "message": message})
+
+
+def test_non_error_statuses_that_are_not_2xx_become_502() -> None:
+    assert err(302, b"moved")[0] == 502
+
+
+def test_2xx_with_an_error_object() -> None:
+    assert err(200, b'{"error": {"code": 429, "message": "busy"}}') == (
+        429,
+        {"type": "rate_limit_error", "message": "busy"},
+    )
+    assert err(200, b'{"error": {"message": "odd"}}') == (
+        502,
+        {"type": "api_error", "message": "odd"},
+    )
+
+
+def test_2xx_that_is_not_a_completion() -> None:
+    assert err(200, b"<html>oops</html>")[1]["type"] == "api_error"
+    assert err(200, b'{"choices": []}') == (
+        502,
+        {"type": "api_error", "message": "upstream answer has no choices"},
+    )

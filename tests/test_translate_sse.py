@@ -1,0 +1,71 @@
+"""The SSE parser on its own: framing rules and split-point invariance."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extproc.translate.sse import SSEParser, encode_event
+
+
+def parse(*pieces: bytes) -> list[tuple[bytes, bytes]]:
+    parser = SSEParser()
+    out = [e for piece in pieces for e in parser.feed(piece)]
+    return out + parser.close()
+
+
+def test_line_endings_spacing_comments_and_multiline_data() -> None:
+    stream = (
+        b": comment\n\n"
+        b"data: a\r\n\r\n"
+        b"data:b\r\r"
+        b"event: error\ndata: {\ndata:  x}\n\n"
+        b"data\n\n"
+        b"id: 7\nretry: 10\nfoo: bar\n\n"
+        b"data: tail"
+    )
+    assert parse(stream) == [
+        (b"", b"a"),
+        (b"", b"b"),
+        (b"error", b"{\n x}"),
+        (b"", b""),
+        (b"", b"tail"),
+    ]
+
+
+def test_a_held_carriage_return_is_decided_by_the_next_byte() -> None:
+    assert parse(b"data: a\r", b"\ndata: b\r", b"\r") == [(b"", b"a\nb")]
+    assert parse(b"data: a\r", b"\r") == [(b"", b"a")]
+    assert parse(b"data: a\r") == [(b"", b"a")]
+
+
+def test_utf8_split_inside_a_character() -> None:
+    emoji = "😀".encode()
+    assert parse(b"data: " + emoji[:1], emoji[1:3], emoji[3:] + b"\n\n") == [(b"", emoji)]
+
+
+STREAM = (
+    b': keep-alive\r\n\r\ndata: {"a": "\xf0\x9f\x98\x80"}\r\n\r\ndata:x\rdata: y\r\r'
+    b"event: e\ndata: z\n\ndata: [DONE]\n\n"
+)
+
+
+def test_every_split_point() -> None:
+    whole = parse(STREAM)
+    for cut in range(len(STREAM) + 1):
+        assert parse(STREAM[:cut], STREAM[cut:]) == whole
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, len(STREAM)), max_size=20))
+def test_random_splits(cuts: list[int]) -> None:
+    bounds = [0, *sorted(cuts), len(STREAM)]
+    assert parse(*(STREAM[a:b] for a, b in itertools.pairwise(bounds))) == parse(STREAM)
+
+
+def test_encode_event() -> None:
+    assert encode_event("ping", {"type": "ping", "t": "é"}) == (
+        b'event: ping\ndata: {"type":"ping","t":"\xc3\xa9"}\n\n'
+    )
