@@ -9,16 +9,18 @@ from pathlib import Path
 from extproc import decision
 from extproc.config import Config
 from extproc.exchange import Gateway
+from extproc.metrics import Metrics
 from extproc.routing import RouterStage, routes_of
 
 log = logging.getLogger("extproc")
 
 
-def build_gateway(config: Config, router: RouterStage) -> Gateway:
+def build_gateway(config: Config, router: RouterStage, metrics: Metrics | None = None) -> Gateway:
     return Gateway(
         config=config,
         stages=(*decision.BEFORE_ROUTER, router, *decision.AFTER_ROUTER),
         token_stages=(*decision.BEFORE_ROUTER, *decision.AFTER_ROUTER),
+        metrics=metrics or Metrics(),
     )
 
 

@@ -158,6 +158,24 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from extproc import logs
+
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", errors="replace")  # noqa: SIM115
+    with stream:
+        lines = logs.follow(stream) if args.follow else stream
+        if args.summary:
+            print(logs.summary(logs.entries(lines)))
+            return 0
+        color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+        try:
+            for entry in logs.entries(lines):
+                print(logs.line(entry, color), flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def cmd_claude(argv: list[str]) -> int:
     """`extproc claude [--config FILE] [--] ARGS...`: everything else belongs to claude.
 
@@ -210,6 +228,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the decision record as JSON")
     p.add_argument("--show-prompt", action="store_true", help="print the router prompt only")
 
+    p = sub.add_parser(
+        "logs",
+        help="one line per decision from Envoy's access log",
+        description="Read Envoy's access log (a file, - for stdin, or `docker compose logs -f "
+        "envoy | extproc logs`) and print one line per decision.",
+    )
+    p.add_argument("file", nargs="?", default="-", help="log file, or - for stdin (default)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep reading as the file grows")
+    p.add_argument("--summary", action="store_true", help="totals and router latency percentiles")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.set_defaults(func=cmd_logs)
     # Listed for --help; main() hands its arguments to cmd_claude untouched.
     sub.add_parser("claude", help="run Claude Code through the gateway: [--config FILE] ARGS...")
 

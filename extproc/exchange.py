@@ -25,6 +25,7 @@ from extproc import replies
 from extproc.config import Config, Provider
 from extproc.decision import Decision, Request, Stage, decide
 from extproc.errors import GatewayError
+from extproc.metrics import Metrics
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
 from extproc.translate.anthropic_openai import TranslationError, translate_request
@@ -45,6 +46,7 @@ class Gateway:
     """Decision stages for Messages requests (may include the router)."""
     token_stages: tuple[Stage, ...]
     """Decision stages for count_tokens: never worth a router call."""
+    metrics: Metrics
 
 
 def rewrite_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
@@ -133,6 +135,7 @@ class Exchange:
         stages = gateway.token_stages if counting else gateway.stages
         decision = await decide(gateway.config, Request(model, body, self.path_only), stages)
         self.decision = decision
+        gateway.metrics.record(decision)
         provider = decision.provider
         log.info(
             "%s %s → %s (%s%s)",
@@ -189,10 +192,12 @@ class Exchange:
         return translated
 
     def on_response_headers(self, message: HttpHeaders) -> ProcessingResponse:
-        if self.translation is None:
-            return replies.continue_response_headers()
         headers = _headers(message)
         status = int(headers.get(":status", "200"))
+        if status >= 400 and self.decision is not None:
+            self.gateway.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
+        if self.translation is None:
+            return replies.continue_response_headers()
         client_headers = self.translation.on_headers(status, headers.get("content-encoding", ""))
         mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
         return replies.translate_response_headers(mutation, self.translation.streaming)

@@ -31,7 +31,6 @@ class ExtProcServer:
     def __init__(self, gateway: Gateway, *, ready: Callable[[], bool] = lambda: True):
         self.gateway = gateway
         self.ready = ready
-        self.open_streams = 0
         self._grpc: grpc.aio.Server | None = None
         self._health: asyncio.Server | None = None
 
@@ -39,12 +38,13 @@ class ExtProcServer:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         exchange = Exchange(self.gateway)
-        self.open_streams += 1
+        open_streams = self.gateway.metrics.open_streams
+        open_streams.inc()
         try:
             async for raw in requests:
                 yield bytes(await self._reply(exchange, ProcessingRequest.parse(raw)))
         finally:
-            self.open_streams -= 1
+            open_streams.dec()
 
     async def _reply(self, exchange: Exchange, message: ProcessingRequest) -> ProcessingResponse:
         try:
@@ -83,20 +83,17 @@ class ExtProcServer:
     async def _serve_health(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """`GET /healthz` (alive) and `GET /ready` (router loaded, serving)."""
+        """`GET /healthz` (alive), `GET /ready` (router loaded, serving), `GET /metrics`."""
         try:
             request_line = await asyncio.wait_for(reader.readline(), 5)
             path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
-            ok = path == b"/healthz" or (path == b"/ready" and self.ready())
-            known = path in (b"/healthz", b"/ready")
-            status = (
-                b"200 OK" if ok else (b"503 Service Unavailable" if known else b"404 Not Found")
-            )
-            body = b"ok\n" if ok else (b"not ready\n" if known else b"not found\n")
+            status, content_type, body = self._health_answer(path)
             writer.write(
                 b"HTTP/1.1 "
                 + status
-                + b"\r\ncontent-type: text/plain\r\ncontent-length: "
+                + b"\r\ncontent-type: "
+                + content_type
+                + b"\r\ncontent-length: "
                 + str(len(body)).encode()
                 + b"\r\nconnection: close\r\n\r\n"
                 + body
@@ -107,12 +104,22 @@ class ExtProcServer:
         finally:
             writer.close()
 
+    def _health_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
+        text = b"text/plain"
+        if path == b"/metrics":
+            return b"200 OK", b"text/plain; version=0.0.4", self.gateway.metrics.exposition()
+        if path == b"/healthz" or (path == b"/ready" and self.ready()):
+            return b"200 OK", text, b"ok\n"
+        if path == b"/ready":
+            return b"503 Service Unavailable", text, b"not ready\n"
+        return b"404 Not Found", text, b"not found\n"
+
     async def stop(self, grace: float) -> None:
         """Stop accepting streams and let open ones finish, for up to `grace` seconds."""
         if self._health:
             self._health.close()
         if self._grpc:
-            log.info("draining %d open stream(s) for up to %.0fs", self.open_streams, grace)
+            log.info("draining open streams for up to %.0fs", grace)
             await self._grpc.stop(grace)
 
 

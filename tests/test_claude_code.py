@@ -6,8 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import PROVIDER_KEYS, free_port, start_gateway, stop_gateway
@@ -148,3 +150,49 @@ def test_clear_errors_when_gateway_down_or_claude_missing(tmp_path):
     )
     assert missing.returncode == 1
     assert "npm install -g @anthropic-ai/claude-code" in missing.stderr
+
+
+def test_logs_and_metrics_agree_with_the_access_log(claude_gateway, tmp_path):
+    """Runs after the Claude Code tests above, on the access-log lines they produced."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from extproc.config import load
+
+    log_file = claude_gateway.access_log
+    entries = [e for e in claude_gateway.log_lines() if e.get("source")]
+    assert {e["source"] for e in entries} >= {"router", "sticky", "explicit"}
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "extproc", "logs", "--color", "never", str(log_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(shown) == len(entries)
+    for entry, text in zip(entries, shown, strict=True):
+        assert f"{entry['requested_model']} → {entry['routed_model']}" in text
+        assert f" {entry['source']} " in text and f" {entry['status']} " in text
+
+    prefixed = "".join(f"envoy-1  | {line}\n" for line in log_file.read_text().splitlines())
+    summary = subprocess.run(
+        [sys.executable, "-m", "extproc", "logs", "--summary"],
+        input="not json\n" + prefixed,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert summary.startswith(f"{len(entries)} decisions")
+    assert "router latency over" in summary
+
+    health = load(claude_gateway.config_path).sidecar.health_port
+    text = httpx.get(f"http://127.0.0.1:{health}/metrics").text
+    counted = {
+        (s.labels["route"], s.labels["model"], s.labels["source"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "extproc_decisions"
+        for s in family.samples
+        if s.name == "extproc_decisions_total"
+    }
+    logged = Counter((e["route"], e["routed_model"], e["source"]) for e in entries)
+    assert counted == logged
+    assert "extproc_router_latency_seconds_count" in text and "extproc_open_streams" in text

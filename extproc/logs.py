@@ -1,0 +1,118 @@
+"""`extproc logs`: Envoy's JSON access log as one readable line per decision.
+
+Reads a file, stdin, or `docker compose logs -f envoy` output (whose lines carry
+a `envoy-1  | ` prefix). Lines that aren't access-log JSON are skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+Entry = dict[str, Any]
+
+_COLORS = {
+    "router": "32",
+    "sticky": "36",
+    "alias": "35",
+    "explicit": "34",
+    "requested": "37",
+    "default": "33",
+    "fallback": "31",
+    "rejected": "31",
+}
+
+
+def parse(line: str) -> Entry | None:
+    """An access-log entry from one line, or None for anything else."""
+    start = line.find("{")
+    if start < 0:
+        return None
+    try:
+        entry = json.loads(line[start:])
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and "status" in entry else None
+
+
+def entries(lines: Iterable[str]) -> Iterator[Entry]:
+    for line in lines:
+        entry = parse(line)
+        if entry is not None and entry.get("source"):
+            yield entry
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
+def _ms(value: Any) -> str:
+    try:
+        return f"{float(value):.0f}ms"
+    except (TypeError, ValueError):
+        return "-"
+
+
+def line(entry: Entry, color: bool = False) -> str:
+    """`21:20:55 claude-opus-4-8 → openai/gpt-4.1 [code generation] router 412ms 200 5.3s`."""
+    stamp = str(entry.get("time", ""))[11:19] or "--:--:--"
+    source = str(entry.get("source") or "-")
+    route = f" [{entry['route']}]" if entry.get("route") else ""
+    status = entry.get("status")
+    status_text = _paint(str(status), "31" if str(status)[:1] in "45" else "32", color)
+    try:
+        duration = f"{int(entry['duration_ms']) / 1000:.1f}s"
+    except (KeyError, TypeError, ValueError):
+        duration = "-"
+    tokens = ""
+    if entry.get("input_tokens") or entry.get("output_tokens"):
+        tokens = f" in={entry.get('input_tokens') or 0} out={entry.get('output_tokens') or 0}"
+    note = f" ({entry['note']})" if entry.get("note") else ""
+    decision = f"{entry.get('requested_model') or '-'} → {entry.get('routed_model') or '-'}"
+    return (
+        f"{stamp} {_paint(decision, '1', color)}{route} "
+        f"{_paint(source, _COLORS.get(source, '0'), color)} {_ms(entry.get('router_ms'))} "
+        f"{status_text} {duration}{tokens}{note}"
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(all_entries: Iterable[Entry]) -> str:
+    """Decisions per route and model, per source, and router latency percentiles."""
+    seen = list(all_entries)
+    if not seen:
+        return "no decisions in the log yet"
+    out = [f"{len(seen)} decisions"]
+    by_route = Counter((e.get("route") or "-", e.get("routed_model") or "-") for e in seen)
+    out.append("by route → model:")
+    out += [f"  {n:>6}  {route} → {model}" for (route, model), n in by_route.most_common()]
+    by_source = Counter(str(e.get("source")) for e in seen)
+    out.append("by source: " + ", ".join(f"{s} {n}" for s, n in by_source.most_common()))
+    router = [
+        float(e["router_ms"]) for e in seen if e.get("source") == "router" and e.get("router_ms")
+    ]
+    if router:
+        out.append(
+            f"router latency over {len(router)} fresh decisions: "
+            f"p50 {percentile(router, 0.5):.0f}ms, p90 {percentile(router, 0.9):.0f}ms, "
+            f"p99 {percentile(router, 0.99):.0f}ms, mean {statistics.fmean(router):.0f}ms"
+        )
+    return "\n".join(out)
+
+
+def follow(stream: IO[str], poll_s: float = 0.25) -> Iterator[str]:
+    """Lines of a file as they are appended (like `tail -f`), after those already there."""
+    while True:
+        text = stream.readline()
+        if text:
+            yield text
+        else:
+            time.sleep(poll_s)

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the sidecar, served at `/metrics` on the health port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from extproc.decision import Decision
+
+ROUTER_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+class Metrics:
+    """One registry per server, so tests and reloads never share global state."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "extproc_decisions",
+            "Routing decisions by route, routed model and source.",
+            ("route", "model", "source"),
+            registry=self.registry,
+        )
+        self.router_latency = Histogram(
+            "extproc_router_latency_seconds",
+            "Time of fresh router classifications (not sticky hits).",
+            buckets=ROUTER_BUCKETS,
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "extproc_router_fallbacks",
+            "Decisions that fell back because the router was unavailable, failed or timed out.",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "extproc_upstream_errors",
+            "Error answers (HTTP 4xx/5xx) from providers.",
+            ("provider", "status"),
+            registry=self.registry,
+        )
+        self.open_streams = Gauge(
+            "extproc_open_streams", "ext_proc streams open now.", registry=self.registry
+        )
+
+    def record(self, decision: Decision) -> None:
+        self.decisions.labels(decision.route, decision.routed_model, decision.source).inc()
+        if decision.source == "router":
+            self.router_latency.observe(decision.router_ms / 1000)
+        if decision.source == "fallback":
+            self.fallbacks.labels(_reason(decision.note)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _reason(note: str) -> str:
+    """A low-cardinality label from a fallback note."""
+    for reason in ("timed out", "failed", "unavailable", "loading"):
+        if reason in note:
+            return reason.replace(" ", "_")
+    return "other"
