@@ -47,12 +47,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
-    from extproc.envoy_config import render
+    from extproc.envoy_config import fragment, render
 
     config = _load(args.config)
     if args.listen_address:
         listener = dataclasses.replace(config.listener, address=args.listen_address)
         config = dataclasses.replace(config, listener=listener)
+    if args.fragment:
+        sys.stdout.write(fragment(config))
+        return 0
     text = render(config)
     if args.output == "-":
         sys.stdout.write(text)
@@ -215,6 +218,9 @@ def parser() -> argparse.ArgumentParser:
     p = command("render-envoy", cmd_render_envoy, "write Envoy's config for config.yaml")
     p.add_argument("-o", "--output", default="envoy/envoy.yaml", help="file, or - for stdout")
     p.add_argument("--listen-address", help="override listener.address (0.0.0.0 in containers)")
+    p.add_argument(
+        "--fragment", action="store_true", help="print only the pieces to add to your own Envoy"
+    )
     p = command("serve", cmd_serve, "run the ext_proc gRPC server (the sidecar)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to drain on SIGTERM")
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")

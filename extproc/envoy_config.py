@@ -113,7 +113,12 @@ def _listener(config: Config) -> dict[str, Any]:
                                     },
                                 }
                             ],
-                            "route_config": _routes(),
+                            "route_config": {
+                                "name": "llm",
+                                "virtual_hosts": [
+                                    {"name": "llm", "domains": ["*"], "routes": [_route()]}
+                                ],
+                            },
                             "http_filters": [
                                 _extproc_filter(config),
                                 {
@@ -131,26 +136,16 @@ def _listener(config: Config) -> dict[str, Any]:
     }
 
 
-def _routes() -> dict[str, Any]:
+def _route() -> dict[str, Any]:
+    """Everything goes to the cluster the sidecar names; streams may run for many minutes."""
     return {
-        "name": "llm",
-        "virtual_hosts": [
-            {
-                "name": "llm",
-                "domains": ["*"],
-                "routes": [
-                    {
-                        "match": {"prefix": "/"},
-                        "route": {
-                            "cluster_header": CLUSTER_HEADER,
-                            "auto_host_rewrite": True,
-                            "timeout": "0s",
-                            "idle_timeout": "600s",
-                        },
-                    }
-                ],
-            }
-        ],
+        "match": {"prefix": "/"},
+        "route": {
+            "cluster_header": CLUSTER_HEADER,
+            "auto_host_rewrite": True,
+            "timeout": "0s",
+            "idle_timeout": "600s",
+        },
     }
 
 
@@ -201,7 +196,6 @@ def _extproc_cluster(config: Config) -> dict[str, Any]:
 
 
 def bootstrap(config: Config) -> dict[str, Any]:
-    max_body = config.listener.max_body_bytes
     return {
         "admin": {
             "address": {
@@ -210,13 +204,41 @@ def bootstrap(config: Config) -> dict[str, Any]:
         },
         "static_resources": {
             "listeners": [_listener(config)],
-            "clusters": [
-                _extproc_cluster(config),
-                *(_provider_cluster(o, max_body) for o in origins(config).values()),
-            ],
+            "clusters": _clusters(config),
         },
     }
 
 
+def _clusters(config: Config) -> list[dict[str, Any]]:
+    max_body = config.listener.max_body_bytes
+    return [
+        _extproc_cluster(config),
+        *(_provider_cluster(o, max_body) for o in origins(config).values()),
+    ]
+
+
 def render(config: Config) -> str:
     return HEADER + yaml.safe_dump(bootstrap(config), sort_keys=False, width=120)
+
+
+FRAGMENT_HEADER = """\
+# extproc pieces for an Envoy you already run (docs/mesh.md), rendered from config.yaml.
+# http_filters: put the ext_proc filter before envoy.filters.http.router.
+# routes: add to the virtual host that serves your Claude Code traffic.
+# clusters: add to static_resources.clusters (or your CDS).
+# access_log_format: fields to add to your JSON access log to see each decision.
+# The listener (or its HttpConnectionManager) needs per_connection_buffer_limit_bytes
+# of at least {max_body} for Claude Code's bodies.
+"""
+
+
+def fragment(config: Config) -> str:
+    """Just the filter, route and clusters, to merge into an existing Envoy config."""
+    pieces = {
+        "http_filters": [_extproc_filter(config)],
+        "routes": [_route()],
+        "clusters": _clusters(config),
+        "access_log_format": ACCESS_LOG_FORMAT,
+    }
+    header = FRAGMENT_HEADER.format(max_body=config.listener.max_body_bytes)
+    return header + yaml.safe_dump(pieces, sort_keys=False, width=120)

@@ -110,3 +110,62 @@ def test_render_envoy_command_writes_file_and_listen_override(tmp_path):
     assert result.returncode == 0, result.stderr
     listener = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
+
+
+PLAIN_ENVOY = """\
+static_resources:
+  listeners:
+  - name: existing
+    address: {socket_address: {address: 127.0.0.1, port_value: 10000}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: existing
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["app.local"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: app}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters: []
+"""
+
+
+def test_fragment_embeds_into_a_plain_envoy_config(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "render-envoy", str(ROOT / "config.yaml"), "--fragment"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pieces = yaml.safe_load(result.stdout)
+    assert set(pieces) == {"http_filters", "routes", "clusters", "access_log_format"}
+    bootstrap = yaml.safe_load(PLAIN_ENVOY)
+    resources = bootstrap["static_resources"]
+    manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["http_filters"][:0] = pieces["http_filters"]
+    manager["route_config"]["virtual_hosts"].append(
+        {"name": "claude", "domains": ["*"], "routes": pieces["routes"]}
+    )
+    manager["access_log"] = [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"json_format": pieces["access_log_format"]},
+            },
+        }
+    ]
+    resources["listeners"][0]["per_connection_buffer_limit_bytes"] = 32 * 1024 * 1024
+    resources["clusters"] = pieces["clusters"]
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    validated = validate(path)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
