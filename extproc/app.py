@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 
 from extproc import decision
-from extproc.config import Config
+from extproc.config import Config, ConfigError, Routing, load
 from extproc.exchange import Gateway
 from extproc.metrics import Metrics
-from extproc.routing import RouterStage, routes_of
+from extproc.routing import Classifier, RouterStage, routes_of
+from extproc.server import ExtProcServer
 
 log = logging.getLogger("extproc")
 
@@ -46,8 +47,55 @@ async def load_router(router: RouterStage, config: Config) -> None:
         log.error("%s. Until then every routed request goes to its fallback model.", exc)
         router.attach(None, f"router unavailable: {exc}"[:300])
         return
+    await warm_up(model, config)
+    log.info("router model loaded from %s on %s", model.model_dir, model.device)
+    router.attach(model)
+
+
+async def warm_up(model: Classifier, config: Config) -> None:
+    """Compute the static prefix of this route config now rather than on a user's request."""
     routes = routes_of(config)
     if routes:
         await asyncio.to_thread(model.classify, routes, [[{"role": "user", "content": "hello"}]])
-    log.info("router model loaded from %s on %s", model.model_dir, model.device)
-    router.attach(model)
+
+
+def _model_settings(routing: Routing) -> tuple[object, ...]:
+    return (routing.model_dir, routing.device, routing.compute_type, routing.threads, routing.mode)
+
+
+class Sidecar:
+    """The running sidecar: server, router stage and config, reloadable on SIGHUP.
+
+    A reload swaps the gateway the server hands to *new* exchanges; open streams keep
+    the config they started with. The loaded model is kept unless its settings changed.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.metrics = Metrics()
+        self.router = RouterStage(config.routing)
+        self.loading = asyncio.create_task(load_router(self.router, config))
+        gateway = build_gateway(config, self.router, self.metrics)
+        self.server = ExtProcServer(gateway, ready=self.loading.done)
+
+    async def start(self) -> None:
+        sidecar = self.config.sidecar
+        await self.server.start(
+            sidecar.address, sidecar.port, sidecar.health_port, self.config.listener.max_body_bytes
+        )
+
+    def reload(self) -> None:
+        try:
+            config = load(self.config.path)
+        except ConfigError as exc:
+            log.error("config not reloaded, the last good one stays in force:\n%s", exc)
+            return
+        reload_model = _model_settings(config.routing) != _model_settings(self.config.routing)
+        self.router.routing = config.routing
+        self.server.gateway = build_gateway(config, self.router, self.metrics)
+        self.config = config
+        if reload_model:
+            self.loading = asyncio.create_task(load_router(self.router, config))
+        elif self.router.model is not None:
+            self.loading = asyncio.create_task(warm_up(self.router.model.classifier, config))
+        log.info("config reloaded from %s", config.path)

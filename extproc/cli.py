@@ -67,21 +67,15 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from extproc.app import build_gateway, load_router
-    from extproc.routing import RouterStage
-    from extproc.server import ExtProcServer, serve_until_signalled
+    from extproc.app import Sidecar
+    from extproc.server import serve_until_signalled
 
     config = _load(args.config)
 
     async def main() -> None:
-        router = RouterStage(config.routing)
-        loading = asyncio.create_task(load_router(router, config))
-        server = ExtProcServer(build_gateway(config, router), ready=loading.done)
-        sidecar = config.sidecar
-        await server.start(
-            sidecar.address, sidecar.port, sidecar.health_port, config.listener.max_body_bytes
-        )
-        await serve_until_signalled(server, grace=args.grace)
+        sidecar = Sidecar(config)
+        await sidecar.start()
+        await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
 
     asyncio.run(main())
     return 0

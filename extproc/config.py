@@ -7,6 +7,7 @@ and the field, and all mistakes are reported at once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class Config:
     sidecar: Sidecar = field(default_factory=Sidecar)
     routing: Routing = field(default_factory=Routing)
     warnings: tuple[str, ...] = ()
+    digest: str = ""
+    """Of the file's text: tells which config a running sidecar has loaded."""
 
     @property
     def default_provider(self) -> Provider:
@@ -419,6 +422,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         sidecar=sidecar,
         routing=routing,
         warnings=tuple(check.warnings),
+        digest=hashlib.sha256(text.encode()).hexdigest()[:16],
     )
 
 

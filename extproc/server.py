@@ -83,7 +83,7 @@ class ExtProcServer:
     async def _serve_health(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """`GET /healthz` (alive), `GET /ready` (router loaded, serving), `GET /metrics`."""
+        """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest)."""
         try:
             request_line = await asyncio.wait_for(reader.readline(), 5)
             path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
@@ -106,6 +106,8 @@ class ExtProcServer:
 
     def _health_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
         text = b"text/plain"
+        if path == b"/config":
+            return b"200 OK", text, self.gateway.config.digest.encode() + b"\n"
         if path == b"/metrics":
             return b"200 OK", b"text/plain; version=0.0.4", self.gateway.metrics.exposition()
         if path == b"/healthz" or (path == b"/ready" and self.ready()):
@@ -123,12 +125,16 @@ class ExtProcServer:
             await self._grpc.stop(grace)
 
 
-async def serve_until_signalled(server: ExtProcServer, grace: float) -> None:
-    """Run until SIGTERM or SIGINT, then drain."""
+async def serve_until_signalled(
+    server: ExtProcServer, grace: float, on_reload: Callable[[], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then drain; SIGHUP calls `on_reload`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if on_reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
     await stop.wait()
     await server.stop(grace)
     log.info("stopped")

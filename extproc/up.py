@@ -17,16 +17,20 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import envoy
 
-from extproc.config import Config
+from extproc.config import Config, ConfigError, load
 from extproc.envoy_config import render
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
+RELOAD_TIMEOUT_S = 10.0
+DRAIN_S = 600
+"""How long a hot-restarted Envoy lets open streams finish (Claude Code's own timeout)."""
 
 
 class StartupError(Exception):
@@ -44,6 +48,8 @@ def _ports(config: Config) -> Iterable[tuple[str, str, int]]:
 def check_ports(config: Config) -> None:
     for key, address, port in _ports(config):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As Envoy and gRPC bind: a previous run's TIME_WAIT connections don't count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((address, port))
             except OSError as exc:
@@ -53,12 +59,12 @@ def check_ports(config: Config) -> None:
                 ) from None
 
 
-def _get(url: str) -> bool:
+def _get_text(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
+            return response.read().decode().strip()
     except OSError:
-        return False
+        return None
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
@@ -66,7 +72,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StartupError(f"{what} exited with code {process.returncode} while starting")
-        if _get(url):
+        if _get_text(url) is not None:
             return
         time.sleep(0.1)
     raise StartupError(f"{what} did not become ready within {STARTUP_TIMEOUT_S:.0f}s ({url})")
@@ -138,13 +144,85 @@ def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
     ]
 
 
+@dataclass
+class Envoys:
+    """Envoy across hot restarts: each config change starts the next epoch, which takes the
+    listening sockets over from the previous one; the previous one drains open streams
+    (for up to DRAIN_S) and exits by itself."""
+
+    run_dir: Path
+    log_level: str
+    epoch: int = 0
+    current: subprocess.Popen[bytes] | None = None
+    retired: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, config: Config) -> subprocess.Popen[bytes]:
+        envoy_yaml = self.run_dir / f"envoy-{self.epoch}.yaml"
+        envoy_yaml.write_text(render(config), encoding="utf-8")
+        command = envoy_command(envoy_yaml, self.log_level)
+        base_id = self.run_dir / "base-id"
+        drain = ["--drain-time-s", str(DRAIN_S), "--parent-shutdown-time-s", str(DRAIN_S + 30)]
+        if self.epoch == 0:
+            command += ["--base-id-path", str(base_id), *drain]
+        else:
+            command.remove("--use-dynamic-base-id")
+            base = base_id.read_text().strip()
+            command += ["--base-id", base, "--restart-epoch", str(self.epoch), *drain]
+        if self.current is not None:
+            self.retired.append(self.current)
+        self.current = subprocess.Popen(command)
+        self.epoch += 1
+        return self.current
+
+    def all(self) -> list[subprocess.Popen[bytes]]:
+        return [*self.retired, *([self.current] if self.current else [])]
+
+
+def _reload(config: Config, sidecar: subprocess.Popen[bytes], envoys: Envoys) -> Config:
+    """Apply an edited config.yaml, or keep the running one; returns the config in force."""
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    try:
+        new = load(config.path)
+    except ConfigError as exc:
+        say(f"{config.path} changed but is invalid; the last good config stays in force:")
+        for problem in exc.problems:
+            say(f"error: {problem}")
+        return config
+    if new.sidecar != config.sidecar or new.listener.admin_port != config.listener.admin_port:
+        say("sidecar and admin_port changes need a restart of extproc up; nothing applied")
+        return config
+    sidecar.send_signal(signal.SIGHUP)
+    loaded = f"http://{new.sidecar.address}:{new.sidecar.health_port}/config"
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while _get_text(loaded) != new.digest:
+        if time.monotonic() > deadline:
+            say("the sidecar did not confirm the reload; see its log above")
+            return config
+        time.sleep(0.05)
+    if render(new) != render(config):
+        envoys.start(new)
+        say(f"{config.path} reloaded: routes and models applied, Envoy hot-restarted")
+    else:
+        say(f"{config.path} reloaded: routes and models applied")
+    return new
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
 def run(config: Config, *, log_level: str = "warning") -> int:
-    """Run until Ctrl-C/SIGTERM or until a process dies; returns the exit code."""
+    """Run until Ctrl-C/SIGTERM or until a process dies; returns the exit code.
+
+    config.yaml is watched: a valid edit applies to the next request (the sidecar reloads
+    on SIGHUP; Envoy is hot-restarted when its clusters or listener change); an invalid
+    edit is reported and the last good config stays in force.
+    """
     check_ports(config)
     offer_router_model(config)
-    run_dir = Path(tempfile.mkdtemp(prefix="extproc-"))
-    envoy_yaml = run_dir / "envoy.yaml"
-    envoy_yaml.write_text(render(config), encoding="utf-8")
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -153,26 +231,31 @@ def run(config: Config, *, log_level: str = "warning") -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level)
     sidecar = subprocess.Popen([sys.executable, "-m", "extproc", "serve", config.path])
-    processes = [sidecar]
     try:
         # /ready: the router model is loaded (or known to be missing) and warmed up.
         ready = f"http://{config.sidecar.address}:{config.sidecar.health_port}/ready"
         _wait_ready(ready, sidecar, "the sidecar (extproc serve)")
-        processes.append(subprocess.Popen(envoy_command(envoy_yaml, log_level)))
-        _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", processes[1], "envoy")
+        first = envoys.start(config)
+        _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")
         listener = config.listener
         print(
             f"gateway ready: ANTHROPIC_BASE_URL=http://{listener.address}:{listener.port} "
-            f"(envoy config: {envoy_yaml})",
+            f"(envoy config: {envoys.run_dir})",
             file=sys.stderr,
             flush=True,
         )
+        seen = _mtime(config.path)
         while not stopping:
-            for process, name in zip(processes, ("sidecar", "envoy"), strict=True):
-                if process.poll() is not None:
+            for process, name in ((sidecar, "sidecar"), (envoys.current, "envoy")):
+                if process is not None and process.poll() is not None:
                     raise StartupError(f"{name} exited with code {process.returncode}")
-            time.sleep(0.2)
+            if _mtime(config.path) != seen:
+                time.sleep(0.2)  # let the editor finish writing
+                seen = _mtime(config.path)
+                config = _reload(config, sidecar, envoys)
+            time.sleep(0.25)
         return 0
     finally:
-        _stop(processes)
+        _stop([sidecar, *envoys.all()])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -179,8 +180,10 @@ class FakeAnthropic:
         handler.send_header("transfer-encoding", "chunked")
         handler.end_headers()
         chunks = sse_bytes(sse_events(model, self.answer))
+        pause = 0.4 if b"SLOW" in body else 0  # a long answer, to outlive a config reload
         for chunk in chunks:
             handler.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             handler.wfile.flush()
+            time.sleep(pause)
         handler.wfile.write(b"0\r\n\r\n")
         self.sent = chunks

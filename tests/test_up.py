@@ -62,6 +62,8 @@ def test_up_serves_then_stops_both_processes_on_sigterm(tmp_path, fake_anthropic
     assert stop_gateway(gateway) == 0
     for port in chosen.values():
         with socket.socket() as sock:
+            # SO_REUSEADDR, as servers bind: only a process still listening makes this fail.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
 
 
