@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from extproc.router.convert import convert
 from extproc.router.engine import ArchRouter
 from extproc.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION
+from tests.tiny_model import train_tokenizer
 
 CACHE = Path(".cache/bench-model")
 WINDOW_TOKENS = (64, 128, 256, 512)
@@ -46,24 +49,6 @@ ARCH_ROUTER_SHAPE = {
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": True,
 }
-CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. "
-    "You are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if not (message.role == 'system' and loop.first) %}"
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-QWEN_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 
 
 def corpus(limit_bytes: int = 8_000_000) -> list[str]:
@@ -78,36 +63,6 @@ def corpus(limit_bytes: int = 8_000_000) -> list[str]:
     return texts
 
 
-def build_tokenizer(out: Path, texts: list[str]) -> None:
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=32000,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=specials[1:],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(str(out))
-
-
 def build_model(texts: list[str]) -> Path:
     """Random Arch-Router-shaped Qwen2, int8. The converter pads the vocabulary to 151936."""
     out = CACHE / "ct2-int8"
@@ -118,7 +73,7 @@ def build_model(texts: list[str]) -> Path:
 
     src = CACHE / "hf"
     src.mkdir(parents=True, exist_ok=True)
-    build_tokenizer(src, texts)
+    train_tokenizer(src, texts, vocab_size=32000)
     torch.manual_seed(0)
     config = Qwen2Config(**ARCH_ROUTER_SHAPE, dtype="bfloat16")
     with torch.device("cpu"):

@@ -63,7 +63,8 @@ _CORPUS = [
 ]
 
 
-def _train_tokenizer(out: Path) -> None:
+def train_tokenizer(out: Path, texts: list[str], vocab_size: int) -> None:
+    """A byte-level BPE with Qwen2's pre-tokenizer split, ChatML specials and chat template."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -76,12 +77,12 @@ def _train_tokenizer(out: Path) -> None:
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=700,
+        vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -173,7 +174,7 @@ def build_tiny_model(cache_dir: str | Path) -> Path:
     src = cache / "tiny-arch-router-hf"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
-    _train_tokenizer(src)
+    train_tokenizer(src, _CORPUS * 4, vocab_size=700)
     tokenizer = AutoTokenizer.from_pretrained(str(src))
     torch.manual_seed(0)
     config = Qwen2Config(

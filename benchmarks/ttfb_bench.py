@@ -1,0 +1,99 @@
+"""Time to first byte added by the gateway, native and translated, against direct calls.
+
+Starts the local fake providers (the ones the tests use) and a real gateway (`extproc up`:
+Envoy + sidecar, no router model: decisions are explicit), then times streaming requests
+until the first body byte arrives: straight to each fake, and through the gateway.
+
+    python benchmarks/ttfb_bench.py [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import (
+    PROVIDER_KEYS,
+    free_port,
+    gateway_config,
+    start_gateway,
+    stop_gateway,
+)
+from tests.fake_anthropic import FakeAnthropic
+from tests.fake_openai import FakeOpenAI
+
+MESSAGES = [{"role": "user", "content": "say hello"}]
+
+
+def ttfb(client: httpx.Client, url: str, body: dict, headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    first = 0.0
+    with client.stream("POST", url, json=body, headers=headers) as response:
+        for _ in response.iter_raw():
+            first = first or time.perf_counter() - started
+    return first
+
+
+def series(
+    client: httpx.Client, url: str, body: dict, headers: dict[str, str], n: int
+) -> list[float]:
+    for _ in range(10):  # warm connections and caches
+        ttfb(client, url, body, headers)
+    return [ttfb(client, url, body, headers) for _ in range(n)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    anthropic = FakeAnthropic().start()
+    deepseek = FakeAnthropic().start()
+    openai = FakeOpenAI(expected_key=PROVIDER_KEYS["TEST_OPENAI_KEY"]).start()
+    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    workdir = Path(tempfile.mkdtemp(prefix="ttfb-"))
+    gateway = start_gateway(
+        gateway_config(anthropic, deepseek, openai, **ports), workdir, ports["listener"]
+    )
+    native = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True, "messages": MESSAGES}
+    anthropic_headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    openai_body = {"model": "gpt-4.1", "stream": True, "messages": MESSAGES}
+    openai_headers = {"authorization": f"Bearer {PROVIDER_KEYS['TEST_OPENAI_KEY']}"}
+    cases = [
+        ("anthropic direct", f"{anthropic.url}/v1/messages", native, anthropic_headers),
+        ("anthropic via gateway", f"{gateway.url}/v1/messages", native, anthropic_headers),
+        ("openai direct", f"{openai.url}/v1/chat/completions", openai_body, openai_headers),
+        (
+            "openai via gateway (translated)",
+            f"{gateway.url}/v1/messages",
+            {**native, "model": "openai/gpt-4.1"},
+            anthropic_headers,
+        ),
+    ]
+    results = {}
+    try:
+        with httpx.Client(timeout=30) as client:
+            for name, url, body, headers in cases:
+                results[name] = series(client, url, body, headers, args.requests)
+    finally:
+        stop_gateway(gateway)
+    print(f"time to first byte, {args.requests} streaming requests each, 1 connection")
+    print(f"{'path':<34} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, times in results.items():
+        p99 = statistics.quantiles(times, n=100)[98]
+        print(f"{name:<34} {statistics.median(times) * 1000:>8.2f} {p99 * 1000:>8.2f}")
+    for kind in ("anthropic", "openai"):
+        direct = statistics.median(results[f"{kind} direct"])
+        via = statistics.median(next(v for k, v in results.items() if k.startswith(f"{kind} via")))
+        print(f"added by the gateway ({kind}): {(via - direct) * 1000:.2f} ms at p50")
+
+
+if __name__ == "__main__":
+    main()
