@@ -1,0 +1,217 @@
+"""The data path: what the sidecar costs every request that needs no classification.
+
+One Envoy with three listeners in front of one fast upstream (a fourth Envoy listener
+answering with a fixed body, so the upstream costs next to nothing):
+  direct  - no ext_proc at all;
+  noop    - ext_proc to a Python gRPC server that answers every message with an empty reply
+            (the floor of Envoy + gRPC + Python);
+  ours    - ext_proc to `extproc serve` with routes configured and decisions sticky.
+Bodies: the captured Claude Code first turn (78 KB) and 1 MB / 4 MB variants of it.
+Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16.
+
+    python benchmarks/datapath_bench.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from extproc.config import parse
+from extproc.envoy_config import render
+from extproc.up import envoy_command
+from tests.conftest import free_port
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"
+PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+# Empty replies for each phase, by the ProcessingRequest field number Envoy sends first
+# (request_headers=2, response_headers=3, request_body=4, ...): the same phase's reply is
+# field N-1 of ProcessingResponse, and an empty message is zero bytes long.
+NOOP_REPLIES = {n: bytes([(n - 1) << 3 | 2, 0]) for n in (2, 3, 4, 5, 6, 7)}
+
+
+def bodies(tmp: Path) -> dict[str, Path]:
+    body = json.loads(FIXTURE.read_text())["body"]
+    out = {}
+    for name, size in (("78 KB", 0), ("1 MB", 1 << 20), ("4 MB", 4 << 20)):
+        padded = json.loads(json.dumps(body))
+        if size:
+            filler = "x" * (size - len(json.dumps(body)))
+            padded["messages"][0]["content"].insert(0, {"type": "text", "text": filler})
+        path = tmp / f"body-{len(out)}.json"
+        path.write_text(json.dumps(padded, separators=(",", ":"), ensure_ascii=False))
+        out[name] = path
+    return out
+
+
+def noop_server(port: int) -> None:
+    """The floor: answer each message without parsing it."""
+
+    async def process(requests, context):
+        async for raw in requests:
+            yield NOOP_REPLIES[raw[0] >> 3]
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
+        handler = grpc.stream_stream_rpc_method_handler(process)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(PROCESS.split("/")[1], {"Process": handler}),)
+        )
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def front_envoy(config_text: str, ports: dict[str, int]) -> dict:
+    """Our rendered bootstrap plus a `direct` listener, a `noop` one and the upstream."""
+    config = parse(config_text)
+    bootstrap = yaml.safe_load(render(config))
+    resources = bootstrap["static_resources"]
+    ours = resources["listeners"][0]
+    manager = ours["filter_chains"][0]["filters"][0]["typed_config"]
+    manager.pop("access_log")
+
+    def listener(name: str, port: int, with_filter: dict | None, route: dict) -> dict:
+        copy = json.loads(json.dumps(ours))
+        copy["name"] = name
+        copy["address"]["socket_address"]["port_value"] = port
+        hcm = copy["filter_chains"][0]["filters"][0]["typed_config"]
+        first = [with_filter] if with_filter else []
+        hcm["http_filters"] = [*first, manager["http_filters"][-1]]
+        hcm["route_config"]["virtual_hosts"][0]["routes"] = [route]
+        return copy
+
+    to_upstream = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    noop_filter = json.loads(json.dumps(manager["http_filters"][0]))
+    noop_filter["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = "noop"
+    answer = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": "{}"}},
+    }
+    # The upstream reads the whole body before answering, or it would close the connection.
+    read_body = {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": 16 << 20,
+        },
+    }
+    resources["listeners"] += [
+        listener("direct", ports["direct"], None, to_upstream),
+        listener("noop", ports["noop"], noop_filter, to_upstream),
+        listener("upstream", ports["upstream"], read_body, answer),
+    ]
+    extproc_cluster = next(c for c in resources["clusters"] if c["name"] == "extproc")
+    noop_cluster = json.loads(json.dumps(extproc_cluster).replace('"extproc"', '"noop"'))
+    noop_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]["port_value"] = ports["noop_grpc"]
+    upstream = json.loads(json.dumps(noop_cluster).replace('"noop"', '"upstream"'))
+    upstream.pop("typed_extension_protocol_options")
+    upstream["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]["port_value"] = ports["upstream"]
+    resources["clusters"] += [noop_cluster, upstream]
+    return bootstrap
+
+
+def wrk(url: str, body: Path, connections: int, seconds: int) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, requests/s) from wrk."""
+    script = body.with_suffix(".lua")
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = io.open("{body}", "rb"):read("*a")\n'
+        'wrk.headers["content-type"] = "application/json"\n'
+        'wrk.headers["anthropic-version"] = "2023-06-01"\n'
+    )
+    threads = min(2, connections)
+    out = subprocess.run(
+        [
+            *("wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"),
+            *("-s", str(script), url),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
+    return ms("50%"), ms("99%"), rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="datapath-"))
+    names = ("listener", "admin", "sidecar", "health", "direct", "noop", "upstream", "noop_grpc")
+    ports = {name: free_port() for name in names}
+    config_text = f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, max_body_bytes: 16777216}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+routing: {{model_dir: {tmp / "no-model"}}}
+llm_providers:
+  - model: anthropic/claude-opus-4-8
+    base_url: http://127.0.0.1:{ports["upstream"]}
+    routing_preferences:
+      - {{name: code, description: writing code}}
+"""
+    (tmp / "config.yaml").write_text(config_text)
+    (tmp / "envoy.yaml").write_text(yaml.safe_dump(front_envoy(config_text, ports)))
+    threading.Thread(target=noop_server, args=(ports["noop_grpc"],), daemon=True).start()
+    sidecar = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "serve", str(tmp / "config.yaml")],
+        stderr=subprocess.DEVNULL,
+    )
+    envoy = subprocess.Popen(envoy_command(tmp / "envoy.yaml"), stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(4)
+        urls = {
+            path: f"http://127.0.0.1:{ports[port]}/v1/messages"
+            for path, port in (("direct", "direct"), ("noop", "noop"), ("ours", "listener"))
+        }
+        print(f"{'body':<6} {'path':<7} {'p50 ms':>7} {'p99 ms':>7} {'req/s@16':>9}")
+        for name, body in bodies(tmp).items():
+            rows = {}
+            for path, url in urls.items():
+                p50, p99, _ = wrk(url, body, 1, args.seconds)
+                _, _, rate = wrk(url, body, 16, args.seconds)
+                rows[path] = (p50, p99, rate)
+                print(f"{name:<6} {path:<7} {p50:>7.2f} {p99:>7.2f} {rate:>9.0f}", flush=True)
+            added = rows["ours"][0] - rows["direct"][0]
+            print(
+                f"{name:<6} ours adds {added:.2f} ms p50 over direct; throughput "
+                f"{rows['ours'][2] / rows['noop'][2]:.0%} of the no-op floor, "
+                f"{rows['ours'][2] / rows['direct'][2]:.0%} of direct"
+            )
+    finally:
+        sidecar.terminate()
+        envoy.terminate()
+        sidecar.wait()
+        envoy.wait()
+
+
+if __name__ == "__main__":
+    main()
