@@ -80,6 +80,9 @@ class Listener:
     port: int = 12000
     admin_port: int = 9901
     max_body_bytes: int = 32 * 1024 * 1024
+    idle_timeout_s: int = 600
+    """Silence after which Envoy ends a stream (504 before the answer starts); Claude Code's
+    own request timeout is 10 minutes."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class Sidecar:
     address: str = "127.0.0.1"
     port: int = 50051
     health_port: int = 50052
+    failure_mode_allow: bool = False
+    """Envoy's choice when the sidecar can't be reached: false answers 503, true carries on
+    unprocessed (no route then, so still an error; see docs/reliability.md)."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "request_id": "%REQ(X-REQUEST-ID)%",
     **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in DECISION_FIELDS},
     "note": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:note)%",
+    # Known when the sidecar translated the answer (it reads the provider's usage).
+    "input_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:input_tokens)%",
+    "output_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:output_tokens)%",
 }
 
 
@@ -64,7 +67,10 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                 },
                 "timeout": _seconds(message_timeout + 5),
             },
-            "failure_mode_allow": False,
+            "failure_mode_allow": config.sidecar.failure_mode_allow,
+            # 503, not Envoy's default 500: a sidecar that can't be reached is a temporary
+            # condition (SDKs retry it), and the local reply mapper names it.
+            "status_on_error": {"code": 503},
             "message_timeout": _seconds(message_timeout),
             "max_message_timeout": _seconds(message_timeout),
             "allow_mode_override": True,
@@ -102,8 +108,10 @@ def _listener(config: Config) -> dict[str, Any]:
                             "stat_prefix": "llm",
                             "codec_type": "AUTO",
                             # Streams may stay open for many minutes; only silence ends them.
-                            "stream_idle_timeout": "600s",
+                            "stream_idle_timeout": _seconds(listener.idle_timeout_s),
                             "request_timeout": "0s",
+                            "early_header_mutation_extensions": [_drop_client_cluster_header()],
+                            "local_reply_config": local_replies(config),
                             "access_log": [
                                 {
                                     "name": "envoy.access_loggers.stdout",
@@ -116,7 +124,7 @@ def _listener(config: Config) -> dict[str, Any]:
                             "route_config": {
                                 "name": "llm",
                                 "virtual_hosts": [
-                                    {"name": "llm", "domains": ["*"], "routes": [_route()]}
+                                    {"name": "llm", "domains": ["*"], "routes": [_route(config)]}
                                 ],
                             },
                             "http_filters": [
@@ -136,7 +144,7 @@ def _listener(config: Config) -> dict[str, Any]:
     }
 
 
-def _route() -> dict[str, Any]:
+def _route(config: Config) -> dict[str, Any]:
     """Everything goes to the cluster the sidecar names; streams may run for many minutes."""
     return {
         "match": {"prefix": "/"},
@@ -144,8 +152,84 @@ def _route() -> dict[str, Any]:
             "cluster_header": CLUSTER_HEADER,
             "auto_host_rewrite": True,
             "timeout": "0s",
-            "idle_timeout": "600s",
+            "idle_timeout": _seconds(config.listener.idle_timeout_s),
         },
+    }
+
+
+def _drop_client_cluster_header() -> dict[str, Any]:
+    """Only the sidecar picks the cluster: a client's own x-extproc-cluster is removed before
+    any filter runs, so even with failure_mode_allow it can't steer a request."""
+    return {
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": _ext("http.early_header_mutation.header_mutation.v3.HeaderMutation"),
+            "mutations": [{"remove": CLUSTER_HEADER}],
+        },
+    }
+
+
+def _status_is(status: int) -> dict[str, Any]:
+    value = {"default_value": status, "runtime_key": f"extproc.local_reply.{status}"}
+    return {"status_code_filter": {"comparison": {"op": "EQ", "value": value}}}
+
+
+def _flag_in(*flags: str) -> dict[str, Any]:
+    return {"response_flag_filter": {"flags": list(flags)}}
+
+
+def _anthropic_reply(condition: dict[str, Any], error_type: str, message: str) -> dict[str, Any]:
+    """A local reply mapper: Envoy's own errors matching `condition` as an Anthropic error."""
+    return {
+        "filter": condition,
+        "body_format_override": {
+            "json_format": {"type": "error", "error": {"type": error_type, "message": message}},
+            "content_type": "application/json",
+        },
+    }
+
+
+def local_replies(config: Config) -> dict[str, Any]:
+    """Envoy's own error replies in Anthropic's format, so SDKs and Claude Code show why.
+
+    First match wins; `%RESPONSE_CODE_DETAILS%` says what Envoy saw. The sidecar's replies
+    are Anthropic JSON already and carry no response flag; of their statuses (400, 401, 404,
+    413, 429, 500, 529) only 413 is matched here, with the same error type.
+    """
+    limit = config.listener.max_body_bytes
+    details = "(%RESPONSE_CODE_DETAILS%)"
+    sidecar_down = "The gateway's routing sidecar is unavailable (is extproc serve running?)"
+    return {
+        "mappers": [
+            _anthropic_reply(
+                _status_is(413),
+                "request_too_large",
+                f"The request is larger than this gateway accepts ({limit} bytes, "
+                "listener.max_body_bytes).",
+            ),
+            # No cluster chosen: the sidecar was skipped (failure_mode_allow) or gave none.
+            _anthropic_reply(_flag_in("NC"), "api_error", f"{sidecar_down} {details}"),
+            _anthropic_reply(
+                _flag_in("UF", "UH", "DF", "URX", "UO", "UC", "UPE"),
+                "api_error",
+                f"The gateway could not reach the provider {details}",
+            ),
+            # What is left of 503s: the ext_proc call failed (status_on_error).
+            _anthropic_reply(_status_is(503), "api_error", f"{sidecar_down} {details}"),
+            _anthropic_reply(
+                _status_is(504),
+                "timeout_error",
+                f"The provider was silent longer than listener.idle_timeout_s {details}",
+            ),
+            _anthropic_reply(
+                _status_is(408),
+                "timeout_error",
+                f"The request was idle longer than listener.idle_timeout_s {details}",
+            ),
+            _anthropic_reply(
+                _flag_in("DPE"), "invalid_request_error", f"Malformed HTTP request {details}"
+            ),
+        ]
     }
 
 
@@ -236,7 +320,7 @@ def fragment(config: Config) -> str:
     """Just the filter, route and clusters, to merge into an existing Envoy config."""
     pieces = {
         "http_filters": [_extproc_filter(config)],
-        "routes": [_route()],
+        "routes": [_route(config)],
         "clusters": _clusters(config),
         "access_log_format": ACCESS_LOG_FORMAT,
     }

@@ -34,6 +34,8 @@ from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 log = logging.getLogger("extproc")
 
 MESSAGES_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+MODEL_NAME_MAX = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MODEL_FIRST = re.compile(rb'^\s*\{\s*"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
@@ -101,6 +103,7 @@ class Exchange:
                 raise GatewayError("invalid_request_error", f"{self.path_only} takes POST")
             if message.end_of_stream:
                 raise GatewayError("invalid_request_error", "the request has no body")
+            _check_body_headers(self.headers)
             return replies.continue_request_headers()
         return self.pass_through()
 
@@ -127,9 +130,7 @@ class Exchange:
     async def on_request_body(self, message: HttpBody) -> ProcessingResponse:
         raw = message.body
         body = _parse_body(raw)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError("invalid_request_error", "model: field required (a string)")
+        model = _requested_model(body)
         gateway = self.gateway
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = gateway.token_stages if counting else gateway.stages
@@ -206,7 +207,36 @@ class Exchange:
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(message.body, message.end_of_stream)
-        return replies.replace_response_body(body)
+        usage = self.translation.usage() if message.end_of_stream else {}
+        return replies.replace_response_body(body, usage)
+
+
+def _check_body_headers(headers: dict[str, str]) -> None:
+    """Refuse what we would misread: a body that isn't plain JSON.
+
+    A compressed body is refused rather than inflated here: no Anthropic client compresses
+    requests, and not inflating leaves no room for a zip bomb.
+    """
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        message = f"Content-Encoding {encoding!r} is not accepted; send the JSON body uncompressed."
+        raise GatewayError("invalid_request_error", message, status=415)
+    media_type = headers.get("content-type", "application/json").partition(";")[0]
+    if media_type.strip().lower() != "application/json":
+        message = f"content-type must be application/json, not {media_type.strip()!r}."
+        raise GatewayError("invalid_request_error", message, status=415)
+
+
+def _requested_model(body: dict[str, Any]) -> str:
+    """The requested model, refused before any routing if it could corrupt a header or a log
+    line (CR/LF) or is too long to be a model name (it is echoed into both)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise GatewayError("invalid_request_error", "model: field required (a string)")
+    if len(model) > MODEL_NAME_MAX or _CONTROL.search(model):
+        message = f"model: must be at most {MODEL_NAME_MAX} characters, without control characters"
+        raise GatewayError("invalid_request_error", message)
+    return model
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
@@ -217,4 +247,6 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
         raise GatewayError("invalid_request_error", message) from None
     if not isinstance(body, dict):
         raise GatewayError("invalid_request_error", "The request body must be a JSON object.")
+    if not isinstance(body.get("messages", []), list):
+        raise GatewayError("invalid_request_error", "messages: must be a list")
     return body

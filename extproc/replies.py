@@ -72,9 +72,11 @@ def translate_response_headers(mutation: HeaderMutation, streamed: bool) -> Proc
     )
 
 
-def replace_response_body(body: bytes) -> ProcessingResponse:
+def replace_response_body(body: bytes, usage: dict[str, int]) -> ProcessingResponse:
+    """A translated body chunk; with the last one, the token counts for the access log."""
     return ProcessingResponse(
-        response_body=BodyResponse(response=CommonResponse(body_mutation=BodyMutation(body=body)))
+        response_body=BodyResponse(response=CommonResponse(body_mutation=BodyMutation(body=body))),
+        dynamic_metadata=metadata(usage) if usage else None,
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+import orjson
+
 from extproc.translate.anthropic_openai import StreamTranslator, translate_response
 
 
@@ -23,6 +25,7 @@ class ResponseTranslation:
     _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
     _stream: StreamTranslator | None = None
     _buffer: bytearray = field(default_factory=bytearray)
+    _usage: dict[str, int] | None = None
 
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
@@ -50,4 +53,12 @@ class ResponseTranslation:
         if not end:
             return b""
         _, body = translate_response(self.status, bytes(self._buffer), model=self.model)
+        self._usage = orjson.loads(body).get("usage")
         return body
+
+    def usage(self) -> dict[str, int]:
+        """Token counts for the access log, once the answer is complete (empty if unknown)."""
+        usage = self._stream.usage if self._stream is not None else self._usage
+        if not isinstance(usage, dict):
+            return {}
+        return {k: usage[k] for k in ("input_tokens", "output_tokens") if k in usage}

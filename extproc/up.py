@@ -31,6 +31,8 @@ STOP_GRACE_S = 20.0
 RELOAD_TIMEOUT_S = 10.0
 DRAIN_S = 600
 """How long a hot-restarted Envoy lets open streams finish (Claude Code's own timeout)."""
+STOP_DRAIN_S = 30.0
+"""How long SIGTERM lets open requests finish before both processes stop."""
 
 
 class StartupError(Exception):
@@ -76,6 +78,23 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
             return
         time.sleep(0.1)
     raise StartupError(f"{what} did not become ready within {STARTUP_TIMEOUT_S:.0f}s ({url})")
+
+
+def _drain(admin_port: int, timeout: float) -> None:
+    """Close Envoy's listener, then wait (up to `timeout`) until no request is open, so that
+    streams in flight finish before Envoy and the sidecar stop."""
+    admin = f"http://127.0.0.1:{admin_port}"
+    try:
+        urllib.request.urlopen(f"{admin}/drain_listeners", data=b"", timeout=2).close()
+    except OSError:
+        return
+    active = f"{admin}/stats?filter=^http\\.llm\\.downstream_rq_active$"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = _get_text(active)
+        if text is None or text.endswith(": 0"):
+            return
+        time.sleep(0.1)
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -223,11 +242,11 @@ def run(config: Config, *, log_level: str = "warning") -> int:
     """
     check_ports(config)
     offer_router_model(config)
-    stopping = False
+    stopping: int | None = None
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
-        stopping = True
+        stopping = signum
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -247,7 +266,7 @@ def run(config: Config, *, log_level: str = "warning") -> int:
             flush=True,
         )
         seen = _mtime(config.path)
-        while not stopping:
+        while stopping is None:
             for process, name in ((sidecar, "sidecar"), (envoys.current, "envoy")):
                 if process is not None and process.poll() is not None:
                     raise StartupError(f"{name} exited with code {process.returncode}")
@@ -256,6 +275,8 @@ def run(config: Config, *, log_level: str = "warning") -> int:
                 seen = _mtime(config.path)
                 config = _reload(config, sidecar, envoys)
             time.sleep(0.25)
+        if stopping == signal.SIGTERM:  # a service manager stopping us; Ctrl-C stops now
+            _drain(config.listener.admin_port, STOP_DRAIN_S)
         return 0
     finally:
         _stop([sidecar, *envoys.all()])

@@ -266,3 +266,31 @@ def routed_gateway(
     gw = start_gateway(config, workdir, ports["listener"])
     yield gw
     stop_gateway(gw)
+
+
+STRICT_MAX_BODY = 64 * 1024
+STRICT_IDLE_S = 2
+
+
+@pytest.fixture(scope="session")
+def strict_gateway(
+    fake_anthropic: FakeAnthropic,
+    fake_deepseek: FakeAnthropic,
+    fake_openai: FakeOpenAI,
+    tmp_path_factory,
+) -> Iterator[Gateway]:
+    """The fakes behind tight limits (64 KiB bodies, 2 s of silence) and one provider whose
+    host does not resolve (`nowhere`)."""
+    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
+    config = config.replace(
+        "listener:\n",
+        f"listener:\n  max_body_bytes: {STRICT_MAX_BODY}\n  idle_timeout_s: {STRICT_IDLE_S}\n",
+    ).replace(
+        "model_aliases:\n",
+        "  - name: nowhere\n    model: anthropic/claude-nowhere\n"
+        "    base_url: http://does-not-exist.invalid\n    access_key: k\nmodel_aliases:\n",
+    )
+    gw = start_gateway(config, tmp_path_factory.mktemp("strict-gateway"), ports["listener"])
+    yield gw
+    stop_gateway(gw)

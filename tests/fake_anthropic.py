@@ -4,11 +4,19 @@ It speaks the real wire format: JSON messages, SSE streams framed as
 `event: …\\ndata: …\\n\\n` over chunked transfer encoding, Anthropic error bodies
 with their status codes, and a `request-id` header. Every request it receives is
 recorded so tests can assert what reached the provider.
+
+Words in the request body pick a behaviour (both fakes read the same ones):
+"MARK-<id>" is echoed at the end of the answer (which request an answer belongs to);
+"PACE-<ms>" streams one event per word, <ms> apart; "SLOW" pauses 0.4 s between events;
+"FAULT-RESET" aborts the connection halfway through the stream; "FAULT-HANG" is silent
+for 10 s; "FAULT-429" (with retry-after) and "FAULT-500" answer errors.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
 import uuid
@@ -28,6 +36,31 @@ class Received:
         return json.loads(self.body)
 
 
+_MARKER = re.compile(rb"MARK-[0-9A-Za-z]+")
+_PACE = re.compile(rb"PACE-(\d+)")
+HANG_S = 10.0
+
+
+def echoed(answer: str, body: bytes) -> str:
+    """The answer with the request's marker appended, when it has one."""
+    marker = _MARKER.search(body)
+    return f"{answer} {marker.group().decode()}" if marker else answer
+
+
+def pace_s(body: bytes) -> float:
+    """Seconds between streamed events: PACE-<ms>, SLOW (0.4 s), else none."""
+    pace = _PACE.search(body)
+    return int(pace.group(1)) / 1000 if pace else 0.4 if b"SLOW" in body else 0.0
+
+
+def reset(handler: BaseHTTPRequestHandler) -> None:
+    """Abort the connection with a TCP RST, as a crashing provider does."""
+    handler.wfile.flush()
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+    handler.connection.close()
+    handler.close_connection = True
+
+
 def message(model: str, text: str) -> dict[str, Any]:
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
@@ -41,12 +74,14 @@ def message(model: str, text: str) -> dict[str, Any]:
     }
 
 
-def sse_events(model: str, text: str) -> list[tuple[str, dict[str, Any]]]:
-    """The event sequence Anthropic streams for a one-block text answer."""
+def sse_events(model: str, text: str, by_word: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The event sequence Anthropic streams for a one-block text answer (in two deltas, or
+    one a word)."""
     start = message(model, "")
     start["content"], start["stop_reason"] = [], None
     start["usage"] = {"input_tokens": 12, "output_tokens": 1}
     half = len(text) // 2
+    parts = re.findall(r"\S+\s*", text) if by_word else (text[:half], text[half:])
     return [
         ("message_start", {"type": "message_start", "message": start}),
         (
@@ -67,7 +102,7 @@ def sse_events(model: str, text: str) -> list[tuple[str, dict[str, Any]]]:
                     "delta": {"type": "text_delta", "text": part},
                 },
             )
-            for part in (text[:half], text[half:])
+            for part in parts
         ),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         (
@@ -101,6 +136,7 @@ class FakeAnthropic:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between SSE events
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -169,9 +205,25 @@ class FakeAnthropic:
         if handler.path.split("?")[0].endswith("/count_tokens"):
             handler._json(200, {"input_tokens": 42})  # type: ignore[attr-defined]
             return
+        if b"FAULT-HANG" in body:
+            time.sleep(HANG_S)
+            return
+        if b"FAULT-429" in body:
+            handler.send_response(429)
+            handler.send_header("retry-after", "7")
+            data = b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        if b"FAULT-500" in body:
+            self.error(handler, 500, "api_error", "Internal server error")
+            return
         model = request.get("model", "")
+        answer = echoed(self.answer, body)
         if not request.get("stream"):
-            handler._json(200, message(model, self.answer))  # type: ignore[attr-defined]
+            handler._json(200, message(model, answer))  # type: ignore[attr-defined]
             return
         handler.send_response(200)
         handler.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -179,9 +231,12 @@ class FakeAnthropic:
         handler.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
         handler.send_header("transfer-encoding", "chunked")
         handler.end_headers()
-        chunks = sse_bytes(sse_events(model, self.answer))
-        pause = 0.4 if b"SLOW" in body else 0  # a long answer, to outlive a config reload
-        for chunk in chunks:
+        pause = pace_s(body)
+        chunks = sse_bytes(sse_events(model, answer, by_word=b"PACE-" in body))
+        for i, chunk in enumerate(chunks):
+            if b"FAULT-RESET" in body and i == len(chunks) // 2:
+                reset(handler)
+                return
             handler.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             handler.wfile.flush()
             time.sleep(pause)

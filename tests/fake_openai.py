@@ -7,6 +7,7 @@ What it answers depends on the last user message, so one server plays every case
 "TOOL" (one tool call), "PARALLEL" (two), "THINK" (reasoning then text),
 "RATELIMIT" (429), "BROKEN" (500); after a tool result it answers with text.
 "GZIP" anywhere makes it gzip the answer even though the gateway asked for identity.
+"MARK-<id>", "PACE-<ms>" and "FAULT-RESET" work as in fake_anthropic.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fake_anthropic import Received
+from tests.fake_anthropic import Received, echoed, pace_s, reset
 
 
 def _last_user_text(request: dict[str, Any]) -> str:
@@ -153,6 +154,7 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between SSE events
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -220,6 +222,8 @@ class FakeOpenAI:
             self._json(handler, status, {"error": error}, retry_after="1")
             return
         model = request["model"]
+        if "text" in answer:
+            answer["text"] = echoed(answer["text"], body)
         if not request.get("stream"):
             self._json(handler, 200, completion(model, answer), gzipped)
             return
@@ -237,7 +241,12 @@ class FakeOpenAI:
             packer = zlib.compressobj(wbits=31)
             events = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
             events.append(packer.flush())
-        for event in events:
+        pause = pace_s(body)
+        for i, event in enumerate(events):
+            if b"FAULT-RESET" in body and i == len(events) // 2:
+                reset(handler)
+                return
             handler.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
             handler.wfile.flush()
+            time.sleep(pause)
         handler.wfile.write(b"0\r\n\r\n")

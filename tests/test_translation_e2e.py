@@ -53,6 +53,7 @@ def test_streamed_text_answer(gateway, fakes):
     assert seen.headers["accept-encoding"] == "identity"
     entry = gateway.wait_log(lambda e: e["request_id"] == seen.headers["x-request-id"])
     assert (entry["requested_model"], entry["routed_model"]) == ("openai/gpt-4.1", "openai/gpt-4.1")
+    assert (entry["input_tokens"], entry["output_tokens"]) == (20, 17)
 
 
 def test_non_streamed_answer(gateway, fakes):
@@ -62,6 +63,10 @@ def test_non_streamed_answer(gateway, fakes):
     assert message.content[0].text == "Hello from the OpenAI-format fake — ✓ 日本語"
     assert message.model == "gpt-4.1"
     assert message.usage.output_tokens == 17
+    *_, openai_fake = fakes
+    request_id = openai_fake.received[0].headers["x-request-id"]
+    entry = gateway.wait_log(lambda e: e["request_id"] == request_id)
+    assert (entry["input_tokens"], entry["output_tokens"]) == (20, 17)
 
 
 def test_single_tool_call(gateway, fakes):

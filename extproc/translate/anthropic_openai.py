@@ -84,7 +84,7 @@ def translate_request(
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
 
     out: JSON = {"model": model, "messages": messages}
-    tools = [_tool(t) for t in body.get("tools") or () if _is_custom_tool(t)]
+    tools = [_tool(t) for t in _list(body.get("tools")) if _is_custom_tool(t)]
     if tools:
         out["tools"] = tools
         out.update(_tool_choice(body.get("tool_choice"), {t["function"]["name"] for t in tools}))
@@ -198,16 +198,16 @@ def _block_text(block: JSON, where: str) -> str | None:
         content = block.get("content")
         return content if isinstance(content, str) else None
     if kind == "search_result":
-        texts = [c.get("text", "") for c in block.get("content") or () if isinstance(c, dict)]
+        texts = [c.get("text", "") for c in _list(block.get("content")) if isinstance(c, dict)]
         return "\n\n".join([str(block.get("title", "")), *texts]).strip()
-    if kind in _DROPPED_BLOCKS or (isinstance(kind, str) and kind.endswith("_tool_result")):
+    if isinstance(kind, str) and (kind in _DROPPED_BLOCKS or kind.endswith("_tool_result")):
         return None
     raise TranslationError(f"{where}: content block type {kind!r} has no Chat Completions form")
 
 
 def _document_text(block: JSON) -> str:
     """Plain-text documents read as their text; other kinds (PDF) can't be sent portably."""
-    source = block.get("source") or {}
+    source = _dict(block.get("source"))
     if source.get("type") == "text" and isinstance(source.get("data"), str):
         return source["data"]
     if source.get("type") == "content" and isinstance(source.get("content"), list):
@@ -216,7 +216,7 @@ def _document_text(block: JSON) -> str:
 
 
 def _image_part(block: JSON, where: str) -> JSON:
-    source = block.get("source") or {}
+    source = _dict(block.get("source"))
     if source.get("type") == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
     elif source.get("type") == "url":
@@ -292,7 +292,7 @@ def _tool_choice(choice: Any, names: set[str]) -> JSON:
         out["tool_choice"] = "required"
     elif kind == "none":
         out["tool_choice"] = "none"
-    elif kind == "tool" and choice.get("name") in names:
+    elif kind == "tool" and isinstance(choice.get("name"), str) and choice["name"] in names:
         out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     if choice.get("disable_parallel_tool_use") and kind != "none":
         out["parallel_tool_calls"] = False
@@ -304,17 +304,31 @@ def _reasoning_effort(body: JSON) -> str | None:
     if not isinstance(thinking, dict):
         return None
     if thinking.get("type") == "enabled":
-        budget = thinking.get("budget_tokens") or 0
+        budget = thinking.get("budget_tokens")
+        budget = budget if isinstance(budget, int | float) else 0
         return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
     if thinking.get("type") == "adaptive":
-        effort = (body.get("output_config") or {}).get("effort")
-        return _EFFORTS.get(effort, "medium")
+        effort = _output_config(body).get("effort")
+        return _EFFORTS.get(effort, "medium") if isinstance(effort, str) else "medium"
     return None
+
+
+def _output_config(body: JSON) -> JSON:
+    return _dict(body.get("output_config"))
+
+
+def _dict(value: Any) -> JSON:
+    """An optional object field; a client's wrongly typed one reads as absent."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _response_format(body: JSON) -> JSON | None:
     """Structured output (`output_config.format`, or the older beta `output_format`)."""
-    fmt = (body.get("output_config") or {}).get("format") or body.get("output_format")
+    fmt = _output_config(body).get("format") or body.get("output_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = fmt.get("schema") or {}
         return {
@@ -353,7 +367,9 @@ def _stop(finish_reason: Any, matched: Any, has_tools: bool) -> tuple[str, str |
     some providers say "stop" for an answer that calls tools."""
     if finish_reason == "stop" and isinstance(matched, str) and matched:
         return "stop_sequence", matched
-    reason = _FINISH.get(finish_reason, "end_turn")
+    reason = (
+        _FINISH.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+    )
     if has_tools and reason == "end_turn":
         reason = "tool_use"
     return reason, None
@@ -430,6 +446,10 @@ def _tool_input(arguments: Any) -> JSON:
     return value if isinstance(value, dict) else {}
 
 
+_MALFORMED = (TypeError, AttributeError, ValueError, KeyError)
+"""What reading a provider's answer raises when one of its fields has an unexpected type."""
+
+
 def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, bytes]:
     """A non-streamed upstream answer → (status for the client, Anthropic JSON bytes)."""
     if not 200 <= status < 300:
@@ -447,7 +467,10 @@ def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, by
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return 502, errors.error_body("api_error", "upstream answer has no choices")
-    return status, orjson.dumps(_message(data, choices[0], model, body))
+    try:
+        return status, orjson.dumps(_message(data, choices[0], model, body))
+    except _MALFORMED as exc:
+        return 502, errors.error_body("api_error", f"malformed answer from upstream: {exc}")
 
 
 def _message(data: JSON, choice: JSON, model: str, body: bytes) -> JSON:
@@ -544,6 +567,11 @@ class StreamTranslator:
 
     # -- public ---------------------------------------------------------------------------
 
+    @property
+    def usage(self) -> JSON | None:
+        """The provider's token counts (Anthropic names), once it has reported them."""
+        return self._usage
+
     def feed(self, data: bytes) -> bytes:
         """Upstream SSE bytes → Anthropic SSE bytes that can be sent now (maybe b"")."""
         if self._done:
@@ -612,7 +640,10 @@ class StreamTranslator:
         if err is not None:
             self._fail(errors.type_of(err, 500), errors.message_of(err))
         elif isinstance(chunk, dict):
-            self._chunk(chunk)
+            try:
+                self._chunk(chunk)
+            except _MALFORMED as exc:  # a field of the wrong type: end the answer visibly
+                self._fail("api_error", f"malformed chunk from upstream: {exc}")
 
     def _chunk(self, chunk: JSON) -> None:
         usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")

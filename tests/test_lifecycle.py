@@ -1,0 +1,72 @@
+"""Lifecycle: SIGTERM lets open streams finish; /ready waits for the router model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import free_port, gateway_config, routed_gateway_config, start_gateway
+from tests.test_bad_input import KEY, chat
+from tests.test_server import get
+
+
+def test_sigterm_to_extproc_up_lets_an_open_stream_finish(
+    tmp_path, fake_anthropic, fake_deepseek, fakes
+):
+    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **ports), tmp_path, ports["listener"]
+    )
+    received: list[bytes] = []
+    opened = threading.Event()
+
+    def stream() -> None:
+        body = chat("claude-sonnet-4-5", "PACE-300 a long answer", stream=True)
+        with httpx.stream(
+            "POST", f"{gateway.url}/v1/messages", json=body, headers=KEY, timeout=30
+        ) as response:
+            for chunk in response.iter_raw():
+                received.append(chunk)
+                opened.set()
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert opened.wait(10)
+    gateway.process.terminate()
+    time.sleep(0.5)
+    with pytest.raises(httpx.ConnectError):  # the listener is closed to new connections
+        httpx.post(f"{gateway.url}/v1/messages", json=chat(), headers=KEY, timeout=3)
+    reader.join(30)
+    assert b"event: message_stop" in b"".join(received)
+    assert gateway.process.wait(30) == 0
+
+
+def test_ready_only_once_the_router_model_is_loaded(
+    tmp_path, fake_anthropic, fake_deepseek, tiny_router_dir
+):
+    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        routed_gateway_config(fake_anthropic, fake_deepseek, tiny_router_dir, **ports)
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "serve", str(config)], stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{ports['health']}"
+    seen = []
+    try:
+        deadline = time.monotonic() + 60
+        while get(f"{base}/ready")[0] != 200:
+            seen.append(get(f"{base}/ready"))
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        assert (503, "not ready\n") in seen
+        assert get(f"{base}/healthz")[0] == 200
+    finally:
+        process.kill()
+        process.wait()

@@ -1,0 +1,91 @@
+"""Security: credentials go only where config says, keys never show up anywhere a client or
+an operator can read, and neither the body nor the headers can steer a request upstream."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import yaml
+
+from extproc.config import load, parse
+from extproc.envoy_config import render
+from tests.conftest import PROVIDER_KEYS
+from tests.test_bad_input import chat
+from tests.test_server import get
+
+CLIENT_SECRETS = {"x-api-key": "sk-ant-client-secret-1", "authorization": "Bearer client-secret-2"}
+
+
+@pytest.mark.parametrize(
+    ("model", "fake_index", "header", "key"),
+    [
+        ("claude-sonnet-4-5", 0, "x-api-key", "TEST_ANTHROPIC_KEY"),
+        ("deep", 1, "x-api-key", "TEST_DEEPSEEK_KEY"),
+        ("openai/gpt-4.1", 2, "authorization", "TEST_OPENAI_KEY"),
+    ],
+)
+def test_client_credentials_reach_no_provider_that_has_its_own_key(
+    gateway, fakes, model, fake_index, header, key
+):
+    response = httpx.post(f"{gateway.url}/v1/messages", json=chat(model), headers=CLIENT_SECRETS)
+    assert response.status_code == 200
+    [seen] = fakes[fake_index].received
+    assert PROVIDER_KEYS[key] in seen.headers[header]
+    sent = json.dumps(seen.headers) + seen.body.decode()
+    assert not any(secret.split()[-1] in sent for secret in CLIENT_SECRETS.values())
+
+
+def test_provider_keys_appear_in_no_log_error_body_or_metric(gateway, fakes):
+    bodies = []
+    for model, text in [
+        ("claude-sonnet-4-5", "hi"),
+        ("deep", "hi"),
+        ("openai/gpt-4.1", "BROKEN"),
+        ("openai/gpt-4.1", "RATELIMIT"),
+        ("claude-sonnet-4-5", "FAULT-500"),
+        ("deepseek/deepseek-reasoner", "unset key"),
+        ("bad\nmodel", "hi"),
+    ]:
+        response = httpx.post(f"{gateway.url}/v1/messages", json=chat(model, text))
+        bodies.append(json.dumps(dict(response.headers)) + response.text)
+    # An upstream refusing the key: its error must not echo the key back through us.
+    bodies.append(httpx.get(f"{gateway.url}/v1/models").text)
+    gateway.wait_log(lambda e: "TEST_UNSET_KEY" in (e.get("note") or ""))
+    health = load(gateway.config_path).sidecar.health_port
+    places = {
+        "error bodies": "\n".join(bodies),
+        "access log (with the decision metadata)": gateway.access_log.read_text(),
+        "sidecar and envoy logs": "\n".join(gateway.output),
+        "metrics": get(f"http://127.0.0.1:{health}/metrics")[1],
+        "config digest": get(f"http://127.0.0.1:{health}/config")[1],
+    }
+    for where, text in places.items():
+        for key in PROVIDER_KEYS.values():
+            assert key not in text, f"{key} leaked into {where}"
+
+
+def test_host_header_cannot_steer_to_another_upstream(gateway, fakes):
+    anthropic_fake, deepseek, _ = fakes
+    deepseek_host = deepseek.url.removeprefix("http://")
+    for host in (deepseek_host, "api.openai.com", "evil.example"):
+        response = httpx.post(
+            f"{gateway.url}/v1/messages",
+            json=chat("claude-sonnet-4-5"),
+            headers={"host": host, "x-extproc-cluster": "127_0_0_1_9"},
+        )
+        assert response.status_code == 200
+    assert len(anthropic_fake.received) == 3 and not deepseek.received
+    assert {r.headers["host"] for r in anthropic_fake.received} == {"127.0.0.1"}
+
+
+def test_everything_binds_loopback_by_default():
+    bootstrap = yaml.safe_load(render(parse("llm_providers:\n  - model: openai/gpt-4.1\n")))
+    [listener] = bootstrap["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    [sidecar] = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "extproc"]
+    endpoint = sidecar["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert parse("llm_providers:\n  - model: openai/gpt-4.1\n").sidecar.address == "127.0.0.1"
