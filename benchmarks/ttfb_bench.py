@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import (
     PROVIDER_KEYS,
-    free_port,
     gateway_config,
+    gateway_ports,
     start_gateway,
     stop_gateway,
 )
@@ -57,7 +57,7 @@ def main() -> None:
     anthropic = FakeAnthropic().start()
     deepseek = FakeAnthropic().start()
     openai = FakeOpenAI(expected_key=PROVIDER_KEYS["TEST_OPENAI_KEY"]).start()
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    ports = gateway_ports()
     workdir = Path(tempfile.mkdtemp(prefix="ttfb-"))
     gateway = start_gateway(
         gateway_config(anthropic, deepseek, openai, **ports), workdir, ports["listener"]

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,27 @@ def start_gateway(
     return gateway
 
 
+GATEWAY_PORTS = ("listener", "admin", "sidecar", "health")
+
+
+def gateway_ports() -> dict[str, int]:
+    """Free ports for a gateway's config (listener, admin, sidecar, health)."""
+    return {name: free_port() for name in GATEWAY_PORTS}
+
+
+@contextmanager
+def running_gateway(
+    config_for: Callable[[dict[str, int]], str], workdir: Path
+) -> Iterator[Gateway]:
+    """`extproc up` on free ports with the config `config_for(ports)` returns, stopped after."""
+    ports = gateway_ports()
+    gateway = start_gateway(config_for(ports), workdir, ports["listener"])
+    try:
+        yield gateway
+    finally:
+        stop_gateway(gateway)
+
+
 def stop_gateway(gateway: Gateway) -> int:
     gateway.process.terminate()
     try:
@@ -197,12 +219,11 @@ def gateway(
     fake_openai: FakeOpenAI,
     tmp_path_factory,
 ) -> Iterator[Gateway]:
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
-    workdir = tmp_path_factory.mktemp("gateway")
-    config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
-    gw = start_gateway(config, workdir, ports["listener"])
-    yield gw
-    stop_gateway(gw)
+    with running_gateway(
+        lambda ports: gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports),
+        tmp_path_factory.mktemp("gateway"),
+    ) as gw:
+        yield gw
 
 
 @pytest.fixture
@@ -260,12 +281,13 @@ def routed_gateway(
     fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic, tiny_router_dir, tmp_path_factory
 ) -> Iterator[Gateway]:
     """A gateway whose sidecar runs the tiny real router model."""
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
-    workdir = tmp_path_factory.mktemp("routed-gateway")
-    config = routed_gateway_config(fake_anthropic, fake_deepseek, tiny_router_dir, **ports)
-    gw = start_gateway(config, workdir, ports["listener"])
-    yield gw
-    stop_gateway(gw)
+    with running_gateway(
+        lambda ports: routed_gateway_config(
+            fake_anthropic, fake_deepseek, tiny_router_dir, **ports
+        ),
+        tmp_path_factory.mktemp("routed-gateway"),
+    ) as gw:
+        yield gw
 
 
 STRICT_MAX_BODY = 64 * 1024
@@ -281,16 +303,17 @@ def strict_gateway(
 ) -> Iterator[Gateway]:
     """The fakes behind tight limits (64 KiB bodies, 2 s of silence) and one provider whose
     host does not resolve (`nowhere`)."""
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
-    config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
-    config = config.replace(
-        "listener:\n",
-        f"listener:\n  max_body_bytes: {STRICT_MAX_BODY}\n  idle_timeout_s: {STRICT_IDLE_S}\n",
-    ).replace(
-        "model_aliases:\n",
-        "  - name: nowhere\n    model: anthropic/claude-nowhere\n"
-        "    base_url: http://does-not-exist.invalid\n    access_key: k\nmodel_aliases:\n",
-    )
-    gw = start_gateway(config, tmp_path_factory.mktemp("strict-gateway"), ports["listener"])
-    yield gw
-    stop_gateway(gw)
+
+    def config_for(ports: dict[str, int]) -> str:
+        config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
+        return config.replace(
+            "listener:\n",
+            f"listener:\n  max_body_bytes: {STRICT_MAX_BODY}\n  idle_timeout_s: {STRICT_IDLE_S}\n",
+        ).replace(
+            "model_aliases:\n",
+            "  - name: nowhere\n    model: anthropic/claude-nowhere\n"
+            "    base_url: http://does-not-exist.invalid\n    access_key: k\nmodel_aliases:\n",
+        )
+
+    with running_gateway(config_for, tmp_path_factory.mktemp("strict-gateway")) as gw:
+        yield gw

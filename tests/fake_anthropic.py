@@ -17,24 +17,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
+from tests.fake_server import FakeServer
 
 _MARKER = re.compile(rb"MARK-[0-9A-Za-z]+")
 _PACE = re.compile(rb"PACE-(\d+)")
@@ -59,6 +48,22 @@ def reset(handler: BaseHTTPRequestHandler) -> None:
     handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
     handler.connection.close()
     handler.close_connection = True
+
+
+def write_chunked(handler: BaseHTTPRequestHandler, pieces: list[bytes], body: bytes) -> bool:
+    """Send pieces as HTTP chunks, paced and faulted as the request's words ask.
+
+    Returns False when the connection was reset halfway ("FAULT-RESET")."""
+    pause = pace_s(body)
+    for i, piece in enumerate(pieces):
+        if b"FAULT-RESET" in body and i == len(pieces) // 2:
+            reset(handler)
+            return False
+        handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        handler.wfile.flush()
+        time.sleep(pause)
+    handler.wfile.write(b"0\r\n\r\n")
+    return True
 
 
 def message(model: str, text: str) -> dict[str, Any]:
@@ -121,78 +126,39 @@ def sse_bytes(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
     return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
 
-@dataclass
-class FakeAnthropic:
+@dataclass(kw_only=True)
+class FakeAnthropic(FakeServer):
     """`expected_key`: the only `x-api-key` accepted (None accepts any credential)."""
 
     expected_key: str | None = None
     answer: str = "Hello from the fake provider ✓"
-    received: list[Received] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)
     """The exact bytes of the last response body sent."""
 
-    def start(self) -> FakeAnthropic:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between SSE events
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self._record(b"")
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def do_GET(self) -> None:
-                self._record(b"")
-                self._json(200, {"data": [], "has_more": False, "first_id": None, "last_id": None})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = self.rfile.read(length)
-                self._record(body)
-                fake.respond(self, body)
-
-            def _record(self, body: bytes) -> None:
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                fake.received.append(Received(self.command, self.path, headers, body))
-
-            def _json(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                fake.sent = [data]
-
-        self.Handler = Handler
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _json(self, handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+        self.sent = [data]
 
     def error(self, handler: BaseHTTPRequestHandler, status: int, kind: str, text: str) -> None:
-        handler._json(status, {"type": "error", "error": {"type": kind, "message": text}})  # type: ignore[attr-defined]
+        self._json(handler, status, {"type": "error", "error": {"type": kind, "message": text}})
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        if handler.command == "HEAD":  # Claude Code's connectivity probe
+            handler.send_response(200)
+            handler.send_header("content-length", "0")
+            handler.end_headers()
+            return
+        if handler.command == "GET":
+            self._json(
+                handler, 200, {"data": [], "has_more": False, "first_id": None, "last_id": None}
+            )
+            return
         key = handler.headers.get("x-api-key")
         if self.expected_key is not None and key != self.expected_key:
             self.error(handler, 401, "authentication_error", "invalid x-api-key")
@@ -203,7 +169,7 @@ class FakeAnthropic:
             self.error(handler, 400, "invalid_request_error", "body is not JSON")
             return
         if handler.path.split("?")[0].endswith("/count_tokens"):
-            handler._json(200, {"input_tokens": 42})  # type: ignore[attr-defined]
+            self._json(handler, 200, {"input_tokens": 42})
             return
         if b"FAULT-HANG" in body:
             time.sleep(HANG_S)
@@ -223,7 +189,7 @@ class FakeAnthropic:
         model = request.get("model", "")
         answer = echoed(self.answer, body)
         if not request.get("stream"):
-            handler._json(200, message(model, answer))  # type: ignore[attr-defined]
+            self._json(handler, 200, message(model, answer))
             return
         handler.send_response(200)
         handler.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -231,14 +197,6 @@ class FakeAnthropic:
         handler.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
         handler.send_header("transfer-encoding", "chunked")
         handler.end_headers()
-        pause = pace_s(body)
         chunks = sse_bytes(sse_events(model, answer, by_word=b"PACE-" in body))
-        for i, chunk in enumerate(chunks):
-            if b"FAULT-RESET" in body and i == len(chunks) // 2:
-                reset(handler)
-                return
-            handler.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-            handler.wfile.flush()
-            time.sleep(pause)
-        handler.wfile.write(b"0\r\n\r\n")
-        self.sent = chunks
+        if write_chunked(handler, chunks, body):
+            self.sent = chunks

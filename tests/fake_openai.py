@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 import time
 import zlib
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fake_anthropic import Received, echoed, pace_s, reset
+from tests.fake_anthropic import echoed, write_chunked
+from tests.fake_server import FakeServer
 
 
 def _last_user_text(request: dict[str, Any]) -> str:
@@ -144,39 +144,9 @@ def chunks(model: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-@dataclass
-class FakeOpenAI:
+@dataclass(kw_only=True)
+class FakeOpenAI(FakeServer):
     expected_key: str
-    received: list[Received] = field(default_factory=list)
-
-    def start(self) -> FakeOpenAI:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between SSE events
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                fake.received.append(Received("POST", self.path, headers, body))
-                fake.respond(self, body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     @staticmethod
     def _json(
@@ -241,12 +211,4 @@ class FakeOpenAI:
             packer = zlib.compressobj(wbits=31)
             events = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
             events.append(packer.flush())
-        pause = pace_s(body)
-        for i, event in enumerate(events):
-            if b"FAULT-RESET" in body and i == len(events) // 2:
-                reset(handler)
-                return
-            handler.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-            handler.wfile.flush()
-            time.sleep(pause)
-        handler.wfile.write(b"0\r\n\r\n")
+        write_chunked(handler, events, body)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROVIDER_KEYS, free_port, start_gateway, stop_gateway
+from tests.conftest import PROVIDER_KEYS, free_port, running_gateway
 from tests.tiny_model import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,9 +25,10 @@ def claude_gateway(fake_anthropic, fake_openai, tiny_router_dir, tmp_path_factor
     """Every route leads to the OpenAI-format fake; Claude's own models go to the Anthropic fake."""
     if not (CLAUDE_BIN / "claude").exists():
         pytest.fail("Claude Code is not installed: run `npm ci` in the project root")
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
     routes = "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
-    config = f"""\
+
+    def config_for(ports: dict[str, int]) -> str:
+        return f"""\
 listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
 sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
 routing: {{model_dir: {tiny_router_dir}}}
@@ -44,9 +45,9 @@ llm_providers:
 model_aliases:
   claude-*haiku*: anthropic/claude-haiku-4-5
 """
-    gateway = start_gateway(config, tmp_path_factory.mktemp("claude-gateway"), ports["listener"])
-    yield gateway
-    stop_gateway(gateway)
+
+    with running_gateway(config_for, tmp_path_factory.mktemp("claude-gateway")) as gateway:
+        yield gateway
 
 
 def claude(gateway, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

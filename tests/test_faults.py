@@ -19,8 +19,8 @@ from extproc.up import envoy_command
 from tests.conftest import (
     PROVIDER_KEYS,
     STRICT_IDLE_S,
-    free_port,
     gateway_config,
+    gateway_ports,
     routed_gateway_config,
     start_gateway,
     stop_gateway,
@@ -110,7 +110,7 @@ def wait_until(url: str, timeout: float = 30) -> None:
 def test_sidecar_killed_then_restarted_under_a_running_envoy(
     tmp_path, fake_anthropic, fake_deepseek, fake_openai, fakes, allow
 ):
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    ports = gateway_ports()
     text = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
     text = text.replace("sidecar:\n", f"sidecar:\n  failure_mode_allow: {str(allow).lower()}\n")
     config = tmp_path / "config.yaml"
@@ -154,7 +154,7 @@ def test_corrupt_router_model_falls_back_and_says_why(
     shutil.copytree(tiny_router_dir, model_dir)
     weights = model_dir / "model.bin"
     weights.write_bytes(weights.read_bytes()[:1000])
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    ports = gateway_ports()
     config = routed_gateway_config(fake_anthropic, fake_deepseek, model_dir, **ports)
     gateway = start_gateway(config, tmp_path, ports["listener"])
     try:

@@ -10,7 +10,12 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port, gateway_config, routed_gateway_config, start_gateway
+from tests.conftest import (
+    gateway_config,
+    gateway_ports,
+    routed_gateway_config,
+    start_gateway,
+)
 from tests.test_bad_input import KEY, chat
 from tests.test_server import get
 
@@ -18,7 +23,7 @@ from tests.test_server import get
 def test_sigterm_to_extproc_up_lets_an_open_stream_finish(
     tmp_path, fake_anthropic, fake_deepseek, fakes
 ):
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    ports = gateway_ports()
     gateway = start_gateway(
         gateway_config(fake_anthropic, fake_deepseek, **ports), tmp_path, ports["listener"]
     )
@@ -49,7 +54,7 @@ def test_sigterm_to_extproc_up_lets_an_open_stream_finish(
 def test_ready_only_once_the_router_model_is_loaded(
     tmp_path, fake_anthropic, fake_deepseek, tiny_router_dir
 ):
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    ports = gateway_ports()
     config = tmp_path / "config.yaml"
     config.write_text(
         routed_gateway_config(fake_anthropic, fake_deepseek, tiny_router_dir, **ports)

@@ -12,17 +12,19 @@ import pytest
 from extproc.config import load
 from extproc.router.engine import ArchRouter
 from extproc.routing import routes_of
-from tests.conftest import free_port, routed_gateway_config, start_gateway, stop_gateway
+from tests.conftest import routed_gateway_config, running_gateway
 from tests.test_routing import conversations
 
 
 @pytest.fixture
 def gateway(fake_anthropic, fake_deepseek, tiny_router_dir, tmp_path):
-    ports = {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
-    config = routed_gateway_config(fake_anthropic, fake_deepseek, tiny_router_dir, **ports)
-    gw = start_gateway(config, tmp_path, ports["listener"])
-    yield gw
-    stop_gateway(gw)
+    with running_gateway(
+        lambda ports: routed_gateway_config(
+            fake_anthropic, fake_deepseek, tiny_router_dir, **ports
+        ),
+        tmp_path,
+    ) as gw:
+        yield gw
 
 
 def edit(gateway, replacements: dict[str, str], expect: str) -> None:

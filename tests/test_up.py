@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, gateway_config, start_gateway, stop_gateway
+from tests.conftest import gateway_config, gateway_ports, start_gateway, stop_gateway
 
 
 def pid_running(command_part: str) -> int:
@@ -27,7 +27,7 @@ def pid_running(command_part: str) -> int:
 
 
 def ports() -> dict[str, int]:
-    return {name: free_port() for name in ("listener", "admin", "sidecar", "health")}
+    return gateway_ports()
 
 
 def test_port_taken_fails_fast_naming_the_setting(tmp_path, fake_anthropic, fake_deepseek):
