@@ -83,6 +83,9 @@ class Listener:
     idle_timeout_s: int = 600
     """Silence after which Envoy ends a stream (504 before the answer starts); Claude Code's
     own request timeout is 10 minutes."""
+    log_tokens: bool = False
+    """Read token counts from Anthropic-format answers for the access log. Costs a sidecar
+    round trip per answer chunk; translated answers always have them."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
 from extproc.translate.anthropic_openai import TranslationError, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
+from extproc.usage import UsageReader
 
 log = logging.getLogger("extproc")
 
@@ -81,6 +82,7 @@ class Exchange:
         self.path = ""
         self.decision: Decision | None = None
         self.translation: ResponseTranslation | None = None
+        self.usage: UsageReader | None = None
 
     async def handle(self, message: ProcessingRequest) -> ProcessingResponse:
         if message.request_headers is not None:
@@ -198,12 +200,20 @@ class Exchange:
         if status >= 400 and self.decision is not None:
             self.gateway.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
         if self.translation is None:
+            if status < 300 and self.gateway.config.listener.log_tokens:
+                streaming = "text/event-stream" in headers.get("content-type", "")
+                self.usage = UsageReader(streaming)
+                return replies.want_response_body(replies.header_mutation(), streamed=True)
             return replies.continue_response_headers()
         client_headers = self.translation.on_headers(status, headers.get("content-encoding", ""))
         mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
-        return replies.translate_response_headers(mutation, self.translation.streaming)
+        return replies.want_response_body(mutation, self.translation.streaming)
 
     def on_response_body(self, message: HttpBody) -> ProcessingResponse:
+        if self.usage is not None:
+            self.usage.feed(message.body)
+            counts = self.usage.finish() if message.end_of_stream else {}
+            return replies.pass_response_body(counts)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(message.body, message.end_of_stream)

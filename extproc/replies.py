@@ -60,8 +60,8 @@ def continue_response_headers() -> ProcessingResponse:
     return ProcessingResponse(response_headers=HeadersResponse(response=CommonResponse()))
 
 
-def translate_response_headers(mutation: HeaderMutation, streamed: bool) -> ProcessingResponse:
-    """Ask Envoy for the response body: chunk by chunk for SSE, whole for JSON.
+def want_response_body(mutation: HeaderMutation, streamed: bool) -> ProcessingResponse:
+    """Ask Envoy for the response body: chunk by chunk (SSE, or only reading it), or whole.
 
     `mode_override` is honoured only in replies to headers messages.
     """
@@ -69,6 +69,14 @@ def translate_response_headers(mutation: HeaderMutation, streamed: bool) -> Proc
     return ProcessingResponse(
         response_headers=HeadersResponse(response=CommonResponse(header_mutation=mutation)),
         mode_override=ProcessingMode(response_body_mode=mode),
+    )
+
+
+def pass_response_body(usage: dict[str, int]) -> ProcessingResponse:
+    """An answer chunk passed on as it came; with the last one, its token counts."""
+    return ProcessingResponse(
+        response_body=BodyResponse(response=CommonResponse()),
+        dynamic_metadata=metadata(usage) if usage else None,
     )
 
 

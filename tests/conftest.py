@@ -153,6 +153,7 @@ def gateway_config(
 listener:
   port: {ports["listener"]}
   admin_port: {ports["admin"]}
+  log_tokens: true
 sidecar:
   port: {ports["sidecar"]}
   health_port: {ports["health"]}

@@ -36,6 +36,7 @@ def test_sdk_message_to_deepseek_by_explicit_name(gateway, fakes):
     assert entry["routed_model"] == "deepseek/deepseek-chat"
     assert entry["source"] == "explicit"
     assert entry["status"] == 200
+    assert (entry["input_tokens"], entry["output_tokens"]) == (12, 6), "read with log_tokens"
 
 
 def test_sdk_stream_reaches_client_byte_for_byte(gateway, fakes):
@@ -51,9 +52,11 @@ def test_sdk_stream_reaches_client_byte_for_byte(gateway, fakes):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         received = b"".join(response.iter_raw())
-    assert received == b"".join(anthropic_fake.sent)
+    assert received == b"".join(anthropic_fake.sent), "log_tokens reads the stream, unchanged"
     [seen] = anthropic_fake.received
     assert seen.headers["x-api-key"] == PROVIDER_KEYS["TEST_ANTHROPIC_KEY"]
+    entry = gateway.wait_log(lambda e: e["request_id"] == seen.headers["x-request-id"])
+    assert (entry["input_tokens"], entry["output_tokens"]) == (12, 6)
 
     with client(gateway).messages.stream(
         model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "again"}]
