@@ -115,6 +115,8 @@ class Config:
     providers: tuple[Provider, ...]
     aliases: tuple[tuple[str, str], ...]
     """(pattern, provider name) pairs; patterns may be globs such as `claude-*haiku*`."""
+    gateway_keys: tuple[str, ...] = ()
+    """When set, clients must present one (x-api-key or Bearer); it is never forwarded."""
     listener: Listener = field(default_factory=Listener)
     sidecar: Sidecar = field(default_factory=Sidecar)
     routing: Routing = field(default_factory=Routing)
@@ -236,7 +238,15 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 
 # ---------------------------------------------------------------- sections
 
-_TOP_KEYS = {"llm_providers", "model_aliases", "listener", "sidecar", "routing", "version"}
+_TOP_KEYS = {
+    "llm_providers",
+    "model_aliases",
+    "gateway_keys",
+    "listener",
+    "sidecar",
+    "routing",
+    "version",
+}
 _PROVIDER_KEYS = {
     "model",
     "name",
@@ -269,7 +279,8 @@ def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
     return cls(**kwargs)
 
 
-def _provider(check: _Checker, entry: Any, where: str) -> Provider | None:
+def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True) -> Provider | None:
+    """`client_auth` False: clients send gateway keys, so none of theirs passes through."""
     entry = check.mapping(entry, where, _PROVIDER_KEYS)
     model = check.typed(entry.get("model"), f"{where}.model", str, "")
     if not model:
@@ -317,7 +328,7 @@ def _provider(check: _Checker, entry: Any, where: str) -> Provider | None:
     if missing_var:
         then = (
             "the client's own credentials will pass through"
-            if kind.passes_client_auth
+            if kind.passes_client_auth and client_auth
             else "requests routed to it will fail with authentication_error"
         )
         check.warn(f"{where}.access_key", f"environment variable {missing_var} is not set; {then}")
@@ -348,11 +359,26 @@ def _provider(check: _Checker, entry: Any, where: str) -> Provider | None:
         missing_key_var=missing_var if not key else None,
         default=check.typed(entry.get("default"), f"{where}.default", bool, False),
         routes=tuple(routes),
-        passes_client_auth=kind.passes_client_auth,
+        passes_client_auth=kind.passes_client_auth and client_auth,
         needs_key=kind.needs_key,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
         reasoning=check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, False),
     )
+
+
+def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
+    """Keys clients must present; an unset variable is an error, or the gateway would be open."""
+    keys = []
+    for i, value in enumerate(check.typed(raw, "gateway_keys", list, [])):
+        where = f"gateway_keys[{i}]"
+        key, unset = check.expand(check.typed(value, where, str, ""), where)
+        if unset:
+            check.error(where, f"environment variable {unset} is not set")
+        elif len(key) < 16:
+            check.error(where, "a gateway key needs at least 16 characters")
+        else:
+            keys.append(key)
+    return tuple(keys)
 
 
 def _check_uniqueness(check: _Checker, providers: list[tuple[str, Provider]]) -> None:
@@ -408,9 +434,10 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     entries = check.typed(raw.get("llm_providers"), "llm_providers", list, [])
     if not entries:
         check.error("llm_providers", "configure at least one provider under llm_providers")
+    gateway_keys = _gateway_keys(check, raw.get("gateway_keys"))
     providers = []
     for i, entry in enumerate(entries):
-        provider = _provider(check, entry, f"llm_providers[{i}]")
+        provider = _provider(check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys)
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
     _check_uniqueness(check, providers)
@@ -427,6 +454,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         path=file,
         providers=tuple(p for _, p in providers),
         aliases=tuple(aliases),
+        gateway_keys=gateway_keys,
         listener=listener,
         sidecar=sidecar,
         routing=routing,

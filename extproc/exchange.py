@@ -8,6 +8,7 @@ client headers, the decision) lives on the `Exchange`.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ class Exchange:
     def on_request_headers(self, message: HttpHeaders) -> ProcessingResponse:
         self.headers = _headers(message)
         self.path = self.headers.get(":path", "/")
+        _check_gateway_key(self.gateway.config.gateway_keys, self.headers)
         if self.is_messages:
             if self.headers.get(":method") != "POST":
                 raise GatewayError("invalid_request_error", f"{self.path_only} takes POST")
@@ -120,7 +122,7 @@ class Exchange:
     def pass_through(self) -> ProcessingResponse:
         """Paths we don't route (model lists, telemetry) go unchanged to Anthropic, if any."""
         config = self.gateway.config
-        anthropic = next((p for p in config.providers if p.passes_client_auth), None)
+        anthropic = next((p for p in config.providers if p.kind == "anthropic"), None)
         if anthropic is None:
             raise GatewayError("not_found_error", f"The gateway does not serve {self.path_only}.")
         auth = auth_change(anthropic)
@@ -219,6 +221,18 @@ class Exchange:
         body = self.translation.on_body(message.body, message.end_of_stream)
         usage = self.translation.usage() if message.end_of_stream else {}
         return replies.replace_response_body(body, usage)
+
+
+def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:
+    """With gateway_keys configured, only callers holding one get past the headers phase."""
+    if not keys:
+        return
+    presented = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+    if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+        raise GatewayError(
+            "authentication_error",
+            "This gateway needs one of its keys in x-api-key or Authorization: Bearer.",
+        )
 
 
 def _check_body_headers(headers: dict[str, str]) -> None:

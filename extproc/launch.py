@@ -49,6 +49,10 @@ def claude_environment(config: Config, environ: Mapping[str, str]) -> dict[str, 
     env.setdefault("API_TIMEOUT_MS", "600000")
     passes_through = any(p.passes_client_auth and not p.access_key for p in config.providers)
     has_credentials = "ANTHROPIC_API_KEY" in env or "ANTHROPIC_AUTH_TOKEN" in env
+    if config.gateway_keys and not has_credentials:
+        raise LaunchError(
+            "this gateway needs one of its gateway_keys: set ANTHROPIC_AUTH_TOKEN to it"
+        )
     if not passes_through and not has_credentials:
         # Every provider's key lives in the gateway; a token avoids Claude Code's login prompt.
         env["ANTHROPIC_AUTH_TOKEN"] = PLACEHOLDER_TOKEN

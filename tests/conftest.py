@@ -121,11 +121,13 @@ def gateway_ports() -> dict[str, int]:
 
 @contextmanager
 def running_gateway(
-    config_for: Callable[[dict[str, int]], str], workdir: Path
+    config_for: Callable[[dict[str, int]], str],
+    workdir: Path,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
     """`extproc up` on free ports with the config `config_for(ports)` returns, stopped after."""
     ports = gateway_ports()
-    gateway = start_gateway(config_for(ports), workdir, ports["listener"])
+    gateway = start_gateway(config_for(ports), workdir, ports["listener"], env)
     try:
         yield gateway
     finally:
