@@ -17,6 +17,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingRequest, Proces
 from extproc import replies
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, Gateway
+from extproc.wire import decode_request, encode_response
 
 log = logging.getLogger("extproc")
 
@@ -42,7 +43,7 @@ class ExtProcServer:
         open_streams.inc()
         try:
             async for raw in requests:
-                yield bytes(await self._reply(exchange, ProcessingRequest.parse(raw)))
+                yield encode_response(await self._reply(exchange, decode_request(raw)))
         finally:
             open_streams.dec()
 
