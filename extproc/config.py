@@ -128,6 +128,12 @@ class Config:
     def default_provider(self) -> Provider:
         return next((p for p in self.providers if p.default), self.providers[0])
 
+    @property
+    def reads_responses(self) -> bool:
+        """Whether the sidecar ever needs an answer's headers: to translate it, or to count
+        its tokens. When not, Envoy is told to skip that phase (one round trip less)."""
+        return self.listener.log_tokens or any(p.interface != "anthropic" for p in self.providers)
+
     def provider_named(self, name: str) -> Provider | None:
         """The provider whose `name` or full `provider/model` is `name`."""
         return next((p for p in self.providers if name in (p.name, p.model)), None)

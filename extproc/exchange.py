@@ -108,7 +108,9 @@ class Exchange:
             if message.end_of_stream:
                 raise GatewayError("invalid_request_error", "the request has no body")
             _check_body_headers(self.headers)
-            return replies.continue_request_headers()
+            return replies.continue_request_headers(
+                skip_response=not self.gateway.config.reads_responses
+            )
         return self.pass_through()
 
     @property

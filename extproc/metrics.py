@@ -34,7 +34,8 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "extproc_upstream_errors",
-            "Error answers (HTTP 4xx/5xx) from providers.",
+            "Error answers (HTTP 4xx/5xx) from providers whose answers the sidecar reads "
+            "(translated ones, or all with listener.log_tokens); Envoy's cluster stats count all.",
             ("provider", "status"),
             registry=self.registry,
         )

@@ -13,6 +13,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingMode,
     ProcessingModeBodySendMode,
+    ProcessingModeHeaderSendMode,
 )
 from envoy_data_plane.envoy.service.ext_proc.v3 import (
     BodyMutation,
@@ -52,8 +53,23 @@ def metadata(fields: dict[str, Any]) -> Struct:
     return Struct.from_dict({METADATA_NAMESPACE: fields})
 
 
-def continue_request_headers() -> ProcessingResponse:
-    return ProcessingResponse(request_headers=HeadersResponse(response=CommonResponse()))
+# The filter's own mode (envoy_config.py) with the response phases skipped.
+_NO_RESPONSE_PHASES = ProcessingMode(
+    request_header_mode=ProcessingModeHeaderSendMode.SEND,
+    response_header_mode=ProcessingModeHeaderSendMode.SKIP,
+    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+    response_body_mode=ProcessingModeBodySendMode.NONE,
+    request_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
+    response_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
+)
+
+
+def continue_request_headers(skip_response: bool = False) -> ProcessingResponse:
+    """Go on to the body; with `skip_response`, Envoy won't send this answer's headers."""
+    return ProcessingResponse(
+        request_headers=HeadersResponse(response=CommonResponse()),
+        mode_override=_NO_RESPONSE_PHASES if skip_response else None,
+    )
 
 
 def continue_response_headers() -> ProcessingResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anthropic
+import httpx
 import pytest
 
 from extproc.config import load
@@ -82,3 +83,19 @@ def test_explicit_and_alias_bypass_the_router(routed_gateway, fakes, expected_ro
     assert seen.json()["model"] == "claude-haiku-4-5"
     entry = routed_gateway.wait_log(lambda e: e["request_id"] == seen.headers["x-request-id"])
     assert (entry["source"], entry["route"]) == ("alias", "")
+
+
+def ext_proc_messages_sent(gateway) -> int:
+    """Envoy's count of messages its ext_proc filter sent to the sidecar."""
+    admin = load(gateway.config_path).listener.admin_port
+    stats = httpx.get(f"http://127.0.0.1:{admin}/stats?filter=ext_proc.*stream_msgs_sent").text
+    return sum(int(line.rsplit(": ", 1)[1]) for line in stats.splitlines() if line)
+
+
+def test_native_only_config_skips_the_response_phase(routed_gateway, fakes, expected_routes):
+    """No provider needs translation here: two messages per request, not three."""
+    before = ext_proc_messages_sent(routed_gateway)
+    sdk(routed_gateway).messages.create(
+        model="claude-haiku-4-5", max_tokens=5, messages=expected_routes["code_review"]
+    )
+    assert ext_proc_messages_sent(routed_gateway) - before == 2
