@@ -50,6 +50,15 @@ def series(
     return [ttfb(client, url, body, headers) for _ in range(n)]
 
 
+NATIVE_ONLY = """\
+listener: {{port: {listener}, admin_port: {admin}}}
+sidecar: {{port: {sidecar}, health_port: {health}}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {url}
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -57,18 +66,29 @@ def main() -> None:
     anthropic = FakeAnthropic().start()
     deepseek = FakeAnthropic().start()
     openai = FakeOpenAI(expected_key=PROVIDER_KEYS["TEST_OPENAI_KEY"]).start()
-    ports = gateway_ports()
     workdir = Path(tempfile.mkdtemp(prefix="ttfb-"))
-    gateway = start_gateway(
-        gateway_config(anthropic, deepseek, openai, **ports), workdir, ports["listener"]
-    )
+    # Native-only config: the sidecar skips the response phase. Mixed config: it reads every
+    # answer's headers (some providers need translation) and, with log_tokens, the bodies.
+    native_ports, mixed_ports = gateway_ports(), gateway_ports()
+    (workdir / "native").mkdir()
+    (workdir / "mixed").mkdir()
+    native_config = NATIVE_ONLY.format(url=anthropic.url, **native_ports)
+    native_gw = start_gateway(native_config, workdir / "native", native_ports["listener"])
+    mixed = gateway_config(anthropic, deepseek, openai, **mixed_ports)
+    gateway = start_gateway(mixed, workdir / "mixed", mixed_ports["listener"])
     native = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True, "messages": MESSAGES}
     anthropic_headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
     openai_body = {"model": "gpt-4.1", "stream": True, "messages": MESSAGES}
     openai_headers = {"authorization": f"Bearer {PROVIDER_KEYS['TEST_OPENAI_KEY']}"}
     cases = [
         ("anthropic direct", f"{anthropic.url}/v1/messages", native, anthropic_headers),
-        ("anthropic via gateway", f"{gateway.url}/v1/messages", native, anthropic_headers),
+        ("anthropic via gateway", f"{native_gw.url}/v1/messages", native, anthropic_headers),
+        (
+            "anthropic via mixed gateway + tokens",
+            f"{gateway.url}/v1/messages",
+            native,
+            anthropic_headers,
+        ),
         ("openai direct", f"{openai.url}/v1/chat/completions", openai_body, openai_headers),
         (
             "openai via gateway (translated)",
@@ -84,15 +104,18 @@ def main() -> None:
                 results[name] = series(client, url, body, headers, args.requests)
     finally:
         stop_gateway(gateway)
+        stop_gateway(native_gw)
     print(f"time to first byte, {args.requests} streaming requests each, 1 connection")
-    print(f"{'path':<34} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'path':<38} {'p50 ms':>8} {'p99 ms':>8}")
     for name, times in results.items():
         p99 = statistics.quantiles(times, n=100)[98]
-        print(f"{name:<34} {statistics.median(times) * 1000:>8.2f} {p99 * 1000:>8.2f}")
+        print(f"{name:<38} {statistics.median(times) * 1000:>8.2f} {p99 * 1000:>8.2f}")
     for kind in ("anthropic", "openai"):
         direct = statistics.median(results[f"{kind} direct"])
-        via = statistics.median(next(v for k, v in results.items() if k.startswith(f"{kind} via")))
-        print(f"added by the gateway ({kind}): {(via - direct) * 1000:.2f} ms at p50")
+        for name, times in results.items():
+            if name.startswith(f"{kind} via"):
+                added = (statistics.median(times) - direct) * 1000
+                print(f"added by the gateway, {name}: {added:.2f} ms at p50")
 
 
 if __name__ == "__main__":
