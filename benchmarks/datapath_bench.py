@@ -164,6 +164,7 @@ def wrk(url: str, body: Path, connections: int, seconds: int) -> tuple[float, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=1, help="extproc serve --workers")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="datapath-"))
     names = ("listener", "admin", "sidecar", "health", "direct", "noop", "upstream", "noop_grpc")
@@ -182,7 +183,10 @@ llm_providers:
     (tmp / "envoy.yaml").write_text(yaml.safe_dump(front_envoy(config_text, ports)))
     threading.Thread(target=noop_server, args=(ports["noop_grpc"],), daemon=True).start()
     sidecar = subprocess.Popen(
-        [sys.executable, "-m", "extproc", "serve", str(tmp / "config.yaml")],
+        [
+            *(sys.executable, "-m", "extproc", "serve", str(tmp / "config.yaml")),
+            *("--workers", str(args.workers)),
+        ],
         stderr=subprocess.DEVNULL,
     )
     envoy = subprocess.Popen(envoy_command(tmp / "envoy.yaml"), stderr=subprocess.DEVNULL)

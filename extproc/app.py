@@ -78,10 +78,14 @@ class Sidecar:
         gateway = build_gateway(config, self.router, self.metrics)
         self.server = ExtProcServer(gateway, ready=self.loading.done)
 
-    async def start(self) -> None:
+    async def start(self, reuse_port: bool = False) -> None:
         sidecar = self.config.sidecar
         await self.server.start(
-            sidecar.address, sidecar.port, sidecar.health_port, self.config.listener.max_body_bytes
+            sidecar.address,
+            sidecar.port,
+            sidecar.health_port,
+            self.config.listener.max_body_bytes,
+            reuse_port,
         )
 
     def reload(self) -> None:

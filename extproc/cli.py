@@ -71,10 +71,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.server import serve_until_signalled
 
     config = _load(args.config)
+    if args.workers > 1:
+        from extproc.workers import run_workers
+
+        return run_workers(config.path, args.workers, args.grace)
 
     async def main() -> None:
         sidecar = Sidecar(config)
-        await sidecar.start()
+        await sidecar.start(reuse_port=args.reuse_port)
         await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
 
     asyncio.run(main())
@@ -86,7 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     try:
-        return run(config, log_level=args.envoy_log_level)
+        return run(config, log_level=args.envoy_log_level, workers=args.workers)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -217,8 +221,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p = command("serve", cmd_serve, "run the ext_proc gRPC server (the sidecar)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to drain on SIGTERM")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the ports, to use more cores (each loads its own router model)",
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy's own log level")
+    p.add_argument("--workers", type=int, default=1, help="sidecar processes (see serve)")
     p = command("route", cmd_route, "show how the router decides a text or a request file")
     given = p.add_mutually_exclusive_group(required=True)
     given.add_argument("--text", help="the user's message")

@@ -59,13 +59,17 @@ class ExtProcServer:
                 GatewayError("api_error", "The gateway failed to process this request.")
             )
 
-    async def start(self, address: str, port: int, health_port: int, max_body: int) -> None:
+    async def start(
+        self, address: str, port: int, health_port: int, max_body: int, reuse_port: bool = False
+    ) -> None:
+        """Listen; `reuse_port` lets several worker processes share the ports (the kernel
+        spreads connections across them); without it a taken port is an error."""
         limit = max_body + GRPC_OVERHEAD
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(reuse_port)),
             ]
         )
         handler = grpc.stream_stream_rpc_method_handler(self.process)
@@ -76,7 +80,9 @@ class ExtProcServer:
             raise OSError(f"cannot listen on {address}:{port} for ext_proc (port taken?)")
         await server.start()
         self._grpc = server
-        self._health = await asyncio.start_server(self._serve_health, address, health_port)
+        self._health = await asyncio.start_server(
+            self._serve_health, address, health_port, reuse_port=reuse_port
+        )
         log.info(
             "ext_proc listening on %s:%d, health on %s:%d", address, port, address, health_port
         )

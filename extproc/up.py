@@ -233,7 +233,7 @@ def _mtime(path: str) -> float:
         return 0
 
 
-def run(config: Config, *, log_level: str = "warning") -> int:
+def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     """Run until Ctrl-C/SIGTERM or until a process dies; returns the exit code.
 
     config.yaml is watched: a valid edit applies to the next request (the sidecar reloads
@@ -251,7 +251,8 @@ def run(config: Config, *, log_level: str = "warning") -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level)
-    sidecar = subprocess.Popen([sys.executable, "-m", "extproc", "serve", config.path])
+    serve = [sys.executable, "-m", "extproc", "serve", config.path, "--workers", str(workers)]
+    sidecar = subprocess.Popen(serve)
     try:
         # /ready: the router model is loaded (or known to be missing) and warmed up.
         ready = f"http://{config.sidecar.address}:{config.sidecar.health_port}/ready"

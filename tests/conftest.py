@@ -79,13 +79,18 @@ class Gateway:
 
 
 def start_gateway(
-    config_text: str, workdir: Path, port: int, env: dict[str, str] | None = None
+    config_text: str,
+    workdir: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Gateway:
+    """`extproc up CONFIG ARGS` in `workdir`, once it says it is ready."""
     config_path = workdir / "config.yaml"
     config_path.write_text(config_text, encoding="utf-8")
     access_log = workdir / "access.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "extproc", "up", str(config_path)],
+        [sys.executable, "-m", "extproc", "up", str(config_path), *args],
         stdout=access_log.open("wb"),
         stderr=subprocess.PIPE,
         env={**os.environ, **PROVIDER_KEYS, "HF_HUB_OFFLINE": "1", **(env or {})},
