@@ -53,13 +53,50 @@ class Gateway:
     metrics: Metrics
 
 
+def _is_foreign_thinking(block: Any) -> bool:
+    return (
+        isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
+    )
+
+
+def _blocks(message: Any) -> list[Any]:
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, list) else []
+
+
+def without_foreign_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The body minus thinking blocks that another provider wrote, or None if it has none.
+
+    An earlier turn answered by an OpenAI-format model carries thinking blocks with an empty
+    signature; Anthropic-format APIs reject the whole request over them.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    touched = {i for i, m in enumerate(messages) if any(map(_is_foreign_thinking, _blocks(m)))}
+    if not touched:
+        return None
+    cleaned = [
+        {**m, "content": [b for b in _blocks(m) if not _is_foreign_thinking(b)]}
+        if i in touched
+        else m
+        for i, m in enumerate(messages)
+    ]
+    return {**body, "messages": cleaned}
+
+
 def rewrite_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
     """The request body with `model` replaced, leaving every other byte as it was.
 
     Claude Code and the SDKs put `model` first, so the common case is a splice;
-    any other layout is re-serialized (same JSON value, different whitespace).
+    any other layout is re-serialized (same JSON value, different whitespace), and so is
+    a body with another provider's thinking blocks in it (they are dropped).
     """
     new = orjson.dumps(model)
+    if b'"signature"' in raw:
+        cleaned = without_foreign_thinking(body)
+        if cleaned is not None:
+            return orjson.dumps({**cleaned, "model": model})
     match = _MODEL_FIRST.match(raw)
     if match:
         head = raw[: match.end()]

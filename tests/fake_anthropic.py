@@ -168,6 +168,20 @@ class FakeAnthropic(FakeServer):
         except ValueError:
             self.error(handler, 400, "invalid_request_error", "body is not JSON")
             return
+        for i, turn in enumerate(request.get("messages") or []):
+            for j, block in enumerate(
+                turn.get("content") if isinstance(turn.get("content"), list) else []
+            ):
+                if block.get("type") == "thinking" and not block.get("signature"):
+                    # As Anthropic answers a thinking block it did not sign.
+                    where = f"messages.{i}.content.{j}"
+                    self.error(
+                        handler,
+                        400,
+                        "invalid_request_error",
+                        f"{where}: Invalid `signature` in `thinking` block",
+                    )
+                    return
         if handler.path.split("?")[0].endswith("/count_tokens"):
             self._json(handler, 200, {"input_tokens": 42})
             return

@@ -181,3 +181,28 @@ def test_captured_claude_code_request_translates(gateway, fakes):
     assert sent["messages"][0]["role"] == "system"
     assert all(m["role"] != "system" for m in sent["messages"][1:])
     assert "sk-ant-example-client-key" not in json.dumps(openai_fake.received[0].headers)
+
+
+def test_thinking_from_an_openai_turn_is_dropped_before_anthropic(gateway, fakes):
+    """A conversation that moves from an OpenAI-format model back to Anthropic keeps working."""
+    anthropic_fake, *_ = fakes
+    earlier = stream(
+        gateway,
+        "THINK hard",
+        model="openai/o4-mini",
+        thinking={"type": "enabled", "budget_tokens": 2000},
+    )
+    assert earlier.content[0].type == "thinking" and earlier.content[0].signature == ""
+    history = [
+        {"role": "user", "content": "THINK hard"},
+        {
+            "role": "assistant",
+            "content": [b.model_dump(exclude_none=True) for b in earlier.content],
+        },
+        {"role": "user", "content": "and now?"},
+    ]
+    client(gateway).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=history)
+    [seen] = [r for r in anthropic_fake.received if r.method == "POST"]
+    sent = seen.json()["messages"][1]["content"]
+    assert [block["type"] for block in sent] == ["text"]
+    assert sent[0]["text"] == "42"
