@@ -68,6 +68,7 @@ class Provider:
     routes: tuple[RoutePreference, ...]
     passes_client_auth: bool
     needs_key: bool
+    short_tool_ids: bool = False
     max_tokens: int | None = None
     """Cap on the client's max_tokens (Claude Code asks 32k-64k; many models refuse that)."""
     reasoning: bool = False
@@ -367,6 +368,7 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
         routes=tuple(routes),
         passes_client_auth=kind.passes_client_auth and client_auth,
         needs_key=kind.needs_key,
+        short_tool_ids=kind.short_tool_ids,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
         reasoning=check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, False),
     )

@@ -225,6 +225,7 @@ class Exchange:
                 model=provider.upstream_model,
                 max_tokens_cap=provider.max_tokens,
                 supports_reasoning=provider.reasoning,
+                short_tool_ids=provider.short_tool_ids,
             )
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None

@@ -25,6 +25,8 @@ class ProviderKind:
     """False when the provider works without any credential (local servers)."""
     passes_client_auth: bool = False
     """True when the client's own Anthropic credentials may be forwarded (only Anthropic)."""
+    short_tool_ids: bool = False
+    """The API accepts only 9-character alphanumeric tool-call ids."""
 
 
 CATALOGUE: dict[str, ProviderKind] = {
@@ -37,7 +39,7 @@ CATALOGUE: dict[str, ProviderKind] = {
         ProviderKind("openai", "openai", "https://api.openai.com/v1"),
         ProviderKind("gemini", "openai", "https://generativelanguage.googleapis.com/v1beta/openai"),
         ProviderKind("xai", "openai", "https://api.x.ai/v1"),
-        ProviderKind("mistral", "openai", "https://api.mistral.ai/v1"),
+        ProviderKind("mistral", "openai", "https://api.mistral.ai/v1", short_tool_ids=True),
         ProviderKind("groq", "openai", "https://api.groq.com/openai/v1"),
         ProviderKind("openrouter", "openai", "https://openrouter.ai/api/v1"),
         ProviderKind("ollama", "openai", None, needs_key=False),

@@ -192,6 +192,9 @@ llm_providers:
     base_url: {openai_url}/v1
     access_key: $TEST_OPENAI_KEY
     reasoning: true
+  - model: mistral/mistral-large-latest
+    base_url: {openai_url}/v1
+    access_key: $TEST_OPENAI_KEY
 model_aliases:
   claude-*haiku*: anthropic/claude-haiku-4-5
   deep: deepseek/deepseek-chat

@@ -507,3 +507,14 @@ def test_compaction_summaries_and_search_results_read_as_text() -> None:
         {"role": "user", "content": "Doc\n\nbody"},
         {"role": "assistant", "content": "Earlier: we fixed the parser."},
     ]
+
+
+def test_short_tool_ids_are_stable_and_keep_provider_ids() -> None:
+    from extproc.translate.anthropic_openai import short_tool_id
+
+    assert short_tool_id("toolu_01A09q90qw90lq917835lq9") == short_tool_id(
+        "toolu_01A09q90qw90lq917835lq9"
+    )
+    assert len(short_tool_id("toolu_x")) == 9 and short_tool_id("toolu_x").isalnum()
+    assert short_tool_id("abcDEF123") == "abcDEF123"
+    assert short_tool_id("toolu_a") != short_tool_id("toolu_b")

@@ -206,3 +206,35 @@ def test_thinking_from_an_openai_turn_is_dropped_before_anthropic(gateway, fakes
     sent = seen.json()["messages"][1]["content"]
     assert [block["type"] for block in sent] == ["text"]
     assert sent[0]["text"] == "42"
+
+
+def test_tool_ids_fit_mistral(gateway, fakes):
+    """Mistral takes only 9-character alphanumeric tool-call ids; Claude Code's are longer."""
+    *_, openai_fake = fakes
+    tool_id = "toolu_01A09q90qw90lq917835lq9"
+    messages = [
+        {"role": "user", "content": "TOOL run echo"},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": tool_id,
+                    "name": "run_command",
+                    "input": {"command": "echo"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "ok"}],
+        },
+    ]
+    answer = client(gateway).messages.create(
+        model="mistral/mistral-large-latest", max_tokens=100, tools=TOOLS[:1], messages=messages
+    )
+    assert answer.content[0].text == "The tool said: ok"
+    sent = openai_fake.received[0].json()["messages"]
+    call_id = sent[1]["tool_calls"][0]["id"]
+    assert len(call_id) == 9 and call_id.isalnum()
+    assert sent[2] == {"role": "tool", "tool_call_id": call_id, "content": "ok"}

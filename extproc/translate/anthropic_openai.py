@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import string
 from collections import deque
 from typing import Any
 
@@ -55,11 +56,13 @@ def translate_request(
     model: str,
     max_tokens_cap: int | None = None,
     supports_reasoning: bool = False,
+    short_tool_ids: bool = False,
 ) -> bytes:
     """Anthropic Messages body (parsed) → Chat Completions JSON bytes for `model`.
 
     Only fields with a Chat Completions meaning are carried; everything else is dropped, so
-    strict providers never see Anthropic-only fields.
+    strict providers never see Anthropic-only fields. `short_tool_ids`: the provider accepts
+    only 9-character alphanumeric tool-call ids (Mistral).
     """
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
@@ -82,6 +85,8 @@ def translate_request(
     system = [s for s in system if s]
     if system:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
+    if short_tool_ids:
+        _shorten_tool_ids(messages)
 
     out: JSON = {"model": model, "messages": messages}
     tools = [_tool(t) for t in _list(body.get("tools")) if _is_custom_tool(t)]
@@ -113,6 +118,26 @@ def translate_request(
         return orjson.dumps(out)
     except orjson.JSONEncodeError as exc:
         raise TranslationError(f"request can't be encoded as JSON: {exc}") from exc
+
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def short_tool_id(tool_id: str) -> str:
+    """A 9-character alphanumeric id for `tool_id`, the same every time, so a call and its
+    result still match; ids already in that form (the provider's own) are kept."""
+    if len(tool_id) == 9 and tool_id.isascii() and tool_id.isalnum():
+        return tool_id
+    digest = hashlib.sha256(tool_id.encode()).digest()
+    return "".join(_ALNUM[byte % len(_ALNUM)] for byte in digest[:9])
+
+
+def _shorten_tool_ids(messages: list[JSON]) -> None:
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            call["id"] = short_tool_id(call["id"])
+        if message.get("role") == "tool":
+            message["tool_call_id"] = short_tool_id(message["tool_call_id"])
 
 
 def _system_texts(system: Any) -> list[str]:
