@@ -24,6 +24,7 @@ import envoy
 
 from extproc.config import Config, ConfigError, load
 from extproc.envoy_config import render
+from extproc.launch import gateway_url
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0
@@ -259,9 +260,8 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
         _wait_ready(ready, sidecar, "the sidecar (extproc serve)")
         first = envoys.start(config)
         _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")
-        listener = config.listener
         print(
-            f"gateway ready: ANTHROPIC_BASE_URL=http://{listener.address}:{listener.port} "
+            f"gateway ready: ANTHROPIC_BASE_URL={gateway_url(config)} "
             f"(envoy config: {envoys.run_dir})",
             file=sys.stderr,
             flush=True,
