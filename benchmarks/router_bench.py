@@ -6,6 +6,7 @@ real ones. The tokenizer is a byte-level BPE (Qwen2's pre-tokenizer split) train
 Python's standard library source, so prompt lengths are realistic without downloading Qwen's.
 
     python benchmarks/router_bench.py [--repeats 5] [--threads 0]
+    python benchmarks/router_bench.py --device cuda --compute-type bfloat16 --repeats 20
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def build_model(texts: list[str]) -> Path:
 
     src = CACHE / "hf"
     src.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(src, texts, vocab_size=32000)
+    if not (src / "tokenizer.json").is_file():
+        train_tokenizer(src, texts, vocab_size=32000)
     torch.manual_seed(0)
     config = Qwen2Config(**ARCH_ROUTER_SHAPE, dtype="bfloat16")
     with torch.device("cpu"):
@@ -115,13 +117,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="CTranslate2 intra_threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--compute-type", default="auto", help="CTranslate2 compute type or auto")
+    parser.add_argument("--batch", type=int, default=8, help="windows in the batched line")
     args = parser.parse_args()
 
     texts = corpus()
     started = time.perf_counter()
     model_dir = build_model(texts)
     print(f"model: {model_dir} (ready in {time.perf_counter() - started:.0f} s)")
-    router = ArchRouter(model_dir, device="cpu", threads=args.threads)
+    router = ArchRouter(
+        model_dir, device=args.device, compute_type=args.compute_type, threads=args.threads
+    )
     rng = random.Random(0)
 
     static, rest = router.split_tokens(ROUTES, window_of(router, texts, 64, rng))
@@ -136,14 +143,17 @@ def main() -> None:
 
     columns = ("window", 7), ("prompt", 7), ("not cached", 10), ("naive p50", 10), ("ours p50", 9)
     header = " ".join(f"{name:>{width}}" for name, width in columns) + "  ratio"
-    print(f"{header}  (seconds, {os.cpu_count()} CPUs)")
+    print(f"{header}  (seconds, {os.cpu_count()} CPUs, {router.device}, {router.compute_type})")
     for size in WINDOW_TOKENS:
         windows = [window_of(router, texts, size, rng) for _ in range(args.repeats)]
         ours = statistics.median(timed(router.classify, ROUTES, [w]) for w in windows)
         base = statistics.median(timed(naive, router, w) for w in windows[:3])
         static, rest = router.split_tokens(ROUTES, windows[0])
         cells = f"{size:>7} {len(static) + len(rest):>7} {len(rest):>10}"
-        print(f"{cells} {base:>10.2f} {ours:>9.2f} {base / ours:>5.1f}x", flush=True)
+        print(f"{cells} {base:>10.4f} {ours:>9.4f} {base / ours:>5.1f}x", flush=True)
+    batches = [[window_of(router, texts, 128, rng) for _ in range(args.batch)] for _ in range(3)]
+    per_batch = statistics.median(timed(router.classify, ROUTES, b) for b in batches)
+    print(f"{args.batch} concurrent fresh 128-token windows (one batch): {per_batch:.4f} s")
     print(f"python {platform.python_version()}, {platform.machine()}, argv {sys.argv[1:]}")
 
 

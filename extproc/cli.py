@@ -106,8 +106,8 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from extproc.app import build_gateway
-    from extproc.decision import Request, decide
+    from extproc.app import build_gateway, warm_up
+    from extproc.decision import Decision, Request, decide
     from extproc.router.engine import ArchRouter, RouterModelError
     from extproc.router.window import conversation_window
     from extproc.routing import RouterStage, routes_of
@@ -134,7 +134,14 @@ def cmd_route(args: argparse.Namespace) -> int:
     router.attach(model)
     gateway = build_gateway(config, router)
     request = Request(str(body.get("model", "")), body, "/v1/messages")
-    decision = asyncio.run(decide(config, request, gateway.stages))
+
+    async def decide_warm() -> Decision:
+        # As the sidecar does before /ready: one-time device start-up and the route
+        # config's static prefix are not part of a decision's milliseconds.
+        await warm_up(model, config)
+        return await decide(config, request, gateway.stages)
+
+    decision = asyncio.run(decide_warm())
     record = decision.metadata()
     if args.json:
         print(json.dumps(record))
@@ -236,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
     given.add_argument("--text", help="the user's message")
     given.add_argument("--request", help="a Messages body, or a captured {path, headers, body}")
     p.add_argument("--model", default="", help="the model the client asks for")
-    p.add_argument("--mode", choices=("constrained", "greedy"), help="override routing.mode")
+    p.add_argument("--mode", choices=config_mod.ROUTER_MODES, help="override routing.mode")
     p.add_argument("--json", action="store_true", help="print the decision record as JSON")
     p.add_argument("--show-prompt", action="store_true", help="print the router prompt only")
 

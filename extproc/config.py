@@ -99,11 +99,28 @@ class Sidecar:
     unprocessed (no route then, so still an error; see docs/reliability.md)."""
 
 
+ROUTER_MODES = ("constrained", "greedy")
+ROUTER_DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_TYPES = (
+    "auto",
+    "default",
+    "int8",
+    "int8_float32",
+    "int8_float16",
+    "int8_bfloat16",
+    "int16",
+    "float16",
+    "bfloat16",
+    "float32",
+)
+"""CTranslate2's compute types, plus `auto` (see `extproc.router.engine.pick_compute_type`)."""
+
+
 @dataclass(frozen=True)
 class Routing:
     model_dir: str = "~/.cache/extproc/arch-router-1.5b-ct2-int8"
     device: str = "auto"
-    compute_type: str = "default"
+    compute_type: str = "auto"
     threads: int = 0
     timeout_ms: int = 5000
     window_tokens: int = 256
@@ -454,8 +471,14 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     listener = _section(check, raw, "listener", Listener)
     sidecar = _section(check, raw, "sidecar", Sidecar)
     routing = _section(check, raw, "routing", Routing)
-    if routing.mode not in ("constrained", "greedy"):
-        check.error("routing.mode", f"{routing.mode!r} is not constrained or greedy")
+    for key, allowed in (
+        ("mode", ROUTER_MODES),
+        ("device", ROUTER_DEVICES),
+        ("compute_type", COMPUTE_TYPES),
+    ):
+        value = getattr(routing, key)
+        if value not in allowed:
+            check.error(f"routing.{key}", f"{value!r} is not one of {', '.join(allowed)}")
     if check.problems:
         raise ConfigError(check.problems)
     return Config(

@@ -170,6 +170,21 @@ ERRORS = [
         "listener: {port: 1}\n",
         "config.yaml:1: llm_providers: configure at least one",
     ),
+    (
+        "unknown router device",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  device: gpu\n",
+        "config.yaml:4: routing.device: 'gpu' is not one of auto, cpu, cuda",
+    ),
+    (
+        "unknown compute type",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  compute_type: fp16\n",
+        "config.yaml:4: routing.compute_type: 'fp16' is not one of auto, default, int8",
+    ),
+    (
+        "unknown router mode",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  mode: fast\n",
+        "config.yaml:4: routing.mode: 'fast' is not one of constrained, greedy",
+    ),
     ("not YAML", "llm_providers: [\n", "config.yaml:2: yaml:"),
 ]
 

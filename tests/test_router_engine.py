@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from extproc.router.convert import ConvertError, convert
 from extproc.router.decoding import OTHER, parse_route
-from extproc.router.engine import ArchRouter, RouterModelError
+from extproc.router.engine import ArchRouter, RouterModelError, pick_compute_type
 from tests.tiny_model import ROUTES, STEERED, session_model_dir
 
 NAMES = [name for name, _ in ROUTES]
@@ -51,8 +51,24 @@ def random_windows(count: int, seed: int) -> list[list[dict[str, str]]]:
 
 def test_loads_on_cpu_with_the_tokenizer_beside_the_model(router: ArchRouter) -> None:
     assert router.device == "cpu"  # no CUDA device here: "auto" fell back
+    assert router.compute_type == "default"  # "auto" on a CPU: int8, as converted
     assert router.count_tokens("hello world") == len(router.encode("hello world")) > 0
     assert router.classify(ROUTES, []) == []
+
+
+@pytest.mark.parametrize(
+    ("asked", "device", "supported", "expected"),
+    [
+        ("auto", "cpu", {"int8", "int8_float32", "float32"}, "default"),
+        ("auto", "cuda", {"int8", "float16", "bfloat16", "int8_bfloat16"}, "bfloat16"),
+        ("auto", "cuda", {"int8", "float16", "int8_float16"}, "float16"),
+        ("auto", "cuda", {"int8", "float32"}, "default"),
+        ("int8_float16", "cuda", {"bfloat16"}, "int8_float16"),
+    ],
+)
+def test_auto_compute_type(asked: str, device: str, supported: set, expected: str) -> None:
+    """A GPU gets a 16-bit float type (bfloat16 first); a CPU keeps the int8 model as is."""
+    assert pick_compute_type(asked, device, supported) == expected
 
 
 def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:

@@ -19,10 +19,12 @@ from typing import Any
 import ctranslate2
 import numpy as np
 
+from extproc.config import ROUTER_MODES
 from extproc.router.decoding import AnswerTrie, TrieNode, parse_route
 from extproc.router.prompt import Conversation, Routes, render_prompt, split_prompt
 
-MODES = ("constrained", "greedy")
+# On a GPU, bfloat16 (float16 where the GPU lacks it) beat the int8 variants on an H200.
+_GPU_COMPUTE_TYPES = ("bfloat16", "float16")
 MAX_FREE_TOKENS = 16
 _ROUTE_CACHE_SIZE = 8
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -76,6 +78,20 @@ def _check_dir(path: Path) -> None:
         )
 
 
+def pick_compute_type(compute_type: str, device: str, supported: set[str]) -> str:
+    """Resolve ``auto``: the model as converted (int8) on a CPU, a 16-bit float type on a GPU.
+
+    ``supported`` is what CTranslate2 reports for ``device``; any other value passes through.
+    """
+    if compute_type != "auto":
+        return compute_type
+    if device == "cuda":
+        for candidate in _GPU_COMPUTE_TYPES:
+            if candidate in supported:
+                return candidate
+    return "default"
+
+
 class ArchRouter:
     """Blocking, thread-safe Arch-Router classifier. Call it from a worker thread."""
 
@@ -84,16 +100,19 @@ class ArchRouter:
         model_dir: str | Path,
         *,
         device: str = "auto",
-        compute_type: str = "default",
+        compute_type: str = "auto",
         threads: int = 0,
         mode: str = "constrained",
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"router mode must be one of {MODES}, not {mode!r}")
+        if mode not in ROUTER_MODES:
+            raise ValueError(f"router mode must be one of {ROUTER_MODES}, not {mode!r}")
         path = Path(model_dir)
         _check_dir(path)
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute_type = pick_compute_type(
+            compute_type, device, ctranslate2.get_supported_compute_types(device)
+        )
         try:
             self._generator: ctranslate2.Generator | None = ctranslate2.Generator(
                 str(path), device=device, compute_type=compute_type, intra_threads=threads
@@ -116,6 +135,7 @@ class ArchRouter:
         _LIVE.add(self)
         self.model_dir = path
         self.device = device
+        self.compute_type = compute_type
         self.mode = mode
         self._backend = self.tokenizer.backend_tokenizer
         vocab = self.tokenizer.get_vocab()
@@ -283,6 +303,9 @@ def _close_all() -> None:
 
 
 def _to_numpy(logits: ctranslate2.StorageView) -> np.ndarray:
+    """Logits as float32 on the host (a GPU compute type may hold them as (b)float16)."""
+    if logits.dtype != ctranslate2.DataType.float32:
+        logits = logits.to(ctranslate2.DataType.float32)
     if logits.device != "cpu":
         logits = logits.to_device(ctranslate2.Device.cpu)
     return np.asarray(logits)
