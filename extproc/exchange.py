@@ -15,12 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from envoy_data_plane.envoy.service.ext_proc.v3 import (
-    HttpBody,
-    HttpHeaders,
-    ProcessingRequest,
-    ProcessingResponse,
-)
 
 from extproc import replies
 from extproc.config import Config, Provider
@@ -32,10 +26,15 @@ from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
 from extproc.translate.anthropic_openai import TranslationError, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.usage import UsageReader
+from extproc.wire import Phase
 
 log = logging.getLogger("extproc")
 
 MESSAGES_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+READ_HEADERS = (":path", ":method", ":status", "content-type", "content-encoding")
+"""The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
+GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
+"""Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
 MODEL_NAME_MAX = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MODEL_FIRST = re.compile(rb'^\s*\{\s*"model"\s*:\s*"(?:[^"\\]|\\.)*"')
@@ -93,24 +92,15 @@ def rewrite_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
     a body with another provider's thinking blocks in it (they are dropped).
     """
     new = orjson.dumps(model)
-    if b'"signature"' in raw:
-        cleaned = without_foreign_thinking(body)
-        if cleaned is not None:
-            return orjson.dumps({**cleaned, "model": model})
+    # Walking the parsed blocks costs ~2 µs at 78 KB; searching the raw bytes cost ~40 µs.
+    cleaned = without_foreign_thinking(body)
+    if cleaned is not None:
+        return orjson.dumps({**cleaned, "model": model})
     match = _MODEL_FIRST.match(raw)
     if match:
         head = raw[: match.end()]
         return head[: head.rindex(b'"', 0, len(head) - 1)] + new + raw[match.end() :]
     return orjson.dumps({**body, "model": model})
-
-
-def _headers(message: HttpHeaders) -> dict[str, str]:
-    if message.headers is None:
-        return {}
-    return {
-        h.key.lower(): (h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value)
-        for h in message.headers.headers
-    }
 
 
 class Exchange:
@@ -122,27 +112,28 @@ class Exchange:
         self.translation: ResponseTranslation | None = None
         self.usage: UsageReader | None = None
 
-    async def handle(self, message: ProcessingRequest) -> ProcessingResponse:
-        if message.request_headers is not None:
-            return self.on_request_headers(message.request_headers)
-        if message.request_body is not None:
-            return await self.on_request_body(message.request_body)
-        if message.response_headers is not None:
-            return self.on_response_headers(message.response_headers)
-        if message.response_body is not None:
-            return self.on_response_body(message.response_body)
+    async def handle(self, message: Phase) -> bytes:
+        """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
+        if message.name == "request_headers":
+            return self.on_request_headers(message.headers, message.end_of_stream)
+        if message.name == "request_body":
+            return await self.on_request_body(message.body)
+        if message.name == "response_headers":
+            return self.on_response_headers(message.headers)
+        if message.name == "response_body":
+            return self.on_response_body(message.body, message.end_of_stream)
         raise GatewayError(
             "api_error", "unexpected ext_proc phase; check the filter's processing_mode"
         )
 
-    def on_request_headers(self, message: HttpHeaders) -> ProcessingResponse:
-        self.headers = _headers(message)
+    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> bytes:
+        self.headers = headers
         self.path = self.headers.get(":path", "/")
         _check_gateway_key(self.gateway.config.gateway_keys, self.headers)
         if self.is_messages:
             if self.headers.get(":method") != "POST":
                 raise GatewayError("invalid_request_error", f"{self.path_only} takes POST")
-            if message.end_of_stream:
+            if end_of_stream:
                 raise GatewayError("invalid_request_error", "the request has no body")
             _check_body_headers(self.headers)
             return replies.continue_request_headers(
@@ -158,7 +149,7 @@ class Exchange:
     def is_messages(self) -> bool:
         return self.path_only.rstrip("/") in MESSAGES_PATHS
 
-    def pass_through(self) -> ProcessingResponse:
+    def pass_through(self) -> bytes:
         """Paths we don't route (model lists, telemetry) go unchanged to Anthropic, if any."""
         config = self.gateway.config
         anthropic = next((p for p in config.providers if p.kind == "anthropic"), None)
@@ -170,8 +161,7 @@ class Exchange:
         )
         return replies.route_request_headers(mutation)
 
-    async def on_request_body(self, message: HttpBody) -> ProcessingResponse:
-        raw = message.body
+    async def on_request_body(self, raw: bytes) -> bytes:
         body = _parse_body(raw)
         model = _requested_model(body)
         gateway = self.gateway
@@ -236,8 +226,7 @@ class Exchange:
         )
         return translated
 
-    def on_response_headers(self, message: HttpHeaders) -> ProcessingResponse:
-        headers = _headers(message)
+    def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
         if status >= 400 and self.decision is not None:
             self.gateway.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
@@ -251,15 +240,15 @@ class Exchange:
         mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
         return replies.want_response_body(mutation, self.translation.streaming)
 
-    def on_response_body(self, message: HttpBody) -> ProcessingResponse:
+    def on_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
         if self.usage is not None:
-            self.usage.feed(message.body)
-            counts = self.usage.finish() if message.end_of_stream else {}
+            self.usage.feed(chunk)
+            counts = self.usage.finish() if end_of_stream else {}
             return replies.pass_response_body(counts)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
-        body = self.translation.on_body(message.body, message.end_of_stream)
-        usage = self.translation.usage() if message.end_of_stream else {}
+        body = self.translation.on_body(chunk, end_of_stream)
+        usage = self.translation.usage() if end_of_stream else {}
         return replies.replace_response_body(body, usage)
 
 

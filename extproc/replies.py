@@ -1,157 +1,156 @@
-"""Building ext_proc replies with the envoy-data-plane (betterproto2) types."""
+"""The ext_proc replies the sidecar sends, written as ProcessingResponse bytes.
+
+Each function writes one reply shape with `wire`'s primitives; tests/test_wire.py checks every
+shape byte for byte against the same reply built with the envoy-data-plane types. Field
+numbers are envoy.service.ext_proc.v3's; enum values come from envoy-data-plane.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from envoy_data_plane.envoy.config.core.v3 import (
-    HeaderValue,
-    HeaderValueOption,
-    HeaderValueOptionHeaderAppendAction,
-)
+from envoy_data_plane.envoy.config.core.v3 import HeaderValueOptionHeaderAppendAction
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
-    ProcessingMode,
     ProcessingModeBodySendMode,
     ProcessingModeHeaderSendMode,
 )
-from envoy_data_plane.envoy.service.ext_proc.v3 import (
-    BodyMutation,
-    BodyResponse,
-    CommonResponse,
-    HeaderMutation,
-    HeadersResponse,
-    ImmediateResponse,
-    ProcessingResponse,
-)
-from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
-from envoy_data_plane.google.protobuf import Struct
 
 from extproc.errors import GatewayError
+from extproc.wire import data, integer, message, proto_struct, tag, text
 
 METADATA_NAMESPACE = "envoy.filters.http.ext_proc"
 
-_OVERWRITE = HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
-_IF_ABSENT = HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT
+# ProcessingResponse fields
+_REQUEST_HEADERS, _RESPONSE_HEADERS, _REQUEST_BODY, _RESPONSE_BODY = 1, 2, 3, 4
+_IMMEDIATE, _DYNAMIC_METADATA, _MODE_OVERRIDE = 7, 8, 9
+
+_OVERWRITE = int(HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)
+_IF_ABSENT = int(HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT)
+_SEND, _SKIP = int(ProcessingModeHeaderSendMode.SEND), int(ProcessingModeHeaderSendMode.SKIP)
+_STREAMED = int(ProcessingModeBodySendMode.STREAMED)
+_BUFFERED = int(ProcessingModeBodySendMode.BUFFERED)
+_NONE = int(ProcessingModeBodySendMode.NONE)
 
 
 def header_mutation(
     set_headers: dict[str, str] | None = None,
     remove: tuple[str, ...] | list[str] = (),
     add_if_absent: dict[str, str] | None = None,
-) -> HeaderMutation:
-    """Header values go as `raw_value`: Envoy ignores `value` in ext_proc replies."""
+) -> bytes:
+    """A HeaderMutation. Values go as `raw_value`: Envoy ignores `value` in ext_proc replies."""
     options = [
-        HeaderValueOption(header=HeaderValue(key=k, raw_value=v.encode()), append_action=action)
+        # HeaderValueOption{header=1: HeaderValue{key=1, raw_value=3}, append_action=3}
+        message(1, message(1, text(1, key) + data(3, value.encode())) + integer(3, action))
         for headers, action in ((set_headers, _OVERWRITE), (add_if_absent, _IF_ABSENT))
-        for k, v in (headers or {}).items()
+        for key, value in (headers or {}).items()
     ]
-    return HeaderMutation(set_headers=options, remove_headers=list(remove))
+    return b"".join(options) + b"".join(message(2, name.encode()) for name in remove)
 
 
-def metadata(fields: dict[str, Any]) -> Struct:
-    return Struct.from_dict({METADATA_NAMESPACE: fields})
+def metadata(fields: dict[str, Any]) -> bytes:
+    """The dynamic_metadata field: `fields` under the filter's namespace, for the access log."""
+    return message(_DYNAMIC_METADATA, proto_struct({METADATA_NAMESPACE: fields}))
+
+
+def _common(mutation: bytes | None = None, clear_route_cache: bool = False) -> bytes:
+    """A CommonResponse{header_mutation=2, clear_route_cache=5}, without a body mutation."""
+    headers = message(2, mutation) if mutation is not None else b""
+    return headers + integer(5, clear_route_cache)
+
+
+def _phase(number: int, common: bytes) -> bytes:
+    """HeadersResponse or BodyResponse{response=1: CommonResponse} as field `number`."""
+    return message(number, message(1, common))
+
+
+def _mode(*modes: int) -> bytes:
+    """A ProcessingMode, its six modes in field order."""
+    return message(_MODE_OVERRIDE, b"".join(integer(i, m) for i, m in enumerate(modes, start=1)))
 
 
 # The filter's own mode (envoy_config.py) with the response phases skipped.
-_NO_RESPONSE_PHASES = ProcessingMode(
-    request_header_mode=ProcessingModeHeaderSendMode.SEND,
-    response_header_mode=ProcessingModeHeaderSendMode.SKIP,
-    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
-    response_body_mode=ProcessingModeBodySendMode.NONE,
-    request_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
-    response_trailer_mode=ProcessingModeHeaderSendMode.SKIP,
-)
+_NO_RESPONSE_PHASES = _mode(_SEND, _SKIP, _BUFFERED, _NONE, _SKIP, _SKIP)
 
 
-def continue_request_headers(skip_response: bool = False) -> ProcessingResponse:
+def continue_request_headers(skip_response: bool = False) -> bytes:
     """Go on to the body; with `skip_response`, Envoy won't send this answer's headers."""
-    return ProcessingResponse(
-        request_headers=HeadersResponse(response=CommonResponse()),
-        mode_override=_NO_RESPONSE_PHASES if skip_response else None,
-    )
+    return _phase(_REQUEST_HEADERS, b"") + (_NO_RESPONSE_PHASES if skip_response else b"")
 
 
-def continue_response_headers() -> ProcessingResponse:
-    return ProcessingResponse(response_headers=HeadersResponse(response=CommonResponse()))
+def continue_response_headers() -> bytes:
+    return _phase(_RESPONSE_HEADERS, b"")
 
 
-def want_response_body(mutation: HeaderMutation, streamed: bool) -> ProcessingResponse:
+def want_response_body(mutation: bytes, streamed: bool) -> bytes:
     """Ask Envoy for the response body: chunk by chunk (SSE, or only reading it), or whole.
 
     `mode_override` is honoured only in replies to headers messages.
     """
-    mode = ProcessingModeBodySendMode.STREAMED if streamed else ProcessingModeBodySendMode.BUFFERED
-    return ProcessingResponse(
-        response_headers=HeadersResponse(response=CommonResponse(header_mutation=mutation)),
-        mode_override=ProcessingMode(response_body_mode=mode),
-    )
+    mode = _STREAMED if streamed else _BUFFERED
+    return _phase(_RESPONSE_HEADERS, _common(mutation)) + _mode(0, 0, 0, mode, 0, 0)
 
 
-def pass_response_body(usage: dict[str, int]) -> ProcessingResponse:
-    """An answer chunk passed on as it came; with the last one, its token counts."""
-    return ProcessingResponse(
-        response_body=BodyResponse(response=CommonResponse()),
-        dynamic_metadata=metadata(usage) if usage else None,
-    )
-
-
-def replace_response_body(body: bytes, usage: dict[str, int]) -> ProcessingResponse:
-    """A translated body chunk; with the last one, the token counts for the access log."""
-    return ProcessingResponse(
-        response_body=BodyResponse(response=CommonResponse(body_mutation=BodyMutation(body=body))),
-        dynamic_metadata=metadata(usage) if usage else None,
-    )
-
-
-def route_request_headers(mutation: HeaderMutation) -> ProcessingResponse:
+def route_request_headers(mutation: bytes) -> bytes:
     """Headers-phase reply that steers the route (for requests without a body to read)."""
-    return ProcessingResponse(
-        request_headers=HeadersResponse(
-            response=CommonResponse(header_mutation=mutation, clear_route_cache=True)
-        )
-    )
+    return _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True))
 
 
-def route_request_body(
-    mutation: HeaderMutation, body: bytes | None, decision: dict[str, Any]
-) -> ProcessingResponse:
+def _body_phase(number: int, mutation: bytes | None, body: bytes, clear_route_cache: bool) -> bytes:
+    """A BodyResponse that replaces the body, copying the (possibly megabytes of) body once.
+
+    CommonResponse{header_mutation=2, body_mutation=3: BodyMutation{body=1}, clear_route_cache=5}
+    """
+    headers = message(2, mutation) if mutation is not None else b""
+    body_field = tag(1, len(body))
+    body_mutation = tag(3, len(body_field) + len(body))
+    tail = integer(5, clear_route_cache)
+    common_size = len(headers) + len(body_mutation) + len(body_field) + len(body) + len(tail)
+    common = tag(1, common_size)
+    head = tag(number, len(common) + common_size) + common + headers + body_mutation + body_field
+    return b"".join((head, body, tail))
+
+
+def route_request_body(mutation: bytes, body: bytes | None, decision: dict[str, Any]) -> bytes:
     """Body-phase reply: headers, new body and route re-evaluation in one message.
 
     `clear_route_cache` only takes effect in a reply that also mutates headers.
     """
-    return ProcessingResponse(
-        request_body=BodyResponse(
-            response=CommonResponse(
-                header_mutation=mutation,
-                body_mutation=BodyMutation(body=body) if body is not None else None,
-                clear_route_cache=True,
-            )
-        ),
-        dynamic_metadata=metadata(decision),
+    if body is None:
+        reply = _phase(_REQUEST_BODY, _common(mutation, clear_route_cache=True))
+    else:
+        reply = _body_phase(_REQUEST_BODY, mutation, body, clear_route_cache=True)
+    return reply + metadata(decision)
+
+
+def pass_response_body(usage: dict[str, int]) -> bytes:
+    """An answer chunk passed on as it came; with the last one, its token counts."""
+    return _phase(_RESPONSE_BODY, b"") + (metadata(usage) if usage else b"")
+
+
+def replace_response_body(body: bytes, usage: dict[str, int]) -> bytes:
+    """A translated body chunk; with the last one, the token counts for the access log."""
+    reply = _body_phase(_RESPONSE_BODY, None, body, clear_route_cache=False)
+    return reply + (metadata(usage) if usage else b"")
+
+
+def _respond(status: int, body: bytes, details: str, decision: dict[str, Any]) -> bytes:
+    """ImmediateResponse{status=1: HttpStatus{code=1}, headers=2, body=3, details=5}."""
+    immediate = (
+        message(1, integer(1, status))
+        + message(2, header_mutation({"content-type": "application/json"}))
+        + data(3, body)
+        + text(5, details)
     )
+    return message(_IMMEDIATE, immediate) + metadata(decision)
 
 
-def _respond(
-    status: int, body: bytes, details: str, decision: dict[str, Any]
-) -> ProcessingResponse:
-    return ProcessingResponse(
-        immediate_response=ImmediateResponse(
-            status=HttpStatus(code=StatusCode(status)),
-            headers=header_mutation({"content-type": "application/json"}),
-            body=body,
-            details=details,
-        ),
-        dynamic_metadata=metadata(decision),
-    )
-
-
-def immediate(error: GatewayError) -> ProcessingResponse:
+def immediate(error: GatewayError) -> bytes:
     """Answer the client directly with an Anthropic-format error."""
     decision = {"source": "rejected", "note": error.message[:200]}
     return _respond(error.status, error.body(), f"extproc_{error.error_type}", decision)
 
 
-def local_answer(payload: dict[str, Any], decision: dict[str, Any]) -> ProcessingResponse:
+def local_answer(payload: dict[str, Any], decision: dict[str, Any]) -> bytes:
     """A 200 answered by the sidecar itself (count_tokens for providers without it)."""
     return _respond(200, orjson.dumps(payload), "extproc_local_answer", decision)

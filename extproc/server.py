@@ -1,7 +1,7 @@
 """The gRPC server Envoy talks to, plus a small HTTP health endpoint.
 
-grpcio serves raw bytes; we (de)serialize with the envoy-data-plane message
-types. A generic handler avoids generated servicer code.
+grpcio serves raw bytes; `wire` reads each ProcessingRequest and the exchange answers with
+ProcessingResponse bytes. A generic handler avoids generated servicer code.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import signal
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingRequest, ProcessingResponse
 
 from extproc import replies
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, Gateway
-from extproc.wire import decode_request, encode_response
+from extproc.wire import Phase, decode_request
 
 log = logging.getLogger("extproc")
 
@@ -43,11 +42,11 @@ class ExtProcServer:
         open_streams.inc()
         try:
             async for raw in requests:
-                yield encode_response(await self._reply(exchange, decode_request(raw)))
+                yield await self._reply(exchange, decode_request(raw))
         finally:
             open_streams.dec()
 
-    async def _reply(self, exchange: Exchange, message: ProcessingRequest) -> ProcessingResponse:
+    async def _reply(self, exchange: Exchange, message: Phase) -> bytes:
         try:
             return await exchange.handle(message)
         except GatewayError as error:

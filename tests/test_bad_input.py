@@ -33,6 +33,7 @@ from extproc.translate.anthropic_openai import (
     translate_response,
 )
 from extproc.translate.sse import SSEParser
+from extproc.wire import decode_request
 from tests.conftest import STRICT_MAX_BODY
 
 KEY = {"x-api-key": "sk-ant-client-own-key", "anthropic-version": "2023-06-01"}
@@ -249,19 +250,22 @@ def body_message(body: bytes, response: bool = False) -> ProcessingRequest:
 
 
 async def exchange_once(gateway, path: str, raw: bytes) -> ProcessingResponse | GatewayError:
-    """One request through every phase the sidecar sees; GatewayError is the only allowed raise
-    (the server turns it into an Anthropic error reply)."""
+    """One request through every phase the sidecar sees, as Envoy would send them; GatewayError
+    is the only allowed raise (the server turns it into an Anthropic error reply)."""
     exchange = Exchange(gateway)
+
+    async def send(message: ProcessingRequest) -> ProcessingResponse:
+        return ProcessingResponse.parse(await exchange.handle(decode_request(bytes(message))))
+
     try:
-        await exchange.handle(headers_message(path))
-        reply = await exchange.handle(body_message(raw))
-        bytes(reply)  # it must serialize for Envoy
+        await send(headers_message(path))
+        reply = await send(body_message(raw))
         if exchange.translation is not None:
             status = HttpHeaders(
                 headers=HeaderMap(headers=[HeaderValue(key=":status", raw_value=b"200")])
             )
-            bytes(await exchange.handle(ProcessingRequest(response_headers=status)))
-            bytes(await exchange.handle(body_message(b"data: [DONE]\n\n", response=True)))
+            await send(ProcessingRequest(response_headers=status))
+            await send(body_message(b"data: [DONE]\n\n", response=True))
         return reply
     except GatewayError as error:
         orjson.loads(error.body())
