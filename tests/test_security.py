@@ -4,14 +4,27 @@ an operator can read, and neither the body nor the headers can steer a request u
 from __future__ import annotations
 
 import json
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import grpc
 import httpx
 import pytest
 import yaml
+from envoy_data_plane.envoy.service.ext_proc.v3 import (
+    BodyResponse,
+    HeadersResponse,
+    ProcessingResponse,
+)
 
 from extproc.config import load, parse
 from extproc.envoy_config import render
-from tests.conftest import PROVIDER_KEYS
+from extproc.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
+from extproc.server import SERVICE
+from extproc.up import envoy_command
+from extproc.wire import Phase, decode_request
+from tests.conftest import PROVIDER_KEYS, free_port
 from tests.test_bad_input import chat
 from tests.test_server import get
 
@@ -89,3 +102,71 @@ def test_everything_binds_loopback_by_default():
     endpoint = sidecar["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"]["address"] == "127.0.0.1"
     assert parse("llm_providers:\n  - model: openai/gpt-4.1\n").sidecar.address == "127.0.0.1"
+
+
+def recording_processor(seen: list[Phase]) -> tuple[grpc.Server, int]:
+    """An ext_proc server that records each message and lets the request go on unchanged."""
+    answers = {
+        "request_headers": ProcessingResponse(request_headers=HeadersResponse()),
+        "request_body": ProcessingResponse(request_body=BodyResponse()),
+        "response_headers": ProcessingResponse(response_headers=HeadersResponse()),
+    }
+
+    def process(requests, context):
+        for raw in requests:
+            phase = decode_request(raw)
+            seen.append(phase)
+            yield bytes(answers[phase.name])
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    handler = grpc.stream_stream_rpc_method_handler(process)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"Process": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+@pytest.mark.parametrize("with_gateway_keys", [False, True])
+def test_the_sidecar_sees_only_the_headers_it_reads(tmp_path, with_gateway_keys):
+    """Envoy forwards :path, :method and the content headers; client credentials only when
+    the sidecar must check gateway keys."""
+    seen: list[Phase] = []
+    server, processor_port = recording_processor(seen)
+    ports = {name: free_port() for name in ("listener", "admin")}
+    keys = "gateway_keys: [gateway-key-0123456789]\n" if with_gateway_keys else ""
+    config = parse(
+        f"""\
+{keys}listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+sidecar: {{port: {processor_port}}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: http://127.0.0.1:9
+"""
+    )
+    envoy_yaml = tmp_path / "envoy.yaml"
+    envoy_yaml.write_text(render(config))
+    envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(url, json=chat("claude-sonnet-4-5"), headers=CLIENT_SECRETS)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "Envoy did not start"
+                time.sleep(0.2)
+    finally:
+        envoy.terminate()
+        envoy.wait()
+        server.stop(None)
+    request_headers = next(p.headers for p in seen if p.name == "request_headers")
+    assert request_headers[":path"] == "/v1/messages"
+    assert request_headers[":method"] == "POST"
+    assert request_headers["content-type"] == "application/json"
+    allowed = set(READ_HEADERS) | (set(GATEWAY_KEY_HEADERS) if with_gateway_keys else set())
+    assert set(request_headers) <= allowed
+    assert ("x-api-key" in request_headers) is with_gateway_keys
+    assert any(p.name == "request_body" and p.body for p in seen)
