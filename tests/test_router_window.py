@@ -10,7 +10,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.router.window import conversation_window, estimate_tokens, message_text
+from extproc.router.window import (
+    TEXT_LIMIT,
+    conversation_window,
+    estimate_tokens,
+    message_text,
+)
 
 CAPTURES = Path(__file__).parent / "fixtures" / "claude-code"
 
@@ -141,6 +146,17 @@ def test_latest_user_text_alone_over_budget_is_middle_truncated() -> None:
     kept = window[0]["content"]
     assert kept.startswith("START ") and kept.endswith(" END") and "…" in kept
     assert 90 <= estimate_tokens(kept) <= 100
+
+
+def test_a_multi_megabyte_text_is_read_from_its_two_ends() -> None:
+    """Only the ends of a huge pasted text can reach the window; its middle is never read."""
+    reminder = "<system-reminder>context</system-reminder>"
+    text = reminder + "START " + "x" * 4_000_000 + " please fix the bug" + reminder
+    [kept] = conversation_window({"messages": [user(text)]}, 256)
+    assert kept["content"].startswith("START ") and kept["content"].endswith("fix the bug")
+    assert "system-reminder" not in kept["content"]
+    assert estimate_tokens(kept["content"]) <= 256
+    assert len(message_text(text)) < TEXT_LIMIT + 10
 
 
 def test_custom_token_counter() -> None:
