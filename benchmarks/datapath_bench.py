@@ -9,7 +9,7 @@ answering with a fixed body, so the upstream costs next to nothing):
 Bodies: the captured Claude Code first turn (78 KB) and 1 MB / 4 MB variants of it.
 Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16.
 
-    python benchmarks/datapath_bench.py [--seconds 5]
+    python benchmarks/datapath_bench.py [--seconds 5] [--bodies '78 KB,1 MB,4 MB'] [--workers 1]
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1, help="extproc serve --workers")
+    parser.add_argument("--bodies", default="78 KB,1 MB,4 MB", help="which bodies, comma-separated")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="datapath-"))
     names = ("listener", "admin", "sidecar", "health", "direct", "noop", "upstream", "noop_grpc")
@@ -197,7 +198,10 @@ llm_providers:
             for path, port in (("direct", "direct"), ("noop", "noop"), ("ours", "listener"))
         }
         print(f"{'body':<6} {'path':<7} {'p50 ms':>7} {'p99 ms':>7} {'req/s@16':>9}")
+        wanted = [name.strip() for name in args.bodies.split(",")]
         for name, body in bodies(tmp).items():
+            if name not in wanted:
+                continue
             rows = {}
             for path, url in urls.items():
                 p50, p99, _ = wrk(url, body, 1, args.seconds)

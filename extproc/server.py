@@ -7,6 +7,7 @@ ProcessingResponse bytes. A generic handler avoids generated servicer code.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -129,6 +130,26 @@ class ExtProcServer:
         if self._grpc:
             log.info("draining open streams for up to %.0fs", grace)
             await self._grpc.stop(grace)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed body-sized blocks for reuse instead of unmapping them.
+
+    Each request allocates a few body-sized buffers (the gRPC message, the body, the reply).
+    By default glibc maps and unmaps each multi-megabyte block, and the fresh pages fault in
+    on every request: a 4 MB body took 34 ms at p50 instead of 24 ms. The cost is that the
+    process keeps its peak heap (a few times `listener.max_body_bytes` at most). Returns
+    False where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 256 << 20))
 
 
 async def serve_until_signalled(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
+from extproc.server import keep_freed_memory
 from tests.conftest import free_port
 
 METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
@@ -112,3 +114,8 @@ async def test_undecodable_body_gets_an_error_not_a_crash(sidecar):
         reply = ProcessingResponse.parse(await call.read())
         assert reply.immediate_response.status.code == 400
         assert b"invalid_request_error" in reply.immediate_response.body
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's allocator")
+def test_freed_body_buffers_stay_in_the_heap():
+    assert keep_freed_memory() is True
