@@ -162,6 +162,10 @@ def test_count_tokens_answered_locally(gateway, fakes):
         model="openai/gpt-4.1", messages=[{"role": "user", "content": "x" * 400}]
     )
     assert 100 <= count.input_tokens <= 130
+    with_system = client(gateway).messages.count_tokens(
+        model="openai/gpt-4.1", system="y" * 4000, messages=[{"role": "user", "content": "x" * 400}]
+    )
+    assert with_system.input_tokens >= count.input_tokens + 900  # the whole body is counted
     assert not openai_fake.received
 
 
@@ -203,6 +207,7 @@ def test_thinking_from_an_openai_turn_is_dropped_before_anthropic(gateway, fakes
     ]
     client(gateway).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=history)
     [seen] = [r for r in anthropic_fake.received if r.method == "POST"]
+    assert seen.json()["max_tokens"] == 10  # the rest of the body is kept
     sent = seen.json()["messages"][1]["content"]
     assert [block["type"] for block in sent] == ["text"]
     assert sent[0]["text"] == "42"

@@ -1,0 +1,81 @@
+"""Model rewrites keep every other field of the body, whichever way they are made.
+
+Routing reads only a few fields of the body (`_parse_body`); every rewrite that can't splice
+the model in place must rebuild from the whole body, not from those fields.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from extproc.errors import GatewayError
+from extproc.exchange import _parse_body, rewrite_model
+
+OTHER_FIELDS = {
+    "max_tokens": 5,
+    "system": [{"type": "text", "text": "be brief"}],
+    "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+    "metadata": {"user_id": "u"},
+    "stream": True,
+}
+
+
+def rewritten(body: dict) -> dict:
+    raw = orjson.dumps(body)
+    return orjson.loads(rewrite_model(raw, _parse_body(raw), "routed-model"))
+
+
+def test_splice_when_model_comes_first():
+    raw = orjson.dumps({"model": "asked", "messages": [], **OTHER_FIELDS})
+    out = rewrite_model(raw, _parse_body(raw), "routed-model")
+    assert out == raw.replace(b'"asked"', b'"routed-model"')
+
+
+def test_model_elsewhere_is_re_serialized_with_every_field():
+    body = {**OTHER_FIELDS, "messages": [{"role": "user", "content": "hi"}], "model": "asked"}
+    assert rewritten(body) == {**body, "model": "routed-model"}
+
+
+def test_foreign_thinking_is_dropped_and_every_other_field_kept():
+    thinking = {"type": "thinking", "thinking": "hmm", "signature": ""}
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [thinking, {"type": "text", "text": "a"}]},
+        {"role": "user", "content": "and?"},
+    ]
+    out = rewritten({"model": "asked", "messages": messages, **OTHER_FIELDS})
+    assert out["messages"][1]["content"] == [{"type": "text", "text": "a"}]
+    assert {k: out[k] for k in OTHER_FIELDS} == OTHER_FIELDS
+    assert out["model"] == "routed-model"
+
+
+def test_routing_fields_only():
+    body = {"model": "m", "messages": [], "output_config": {"format": {}}, **OTHER_FIELDS}
+    view = _parse_body(orjson.dumps(body))
+    assert set(view) == {"model", "messages", "tools", "output_config"}
+    assert view["messages"] == [] and view["output_config"] == {"format": {}}
+    assert len(view["tools"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"model": "m", "messages": [], "tools": {}}', "tools"),
+        (b'{"model": "m", "messages": null}', "messages"),
+        (b'"just a string"', "JSON object"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "\xff"}]}', "not valid JSON"),
+        (b'{"model": "m", "system": [1, 2,]}', "not valid JSON"),
+    ],
+)
+def test_bad_bodies_name_what_is_wrong(raw, words):
+    with pytest.raises(GatewayError) as raised:
+        _parse_body(raw)
+    assert words in raised.value.message
+
+
+def test_fields_routing_does_not_read_go_on_as_received():
+    """Their text is not decoded here (that would cost more than the whole parse); the
+    provider validates it. Their JSON syntax is still checked above."""
+    raw = b'{"model": "m", "messages": [], "system": "\xff"}'
+    assert rewrite_model(raw, _parse_body(raw), "n") == raw.replace(b'"m"', b'"n"', 1)
