@@ -68,14 +68,14 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.app import Sidecar
-    from extproc.server import keep_freed_memory, serve_until_signalled
+    from extproc.server import serve_until_signalled, tune_for_serving
 
     config = _load(args.config)
     if args.workers > 1:
         from extproc.workers import run_workers
 
         return run_workers(config.path, args.workers, args.grace)
-    keep_freed_memory()
+    tune_for_serving()
 
     async def main() -> None:
         sidecar = Sidecar(config)

