@@ -1,10 +1,12 @@
 """The data path: what the sidecar costs every request that needs no classification.
 
-One Envoy with three listeners in front of one fast upstream (a fourth Envoy listener
+One Envoy with four listeners in front of one fast upstream (a fifth Envoy listener
 answering with a fixed body, so the upstream costs next to nothing):
   direct  - no ext_proc at all;
   noop    - ext_proc to a Python gRPC server that answers every message with an empty reply
             (the floor of Envoy + gRPC + Python);
+  echo    - the same server, but it sends the request body back unchanged as a body
+            mutation: the floor of any ext_proc that rewrites the body (ours must, for `model`);
   ours    - ext_proc to `extproc serve` with routes configured and decisions sticky.
 Bodies: the captured Claude Code first turn (78 KB) and 1 MB / 4 MB variants of it.
 Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16.
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from extproc.config import parse
 from extproc.envoy_config import render
 from extproc.up import envoy_command
+from extproc.wire import decode_request, message
 from tests.conftest import free_port
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"
@@ -57,12 +60,21 @@ def bodies(tmp: Path) -> dict[str, Path]:
     return out
 
 
-def noop_server(port: int) -> None:
-    """The floor: answer each message without parsing it."""
+def echo_reply(raw: bytes) -> bytes:
+    """A request-body reply that sets the body it was sent, unchanged."""
+    body = decode_request(raw).body
+    body_mutation = message(3, message(1, body))  # CommonResponse.body_mutation.body
+    return message(3, message(1, body_mutation))  # ProcessingResponse.request_body.response
+
+
+def noop_server(port: int, echo: bool = False) -> None:
+    """The floor: answer each message without parsing it; with `echo`, send the request
+    body back as a body mutation (what any ext_proc that rewrites the body must do)."""
 
     async def process(requests, context):
         async for raw in requests:
-            yield NOOP_REPLIES[raw[0] >> 3]
+            phase = raw[0] >> 3
+            yield echo_reply(raw) if echo and phase == 4 else NOOP_REPLIES[phase]
 
     async def main() -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
@@ -111,9 +123,11 @@ def front_envoy(config_text: str, ports: dict[str, int]) -> dict:
             "max_request_bytes": 16 << 20,
         },
     }
+    echo_filter = json.loads(json.dumps(noop_filter).replace('"noop"', '"echo"'))
     resources["listeners"] += [
         listener("direct", ports["direct"], None, to_upstream),
         listener("noop", ports["noop"], noop_filter, to_upstream),
+        listener("echo", ports["echo"], echo_filter, to_upstream),
         listener("upstream", ports["upstream"], read_body, answer),
     ]
     extproc_cluster = next(c for c in resources["clusters"] if c["name"] == "extproc")
@@ -121,12 +135,16 @@ def front_envoy(config_text: str, ports: dict[str, int]) -> dict:
     noop_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
         "socket_address"
     ]["port_value"] = ports["noop_grpc"]
+    echo_cluster = json.loads(json.dumps(noop_cluster).replace('"noop"', '"echo"'))
+    echo_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]["port_value"] = ports["echo_grpc"]
     upstream = json.loads(json.dumps(noop_cluster).replace('"noop"', '"upstream"'))
     upstream.pop("typed_extension_protocol_options")
     upstream["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
         "socket_address"
     ]["port_value"] = ports["upstream"]
-    resources["clusters"] += [noop_cluster, upstream]
+    resources["clusters"] += [noop_cluster, echo_cluster, upstream]
     return bootstrap
 
 
@@ -168,7 +186,8 @@ def main() -> None:
     parser.add_argument("--bodies", default="78 KB,1 MB,4 MB", help="which bodies, comma-separated")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="datapath-"))
-    names = ("listener", "admin", "sidecar", "health", "direct", "noop", "upstream", "noop_grpc")
+    names = ("listener", "admin", "sidecar", "health", "direct", "noop", "echo", "upstream")
+    names += ("noop_grpc", "echo_grpc")
     ports = {name: free_port() for name in names}
     config_text = f"""\
 listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, max_body_bytes: 16777216}}
@@ -183,6 +202,7 @@ llm_providers:
     (tmp / "config.yaml").write_text(config_text)
     (tmp / "envoy.yaml").write_text(yaml.safe_dump(front_envoy(config_text, ports)))
     threading.Thread(target=noop_server, args=(ports["noop_grpc"],), daemon=True).start()
+    threading.Thread(target=noop_server, args=(ports["echo_grpc"], True), daemon=True).start()
     sidecar = subprocess.Popen(
         [
             *(sys.executable, "-m", "extproc", "serve", str(tmp / "config.yaml")),
@@ -195,7 +215,12 @@ llm_providers:
         time.sleep(4)
         urls = {
             path: f"http://127.0.0.1:{ports[port]}/v1/messages"
-            for path, port in (("direct", "direct"), ("noop", "noop"), ("ours", "listener"))
+            for path, port in (
+                ("direct", "direct"),
+                ("noop", "noop"),
+                ("echo", "echo"),
+                ("ours", "listener"),
+            )
         }
         print(f"{'body':<6} {'path':<7} {'p50 ms':>7} {'p99 ms':>7} {'req/s@16':>9}")
         wanted = [name.strip() for name in args.bodies.split(",")]
@@ -212,6 +237,7 @@ llm_providers:
             print(
                 f"{name:<6} ours adds {added:.2f} ms p50 over direct; throughput "
                 f"{rows['ours'][2] / rows['noop'][2]:.0%} of the no-op floor, "
+                f"{rows['ours'][2] / rows['echo'][2]:.0%} of echo, "
                 f"{rows['ours'][2] / rows['direct'][2]:.0%} of direct"
             )
     finally:
