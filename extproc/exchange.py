@@ -85,24 +85,25 @@ def without_foreign_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
     return {**body, "messages": cleaned}
 
 
-def rewrite_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
-    """The request body with `model` replaced, leaving every other byte as it was.
+def rewrite_model(raw: bytes | memoryview, body: dict[str, Any], model: str) -> replies.Body:
+    """The request body with `model` replaced, leaving every other byte as it was, as pieces.
 
     `body` needs only its `messages` (the routing fields will do). Claude Code and the SDKs
-    put `model` first, so the common case is a splice; any other layout is re-serialized
-    (same JSON value, different whitespace), and so is a body with another provider's
-    thinking blocks in it (they are dropped).
+    put `model` first, so the common case is a splice (the pieces are the head, the new
+    value and a view of the rest: nothing is copied until the reply is written); any other
+    layout is re-serialized (same JSON value, different whitespace), and so is a body with
+    another provider's thinking blocks in it (they are dropped).
     """
     # Walking the parsed blocks costs ~2 µs at 78 KB; searching the raw bytes cost ~40 µs.
     cleaned = without_foreign_thinking(body)
     if cleaned is not None:
-        return orjson.dumps({**full_body(raw), "messages": cleaned["messages"], "model": model})
+        return [orjson.dumps({**full_body(raw), "messages": cleaned["messages"], "model": model})]
     match = _MODEL_FIRST.match(raw)
     if match:
-        head = raw[: match.end()]
+        head = bytes(raw[: match.end()])
         new = orjson.dumps(model)
-        return head[: head.rindex(b'"', 0, len(head) - 1)] + new + raw[match.end() :]
-    return orjson.dumps({**full_body(raw), "model": model})
+        return [head[: head.rindex(b'"', 0, len(head) - 1)], new, memoryview(raw)[match.end() :]]
+    return [orjson.dumps({**full_body(raw), "model": model})]
 
 
 class Exchange:
@@ -123,7 +124,7 @@ class Exchange:
         if message.name == "response_headers":
             return self.on_response_headers(message.headers)
         if message.name == "response_body":
-            return self.on_response_body(message.body, message.end_of_stream)
+            return self.on_response_body(bytes(message.body), message.end_of_stream)
         raise GatewayError(
             "api_error", "unexpected ext_proc phase; check the filter's processing_mode"
         )
@@ -163,7 +164,7 @@ class Exchange:
         )
         return replies.route_request_headers(mutation)
 
-    async def on_request_body(self, raw: bytes) -> bytes:
+    async def on_request_body(self, raw: bytes | memoryview) -> bytes:
         body = _parse_body(raw)
         model = _requested_model(body)
         gateway = self.gateway
@@ -191,7 +192,7 @@ class Exchange:
         elif counting:
             return replies.local_answer(count_tokens_estimate(full_body(raw)), decision.metadata())
         else:
-            new_body = self.translate(full_body(raw), provider)
+            new_body = [self.translate(full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
             # nothing to an OpenAI-style API and stay with us.
             changes = {"content-type": "application/json", "accept-encoding": "identity"}
@@ -202,7 +203,7 @@ class Exchange:
                 ":path": upstream_path(provider, self.path),
                 # Envoy's convention for a rewritten path: the access log shows the client's.
                 "x-envoy-original-path": self.path,
-                "content-length": str(len(new_body)),
+                "content-length": str(sum(map(len, new_body))),
                 **changes,
                 **auth.set,
             },
@@ -309,7 +310,7 @@ class _RoutingFields(msgspec.Struct):
 _ROUTING_FIELDS = msgspec.json.Decoder(_RoutingFields)
 
 
-def _parse_body(raw: bytes) -> dict[str, Any]:
+def _parse_body(raw: bytes | memoryview) -> dict[str, Any]:
     """The routing fields of the body, as a dict with the body's own shape (38 µs at 78 KB
     where parsing the whole body costs 100 µs)."""
     try:
@@ -331,7 +332,7 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def full_body(raw: bytes) -> dict[str, Any]:
+def full_body(raw: bytes | memoryview) -> dict[str, Any]:
     """The whole body, for the paths that rebuild it (translation, token counts, rewrites
     that can't splice). `raw` already passed `_parse_body`, so it is a JSON object."""
     try:

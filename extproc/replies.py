@@ -7,6 +7,7 @@ numbers are envoy.service.ext_proc.v3's; enum values come from envoy-data-plane.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -96,22 +97,27 @@ def route_request_headers(mutation: bytes) -> bytes:
     return _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True))
 
 
-def _body_phase(number: int, mutation: bytes | None, body: bytes, clear_route_cache: bool) -> bytes:
+Body = Sequence[bytes | memoryview]
+"""A body as pieces (a splice: head, new value, a view of the rest), joined once, in the reply."""
+
+
+def _body_phase(number: int, mutation: bytes | None, body: Body, clear_route_cache: bool) -> bytes:
     """A BodyResponse that replaces the body, copying the (possibly megabytes of) body once.
 
     CommonResponse{header_mutation=2, body_mutation=3: BodyMutation{body=1}, clear_route_cache=5}
     """
+    size = sum(map(len, body))
     headers = message(2, mutation) if mutation is not None else b""
-    body_field = tag(1, len(body))
-    body_mutation = tag(3, len(body_field) + len(body))
+    body_field = tag(1, size)
+    body_mutation = tag(3, len(body_field) + size)
     tail = integer(5, clear_route_cache)
-    common_size = len(headers) + len(body_mutation) + len(body_field) + len(body) + len(tail)
+    common_size = len(headers) + len(body_mutation) + len(body_field) + size + len(tail)
     common = tag(1, common_size)
     head = tag(number, len(common) + common_size) + common + headers + body_mutation + body_field
-    return b"".join((head, body, tail))
+    return b"".join((head, *body, tail))
 
 
-def route_request_body(mutation: bytes, body: bytes | None, decision: dict[str, Any]) -> bytes:
+def route_request_body(mutation: bytes, body: Body | None, decision: dict[str, Any]) -> bytes:
     """Body-phase reply: headers, new body and route re-evaluation in one message.
 
     `clear_route_cache` only takes effect in a reply that also mutates headers.
@@ -130,7 +136,7 @@ def pass_response_body(usage: dict[str, int]) -> bytes:
 
 def replace_response_body(body: bytes, usage: dict[str, int]) -> bytes:
     """A translated body chunk; with the last one, the token counts for the access log."""
-    reply = _body_phase(_RESPONSE_BODY, None, body, clear_route_cache=False)
+    reply = _body_phase(_RESPONSE_BODY, None, (body,), clear_route_cache=False)
     return reply + (metadata(usage) if usage else b"")
 
 

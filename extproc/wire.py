@@ -36,7 +36,8 @@ class Phase:
     name: str
     headers: dict[str, str] = field(default_factory=dict)
     """Lower-cased names; `raw_value` decoded as UTF-8 (Envoy sends values there)."""
-    body: bytes = b""
+    body: bytes | memoryview = b""
+    """A view into the received message: a body of megabytes is not copied to be read."""
     end_of_stream: bool = False
 
 
@@ -57,7 +58,7 @@ def decode_request(raw: bytes) -> Phase:
             elif inner == 1 and number < 4:
                 phase.headers = _header_map(raw, a, b)
             elif inner == 1:
-                phase.body = raw[a:b]
+                phase.body = memoryview(raw)[a:b]
         return phase
     return Phase("")
 

@@ -21,15 +21,18 @@ OTHER_FIELDS = {
 }
 
 
+def rewrite(raw: bytes, model: str) -> bytes:
+    return b"".join(rewrite_model(raw, _parse_body(raw), model))
+
+
 def rewritten(body: dict) -> dict:
-    raw = orjson.dumps(body)
-    return orjson.loads(rewrite_model(raw, _parse_body(raw), "routed-model"))
+    return orjson.loads(rewrite(orjson.dumps(body), "routed-model"))
 
 
 def test_splice_when_model_comes_first():
     raw = orjson.dumps({"model": "asked", "messages": [], **OTHER_FIELDS})
-    out = rewrite_model(raw, _parse_body(raw), "routed-model")
-    assert out == raw.replace(b'"asked"', b'"routed-model"')
+    assert rewrite(raw, "routed-model") == raw.replace(b'"asked"', b'"routed-model"')
+    assert rewrite(memoryview(raw), "x") == raw.replace(b'"asked"', b'"x"')
 
 
 def test_model_elsewhere_is_re_serialized_with_every_field():
@@ -78,4 +81,4 @@ def test_fields_routing_does_not_read_go_on_as_received():
     """Their text is not decoded here (that would cost more than the whole parse); the
     provider validates it. Their JSON syntax is still checked above."""
     raw = b'{"model": "m", "messages": [], "system": "\xff"}'
-    assert rewrite_model(raw, _parse_body(raw), "n") == raw.replace(b'"m"', b'"n"', 1)
+    assert rewrite(raw, "n") == raw.replace(b'"m"', b'"n"', 1)

@@ -137,7 +137,7 @@ def test_routing_replies(set_, remove, if_absent, body, decision):
         clear_route_cache=True,
     )
     assert_bytes(
-        replies.route_request_body(ours, body, decision),
+        replies.route_request_body(ours, [body] if body is not None else None, decision),
         ProcessingResponse(
             request_body=BodyResponse(response=common), dynamic_metadata=typed_metadata(decision)
         ),
@@ -247,11 +247,13 @@ def test_header_phase_replies():
 
 
 def test_a_large_body_is_framed_right():
-    """Lengths over one varint byte at every nesting level (the body is copied only once)."""
+    """Lengths over one varint byte at every nesting level; a body in pieces, joined once."""
     body = bytes(range(256)) * 20_000
     decision = {"source": "sticky", "router_ms": 0.04}
     assert_bytes(
-        replies.route_request_body(replies.header_mutation({"a": "b"}), body, decision),
+        replies.route_request_body(
+            replies.header_mutation({"a": "b"}), [body[:1000], memoryview(body)[1000:]], decision
+        ),
         ProcessingResponse(
             request_body=BodyResponse(
                 response=CommonResponse(
