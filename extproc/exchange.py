@@ -85,8 +85,10 @@ def without_foreign_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
     return {**body, "messages": cleaned}
 
 
-def rewrite_model(raw: bytes | memoryview, body: dict[str, Any], model: str) -> replies.Body:
-    """The request body with `model` replaced, leaving every other byte as it was, as pieces.
+def rewrite_model(raw: bytes | memoryview, body: dict[str, Any], model: str) -> replies.Body | None:
+    """The request body with `model` replaced, leaving every other byte as it was, as pieces;
+    None when the body already asks for `model` and needs no other change (Envoy then sends
+    it on as it came, and the sidecar need not send it back).
 
     `body` needs only its `messages` (the routing fields will do). Claude Code and the SDKs
     put `model` first, so the common case is a splice (the pieces are the head, the new
@@ -98,6 +100,8 @@ def rewrite_model(raw: bytes | memoryview, body: dict[str, Any], model: str) -> 
     cleaned = without_foreign_thinking(body)
     if cleaned is not None:
         return [orjson.dumps({**full_body(raw), "messages": cleaned["messages"], "model": model})]
+    if body.get("model") == model:
+        return None
     match = _MODEL_FIRST.match(raw)
     if match:
         head = bytes(raw[: match.end()])
@@ -186,7 +190,7 @@ class Exchange:
         )
         auth = auth_change(provider)
         if provider.interface == "anthropic":
-            new_body = rewrite_model(raw, body, provider.upstream_model)
+            new_body = rewrite_model(raw, body, provider.upstream_model)  # None: unchanged
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:
@@ -197,17 +201,21 @@ class Exchange:
             # nothing to an OpenAI-style API and stay with us.
             changes = {"content-type": "application/json", "accept-encoding": "identity"}
             removed = ("anthropic-version", "anthropic-beta")
+        headers = {
+            CLUSTER_HEADER: origin(provider).cluster,
+            ":path": upstream_path(provider, self.path),
+            # Envoy's convention for a rewritten path: the access log shows the client's.
+            "x-envoy-original-path": self.path,
+            **changes,
+            **auth.set,
+        }
+        length: tuple[str, ...] = ()
+        if new_body is not None:
+            headers["content-length"] = str(sum(map(len, new_body)))
+            length = ("content-length",)
         mutation = replies.header_mutation(
-            {
-                CLUSTER_HEADER: origin(provider).cluster,
-                ":path": upstream_path(provider, self.path),
-                # Envoy's convention for a rewritten path: the access log shows the client's.
-                "x-envoy-original-path": self.path,
-                "content-length": str(sum(map(len, new_body))),
-                **changes,
-                **auth.set,
-            },
-            ("content-length", *auth.remove, *removed),
+            headers,
+            (*length, *auth.remove, *removed),
             add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
         )
         return replies.route_request_body(mutation, new_body, decision.metadata())

@@ -6,11 +6,17 @@ the model in place must rebuild from the whole body, not from those fields.
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
+from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
+from extproc.app import build_gateway
+from extproc.config import parse
 from extproc.errors import GatewayError
-from extproc.exchange import _parse_body, rewrite_model
+from extproc.exchange import Exchange, _parse_body, rewrite_model
+from extproc.routing import RouterStage
 
 OTHER_FIELDS = {
     "max_tokens": 5,
@@ -82,3 +88,30 @@ def test_fields_routing_does_not_read_go_on_as_received():
     provider validates it. Their JSON syntax is still checked above."""
     raw = b'{"model": "m", "messages": [], "system": "\xff"}'
     assert rewrite(raw, "n") == raw.replace(b'"m"', b'"n"', 1)
+
+
+def test_a_body_that_already_names_the_model_is_not_sent_back():
+    raw = orjson.dumps({"model": "routed-model", "messages": [], **OTHER_FIELDS})
+    assert rewrite_model(raw, _parse_body(raw), "routed-model") is None
+
+
+@pytest.mark.parametrize(("asked", "rewritten_body"), [("claude-sonnet-4-5", False), ("x", True)])
+def test_the_body_reply_carries_a_body_only_when_it_changed(asked, rewritten_body):
+    config = parse(
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    base_url: http://127.0.0.1:9\n"
+    )
+    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    raw = orjson.dumps({"model": asked, "max_tokens": 5, "messages": []})
+
+    async def send() -> ProcessingResponse:
+        exchange.on_request_headers(headers, False)
+        return ProcessingResponse.parse(await exchange.on_request_body(raw))
+
+    reply = asyncio.run(send()).request_body.response
+    assert (reply.body_mutation is not None) is rewritten_body
+    set_names = [option.header.key for option in reply.header_mutation.set_headers]
+    assert ("content-length" in set_names) is rewritten_body
+    assert ("content-length" in reply.header_mutation.remove_headers) is rewritten_body
+    if rewritten_body:
+        assert orjson.loads(reply.body_mutation.body)["model"] == "claude-sonnet-4-5"
