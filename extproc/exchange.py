@@ -85,29 +85,56 @@ def without_foreign_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
     return {**body, "messages": cleaned}
 
 
-def rewrite_model(raw: bytes | memoryview, body: dict[str, Any], model: str) -> replies.Body | None:
+def rewrite_model(
+    raw: bytes | memoryview, body: dict[str, Any], model: str, *, sole: bool = False
+) -> replies.Body | None:
     """The request body with `model` replaced, leaving every other byte as it was, as pieces;
     None when the body already asks for `model` and needs no other change (Envoy then sends
     it on as it came, and the sidecar need not send it back).
 
-    `body` needs only its `messages` (the routing fields will do). Claude Code and the SDKs
-    put `model` first, so the common case is a splice (the pieces are the head, the new
-    value and a view of the rest: nothing is copied until the reply is written); any other
-    layout is re-serialized (same JSON value, different whitespace), and so is a body with
-    another provider's thinking blocks in it (they are dropped).
+    `body` needs only its routing fields. Claude Code and the SDKs put `model` first, so the
+    common case is a splice (the pieces are the head, the new value and a view of the rest:
+    nothing is copied until the reply is written); any other layout is re-serialized (same
+    JSON value, different whitespace), and so is a body with another provider's thinking
+    blocks in it (they are dropped). With `sole` (the request goes out on the gateway's own
+    key), a body that names `model` twice is re-serialized too, so that a second key the
+    provider would read instead can't pick another model on that key.
     """
     # Walking the parsed blocks costs ~2 µs at 78 KB; searching the raw bytes cost ~40 µs.
     cleaned = without_foreign_thinking(body)
     if cleaned is not None:
         return [orjson.dumps({**full_body(raw), "messages": cleaned["messages"], "model": model})]
+    match = _MODEL_FIRST.match(raw)
+    if sole and (match is None or _names_model_again(memoryview(raw)[match.end() :])):
+        return [orjson.dumps({**full_body(raw), "model": model})]
     if body.get("model") == model:
         return None
-    match = _MODEL_FIRST.match(raw)
     if match:
         head = bytes(raw[: match.end()])
         new = orjson.dumps(model)
         return [head[: head.rindex(b'"', 0, len(head) - 1)], new, memoryview(raw)[match.end() :]]
     return [orjson.dumps({**full_body(raw), "model": model})]
+
+
+class _ModelField(msgspec.Struct):
+    model: Any = msgspec.UNSET
+
+
+_MODEL_FIELD = msgspec.json.Decoder(_ModelField)
+
+
+def _names_model_again(rest: memoryview) -> bool:
+    """Whether the body after its first `model` value has another `model` key (~34 µs at
+    78 KB: a second scan, paid only by requests that carry the gateway's own key)."""
+    i = 0
+    while i < len(rest) and rest[i] in b" \t\r\n":
+        i += 1
+    if i == len(rest) or rest[i] != ord(","):
+        return False  # the closing brace: `model` was the only key
+    try:
+        return _MODEL_FIELD.decode(b"{" + rest[i + 1 :]).model is not msgspec.UNSET
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return True
 
 
 class Exchange:
@@ -190,7 +217,8 @@ class Exchange:
         )
         auth = auth_change(provider)
         if provider.interface == "anthropic":
-            new_body = rewrite_model(raw, body, provider.upstream_model)  # None: unchanged
+            # None: unchanged. Checked for a second `model` key when the gateway's key goes.
+            new_body = rewrite_model(raw, body, provider.upstream_model, sole=bool(auth.set))
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:

@@ -115,3 +115,30 @@ def test_the_body_reply_carries_a_body_only_when_it_changed(asked, rewritten_bod
     assert ("content-length" in reply.header_mutation.remove_headers) is rewritten_body
     if rewritten_body:
         assert orjson.loads(reply.body_mutation.body)["model"] == "claude-sonnet-4-5"
+
+
+DOUBLE = b'{"model": "asked", "messages": [], "max_tokens": 5, "model": "claude-opus-4-1"}'
+
+
+def test_a_second_model_key_cannot_pick_the_model_on_the_gateways_key():
+    """JSON parsers keep the last of two equal keys: splicing the first would let the second
+    choose the model that runs on the gateway's key."""
+    out = orjson.loads(b"".join(rewrite_model(DOUBLE, _parse_body(DOUBLE), "routed", sole=True)))
+    assert out == {"model": "routed", "messages": [], "max_tokens": 5}
+    single = orjson.dumps({"model": "asked", "messages": [], "max_tokens": 5})
+    assert b"".join(rewrite_model(single, _parse_body(single), "routed", sole=True)) == (
+        single.replace(b'"asked"', b'"routed"')
+    )
+
+
+def test_the_gateway_key_path_checks_for_a_second_model_key():
+    config = parse(
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    access_key: sk-gateway\n"
+        "    base_url: http://127.0.0.1:9\n"
+    )
+    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    exchange.on_request_headers(headers, False)
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(DOUBLE)))
+    sent = reply.request_body.response.body_mutation.body
+    assert sent.count(b'"model"') == 1 and orjson.loads(sent)["model"] == "claude-sonnet-4-5"
