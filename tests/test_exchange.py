@@ -28,7 +28,8 @@ OTHER_FIELDS = {
 
 
 def rewrite(raw: bytes, model: str) -> bytes:
-    return b"".join(rewrite_model(raw, _parse_body(raw), model))
+    body, span = _parse_body(raw)
+    return b"".join(rewrite_model(raw, body, model, span))
 
 
 def rewritten(body: dict) -> dict:
@@ -61,7 +62,8 @@ def test_foreign_thinking_is_dropped_and_every_other_field_kept():
 
 def test_routing_fields_only():
     body = {"model": "m", "messages": [], "output_config": {"format": {}}, **OTHER_FIELDS}
-    view = _parse_body(orjson.dumps(body))
+    view, span = _parse_body(orjson.dumps(body))
+    assert span is not None
     assert set(view) == {"model", "messages", "tools", "output_config"}
     assert view["messages"] == [] and view["output_config"] == {"format": {}}
     assert len(view["tools"]) == 1
@@ -92,7 +94,8 @@ def test_fields_routing_does_not_read_go_on_as_received():
 
 def test_a_body_that_already_names_the_model_is_not_sent_back():
     raw = orjson.dumps({"model": "routed-model", "messages": [], **OTHER_FIELDS})
-    assert rewrite_model(raw, _parse_body(raw), "routed-model") is None
+    body, span = _parse_body(raw)
+    assert rewrite_model(raw, body, "routed-model", span) is None
 
 
 @pytest.mark.parametrize(("asked", "rewritten_body"), [("claude-sonnet-4-5", False), ("x", True)])
@@ -120,18 +123,27 @@ def test_the_body_reply_carries_a_body_only_when_it_changed(asked, rewritten_bod
 DOUBLE = b'{"model": "asked", "messages": [], "max_tokens": 5, "model": "claude-opus-4-1"}'
 
 
-def test_a_second_model_key_cannot_pick_the_model_on_the_gateways_key():
+def test_a_second_model_key_cannot_choose_the_model():
     """JSON parsers keep the last of two equal keys: splicing the first would let the second
-    choose the model that runs on the gateway's key."""
-    out = orjson.loads(b"".join(rewrite_model(DOUBLE, _parse_body(DOUBLE), "routed", sole=True)))
-    assert out == {"model": "routed", "messages": [], "max_tokens": 5}
-    single = orjson.dumps({"model": "asked", "messages": [], "max_tokens": 5})
-    assert b"".join(rewrite_model(single, _parse_body(single), "routed", sole=True)) == (
-        single.replace(b'"asked"', b'"routed"')
-    )
+    choose the model the provider runs, on whatever key the gateway sends."""
+    body, span = _parse_body(DOUBLE)
+    assert span is None and body["model"] == "claude-opus-4-1"  # what a provider would read
+    assert orjson.loads(rewrite(DOUBLE, "routed")) == {
+        "model": "routed",
+        "messages": [],
+        "max_tokens": 5,
+    }
+    assert rewrite_model(DOUBLE, body, "claude-opus-4-1", span) is None
 
 
-def test_the_gateway_key_path_checks_for_a_second_model_key():
+def test_the_key_after_model_is_parsed_as_json_too():
+    for raw in (b'{"model": "m",}', b'{"model": "m"} trailing', b'{"model": "\\q"}'):
+        with pytest.raises(GatewayError, match="not valid JSON"):
+            _parse_body(raw)
+    assert _parse_body(b'{"model": "m"}') == ({"model": "m"}, (10, 13))
+
+
+def test_the_exchange_sends_one_model_key():
     config = parse(
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    access_key: sk-gateway\n"
         "    base_url: http://127.0.0.1:9\n"
