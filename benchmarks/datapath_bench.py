@@ -7,7 +7,9 @@ answering with a fixed body, so the upstream costs next to nothing):
             (the floor of Envoy + gRPC + Python);
   echo    - the same server, but it sends the request body back unchanged as a body
             mutation: the floor of any ext_proc that rewrites the body (ours must, for `model`);
-  ours    - ext_proc to `extproc serve` with routes configured and decisions sticky.
+  ours    - ext_proc to `extproc serve` with routes configured and decisions sticky; the
+            routed model differs from the one the body asks for, so every body is rewritten
+            and sent back (`--same-model`: the body already names it and is not).
 Bodies: the captured Claude Code first turn (78 KB) and 1 MB / 4 MB variants of it.
 Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16.
 
@@ -184,6 +186,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1, help="extproc serve --workers")
     parser.add_argument("--bodies", default="78 KB,1 MB,4 MB", help="which bodies, comma-separated")
+    parser.add_argument(
+        "--same-model", action="store_true", help="route to the model the body asks for"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="datapath-"))
     names = ("listener", "admin", "sidecar", "health", "direct", "noop", "echo", "upstream")
@@ -194,7 +199,7 @@ listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, max_body_by
 sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
 routing: {{model_dir: {tmp / "no-model"}}}
 llm_providers:
-  - model: anthropic/claude-opus-4-8
+  - model: anthropic/{"claude-opus-4-8" if args.same_model else "claude-sonnet-4-5"}
     base_url: http://127.0.0.1:{ports["upstream"]}
     routing_preferences:
       - {{name: code, description: writing code}}
