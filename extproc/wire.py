@@ -161,11 +161,9 @@ def data(number: int, value: bytes) -> bytes:
 
 def proto_struct(fields: Mapping[str, Any]) -> bytes:
     """google.protobuf.Struct from JSON-like Python values (map entries in dict order)."""
-    entries = []
-    for key, value in fields.items():
-        entry = _map_key(key) + message(2, _value(value))
-        entries.append(tag(1, len(entry)) + entry)
-    return b"".join(entries)
+    return b"".join(
+        message(1, _map_key(key) + message(2, _value(value))) for key, value in fields.items()
+    )
 
 
 @functools.lru_cache(maxsize=256)

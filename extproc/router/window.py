@@ -29,7 +29,10 @@ def estimate_tokens(text: str) -> int:
 
 
 def strip_reminders(text: str) -> str:
-    """Remove Claude Code's ``<system-reminder>`` blocks: injected context, not user intent."""
+    """Remove Claude Code's ``<system-reminder>`` blocks: injected context, not user intent.
+
+    A text over `TEXT_LIMIT` is cut to its two ends first.
+    """
     if len(text) > TEXT_LIMIT:
         half = TEXT_LIMIT // 2
         text = text[:half] + _ELLIPSIS + text[-half:]
