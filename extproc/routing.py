@@ -86,6 +86,30 @@ class BatchingClassifier:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class TokenCounts:
+    """A classifier's token counter that remembers the counts of recent texts.
+
+    Every request of one user turn carries the same texts, and the window must be measured
+    in tokens before the sticky cache can be asked: without this, each tool-loop request
+    re-tokenized them (a 60 KB pasted log on every request of its turn). Keys are the text's
+    length and hash, so a pasted log is not kept alive here.
+    """
+
+    def __init__(self, count: Callable[[str], int], entries: int = 4096):
+        self._count = count
+        self._entries = entries
+        self._counts: dict[tuple[int, int], int] = {}
+
+    def __call__(self, text: str) -> int:
+        key = (len(text), hash(text))
+        tokens = self._counts.get(key)
+        if tokens is None:
+            tokens = self._counts[key] = self._count(text)
+            if len(self._counts) > self._entries:
+                del self._counts[next(iter(self._counts))]  # the oldest
+        return tokens
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A classification result: the route name, or None with the fallback reason."""
@@ -117,6 +141,8 @@ class RouterStage:
     def __init__(self, routing: Routing):
         self.routing = routing
         self.model: BatchingClassifier | None = None
+        self.count_tokens: Callable[[str], int] = estimate_tokens
+        """The window's token counter: the model's tokenizer once one is attached."""
         self.unavailable = LOADING
         self._sticky: OrderedDict[str, Outcome] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
@@ -124,11 +150,8 @@ class RouterStage:
     def attach(self, classifier: Classifier | None, unavailable: str = "") -> None:
         """Install the loaded model, or record why there is none."""
         self.model = BatchingClassifier(classifier) if classifier else None
+        self.count_tokens = TokenCounts(classifier.count_tokens) if classifier else estimate_tokens
         self.unavailable = unavailable
-
-    @property
-    def count_tokens(self) -> Callable[[str], int]:
-        return self.model.classifier.count_tokens if self.model else estimate_tokens
 
     async def __call__(self, config: Config, request: Request) -> Decision | None:
         routes = routes_of(config)

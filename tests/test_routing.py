@@ -110,6 +110,21 @@ async def test_router_decides_then_the_tool_loop_is_sticky(stage, model):
     assert model.batches == [1], "the tool-loop request must not run the model again"
 
 
+async def test_a_sticky_request_tokenizes_nothing(stage, model, monkeypatch):
+    """Each request of a turn carries the same texts; counting their tokens again cost a
+    pasted log's tokenization on every tool-loop request of its turn."""
+
+    def pasted_log() -> dict:  # built anew each time, as each request's JSON is parsed anew
+        return user_turn("why does this fail?\n" + "".join(f"line {i}\n" for i in range(5000)))
+
+    first = await run(stage, pasted_log())
+    tokenized: list[str] = []
+    monkeypatch.setattr(model, "encode", lambda text: tokenized.append(text) or [0])
+    again = await run(stage, pasted_log())
+    assert (again.source, again.route) == ("sticky", first.route)
+    assert tokenized == []
+
+
 def conversations(count: int, seed: int) -> list[list[dict[str, str]]]:
     """Varied user/assistant/user turns: the steered tiny model picks both routes on these."""
     rng = random.Random(seed)
