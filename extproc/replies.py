@@ -7,6 +7,7 @@ numbers are envoy.service.ext_proc.v3's; enum values come from envoy-data-plane.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,12 +42,18 @@ def header_mutation(
 ) -> bytes:
     """A HeaderMutation. Values go as `raw_value`: Envoy ignores `value` in ext_proc replies."""
     options = [
-        # HeaderValueOption{header=1: HeaderValue{key=1, raw_value=3}, append_action=3}
-        message(1, message(1, text(1, key) + data(3, value.encode())) + integer(3, action))
+        _header_option(key, value, action)
         for headers, action in ((set_headers, _OVERWRITE), (add_if_absent, _IF_ABSENT))
         for key, value in (headers or {}).items()
     ]
     return b"".join(options) + b"".join(message(2, name.encode()) for name in remove)
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_option(key: str, value: str, action: int) -> bytes:
+    """HeaderValueOption{header=1: HeaderValue{key=1, raw_value=3}, append_action=3}, once
+    per distinct header: a provider's route headers are the same on every request."""
+    return message(1, message(1, text(1, key) + data(3, value.encode())) + integer(3, action))
 
 
 def metadata(fields: dict[str, Any]) -> bytes:

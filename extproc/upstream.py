@@ -6,6 +6,7 @@ so the cluster a request is sent to always exists in the rendered config.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -36,7 +37,13 @@ class Origin:
 
 
 def origin(provider: Provider) -> Origin:
-    parts = urlsplit(provider.base_url)
+    return _origin(provider.base_url)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(base_url: str) -> Origin:
+    """Parsed once per URL: every request asks for its provider's origin, twice."""
+    parts = urlsplit(base_url)
     tls = parts.scheme == "https"
     port = parts.port or (443 if tls else 80)
     return Origin(parts.scheme, parts.hostname or "", port, parts.path.rstrip("/"))

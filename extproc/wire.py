@@ -162,8 +162,19 @@ def data(number: int, value: bytes) -> bytes:
 def proto_struct(fields: Mapping[str, Any]) -> bytes:
     """google.protobuf.Struct from JSON-like Python values (map entries in dict order)."""
     return b"".join(
-        message(1, _map_key(key) + message(2, _value(value))) for key, value in fields.items()
+        _text_entry(key, value) if type(value) is str else _entry(key, value)
+        for key, value in fields.items()
     )
+
+
+def _entry(key: str, value: Any) -> bytes:
+    return message(1, _map_key(key) + message(2, _value(value)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_entry(key: str, value: str) -> bytes:
+    """Text entries repeat: the decision record names the same few models and sources."""
+    return _entry(key, value)
 
 
 @functools.lru_cache(maxsize=256)
