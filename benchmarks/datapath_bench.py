@@ -11,7 +11,8 @@ answering with a fixed body, so the upstream costs next to nothing):
             routed model differs from the one the body asks for, so every body is rewritten
             and sent back (`--same-model`: the body already names it and is not).
 Bodies: the captured Claude Code first turn (78 KB) and 1 MB / 4 MB variants of it.
-Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16.
+Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16, and the CPU
+time Envoy and the ext_proc server spent per request at 16 (from /proc: where the time goes).
 
     python benchmarks/datapath_bench.py [--seconds 5] [--bodies '78 KB,1 MB,4 MB'] [--workers 1]
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -150,6 +152,20 @@ def front_envoy(config_text: str, ports: dict[str, int]) -> dict:
     return bootstrap
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process `pid` and its children (sidecar workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def wrk(url: str, body: Path, connections: int, seconds: int) -> tuple[float, float, float]:
     """(p50 ms, p99 ms, requests/s) from wrk."""
     script = body.with_suffix(".lua")
@@ -227,7 +243,16 @@ llm_providers:
                 ("ours", "listener"),
             )
         }
-        print(f"{'body':<6} {'path':<7} {'p50 ms':>7} {'p99 ms':>7} {'req/s@16':>9}")
+        print(
+            f"{'body':<6} {'path':<7} {'p50 ms':>7} {'p99 ms':>7} {'req/s@16':>9}"
+            f" {'CPU µs/req@16: envoy':>21} {'ext_proc':>8}"
+        )
+        ext_proc_cpu = {
+            "direct": lambda: 0.0,
+            "noop": time.process_time,  # the noop and echo servers are threads of this process
+            "echo": time.process_time,
+            "ours": lambda: process_tree_cpu(sidecar.pid),
+        }
         wanted = [name.strip() for name in args.bodies.split(",")]
         for name, body in bodies(tmp).items():
             if name not in wanted:
@@ -235,9 +260,19 @@ llm_providers:
             rows = {}
             for path, url in urls.items():
                 p50, p99, _ = wrk(url, body, 1, args.seconds)
+                before = process_tree_cpu(envoy.pid), ext_proc_cpu[path]()
                 _, _, rate = wrk(url, body, 16, args.seconds)
+                after = process_tree_cpu(envoy.pid), ext_proc_cpu[path]()
+                served = rate * args.seconds
+                envoy_us, ext_proc_us = (
+                    (b - a) / served * 1e6 for a, b in zip(before, after, strict=True)
+                )
                 rows[path] = (p50, p99, rate)
-                print(f"{name:<6} {path:<7} {p50:>7.2f} {p99:>7.2f} {rate:>9.0f}", flush=True)
+                print(
+                    f"{name:<6} {path:<7} {p50:>7.2f} {p99:>7.2f} {rate:>9.0f}"
+                    f" {envoy_us:>21.0f} {ext_proc_us:>8.0f}",
+                    flush=True,
+                )
             added = rows["ours"][0] - rows["direct"][0]
             print(
                 f"{name:<6} ours adds {added:.2f} ms p50 over direct; throughput "
