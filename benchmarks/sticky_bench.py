@@ -3,7 +3,8 @@
 Uses the random-weight model of Arch-Router's exact shape that router_bench.py builds (and
 caches) and the captured Claude Code requests. Prints the median cost of a sticky decision
 (the whole router stage: window, hash, cache hit) against a fresh one in the same run, and
-the process's resident memory with the model loaded.
+the process's resident memory with the model loaded. The last row pastes a 60 KB log into
+the tool loop's user text: the window's token counts are then the costly part.
 
     python benchmarks/sticky_bench.py [--repeats 200]
 """
@@ -50,15 +51,30 @@ def config_text(model_dir: Path) -> str:
     return f"llm_providers:\n{provider}{routes}routing: {{model_dir: {model_dir}}}\n"
 
 
+def with_pasted_log(body: dict) -> dict:
+    """The body with a 60 KB log pasted into its latest user text (the window's end)."""
+    log = "".join(f"2026-11-26 ERROR worker {i} failed: connection reset\n" for i in range(1200))
+    for message in reversed(body["messages"]):
+        blocks = message["content"] if message["role"] == "user" else ""
+        texts = [b for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+        texts = [b for b in texts if not b["text"].startswith("<system-reminder>")]
+        if texts:
+            texts[-1]["text"] += "\n" + log
+            return body
+    raise ValueError("no user text to paste into")
+
+
 async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, float]:
+    """Each sticky request is parsed anew, as the sidecar parses each request's JSON."""
     config = parse(config_text(Path(stage.routing.model_dir)))
     stages = build_gateway(config, stage).stages
-    request = Request(body["model"], body, "/v1/messages")
+    raw = json.dumps(body)
     started = time.perf_counter()
-    fresh = await decide(config, request, stages)
+    fresh = await decide(config, Request(body["model"], body, "/v1/messages"), stages)
     fresh_s = time.perf_counter() - started
     times = []
     for _ in range(repeats):
+        request = Request(body["model"], json.loads(raw), "/v1/messages")
         started = time.perf_counter()
         sticky = await decide(config, request, stages)
         times.append(time.perf_counter() - started)
@@ -76,15 +92,17 @@ def main() -> None:
     model.classify(router_bench.ROUTES, [[{"role": "user", "content": "warm up"}]])
     loaded = rss_mib()
     print(f"resident memory: {before:.0f} MiB before loading, {loaded[0]:.0f} MiB with the model")
-    print(f"{'request':<16} {'body KB':>8} {'fresh s':>8} {'sticky ms':>10} {'ratio':>8}")
-    for name in ("first-turn", "tool-loop", "interactive-main"):
-        body = json.loads((FIXTURES / f"{name}.json").read_text())["body"]
+    print(f"{'request':<22} {'body KB':>8} {'fresh s':>8} {'sticky ms':>10} {'ratio':>8}")
+    for name in ("first-turn", "tool-loop", "interactive-main", "tool-loop + pasted log"):
+        body = json.loads((FIXTURES / f"{name.split()[0]}.json").read_text())["body"]
+        if name.endswith("log"):
+            body = with_pasted_log(body)
         stage = RouterStage(parse(config_text(model_dir)).routing)
         stage.attach(model)
         fresh, sticky = asyncio.run(measure(stage, body, args.repeats))
         size = len(json.dumps(body)) / 1024
         print(
-            f"{name:<16} {size:>8.0f} {fresh:>8.2f} {sticky * 1000:>10.3f} {fresh / sticky:>7.0f}x"
+            f"{name:<22} {size:>8.0f} {fresh:>8.2f} {sticky * 1000:>10.3f} {fresh / sticky:>7.0f}x"
         )
     print(f"peak resident memory: {rss_mib()[1]:.0f} MiB")
     model.close()
