@@ -172,6 +172,10 @@ class Exchange:
         return replies.route_request_headers(mutation)
 
     async def on_request_body(self, raw: bytes | memoryview) -> bytes:
+        if not self.is_messages:
+            # Routed by its headers already; Envoy sends this body only where the filter's
+            # config does not allow the sidecar to override its processing mode.
+            return replies.continue_request_body()
         body, span = _parse_body(raw)
         model = _requested_model(body)
         gateway = self.gateway

@@ -79,6 +79,8 @@ def _mode(*modes: int) -> bytes:
 
 # The filter's own mode (envoy_config.py) with the response phases skipped.
 _NO_RESPONSE_PHASES = _mode(_SEND, _SKIP, _BUFFERED, _NONE, _SKIP, _SKIP)
+# Nothing more to see: neither the request body nor any response phase.
+_NOTHING_MORE = _mode(_SEND, _SKIP, _NONE, _NONE, _SKIP, _SKIP)
 
 
 def continue_request_headers(skip_response: bool = False) -> bytes:
@@ -100,8 +102,14 @@ def want_response_body(mutation: bytes, streamed: bool) -> bytes:
 
 
 def route_request_headers(mutation: bytes) -> bytes:
-    """Headers-phase reply that steers the route (for requests without a body to read)."""
-    return _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True))
+    """Headers-phase reply that steers the route of a request whose body the sidecar does
+    not read (paths other than Messages): Envoy sends it on without showing it to us."""
+    return _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True)) + _NOTHING_MORE
+
+
+def continue_request_body() -> bytes:
+    """The body passed on as it came."""
+    return _phase(_REQUEST_BODY, b"")
 
 
 Body = Sequence[bytes | memoryview]

@@ -10,6 +10,7 @@ import asyncio
 
 import orjson
 import pytest
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
 from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
 from extproc.app import build_gateway
@@ -118,6 +119,25 @@ def test_the_body_reply_carries_a_body_only_when_it_changed(asked, rewritten_bod
     assert ("content-length" in reply.header_mutation.remove_headers) is rewritten_body
     if rewritten_body:
         assert orjson.loads(reply.body_mutation.body)["model"] == "claude-sonnet-4-5"
+
+
+def test_a_body_on_another_path_is_passed_on_unread():
+    """Envoy skips such bodies on the sidecar's word (mode_override); where the filter does
+    not allow that, the body still goes on as it came."""
+    config = parse(
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    base_url: http://127.0.0.1:9\n"
+    )
+    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    headers = {":path": "/api/event_logging/batch", ":method": "POST"}
+
+    async def send() -> tuple[ProcessingResponse, ProcessingResponse]:
+        on_headers = ProcessingResponse.parse(exchange.on_request_headers(headers, False))
+        return on_headers, ProcessingResponse.parse(await exchange.on_request_body(b"[1, 2"))
+
+    on_headers, on_body = asyncio.run(send())
+    assert on_headers.mode_override.request_body_mode == ProcessingModeBodySendMode.NONE
+    assert on_body.request_body.response.body_mutation is None
+    assert on_body.request_body.response.header_mutation is None
 
 
 DOUBLE = b'{"model": "asked", "messages": [], "max_tokens": 5, "model": "claude-opus-4-1"}'

@@ -192,3 +192,17 @@ def test_client_cannot_pick_the_cluster_itself(gateway, fakes):
     )
     assert response.status_code == 200
     assert len(anthropic_fake.received) == 1 and not deepseek.received
+
+
+def test_a_post_to_another_path_passes_through_unread(gateway, fakes):
+    """Claude Code posts telemetry batches to the base URL; they are not Messages bodies."""
+    anthropic_fake, _, _ = fakes
+    body = b'{"events": [{"event_type": "tengu_init"}]}'
+    response = httpx.post(
+        f"{gateway.url}/api/event_logging/batch",
+        content=body,
+        headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    [seen] = anthropic_fake.received
+    assert (seen.path, seen.body) == ("/api/event_logging/batch", body)

@@ -142,12 +142,21 @@ def test_routing_replies(set_, remove, if_absent, body, decision):
             request_body=BodyResponse(response=common), dynamic_metadata=typed_metadata(decision)
         ),
     )
+    skip = ProcessingModeHeaderSendMode.SKIP
     assert_bytes(
         replies.route_request_headers(ours),
         ProcessingResponse(
             request_headers=HeadersResponse(
                 response=CommonResponse(header_mutation=mutation, clear_route_cache=True)
-            )
+            ),
+            mode_override=ProcessingMode(
+                request_header_mode=ProcessingModeHeaderSendMode.SEND,
+                response_header_mode=skip,
+                request_body_mode=ProcessingModeBodySendMode.NONE,
+                response_body_mode=ProcessingModeBodySendMode.NONE,
+                request_trailer_mode=skip,
+                response_trailer_mode=skip,
+            ),
         ),
     )
     streamed = bool(body)
@@ -239,6 +248,10 @@ def test_header_phase_replies():
                 response_trailer_mode=skip,
             ),
         ),
+    )
+    assert_bytes(
+        replies.continue_request_body(),
+        ProcessingResponse(request_body=BodyResponse(response=CommonResponse())),
     )
     assert_bytes(
         replies.continue_response_headers(),
