@@ -118,6 +118,8 @@ class Exchange:
         self.gateway = gateway
         self.headers: dict[str, str] = {}
         self.path = ""
+        self.routed_by_headers = False
+        """A path other than Messages: routed in the headers phase, its body not read."""
         self.decision: Decision | None = None
         self.translation: ResponseTranslation | None = None
         self.usage: UsageReader | None = None
@@ -169,12 +171,13 @@ class Exchange:
         mutation = replies.header_mutation(
             {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
         )
+        self.routed_by_headers = True
         return replies.route_request_headers(mutation)
 
     async def on_request_body(self, raw: bytes | memoryview) -> bytes:
-        if not self.is_messages:
-            # Routed by its headers already; Envoy sends this body only where the filter's
-            # config does not allow the sidecar to override its processing mode.
+        if self.routed_by_headers:
+            # Envoy sends this body only where the filter's config does not allow the
+            # sidecar to override its processing mode.
             return replies.continue_request_body()
         body, span = _parse_body(raw)
         model = _requested_model(body)
