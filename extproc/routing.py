@@ -92,7 +92,8 @@ class TokenCounts:
     Every request of one user turn carries the same texts, and the window must be measured
     in tokens before the sticky cache can be asked: without this, each tool-loop request
     re-tokenized them (a 60 KB pasted log on every request of its turn). Keys are the text's
-    length and hash, so a pasted log is not kept alive here.
+    length and hash, so a pasted log is not kept alive here (a collision of both could only
+    misjudge how much of the conversation fits the window).
     """
 
     def __init__(self, count: Callable[[str], int], entries: int = 4096):
