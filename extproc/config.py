@@ -7,6 +7,7 @@ and the field, and all mistakes are reported at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -166,9 +167,15 @@ class Config:
         """The provider serving this bare model name (`claude-x` for `anthropic/claude-x`)."""
         return next((p for p in self.providers if p.upstream_model == upstream_model), None)
 
-    @property
+    @functools.cached_property
     def routes(self) -> tuple[tuple[RoutePreference, Provider], ...]:
+        """Every route with its provider, in config order (read on every routed request)."""
         return tuple((r, p) for p in self.providers for r in p.routes)
+
+    @functools.cached_property
+    def route_owners(self) -> dict[str, Provider]:
+        """The provider each route name sends to."""
+        return {route.name: provider for route, provider in self.routes}
 
 
 # ---------------------------------------------------------------- YAML with line numbers

@@ -207,9 +207,9 @@ class RouterStage:
     async def _decision(
         self, config: Config, request: Request, outcome: Outcome, source: Source, ms: float
     ) -> Decision:
-        route_owner = {route.name: provider for route, provider in config.routes}
-        if outcome.route in route_owner:
-            return Decision(source, route_owner[outcome.route], request.model, outcome.route, ms)
+        owner = config.route_owners.get(outcome.route) if outcome.route else None
+        if owner is not None:
+            return Decision(source, owner, request.model, outcome.route, ms)
         after = await decision.decide(config, request, decision.AFTER_ROUTER)
         if outcome.route is None:
             # A reused fallback stays labelled sticky: the turn keeps the model it started on.
