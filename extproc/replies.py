@@ -42,18 +42,22 @@ def header_mutation(
 ) -> bytes:
     """A HeaderMutation. Values go as `raw_value`: Envoy ignores `value` in ext_proc replies."""
     options = [
-        _header_option(key, value, action)
+        (_known_option if len(value) <= _KNOWN_VALUE_MAX else _header_option)(key, value, action)
         for headers, action in ((set_headers, _OVERWRITE), (add_if_absent, _IF_ABSENT))
         for key, value in (headers or {}).items()
     ]
     return b"".join(options) + b"".join(message(2, name.encode()) for name in remove)
 
 
-@functools.lru_cache(maxsize=1024)
 def _header_option(key: str, value: str, action: int) -> bytes:
-    """HeaderValueOption{header=1: HeaderValue{key=1, raw_value=3}, append_action=3}, once
-    per distinct header: a provider's route headers are the same on every request."""
+    """HeaderValueOption{header=1: HeaderValue{key=1, raw_value=3}, append_action=3}."""
     return message(1, message(1, text(1, key) + data(3, value.encode())) + integer(3, action))
+
+
+_KNOWN_VALUE_MAX = 256
+_known_option = functools.lru_cache(maxsize=1024)(_header_option)
+"""A provider's route headers are the same on every request, so they are encoded once. Long
+values (a client's path with its query string) are not kept: the cache stays small."""
 
 
 def metadata(fields: dict[str, Any]) -> bytes:

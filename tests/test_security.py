@@ -1,12 +1,18 @@
 """Security: credentials go only where config says, keys never show up anywhere a client or
-an operator can read, and neither the body nor the headers can steer a request upstream."""
+an operator can read, neither the body nor the headers can steer a request upstream, and the
+sidecar is shown only what it reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -18,13 +24,16 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
-from extproc.config import load, parse
+from extproc import replies
+from extproc.config import Config, load, parse
 from extproc.envoy_config import render
 from extproc.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
 from extproc.server import SERVICE
 from extproc.up import envoy_command
+from extproc.upstream import CLUSTER_HEADER, origin
 from extproc.wire import Phase, decode_request
 from tests.conftest import PROVIDER_KEYS, free_port
+from tests.fake_anthropic import FakeAnthropic
 from tests.test_bad_input import chat
 from tests.test_server import get
 
@@ -104,19 +113,23 @@ def test_everything_binds_loopback_by_default():
     assert parse("llm_providers:\n  - model: openai/gpt-4.1\n").sidecar.address == "127.0.0.1"
 
 
-def recording_processor(seen: list[Phase]) -> tuple[grpc.Server, int]:
-    """An ext_proc server that records each message and lets the request go on unchanged."""
+def recording_processor(
+    seen: list[Phase], headers_reply: bytes | None = None
+) -> tuple[grpc.Server, int]:
+    """An ext_proc server that records each message and lets the request go on unchanged,
+    or answers the headers message with `headers_reply`."""
     answers = {
-        "request_headers": ProcessingResponse(request_headers=HeadersResponse()),
-        "request_body": ProcessingResponse(request_body=BodyResponse()),
-        "response_headers": ProcessingResponse(response_headers=HeadersResponse()),
+        "request_headers": headers_reply
+        or bytes(ProcessingResponse(request_headers=HeadersResponse())),
+        "request_body": bytes(ProcessingResponse(request_body=BodyResponse())),
+        "response_headers": bytes(ProcessingResponse(response_headers=HeadersResponse())),
     }
 
     def process(requests, context):
         for raw in requests:
             phase = decode_request(raw)
             seen.append(phase)
-            yield bytes(answers[phase.name])
+            yield answers[phase.name]
 
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     handler = grpc.stream_stream_rpc_method_handler(process)
@@ -126,6 +139,29 @@ def recording_processor(seen: list[Phase]) -> tuple[grpc.Server, int]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port
+
+
+@contextmanager
+def envoy_in_front(config: Config, tmp_path: Path) -> Iterator[None]:
+    """The real Envoy with the config rendered from `config`, for as long as the block runs."""
+    envoy_yaml = tmp_path / "envoy.yaml"
+    envoy_yaml.write_text(render(config))
+    envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        envoy.terminate()
+        envoy.wait()
+
+
+def post_once_ready(url: str, **kwargs: Any) -> httpx.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.post(url, **kwargs)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "Envoy did not start"
+            time.sleep(0.2)
 
 
 @pytest.mark.parametrize("with_gateway_keys", [False, True])
@@ -145,23 +181,10 @@ llm_providers:
     base_url: http://127.0.0.1:9
 """
     )
-    envoy_yaml = tmp_path / "envoy.yaml"
-    envoy_yaml.write_text(render(config))
-    envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.post(url, json=chat("claude-sonnet-4-5"), headers=CLIENT_SECRETS)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "Envoy did not start"
-                time.sleep(0.2)
-    finally:
-        envoy.terminate()
-        envoy.wait()
-        server.stop(None)
+    url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
+    with envoy_in_front(config, tmp_path):
+        post_once_ready(url, json=chat("claude-sonnet-4-5"), headers=CLIENT_SECRETS)
+    server.stop(None)
     request_headers = next(p.headers for p in seen if p.name == "request_headers")
     assert request_headers[":path"] == "/v1/messages"
     assert request_headers[":method"] == "POST"
@@ -170,3 +193,33 @@ llm_providers:
     assert set(request_headers) <= allowed
     assert ("x-api-key" in request_headers) is with_gateway_keys
     assert any(p.name == "request_body" and p.body for p in seen)
+
+
+def test_envoy_skips_the_body_of_a_request_routed_by_its_headers(tmp_path):
+    """The sidecar's reply for paths other than Messages tells Envoy not to send their
+    bodies (nor the response) to the sidecar: they go upstream without a round trip."""
+    upstream = FakeAnthropic().start()
+    ports = {name: free_port() for name in ("listener", "admin")}
+    config = parse(
+        f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {upstream.url}
+"""
+    )
+    cluster = replies.header_mutation({CLUSTER_HEADER: origin(config.providers[0]).cluster})
+    seen: list[Phase] = []
+    server, processor_port = recording_processor(seen, replies.route_request_headers(cluster))
+    config = dataclasses.replace(
+        config, sidecar=dataclasses.replace(config.sidecar, port=processor_port)
+    )
+    body = b'{"events": [{"event_type": "tengu_init"}]}'
+    url = f"http://127.0.0.1:{ports['listener']}/api/event_logging/batch"
+    with envoy_in_front(config, tmp_path):
+        response = post_once_ready(url, content=body, headers={"content-type": "application/json"})
+    server.stop(None)
+    upstream.stop()
+    assert response.status_code == 200
+    assert [received.body for received in upstream.received] == [body]
+    assert [phase.name for phase in seen] == ["request_headers"]
