@@ -30,7 +30,7 @@ class Origin:
     def tls(self) -> bool:
         return self.scheme == "https"
 
-    @property
+    @functools.cached_property
     def cluster(self) -> str:
         """A readable, stable cluster name: `api.openai.com:443` → `api_openai_com_443`."""
         return re.sub(r"[^A-Za-z0-9]+", "_", f"{self.host}_{self.port}")
