@@ -45,6 +45,9 @@ class ExtProcServer:
         try:
             async for raw in requests:
                 yield await self._reply(exchange, decode_request(raw))
+                if exchange.finished:
+                    # An OK status ends Envoy's side too: it stops waiting on this stream.
+                    return
         finally:
             open_streams.dec()
 
@@ -53,9 +56,11 @@ class ExtProcServer:
             return await exchange.handle(message)
         except GatewayError as error:
             log.warning("%s %s: %s", exchange.path or "-", error.error_type, error.message)
+            exchange.finished = True
             return replies.immediate(error)
         except Exception:
             log.exception("error while processing %s", exchange.path or "a request")
+            exchange.finished = True
             return replies.immediate(
                 GatewayError("api_error", "The gateway failed to process this request.")
             )
