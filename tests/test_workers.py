@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -40,3 +43,33 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
     finally:
         assert stop_gateway(gateway) == 0
     assert worker_pids(gateway.config_path) == []
+
+
+def test_a_dead_worker_is_started_again_while_the_others_serve(
+    fake_anthropic, fake_deepseek, fakes, tmp_path
+):
+    ports = gateway_ports()
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **ports),
+        tmp_path,
+        ports["listener"],
+        args=("--workers", "2"),
+    )
+    try:
+        first, second = worker_pids(gateway.config_path)
+        os.kill(first, signal.SIGKILL)
+        body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+        deadline = time.monotonic() + 15
+        while (pids := worker_pids(gateway.config_path)) in ([second], [first, second]):
+            # The other worker serves meanwhile (a connection to the dead one may get 503).
+            response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=10)
+            assert response.status_code in (200, 503)
+            assert time.monotonic() < deadline, "the worker was not started again"
+            time.sleep(0.2)
+        assert second in pids and len(pids) == 2
+        assert any(
+            line.startswith("worker ") and "was stopped by SIGKILL" in line
+            for line in gateway.output
+        )
+    finally:
+        assert stop_gateway(gateway) == 0
