@@ -85,11 +85,18 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
 
 
 def _drain(admin_port: int, timeout: float) -> None:
-    """Close Envoy's listener, then wait (up to `timeout`) until no request is open, so that
-    streams in flight finish before Envoy and the sidecar stop."""
+    """Tell every client connection to go, close Envoy's listener, then wait (up to
+    `timeout`) until no request is open, so that streams in flight finish before Envoy and
+    the sidecar stop.
+
+    The graceful drain starts Envoy's drain sequence: with `--drain-strategy immediate`
+    each answer on a kept-alive connection then carries `connection: close` (HTTP/2:
+    GOAWAY). Alone it would keep accepting connections; the plain drain stops the listener.
+    """
     admin = f"http://127.0.0.1:{admin_port}"
     try:
-        urllib.request.urlopen(f"{admin}/drain_listeners", data=b"", timeout=2).close()
+        for query in ("?graceful", ""):
+            urllib.request.urlopen(f"{admin}/drain_listeners{query}", data=b"", timeout=2).close()
     except OSError:
         return
     active = f"{admin}/stats?filter=^http\\.llm\\.downstream_rq_active$"
@@ -164,6 +171,10 @@ def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
         "--use-dynamic-base-id",
         "--file-flush-interval-msec",
         "250",
+        # Draining (SIGTERM, hot restart) closes every kept-alive connection after its
+        # current request, not a growing share of them over the drain time.
+        "--drain-strategy",
+        "immediate",
     ]
 
 
