@@ -171,10 +171,6 @@ def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
         "--use-dynamic-base-id",
         "--file-flush-interval-msec",
         "250",
-        # Draining (SIGTERM, hot restart) closes every kept-alive connection after its
-        # current request, not a growing share of them over the drain time.
-        "--drain-strategy",
-        "immediate",
     ]
 
 
@@ -196,6 +192,9 @@ class Envoys:
         command = envoy_command(envoy_yaml, self.log_level)
         base_id = self.run_dir / "base-id"
         drain = ["--drain-time-s", str(DRAIN_S), "--parent-shutdown-time-s", str(DRAIN_S + 30)]
+        # Draining (SIGTERM, hot restart) closes every kept-alive connection after its
+        # current request, not a growing share of them over the drain time.
+        drain += ["--drain-strategy", "immediate"]
         if self.epoch == 0:
             command += ["--base-id-path", str(base_id), *drain]
         else:
