@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import gateway_config, running_gateway
+from tests.fake_anthropic import FakeAnthropic
 from tests.test_bad_input import assert_anthropic_error, chat
 from tests.test_faults import NATIVE, TRANSLATED, send, stream_in_background
+from tests.test_up import envoy_pid
 
 LIMIT = 2
 
@@ -57,3 +64,51 @@ def test_sidecar_past_its_limit_answers_529(limited_gateway, fakes):
         thread.join(30)
         assert b"message_stop" in seen["bytes"]
     assert send(limited_gateway, chat("deep")).status_code == 200
+
+
+def native_only(config: str) -> str:
+    """The config without log_tokens: nothing reads Anthropic-format answers on their way."""
+    return config.replace("  log_tokens: true\n", "")
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+BIG_ANSWER_MIB = 16
+SLOW_READERS = 10
+
+
+def test_clients_that_do_not_read_pin_little_envoy_memory(fake_deepseek, fake_openai, tmp_path):
+    """Each client asks for a 16 MiB answer and never reads it. Envoy holds about its
+    connection buffers (1 MiB each way) per client, not the answer: with buffers as large
+    as max_body_bytes it held them whole (+160 MiB here)."""
+    big = FakeAnthropic(answer="word " * (BIG_ANSWER_MIB * 1024 * 1024 // 5)).start()
+    request = json.dumps(chat(NATIVE)).encode()
+    head = b"POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+    try:
+        with running_gateway(
+            lambda ports: native_only(gateway_config(big, fake_deepseek, fake_openai, **ports)),
+            tmp_path,
+        ) as gateway:
+            envoy = envoy_pid(gateway)
+            assert send(gateway, chat(NATIVE), timeout=60).status_code == 200
+            before = rss_mib(envoy)
+            clients = []
+            for _ in range(SLOW_READERS):
+                client = socket.create_connection(("127.0.0.1", gateway.port))
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.sendall(head + b"content-length: %d\r\n\r\n" % len(request) + request)
+                clients.append(client)
+            deadline = time.monotonic() + 30
+            while len(big.received) < 1 + SLOW_READERS:  # every answer is on its way
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            time.sleep(2)  # as far as the answers get while nobody reads
+            grown = rss_mib(envoy) - before
+            for client in clients:
+                client.close()
+            assert grown < 3 * SLOW_READERS, f"Envoy grew {grown:.0f} MiB"
+    finally:
+        big.stop()

@@ -26,6 +26,13 @@ def pid_running(command_part: str) -> int:
     raise LookupError(command_part)
 
 
+def envoy_pid(gateway) -> int:
+    """The pid of the first Envoy that `extproc up` started for `gateway`."""
+    ready = next(line for line in gateway.output if "gateway ready" in line)
+    run_dir = ready.rpartition("(envoy config: ")[2].rstrip(")")
+    return pid_running(f"{run_dir}/envoy-0.yaml")
+
+
 def ports() -> dict[str, int]:
     return gateway_ports()
 
@@ -74,8 +81,6 @@ def test_up_exits_when_envoy_dies(tmp_path, fake_anthropic, fake_deepseek):
     gateway = start_gateway(
         gateway_config(fake_anthropic, fake_deepseek, **chosen), tmp_path, chosen["listener"]
     )
-    ready = next(line for line in gateway.output if "gateway ready" in line)
-    run_dir = ready.rpartition("(envoy config: ")[2].rstrip(")")
-    os.kill(pid_running(f"{run_dir}/envoy-0.yaml"), signal.SIGKILL)
+    os.kill(envoy_pid(gateway), signal.SIGKILL)
     assert gateway.process.wait(30) == 1
     assert any("envoy exited with code -9" in line for line in gateway.output)
