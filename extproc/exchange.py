@@ -32,7 +32,7 @@ from extproc.wire import Phase
 log = logging.getLogger("extproc")
 
 MESSAGES_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
-READ_HEADERS = (":path", ":method", ":status", "content-type", "content-encoding")
+READ_HEADERS = (":path", ":method", ":status", "content-type", "content-encoding", "content-length")
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""

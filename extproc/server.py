@@ -7,15 +7,17 @@ ProcessingResponse bytes. A generic handler avoids generated servicer code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
 
 from extproc import replies
+from extproc.budget import ByteBudget
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, Gateway
 from extproc.wire import Phase, decode_request
@@ -25,6 +27,10 @@ log = logging.getLogger("extproc")
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 GRPC_OVERHEAD = 1024 * 1024
 """Room for the protobuf framing around a body at Envoy's buffer limit."""
+RELEASE_AFTER_BYTES = 1024 * 1024
+"""After a body this large, the heap's free pages go back to the system once all are done."""
+BODIES_AT_ONCE = 4
+"""Bodies of `listener.max_body_bytes` the sidecar takes in at once (`budget.ByteBudget`)."""
 
 
 class ExtProcServer:
@@ -35,6 +41,7 @@ class ExtProcServer:
         self.ready = ready
         self._grpc: grpc.aio.Server | None = None
         self._health: asyncio.Server | None = None
+        self.bodies = ByteBudget(BODIES_AT_ONCE * 32 * 1024 * 1024)
 
     async def process(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -42,14 +49,41 @@ class ExtProcServer:
         exchange = Exchange(self.gateway)
         open_streams = self.gateway.metrics.open_streams
         open_streams.inc()
+        messages: AsyncGenerator[bytes, None] = aiter(requests)  # gRPC reads with one
+        held = 0
+        held_any = False
         try:
-            async for raw in requests:
-                yield await self._reply(exchange, decode_request(raw))
-                if exchange.finished:
-                    # An OK status ends Envoy's side too: it stops waiting on this stream.
+            while not exchange.finished:
+                # After a Messages request's headers comes its body: read it within budget.
+                if exchange.headers and exchange.is_messages and exchange.decision is None:
+                    held = await self.bodies.take(self._body_size(exchange.headers))
+                    held_any = held >= RELEASE_AFTER_BYTES
+                try:
+                    raw = await anext(messages)
+                except StopAsyncIteration:
                     return
+                reply = await self._reply(exchange, decode_request(raw))
+                del raw
+                self.bodies.give(held)
+                held = 0
+                yield reply
+            # Returning ends the RPC with an OK status, which ends Envoy's side too: the
+            # request goes on without the sidecar (a sidecar crash can no longer cut it).
         finally:
+            self.bodies.give(held)
             open_streams.dec()
+            if held_any and self.bodies.free == self.bodies.total:
+                # The last big body is gone; trim once gRPC has let go of its buffers too.
+                asyncio.get_running_loop().call_later(1.0, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        if self.bodies.free == self.bodies.total:
+            release_freed_memory()
+
+    def _body_size(self, headers: dict[str, str]) -> int:
+        """The body's size as the client declared it; unknown (chunked): the largest allowed."""
+        declared = headers.get("content-length", "")
+        return int(declared) if declared.isdigit() else self.gateway.config.listener.max_body_bytes
 
     async def _reply(self, exchange: Exchange, message: Phase) -> bytes:
         try:
@@ -71,6 +105,7 @@ class ExtProcServer:
         """Listen; `reuse_port` lets several worker processes share the ports (the kernel
         spreads connections across them); without it a taken port is an error."""
         limit = max_body + GRPC_OVERHEAD
+        self.bodies = ByteBudget(BODIES_AT_ONCE * max_body)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
@@ -156,6 +191,13 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20) and mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (`keep_freed_memory` keeps them for the
+    next body; after a burst of big bodies, nothing may come for a long time)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def tune_for_serving() -> None:

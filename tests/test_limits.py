@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import gateway_config, running_gateway
 from tests.fake_anthropic import FakeAnthropic
-from tests.test_bad_input import assert_anthropic_error, chat
-from tests.test_faults import NATIVE, TRANSLATED, send, stream_in_background
+from tests.test_bad_input import KEY, assert_anthropic_error, chat
+from tests.test_faults import NATIVE, TRANSLATED, send, sidecar_pid, stream_in_background
 from tests.test_up import envoy_pid
 
 LIMIT = 2
@@ -112,3 +114,56 @@ def test_clients_that_do_not_read_pin_little_envoy_memory(fake_deepseek, fake_op
             assert grown < 3 * SLOW_READERS, f"Envoy grew {grown:.0f} MiB"
     finally:
         big.stop()
+
+
+@pytest.fixture(scope="module")
+def native_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory):
+    def config_for(ports: dict[str, int]) -> str:
+        return native_only(gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports))
+
+    with running_gateway(config_for, tmp_path_factory.mktemp("native")) as gateway:
+        yield gateway
+
+
+def post_concurrently(gateway, body: bytes, count: int) -> set[int]:
+    headers = {**KEY, "content-type": "application/json"}
+    with ThreadPoolExecutor(count) as pool:
+        answers = pool.map(
+            lambda _: httpx.post(
+                f"{gateway.url}/v1/messages", content=body, headers=headers, timeout=120
+            ),
+            range(count),
+        )
+        return {answer.status_code for answer in answers}
+
+
+def settled_rss_mib(pid: int) -> float:
+    """Resident memory once the sidecar has handed back what the last exchange freed."""
+    time.sleep(2)
+    return rss_mib(pid)
+
+
+def test_big_bodies_at_once_leave_the_sidecar_bounded(native_gateway, fakes):
+    """16 concurrent 30 MB bodies: the sidecar reads 4 bodies' worth at a time and hands
+    memory back after. Unbounded, it peaked at +1 GB and kept +360 to +800 MiB for good."""
+    sidecar = sidecar_pid(native_gateway)
+    before = rss_mib(sidecar)
+    peak = [before]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mib(sidecar))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        body = json.dumps(chat(NATIVE, "x" * (30 * 1024 * 1024))).encode()
+        assert post_concurrently(native_gateway, body, 16) == {200}
+    finally:
+        done.set()
+        watcher.join()
+    after = settled_rss_mib(sidecar)
+    assert peak[0] - before < 800, f"peak +{peak[0] - before:.0f} MiB"
+    assert after - before < 250, f"after +{after - before:.0f} MiB"
