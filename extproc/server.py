@@ -69,6 +69,9 @@ class ExtProcServer:
                 yield reply
             # Returning ends the RPC with an OK status, which ends Envoy's side too: the
             # request goes on without the sidecar (a sidecar crash can no longer cut it).
+            # Envoy sends nothing more, so gRPC's reader is closed here: left suspended, it
+            # kept the call and its buffers alive until a full garbage collection.
+            await messages.aclose()
         finally:
             self.bodies.give(held)
             open_streams.dec()

@@ -167,3 +167,16 @@ def test_big_bodies_at_once_leave_the_sidecar_bounded(native_gateway, fakes):
     after = settled_rss_mib(sidecar)
     assert peak[0] - before < 800, f"peak +{peak[0] - before:.0f} MiB"
     assert after - before < 250, f"after +{after - before:.0f} MiB"
+
+
+def test_requests_the_sidecar_is_done_with_leave_nothing_behind(native_gateway, fakes):
+    """The sidecar ends each native exchange's stream after routing it; what gRPC held for
+    that stream (about one body each) must go with it, not wait for a garbage collection."""
+    sidecar = sidecar_pid(native_gateway)
+    body = json.dumps(chat(NATIVE, "x" * (1024 * 1024))).encode()
+    assert post_concurrently(native_gateway, body, 16) == {200}
+    first = settled_rss_mib(sidecar)
+    for _ in range(8):
+        assert post_concurrently(native_gateway, body, 16) == {200}
+    grown = settled_rss_mib(sidecar) - first
+    assert grown < 40, f"+{grown:.0f} MiB after 128 more requests of 1 MB"
