@@ -8,6 +8,8 @@ owner calls `check()` from its own loop; nothing here blocks or uses a thread.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import signal
 import subprocess
 import sys
@@ -32,6 +34,16 @@ def exit_reason(code: int) -> str:
     return f"was stopped by {name}{hint}"
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, so that a killed
+    supervisor leaves no orphan serving (and holding shared ports) beside its successor."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -47,7 +59,7 @@ class Supervised:
         self.delay = FIRST_DELAY_S
         self.restarts = 0
         self.restart_at: float | None = None
-        self.process = subprocess.Popen(command)
+        self.process = self._start()
         self.started = time.monotonic()
 
     @property
@@ -71,8 +83,11 @@ class Supervised:
             self.delay = min(self.delay * 2, MAX_DELAY_S)
         elif now >= self.restart_at:
             self.restart_at = None
-            self.process = subprocess.Popen(self.command)
+            self.process = self._start()
             self.started = now
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command, preexec_fn=_stop_with_parent)
 
     def send_signal(self, signum: int) -> None:
         if self.running:
