@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extproc.router.convert import ConvertError, convert
-from extproc.router.decoding import OTHER, parse_route
+from extproc.router.decoding import OTHER, answer_text, parse_route
 from extproc.router.engine import ArchRouter, RouterModelError, pick_compute_type
 from tests.tiny_model import ROUTES, STEERED, session_model_dir
 
@@ -102,6 +102,33 @@ def test_greedy_mode_parses_the_models_answer(model_dir: Path, router: ArchRoute
         assert set(greedy.classify(ROUTES[2:], windows)) == {OTHER}
     finally:
         greedy.close()
+
+
+class RecordingGenerator:
+    """The real generator, with the arguments of each ``generate_batch`` call kept."""
+
+    def __init__(self, generator: object) -> None:
+        self.generator = generator
+        self.calls: list[dict] = []
+
+    def generate_batch(self, *args: object, **kwargs: object) -> object:
+        self.calls.append(kwargs)
+        return self.generator.generate_batch(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "name", ["x" * 64, "コード生成", "code_generation"], ids=["64 chars", "escaped", "short"]
+)
+def test_greedy_mode_may_write_the_longest_answer_whole(model_dir: Path, name: str) -> None:
+    """A long (or escaped non-ASCII) route name must not be cut off into ``other``."""
+    router = ArchRouter(model_dir, device="cpu", mode="greedy")
+    recording = RecordingGenerator(router.generator)
+    router._generator = recording  # type: ignore[assignment]
+    routes = [*ROUTES, (name, "a route with a long or non-ASCII name")]
+    router.classify(routes, random_windows(1, seed=3))
+    longest = max(len(router.encode(answer_text(n))) for n, _ in routes)
+    assert recording.calls[-1]["max_length"] >= longest > 0
+    router.close()
 
 
 def test_batched_equals_one_by_one(router: ArchRouter) -> None:
