@@ -106,29 +106,39 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
     return {**body, "model": args.model} if args.model else body
 
 
-def cmd_route(args: argparse.Namespace) -> int:
-    from extproc.app import build_gateway, warm_up
-    from extproc.decision import Decision, Request, decide
+def _router(config: Config, mode: str | None = None) -> Any:
+    """The config's router model (an ArchRouter), or None after saying why it can't load."""
     from extproc.router.engine import ArchRouter, RouterModelError
-    from extproc.router.window import conversation_window
-    from extproc.routing import RouterStage, routes_of
 
-    config = _load(args.config)
     routing = config.routing
     try:
-        model = ArchRouter(
+        return ArchRouter(
             Path(routing.model_dir).expanduser(),
             device=routing.device,
             compute_type=routing.compute_type,
             threads=routing.threads,
-            mode=args.mode or routing.mode,
+            mode=mode or routing.mode,
         )
     except RouterModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from extproc.app import build_gateway, warm_up
+    from extproc.decision import Decision, Request, decide
+    from extproc.router.window import conversation_window, window_budget
+    from extproc.routing import RouterStage, routes_of
+
+    config = _load(args.config)
+    routing = config.routing
+    model = _router(config, args.mode)
+    if model is None:
         return 1
     body = _request_body(args)
     if args.show_prompt:
-        window = conversation_window(body, routing.window_tokens, model.count_tokens)
+        budget = window_budget(routing.window_tokens, model.device)
+        window = conversation_window(body, budget, model.count_tokens)
         sys.stdout.write(model.prompt(routes_of(config), window))
         return 0
     router = RouterStage(routing)

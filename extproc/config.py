@@ -101,6 +101,7 @@ class Sidecar:
 
 
 ROUTER_MODES = ("constrained", "greedy")
+MIN_WINDOW_TOKENS = 32  # below that, the JSON around one message leaves no room for its text
 ROUTER_DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPES = (
     "auto",
@@ -124,7 +125,8 @@ class Routing:
     compute_type: str = "auto"
     threads: int = 0
     timeout_ms: int = 5000
-    window_tokens: int = 256
+    window_tokens: int | str = "auto"
+    """Tokens of conversation the router reads: ``auto`` (per device) or a number."""
     mode: str = "constrained"
 
 
@@ -303,7 +305,8 @@ def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
         if isinstance(value, str) and not isinstance(default, str):
             value, _ = check.expand(value, f"{name}.{key}")
             value = int(value) if value.isdigit() else value
-        kwargs[key] = check.typed(value, f"{name}.{key}", type(default), default)
+        kind = (int, str) if fields[key].type == "int | str" else type(default)
+        kwargs[key] = check.typed(value, f"{name}.{key}", kind, default)
         if isinstance(default, int) and not isinstance(default, bool) and kwargs[key] < 0:
             check.error(f"{name}.{key}", "must not be negative")
             kwargs[key] = default
@@ -486,6 +489,11 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         value = getattr(routing, key)
         if value not in allowed:
             check.error(f"routing.{key}", f"{value!r} is not one of {', '.join(allowed)}")
+    window = routing.window_tokens
+    if window != "auto" and not (isinstance(window, int) and window >= MIN_WINDOW_TOKENS):
+        check.error(
+            "routing.window_tokens", f"{window!r}: write auto or at least {MIN_WINDOW_TOKENS}"
+        )
     if check.problems:
         raise ConfigError(check.problems)
     return Config(

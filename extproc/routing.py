@@ -22,7 +22,7 @@ import orjson
 from extproc import decision
 from extproc.config import Config, Routing
 from extproc.decision import Decision, Request, Source
-from extproc.router.window import conversation_window, estimate_tokens
+from extproc.router.window import conversation_window, estimate_tokens, window_budget
 
 log = logging.getLogger("extproc.routing")
 
@@ -144,6 +144,8 @@ class RouterStage:
         self.model: BatchingClassifier | None = None
         self.count_tokens: Callable[[str], int] = estimate_tokens
         """The window's token counter: the model's tokenizer once one is attached."""
+        self.window_tokens = window_budget(routing.window_tokens, "cpu")
+        """The window's budget: ``auto`` is resolved for the device the model runs on."""
         self.unavailable = LOADING
         self._sticky: OrderedDict[str, Outcome] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
@@ -152,6 +154,8 @@ class RouterStage:
         """Install the loaded model, or record why there is none."""
         self.model = BatchingClassifier(classifier) if classifier else None
         self.count_tokens = TokenCounts(classifier.count_tokens) if classifier else estimate_tokens
+        device = getattr(classifier, "device", "cpu")
+        self.window_tokens = window_budget(self.routing.window_tokens, device)
         self.unavailable = unavailable
 
     async def __call__(self, config: Config, request: Request) -> Decision | None:
@@ -159,7 +163,7 @@ class RouterStage:
         if not routes or is_utility_call(request.body):
             return None
         started = time.perf_counter()
-        window = conversation_window(request.body, self.routing.window_tokens, self.count_tokens)
+        window = conversation_window(request.body, self.window_tokens, self.count_tokens)
         if not window:
             return None
         key = window_key(routes, window)

@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from extproc.config import ConfigError
 from extproc.router.window import (
     TEXT_LIMIT,
     conversation_window,
     estimate_tokens,
     message_text,
     prompt_tokens,
+    window_budget,
 )
 from tests.qwen_tokenizer import session_qwen_tokenizer
 
@@ -271,3 +273,36 @@ def test_a_reminder_cut_by_the_limit_leaves_nothing_behind(offset: int, end: str
     kept = message_text(text)
     assert set(kept) <= {"x", "\n", "…"}, kept.replace("x", "")
     assert kept.startswith("x") and kept.endswith("x")
+
+
+def test_window_tokens_auto_per_device() -> None:
+    from extproc.config import parse
+
+    base = "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n"
+    assert parse(base).routing.window_tokens == "auto"
+    assert window_budget("auto", "cpu") == 256
+    assert window_budget("auto", "cuda") == 512
+    assert window_budget(1024, "cpu") == 1024
+    assert parse(base + "routing: {window_tokens: 1024}\n").routing.window_tokens == 1024
+    for bad in ("8", "lots", "-5", "'512'"):
+        with pytest.raises(ConfigError) as raised:
+            parse(base + f"routing: {{window_tokens: {bad}}}\n")
+        assert "routing.window_tokens" in str(raised.value.problems[0])
+        assert "write auto or at least 32" in str(raised.value.problems[0])
+
+
+def test_router_stage_resolves_auto_for_the_models_device(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from extproc.config import Routing
+    from extproc.router.engine import ArchRouter
+    from extproc.routing import RouterStage
+    from tests.tiny_model import session_model_dir
+
+    stage = RouterStage(Routing())
+    assert stage.window_tokens == 256  # before a model is attached: the CPU figure
+    model = ArchRouter(session_model_dir(tmp_path_factory), device="cpu")
+    stage.attach(model)
+    assert stage.window_tokens == window_budget("auto", model.device) == 256
+    stage.attach(None, "no model")
+    model.close()

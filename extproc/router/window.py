@@ -29,6 +29,18 @@ The router sees at most `window_tokens` of a text, from its two ends, so a paste
 multi-megabyte log is cut before its reminders are stripped (1.7 ms at 4 MB otherwise)."""
 
 
+WINDOW_TOKENS_AUTO = {"cpu": 256, "cuda": 512}
+"""``routing.window_tokens: auto`` per device. On 2 CPU cores a fresh decision costs about
+2.4 s at 256 tokens and 4.4 s at 512; on an H200, 17 ms and 20 ms (docs/benchmarks.md)."""
+
+
+def window_budget(setting: int | str, device: str) -> int:
+    """The window's token budget: the configured number, or ``auto``'s for the device."""
+    if setting == "auto":
+        return WINDOW_TOKENS_AUTO.get(device, WINDOW_TOKENS_AUTO["cpu"])
+    return int(setting)
+
+
 def estimate_tokens(text: str) -> int:
     """archgw's estimate: four characters a token. Used when no tokenizer is given."""
     return math.ceil(len(text) / 4)
