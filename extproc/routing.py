@@ -22,7 +22,12 @@ import orjson
 from extproc import decision
 from extproc.config import Config, Routing
 from extproc.decision import Decision, Request, Source
-from extproc.router.window import conversation_window, estimate_tokens, window_budget
+from extproc.router.window import (
+    conversation_window,
+    estimate_tokens,
+    message_json,
+    window_budget,
+)
 
 log = logging.getLogger("extproc.routing")
 
@@ -99,10 +104,19 @@ class TokenCounts:
     def __init__(self, count: Callable[[str], int], entries: int = 4096):
         self._count = count
         self._entries = entries
-        self._counts: dict[tuple[int, int], int] = {}
+        self._counts: dict[tuple[Any, ...], int] = {}
 
     def __call__(self, text: str) -> int:
-        key = (len(text), hash(text))
+        return self._remembered((len(text), hash(text)), text)
+
+    def message(self, role: str, text: str) -> int:
+        """Tokens of one message as the prompt carries it, keyed on its raw text: a hit
+        skips escaping it to JSON (``window.prompt_tokens``)."""
+        key = (role, len(text), hash(text))
+        tokens = self._counts.get(key)
+        return self._remembered(key, message_json(role, text)) if tokens is None else tokens
+
+    def _remembered(self, key: tuple[Any, ...], text: str) -> int:
         tokens = self._counts.get(key)
         if tokens is None:
             tokens = self._counts[key] = self._count(text)

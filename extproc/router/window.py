@@ -113,9 +113,21 @@ def truncate_middle(text: str, budget_tokens: int, count_tokens: TokenCounter) -
     return ""
 
 
+def message_json(role: str, text: str) -> str:
+    """One message as the prompt carries it: JSON, ASCII-escaped, as the model was trained."""
+    return json.dumps({"role": role, "content": text})
+
+
 def prompt_tokens(role: str, text: str, count_tokens: TokenCounter) -> int:
-    """Tokens of one message as the prompt carries it (JSON, ASCII-escaped, as trained)."""
-    return count_tokens(json.dumps({"role": role, "content": text}))
+    """Tokens of one message as the prompt carries it.
+
+    A counter with a ``message(role, text)`` method (`extproc.routing.TokenCounts`) answers
+    from its memory of recent messages without escaping them again (0.5 ms for 64 KB).
+    """
+    remembered = getattr(count_tokens, "message", None)
+    if remembered is not None:
+        return int(remembered(role, text))
+    return count_tokens(message_json(role, text))
 
 
 def conversation_window(
