@@ -71,6 +71,14 @@ def files(tmp_path: Path, tiny_router_dir: Path) -> dict[str, Path]:
     }
 
 
+def without_model(config_path: Path) -> Path:
+    """The same config with a router model directory that does not exist."""
+    path = config_path.with_name("no-model.yaml")
+    routes = config_path.read_text(encoding="utf-8").split("\n", 1)[1]
+    path.write_text("routing: {model_dir: /nonexistent/model}\n" + routes, encoding="utf-8")
+    return path
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(["eval", *argv])
     out, err = capsys.readouterr()
@@ -163,10 +171,7 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) 
     broken.write_text("- {route: code_review}\n", encoding="utf-8")
     code, _, err = run(capsys, str(files["a"]), str(broken))
     assert code == 2 and "case 1: give exactly one of `text`, `messages` or `request`" in err
-    missing = files["a"].with_name("nomodel.yaml")
-    text = files["a"].read_text().split("\n", 1)[1]
-    missing.write_text("routing: {model_dir: /nonexistent/model}\n" + text, encoding="utf-8")
-    code, _, err = run(capsys, str(missing), str(files["cases"]))
+    code, _, err = run(capsys, str(without_model(files["a"])), str(files["cases"]))
     assert code == 1 and "does not exist" in err
 
 
@@ -184,3 +189,18 @@ def test_shipped_example_cases_cover_the_four_routes() -> None:
         turns = [len(c.body["messages"]) for c in cases if c.expected == route]
         assert max(turns) >= 3, f"{route}: no multi-turn case"
     assert len({case.name for case in cases}) == len(cases)
+
+
+def test_route_command_loads_the_same_router(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path]
+) -> None:
+    """`extproc route` shares the router loading and the window budget with `extproc eval`."""
+    text = "write a python function 日本"
+    assert main(["route", str(files["a"]), "--text", text, "--show-prompt"]) == 0
+    prompt = capsys.readouterr().out
+    assert json.dumps([{"role": "user", "content": text}]) in prompt
+    assert main(["route", str(files["a"]), "--text", text, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["source"] == "router" and record["route"] in {n for n, _ in ROUTES}
+    assert main(["route", str(without_model(files["a"])), "--text", text]) == 1
+    assert "does not exist" in capsys.readouterr().err
