@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from extproc.router.convert import ConvertError, convert
 from extproc.router.decoding import OTHER, answer_text, parse_route
 from extproc.router.engine import ArchRouter, RouterModelError, pick_compute_type
+from tests.qwen_tokenizer import session_qwen_dir
 from tests.tiny_model import ROUTES, STEERED, session_model_dir
 
 NAMES = [name for name, _ in ROUTES]
@@ -54,6 +55,17 @@ def test_loads_on_cpu_with_the_tokenizer_beside_the_model(router: ArchRouter) ->
     assert router.compute_type == "default"  # "auto" on a CPU: int8, as converted
     assert router.count_tokens("hello world") == len(router.encode("hello world")) > 0
     assert router.classify(ROUTES, []) == []
+
+
+def test_loading_qwens_tokenizer_warns_of_nothing(
+    tmp_path_factory: pytest.TempPathFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """transformers 5 took a converted directory with a vocabulary the size of Qwen's for a
+    Mistral one and warned of wrong tokenization on every start of the sidecar."""
+    router = ArchRouter(session_qwen_dir(tmp_path_factory), device="cpu")
+    assert router.encode("Hello, world") == [9707, 11, 1879]
+    router.close()
+    assert "regex" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize(

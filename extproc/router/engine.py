@@ -128,7 +128,10 @@ class ArchRouter:
         from transformers import AutoTokenizer
 
         try:
-            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path))
+            # A CTranslate2 directory's config.json names no transformers version, which
+            # transformers 5 takes for an old Mistral tokenizer and warns that tokenization
+            # will be wrong; Qwen's regex is right as saved.
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), fix_mistral_regex=False)
         except (OSError, ValueError) as exc:
             raise RouterModelError(
                 f"router model directory {path}: tokenizer cannot be loaded ({exc})"
