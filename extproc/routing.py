@@ -158,8 +158,7 @@ class RouterStage:
         self.model: BatchingClassifier | None = None
         self.count_tokens: Callable[[str], int] = estimate_tokens
         """The window's token counter: the model's tokenizer once one is attached."""
-        self.window_tokens = window_budget(routing.window_tokens, "cpu")
-        """The window's budget: ``auto`` is resolved for the device the model runs on."""
+        self._device = "cpu"
         self.unavailable = LOADING
         self._sticky: OrderedDict[str, Outcome] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
@@ -168,9 +167,14 @@ class RouterStage:
         """Install the loaded model, or record why there is none."""
         self.model = BatchingClassifier(classifier) if classifier else None
         self.count_tokens = TokenCounts(classifier.count_tokens) if classifier else estimate_tokens
-        device = getattr(classifier, "device", "cpu")
-        self.window_tokens = window_budget(self.routing.window_tokens, device)
+        self._device = getattr(classifier, "device", "cpu")
         self.unavailable = unavailable
+
+    @property
+    def window_tokens(self) -> int:
+        """The window's budget, as configured now (reloads may change it): ``auto`` is
+        resolved for the device the model runs on."""
+        return window_budget(self.routing.window_tokens, self._device)
 
     async def __call__(self, config: Config, request: Request) -> Decision | None:
         routes = routes_of(config)

@@ -304,5 +304,7 @@ def test_router_stage_resolves_auto_for_the_models_device(
     model = ArchRouter(session_model_dir(tmp_path_factory), device="cpu")
     stage.attach(model)
     assert stage.window_tokens == window_budget("auto", model.device) == 256
+    stage.routing = Routing(window_tokens=1024)  # what a config reload does
+    assert stage.window_tokens == 1024
     stage.attach(None, "no model")
     model.close()
