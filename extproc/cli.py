@@ -168,6 +168,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Every labelled case through the real router; with --compare, two configs side by side."""
     from extproc import evaluate
+    from extproc.app import _model_settings
     from extproc.router.window import window_budget
     from extproc.routing import routes_of
 
@@ -191,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     reports = []
     for config in configs:
         routing, routes = config.routing, routes_of(config)
-        key = (routing.model_dir, routing.device, routing.compute_type, routing.threads)
+        key = _model_settings(routing)  # one model for configs that load the same one
         if key not in models:
             models[key] = _router(config, args.mode)
             if models[key] is None:
