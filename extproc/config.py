@@ -19,6 +19,14 @@ from typing import Any
 import yaml
 
 from extproc.providers import CATALOGUE, Interface, ProviderKind
+from extproc.translate.contract import (
+    COMMON,
+    CONTRACT_FIELDS,
+    Contract,
+    ModelFamily,
+    TokenField,
+    contract_for,
+)
 
 DEFAULT_CONFIG = "config.yaml"
 _ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
@@ -69,11 +77,10 @@ class Provider:
     routes: tuple[RoutePreference, ...]
     passes_client_auth: bool
     needs_key: bool
-    short_tool_ids: bool = False
     max_tokens: int | None = None
     """Cap on the client's max_tokens (Claude Code asks 32k-64k; many models refuse that)."""
-    reasoning: bool = False
-    """The model takes `reasoning_effort`, so Anthropic `thinking` is translated to it."""
+    contract: Contract = COMMON
+    """What the model's API requires of a translated request (model_families, `reasoning`)."""
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,7 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 
 _TOP_KEYS = {
     "llm_providers",
+    "model_families",
     "model_aliases",
     "gateway_keys",
     "listener",
@@ -310,8 +318,15 @@ def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
     return cls(**kwargs)
 
 
-def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True) -> Provider | None:
-    """`client_auth` False: clients send gateway keys, so none of theirs passes through."""
+def _provider(
+    check: _Checker,
+    entry: Any,
+    where: str,
+    client_auth: bool = True,
+    families: tuple[ModelFamily, ...] = (),
+) -> Provider | None:
+    """`client_auth` False: clients send gateway keys, so none of theirs passes through.
+    `families`: the config's own model_families rows."""
     entry = check.mapping(entry, where, _PROVIDER_KEYS)
     model = check.typed(entry.get("model"), f"{where}.model", str, "")
     if not model:
@@ -379,6 +394,8 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
             )
         else:
             routes.append(RoutePreference(name, description.strip()))
+    reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
+    overrides = {} if reasoning is None else {"reasoning": reasoning}
     return Provider(
         name=check.typed(entry.get("name"), f"{where}.name", str, model),
         model=model,
@@ -392,10 +409,34 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
         routes=tuple(routes),
         passes_client_auth=kind.passes_client_auth and client_auth,
         needs_key=kind.needs_key,
-        short_tool_ids=kind.short_tool_ids,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
-        reasoning=check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, False),
+        contract=contract_for(kind.name, upstream_model, families, **overrides),
     )
+
+
+_TOKEN_FIELDS: tuple[TokenField, ...] = ("max_tokens", "max_completion_tokens")
+
+
+def _families(check: _Checker, raw: Any) -> tuple[ModelFamily, ...]:
+    """The config's `model_families` rows: `provider` and `model` globs, and contract fields."""
+    rows = []
+    for i, entry in enumerate(check.typed(raw, "model_families", list, [])):
+        where = f"model_families[{i}]"
+        entry = check.mapping(entry, where, {"provider", "model", *CONTRACT_FIELDS})
+        provider = check.typed(entry.get("provider"), f"{where}.provider", str, "*")
+        model = check.typed(entry.get("model"), f"{where}.model", str, "")
+        if not model:
+            check.error(where, "a model family needs `model` (a name or a glob such as gpt-5*)")
+            continue
+        settings = []
+        for key, value in entry.items():
+            if key in CONTRACT_FIELDS:
+                default = getattr(COMMON, key)
+                settings.append((key, check.typed(value, f"{where}.{key}", type(default), default)))
+        if entry.get("token_field", "max_tokens") not in _TOKEN_FIELDS:
+            check.error(f"{where}.token_field", f"must be one of {', '.join(_TOKEN_FIELDS)}")
+        rows.append(ModelFamily(provider, model, tuple(settings)))
+    return tuple(rows)
 
 
 def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
@@ -467,9 +508,12 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     if not entries:
         check.error("llm_providers", "configure at least one provider under llm_providers")
     gateway_keys = _gateway_keys(check, raw.get("gateway_keys"))
+    families = _families(check, raw.get("model_families"))
     providers = []
     for i, entry in enumerate(entries):
-        provider = _provider(check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys)
+        provider = _provider(
+            check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys, families=families
+        )
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
     _check_uniqueness(check, providers)

@@ -24,7 +24,8 @@ from extproc.errors import GatewayError
 from extproc.metrics import Metrics
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
-from extproc.translate.anthropic_openai import TranslationError, translate_request
+from extproc.translate import signatures
+from extproc.translate.anthropic_openai import TranslationError, tool_names, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.usage import UsageReader
 from extproc.wire import Phase
@@ -56,9 +57,11 @@ class Gateway:
 
 
 def _is_foreign_thinking(block: Any) -> bool:
-    return (
-        isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
-    )
+    """A thinking block Anthropic did not sign: unsigned, or signed by this gateway."""
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return not signature or signatures.is_ours(signature)
 
 
 def _blocks(message: Any) -> list[Any]:
@@ -236,9 +239,8 @@ class Exchange:
             translated = translate_request(
                 body,
                 model=provider.upstream_model,
+                contract=provider.contract,
                 max_tokens_cap=provider.max_tokens,
-                supports_reasoning=provider.reasoning,
-                short_tool_ids=provider.short_tool_ids,
             )
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
@@ -246,6 +248,7 @@ class Exchange:
             model=provider.upstream_model,
             streaming_requested=bool(body.get("stream")),
             input_tokens_estimate=estimate_input_tokens(body),
+            tool_names=tool_names(body, provider.contract),
         )
         return translated
 
@@ -272,6 +275,10 @@ class Exchange:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
         usage = self.translation.usage() if end_of_stream else {}
+        if self.translation.client_status != self.translation.status:
+            # A whole (buffered) answer whose translation changed its status: a 2xx body
+            # holding an error. Headers have not left Envoy yet, so answer in its place.
+            return replies.answer_instead(self.translation.client_status, body, usage)
         return replies.replace_response_body(body, usage)
 
 

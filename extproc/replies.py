@@ -176,6 +176,12 @@ def immediate(error: GatewayError) -> bytes:
     return _respond(error.status, error.body(), f"extproc_{error.error_type}", decision)
 
 
+def answer_instead(status: int, body: bytes, usage: dict[str, int]) -> bytes:
+    """The upstream's whole answer replaced by `body` with another status (errors that a
+    provider sent with a 2xx status), so clients see the status and SDKs retry a 429."""
+    return _respond(status, body, "extproc_translated_error", usage)
+
+
 def local_answer(payload: dict[str, Any], decision: dict[str, Any]) -> bytes:
     """A 200 answered by the sidecar itself (count_tokens for providers without it)."""
     return _respond(200, orjson.dumps(payload), "extproc_local_answer", decision)

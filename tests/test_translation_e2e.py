@@ -46,7 +46,7 @@ def test_streamed_text_answer(gateway, fakes):
     sent = seen.json()
     assert sent["model"] == "gpt-4.1"
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
-    assert sent["max_tokens"] == 8192, "clamped to the provider entry's max_tokens"
+    assert sent["max_completion_tokens"] == 8192, "clamped to the provider entry's max_tokens"
     assert seen.headers["authorization"] == f"Bearer {PROVIDER_KEYS['TEST_OPENAI_KEY']}"
     assert CLIENT_KEY not in json.dumps(seen.headers)
     assert "x-api-key" not in seen.headers and "anthropic-version" not in seen.headers
