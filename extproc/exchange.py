@@ -245,7 +245,9 @@ class Exchange:
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
         self.translation = ResponseTranslation(
-            model=provider.upstream_model,
+            # The model the client asked for: Claude Code drops the thinking blocks of an
+            # answer from any other, and ours carry what the provider needs back.
+            model=str(body.get("model", provider.upstream_model)),
             streaming_requested=bool(body.get("stream")),
             input_tokens_estimate=estimate_input_tokens(body),
             tool_names=tool_names(body, provider.contract),

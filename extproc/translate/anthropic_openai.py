@@ -69,19 +69,26 @@ def translate_request(
         raise TranslationError("messages: field required (a list)")
     system = _system_texts(body.get("system"))
     messages: list[JSON] = []
+    turn: list[tuple[str, JSON]] = []  # the assistant turn being read, as (where, block)
     for i, message in enumerate(raw_messages):
         if not isinstance(message, dict):
             raise TranslationError(f"messages.{i}: must be an object")
         role = message.get("role")
         content = message.get("content")
+        if role == "assistant":
+            # Consecutive assistant messages are one turn, as Anthropic reads them; Claude
+            # Code sends a streamed answer back as one message per content block.
+            turn += [(f"messages.{i}.content.{j}", b) for j, b in enumerate(_blocks(content, i))]
+            continue
+        messages.extend(_assistant_messages(turn, contract))
+        turn = []
         if role == "system":
             system.append("\n\n".join(_texts(content, f"messages.{i}.content")))
         elif role == "user":
             messages.extend(_user_messages(_blocks(content, i), i, contract))
-        elif role == "assistant":
-            messages.extend(_assistant_messages(_blocks(content, i), i, contract))
         else:
             raise TranslationError(f"messages.{i}.role: unexpected value {role!r}")
+    messages.extend(_assistant_messages(turn, contract))
     system = [s for s in system if s]
     if system:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
@@ -106,14 +113,15 @@ def translate_request(
         out["stop"] = list(stop)[:_STOP_MAX]
     if body.get("stream"):
         out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
+        if contract.stream_options:
+            out["stream_options"] = {"include_usage": True}
     effort = _reasoning_effort(body) if contract.reasoning else None
     if effort:
         out["reasoning_effort"] = effort
     response_format = _response_format(body)
     if response_format:
         out["response_format"] = response_format
-    user = _user(body.get("metadata"))
+    user = _user(body.get("metadata")) if contract.user_field else None
     if user:
         out["user"] = user
     session = _session_id(body.get("metadata")) if contract.prompt_cache_key else None
@@ -208,7 +216,7 @@ GEMINI_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 """Google's documented stand-in for a function call in a history Gemini did not write."""
 
 
-def _assistant_messages(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
+def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> list[JSON]:
     """Text and tool calls of one assistant turn; a turn left empty (thinking only) is dropped.
 
     Thinking blocks carry what the provider wants back: their text as `reasoning_content`
@@ -218,10 +226,10 @@ def _assistant_messages(blocks: list[JSON], i: int, contract: Contract) -> list[
     thinking: list[str] = []
     thought_signatures: dict[str, str] = {}
     calls: list[JSON] = []
-    for j, block in enumerate(blocks):
+    for where, block in blocks:
         kind = block.get("type")
         if kind == "tool_use":
-            calls.append(_tool_call(block, f"messages.{i}.content.{j}", contract))
+            calls.append(_tool_call(block, where, contract))
         elif kind == "thinking":
             if isinstance(block.get("thinking"), str) and block["thinking"]:
                 thinking.append(block["thinking"])
@@ -229,7 +237,7 @@ def _assistant_messages(blocks: list[JSON], i: int, contract: Contract) -> list[
             if isinstance(saved.get("tool_use_id"), str):
                 thought_signatures[saved["tool_use_id"]] = str(saved.get("thought_signature"))
         else:
-            text = _block_text(block, f"messages.{i}.content.{j}")
+            text = _block_text(block, where)
             if text is not None:
                 texts.append(text)
     if not calls:

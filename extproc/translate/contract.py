@@ -40,6 +40,10 @@ class Contract:
     """The API documents `prompt_cache_key`: one Claude Code session shares a prompt cache."""
     file_parts: bool = False
     """PDF documents can be sent as `file` content parts."""
+    stream_options: bool = True
+    """`stream_options.include_usage` is accepted (OpenAI needs it to report streamed usage)."""
+    user_field: bool = True
+    """The API takes OpenAI's `user` field."""
 
 
 COMMON = Contract()
@@ -78,7 +82,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
     family("gemini", "gemini-3*", reasoning=True, thought_signatures=True),
     family("xai", "grok-3-mini*", reasoning=True),
     family("groq", "openai/gpt-oss*", reasoning=True),
-    family("mistral", "*", short_tool_ids=True),
+    # Mistral's request body has no stream_options or user (a 422); it always streams usage.
+    family("mistral", "*", short_tool_ids=True, stream_options=False, user_field=False),
     family("*", "deepseek-reasoner*", reasoning_echo=True),
     family("*", "*kimi-k2*thinking*", reasoning_echo=True),
 )
