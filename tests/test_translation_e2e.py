@@ -147,6 +147,21 @@ def test_upstream_errors_become_anthropic_errors(
     assert raised.value.body["error"]["type"] == kind
 
 
+def test_an_error_sent_with_200_reaches_the_client_with_its_own_status(gateway, fakes):
+    """The SDK then raises (and would retry) instead of returning a message with no content."""
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        client(gateway).messages.create(
+            model="openai/gpt-4.1",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "ERROR-IN-200"}],
+        )
+    assert raised.value.status_code == 429
+    assert raised.value.body == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "Quota exceeded for this minute."},
+    }
+
+
 @pytest.mark.parametrize("streamed", [False, True])
 def test_gzip_answer_despite_identity_request(gateway, fakes, streamed):
     if streamed:
