@@ -87,7 +87,7 @@ class Sidecar:
     async def start(self, reuse_port: bool = False) -> None:
         sidecar = self.config.sidecar
         await self.server.start(
-            sidecar.address,
+            sidecar.bind_address,
             sidecar.port,
             sidecar.health_port,
             self.config.listener.max_body_bytes,
