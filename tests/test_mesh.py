@@ -43,7 +43,10 @@ USER_AUTH = "Bearer user-own-token-for-app"
 
 
 def sidecar_config(anthropic: FakeAnthropic, openai: FakeOpenAI, port: int, health: int) -> str:
+    """No router model (no routes to choose among): every request is routed by its model name."""
     return f"""\
+routing:
+  model_dir: /nonexistent/extproc-mesh-test
 sidecar:
   address: localhost
   listen_address: 127.0.0.1
@@ -316,3 +319,21 @@ def test_a_client_cluster_header_is_removed_before_routing(shared_envoy, app, me
     assert httpx.get(f"{url}/v1/models", headers=steer).status_code == 200
     (received,) = app.received
     assert CLUSTER_HEADER not in received.headers
+
+
+async def test_a_reload_keeps_the_running_sidecar_settings(tmp_path, fake_anthropic, fake_openai):
+    """Envoy's filter reads the decision from the namespace it was rendered with: a SIGHUP
+    reload must not move it (nor rebind ports) under a running Envoy."""
+    from extproc.app import Sidecar
+
+    path = tmp_path / "config.yaml"
+    text = sidecar_config(fake_anthropic, fake_openai, free_port(), free_port())
+    path.write_text(text, encoding="utf-8")
+    sidecar = Sidecar(parse(text, str(path)))
+    await sidecar.loading
+    path.write_text(text.replace(NAMESPACE, "io.elsewhere") + "  - model: openai/o4-mini\n")
+    sidecar.reload()
+    await sidecar.loading
+    reloaded = sidecar.server.gateway.config
+    assert len(reloaded.providers) == 3  # the rest of the edit applies
+    assert reloaded.sidecar.metadata_namespace == NAMESPACE
