@@ -153,6 +153,10 @@ def flag(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
+WARM_MODEL_MIB = {"cpu": 2043, "gpu": 1211}
+"""Host memory of one worker with its model loaded and warm (docs/benchmarks.md)."""
+
+
 def mebibytes(quantity: str) -> float:
     units = {"Mi": 1, "Gi": 1024}
     return float(quantity[:-2]) * units[quantity[-2:]]
@@ -188,10 +192,10 @@ def test_the_deployment_serves_its_config(variant, monkeypatch):
     (mount,) = main["volumeMounts"]
     assert mount["name"] == volume["name"]
     assert main["args"][:3] == ["extproc", "serve", f"{mount['mountPath']}/config.yaml"]
-    # Each worker loads its own model: 2,043 MiB warm (docs/benchmarks.md), a core for CPU work.
+    # Each worker loads its own model, and takes a core.
     workers = int(flag(main["args"], "--workers"))
     resources = main["resources"]
-    assert mebibytes(resources["requests"]["memory"]) >= workers * 2043 * (variant == "cpu")
+    assert mebibytes(resources["requests"]["memory"]) >= workers * WARM_MODEL_MIB[variant]
     assert float(resources["requests"]["cpu"]) >= workers
     assert "cpu" not in resources["limits"]  # throttling a router decision only slows it
     labels = deployment["spec"]["template"]["metadata"]["labels"]
