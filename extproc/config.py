@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from extproc.translate.contract import (
 DEFAULT_CONFIG = "config.yaml"
 _ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -100,11 +104,31 @@ class Listener:
 @dataclass(frozen=True)
 class Sidecar:
     address: str = "127.0.0.1"
+    """Where Envoy reaches the sidecar: an IP (a STATIC cluster) or a DNS name such as a
+    Kubernetes headless Service (a STRICT_DNS cluster, one endpoint per address)."""
+    listen_address: str = ""
+    """The IP `extproc serve` binds (0.0.0.0 in a pod); empty: `address`, when it is an IP."""
     port: int = 50051
     health_port: int = 50052
     failure_mode_allow: bool = False
     """Envoy's choice when the sidecar can't be reached: false answers 503, true carries on
     unprocessed (no route then, so still an error; see docs/reliability.md)."""
+    metadata_namespace: str = "envoy.filters.http.ext_proc"
+    """Where the decision goes in Envoy's dynamic metadata (the access log reads it there).
+    Envoy Gateway refuses namespaces under `envoy.filters.http.`: use your own there."""
+
+    @property
+    def bind_address(self) -> str:
+        """The address `extproc serve` listens on."""
+        return self.listen_address or self.address
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 ROUTER_MODES = ("constrained", "greedy")
@@ -492,6 +516,37 @@ def _aliases(check: _Checker, raw: Any, names: set[str]) -> list[tuple[str, str]
     return aliases
 
 
+def _check_sidecar(check: _Checker, sidecar: Sidecar) -> None:
+    """`address` is Envoy's way to the sidecar, `listen_address` what `serve` binds: a mix-up
+    of the two is caught here rather than by Envoy or the kernel at start."""
+    address, listen = sidecar.address, sidecar.listen_address
+    if is_ip(address) and ipaddress.ip_address(address).is_unspecified:
+        check.error(
+            "sidecar.address",
+            f"Envoy can't connect to {address}: set sidecar.listen_address: {address} to listen "
+            "on every interface, and sidecar.address to the IP or name Envoy reaches it by",
+        )
+    elif not is_ip(address) and not _HOST_NAME.match(address):
+        check.error("sidecar.address", f"{address!r} is neither an IP address nor a DNS name")
+    elif not is_ip(address) and not listen:
+        check.error(
+            "sidecar.listen_address",
+            f"sidecar.address {address!r} is a name (Envoy resolves it); set "
+            "sidecar.listen_address to the IP extproc serve binds (0.0.0.0 in a pod)",
+        )
+    if listen and not is_ip(listen):
+        check.error(
+            "sidecar.listen_address",
+            f"{listen!r} must be an IP address of this machine (0.0.0.0 for every interface)",
+        )
+    if not _NAMESPACE.match(sidecar.metadata_namespace):
+        check.error(
+            "sidecar.metadata_namespace",
+            f"{sidecar.metadata_namespace!r} must be letters, digits, '.', '_' or '-' "
+            "(it is written into Envoy's access log format)",
+        )
+
+
 def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     """Validate config text; raises ConfigError listing every problem."""
     try:
@@ -521,6 +576,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     aliases = _aliases(check, raw.get("model_aliases"), names)
     listener = _section(check, raw, "listener", Listener)
     sidecar = _section(check, raw, "sidecar", Sidecar)
+    _check_sidecar(check, sidecar)
     routing = _section(check, raw, "routing", Routing)
     for key, allowed in (
         ("mode", ROUTER_MODES),

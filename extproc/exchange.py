@@ -157,6 +157,11 @@ class Exchange:
         return self.pass_through()
 
     @property
+    def namespace(self) -> str:
+        """Where the decision goes in Envoy's dynamic metadata."""
+        return self.gateway.config.sidecar.metadata_namespace
+
+    @property
     def path_only(self) -> str:
         return self.path.partition("?")[0]
 
@@ -207,7 +212,8 @@ class Exchange:
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:
-            return replies.local_answer(count_tokens_estimate(full_body(raw)), decision.metadata())
+            estimate = count_tokens_estimate(full_body(raw))
+            return replies.local_answer(estimate, decision.metadata(), self.namespace)
         else:
             new_body = [self.translate(full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
@@ -231,7 +237,7 @@ class Exchange:
             (*length, *auth.remove, *removed),
             add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
         )
-        return replies.route_request_body(mutation, new_body, decision.metadata())
+        return replies.route_request_body(mutation, new_body, decision.metadata(), self.namespace)
 
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions, remembering how to translate the answer."""
@@ -272,7 +278,7 @@ class Exchange:
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}
-            return replies.pass_response_body(counts)
+            return replies.pass_response_body(counts, self.namespace)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
@@ -280,8 +286,9 @@ class Exchange:
         if self.translation.client_status != self.translation.status:
             # A whole (buffered) answer whose translation changed its status: a 2xx body
             # holding an error. Headers have not left Envoy yet, so answer in its place.
-            return replies.answer_instead(self.translation.client_status, body, usage)
-        return replies.replace_response_body(body, usage)
+            status = self.translation.client_status
+            return replies.answer_instead(status, body, usage, self.namespace)
+        return replies.replace_response_body(body, usage, self.namespace)
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:
