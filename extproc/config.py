@@ -31,7 +31,9 @@ from extproc.translate.contract import (
 )
 
 DEFAULT_CONFIG = "config.yaml"
-_ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_ENV_REF = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
+"""`$VAR` or `${VAR}`; `$$` is a literal `$`."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
@@ -280,11 +282,13 @@ class _Checker:
         return value
 
     def expand(self, value: str, where: str) -> tuple[str, str | None]:
-        """Expand `$VAR`/`${VAR}`; returns (value, first unset variable or None)."""
+        """Expand `$VAR`/`${VAR}` (`$$` is a `$`); returns (value, first unset variable or None)."""
         missing: list[str] = []
 
         def sub(match: re.Match[str]) -> str:
             var = match.group(1) or match.group(2)
+            if var is None:
+                return "$"
             if var not in os.environ:
                 missing.append(var)
                 return ""
@@ -334,8 +338,11 @@ def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
         default = getattr(defaults, key)
         value = values.get(key)
         if isinstance(value, str) and not isinstance(default, str):
-            value, _ = check.expand(value, f"{name}.{key}")
-            value = int(value) if value.isdigit() else value
+            value, unset = check.expand(value, f"{name}.{key}")
+            if unset:
+                check.error(f"{name}.{key}", f"environment variable {unset} is not set")
+                value = None
+            value = int(value) if value and value.isdigit() else value
         kwargs[key] = check.typed(value, f"{name}.{key}", type(default), default)
         if isinstance(default, int) and not isinstance(default, bool) and kwargs[key] < 0:
             check.error(f"{name}.{key}", "must not be negative")
@@ -396,6 +403,9 @@ def _provider(
         return None
     key_text = check.typed(entry.get("access_key"), f"{where}.access_key", str, "")
     key, missing_var = check.expand(key_text, f"{where}.access_key")
+    if _CONTROL.search(key):
+        # Envoy refuses such a header value on every request; the key itself is not shown.
+        check.error(f"{where}.access_key", "the key contains a control character (CR, LF, ...)")
     if missing_var:
         then = (
             "the client's own credentials will pass through"

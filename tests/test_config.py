@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,8 @@ def check(tmp_path: Path, text: str, **env: str) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "extproc", "check", str(path)],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **env},
+        # PYTHONPATH kept: `extproc` must be this tree's, not another installed copy.
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
         cwd=tmp_path,
     )
 
@@ -246,3 +248,31 @@ def test_committed_config_is_valid():
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_key_with_cr_or_lf_is_refused_by_check_without_showing_it(tmp_path):
+    # Envoy refuses such a header value on every request (a 503 that blames the sidecar).
+    text = "llm_providers:\n  - model: openai/x\n    access_key: $K\n"
+    result = check(tmp_path, text, K="sk-secret\r\nx-injected: 1")
+    assert result.returncode == 2
+    assert f"{tmp_path}/config.yaml:3: llm_providers[0].access_key: " in result.stderr
+    assert "control character" in result.stderr
+    assert "sk-secret" not in result.stderr + result.stdout
+
+
+def test_an_unset_variable_in_a_number_is_named(tmp_path):
+    result = check(tmp_path, "llm_providers:\n  - model: openai/x\nlistener:\n  port: $UNSET\n")
+    assert result.returncode == 2
+    assert f"{tmp_path}/config.yaml:4: listener.port: environment variable UNSET is not set" in (
+        result.stderr
+    )
+
+
+def test_double_dollar_is_a_literal_dollar(monkeypatch):
+    monkeypatch.setenv("K", "from-env")
+    config = parse(
+        "llm_providers:\n  - model: openai/x\n    access_key: pa$$word-$K-$${K}\n"
+        "gateway_keys: [a-literal-$$HOME-key]\n"
+    )
+    assert config.providers[0].access_key == "pa$word-from-env-${K}"
+    assert config.gateway_keys == ("a-literal-$HOME-key",)
