@@ -8,6 +8,7 @@ client headers, the decision) lives on the `Exchange`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -136,6 +137,11 @@ class Exchange:
         if message.name == "response_headers":
             return self.on_response_headers(message.headers)
         if message.name == "response_body":
+            if self.translation is not None and self.translation.compressed:
+                # Inflating may take a while (up to its cap); zlib lets go of the GIL.
+                return await asyncio.to_thread(
+                    self.on_response_body, bytes(message.body), message.end_of_stream
+                )
             return self.on_response_body(bytes(message.body), message.end_of_stream)
         raise GatewayError(
             "api_error", "unexpected ext_proc phase; check the filter's processing_mode"

@@ -2,7 +2,8 @@
 
 Decides, from the upstream's status and headers, whether the body is an SSE
 stream to translate chunk by chunk or a JSON document to translate whole, and
-undoes a gzip content-encoding the upstream applied despite being asked not to.
+undoes a gzip content-encoding the upstream applied despite being asked not to,
+up to a limit: a few MB of gzip can inflate to gigabytes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from extproc.errors import GatewayError
 from extproc.translate.anthropic_openai import StreamTranslator, translate_response
+from extproc.translate.errors import error_event
+from extproc.translate.sse import SSELineTooLong
+
+INFLATED_MAX = 64 * 1024 * 1024
+"""The most a compressed answer may inflate to. A streamed answer of 64k tokens in Chat
+Completions chunks is about 16 MB; inflating the whole limit takes about 0.3 s of a thread."""
+
+
+class AnswerTooLarge(ValueError):
+    """A compressed answer inflates past INFLATED_MAX."""
 
 
 @dataclass
@@ -32,6 +44,13 @@ class ResponseTranslation:
     _stream: StreamTranslator | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _usage: dict[str, int] | None = None
+    _inflated: int = 0
+    _failed: bool = False
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the answer is inflated here (work worth moving off the event loop)."""
+        return self._decoder is not None
 
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
@@ -52,11 +71,24 @@ class ResponseTranslation:
         return {"content-type": "application/json"}
 
     def on_body(self, chunk: bytes, end: bool) -> bytes:
-        """Translated bytes to send to the client for this upstream chunk."""
-        if self._decoder is not None:
-            chunk = self._decoder.decompress(chunk) + (self._decoder.flush() if end else b"")
-        if self._stream is not None:
-            return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
+        """Translated bytes to send to the client for this upstream chunk.
+
+        An answer that can't be read safely ends a stream with `event: error`; before a
+        JSON answer it raises GatewayError (502: the provider's answer is at fault).
+        """
+        if self._failed:
+            return b""
+        try:
+            if self._decoder is not None:
+                chunk = self._inflate(self._decoder, chunk, end)
+            if self._stream is not None:
+                return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
+        except (AnswerTooLarge, SSELineTooLong) as exc:
+            self._failed = True
+            message = f"The gateway stopped reading the provider's answer: {exc}."
+            if self._stream is None:
+                raise GatewayError("api_error", message, status=502) from None
+            return error_event("api_error", message)
         self._buffer += chunk
         if not end:
             return b""
@@ -65,6 +97,17 @@ class ResponseTranslation:
         )
         self._usage = orjson.loads(body).get("usage")
         return body
+
+    def _inflate(self, decoder: zlib._Decompress, chunk: bytes, end: bool) -> bytes:  # type: ignore[name-defined]
+        """Inflate at most what is left of INFLATED_MAX (plus one byte, to notice more)."""
+        room = INFLATED_MAX - self._inflated
+        out = decoder.decompress(chunk, room + 1)
+        if end and not decoder.unconsumed_tail:
+            out += decoder.flush()
+        self._inflated += len(out)
+        if self._inflated > INFLATED_MAX:
+            raise AnswerTooLarge(f"it inflates to more than {INFLATED_MAX} bytes")
+        return out
 
     def usage(self) -> dict[str, int]:
         """Token counts for the access log, once the answer is complete (empty if unknown)."""
