@@ -301,7 +301,9 @@ def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:
     """With gateway_keys configured, only callers holding one get past the headers phase."""
     if not keys:
         return
-    presented = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""  # schemes are case-insensitive
+    presented = headers.get("x-api-key") or bearer
     if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
         raise GatewayError(
             "authentication_error",
