@@ -21,7 +21,7 @@ import orjson
 from extproc import replies
 from extproc.config import Config, Provider
 from extproc.decision import Decision, Request, Stage, decide
-from extproc.errors import GatewayError
+from extproc.errors import GatewayError, encode_request_json
 from extproc.metrics import Metrics
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
@@ -108,11 +108,13 @@ def rewrite_model(
     # Walking the parsed blocks costs ~2 µs at 78 KB; searching the raw bytes cost ~40 µs.
     cleaned = without_foreign_thinking(body)
     if cleaned is not None:
-        return [orjson.dumps({**full_body(raw), "messages": cleaned["messages"], "model": model})]
+        return [
+            encode_request_json({**full_body(raw), "messages": cleaned["messages"], "model": model})
+        ]
     if body.get("model") == model:
         return None
     if span is None:
-        return [orjson.dumps({**full_body(raw), "model": model})]
+        return [encode_request_json({**full_body(raw), "model": model})]
     start, end = span
     return [bytes(raw[:start]), orjson.dumps(model), memoryview(raw)[end:]]
 
