@@ -19,6 +19,7 @@ from typing import Any, get_args
 
 import yaml
 
+from extproc.paths import DEFAULT_PASS_THROUGH, pattern_problem
 from extproc.providers import CATALOGUE, Interface, ProviderKind
 from extproc.translate.contract import (
     COMMON,
@@ -170,6 +171,8 @@ class Config:
     """(pattern, provider name) pairs; patterns may be globs such as `claude-*haiku*`."""
     gateway_keys: tuple[str, ...] = ()
     """When set, clients must present one (x-api-key or Bearer); it is never forwarded."""
+    pass_through_paths: tuple[str, ...] = DEFAULT_PASS_THROUGH
+    """Paths besides Messages that go unread to the `anthropic` provider (extproc.paths)."""
     listener: Listener = field(default_factory=Listener)
     sidecar: Sidecar = field(default_factory=Sidecar)
     routing: Routing = field(default_factory=Routing)
@@ -310,6 +313,7 @@ _TOP_KEYS = {
     "model_families",
     "model_aliases",
     "gateway_keys",
+    "pass_through_paths",
     "listener",
     "sidecar",
     "routing",
@@ -496,6 +500,21 @@ def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def _pass_through_paths(check: _Checker, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_PASS_THROUGH
+    paths = []
+    for i, value in enumerate(check.typed(raw, "pass_through_paths", list, [])):
+        where = f"pass_through_paths[{i}]"
+        path = check.typed(value, where, str, "")
+        problem = pattern_problem(path)
+        if problem:
+            check.error(where, problem)
+        else:
+            paths.append(path)
+    return tuple(paths)
+
+
 def _check_uniqueness(check: _Checker, providers: list[tuple[str, Provider]]) -> None:
     seen_names: dict[str, str] = {}
     seen_routes: dict[str, str] = {}
@@ -592,6 +611,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     _check_uniqueness(check, providers)
     names = {p.name for _, p in providers} | {p.model for _, p in providers}
     aliases = _aliases(check, raw.get("model_aliases"), names)
+    pass_through_paths = _pass_through_paths(check, raw.get("pass_through_paths"))
     listener = _section(check, raw, "listener", Listener)
     sidecar = _section(check, raw, "sidecar", Sidecar)
     _check_sidecar(check, sidecar)
@@ -611,6 +631,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         providers=tuple(p for _, p in providers),
         aliases=tuple(aliases),
         gateway_keys=gateway_keys,
+        pass_through_paths=pass_through_paths,
         listener=listener,
         sidecar=sidecar,
         routing=routing,

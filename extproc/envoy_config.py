@@ -127,6 +127,10 @@ def _listener(config: Config) -> dict[str, Any]:
                             # Streams may stay open for many minutes; only silence ends them.
                             "stream_idle_timeout": _seconds(listener.idle_timeout_s),
                             "request_timeout": "0s",
+                            # One spelling per path (`//v1/./messages` is `/v1/messages`):
+                            # the sidecar routes or allows paths by their exact text.
+                            "normalize_path": True,
+                            "merge_slashes": True,
                             "early_header_mutation_extensions": [_drop_client_cluster_header()],
                             "local_reply_config": local_replies(config),
                             "access_log": [

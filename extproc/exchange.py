@@ -23,6 +23,7 @@ from extproc.config import Config, Provider
 from extproc.decision import Decision, Request, Stage, decide
 from extproc.errors import GatewayError, encode_request_json
 from extproc.metrics import Metrics
+from extproc.paths import is_messages, passes_through
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
 from extproc.translate import signatures
@@ -33,7 +34,6 @@ from extproc.wire import Phase
 
 log = logging.getLogger("extproc")
 
-MESSAGES_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
 READ_HEADERS = (":path", ":method", ":status", "content-type", "content-encoding")
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
@@ -175,20 +175,26 @@ class Exchange:
 
     @property
     def is_messages(self) -> bool:
-        return self.path_only.rstrip("/") in MESSAGES_PATHS
+        return is_messages(self.path_only)
 
     def pass_through(self) -> bytes:
-        """Paths we don't route (model lists, telemetry) go unchanged to Anthropic, if any."""
+        """Paths we don't route but allow (model lists) go unchanged to Anthropic, if any."""
         config = self.gateway.config
         anthropic = next((p for p in config.providers if p.kind == "anthropic"), None)
-        if anthropic is None:
-            raise GatewayError("not_found_error", f"The gateway does not serve {self.path_only}.")
+        if anthropic is None or not passes_through(self.path_only, config.pass_through_paths):
+            raise GatewayError(
+                "not_found_error",
+                f"The gateway does not serve {self.path_only[:200]}: it routes /v1/messages "
+                "and /v1/messages/count_tokens, and passes the paths in pass_through_paths "
+                "to an anthropic provider.",
+            )
         auth = auth_change(anthropic)
         mutation = replies.header_mutation(
             {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
         )
         self.routed_by_headers = True
-        return replies.route_request_headers(mutation)
+        decision = {"source": "pass_through", "provider": anthropic.name}
+        return replies.route_request_headers(mutation, decision)
 
     async def on_request_body(self, raw: bytes | memoryview) -> bytes:
         if self.routed_by_headers:

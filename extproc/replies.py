@@ -106,10 +106,11 @@ def want_response_body(mutation: bytes, streamed: bool) -> bytes:
     return _phase(_RESPONSE_HEADERS, _common(mutation)) + _mode(0, 0, 0, mode, 0, 0)
 
 
-def route_request_headers(mutation: bytes) -> bytes:
+def route_request_headers(mutation: bytes, decision: dict[str, Any]) -> bytes:
     """Headers-phase reply that steers the route of a request whose body the sidecar does
     not read (paths other than Messages): Envoy sends it on without showing it to us."""
-    return _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True)) + _NOTHING_MORE
+    reply = _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True))
+    return reply + metadata(decision) + _NOTHING_MORE
 
 
 def continue_request_body() -> bytes:

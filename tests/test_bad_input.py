@@ -134,12 +134,11 @@ def test_a_10_mb_message_under_the_default_limit_goes_through_whole(gateway, fak
     assert seen.json()["messages"][-1]["content"] == text
 
 
-def test_unknown_path_goes_to_anthropic_unchanged(gateway, fakes):
-    anthropic_fake, _, _ = fakes
+def test_unknown_path_is_404_before_any_upstream_call(gateway, fakes):
     response = httpx.get(f"{gateway.url}/v1/no-such-thing?x=1", headers=KEY)
-    assert response.status_code == 200
-    [seen] = anthropic_fake.received
-    assert seen.path == "/v1/no-such-thing?x=1"
+    message = assert_anthropic_error(response, 404, "not_found_error")
+    assert "pass_through_paths" in message
+    assert not any(fake.received for fake in fakes)
 
 
 @pytest.mark.parametrize("model", ["bad\r\nx-injected: 1", "a\nb", "m" * 257, "tab\tmodel"])

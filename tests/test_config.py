@@ -276,3 +276,17 @@ def test_double_dollar_is_a_literal_dollar(monkeypatch):
     )
     assert config.providers[0].access_key == "pa$word-from-env-${K}"
     assert config.gateway_keys == ("a-literal-$HOME-key",)
+
+
+def test_pass_through_paths_default_to_what_claude_code_asks_and_can_be_set():
+    providers = "llm_providers:\n  - model: anthropic/claude-x\n"
+    assert parse(providers).pass_through_paths == ("/", "/v1/models", "/v1/models/*")
+    config = parse(providers + "pass_through_paths: [/v1/models, /v1/messages/batches*]\n")
+    assert config.pass_through_paths == ("/v1/models", "/v1/messages/batches*")
+    assert parse(providers + "pass_through_paths: []\n").pass_through_paths == ()
+
+
+@pytest.mark.parametrize("entry", ["v1/models", "/v1/*/x", "/v1/../messages", "/v1/%6D", "*"])
+def test_a_pass_through_entry_must_be_a_canonical_path_or_prefix(entry):
+    with pytest.raises(ConfigError, match=r"pass_through_paths\[0\]: .* is not a path"):
+        parse(f"llm_providers:\n  - model: anthropic/claude-x\npass_through_paths: ['{entry}']\n")

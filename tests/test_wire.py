@@ -144,11 +144,12 @@ def test_routing_replies(set_, remove, if_absent, body, decision):
     )
     skip = ProcessingModeHeaderSendMode.SKIP
     assert_bytes(
-        replies.route_request_headers(ours),
+        replies.route_request_headers(ours, decision),
         ProcessingResponse(
             request_headers=HeadersResponse(
                 response=CommonResponse(header_mutation=mutation, clear_route_cache=True)
             ),
+            dynamic_metadata=typed_metadata(decision),
             mode_override=ProcessingMode(
                 request_header_mode=ProcessingModeHeaderSendMode.SEND,
                 response_header_mode=skip,
