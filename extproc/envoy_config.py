@@ -131,7 +131,7 @@ def _listener(config: Config) -> dict[str, Any]:
                             # the sidecar routes or allows paths by their exact text.
                             "normalize_path": True,
                             "merge_slashes": True,
-                            "early_header_mutation_extensions": [_drop_client_cluster_header()],
+                            "early_header_mutation_extensions": [_drop_client_headers()],
                             "local_reply_config": local_replies(config),
                             "access_log": [
                                 {
@@ -178,14 +178,20 @@ def _route(config: Config) -> dict[str, Any]:
     }
 
 
-def _drop_client_cluster_header() -> dict[str, Any]:
-    """Only the sidecar picks the cluster: a client's own x-extproc-cluster is removed before
-    any filter runs, so even with failure_mode_allow it can't steer a request."""
+def _drop_client_headers() -> dict[str, Any]:
+    """Headers only the gateway may set, removed from the client's request before any filter
+    runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
+    request, even with failure_mode_allow. The listener is an edge: a client's x-envoy-*
+    headers (x-envoy-original-path, which the access log shows; retry and timeout
+    overrides) are Envoy's own, not the client's."""
     return {
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
             "@type": _ext("http.early_header_mutation.header_mutation.v3.HeaderMutation"),
-            "mutations": [{"remove": CLUSTER_HEADER}],
+            "mutations": [
+                {"remove": CLUSTER_HEADER},
+                {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
+            ],
         },
     }
 
@@ -337,7 +343,7 @@ FRAGMENT_HEADER = """\
 # routes: the only route of a virtual host (or listener) that serves Claude Code alone.
 # clusters: add to static_resources.clusters (or your CDS).
 # early_header_mutation_extensions: into your HttpConnectionManager; removes a client's
-#   own x-extproc-cluster before routing, so only the sidecar picks a provider.
+#   own x-extproc-cluster (only the sidecar picks a provider) and x-envoy-* headers.
 # access_log_format: fields to add to your JSON access log to see each decision.
 # The listener (or its HttpConnectionManager) needs per_connection_buffer_limit_bytes
 # of at least {max_body} for Claude Code's bodies.
@@ -366,7 +372,7 @@ def fragment(config: Config) -> str:
         "http_filters": [scoped_extproc_filter(config)],
         "routes": [enabled_route(config)],
         "clusters": _clusters(config),
-        "early_header_mutation_extensions": [_drop_client_cluster_header()],
+        "early_header_mutation_extensions": [_drop_client_headers()],
         "access_log_format": access_log_format(config),
     }
     header = FRAGMENT_HEADER.format(max_body=config.listener.max_body_bytes)
