@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from extproc.config import Config, is_ip
-from extproc.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
+from extproc.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
 from extproc.upstream import CLUSTER_HEADER, Origin, origins
 
 EXTPROC_CLUSTER = "extproc"
@@ -87,7 +87,9 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
+                # Asked for per request (mode_override) when the sidecar reads the answer:
+                # a reply to a request it never saw (malformed HTTP) must not wait on it.
+                "response_header_mode": "SKIP",
                 "response_body_mode": "NONE",
                 "response_trailer_mode": "SKIP",
             },
@@ -205,10 +207,44 @@ def _flag_in(*flags: str) -> dict[str, Any]:
     return {"response_flag_filter": {"flags": list(flags)}}
 
 
+def _routed(config: Config) -> dict[str, Any]:
+    """The sidecar chose a provider: its decision metadata names one."""
+    return {
+        "metadata_filter": {
+            "matcher": {
+                "filter": config.sidecar.metadata_namespace,
+                "path": [{"key": "provider"}],
+                "value": {"present_match": True},
+            },
+            "match_if_key_not_found": False,
+        }
+    }
+
+
+def _unparsed() -> dict[str, Any]:
+    """Envoy could not read the request's headers, so the sidecar never saw it."""
+    return {
+        "header_filter": {
+            "header": {"name": ":method", "present_match": True, "invert_match": True}
+        }
+    }
+
+
+def _all(*conditions: dict[str, Any]) -> dict[str, Any]:
+    return {"and_filter": {"filters": list(conditions)}}
+
+
 def _anthropic_reply(condition: dict[str, Any], error_type: str, message: str) -> dict[str, Any]:
-    """A local reply mapper: Envoy's own errors matching `condition` as an Anthropic error."""
+    """A local reply mapper: Envoy's own errors matching `condition` as an Anthropic error,
+    marked so that the sidecar passes it on rather than translating it as a provider's."""
     return {
         "filter": condition,
+        "headers_to_add": [
+            {
+                "header": {"key": LOCAL_REPLY_HEADER, "value": error_type},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
         "body_format_override": {
             "json_format": {"type": "error", "error": {"type": error_type, "message": message}},
             "content_type": "application/json",
@@ -244,14 +280,34 @@ def local_replies(config: Config) -> dict[str, Any]:
             # What is left of 503s: the ext_proc call failed (status_on_error).
             _anthropic_reply(_status_is(503), "api_error", f"{sidecar_down} {details}"),
             _anthropic_reply(
-                _status_is(504),
+                _all(_status_is(504), _routed(config)),
                 "timeout_error",
                 f"The provider was silent longer than listener.idle_timeout_s {details}",
+            ),
+            # Not routed yet: the sidecar did not answer (stalled, or overloaded).
+            _anthropic_reply(
+                _status_is(504),
+                "timeout_error",
+                f"The gateway's routing sidecar did not answer in time {details}",
             ),
             _anthropic_reply(
                 _status_is(408),
                 "timeout_error",
                 f"The request was idle longer than listener.idle_timeout_s {details}",
+            ),
+            # Requests Envoy refused before reading their headers (its DPE flag is set only
+            # after the reply is written): malformed HTTP, headers too large, HTTP/1.0.
+            *(
+                _anthropic_reply(
+                    _all(_status_is(status), _unparsed()),
+                    "invalid_request_error",
+                    f"{what} {details}",
+                )
+                for status, what in (
+                    (400, "Malformed HTTP request"),
+                    (431, "The request's headers are too large"),
+                    (426, "HTTP/1.1 or HTTP/2 is required"),
+                )
             ),
             _anthropic_reply(
                 _flag_in("DPE"), "invalid_request_error", f"Malformed HTTP request {details}"

@@ -34,7 +34,16 @@ from extproc.wire import Phase
 
 log = logging.getLogger("extproc")
 
-READ_HEADERS = (":path", ":method", ":status", "content-type", "content-encoding")
+LOCAL_REPLY_HEADER = "x-extproc-local-reply"
+"""Marks Envoy's own error replies (envoy_config.local_replies): Anthropic JSON already."""
+READ_HEADERS = (
+    ":path",
+    ":method",
+    ":status",
+    "content-type",
+    "content-encoding",
+    LOCAL_REPLY_HEADER,
+)
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
@@ -278,6 +287,8 @@ class Exchange:
         status = int(headers.get(":status", "200"))
         if status >= 400 and self.decision is not None:
             self.gateway.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
+        if LOCAL_REPLY_HEADER in headers:
+            return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format
         if self.translation is None:
             if status < 300 and self.gateway.config.listener.log_tokens:
                 streaming = "text/event-stream" in headers.get("content-type", "")

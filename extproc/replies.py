@@ -82,7 +82,10 @@ def _mode(*modes: int) -> bytes:
     return message(_MODE_OVERRIDE, b"".join(integer(i, m) for i, m in enumerate(modes, start=1)))
 
 
-# The filter's own mode (envoy_config.py) with the response phases skipped.
+# The filter's own mode (envoy_config.py) skips the answer's headers: Envoy's replies to
+# requests the sidecar never saw (malformed HTTP) must not wait on it. A routed request
+# asks for them here when the sidecar will read the answer.
+_RESPONSE_HEADERS_TOO = _mode(_SEND, _SEND, _BUFFERED, _NONE, _SKIP, _SKIP)
 _NO_RESPONSE_PHASES = _mode(_SEND, _SKIP, _BUFFERED, _NONE, _SKIP, _SKIP)
 # Nothing more to see: neither the request body nor any response phase.
 _NOTHING_MORE = _mode(_SEND, _SKIP, _NONE, _NONE, _SKIP, _SKIP)
@@ -90,7 +93,8 @@ _NOTHING_MORE = _mode(_SEND, _SKIP, _NONE, _NONE, _SKIP, _SKIP)
 
 def continue_request_headers(skip_response: bool = False) -> bytes:
     """Go on to the body; with `skip_response`, Envoy won't send this answer's headers."""
-    return _phase(_REQUEST_HEADERS, b"") + (_NO_RESPONSE_PHASES if skip_response else b"")
+    modes = _NO_RESPONSE_PHASES if skip_response else _RESPONSE_HEADERS_TOO
+    return _phase(_REQUEST_HEADERS, b"") + modes
 
 
 def continue_response_headers() -> bytes:
