@@ -202,8 +202,8 @@ class Exchange:
             {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
         )
         self.routed_by_headers = True
-        decision = {"source": "pass_through", "provider": anthropic.name}
-        return replies.route_request_headers(mutation, decision)
+        # The provider for the access log (no `source`: no model was decided).
+        return replies.route_request_headers(mutation, {"provider": anthropic.name})
 
     async def on_request_body(self, raw: bytes | memoryview) -> bytes:
         if self.routed_by_headers:

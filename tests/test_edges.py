@@ -98,7 +98,7 @@ def test_what_claude_code_asks_besides_messages_passes_through(gateway, fakes, m
     [seen] = fakes[0].received
     assert (seen.method, seen.path) == (method, path)
     entry = gateway.wait_log(lambda e: e["path"] == path and e["method"] == method)
-    assert (entry["source"], entry["provider"]) == ("pass_through", "anthropic/claude-sonnet-4-5")
+    assert (entry["source"], entry["provider"]) == (None, "anthropic/claude-sonnet-4-5")
 
 
 # ------------------------------------------------------------------ malformed HTTP, x-envoy-*
