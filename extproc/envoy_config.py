@@ -402,7 +402,8 @@ FRAGMENT_HEADER = """\
 #   own x-extproc-cluster (only the sidecar picks a provider) and x-envoy-* headers.
 # access_log_format: fields to add to your JSON access log to see each decision.
 # The listener (or its HttpConnectionManager) needs per_connection_buffer_limit_bytes
-# of at least {max_body} for Claude Code's bodies.
+# of at least {max_body} for Claude Code's bodies, and normalize_path and merge_slashes
+# set to true (the sidecar routes or passes paths by their exact text).
 """
 
 
