@@ -1,0 +1,689 @@
+"""Anthropic Messages ⇄ OpenAI Responses, sans-I/O.
+
+OpenAI's Codex models answer only on `/v1/responses`, and there a reasoning model's encrypted
+reasoning can travel between the calls of a tool loop. `translate_request` turns a Messages
+body into a Responses body; `translate_response` and `StreamTranslator` turn the answer (JSON,
+or the Responses event stream) back into what Claude Code expects. The encrypted reasoning
+rides in the thinking block's `signature`, behind `SIGNATURE_PREFIX`, so Claude Code sends it
+back unchanged. Every rule is listed, with its reason, in docs/translation.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extproc.translate import errors
+from extproc.translate.anthropic_openai import (
+    _MALFORMED,
+    TranslationError,
+    _block_text,
+    _blocks,
+    _dict,
+    _image_part,
+    _is_custom_tool,
+    _list,
+    _message_id,
+    _output_config,
+    _reasoning_effort,
+    _system_texts,
+    _texts,
+    _tool,
+    _tool_call,
+    _tool_choice,
+    _tool_id,
+    _tool_input,
+    _tool_message,
+    _user,
+    message_events,
+)
+from extproc.translate.sse import SSEParser, encode_event
+
+JSON = dict[str, Any]
+
+SIGNATURE_PREFIX = "extproc:openai-responses:"
+"""Marks a thinking block's signature as ours: `PREFIX<reasoning item id>:<encrypted_content>`.
+Anthropic's signatures are base64, which has no `:`, so they can never start with it."""
+
+MIN_OUTPUT_TOKENS = 16
+"""OpenAI refuses `max_output_tokens` below 16 (`integer_below_min_value`)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Request: Anthropic Messages → Responses
+# ---------------------------------------------------------------------------------------------
+
+
+def translate_request(
+    body: JSON,
+    *,
+    model: str,
+    max_tokens_cap: int | None = None,
+    supports_reasoning: bool = False,
+    prompt_cache_key: str | None = None,
+) -> bytes:
+    """Anthropic Messages body (parsed) → Responses JSON bytes for `model`.
+
+    An allow-list like the Chat Completions translator's. `store: false` always: the gateway
+    keeps no state, so reasoning travels encrypted inside the conversation instead.
+    """
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list):
+        raise TranslationError("messages: field required (a list)")
+    instructions = _system_texts(body.get("system"))
+    items: list[JSON] = []
+    for i, message in enumerate(raw_messages):
+        if not isinstance(message, dict):
+            raise TranslationError(f"messages.{i}: must be an object")
+        role = message.get("role")
+        content = message.get("content")
+        if role == "system":
+            instructions.append("\n\n".join(_texts(content, f"messages.{i}.content")))
+        elif role == "user":
+            items.extend(_user_items(_blocks(content, i), i))
+        elif role == "assistant":
+            items.extend(_assistant_items(_blocks(content, i), i))
+        else:
+            raise TranslationError(f"messages.{i}.role: unexpected value {role!r}")
+
+    out: JSON = {"model": model}
+    instructions = [s for s in instructions if s]
+    if instructions:
+        out["instructions"] = "\n\n".join(instructions)
+    out["input"] = items
+    tools = [_function_tool(t) for t in _list(body.get("tools")) if _is_custom_tool(t)]
+    if tools:
+        out["tools"] = tools
+        out.update(_responses_tool_choice(body.get("tool_choice"), {t["name"] for t in tools}))
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int):
+        capped = min(max_tokens, max_tokens_cap) if max_tokens_cap else max_tokens
+        out["max_output_tokens"] = max(capped, MIN_OUTPUT_TOKENS)
+    if not supports_reasoning:  # reasoning models refuse sampling parameters
+        for key in ("temperature", "top_p"):
+            if body.get(key) is not None:
+                out[key] = body[key]
+    if supports_reasoning:
+        reasoning: JSON = {}
+        effort = _reasoning_effort(body)
+        if effort:
+            reasoning = {"effort": effort, "summary": "auto"}
+        if reasoning:
+            out["reasoning"] = reasoning
+        out["include"] = ["reasoning.encrypted_content"]
+    text_format = _text_format(body)
+    if text_format:
+        out["text"] = {"format": text_format}
+    out["store"] = False
+    if body.get("stream"):
+        out["stream"] = True
+    user = _user(body.get("metadata"))
+    if user:
+        out["safety_identifier"] = user
+    if prompt_cache_key:
+        out["prompt_cache_key"] = prompt_cache_key
+    try:
+        return orjson.dumps(out)
+    except orjson.JSONEncodeError as exc:
+        raise TranslationError(f"request can't be encoded as JSON: {exc}") from exc
+
+
+def _user_items(blocks: list[JSON], i: int) -> list[JSON]:
+    """Tool results first (as `function_call_output` items), then the rest as one message."""
+    outputs: list[JSON] = []
+    parts: list[JSON] = []
+    for j, block in enumerate(blocks):
+        where = f"messages.{i}.content.{j}"
+        kind = block.get("type")
+        if kind == "tool_result":
+            message = _tool_message(block, where)
+            outputs.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": message["tool_call_id"],
+                    "output": message["content"],
+                }
+            )
+        elif kind == "image":
+            url = _image_part(block, where)["image_url"]["url"]
+            parts.append({"type": "input_image", "image_url": url, "detail": "auto"})
+        else:
+            text = _block_text(block, where)
+            if text is not None:
+                parts.append({"type": "input_text", "text": text})
+    if not parts:
+        return outputs
+    return [*outputs, {"type": "message", "role": "user", "content": parts}]
+
+
+def _assistant_items(blocks: list[JSON], i: int) -> list[JSON]:
+    """One item per block, in order: our reasoning, text (consecutive texts as one message),
+    function calls. Thinking that another provider wrote, and anything OpenAI can't read back,
+    is dropped."""
+    items: list[JSON] = []
+    texts: list[str] = []
+
+    def flush_text() -> None:
+        if texts:
+            text = "\n\n".join(texts)
+            items.append({"type": "message", "role": "assistant", "content": text})
+            texts.clear()
+
+    for j, block in enumerate(blocks):
+        where = f"messages.{i}.content.{j}"
+        kind = block.get("type")
+        if kind == "tool_use":
+            flush_text()
+            call = _tool_call(block, where)
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": call["id"],
+                    "name": call["function"]["name"],
+                    "arguments": call["function"]["arguments"],
+                }
+            )
+        elif kind == "thinking":
+            reasoning = reasoning_item(block)
+            if reasoning is not None:
+                flush_text()
+                items.append(reasoning)
+        else:
+            text = _block_text(block, where)
+            if text is not None:
+                texts.append(text)
+    flush_text()
+    return items
+
+
+def reasoning_item(block: JSON) -> JSON | None:
+    """Our thinking block back into the `reasoning` item it came from; None for any other
+    (Anthropic's signatures mean nothing to OpenAI, and with `store: false` an item without
+    its `encrypted_content` is refused)."""
+    signature = block.get("signature")
+    if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
+        return None
+    item_id, _, encrypted = signature.removeprefix(SIGNATURE_PREFIX).partition(":")
+    if not item_id or not encrypted:
+        return None
+    thinking = block.get("thinking")
+    summary = [{"type": "summary_text", "text": thinking}] if thinking else []
+    return {"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": encrypted}
+
+
+def is_our_signature(signature: Any) -> bool:
+    """A thinking signature written by this translator (never valid at Anthropic)."""
+    return isinstance(signature, str) and signature.startswith(SIGNATURE_PREFIX)
+
+
+def _signature(item: JSON) -> str:
+    encrypted = item.get("encrypted_content")
+    item_id = item.get("id")
+    if isinstance(encrypted, str) and encrypted and isinstance(item_id, str) and item_id:
+        return f"{SIGNATURE_PREFIX}{item_id}:{encrypted}"
+    return ""
+
+
+def _function_tool(tool: JSON) -> JSON:
+    """A custom tool as a Responses function tool. `strict: false`: the API defaults to strict
+    schemas, which make every optional parameter of Claude Code's tools required, or refuse
+    the schema."""
+    function = _tool(tool)["function"]
+    return {"type": "function", **function, "strict": False}
+
+
+def _responses_tool_choice(choice: Any, names: set[str]) -> JSON:
+    out = _tool_choice(choice, names)
+    forced = out.get("tool_choice")
+    if isinstance(forced, dict):
+        out["tool_choice"] = {"type": "function", "name": forced["function"]["name"]}
+    return out
+
+
+def _text_format(body: JSON) -> JSON | None:
+    """Structured output (`output_config.format`, or the older beta `output_format`)."""
+    fmt = _output_config(body).get("format") or body.get("output_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema") or {}
+        return {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Response: Responses → Anthropic Messages (shared by JSON and SSE)
+# ---------------------------------------------------------------------------------------------
+
+_INCOMPLETE = {"max_output_tokens": "max_tokens", "content_filter": "refusal"}
+
+
+def _stop_reason(response: JSON, has_tools: bool) -> str:
+    """`incomplete_details.reason` says why an answer stopped early; otherwise a finished turn,
+    or a tool turn when it called functions (the Responses API has no finish_reason)."""
+    if response.get("status") == "incomplete":
+        reason = _dict(response.get("incomplete_details")).get("reason")
+        if reason in _INCOMPLETE:
+            return _INCOMPLETE[reason]
+    return "tool_use" if has_tools else "end_turn"
+
+
+def _usage(usage: Any) -> JSON | None:
+    """Responses usage → Anthropic usage; cached input tokens are counted apart."""
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("input_tokens") or 0
+    cached = _dict(usage.get("input_tokens_details")).get("cached_tokens") or 0
+    return {
+        "input_tokens": max(total - cached, 0),
+        "output_tokens": usage.get("output_tokens") or 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def _reasoning_text(item: JSON) -> str:
+    """Summary parts (OpenAI), or the raw reasoning text (open-weight models), joined."""
+    parts = [p.get("text") for p in _list(item.get("summary")) if isinstance(p, dict)]
+    if not any(parts):
+        parts = [p.get("text") for p in _list(item.get("content")) if isinstance(p, dict)]
+    return "\n\n".join(p for p in parts if isinstance(p, str) and p)
+
+
+def _message_text(item: JSON) -> str:
+    """Output text and refusals of a `message` item (a refusal is shown to the user)."""
+    texts = []
+    for part in _list(item.get("content")):
+        if isinstance(part, dict):
+            value = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
+            if isinstance(value, str):
+                texts.append(value)
+    return "".join(texts)
+
+
+def _failure(response: JSON) -> tuple[int, str, str]:
+    """(status, Anthropic type, message) for a failed response."""
+    err = _dict(response.get("error")) or {"message": "the response failed"}
+    kind = errors.type_of(err, 500)
+    return errors.status_for_type(kind), kind, errors.message_of(err)
+
+
+def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, bytes]:
+    """A non-streamed upstream answer → (status for the client, Anthropic JSON bytes)."""
+    if not 200 <= status < 300:
+        client_status, kind, message = errors.http_error(status, body)
+        return client_status, errors.error_body(kind, message)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        message = errors.upstream_message(status, body)
+        return 502, errors.error_body("api_error", f"invalid JSON from upstream: {message}")
+    if not isinstance(data, dict) or not isinstance(data.get("output"), list):
+        err = errors.error_object(data)
+        if err is not None:
+            kind = errors.type_of(err, 502)
+            return errors.status_of(err, 502), errors.error_body(kind, errors.message_of(err))
+        return 502, errors.error_body("api_error", "upstream answer has no output")
+    if data.get("status") == "failed" or data.get("error"):
+        client_status, kind, message = _failure(data)
+        return client_status, errors.error_body(kind, message)
+    try:
+        return status, orjson.dumps(_message(data, model, body))
+    except _MALFORMED as exc:
+        return 502, errors.error_body("api_error", f"malformed answer from upstream: {exc}")
+
+
+def _message(data: JSON, model: str, body: bytes) -> JSON:
+    message_id = _message_id(data.get("id"), body)
+    content: list[JSON] = []
+    calls = 0
+    for item in data["output"]:
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "reasoning":
+            thinking, signature = _reasoning_text(item), _signature(item)
+            if thinking or signature:
+                content.append({"type": "thinking", "thinking": thinking, "signature": signature})
+        elif kind == "message":
+            text = _message_text(item)
+            if text:
+                content.append({"type": "text", "text": text})
+        elif kind == "function_call":
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": _tool_id(item.get("call_id"), message_id, calls),
+                    "name": item.get("name") or "",
+                    "input": _tool_input(item.get("arguments")),
+                }
+            )
+            calls += 1
+    usage = _usage(data.get("usage")) or {"input_tokens": 0, "output_tokens": 0}
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": _stop_reason(data, calls > 0),
+        "stop_sequence": None,
+        "usage": {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **usage},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Stream: Responses events → Anthropic SSE
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    """One output item: one Anthropic block, buffered while an earlier item is still open."""
+
+    kind: str  # "thinking" | "text" | "tool_use"
+    tool_id: str = ""
+    name: str = ""
+    parts: list[str] = field(default_factory=list)  # sent (or waiting to be sent) so far
+    streamed: bool = False  # at least one delta arrived for it
+    done: JSON | None = None  # the finished item, once `response.output_item.done` came
+    index: int = -1  # Anthropic block index once started
+
+
+_KINDS = {"reasoning": "thinking", "message": "text", "function_call": "tool_use"}
+_DELTAS = {
+    "response.output_text.delta": "text",
+    "response.refusal.delta": "text",
+    "response.reasoning_summary_text.delta": "thinking",
+    "response.reasoning_text.delta": "thinking",
+    "response.function_call_arguments.delta": "tool_use",
+}
+
+
+class StreamTranslator:
+    """Responses SSE bytes in, Anthropic SSE bytes out; split points don't matter.
+
+    Each output item (reasoning, message, function call) becomes one block. Items arrive one
+    after another; should an event for a later item come while an earlier one is open, it
+    waits and is sent when its turn comes, so blocks stay sequential.
+    """
+
+    def __init__(
+        self, *, model: str, message_id: str | None = None, input_tokens_estimate: int = 0
+    ) -> None:
+        self._model = model
+        self._message_id = message_id
+        self._input_estimate = input_tokens_estimate
+        self._parser = SSEParser()
+        self._raw: list[bytes] | None = []  # the body, kept until an SSE event shows up
+        self._started = False
+        self._done = False
+        self._items: dict[int, _Item] = {}  # by output_index
+        self._order: list[int] = []  # output indexes in arrival order
+        self._open = 0  # position in _order of the item that streams live
+        self._next_index = 0
+        self._calls = 0
+        self._usage: JSON | None = None
+        self._chars = 0
+        self._out: list[bytes] = []
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def usage(self) -> JSON | None:
+        """The provider's token counts (Anthropic names), once it has reported them."""
+        return self._usage
+
+    def feed(self, data: bytes) -> bytes:
+        """Upstream SSE bytes → Anthropic SSE bytes that can be sent now (maybe b"")."""
+        if self._done:
+            return b""
+        if self._raw is not None:
+            self._raw.append(data)
+        for name, payload in self._parser.feed(data):
+            self._event(name, payload)
+            if self._done:
+                break
+        return self._take()
+
+    def finish(self) -> bytes:
+        """Upstream ended: flush, and always leave the client a terminated message."""
+        if self._done:
+            return b""
+        for name, payload in self._parser.close():
+            self._event(name, payload)
+            if self._done:
+                return self._take()
+        if self._raw is not None:  # not one SSE event came
+            self._plain_json(b"".join(self._raw))
+        elif self._started:
+            self._end({"status": "completed"})
+        else:
+            self._fail("api_error", "upstream ended the stream without an answer")
+        return self._take()
+
+    def error(self, status: int, body: bytes) -> bytes:
+        """Upstream refused the streamed request (non-2xx): one Anthropic `event: error`."""
+        _, kind, message = errors.http_error(status, body)
+        self._fail(kind, message)
+        return self._take()
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _take(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _emit(self, name: str, payload: JSON) -> None:
+        self._out.append(encode_event(name, payload))
+
+    def _fail(self, kind: str, message: str) -> None:
+        self._out.append(errors.error_event(kind, message))
+        self._done = True
+
+    def _event(self, name: bytes, payload: bytes) -> None:
+        self._raw = None
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            if name == b"error":
+                self._fail("api_error", payload.decode("utf-8", "replace"))
+            return  # otherwise keep-alive noise from a proxy
+        if not isinstance(event, dict):
+            return
+        try:
+            self._dispatch(event)
+        except _MALFORMED as exc:  # a field of the wrong type: end the answer visibly
+            self._fail("api_error", f"malformed event from upstream: {exc}")
+
+    def _dispatch(self, event: JSON) -> None:
+        kind = event.get("type")
+        if kind == "error" or (kind is None and "error" in event):
+            err = errors.error_object(event) or event
+            self._fail(errors.type_of(err, 500), errors.message_of(err))
+            return
+        response = _dict(event.get("response"))
+        if kind in ("response.created", "response.in_progress", "response.queued"):
+            self._start(response)
+        elif kind == "response.output_item.added":
+            self._start(response)
+            self._added(event["output_index"], _dict(event.get("item")))
+        elif kind in _DELTAS:
+            self._start(response)
+            self._delta(event, _DELTAS[kind])
+        elif kind == "response.reasoning_summary_part.added" and event.get("summary_index"):
+            self._delta({**event, "delta": "\n\n"}, "thinking")
+        elif kind == "response.output_item.done":
+            self._start(response)
+            self._item_done(event["output_index"], _dict(event.get("item")))
+        elif kind in ("response.completed", "response.incomplete"):
+            self._start(response)
+            self._end(response)
+        elif kind == "response.failed":
+            _, error_type, message = _failure(response)
+            self._fail(error_type, message)
+
+    def _start(self, response: JSON) -> None:
+        if self._started:
+            return
+        self._started = True
+        if self._message_id is None:
+            self._message_id = _message_id(response.get("id"), orjson.dumps(response))
+        message = {
+            "id": self._message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self._input_estimate,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+        self._emit("message_start", {"type": "message_start", "message": message})
+
+    # -- items ----------------------------------------------------------------------------
+
+    def _item(self, output_index: int, kind: str) -> _Item:
+        item = self._items.get(output_index)
+        if item is None:
+            item = _Item(kind)
+            self._items[output_index] = item
+            self._order.append(output_index)
+        return item
+
+    def _added(self, output_index: int, raw: JSON) -> None:
+        kind = _KINDS.get(raw.get("type"))  # type: ignore[arg-type]
+        if kind is None:
+            return  # hosted tool calls (web search, ...) have no Anthropic block
+        item = self._item(output_index, kind)
+        if kind == "tool_use":
+            item.tool_id = _tool_id(raw.get("call_id"), str(self._message_id), self._calls)
+            item.name = raw.get("name") or ""
+            self._calls += 1
+        self._advance()
+
+    def _delta(self, event: JSON, kind: str) -> None:
+        delta = event.get("delta")
+        if not isinstance(delta, str) or not delta:
+            return
+        item = self._items.get(event["output_index"])
+        if item is None or item.kind != kind or item.done is not None:
+            return  # a delta for an item never announced, or already finished
+        item.streamed = True
+        item.parts.append(delta)
+        if item.index >= 0:
+            self._send_delta(item, delta)
+
+    def _item_done(self, output_index: int, raw: JSON) -> None:
+        item = self._items.get(output_index)
+        if item is None:
+            kind = _KINDS.get(raw.get("type"))  # type: ignore[arg-type]
+            if kind is None:
+                return
+            self._added(output_index, raw)
+            item = self._items[output_index]
+        if not item.streamed:  # a server that sends only whole items
+            whole = self._whole_text(item, raw)
+            if whole:
+                item.parts.append(whole)
+                if item.index >= 0:
+                    self._send_delta(item, whole)
+        item.done = raw
+        self._advance()
+
+    @staticmethod
+    def _whole_text(item: _Item, raw: JSON) -> str:
+        if item.kind == "thinking":
+            return _reasoning_text(raw)
+        if item.kind == "text":
+            return _message_text(raw)
+        arguments = raw.get("arguments")
+        return arguments if isinstance(arguments, str) else ""
+
+    def _advance(self) -> None:
+        """Start the item whose turn it is; close finished ones and move on."""
+        while self._open < len(self._order):
+            item = self._items[self._order[self._open]]
+            if item.index < 0:
+                self._start_block(item)
+            if item.done is None:
+                return
+            self._close(item)
+            self._open += 1
+
+    def _start_block(self, item: _Item) -> None:
+        item.index = self._next_index
+        self._next_index += 1
+        if item.kind == "text":
+            start: JSON = {"type": "text", "text": ""}
+        elif item.kind == "thinking":
+            start = {"type": "thinking", "thinking": "", "signature": ""}
+        else:
+            start = {"type": "tool_use", "id": item.tool_id, "name": item.name, "input": {}}
+        self._emit(
+            "content_block_start",
+            {"type": "content_block_start", "index": item.index, "content_block": start},
+        )
+        if item.parts:
+            self._send_delta(item, "".join(item.parts))
+
+    def _send_delta(self, item: _Item, text: str) -> None:
+        self._chars += len(text)
+        if item.kind == "text":
+            delta: JSON = {"type": "text_delta", "text": text}
+        elif item.kind == "thinking":
+            delta = {"type": "thinking_delta", "thinking": text}
+        else:
+            delta = {"type": "input_json_delta", "partial_json": text}
+        self._emit(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": item.index, "delta": delta},
+        )
+
+    def _close(self, item: _Item) -> None:
+        signature = _signature(item.done or {}) if item.kind == "thinking" else ""
+        if signature:
+            self._emit(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": item.index,
+                    "delta": {"type": "signature_delta", "signature": signature},
+                },
+            )
+        self._emit("content_block_stop", {"type": "content_block_stop", "index": item.index})
+
+    def _end(self, response: JSON) -> None:
+        """Close every block, then message_delta (stop reason, usage) and message_stop."""
+        for output_index in self._order[self._open :]:
+            item = self._items[output_index]
+            if item.done is None:
+                item.done = {}
+        self._advance()
+        self._usage = _usage(response.get("usage")) or self._usage
+        usage = self._usage or {"output_tokens": math.ceil(self._chars / 4)}
+        stop = {"stop_reason": _stop_reason(response, self._calls > 0), "stop_sequence": None}
+        self._emit("message_delta", {"type": "message_delta", "delta": stop, "usage": usage})
+        self._emit("message_stop", {"type": "message_stop"})
+        self._done = True
+
+    def _plain_json(self, body: bytes) -> None:
+        """The upstream ignored `stream` and answered with JSON: replay it as events."""
+        if not body.strip():
+            self._fail("api_error", "upstream ended the stream without an answer")
+            return
+        status, translated = translate_response(200, body, model=self._model)
+        message = orjson.loads(translated)
+        if status != 200:
+            self._fail(message["error"]["type"], message["error"]["message"])
+            return
+        self._started = True
+        self._usage = {
+            k: v for k, v in message["usage"].items() if k != "cache_creation_input_tokens"
+        }
+        self._out.append(message_events(message))
+        self._done = True
