@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,11 @@ def check(tmp_path: Path, text: str, **env: str) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "extproc", "check", str(path)],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={
+            "PATH": "/usr/bin:/bin",
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
+            **env,
+        },
         cwd=tmp_path,
     )
 
@@ -158,7 +163,7 @@ ERRORS = [
     (
         "bad interface",
         "llm_providers:\n  - model: acme/x\n    base_url: http://acme\n    provider_interface: grpc\n",
-        "config.yaml:4: llm_providers[0].provider_interface: 'grpc' is not anthropic or openai",
+        "config.yaml:4: llm_providers[0].provider_interface: 'grpc' is not one of anthropic, openai, openai-chat, openai-responses",
     ),
     (
         "reserved route name",
@@ -246,3 +251,44 @@ def test_committed_config_is_valid():
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "interface", "path"),
+    [
+        ("model: openai/gpt-5.2-codex", "openai-responses", "/v1/responses"),
+        (
+            "model: openai/gpt-4.1\n    provider_interface: openai-chat",
+            "openai",
+            "/v1/chat/completions",
+        ),
+        ("model: xai/grok-4", "openai", "/v1/chat/completions"),
+        (
+            "model: xai/grok-4\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        (
+            "model: openrouter/openai/gpt-5\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/api/v1/responses",
+        ),
+        (
+            "model: ollama/qwen3\n    base_url: http://h:11434\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        ("model: ollama/qwen3\n    base_url: http://h:11434", "openai", "/v1/chat/completions"),
+        (
+            "model: acme/x\n    base_url: http://acme/v1\n    provider_interface: openai",
+            "openai",
+            "/v1/chat/completions",
+        ),
+    ],
+)
+def test_which_wire_a_provider_speaks(entry: str, interface: str, path: str) -> None:
+    from extproc.upstream import upstream_path
+
+    [provider] = parse(f"llm_providers:\n  - {entry}\n    access_key: k\n").providers
+    assert provider.interface == interface
+    assert upstream_path(provider, "/v1/messages?beta=true") == path
