@@ -24,6 +24,7 @@ from extproc.errors import GatewayError
 from extproc.metrics import Metrics
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
+from extproc.translate import anthropic_responses
 from extproc.translate.anthropic_openai import TranslationError, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.usage import UsageReader
@@ -56,9 +57,12 @@ class Gateway:
 
 
 def _is_foreign_thinking(block: Any) -> bool:
-    return (
-        isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
-    )
+    """Thinking that Anthropic did not sign: none (Chat Completions), or OpenAI's encrypted
+    reasoning (Responses), which Anthropic would refuse as an invalid signature."""
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return not signature or anthropic_responses.is_our_signature(signature)
 
 
 def _blocks(message: Any) -> list[Any]:
@@ -70,7 +74,8 @@ def without_foreign_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
     """The body minus thinking blocks that another provider wrote, or None if it has none.
 
     An earlier turn answered by an OpenAI-format model carries thinking blocks with an empty
-    signature; Anthropic-format APIs reject the whole request over them.
+    signature, or one holding OpenAI's encrypted reasoning; Anthropic-format APIs reject the
+    whole request over them.
     """
     messages = body.get("messages")
     if not isinstance(messages, list):
@@ -231,21 +236,35 @@ class Exchange:
         return replies.route_request_body(mutation, new_body, decision.metadata())
 
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
-        """Anthropic Messages → Chat Completions, remembering how to translate the answer."""
+        """Anthropic Messages → Chat Completions or Responses, remembering how to translate
+        the answer."""
+        responses_api = provider.interface == "openai-responses"
         try:
-            translated = translate_request(
-                body,
-                model=provider.upstream_model,
-                max_tokens_cap=provider.max_tokens,
-                supports_reasoning=provider.reasoning,
-                short_tool_ids=provider.short_tool_ids,
-            )
+            if responses_api:
+                translated = anthropic_responses.translate_request(
+                    body,
+                    model=provider.upstream_model,
+                    max_tokens_cap=provider.max_tokens,
+                    supports_reasoning=provider.reasoning,
+                )
+            else:
+                translated = translate_request(
+                    body,
+                    model=provider.upstream_model,
+                    max_tokens_cap=provider.max_tokens,
+                    supports_reasoning=provider.reasoning,
+                    short_tool_ids=provider.short_tool_ids,
+                )
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
+        # Claude Code keeps a turn's thinking blocks (here: the encrypted reasoning) only when
+        # the answer names the model it asked for; Chat Completions thinking has none to keep.
+        answer_model = body["model"] if responses_api else provider.upstream_model
         self.translation = ResponseTranslation(
-            model=provider.upstream_model,
+            model=answer_model,
             streaming_requested=bool(body.get("stream")),
             input_tokens_estimate=estimate_input_tokens(body),
+            responses_api=responses_api,
         )
         return translated
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import orjson
 
-from extproc.translate.anthropic_openai import StreamTranslator, translate_response
+from extproc.translate import anthropic_openai, anthropic_responses
 
 
 @dataclass
@@ -20,12 +21,19 @@ class ResponseTranslation:
     model: str
     streaming_requested: bool
     input_tokens_estimate: int = 0
+    responses_api: bool = False
+    """The upstream speaks OpenAI Responses rather than Chat Completions."""
     status: int = 200
     streaming: bool = False
     _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
-    _stream: StreamTranslator | None = None
+    _stream: anthropic_openai.StreamTranslator | anthropic_responses.StreamTranslator | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _usage: dict[str, int] | None = None
+
+    @property
+    def _translator(self) -> ModuleType:
+        """anthropic_openai or anthropic_responses: the same public shape."""
+        return anthropic_responses if self.responses_api else anthropic_openai
 
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
@@ -37,7 +45,7 @@ class ResponseTranslation:
             # wbits 47 accepts both gzip and zlib framing.
             self._decoder = zlib.decompressobj(wbits=47)
         if self.streaming:
-            self._stream = StreamTranslator(
+            self._stream = self._translator.StreamTranslator(
                 model=self.model, input_tokens_estimate=self.input_tokens_estimate
             )
             return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
@@ -52,7 +60,8 @@ class ResponseTranslation:
         self._buffer += chunk
         if not end:
             return b""
-        _, body = translate_response(self.status, bytes(self._buffer), model=self.model)
+        translate = self._translator.translate_response
+        _, body = translate(self.status, bytes(self._buffer), model=self.model)
         self._usage = orjson.loads(body).get("usage")
         return body
 
