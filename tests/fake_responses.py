@@ -155,6 +155,12 @@ def _check_input(items: Any, *, store: bool) -> None:
             if item.get("call_id") not in calls:
                 message = f"No tool call found for function call output with call_id {item.get('call_id')}."
                 raise Refused(400, message, "input")
+            output = item.get("output")
+            if not isinstance(output, str):
+                for k, part in enumerate(output or []):
+                    if part.get("type") not in USER_PARTS:
+                        where_part = f"{where}.output[{k}].type"
+                        raise Refused(400, f"Invalid value: '{part.get('type')}'.", where_part)
             answered.add(item["call_id"])
         elif kind == "reasoning":
             encrypted = item.get("encrypted_content")

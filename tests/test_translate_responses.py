@@ -12,7 +12,7 @@ import pytest
 from anthropic.types import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai.types.responses import response_create_params
+from openai.types.responses import ResponseInputParam, response_create_params
 from pydantic import TypeAdapter
 
 from extproc.translate.anthropic_openai import TranslationError
@@ -42,6 +42,7 @@ from tests.test_translate_stream import events as anthropic_events
 KNOWN_KEYS = {*typing.get_type_hints(response_create_params.ResponseCreateParamsBase), "stream"}
 STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsStreaming)
 NON_STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsNonStreaming)
+INPUT = TypeAdapter(ResponseInputParam)
 OURS = f"{SIGNATURE_PREFIX}rs_0a1b2c:{SECRET}"
 
 
@@ -55,6 +56,7 @@ def tr(body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     )
     assert set(out) <= KNOWN_KEYS
     (STREAMING if out.get("stream") else NON_STREAMING).validate_python(out)
+    INPUT.validate_python(out["input"])  # the params validate their iterables lazily
     refused = refusal(out)
     assert refused is None, refused and refused.message
     return out
@@ -200,6 +202,41 @@ def test_images_become_input_images() -> None:
         {"type": "input_text", "text": "see"},
         {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"},
         {"type": "input_image", "image_url": "https://x/y.png", "detail": "auto"},
+    ]
+
+
+def test_images_in_tool_results_reach_the_model() -> None:
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+    }
+    results = [
+        {
+            "type": "tool_result",
+            "tool_use_id": "c1",
+            "content": [{"type": "text", "text": "shot:"}, image],
+        },
+        {"type": "tool_result", "tool_use_id": "c2", "content": [image], "is_error": True},
+    ]
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "look"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "c1", "name": "Read", "input": {}},
+                    {"type": "tool_use", "id": "c2", "name": "Read", "input": {}},
+                ],
+            },
+            {"role": "user", "content": results},
+        ],
+    }
+    png = {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"}
+    outputs = [i["output"] for i in tr(body)["input"] if i["type"] == "function_call_output"]
+    assert outputs == [
+        [{"type": "input_text", "text": "shot:"}, png],
+        [{"type": "input_text", "text": "Error:"}, png],
     ]
 
 

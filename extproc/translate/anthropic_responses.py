@@ -139,17 +139,9 @@ def _user_items(blocks: list[JSON], i: int) -> list[JSON]:
         where = f"messages.{i}.content.{j}"
         kind = block.get("type")
         if kind == "tool_result":
-            message = _tool_message(block, where)
-            outputs.append(
-                {
-                    "type": "function_call_output",
-                    "call_id": message["tool_call_id"],
-                    "output": message["content"],
-                }
-            )
+            outputs.append(_function_call_output(block, where))
         elif kind == "image":
-            url = _image_part(block, where)["image_url"]["url"]
-            parts.append({"type": "input_image", "image_url": url, "detail": "auto"})
+            parts.append(_input_image(block, where))
         else:
             text = _block_text(block, where)
             if text is not None:
@@ -157,6 +149,37 @@ def _user_items(blocks: list[JSON], i: int) -> list[JSON]:
     if not parts:
         return outputs
     return [*outputs, {"type": "message", "role": "user", "content": parts}]
+
+
+def _input_image(block: JSON, where: str) -> JSON:
+    url = _image_part(block, where)["image_url"]["url"]
+    return {"type": "input_image", "image_url": url, "detail": "auto"}
+
+
+def _function_call_output(block: JSON, where: str) -> JSON:
+    """A tool_result as a `function_call_output`: its text, or, when it holds images (a
+    screenshot Claude Code's Read tool returned), a list of text and image parts."""
+    message = _tool_message(block, where)
+    content = block.get("content")
+    output: str | list[JSON] = message["content"]
+    images = [
+        k
+        for k, item in enumerate(_list(content))
+        if isinstance(item, dict) and item.get("type") == "image"
+    ]
+    if images:
+        parts: list[JSON] = (
+            [{"type": "input_text", "text": "Error:"}] if block.get("is_error") else []
+        )
+        for k, item in enumerate(content):
+            if k in images:
+                parts.append(_input_image(item, f"{where}.content.{k}"))
+            else:
+                text = _tool_message({"content": [item]}, f"{where}.content.{k}")["content"]
+                if text:
+                    parts.append({"type": "input_text", "text": text})
+        output = parts
+    return {"type": "function_call_output", "call_id": message["tool_call_id"], "output": output}
 
 
 def _assistant_items(blocks: list[JSON], i: int) -> list[JSON]:
