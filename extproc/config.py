@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,10 +20,21 @@ from typing import Any
 import yaml
 
 from extproc.providers import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
+from extproc.translate.contract import (
+    COMMON,
+    CONTRACT_FIELDS,
+    Contract,
+    ModelFamily,
+    TokenField,
+    contract_for,
+)
 
 DEFAULT_CONFIG = "config.yaml"
 _ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -69,11 +81,10 @@ class Provider:
     routes: tuple[RoutePreference, ...]
     passes_client_auth: bool
     needs_key: bool
-    short_tool_ids: bool = False
     max_tokens: int | None = None
     """Cap on the client's max_tokens (Claude Code asks 32k-64k; many models refuse that)."""
-    reasoning: bool = False
-    """The model takes `reasoning_effort`, so Anthropic `thinking` is translated to it."""
+    contract: Contract = COMMON
+    """What the model's API requires of a translated request (model_families, `reasoning`)."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +104,31 @@ class Listener:
 @dataclass(frozen=True)
 class Sidecar:
     address: str = "127.0.0.1"
+    """Where Envoy reaches the sidecar: an IP (a STATIC cluster) or a DNS name such as a
+    Kubernetes headless Service (a STRICT_DNS cluster, one endpoint per address)."""
+    listen_address: str = ""
+    """The IP `extproc serve` binds (0.0.0.0 in a pod); empty: `address`, when it is an IP."""
     port: int = 50051
     health_port: int = 50052
     failure_mode_allow: bool = False
     """Envoy's choice when the sidecar can't be reached: false answers 503, true carries on
     unprocessed (no route then, so still an error; see docs/reliability.md)."""
+    metadata_namespace: str = "envoy.filters.http.ext_proc"
+    """Where the decision goes in Envoy's dynamic metadata (the access log reads it there).
+    Envoy Gateway refuses namespaces under `envoy.filters.http.`: use your own there."""
+
+    @property
+    def bind_address(self) -> str:
+        """The address `extproc serve` listens on."""
+        return self.listen_address or self.address
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 ROUTER_MODES = ("constrained", "greedy")
@@ -271,6 +302,7 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 
 _TOP_KEYS = {
     "llm_providers",
+    "model_families",
     "model_aliases",
     "gateway_keys",
     "listener",
@@ -310,8 +342,15 @@ def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
     return cls(**kwargs)
 
 
-def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True) -> Provider | None:
-    """`client_auth` False: clients send gateway keys, so none of theirs passes through."""
+def _provider(
+    check: _Checker,
+    entry: Any,
+    where: str,
+    client_auth: bool = True,
+    families: tuple[ModelFamily, ...] = (),
+) -> Provider | None:
+    """`client_auth` False: clients send gateway keys, so none of theirs passes through.
+    `families`: the config's own model_families rows."""
     entry = check.mapping(entry, where, _PROVIDER_KEYS)
     model = check.typed(entry.get("model"), f"{where}.model", str, "")
     if not model:
@@ -381,6 +420,8 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
             )
         else:
             routes.append(RoutePreference(name, description.strip()))
+    reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
+    overrides = {} if reasoning is None else {"reasoning": reasoning}
     return Provider(
         name=check.typed(entry.get("name"), f"{where}.name", str, model),
         model=model,
@@ -394,10 +435,34 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
         routes=tuple(routes),
         passes_client_auth=kind.passes_client_auth and client_auth,
         needs_key=kind.needs_key,
-        short_tool_ids=kind.short_tool_ids,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
-        reasoning=check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, False),
+        contract=contract_for(kind.name, upstream_model, families, **overrides),
     )
+
+
+_TOKEN_FIELDS: tuple[TokenField, ...] = ("max_tokens", "max_completion_tokens")
+
+
+def _families(check: _Checker, raw: Any) -> tuple[ModelFamily, ...]:
+    """The config's `model_families` rows: `provider` and `model` globs, and contract fields."""
+    rows = []
+    for i, entry in enumerate(check.typed(raw, "model_families", list, [])):
+        where = f"model_families[{i}]"
+        entry = check.mapping(entry, where, {"provider", "model", *CONTRACT_FIELDS})
+        provider = check.typed(entry.get("provider"), f"{where}.provider", str, "*")
+        model = check.typed(entry.get("model"), f"{where}.model", str, "")
+        if not model:
+            check.error(where, "a model family needs `model` (a name or a glob such as gpt-5*)")
+            continue
+        settings = []
+        for key, value in entry.items():
+            if key in CONTRACT_FIELDS:
+                default = getattr(COMMON, key)
+                settings.append((key, check.typed(value, f"{where}.{key}", type(default), default)))
+        if entry.get("token_field", "max_tokens") not in _TOKEN_FIELDS:
+            check.error(f"{where}.token_field", f"must be one of {', '.join(_TOKEN_FIELDS)}")
+        rows.append(ModelFamily(provider, model, tuple(settings)))
+    return tuple(rows)
 
 
 def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
@@ -453,6 +518,37 @@ def _aliases(check: _Checker, raw: Any, names: set[str]) -> list[tuple[str, str]
     return aliases
 
 
+def _check_sidecar(check: _Checker, sidecar: Sidecar) -> None:
+    """`address` is Envoy's way to the sidecar, `listen_address` what `serve` binds: a mix-up
+    of the two is caught here rather than by Envoy or the kernel at start."""
+    address, listen = sidecar.address, sidecar.listen_address
+    if is_ip(address) and ipaddress.ip_address(address).is_unspecified:
+        check.error(
+            "sidecar.address",
+            f"Envoy can't connect to {address}: set sidecar.listen_address: {address} to listen "
+            "on every interface, and sidecar.address to the IP or name Envoy reaches it by",
+        )
+    elif not is_ip(address) and not _HOST_NAME.match(address):
+        check.error("sidecar.address", f"{address!r} is neither an IP address nor a DNS name")
+    elif not is_ip(address) and not listen:
+        check.error(
+            "sidecar.listen_address",
+            f"sidecar.address {address!r} is a name (Envoy resolves it); set "
+            "sidecar.listen_address to the IP extproc serve binds (0.0.0.0 in a pod)",
+        )
+    if listen and not is_ip(listen):
+        check.error(
+            "sidecar.listen_address",
+            f"{listen!r} must be an IP address of this machine (0.0.0.0 for every interface)",
+        )
+    if not _NAMESPACE.match(sidecar.metadata_namespace):
+        check.error(
+            "sidecar.metadata_namespace",
+            f"{sidecar.metadata_namespace!r} must be letters, digits, '.', '_' or '-' "
+            "(it is written into Envoy's access log format)",
+        )
+
+
 def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     """Validate config text; raises ConfigError listing every problem."""
     try:
@@ -469,9 +565,12 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     if not entries:
         check.error("llm_providers", "configure at least one provider under llm_providers")
     gateway_keys = _gateway_keys(check, raw.get("gateway_keys"))
+    families = _families(check, raw.get("model_families"))
     providers = []
     for i, entry in enumerate(entries):
-        provider = _provider(check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys)
+        provider = _provider(
+            check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys, families=families
+        )
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
     _check_uniqueness(check, providers)
@@ -479,6 +578,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     aliases = _aliases(check, raw.get("model_aliases"), names)
     listener = _section(check, raw, "listener", Listener)
     sidecar = _section(check, raw, "sidecar", Sidecar)
+    _check_sidecar(check, sidecar)
     routing = _section(check, raw, "routing", Routing)
     for key, allowed in (
         ("mode", ROUTER_MODES),

@@ -11,15 +11,17 @@ from typing import Any
 
 import yaml
 
-from extproc.config import Config
+from extproc.config import Config, is_ip
 from extproc.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
-from extproc.replies import METADATA_NAMESPACE
 from extproc.upstream import CLUSTER_HEADER, Origin, origins
 
 EXTPROC_CLUSTER = "extproc"
+EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 DECISION_FIELDS = ("requested_model", "routed_model", "provider", "route", "source", "router_ms")
+# Known when the sidecar translated the answer (it reads the provider's usage), or counted it.
+METADATA_FIELDS = (*DECISION_FIELDS, "note", "input_tokens", "output_tokens")
 
-ACCESS_LOG_FORMAT: dict[str, str] = {
+ENVOY_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
@@ -33,12 +35,14 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "details": "%RESPONSE_CODE_DETAILS%",
     "session": "%REQ(X-CLAUDE-CODE-SESSION-ID)%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in DECISION_FIELDS},
-    "note": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:note)%",
-    # Known when the sidecar translated the answer (it reads the provider's usage).
-    "input_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:input_tokens)%",
-    "output_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:output_tokens)%",
 }
+
+
+def access_log_format(config: Config) -> dict[str, str]:
+    """The JSON access-log fields: Envoy's own, and the sidecar's decision metadata."""
+    namespace = config.sidecar.metadata_namespace
+    decision = {name: f"%DYNAMIC_METADATA({namespace}:{name})%" for name in METADATA_FIELDS}
+    return {**ENVOY_LOG_FORMAT, **decision}
 
 
 def _ext(name: str) -> str:
@@ -62,7 +66,7 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
     # would cut every one of them. Leave room for parsing multi-MB bodies too.
     message_timeout = config.routing.timeout_ms / 1000 + 10
     return {
-        "name": "envoy.filters.http.ext_proc",
+        "name": EXTPROC_FILTER,
         "typed_config": {
             "@type": _ext("filters.http.ext_proc.v3.ExternalProcessor"),
             "grpc_service": {
@@ -87,7 +91,9 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                 "response_body_mode": "NONE",
                 "response_trailer_mode": "SKIP",
             },
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            "metadata_options": {
+                "receiving_namespaces": {"untyped": [config.sidecar.metadata_namespace]}
+            },
             # Only what the sidecar reads: less to serialize and parse on every request.
             "forward_rules": {
                 "allowed_headers": {
@@ -128,7 +134,7 @@ def _listener(config: Config) -> dict[str, Any]:
                                     "name": "envoy.access_loggers.stdout",
                                     "typed_config": {
                                         "@type": _ext("access_loggers.stream.v3.StdoutAccessLog"),
-                                        "log_format": {"json_format": ACCESS_LOG_FORMAT},
+                                        "log_format": {"json_format": access_log_format(config)},
                                     },
                                 }
                             ],
@@ -274,10 +280,14 @@ def _provider_cluster(origin: Origin, max_body: int) -> dict[str, Any]:
 
 
 def _extproc_cluster(config: Config) -> dict[str, Any]:
+    """The sidecar, over HTTP/2. A name (a Kubernetes headless Service) is resolved to every
+    address behind it, one endpoint each, so ext_proc streams spread across the replicas."""
     sidecar = config.sidecar
+    by_name = {} if is_ip(sidecar.address) else {"dns_lookup_family": "V4_PREFERRED"}
     return {
         "name": EXTPROC_CLUSTER,
-        "type": "STATIC",
+        "type": "STATIC" if is_ip(sidecar.address) else "STRICT_DNS",
+        **by_name,
         "connect_timeout": "1s",
         "per_connection_buffer_limit_bytes": config.listener.max_body_bytes,
         "typed_extension_protocol_options": {
@@ -318,22 +328,42 @@ def render(config: Config) -> str:
 
 FRAGMENT_HEADER = """\
 # extproc pieces for an Envoy you already run (docs/mesh.md), rendered from config.yaml.
-# http_filters: put the ext_proc filter before envoy.filters.http.router.
-# routes: add to the virtual host that serves your Claude Code traffic.
+# http_filters: put the ext_proc filter before envoy.filters.http.router. It is disabled
+#   by default: only the route below turns it on, so other virtual hosts never see it.
+# routes: the only route of a virtual host (or listener) that serves Claude Code alone.
 # clusters: add to static_resources.clusters (or your CDS).
+# early_header_mutation_extensions: into your HttpConnectionManager; removes a client's
+#   own x-extproc-cluster before routing, so only the sidecar picks a provider.
 # access_log_format: fields to add to your JSON access log to see each decision.
 # The listener (or its HttpConnectionManager) needs per_connection_buffer_limit_bytes
 # of at least {max_body} for Claude Code's bodies.
 """
 
 
+def scoped_extproc_filter(config: Config) -> dict[str, Any]:
+    """The ext_proc filter off by default, for a connection manager shared with other virtual
+    hosts: the sidecar adds provider keys, so it must see no request but those it routes."""
+    return {**_extproc_filter(config), "disabled": True}
+
+
+def enabled_route(config: Config) -> dict[str, Any]:
+    """The cluster-header route, with the (otherwise disabled) ext_proc filter on."""
+    enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
+    return {
+        "name": "extproc",
+        **_route(config),
+        "typed_per_filter_config": {EXTPROC_FILTER: enable},
+    }
+
+
 def fragment(config: Config) -> str:
     """Just the filter, route and clusters, to merge into an existing Envoy config."""
     pieces = {
-        "http_filters": [_extproc_filter(config)],
-        "routes": [_route(config)],
+        "http_filters": [scoped_extproc_filter(config)],
+        "routes": [enabled_route(config)],
         "clusters": _clusters(config),
-        "access_log_format": ACCESS_LOG_FORMAT,
+        "early_header_mutation_extensions": [_drop_client_cluster_header()],
+        "access_log_format": access_log_format(config),
     }
     header = FRAGMENT_HEADER.format(max_body=config.listener.max_body_bytes)
     return header + yaml.safe_dump(pieces, sort_keys=False, width=120)

@@ -24,8 +24,8 @@ from extproc.errors import GatewayError
 from extproc.metrics import Metrics
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
-from extproc.translate import anthropic_responses
-from extproc.translate.anthropic_openai import TranslationError, translate_request
+from extproc.translate import anthropic_responses, signatures
+from extproc.translate.anthropic_openai import TranslationError, tool_names, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.usage import UsageReader
 from extproc.wire import Phase
@@ -57,12 +57,11 @@ class Gateway:
 
 
 def _is_foreign_thinking(block: Any) -> bool:
-    """Thinking that Anthropic did not sign: none (Chat Completions), or OpenAI's encrypted
-    reasoning (Responses), which Anthropic would refuse as an invalid signature."""
+    """A thinking block Anthropic did not sign: unsigned, or signed by this gateway."""
     if not isinstance(block, dict) or block.get("type") != "thinking":
         return False
     signature = block.get("signature")
-    return not signature or anthropic_responses.is_our_signature(signature)
+    return not signature or signatures.is_ours(signature)
 
 
 def _blocks(message: Any) -> list[Any]:
@@ -159,6 +158,11 @@ class Exchange:
         return self.pass_through()
 
     @property
+    def namespace(self) -> str:
+        """Where the decision goes in Envoy's dynamic metadata."""
+        return self.gateway.config.sidecar.metadata_namespace
+
+    @property
     def path_only(self) -> str:
         return self.path.partition("?")[0]
 
@@ -209,7 +213,8 @@ class Exchange:
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:
-            return replies.local_answer(count_tokens_estimate(full_body(raw)), decision.metadata())
+            estimate = count_tokens_estimate(full_body(raw))
+            return replies.local_answer(estimate, decision.metadata(), self.namespace)
         else:
             new_body = [self.translate(full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
@@ -233,37 +238,29 @@ class Exchange:
             (*length, *auth.remove, *removed),
             add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
         )
-        return replies.route_request_body(mutation, new_body, decision.metadata())
+        return replies.route_request_body(mutation, new_body, decision.metadata(), self.namespace)
 
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
         the answer."""
         responses_api = provider.interface == "openai-responses"
         try:
-            if responses_api:
-                translated = anthropic_responses.translate_request(
-                    body,
-                    model=provider.upstream_model,
-                    max_tokens_cap=provider.max_tokens,
-                    supports_reasoning=provider.reasoning,
-                )
-            else:
-                translated = translate_request(
-                    body,
-                    model=provider.upstream_model,
-                    max_tokens_cap=provider.max_tokens,
-                    supports_reasoning=provider.reasoning,
-                    short_tool_ids=provider.short_tool_ids,
-                )
+            request = anthropic_responses.translate_request if responses_api else translate_request
+            translated = request(
+                body,
+                model=provider.upstream_model,
+                contract=provider.contract,
+                max_tokens_cap=provider.max_tokens,
+            )
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
-        # Claude Code keeps a turn's thinking blocks (here: the encrypted reasoning) only when
-        # the answer names the model it asked for; Chat Completions thinking has none to keep.
-        answer_model = body["model"] if responses_api else provider.upstream_model
         self.translation = ResponseTranslation(
-            model=answer_model,
+            # The model the client asked for: Claude Code drops the thinking blocks of an
+            # answer from any other, and ours carry what the provider needs back.
+            model=str(body.get("model", provider.upstream_model)),
             streaming_requested=bool(body.get("stream")),
             input_tokens_estimate=estimate_input_tokens(body),
+            tool_names=tool_names(body, provider.contract),
             responses_api=responses_api,
         )
         return translated
@@ -286,12 +283,17 @@ class Exchange:
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}
-            return replies.pass_response_body(counts)
+            return replies.pass_response_body(counts, self.namespace)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
         usage = self.translation.usage() if end_of_stream else {}
-        return replies.replace_response_body(body, usage)
+        if self.translation.client_status != self.translation.status:
+            # A whole (buffered) answer whose translation changed its status: a 2xx body
+            # holding an error. Headers have not left Envoy yet, so answer in its place.
+            status = self.translation.client_status
+            return replies.answer_instead(status, body, usage, self.namespace)
+        return replies.replace_response_body(body, usage, self.namespace)
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:

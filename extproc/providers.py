@@ -1,6 +1,7 @@
 """The provider catalogue: what each `provider/` prefix in config.yaml means.
 
-Adding a provider is one row in `CATALOGUE`. Auth is chosen per API interface
+Adding a provider is one row in `CATALOGUE` (and, where its models have rules of their
+own, rows in `extproc.translate.contract.FAMILIES`). Auth is chosen per API interface
 (`AUTH_STYLES`): Anthropic-style providers take `x-api-key`, OpenAI-style ones a
 Bearer token, and a provider that needs no key (ollama) says so.
 """
@@ -35,8 +36,6 @@ class ProviderKind:
     """False when the provider works without any credential (local servers)."""
     passes_client_auth: bool = False
     """True when the client's own Anthropic credentials may be forwarded (only Anthropic)."""
-    short_tool_ids: bool = False
-    """The API accepts only 9-character alphanumeric tool-call ids."""
 
 
 CATALOGUE: dict[str, ProviderKind] = {
@@ -50,9 +49,10 @@ CATALOGUE: dict[str, ProviderKind] = {
         ProviderKind("openai", "openai-responses", "https://api.openai.com/v1"),
         ProviderKind("gemini", "openai", "https://generativelanguage.googleapis.com/v1beta/openai"),
         ProviderKind("xai", "openai", "https://api.x.ai/v1"),
-        ProviderKind("mistral", "openai", "https://api.mistral.ai/v1", short_tool_ids=True),
+        ProviderKind("mistral", "openai", "https://api.mistral.ai/v1"),
         ProviderKind("groq", "openai", "https://api.groq.com/openai/v1"),
         ProviderKind("openrouter", "openai", "https://openrouter.ai/api/v1"),
+        ProviderKind("moonshot", "openai", "https://api.moonshot.ai/v1"),
         ProviderKind("ollama", "openai", None, needs_key=False),
     )
 }

@@ -21,9 +21,15 @@ class ResponseTranslation:
     model: str
     streaming_requested: bool
     input_tokens_estimate: int = 0
+    tool_names: dict[str, str] = field(default_factory=dict)
+    """Tool names as sent to the provider → the client's (long MCP names are shortened)."""
     responses_api: bool = False
     """The upstream speaks OpenAI Responses rather than Chat Completions."""
     status: int = 200
+    """The upstream's status."""
+    client_status: int = 200
+    """The status the client should see: the upstream's, unless the translated answer says
+    otherwise (a 2xx body that holds an error object, or isn't JSON)."""
     streaming: bool = False
     _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
     _stream: anthropic_openai.StreamTranslator | anthropic_responses.StreamTranslator | None = None
@@ -37,7 +43,7 @@ class ResponseTranslation:
 
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
-        self.status = status
+        self.status = self.client_status = status
         # A streamed request gets SSE back even when the upstream answered it with JSON:
         # the translator replays such an answer as events. Errors stay JSON with their status.
         self.streaming = self.streaming_requested and status < 300
@@ -46,7 +52,9 @@ class ResponseTranslation:
             self._decoder = zlib.decompressobj(wbits=47)
         if self.streaming:
             self._stream = self._translator.StreamTranslator(
-                model=self.model, input_tokens_estimate=self.input_tokens_estimate
+                model=self.model,
+                input_tokens_estimate=self.input_tokens_estimate,
+                tool_names=self.tool_names,
             )
             return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
         return {"content-type": "application/json"}
@@ -60,8 +68,9 @@ class ResponseTranslation:
         self._buffer += chunk
         if not end:
             return b""
-        translate = self._translator.translate_response
-        _, body = translate(self.status, bytes(self._buffer), model=self.model)
+        self.client_status, body = self._translator.translate_response(
+            self.status, bytes(self._buffer), model=self.model, tool_names=self.tool_names
+        )
         self._usage = orjson.loads(body).get("usage")
         return body
 

@@ -5,7 +5,8 @@ usage-only final chunk (`choices: []`, as `stream_options.include_usage` asks)
 and `data: [DONE]`. Errors are OpenAI error bodies with their status codes.
 What it answers depends on the last user message, so one server plays every case:
 "TOOL" (one tool call), "PARALLEL" (two), "THINK" (reasoning then text),
-"RATELIMIT" (429), "BROKEN" (500); after a tool result it answers with text.
+"RATELIMIT" (429), "BROKEN" (500), "ERROR-IN-200" (a rate-limit error object sent with
+status 200, as some OpenAI-compatible servers do); after a tool result it answers with text.
 "GZIP" anywhere makes it gzip the answer even though the gateway asked for identity.
 "MARK-<id>", "PACE-<ms>" and "FAULT-RESET" work as in fake_anthropic.
 """
@@ -50,6 +51,8 @@ def plan(request: dict[str, Any]) -> dict[str, Any]:
     text = _last_user_text(request)
     if "RATELIMIT" in text:
         return {"error": (429, "requests", "rate_limit_exceeded", "Rate limit reached for gpt-4.1")}
+    if "ERROR-IN-200" in text:
+        return {"error": (200, "rate_limit_exceeded", 429, "Quota exceeded for this minute.")}
     if "BROKEN" in text:
         return {
             "error": (500, "server_error", None, "The server had an error processing your request.")

@@ -32,6 +32,7 @@ from extproc.translate.anthropic_openai import (
     translate_request,
     translate_response,
 )
+from extproc.translate.contract import Contract
 from extproc.translate.sse import SSEParser
 from extproc.wire import decode_request
 from tests.conftest import STRICT_MAX_BODY
@@ -288,11 +289,23 @@ def test_fuzzed_raw_bytes_only_ever_raise_gateway_errors(raw):
     assert isinstance(result, GatewayError) or raw.lstrip().startswith(b"{")
 
 
+EVERY_RULE = Contract(
+    reasoning=True,
+    token_field="max_completion_tokens",
+    thought_signatures=True,
+    reasoning_echo=True,
+    short_tool_ids=True,
+    prompt_cache_key=True,
+    file_parts=True,
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(body=request_bodies)
 def test_fuzzed_translation_raises_only_translation_errors(body):
+    """With every contract rule on, so each rule's code sees the fuzzed bodies too."""
     try:
-        out = translate_request(body, model="gpt-4.1", max_tokens_cap=100, supports_reasoning=True)
+        out = translate_request(body, model="gpt-4.1", max_tokens_cap=100, contract=EVERY_RULE)
     except TranslationError:
         return
     assert isinstance(orjson.loads(out), dict)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import anthropic
 import pytest
 
-from extproc.translate.anthropic_responses import SIGNATURE_PREFIX
+from extproc.translate import signatures
 from tests.conftest import PROVIDER_KEYS, running_gateway
 from tests.fake_responses import FakeResponses
 from tests.responses_streams import encrypted_for
@@ -47,7 +47,6 @@ llm_providers:
   - model: openai/gpt-5.2-codex
     base_url: {fake_responses.url}/v1
     access_key: $TEST_OPENAI_KEY
-    reasoning: true
     default: true
   - model: openai/gpt-4.1
     base_url: {fake_responses.url}/v1
@@ -101,7 +100,10 @@ def test_streamed_thinking_carries_the_encrypted_reasoning(responses_gateway, re
         message = events.get_final_message()
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "First, consider the question… 🤔"
-    assert message.content[0].signature == f"{SIGNATURE_PREFIX}rs_0a1b2c:{encrypted_for(1)}"
+    assert signatures.state(message.content[0].signature) == {
+        "reasoning_id": "rs_0a1b2c",
+        "encrypted_content": encrypted_for(1),
+    }
     assert message.content[1].text == "42"
     sent = responses_fake.received[0].json()
     assert sent["reasoning"] == {"effort": "high", "summary": "auto"}

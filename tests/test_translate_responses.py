@@ -15,14 +15,15 @@ from hypothesis import strategies as st
 from openai.types.responses import ResponseInputParam, response_create_params
 from pydantic import TypeAdapter
 
+from extproc.translate import signatures
 from extproc.translate.anthropic_openai import TranslationError
 from extproc.translate.anthropic_responses import (
-    SIGNATURE_PREFIX,
     StreamTranslator,
     reasoning_item,
     translate_request,
     translate_response,
 )
+from extproc.translate.contract import contract_for
 from tests.conftest import captured
 from tests.fake_responses import refusal
 from tests.responses_streams import (
@@ -30,6 +31,7 @@ from tests.responses_streams import (
     BASH,
     SECRET,
     Answer,
+    Call,
     check_with_sdk,
     encrypted_for,
     events,
@@ -43,7 +45,9 @@ KNOWN_KEYS = {*typing.get_type_hints(response_create_params.ResponseCreateParams
 STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsStreaming)
 NON_STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsNonStreaming)
 INPUT = TypeAdapter(ResponseInputParam)
-OURS = f"{SIGNATURE_PREFIX}rs_0a1b2c:{SECRET}"
+OURS = signatures.sign({"reasoning_id": "rs_0a1b2c", "encrypted_content": SECRET})
+CODEX = contract_for("openai", "gpt-5.2-codex")
+GPT41 = contract_for("openai", "gpt-4.1")
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -130,7 +134,7 @@ def test_tool_loop_items_in_order() -> None:
             },
         ],
     }
-    items = tr(body, supports_reasoning=True)["input"]
+    items = tr(body, contract=CODEX)["input"]
     assert items[1:] == [
         {
             "type": "reasoning",
@@ -156,7 +160,14 @@ def test_tool_loop_items_in_order() -> None:
 
 @pytest.mark.parametrize(
     "signature",
-    ["", "EqQBCkYIBxgCKkBhc2lnbmF0dXJl", f"{SIGNATURE_PREFIX}rs_1:", f"{SIGNATURE_PREFIX}:x", None],
+    [
+        "",
+        None,
+        "EqQBCkYIBxgCKkBhc2lnbmF0dXJl",  # Anthropic's
+        signatures.sign({"tool_use_id": "c1", "thought_signature": "g"}),  # Gemini's, via us
+        signatures.sign({"reasoning_id": "rs_1"}),  # no encrypted content
+        signatures.PREFIX + "not-base64!",
+    ],
 )
 def test_foreign_or_broken_thinking_never_reaches_openai(signature: Any) -> None:
     block = {"type": "thinking", "thinking": "t", "signature": signature}
@@ -235,9 +246,45 @@ def test_images_in_tool_results_reach_the_model() -> None:
     png = {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"}
     outputs = [i["output"] for i in tr(body)["input"] if i["type"] == "function_call_output"]
     assert outputs == [
-        [{"type": "input_text", "text": "shot:"}, png],
-        [{"type": "input_text", "text": "Error:"}, png],
+        [{"type": "input_text", "text": "shot:\n\n[image]"}, png],
+        [{"type": "input_text", "text": "Error: [image]"}, png],
     ]
+
+
+def test_pdfs_go_as_input_files_where_the_contract_allows() -> None:
+    pdf = {
+        "type": "document",
+        "title": "spec.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+    }
+    body = {**BASE, "messages": [{"role": "user", "content": [pdf]}]}
+    want = {
+        "type": "input_file",
+        "filename": "spec.pdf",
+        "file_data": "data:application/pdf;base64,JVBE",
+    }
+    assert tr(body, contract=GPT41, model="gpt-4.1")["input"][0]["content"] == [want]
+    assert tr(body)["input"][0]["content"] == [
+        {"type": "input_text", "text": "[document: application/pdf]"}
+    ]
+
+
+def test_long_tool_names_are_shortened_and_restored() -> None:
+    name = "mcp__" + "very_long_server_name__" * 4 + "tool"
+    body = {
+        **BASE,
+        "tools": [{"name": name, "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": name},
+    }
+    out = tr(body, contract=GPT41, model="gpt-4.1")
+    short = out["tools"][0]["name"]
+    assert len(short) <= 64 and out["tool_choice"] == {"type": "function", "name": short}
+    call = Call("call_1", short, "{}")
+    answer = orjson.dumps(response(Answer(calls=(call,))))
+    _, translated = translate_response(200, answer, model="m", tool_names={short: name})
+    assert orjson.loads(translated)["content"][0]["name"] == name
+    streamed = accumulate(translate(sse(events(Answer(calls=(call,)))), tool_names={short: name}))
+    assert streamed.content[0].name == name
 
 
 def test_tools_are_function_tools_without_strict_schemas() -> None:
@@ -299,11 +346,11 @@ def test_adaptive_thinking_becomes_reasoning_with_summaries_and_encrypted_conten
         "output_config": {"effort": "high"},
         "temperature": 1,
     }
-    out = tr(body, supports_reasoning=True)
+    out = tr(body, contract=CODEX)
     assert out["reasoning"] == {"effort": "high", "summary": "auto"}
     assert out["include"] == ["reasoning.encrypted_content"]
     assert "temperature" not in out  # reasoning models refuse it
-    disabled = tr({**BASE, "thinking": {"type": "disabled"}}, supports_reasoning=True)
+    disabled = tr({**BASE, "thinking": {"type": "disabled"}}, contract=CODEX)
     assert "reasoning" not in disabled and disabled["include"] == ["reasoning.encrypted_content"]
     plain = tr(body, model="gpt-4.1")
     assert "reasoning" not in plain and "include" not in plain and plain["temperature"] == 1
@@ -317,16 +364,19 @@ def test_structured_output_stream_user_and_cache_key() -> None:
         "stop_sequences": ["END"],
         "top_k": 5,
         "output_config": {"format": {"type": "json_schema", "schema": schema}},
-        "metadata": {"user_id": "u" * 100},
+        "metadata": {
+            "user_id": orjson.dumps({"device_id": "d" * 64, "session_id": "s-1"}).decode()
+        },
         "context_management": {"edits": []},
     }
-    out = tr(body, prompt_cache_key="session-1")
+    out = tr(body, contract=GPT41, model="gpt-4.1")
     assert out["text"] == {
         "format": {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
     }
     assert out["stream"] is True and out["store"] is False
     assert len(out["safety_identifier"]) == 64
-    assert out["prompt_cache_key"] == "session-1"
+    assert out["prompt_cache_key"] == "s-1"  # Claude Code's session shares one prompt cache
+    assert "prompt_cache_key" not in tr(body)  # only where the contract says the API has it
     assert not {"stop", "stop_sequences", "top_k", "context_management"} & set(out)
 
 
@@ -335,7 +385,7 @@ def test_structured_output_stream_user_and_cache_key() -> None:
 )
 def test_claude_code_requests_pass_the_strict_fake(name: str) -> None:
     body = captured(name)["body"]
-    out = tr(body, supports_reasoning=True)
+    out = tr(body, contract=CODEX)
     assert out["tools"] if body.get("tools") else "tools" not in out
     assert all(t["strict"] is False for t in out.get("tools", []))
 
@@ -427,7 +477,7 @@ def test_thinking_round_trips_into_the_next_request() -> None:
             },
         ],
     }
-    out = orjson.loads(translate_request(body, model="gpt-5.2-codex", supports_reasoning=True))
+    out = orjson.loads(translate_request(body, model="gpt-5.2-codex", contract=CODEX))
     assert out["input"][1] == {
         "type": "reasoning",
         "id": "rs_0a1b2c",
@@ -570,7 +620,10 @@ def test_expected_events_for_a_reasoning_tool_call() -> None:
         ("message_stop", None, None),
     ]
     evs = anthropic_events(translate(sse(events(answer, size=2))))
-    assert evs[5]["delta"]["signature"] == f"{SIGNATURE_PREFIX}rs_0a1b2c:enc"
+    assert signatures.state(evs[5]["delta"]["signature"]) == {
+        "reasoning_id": "rs_0a1b2c",
+        "encrypted_content": "enc",
+    }
     assert evs[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
 
 
@@ -607,7 +660,12 @@ def test_expected_events_for_text() -> None:
         {
             "type": "message_delta",
             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"input_tokens": 176, "output_tokens": 42, "cache_read_input_tokens": 1024},
+            "usage": {
+                "input_tokens": 176,
+                "output_tokens": 42,
+                "cache_read_input_tokens": 1024,
+                "cache_creation_input_tokens": 0,
+            },
         },
         {"type": "message_stop"},
     ]

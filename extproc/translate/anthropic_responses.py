@@ -4,8 +4,8 @@ OpenAI's Codex models answer only on `/v1/responses`, and there a reasoning mode
 reasoning can travel between the calls of a tool loop. `translate_request` turns a Messages
 body into a Responses body; `translate_response` and `StreamTranslator` turn the answer (JSON,
 or the Responses event stream) back into what Claude Code expects. The encrypted reasoning
-rides in the thinking block's `signature`, behind `SIGNATURE_PREFIX`, so Claude Code sends it
-back unchanged. Every rule is listed, with its reason, in docs/translation.md.
+rides in the thinking block's `signature` (one of ours: `signatures.py`), so Claude Code sends
+it back unchanged. Every rule is listed, with its reason, in docs/translation.md.
 """
 
 from __future__ import annotations
@@ -16,19 +16,21 @@ from typing import Any
 
 import orjson
 
-from extproc.translate import errors
+from extproc.translate import errors, signatures
 from extproc.translate.anthropic_openai import (
     _MALFORMED,
     TranslationError,
     _block_text,
     _blocks,
+    _count,
     _dict,
-    _image_part,
     _is_custom_tool,
     _list,
+    _media_part,
     _message_id,
     _output_config,
     _reasoning_effort,
+    _session_id,
     _system_texts,
     _texts,
     _tool,
@@ -40,13 +42,10 @@ from extproc.translate.anthropic_openai import (
     _user,
     message_events,
 )
+from extproc.translate.contract import COMMON, Contract
 from extproc.translate.sse import SSEParser, encode_event
 
 JSON = dict[str, Any]
-
-SIGNATURE_PREFIX = "extproc:openai-responses:"
-"""Marks a thinking block's signature as ours: `PREFIX<reasoning item id>:<encrypted_content>`.
-Anthropic's signatures are base64, which has no `:`, so they can never start with it."""
 
 MIN_OUTPUT_TOKENS = 16
 """OpenAI refuses `max_output_tokens` below 16 (`integer_below_min_value`)."""
@@ -58,17 +57,13 @@ MIN_OUTPUT_TOKENS = 16
 
 
 def translate_request(
-    body: JSON,
-    *,
-    model: str,
-    max_tokens_cap: int | None = None,
-    supports_reasoning: bool = False,
-    prompt_cache_key: str | None = None,
+    body: JSON, *, model: str, contract: Contract = COMMON, max_tokens_cap: int | None = None
 ) -> bytes:
     """Anthropic Messages body (parsed) → Responses JSON bytes for `model`.
 
-    An allow-list like the Chat Completions translator's. `store: false` always: the gateway
-    keeps no state, so reasoning travels encrypted inside the conversation instead.
+    An allow-list like the Chat Completions translator's, under the same `contract` (reasoning,
+    tool-name length, PDFs, prompt_cache_key, user). `store: false` always: the gateway keeps
+    no state, so reasoning travels encrypted inside the conversation instead.
     """
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
@@ -83,9 +78,9 @@ def translate_request(
         if role == "system":
             instructions.append("\n\n".join(_texts(content, f"messages.{i}.content")))
         elif role == "user":
-            items.extend(_user_items(_blocks(content, i), i))
+            items.extend(_user_items(_blocks(content, i), i, contract))
         elif role == "assistant":
-            items.extend(_assistant_items(_blocks(content, i), i))
+            items.extend(_assistant_items(_blocks(content, i), i, contract))
         else:
             raise TranslationError(f"messages.{i}.role: unexpected value {role!r}")
 
@@ -94,19 +89,20 @@ def translate_request(
     if instructions:
         out["instructions"] = "\n\n".join(instructions)
     out["input"] = items
-    tools = [_function_tool(t) for t in _list(body.get("tools")) if _is_custom_tool(t)]
+    tools = [_function_tool(t, contract) for t in _list(body.get("tools")) if _is_custom_tool(t)]
     if tools:
         out["tools"] = tools
-        out.update(_responses_tool_choice(body.get("tool_choice"), {t["name"] for t in tools}))
+        offered = {t["name"] for t in tools}
+        out.update(_responses_tool_choice(body.get("tool_choice"), offered, contract))
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, int):
         capped = min(max_tokens, max_tokens_cap) if max_tokens_cap else max_tokens
         out["max_output_tokens"] = max(capped, MIN_OUTPUT_TOKENS)
-    if not supports_reasoning:  # reasoning models refuse sampling parameters
+    if not contract.reasoning:  # reasoning models refuse sampling parameters
         for key in ("temperature", "top_p"):
             if body.get(key) is not None:
                 out[key] = body[key]
-    if supports_reasoning:
+    if contract.reasoning:
         reasoning: JSON = {}
         effort = _reasoning_effort(body)
         if effort:
@@ -120,18 +116,19 @@ def translate_request(
     out["store"] = False
     if body.get("stream"):
         out["stream"] = True
-    user = _user(body.get("metadata"))
+    user = _user(body.get("metadata")) if contract.user_field else None
     if user:
         out["safety_identifier"] = user
-    if prompt_cache_key:
-        out["prompt_cache_key"] = prompt_cache_key
+    session = _session_id(body.get("metadata")) if contract.prompt_cache_key else None
+    if session:
+        out["prompt_cache_key"] = session
     try:
         return orjson.dumps(out)
     except orjson.JSONEncodeError as exc:
         raise TranslationError(f"request can't be encoded as JSON: {exc}") from exc
 
 
-def _user_items(blocks: list[JSON], i: int) -> list[JSON]:
+def _user_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
     """Tool results first (as `function_call_output` items), then the rest as one message."""
     outputs: list[JSON] = []
     parts: list[JSON] = []
@@ -139,9 +136,9 @@ def _user_items(blocks: list[JSON], i: int) -> list[JSON]:
         where = f"messages.{i}.content.{j}"
         kind = block.get("type")
         if kind == "tool_result":
-            outputs.append(_function_call_output(block, where))
-        elif kind == "image":
-            parts.append(_input_image(block, where))
+            outputs.append(_function_call_output(block, where, contract))
+        elif (media := _media_part(block, where, contract)) is not None:
+            parts.append(_input_part(media))
         else:
             text = _block_text(block, where)
             if text is not None:
@@ -151,38 +148,24 @@ def _user_items(blocks: list[JSON], i: int) -> list[JSON]:
     return [*outputs, {"type": "message", "role": "user", "content": parts}]
 
 
-def _input_image(block: JSON, where: str) -> JSON:
-    url = _image_part(block, where)["image_url"]["url"]
-    return {"type": "input_image", "image_url": url, "detail": "auto"}
+def _input_part(media: JSON) -> JSON:
+    """A Chat Completions image or file part as the Responses input part."""
+    if media["type"] == "image_url":
+        return {"type": "input_image", "image_url": media["image_url"]["url"], "detail": "auto"}
+    return {"type": "input_file", **media["file"]}
 
 
-def _function_call_output(block: JSON, where: str) -> JSON:
-    """A tool_result as a `function_call_output`: its text, or, when it holds images (a
-    screenshot Claude Code's Read tool returned), a list of text and image parts."""
-    message = _tool_message(block, where)
-    content = block.get("content")
+def _function_call_output(block: JSON, where: str, contract: Contract) -> JSON:
+    """A tool_result as a `function_call_output`: its text, or, when it holds images or PDFs
+    (a screenshot a tool read), the text (marking where they stood) and then those parts."""
+    message, media = _tool_message(block, where, contract)
     output: str | list[JSON] = message["content"]
-    images = [
-        k
-        for k, item in enumerate(_list(content))
-        if isinstance(item, dict) and item.get("type") == "image"
-    ]
-    if images:
-        parts: list[JSON] = (
-            [{"type": "input_text", "text": "Error:"}] if block.get("is_error") else []
-        )
-        for k, item in enumerate(content):
-            if k in images:
-                parts.append(_input_image(item, f"{where}.content.{k}"))
-            else:
-                text = _tool_message({"content": [item]}, f"{where}.content.{k}")["content"]
-                if text:
-                    parts.append({"type": "input_text", "text": text})
-        output = parts
+    if media:
+        output = [{"type": "input_text", "text": message["content"]}, *map(_input_part, media)]
     return {"type": "function_call_output", "call_id": message["tool_call_id"], "output": output}
 
 
-def _assistant_items(blocks: list[JSON], i: int) -> list[JSON]:
+def _assistant_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
     """One item per block, in order: our reasoning, text (consecutive texts as one message),
     function calls. Thinking that another provider wrote, and anything OpenAI can't read back,
     is dropped."""
@@ -200,7 +183,7 @@ def _assistant_items(blocks: list[JSON], i: int) -> list[JSON]:
         kind = block.get("type")
         if kind == "tool_use":
             flush_text()
-            call = _tool_call(block, where)
+            call = _tool_call(block, where, contract)
             items.append(
                 {
                     "type": "function_call",
@@ -226,40 +209,34 @@ def reasoning_item(block: JSON) -> JSON | None:
     """Our thinking block back into the `reasoning` item it came from; None for any other
     (Anthropic's signatures mean nothing to OpenAI, and with `store: false` an item without
     its `encrypted_content` is refused)."""
-    signature = block.get("signature")
-    if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
-        return None
-    item_id, _, encrypted = signature.removeprefix(SIGNATURE_PREFIX).partition(":")
-    if not item_id or not encrypted:
+    state = signatures.state(block.get("signature"))
+    item_id, encrypted = state.get("reasoning_id"), state.get("encrypted_content")
+    if not (isinstance(item_id, str) and item_id and isinstance(encrypted, str) and encrypted):
         return None
     thinking = block.get("thinking")
     summary = [{"type": "summary_text", "text": thinking}] if thinking else []
     return {"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": encrypted}
 
 
-def is_our_signature(signature: Any) -> bool:
-    """A thinking signature written by this translator (never valid at Anthropic)."""
-    return isinstance(signature, str) and signature.startswith(SIGNATURE_PREFIX)
-
-
 def _signature(item: JSON) -> str:
+    """The signature that carries a reasoning item's encrypted content through Claude Code."""
     encrypted = item.get("encrypted_content")
     item_id = item.get("id")
     if isinstance(encrypted, str) and encrypted and isinstance(item_id, str) and item_id:
-        return f"{SIGNATURE_PREFIX}{item_id}:{encrypted}"
+        return signatures.sign({"reasoning_id": item_id, "encrypted_content": encrypted})
     return ""
 
 
-def _function_tool(tool: JSON) -> JSON:
+def _function_tool(tool: JSON, contract: Contract) -> JSON:
     """A custom tool as a Responses function tool. `strict: false`: the API defaults to strict
     schemas, which make every optional parameter of Claude Code's tools required, or refuse
     the schema."""
-    function = _tool(tool)["function"]
+    function = _tool(tool, contract)["function"]
     return {"type": "function", **function, "strict": False}
 
 
-def _responses_tool_choice(choice: Any, names: set[str]) -> JSON:
-    out = _tool_choice(choice, names)
+def _responses_tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:
+    out = _tool_choice(choice, offered, contract)
     forced = out.get("tool_choice")
     if isinstance(forced, dict):
         out["tool_choice"] = {"type": "function", "name": forced["function"]["name"]}
@@ -293,15 +270,19 @@ def _stop_reason(response: JSON, has_tools: bool) -> str:
 
 
 def _usage(usage: Any) -> JSON | None:
-    """Responses usage → Anthropic usage; cached input tokens are counted apart."""
+    """Responses usage → Anthropic usage; cache reads and writes are counted apart from input,
+    as Anthropic does."""
     if not isinstance(usage, dict):
         return None
-    total = usage.get("input_tokens") or 0
-    cached = _dict(usage.get("input_tokens_details")).get("cached_tokens") or 0
+    details = _dict(usage.get("input_tokens_details"))
+    total = _count(usage.get("input_tokens"))
+    cached = _count(details.get("cached_tokens"))
+    created = _count(details.get("cache_write_tokens"))
     return {
-        "input_tokens": max(total - cached, 0),
-        "output_tokens": usage.get("output_tokens") or 0,
+        "input_tokens": max(total - cached - created, 0),
+        "output_tokens": _count(usage.get("output_tokens")),
         "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": created,
     }
 
 
@@ -331,8 +312,13 @@ def _failure(response: JSON) -> tuple[int, str, str]:
     return errors.status_for_type(kind), kind, errors.message_of(err)
 
 
-def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, bytes]:
-    """A non-streamed upstream answer → (status for the client, Anthropic JSON bytes)."""
+def translate_response(
+    status: int, body: bytes, *, model: str, tool_names: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """A non-streamed upstream answer → (status for the client, Anthropic JSON bytes).
+
+    `tool_names` maps the tool names sent to the provider back to the client's.
+    """
     if not 200 <= status < 300:
         client_status, kind, message = errors.http_error(status, body)
         return client_status, errors.error_body(kind, message)
@@ -351,12 +337,12 @@ def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, by
         client_status, kind, message = _failure(data)
         return client_status, errors.error_body(kind, message)
     try:
-        return status, orjson.dumps(_message(data, model, body))
+        return status, orjson.dumps(_message(data, model, body, tool_names or {}))
     except _MALFORMED as exc:
         return 502, errors.error_body("api_error", f"malformed answer from upstream: {exc}")
 
 
-def _message(data: JSON, model: str, body: bytes) -> JSON:
+def _message(data: JSON, model: str, body: bytes, tool_names: dict[str, str]) -> JSON:
     message_id = _message_id(data.get("id"), body)
     content: list[JSON] = []
     calls = 0
@@ -375,7 +361,7 @@ def _message(data: JSON, model: str, body: bytes) -> JSON:
                 {
                     "type": "tool_use",
                     "id": _tool_id(item.get("call_id"), message_id, calls),
-                    "name": item.get("name") or "",
+                    "name": tool_names.get(item.get("name") or "", item.get("name") or ""),
                     "input": _tool_input(item.get("arguments")),
                 }
             )
@@ -430,9 +416,15 @@ class StreamTranslator:
     """
 
     def __init__(
-        self, *, model: str, message_id: str | None = None, input_tokens_estimate: int = 0
+        self,
+        *,
+        model: str,
+        message_id: str | None = None,
+        input_tokens_estimate: int = 0,
+        tool_names: dict[str, str] | None = None,
     ) -> None:
         self._model = model
+        self._tool_names = tool_names or {}
         self._message_id = message_id
         self._input_estimate = input_tokens_estimate
         self._parser = SSEParser()
@@ -585,7 +577,8 @@ class StreamTranslator:
         item = self._item(output_index, kind)
         if kind == "tool_use":
             item.tool_id = _tool_id(raw.get("call_id"), str(self._message_id), self._calls)
-            item.name = raw.get("name") or ""
+            name = raw.get("name") or ""
+            item.name = self._tool_names.get(name, name)
             self._calls += 1
         self._advance()
 
@@ -699,14 +692,14 @@ class StreamTranslator:
         if not body.strip():
             self._fail("api_error", "upstream ended the stream without an answer")
             return
-        status, translated = translate_response(200, body, model=self._model)
+        status, translated = translate_response(
+            200, body, model=self._model, tool_names=self._tool_names
+        )
         message = orjson.loads(translated)
         if status != 200:
             self._fail(message["error"]["type"], message["error"]["message"])
             return
         self._started = True
-        self._usage = {
-            k: v for k, v in message["usage"].items() if k != "cache_creation_input_tokens"
-        }
+        self._usage = message["usage"]
         self._out.append(message_events(message))
         self._done = True
