@@ -17,30 +17,32 @@ from typing import Any
 import orjson
 
 from extproc.translate import errors, signatures
-from extproc.translate.anthropic_openai import (
-    _MALFORMED,
+from extproc.translate.anthropic_format import (
+    MALFORMED,
     TranslationError,
-    _block_text,
-    _blocks,
-    _count,
-    _dict,
-    _is_custom_tool,
-    _list,
+    anthropic_message_id,
+    anthropic_tool_id,
+    as_dict,
+    as_list,
+    block_text,
+    content_blocks,
+    hashed_user,
+    is_custom_tool,
+    message_events,
+    output_config,
+    plain_texts,
+    reasoning_effort,
+    session_id,
+    system_texts,
+    token_count,
+    tool_input,
+)
+from extproc.translate.anthropic_openai import (
     _media_part,
-    _message_id,
-    _output_config,
-    _reasoning_effort,
-    _session_id,
-    _system_texts,
-    _texts,
     _tool,
     _tool_call,
     _tool_choice,
-    _tool_id,
-    _tool_input,
     _tool_message,
-    _user,
-    message_events,
 )
 from extproc.translate.contract import COMMON, Contract
 from extproc.translate.sse import SSEParser, encode_event
@@ -68,7 +70,7 @@ def translate_request(
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise TranslationError("messages: field required (a list)")
-    instructions = _system_texts(body.get("system"))
+    instructions = system_texts(body.get("system"))
     items: list[JSON] = []
     for i, message in enumerate(raw_messages):
         if not isinstance(message, dict):
@@ -76,11 +78,11 @@ def translate_request(
         role = message.get("role")
         content = message.get("content")
         if role == "system":
-            instructions.append("\n\n".join(_texts(content, f"messages.{i}.content")))
+            instructions.append("\n\n".join(plain_texts(content, f"messages.{i}.content")))
         elif role == "user":
-            items.extend(_user_items(_blocks(content, i), i, contract))
+            items.extend(_user_items(content_blocks(content, i), i, contract))
         elif role == "assistant":
-            items.extend(_assistant_items(_blocks(content, i), i, contract))
+            items.extend(_assistant_items(content_blocks(content, i), i, contract))
         else:
             raise TranslationError(f"messages.{i}.role: unexpected value {role!r}")
 
@@ -89,7 +91,7 @@ def translate_request(
     if instructions:
         out["instructions"] = "\n\n".join(instructions)
     out["input"] = items
-    tools = [_function_tool(t, contract) for t in _list(body.get("tools")) if _is_custom_tool(t)]
+    tools = [_function_tool(t, contract) for t in as_list(body.get("tools")) if is_custom_tool(t)]
     if tools:
         out["tools"] = tools
         offered = {t["name"] for t in tools}
@@ -104,7 +106,7 @@ def translate_request(
                 out[key] = body[key]
     if contract.reasoning:
         reasoning: JSON = {}
-        effort = _reasoning_effort(body)
+        effort = reasoning_effort(body)
         if effort:
             reasoning = {"effort": effort, "summary": "auto"}
         if reasoning:
@@ -116,10 +118,10 @@ def translate_request(
     out["store"] = False
     if body.get("stream"):
         out["stream"] = True
-    user = _user(body.get("metadata")) if contract.user_field else None
+    user = hashed_user(body.get("metadata")) if contract.user_field else None
     if user:
         out["safety_identifier"] = user
-    session = _session_id(body.get("metadata")) if contract.prompt_cache_key else None
+    session = session_id(body.get("metadata")) if contract.prompt_cache_key else None
     if session:
         out["prompt_cache_key"] = session
     try:
@@ -140,7 +142,7 @@ def _user_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
         elif (media := _media_part(block, where, contract)) is not None:
             parts.append(_input_part(media))
         else:
-            text = _block_text(block, where)
+            text = block_text(block, where)
             if text is not None:
                 parts.append({"type": "input_text", "text": text})
     if not parts:
@@ -198,7 +200,7 @@ def _assistant_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSO
                 flush_text()
                 items.append(reasoning)
         else:
-            text = _block_text(block, where)
+            text = block_text(block, where)
             if text is not None:
                 texts.append(text)
     flush_text()
@@ -245,7 +247,7 @@ def _responses_tool_choice(choice: Any, offered: set[str], contract: Contract) -
 
 def _text_format(body: JSON) -> JSON | None:
     """Structured output (`output_config.format`, or the older beta `output_format`)."""
-    fmt = _output_config(body).get("format") or body.get("output_format")
+    fmt = output_config(body).get("format") or body.get("output_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = fmt.get("schema") or {}
         return {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
@@ -263,7 +265,7 @@ def _stop_reason(response: JSON, has_tools: bool) -> str:
     """`incomplete_details.reason` says why an answer stopped early; otherwise a finished turn,
     or a tool turn when it called functions (the Responses API has no finish_reason)."""
     if response.get("status") == "incomplete":
-        reason = _dict(response.get("incomplete_details")).get("reason")
+        reason = as_dict(response.get("incomplete_details")).get("reason")
         if reason in _INCOMPLETE:
             return _INCOMPLETE[reason]
     return "tool_use" if has_tools else "end_turn"
@@ -274,13 +276,13 @@ def _usage(usage: Any) -> JSON | None:
     as Anthropic does."""
     if not isinstance(usage, dict):
         return None
-    details = _dict(usage.get("input_tokens_details"))
-    total = _count(usage.get("input_tokens"))
-    cached = _count(details.get("cached_tokens"))
-    created = _count(details.get("cache_write_tokens"))
+    details = as_dict(usage.get("input_tokens_details"))
+    total = token_count(usage.get("input_tokens"))
+    cached = token_count(details.get("cached_tokens"))
+    created = token_count(details.get("cache_write_tokens"))
     return {
         "input_tokens": max(total - cached - created, 0),
-        "output_tokens": _count(usage.get("output_tokens")),
+        "output_tokens": token_count(usage.get("output_tokens")),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": created,
     }
@@ -288,16 +290,16 @@ def _usage(usage: Any) -> JSON | None:
 
 def _reasoning_text(item: JSON) -> str:
     """Summary parts (OpenAI), or the raw reasoning text (open-weight models), joined."""
-    parts = [p.get("text") for p in _list(item.get("summary")) if isinstance(p, dict)]
+    parts = [p.get("text") for p in as_list(item.get("summary")) if isinstance(p, dict)]
     if not any(parts):
-        parts = [p.get("text") for p in _list(item.get("content")) if isinstance(p, dict)]
+        parts = [p.get("text") for p in as_list(item.get("content")) if isinstance(p, dict)]
     return "\n\n".join(p for p in parts if isinstance(p, str) and p)
 
 
 def _message_text(item: JSON) -> str:
     """Output text and refusals of a `message` item (a refusal is shown to the user)."""
     texts = []
-    for part in _list(item.get("content")):
+    for part in as_list(item.get("content")):
         if isinstance(part, dict):
             value = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
             if isinstance(value, str):
@@ -307,7 +309,7 @@ def _message_text(item: JSON) -> str:
 
 def _failure(response: JSON) -> tuple[int, str, str]:
     """(status, Anthropic type, message) for a failed response."""
-    err = _dict(response.get("error")) or {"message": "the response failed"}
+    err = as_dict(response.get("error")) or {"message": "the response failed"}
     kind = errors.type_of(err, 500)
     return errors.status_for_type(kind), kind, errors.message_of(err)
 
@@ -338,12 +340,12 @@ def translate_response(
         return client_status, errors.error_body(kind, message)
     try:
         return status, orjson.dumps(_message(data, model, body, tool_names or {}))
-    except _MALFORMED as exc:
+    except MALFORMED as exc:
         return 502, errors.error_body("api_error", f"malformed answer from upstream: {exc}")
 
 
 def _message(data: JSON, model: str, body: bytes, tool_names: dict[str, str]) -> JSON:
-    message_id = _message_id(data.get("id"), body)
+    message_id = anthropic_message_id(data.get("id"), body)
     content: list[JSON] = []
     calls = 0
     for item in data["output"]:
@@ -360,9 +362,9 @@ def _message(data: JSON, model: str, body: bytes, tool_names: dict[str, str]) ->
             content.append(
                 {
                     "type": "tool_use",
-                    "id": _tool_id(item.get("call_id"), message_id, calls),
+                    "id": anthropic_tool_id(item.get("call_id"), message_id, calls),
                     "name": tool_names.get(item.get("name") or "", item.get("name") or ""),
-                    "input": _tool_input(item.get("arguments")),
+                    "input": tool_input(item.get("arguments")),
                 }
             )
             calls += 1
@@ -507,7 +509,7 @@ class StreamTranslator:
             return
         try:
             self._dispatch(event)
-        except _MALFORMED as exc:  # a field of the wrong type: end the answer visibly
+        except MALFORMED as exc:  # a field of the wrong type: end the answer visibly
             self._fail("api_error", f"malformed event from upstream: {exc}")
 
     def _dispatch(self, event: JSON) -> None:
@@ -516,12 +518,12 @@ class StreamTranslator:
             err = errors.error_object(event) or event
             self._fail(errors.type_of(err, 500), errors.message_of(err))
             return
-        response = _dict(event.get("response"))
+        response = as_dict(event.get("response"))
         if kind in ("response.created", "response.in_progress", "response.queued"):
             self._start(response)
         elif kind == "response.output_item.added":
             self._start(response)
-            self._added(event["output_index"], _dict(event.get("item")))
+            self._added(event["output_index"], as_dict(event.get("item")))
         elif kind in _DELTAS:
             self._start(response)
             self._delta(event, _DELTAS[kind])
@@ -529,7 +531,7 @@ class StreamTranslator:
             self._delta({**event, "delta": "\n\n"}, "thinking")
         elif kind == "response.output_item.done":
             self._start(response)
-            self._item_done(event["output_index"], _dict(event.get("item")))
+            self._item_done(event["output_index"], as_dict(event.get("item")))
         elif kind in ("response.completed", "response.incomplete"):
             self._start(response)
             self._end(response)
@@ -542,7 +544,7 @@ class StreamTranslator:
             return
         self._started = True
         if self._message_id is None:
-            self._message_id = _message_id(response.get("id"), orjson.dumps(response))
+            self._message_id = anthropic_message_id(response.get("id"), orjson.dumps(response))
         message = {
             "id": self._message_id,
             "type": "message",
@@ -576,7 +578,7 @@ class StreamTranslator:
             return  # hosted tool calls (web search, ...) have no Anthropic block
         item = self._item(output_index, kind)
         if kind == "tool_use":
-            item.tool_id = _tool_id(raw.get("call_id"), str(self._message_id), self._calls)
+            item.tool_id = anthropic_tool_id(raw.get("call_id"), str(self._message_id), self._calls)
             name = raw.get("name") or ""
             item.name = self._tool_names.get(name, name)
             self._calls += 1
