@@ -174,6 +174,7 @@ COMMON_RULES = (
     Rule("function-name-pattern", function_names),
     Rule("tool-messages-answer-calls", tool_messages_answer_calls),
 )
+THINKING_RULES = (*COMMON_RULES, Rule("reasoning-content-returned", reasoning_content_returned))
 
 
 @dataclass(frozen=True)
@@ -250,19 +251,19 @@ PROFILES: tuple[Profile, ...] = (
         "openrouter",
         "moonshotai/kimi-k2-thinking",
         path="/api/v1/chat/completions",
-        rules=(*COMMON_RULES, Rule("reasoning-content-returned", reasoning_content_returned)),
+        rules=THINKING_RULES,
         reasoning_field="reasoning_content",
     ),
     Profile(
         "moonshot",
         "kimi-k2-thinking",
-        rules=(*COMMON_RULES, Rule("reasoning-content-returned", reasoning_content_returned)),
+        rules=THINKING_RULES,
         reasoning_field="reasoning_content",
     ),
     Profile(
         "deepseek",
         "deepseek-reasoner",
-        rules=(*COMMON_RULES, Rule("reasoning-content-returned", reasoning_content_returned)),
+        rules=THINKING_RULES,
         reasoning_field="reasoning_content",
     ),
     Profile("ollama", "qwen3-coder", key=None, rules=COMMON_RULES, parallel_at_index_0=True),
