@@ -29,7 +29,6 @@ from extproc.translate.anthropic_format import (
     hashed_user,
     is_custom_tool,
     message_events,
-    output_config,
     plain_texts,
     reasoning_effort,
     session_id,
@@ -39,6 +38,7 @@ from extproc.translate.anthropic_format import (
 )
 from extproc.translate.anthropic_openai import (
     _media_part,
+    _response_format,
     _tool,
     _tool_call,
     _tool_choice,
@@ -100,18 +100,16 @@ def translate_request(
     if isinstance(max_tokens, int):
         capped = min(max_tokens, max_tokens_cap) if max_tokens_cap else max_tokens
         out["max_output_tokens"] = max(capped, MIN_OUTPUT_TOKENS)
-    if not contract.reasoning:  # reasoning models refuse sampling parameters
+    if contract.reasoning:
+        effort = reasoning_effort(body)
+        if effort:
+            out["reasoning"] = {"effort": effort, "summary": "auto"}
+        # Even with thinking off the model reasons; its reasoning still travels.
+        out["include"] = ["reasoning.encrypted_content"]
+    else:  # reasoning models refuse sampling parameters
         for key in ("temperature", "top_p"):
             if body.get(key) is not None:
                 out[key] = body[key]
-    if contract.reasoning:
-        reasoning: JSON = {}
-        effort = reasoning_effort(body)
-        if effort:
-            reasoning = {"effort": effort, "summary": "auto"}
-        if reasoning:
-            out["reasoning"] = reasoning
-        out["include"] = ["reasoning.encrypted_content"]
     text_format = _text_format(body)
     if text_format:
         out["text"] = {"format": text_format}
@@ -246,12 +244,11 @@ def _responses_tool_choice(choice: Any, offered: set[str], contract: Contract) -
 
 
 def _text_format(body: JSON) -> JSON | None:
-    """Structured output (`output_config.format`, or the older beta `output_format`)."""
-    fmt = output_config(body).get("format") or body.get("output_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = fmt.get("schema") or {}
-        return {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
-    return None
+    """Structured output, as Chat Completions' `response_format` would carry it, flattened."""
+    response_format = _response_format(body)
+    if response_format is None:
+        return None
+    return {"type": "json_schema", **response_format["json_schema"]}
 
 
 # ---------------------------------------------------------------------------------------------
