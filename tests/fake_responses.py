@@ -58,16 +58,17 @@ def _issued(encrypted: str) -> bool:
     return raw.startswith(b"fake-reasoning-")
 
 
-def refusal(request: Any) -> Refused | None:
-    """What the real API would refuse in this request, or None."""
+def refusal(request: Any, *, verified: bool = True) -> Refused | None:
+    """What the real API would refuse in this request, or None; `verified`: whether the key's
+    organization is verified (only those get reasoning summaries)."""
     try:
-        _check(request)
+        _check(request, verified)
     except Refused as exc:
         return exc
     return None
 
 
-def _check(request: Any) -> None:
+def _check(request: Any, verified: bool) -> None:
     if not isinstance(request, dict):
         raise Refused(400, "The body must be a JSON object.", None)
     for key in request:
@@ -99,6 +100,14 @@ def _check(request: Any) -> None:
             raise Refused(400, "Invalid value for 'reasoning.effort'.", "reasoning.effort")
         if reasoning.get("summary") not in SUMMARIES | {None}:
             raise Refused(400, "Invalid value for 'reasoning.summary'.", "reasoning.summary")
+        if reasoning.get("summary") and not verified:
+            message = (
+                "Your organization must be verified to generate reasoning summaries. Please go "
+                "to: https://platform.openai.com/settings/organization/general and click on "
+                "Verify Organization. If you just verified, it can take up to 15 minutes for "
+                "access to propagate."
+            )
+            raise Refused(400, message, "reasoning.summary", "unsupported_value")
     for n, tool in enumerate(request.get("tools") or []):
         _check_tool(tool, n)
     _check_input(request.get("input"), store=request.get("store", True))

@@ -292,3 +292,12 @@ def test_which_wire_a_provider_speaks(entry: str, interface: str, path: str) -> 
     [provider] = parse(f"llm_providers:\n  - {entry}\n    access_key: k\n").providers
     assert provider.interface == interface
     assert upstream_path(provider, "/v1/messages?beta=true") == path
+
+
+def test_reasoning_summaries_are_turned_off_by_a_model_family_row() -> None:
+    config = parse(
+        "llm_providers:\n  - model: openai/gpt-5.2-codex\n    access_key: k\n"
+        "model_families:\n  - {provider: openai, model: '*', reasoning_summaries: false}\n"
+    )
+    contract = config.providers[0].contract
+    assert contract.reasoning and not contract.reasoning_summaries

@@ -5,6 +5,7 @@ accumulator (through the shared builders), and the strict Responses fake's rules
 from __future__ import annotations
 
 import typing
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -354,6 +355,15 @@ def test_adaptive_thinking_becomes_reasoning_with_summaries_and_encrypted_conten
     assert "reasoning" not in disabled and disabled["include"] == ["reasoning.encrypted_content"]
     plain = tr(body, model="gpt-4.1")
     assert "reasoning" not in plain and "include" not in plain and plain["temperature"] == 1
+
+
+def test_reasoning_summaries_can_be_turned_off_for_unverified_organizations() -> None:
+    body = {**BASE, "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}
+    asked = tr(body, contract=CODEX)
+    assert "must be verified" in refusal(asked, verified=False).message
+    quiet = tr(body, contract=replace(CODEX, reasoning_summaries=False))
+    assert quiet["reasoning"] == {"effort": "low"}
+    assert refusal(quiet, verified=False) is None
 
 
 def test_structured_output_stream_user_and_cache_key() -> None:

@@ -103,7 +103,8 @@ def translate_request(
     if contract.reasoning:
         effort = reasoning_effort(body)
         if effort:
-            out["reasoning"] = {"effort": effort, "summary": "auto"}
+            summary = {"summary": "auto"} if contract.reasoning_summaries else {}
+            out["reasoning"] = {"effort": effort, **summary}
         # Even with thinking off the model reasons; its reasoning still travels.
         out["include"] = ["reasoning.encrypted_content"]
     else:  # reasoning models refuse sampling parameters

@@ -44,6 +44,9 @@ class Contract:
     """`stream_options.include_usage` is accepted (OpenAI needs it to report streamed usage)."""
     user_field: bool = True
     """The API takes OpenAI's `user` field."""
+    reasoning_summaries: bool = True
+    """Responses API: ask for reasoning summaries (shown as thinking). OpenAI refuses them for
+    organizations it has not verified; a `model_families` row can turn them off."""
 
 
 COMMON = Contract()
