@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
@@ -26,6 +26,7 @@ from extproc.translate.contract import (
     Contract,
     ModelFamily,
     TokenField,
+    ToolsEffort,
     contract_for,
 )
 
@@ -440,7 +441,10 @@ def _provider(
     )
 
 
-_TOKEN_FIELDS: tuple[TokenField, ...] = ("max_tokens", "max_completion_tokens")
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "token_field": get_args(TokenField),
+    "tools_effort": get_args(ToolsEffort),
+}
 
 
 def _families(check: _Checker, raw: Any) -> tuple[ModelFamily, ...]:
@@ -459,8 +463,12 @@ def _families(check: _Checker, raw: Any) -> tuple[ModelFamily, ...]:
             if key in CONTRACT_FIELDS:
                 default = getattr(COMMON, key)
                 settings.append((key, check.typed(value, f"{where}.{key}", type(default), default)))
-        if entry.get("token_field", "max_tokens") not in _TOKEN_FIELDS:
-            check.error(f"{where}.token_field", f"must be one of {', '.join(_TOKEN_FIELDS)}")
+        for key, allowed in _CHOICES.items():
+            if key in entry and entry[key] not in allowed:
+                check.error(f"{where}.{key}", f"must be one of {', '.join(allowed)}")
+        limit = entry.get("tool_name_max", 64)
+        if isinstance(limit, int) and not 16 <= limit <= 128:
+            check.error(f"{where}.tool_name_max", "must be between 16 and 128")
         rows.append(ModelFamily(provider, model, tuple(settings)))
     return tuple(rows)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from typing import Any
 
 from tests.fake_anthropic import echoed, write_chunked
 from tests.fake_server import FakeServer
+
+FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 def _last_user_text(request: dict[str, Any]) -> str:
@@ -69,8 +72,9 @@ def plan(request: dict[str, Any]) -> dict[str, Any]:
         ]
         return {"tool_calls": calls, "finish_reason": "tool_calls"}
     if "TOOL" in text:
-        offered = {tool["function"]["name"] for tool in request.get("tools", [])}
-        name = "Bash" if "Bash" in offered else "run_command"
+        offered = [tool["function"]["name"] for tool in request.get("tools", [])]
+        mcp = [n for n in offered if n.startswith("mcp__")]
+        name = mcp[0] if mcp else "Bash" if "Bash" in offered else "run_command"
         calls = [_tool_call(0, name, {"command": "echo hello ünïcode"})]
         return {"text": "Let me run that.", "tool_calls": calls, "finish_reason": "tool_calls"}
     if "THINK" in text:
@@ -187,6 +191,18 @@ class FakeOpenAI(FakeServer):
             )
             return
         request = json.loads(body)
+        names = [t["function"]["name"] for t in request.get("tools", [])]
+        bad = next((n for n in names if not FUNCTION_NAME.match(n)), None)
+        if bad is not None:  # OpenAI's function-calling reference: ^[a-zA-Z0-9_-]{1,64}$
+            message = f"Invalid 'tools[].function.name': string does not match pattern: {bad!r}"
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+            self._json(handler, 400, {"error": error})
+            return
         answer = plan(request)
         gzipped = "GZIP" in _last_user_text(request)
         if "error" in answer:

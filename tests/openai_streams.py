@@ -247,4 +247,14 @@ RECORDED: dict[str, bytes] = {
         b'"total_tokens":14}}\n\n'
         b"data: [DONE]\n\n"
     ),
+    # A server that gives each chunk of one call a fresh id (only the first names the function).
+    "id-changes-mid-call": (
+        b'data: {"id":"p1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c_A",'
+        b'"type":"function","function":{"name":"Bash","arguments":""}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"p1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c_B",'
+        b'"function":{"arguments":"{\\"command\\":"}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"p1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c_C",'
+        b'"function":{"arguments":"\\"ls\\"}"}}]},"finish_reason":"tool_calls"}]}\n\n'
+        b"data: [DONE]\n\n"
+    ),
 }

@@ -98,6 +98,23 @@ def no_reasoning_effort(request: JSON, _: FakeProvider) -> str | None:
     return None
 
 
+def no_effort_with_tools(request: JSON, _: FakeProvider) -> str | None:
+    """GPT-5.2 and later over Chat Completions: function tools and reasoning don't mix."""
+    if request.get("tools") and request.get("reasoning_effort", "none") != "none":
+        return (
+            f"Function tools with reasoning_effort are not supported for {request['model']} in "
+            "/v1/chat/completions. Please use /v1/responses instead."
+        )
+    return None
+
+
+def effort_none_with_tools(request: JSON, fake: FakeProvider) -> str | None:
+    """GPT-5.6: with function tools, reasoning must be switched off explicitly."""
+    if request.get("tools") and request.get("reasoning_effort") != "none":
+        return no_effort_with_tools({**request, "reasoning_effort": "medium"}, fake)
+    return None
+
+
 def thought_signatures(request: JSON, fake: FakeProvider) -> str | None:
     """Gemini 3 validates the signature of the first call of each step of the current turn."""
     for position, message in enumerate(request.get("messages", [])):
@@ -143,9 +160,18 @@ MISTRAL_PARAMS = {
 """Mistral's chat completion body (API reference); anything else is a 422."""
 
 
+MISTRAL_MESSAGE_FIELDS = {"role", "content", "tool_calls", "tool_call_id", "name", "prefix"}
+
+
 def mistral_fields(request: JSON, _: FakeProvider) -> str | None:
     unknown = sorted(set(request) - MISTRAL_PARAMS)
-    return f"body.{unknown[0]}: Extra inputs are not permitted" if unknown else None
+    if unknown:
+        return f"body.{unknown[0]}: Extra inputs are not permitted"
+    for i, message in enumerate(request.get("messages", [])):
+        extra = sorted(set(message) - MISTRAL_MESSAGE_FIELDS)
+        if extra:
+            return f"body.messages.{i}.{message.get('role')}.{extra[0]}: Extra inputs are not permitted"
+    return None
 
 
 def groq_unsupported(request: JSON, _: FakeProvider) -> str | None:
@@ -156,9 +182,8 @@ def groq_unsupported(request: JSON, _: FakeProvider) -> str | None:
     if request.get("n", 1) != 1:
         return "'n' : number must be at most 1"
     for i, message in enumerate(request.get("messages", [])):
-        extra = set(message) - {"role", "content", "tool_calls", "tool_call_id", "reasoning"}
-        if extra:
-            return f"'messages.{i}' : property '{sorted(extra)[0]}' is unsupported"
+        if "name" in message:
+            return f"'messages.{i}' : property 'name' is unsupported"
     return None
 
 
@@ -207,6 +232,17 @@ PROFILES: tuple[Profile, ...] = (
             *COMMON_RULES,
             Rule("known-parameters", known_parameters),
             Rule("no-max-tokens", no_max_tokens),
+            Rule("no-effort-with-tools", no_effort_with_tools),
+        ),
+    ),
+    Profile(
+        "openai",
+        "gpt-5.6",
+        rules=(
+            *COMMON_RULES,
+            Rule("known-parameters", known_parameters),
+            Rule("no-max-tokens", no_max_tokens),
+            Rule("effort-none-with-tools", effort_none_with_tools),
         ),
     ),
     Profile(
@@ -249,10 +285,10 @@ PROFILES: tuple[Profile, ...] = (
     ),
     Profile(
         "openrouter",
-        "moonshotai/kimi-k2-thinking",
+        "qwen/qwen3-coder",
         path="/api/v1/chat/completions",
-        rules=THINKING_RULES,
-        reasoning_field="reasoning_content",
+        rules=COMMON_RULES,
+        reasoning_field="reasoning",
     ),
     Profile(
         "moonshot",

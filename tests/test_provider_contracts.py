@@ -65,6 +65,83 @@ def test_token_field_and_reasoning_per_family(kind, model, field, reasoning) -> 
     assert ("reasoning_effort" in out) is reasoning
 
 
+@pytest.mark.parametrize(
+    ("kind", "model"),
+    [
+        ("deepseek", "deepseek-reasoner"),
+        ("deepseek", "deepseek-v4-pro"),
+        ("moonshot", "kimi-k2-thinking"),
+        ("moonshot", "kimi-k2.5"),
+    ],
+)
+def test_thinking_modes_that_want_their_reasoning_back(kind, model) -> None:
+    assert contract_for(kind, model).reasoning_echo
+    assert not contract_for("openrouter", f"x/{model}").reasoning_echo  # see Known limits
+
+
+def test_newer_gpt5_models_take_no_effort_beside_function_tools() -> None:
+    thinking = {"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}
+    body = {"messages": [turn({"type": "text", "text": "x"})], **thinking}
+    tools = {"tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}
+    gpt52, gpt56 = contract_for("openai", "gpt-5.2"), contract_for("openai", "gpt-5.6")
+    assert request(body, gpt52)["reasoning_effort"] == "high"
+    assert "reasoning_effort" not in request({**body, **tools}, gpt52)
+    assert request({**body, **tools}, gpt56)["reasoning_effort"] == "none"
+    assert request({**body, **tools}, contract_for("openai", "gpt-5"))["reasoning_effort"] == "high"
+
+
+def test_an_effort_the_model_lacks_becomes_the_next_one_up() -> None:
+    body = {"messages": [turn({"type": "text", "text": "x"})], "thinking": {"type": "adaptive"}}
+    assert request(body, contract_for("xai", "grok-3-mini"))["reasoning_effort"] == "high"
+    assert request(body, contract_for("gemini", "gemini-3-pro"))["reasoning_effort"] == "medium"
+
+
+def test_stop_sequences_only_where_the_model_takes_them() -> None:
+    body = {"messages": [turn({"type": "text", "text": "x"})], "stop_sequences": ["END"]}
+    assert request(body, contract_for("openai", "gpt-4.1"))["stop"] == ["END"]
+    for kind, model in (("openai", "gpt-5.2"), ("openai", "o3"), ("xai", "grok-4")):
+        assert "stop" not in request(body, contract_for(kind, model)), model
+
+
+def test_text_only_models_get_image_placeholders() -> None:
+    img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
+    history = [turn(tool_result("t", [img]), img, {"type": "text", "text": "look"})]
+    messages = request({"messages": history}, contract_for("deepseek", "deepseek-v4-pro"))
+    assert messages["messages"] == [
+        {"role": "tool", "tool_call_id": "t", "content": "[image]"},
+        {"role": "user", "content": "[image]\n\nlook"},
+    ]
+
+
+def test_a_signature_after_its_call_closed_is_still_sent() -> None:
+    def chunk(call: dict[str, Any]) -> bytes:
+        return (
+            b"data: "
+            + orjson.dumps({"id": "s", "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+            + b"\n\n"
+        )
+
+    fn = {"name": "Bash", "arguments": '{"command":"ls"}'}
+    late = {"index": 0, "extra_content": {"google": {"thought_signature": "late=="}}}
+    chunks = chunk({"index": 0, "id": "a", "function": fn}) + chunk(
+        {"index": 1, "id": "b", "function": fn}
+    )
+    message = accumulate(stream(chunks + chunk(late) + b"data: [DONE]\n\n"))
+    signed = [b for b in message.content if b.type == "thinking"]
+    assert [signatures.state(b.signature) for b in signed] == [
+        {"tool_use_id": "a", "thought_signature": "late=="}
+    ]
+
+
+def test_odd_server_tool_names_are_no_crash() -> None:
+    body = {
+        "messages": [turn({"type": "text", "text": "x"})],
+        "tools": [{"type": "web_search_20250305", "name": ["x"]}],
+    }
+    assert tool_names(body, COMMON) == {}
+    assert "tools" not in request(body)
+
+
 def test_users_extend_the_table_in_config_and_a_provider_entry_overrides() -> None:
     config = parse(
         """
@@ -89,9 +166,11 @@ def test_a_model_family_row_is_validated() -> None:
     with pytest.raises(Exception) as raised:
         parse(
             "llm_providers: [{model: openai/x}]\n"
-            "model_families: [{model: x, token_field: max_toks, reasoning: maybe, colour: red}]\n"
+            "model_families: [{model: x, token_field: max_toks, reasoning: maybe, colour: red,"
+            " tool_name_max: 8}]\n"
         )
     text = str(raised.value)
+    assert "model_families[0].tool_name_max: must be between 16 and 128" in text
     assert "model_families[0].token_field" in text and "model_families[0].colour" in text
     assert "model_families[0].reasoning: expected true or false" in text
 
@@ -212,6 +291,13 @@ def test_a_new_id_at_a_used_index_is_a_new_call() -> None:
         ("tool_use", "call_x2", "Read", {"file_path": "/d"}),
     ]
     assert message.stop_reason == "tool_use"
+
+
+def test_an_id_that_changes_between_chunks_of_one_call_is_not_a_new_call() -> None:
+    message = accumulate(stream(RECORDED["id-changes-mid-call"]))
+    assert [(b.id, b.name, b.input) for b in message.content] == [
+        ("c_A", "Bash", {"command": "ls"})
+    ]
 
 
 def test_fragments_without_id_still_continue_their_call() -> None:

@@ -357,6 +357,27 @@ def test_adaptive_thinking_becomes_reasoning_with_summaries_and_encrypted_conten
     assert "reasoning" not in plain and "include" not in plain and plain["temperature"] == 1
 
 
+def test_effort_stays_beside_function_tools() -> None:
+    """GPT-5.2 and later refuse effort with function tools on Chat Completions, not here."""
+    body = {
+        **BASE,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
+        "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+    }
+    contract = contract_for("openai", "gpt-5.6-codex")
+    assert contract.tools_effort != "keep"
+    out = tr(body, contract=contract, model="gpt-5.6-codex")
+    assert out["reasoning"] == {"effort": "high", "summary": "auto"} and out["tools"]
+
+
+def test_a_model_that_reads_no_images_gets_their_place() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}
+    body = {**BASE, "messages": [{"role": "user", "content": [image]}]}
+    out = tr(body, contract=replace(GPT41, images=False), model="gpt-4.1")
+    assert out["input"][0]["content"] == [{"type": "input_text", "text": "[image]"}]
+
+
 def test_reasoning_summaries_can_be_turned_off_for_unverified_organizations() -> None:
     body = {**BASE, "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}
     asked = tr(body, contract=CODEX)

@@ -147,6 +147,25 @@ def test_upstream_errors_become_anthropic_errors(
     assert raised.value.body["error"]["type"] == kind
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_long_mcp_tool_name_is_shortened_for_the_provider_and_restored(gateway, fakes, streamed):
+    name = "mcp__chrome-devtools-extension__" + "take_a_full_page_screenshot_and_annotate" * 2
+    tools = [{"name": name, "description": "screenshot", "input_schema": {"type": "object"}}]
+    if streamed:
+        message = stream(gateway, "TOOL please", tools=tools)
+    else:
+        message = client(gateway).messages.create(
+            model="openai/gpt-4.1",
+            max_tokens=100,
+            tools=tools,
+            messages=[{"role": "user", "content": "TOOL please"}],
+        )
+    assert [b.name for b in message.content if b.type == "tool_use"] == [name]
+    *_, openai_fake = fakes
+    sent = openai_fake.received[-1].json()["tools"][0]["function"]["name"]
+    assert len(sent) == 64 and sent != name
+
+
 def test_an_error_sent_with_200_reaches_the_client_with_its_own_status(gateway, fakes):
     """The SDK then raises (and would retry) instead of returning a message with no content."""
     with pytest.raises(anthropic.RateLimitError) as raised:

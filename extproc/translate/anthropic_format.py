@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from extproc.translate.contract import Contract
 from extproc.translate.sse import encode_event
 
 JSON = dict[str, Any]
@@ -83,6 +84,8 @@ def block_text(block: JSON, where: str) -> str | None:
         return text
     if kind == "document":
         return _document_text(block)
+    if kind == "image":  # for a model that reads no images
+        return "[image]"
     if kind == "compaction":  # a summary of earlier context; None marks a failed compaction
         content = block.get("content")
         return content if isinstance(content, str) else None
@@ -111,7 +114,24 @@ def is_custom_tool(tool: Any) -> bool:
     return isinstance(tool, dict) and tool.get("type") in (None, "custom")
 
 
-def reasoning_effort(body: JSON) -> str | None:
+def reasoning_effort(body: JSON, contract: Contract, tools: bool) -> str | None:
+    """The effort level to ask for, if thinking is on: the client's, or the next level up the
+    model takes; with tools, what the contract's `tools_effort` says."""
+    wanted = _wanted_effort(body)
+    if wanted is None:
+        return None
+    if tools and contract.tools_effort != "keep":
+        return None if contract.tools_effort == "drop" else "none"
+    levels = contract.reasoning_levels.split(",")
+    return next(
+        (level for level in _LEVELS[_LEVELS.index(wanted) :] if level in levels), levels[-1]
+    )
+
+
+_LEVELS = ("low", "medium", "high")
+
+
+def _wanted_effort(body: JSON) -> str | None:
     thinking = body.get("thinking")
     if not isinstance(thinking, dict):
         return None

@@ -113,13 +113,13 @@ def translate_request(
         if body.get(key) is not None:
             out[key] = body[key]
     stop = body.get("stop_sequences")
-    if isinstance(stop, list) and stop:
+    if isinstance(stop, list) and stop and contract.stop:
         out["stop"] = list(stop)[:_STOP_MAX]
     if body.get("stream"):
         out["stream"] = True
         if contract.stream_options:
             out["stream_options"] = {"include_usage": True}
-    effort = reasoning_effort(body) if contract.reasoning else None
+    effort = reasoning_effort(body, contract, bool(tools)) if contract.reasoning else None
     if effort:
         out["reasoning_effort"] = effort
     response_format = _response_format(body)
@@ -171,7 +171,9 @@ def _user_messages(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]
             message, media = _tool_message(block, where, contract)
             tools.append(message)
             if media:
-                label = f"[attachments of tool result {message['tool_call_id']}]"
+                tool_id = message["tool_call_id"]
+                shown = short_tool_id(tool_id) if contract.short_tool_ids else tool_id
+                label = f"[attachments of tool result {shown}]"
                 parts += [{"type": "text", "text": label}, *media]
         elif (media := _media_part(block, where, contract)) is not None:
             parts.append(media)
@@ -208,8 +210,9 @@ def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> l
             if isinstance(block.get("thinking"), str) and block["thinking"]:
                 thinking.append(block["thinking"])
             saved = signatures.state(block.get("signature"))
-            if isinstance(saved.get("tool_use_id"), str):
-                thought_signatures[saved["tool_use_id"]] = str(saved.get("thought_signature"))
+            tool_id, signature = saved.get("tool_use_id"), saved.get("thought_signature")
+            if isinstance(tool_id, str) and isinstance(signature, str):
+                thought_signatures[tool_id] = signature
         else:
             text = block_text(block, where)
             if text is not None:
@@ -233,7 +236,7 @@ def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> l
 def _media_part(block: JSON, where: str, contract: Contract) -> JSON | None:
     """An image, or a PDF where the API takes files, as a content part; None for the rest."""
     source = as_dict(block.get("source"))
-    if block.get("type") == "image":
+    if block.get("type") == "image" and contract.images:
         if source.get("type") == "base64":
             url = f"data:{source.get('media_type')};base64,{source.get('data')}"
         elif source.get("type") == "url":
@@ -331,11 +334,11 @@ def provider_tool_name(name: str, limit: int) -> str:
 
 def tool_names(body: JSON, contract: Contract) -> dict[str, str]:
     """Provider name → original for every tool name of the request that had to change."""
-    names = {t.get("name") for t in as_list(body.get("tools")) if isinstance(t, dict)}
+    names = [t.get("name") for t in as_list(body.get("tools")) if isinstance(t, dict)]
     for message in as_list(body.get("messages")):
         for block in as_list(message.get("content") if isinstance(message, dict) else None):
             if isinstance(block, dict) and block.get("type") == "tool_use":
-                names.add(block.get("name"))
+                names.append(block.get("name"))
     out = {}
     for name in names:
         if isinstance(name, str) and name:
@@ -748,9 +751,9 @@ class StreamTranslator:
         if not isinstance(index, int):
             index = self._guess_index(tool_id, name)
         block = self._tools.get(index)
-        if block is not None and tool_id and block.tool_id and tool_id != block.tool_id:
-            # A new id at a used index is a new call (Ollama and some SGLang builds put
-            # every parallel call at index 0): the old one keeps a key no fragment uses.
+        if block is not None and self._is_new_call(block, tool_id, name):
+            # A new call at a used index (Ollama and some SGLang builds put every parallel
+            # call at index 0): the old one keeps a key no fragment uses.
             self._tools[-len(self._tools) - 1] = block
             block = None
         if block is None:
@@ -758,22 +761,29 @@ class StreamTranslator:
             self._tools[index] = block
             self._pending.append(block)
             self._has_tools = True
+        signature = _thought_signature(call)
+        if signature:
+            block.signature = signature
+            if block.index >= 0:  # came after its block started: sent at the end
+                self._late_signatures.append(block)
         if block.closed:
             return  # a fragment after a complete object: invalid anyway; drop it
         if not block.tool_id and tool_id:
             block.tool_id = tool_id
         if not block.name and isinstance(name, str):
             block.name = self._tool_names.get(name, name)
-        signature = _thought_signature(call)
-        if signature:
-            block.signature = signature
-            if block.index >= 0:  # came after its block started: sent at the end
-                self._late_signatures.append(block)
         if isinstance(args, str) and args:
             block.parts.append(args)
             if block is self._open:
                 self._delta(block, args)
         self._advance()
+
+    def _is_new_call(self, block: _Block, tool_id: str, name: Any) -> bool:
+        """A different id at the same index starts a new call when it names its function or
+        the call before it is complete; some servers change the id between a call's chunks."""
+        if not tool_id or not block.tool_id or tool_id == block.tool_id:
+            return False
+        return bool(name) or (bool(block.parts) and self._may_close(block))
 
     def _guess_index(self, tool_id: str, name: Any) -> int:
         """Some providers omit `index`: a known id, else a new call when it brings an id or a

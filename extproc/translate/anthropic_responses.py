@@ -101,7 +101,9 @@ def translate_request(
         capped = min(max_tokens, max_tokens_cap) if max_tokens_cap else max_tokens
         out["max_output_tokens"] = max(capped, MIN_OUTPUT_TOKENS)
     if contract.reasoning:
-        effort = reasoning_effort(body)
+        # The Responses API takes the effort beside function tools (Chat Completions, for
+        # newer GPT-5 models, does not: the contract's tools_effort is about that wire).
+        effort = reasoning_effort(body, contract, tools=False)
         if effort:
             summary = {"summary": "auto"} if contract.reasoning_summaries else {}
             out["reasoning"] = {"effort": effort, **summary}

@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 from typing import Literal
 
 TokenField = Literal["max_tokens", "max_completion_tokens"]
+ToolsEffort = Literal["keep", "drop", "none"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class Contract:
 
     reasoning: bool = False
     """Anthropic `thinking` becomes `reasoning_effort` (refused by models without it)."""
+    reasoning_levels: str = "low,medium,high"
+    """The `reasoning_effort` values the model takes; a wanted level it lacks becomes the
+    next one up (or its highest)."""
+    tools_effort: ToolsEffort = "keep"
+    """With tools in the request: send the effort (`keep`), leave it out (`drop`), or send
+    `none` (newer GPT-5 models refuse function tools with reasoning over Chat Completions)."""
     token_field: TokenField = "max_tokens"
     """OpenAI's reasoning models refuse `max_tokens` and want `max_completion_tokens`."""
     thought_signatures: bool = False
@@ -44,6 +51,10 @@ class Contract:
     """`stream_options.include_usage` is accepted (OpenAI needs it to report streamed usage)."""
     user_field: bool = True
     """The API takes OpenAI's `user` field."""
+    images: bool = True
+    """The model reads images; a text-only one refuses every request that holds one."""
+    stop: bool = True
+    """The model takes `stop` (OpenAI's reasoning models and grok-4 refuse it)."""
     reasoning_summaries: bool = True
     """Responses API: ask for reasoning summaries (shown as thinking). OpenAI refuses them for
     organizations it has not verified; a `model_families` row can turn them off."""
@@ -77,18 +88,26 @@ FAMILIES: tuple[ModelFamily, ...] = (
     family(
         "openai", "*", token_field="max_completion_tokens", prompt_cache_key=True, file_parts=True
     ),
-    family("openai", "o[1-9]*", reasoning=True),
-    family("openai", "gpt-5*", reasoning=True),
-    family("openai", "gpt-5*-chat*", reasoning=False),
+    family("openai", "o[1-9]*", reasoning=True, stop=False),
+    family("openai", "gpt-5*", reasoning=True, stop=False),
+    family("openai", "gpt-5.[2-9]*", tools_effort="drop"),
+    family("openai", "gpt-5.[6-9]*", tools_effort="none"),
+    family("openai", "gpt-5*-chat*", reasoning=False, stop=True, tools_effort="keep"),
     family("openrouter", "*", file_parts=True),
     family("gemini", "gemini-2.5*", reasoning=True),
     family("gemini", "gemini-3*", reasoning=True, thought_signatures=True),
-    family("xai", "grok-3-mini*", reasoning=True),
-    family("groq", "openai/gpt-oss*", reasoning=True),
+    family("gemini", "gemini-*-latest", reasoning=True, thought_signatures=True),
+    family("xai", "grok-3-mini*", reasoning=True, reasoning_levels="low,high"),
+    family("xai", "grok-4*", stop=False),
+    family("groq", "openai/gpt-oss*", reasoning=True, images=False),
     # Mistral's request body has no stream_options or user (a 422); it always streams usage.
     family("mistral", "*", short_tool_ids=True, stream_options=False, user_field=False),
-    family("*", "deepseek-reasoner*", reasoning_echo=True),
-    family("*", "*kimi-k2*thinking*", reasoning_echo=True),
+    # Thinking modes that want their reasoning back on tool-call turns; text-only models.
+    family("deepseek", "deepseek-*", images=False),
+    family("deepseek", "deepseek-reasoner*", reasoning_echo=True),
+    family("deepseek", "deepseek-v4*", reasoning_echo=True),
+    family("moonshot", "kimi-k2*thinking*", reasoning_echo=True, images=False),
+    family("moonshot", "kimi-k2.[5-9]*", reasoning_echo=True),
 )
 
 
