@@ -244,13 +244,17 @@ class Exchange:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
         the answer."""
         responses_api = provider.interface == "openai-responses"
+        # Encrypted reasoning goes back only to the server and model that wrote it.
+        origin = f"{provider.base_url} {provider.upstream_model}" if responses_api else ""
+        options = {"origin": origin} if responses_api else {}
+        request = anthropic_responses.translate_request if responses_api else translate_request
         try:
-            request = anthropic_responses.translate_request if responses_api else translate_request
             translated = request(
                 body,
                 model=provider.upstream_model,
                 contract=provider.contract,
                 max_tokens_cap=provider.max_tokens,
+                **options,
             )
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
@@ -262,6 +266,7 @@ class Exchange:
             input_tokens_estimate=estimate_input_tokens(body),
             tool_names=tool_names(body, provider.contract),
             responses_api=responses_api,
+            origin=origin,
         )
         return translated
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import orjson
 
@@ -25,6 +26,8 @@ class ResponseTranslation:
     """Tool names as sent to the provider → the client's (long MCP names are shortened)."""
     responses_api: bool = False
     """The upstream speaks OpenAI Responses rather than Chat Completions."""
+    origin: str = ""
+    """Responses only: the provider and model the answer's encrypted reasoning is signed for."""
     status: int = 200
     """The upstream's status."""
     client_status: int = 200
@@ -41,6 +44,13 @@ class ResponseTranslation:
         """anthropic_openai or anthropic_responses: the same public shape."""
         return anthropic_responses if self.responses_api else anthropic_openai
 
+    def _options(self) -> dict[str, Any]:
+        """The keyword arguments of the translator's answer side."""
+        options: dict[str, Any] = {"model": self.model, "tool_names": self.tool_names}
+        if self.responses_api:
+            options["origin"] = self.origin
+        return options
+
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
         self.status = self.client_status = status
@@ -52,9 +62,7 @@ class ResponseTranslation:
             self._decoder = zlib.decompressobj(wbits=47)
         if self.streaming:
             self._stream = self._translator.StreamTranslator(
-                model=self.model,
-                input_tokens_estimate=self.input_tokens_estimate,
-                tool_names=self.tool_names,
+                input_tokens_estimate=self.input_tokens_estimate, **self._options()
             )
             return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
         return {"content-type": "application/json"}
@@ -69,7 +77,7 @@ class ResponseTranslation:
         if not end:
             return b""
         self.client_status, body = self._translator.translate_response(
-            self.status, bytes(self._buffer), model=self.model, tool_names=self.tool_names
+            self.status, bytes(self._buffer), **self._options()
         )
         self._usage = orjson.loads(body).get("usage")
         return body

@@ -100,10 +100,8 @@ def test_streamed_thinking_carries_the_encrypted_reasoning(responses_gateway, re
         message = events.get_final_message()
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "First, consider the question… 🤔"
-    assert signatures.state(message.content[0].signature) == {
-        "reasoning_id": "rs_0a1b2c",
-        "encrypted_content": encrypted_for(1),
-    }
+    state = signatures.state(message.content[0].signature)
+    assert (state["reasoning_id"], state["encrypted_content"]) == ("rs_0a1b2c", encrypted_for(1))
     assert message.content[1].text == "42"
     sent = responses_fake.received[0].json()
     assert sent["reasoning"] == {"effort": "high", "summary": "auto"}
@@ -135,11 +133,11 @@ def test_a_failed_response_mid_stream_is_an_error_event(responses_gateway, respo
         events.get_final_message()
 
 
-def test_openai_reasoning_never_reaches_anthropic(
+def test_openai_reasoning_goes_back_only_to_its_model(
     responses_gateway, responses_fake, fake_anthropic
 ):
-    """A conversation that moves from a Responses model to Anthropic drops OpenAI's reasoning
-    (Anthropic would refuse its signature), and one that moves back sends it again."""
+    """A conversation that moves from a Responses model to Anthropic, or to another model,
+    drops OpenAI's reasoning (they would refuse it), and one that moves back sends it again."""
     earlier = client(responses_gateway).messages.create(
         model="openai/gpt-5.2-codex",
         max_tokens=1000,
@@ -164,6 +162,12 @@ def test_openai_reasoning_never_reaches_anthropic(
     )
     items = responses_fake.received[-1].json()["input"]
     assert items[1]["type"] == "reasoning" and items[1]["encrypted_content"] == encrypted_for(1)
+
+    # Another model can't decrypt it: a turn routed to gpt-4.1 goes without it.
+    client(responses_gateway).messages.create(
+        model="openai/gpt-4.1", max_tokens=100, messages=history
+    )
+    assert [i["type"] for i in responses_fake.received[-1].json()["input"]] == ["message"] * 3
 
 
 def test_claude_code_tool_loop_keeps_codex_reasoning(responses_gateway, responses_fake, tmp_path):

@@ -46,7 +46,21 @@ KNOWN_KEYS = {*typing.get_type_hints(response_create_params.ResponseCreateParams
 STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsStreaming)
 NON_STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsNonStreaming)
 INPUT = TypeAdapter(ResponseInputParam)
-OURS = signatures.sign({"reasoning_id": "rs_0a1b2c", "encrypted_content": SECRET})
+
+
+def ours(encrypted: str = SECRET, origin: str = "") -> str:
+    """The signature the translator gives reasoning item rs_0a1b2c answered at `origin`."""
+    answer = orjson.dumps(response(Answer(reasoning=True, encrypted=encrypted, text="x")))
+    _, body = translate_response(200, answer, model="m", origin=origin)
+    return orjson.loads(body)["content"][0]["signature"]
+
+
+def carried(signature: str) -> dict[str, str]:
+    """What a signature carries, less the origin tag."""
+    return {k: v for k, v in signatures.state(signature).items() if k != "origin"}
+
+
+OURS = ours()
 CODEX = contract_for("openai", "gpt-5.2-codex")
 GPT41 = contract_for("openai", "gpt-4.1")
 
@@ -182,6 +196,24 @@ def test_foreign_or_broken_thinking_never_reaches_openai(signature: Any) -> None
         ],
     }
     assert [i["type"] for i in tr(body)["input"]] == ["message"] * 3
+
+
+def test_reasoning_goes_back_only_where_it_came_from() -> None:
+    """Another server or model can't decrypt it; sent there, it would fail the request."""
+    here, there = "https://api.openai.com/v1 gpt-5.2-codex", "https://api.x.ai/v1 grok-4"
+    block = {"type": "thinking", "thinking": "t", "signature": ours(origin=here)}
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [block, {"type": "text", "text": "a"}]},
+            {"role": "user", "content": "q2"},
+        ],
+    }
+    sent = orjson.loads(translate_request(body, model="m", origin=here))["input"]
+    assert [i["type"] for i in sent] == ["message", "reasoning", "message", "message"]
+    elsewhere = orjson.loads(translate_request(body, model="m", origin=there))["input"]
+    assert [i["type"] for i in elsewhere] == ["message"] * 3
 
 
 def test_redacted_thinking_is_dropped() -> None:
@@ -651,7 +683,7 @@ def test_expected_events_for_a_reasoning_tool_call() -> None:
         ("message_stop", None, None),
     ]
     evs = anthropic_events(translate(sse(events(answer, size=2))))
-    assert signatures.state(evs[5]["delta"]["signature"]) == {
+    assert carried(evs[5]["delta"]["signature"]) == {
         "reasoning_id": "rs_0a1b2c",
         "encrypted_content": "enc",
     }

@@ -10,6 +10,7 @@ it back unchanged. Every rule is listed, with its reason, in docs/translation.md
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,13 +60,20 @@ MIN_OUTPUT_TOKENS = 16
 
 
 def translate_request(
-    body: JSON, *, model: str, contract: Contract = COMMON, max_tokens_cap: int | None = None
+    body: JSON,
+    *,
+    model: str,
+    contract: Contract = COMMON,
+    max_tokens_cap: int | None = None,
+    origin: str = "",
 ) -> bytes:
     """Anthropic Messages body (parsed) → Responses JSON bytes for `model`.
 
     An allow-list like the Chat Completions translator's, under the same `contract` (reasoning,
     tool-name length, PDFs, prompt_cache_key, user). `store: false` always: the gateway keeps
-    no state, so reasoning travels encrypted inside the conversation instead.
+    no state, so reasoning travels encrypted inside the conversation instead. `origin` names
+    the provider and model (as the answer side was given it): only reasoning signed for it is
+    sent back, as no other server could decrypt it.
     """
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
@@ -82,7 +90,7 @@ def translate_request(
         elif role == "user":
             items.extend(_user_items(content_blocks(content, i), i, contract))
         elif role == "assistant":
-            items.extend(_assistant_items(content_blocks(content, i), i, contract))
+            items.extend(_assistant_items(content_blocks(content, i), i, contract, origin))
         else:
             raise TranslationError(f"messages.{i}.role: unexpected value {role!r}")
 
@@ -168,7 +176,7 @@ def _function_call_output(block: JSON, where: str, contract: Contract) -> JSON:
     return {"type": "function_call_output", "call_id": message["tool_call_id"], "output": output}
 
 
-def _assistant_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
+def _assistant_items(blocks: list[JSON], i: int, contract: Contract, origin: str) -> list[JSON]:
     """One item per block, in order: our reasoning, text (consecutive texts as one message),
     function calls. Thinking that another provider wrote, and anything OpenAI can't read back,
     is dropped."""
@@ -196,7 +204,7 @@ def _assistant_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSO
                 }
             )
         elif kind == "thinking":
-            reasoning = reasoning_item(block)
+            reasoning = reasoning_item(block, origin)
             if reasoning is not None:
                 flush_text()
                 items.append(reasoning)
@@ -208,26 +216,35 @@ def _assistant_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSO
     return items
 
 
-def reasoning_item(block: JSON) -> JSON | None:
+def reasoning_item(block: JSON, origin: str = "") -> JSON | None:
     """Our thinking block back into the `reasoning` item it came from; None for any other
-    (Anthropic's signatures mean nothing to OpenAI, and with `store: false` an item without
-    its `encrypted_content` is refused)."""
+    (Anthropic's signatures mean nothing to OpenAI, another provider or model can't decrypt
+    this one's reasoning, and with `store: false` an item without `encrypted_content` is
+    refused)."""
     state = signatures.state(block.get("signature"))
     item_id, encrypted = state.get("reasoning_id"), state.get("encrypted_content")
     if not (isinstance(item_id, str) and item_id and isinstance(encrypted, str) and encrypted):
+        return None
+    if state.get("origin") != _origin_tag(origin):
         return None
     thinking = block.get("thinking")
     summary = [{"type": "summary_text", "text": thinking}] if thinking else []
     return {"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": encrypted}
 
 
-def _signature(item: JSON) -> str:
+def _signature(item: JSON, origin: str) -> str:
     """The signature that carries a reasoning item's encrypted content through Claude Code."""
     encrypted = item.get("encrypted_content")
     item_id = item.get("id")
     if isinstance(encrypted, str) and encrypted and isinstance(item_id, str) and item_id:
-        return signatures.sign({"reasoning_id": item_id, "encrypted_content": encrypted})
+        state = {"reasoning_id": item_id, "encrypted_content": encrypted}
+        return signatures.sign({**state, "origin": _origin_tag(origin)})
     return ""
+
+
+def _origin_tag(origin: str) -> str:
+    """A short stand-in for the origin (a URL and a model name) inside every signature."""
+    return hashlib.blake2b(origin.encode(), digest_size=6).hexdigest()
 
 
 def _function_tool(tool: JSON, contract: Contract) -> JSON:
@@ -315,11 +332,17 @@ def _failure(response: JSON) -> tuple[int, str, str]:
 
 
 def translate_response(
-    status: int, body: bytes, *, model: str, tool_names: dict[str, str] | None = None
+    status: int,
+    body: bytes,
+    *,
+    model: str,
+    tool_names: dict[str, str] | None = None,
+    origin: str = "",
 ) -> tuple[int, bytes]:
     """A non-streamed upstream answer → (status for the client, Anthropic JSON bytes).
 
-    `tool_names` maps the tool names sent to the provider back to the client's.
+    `tool_names` maps the tool names sent to the provider back to the client's; `origin` is
+    what reasoning is signed for (see `translate_request`).
     """
     if not 200 <= status < 300:
         client_status, kind, message = errors.http_error(status, body)
@@ -339,19 +362,19 @@ def translate_response(
         client_status, kind, message = _failure(data)
         return client_status, errors.error_body(kind, message)
     try:
-        return status, orjson.dumps(_message(data, model, body, tool_names or {}))
+        return status, orjson.dumps(_message(data, model, body, tool_names or {}, origin))
     except MALFORMED as exc:
         return 502, errors.error_body("api_error", f"malformed answer from upstream: {exc}")
 
 
-def _message(data: JSON, model: str, body: bytes, tool_names: dict[str, str]) -> JSON:
+def _message(data: JSON, model: str, body: bytes, tool_names: dict[str, str], origin: str) -> JSON:
     message_id = anthropic_message_id(data.get("id"), body)
     content: list[JSON] = []
     calls = 0
     for item in data["output"]:
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "reasoning":
-            thinking, signature = _reasoning_text(item), _signature(item)
+            thinking, signature = _reasoning_text(item), _signature(item, origin)
             if thinking or signature:
                 content.append({"type": "thinking", "thinking": thinking, "signature": signature})
         elif kind == "message":
@@ -424,9 +447,11 @@ class StreamTranslator:
         message_id: str | None = None,
         input_tokens_estimate: int = 0,
         tool_names: dict[str, str] | None = None,
+        origin: str = "",
     ) -> None:
         self._model = model
         self._tool_names = tool_names or {}
+        self._origin = origin
         self._message_id = message_id
         self._input_estimate = input_tokens_estimate
         self._parser = SSEParser()
@@ -663,7 +688,7 @@ class StreamTranslator:
         )
 
     def _close(self, item: _Item) -> None:
-        signature = _signature(item.done or {}) if item.kind == "thinking" else ""
+        signature = _signature(item.done or {}, self._origin) if item.kind == "thinking" else ""
         if signature:
             self._emit(
                 "content_block_delta",
@@ -695,7 +720,7 @@ class StreamTranslator:
             self._fail("api_error", "upstream ended the stream without an answer")
             return
         status, translated = translate_response(
-            200, body, model=self._model, tool_names=self._tool_names
+            200, body, model=self._model, tool_names=self._tool_names, origin=self._origin
         )
         message = orjson.loads(translated)
         if status != 200:
