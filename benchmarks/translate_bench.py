@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from extproc.translate import StreamTranslator, anthropic_responses, translate_request
+from extproc.translate.contract import contract_for
 
 PIECE = 16 * 1024
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"
@@ -169,10 +170,11 @@ def main() -> None:
         lambda: translate_request(body, model="gpt-4.1", max_tokens_cap=32768), args.repeats * 10
     )
     size = FIXTURE.stat().st_size // 1024
+    codex = contract_for("openai", "gpt-5.2-codex")
     print(f"\nrequest: first-turn.json ({size} KB) {seconds * 1e3:.2f} ms")
     seconds = median_seconds(
         lambda: anthropic_responses.translate_request(
-            body, model="gpt-5.2-codex", max_tokens_cap=32768, supports_reasoning=True
+            body, model="gpt-5.2-codex", contract=codex, max_tokens_cap=32768
         ),
         args.repeats * 10,
     )
