@@ -20,7 +20,7 @@ from typing import Any, get_args
 import yaml
 
 from extproc.paths import DEFAULT_PASS_THROUGH, pattern_problem
-from extproc.providers import CATALOGUE, Interface, ProviderKind
+from extproc.providers import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
 from extproc.translate.contract import (
     COMMON,
     CONTRACT_FIELDS,
@@ -386,15 +386,17 @@ def _provider(
         str,
         kind.interface if kind else "",
     )
-    if interface and interface not in ("anthropic", "openai"):
-        check.error(f"{where}.provider_interface", f"{interface!r} is not anthropic or openai")
+    if interface and interface not in INTERFACE_NAMES:
+        names = ", ".join(INTERFACE_NAMES)
+        check.error(f"{where}.provider_interface", f"{interface!r} is not one of {names}")
+    interface = INTERFACE_NAMES.get(interface, "")
     if kind is None:
         known = ", ".join(CATALOGUE)
         if not base_url or not interface:
             check.error(
                 f"{where}.model",
                 f"unknown provider {kind_name!r} (known: {known}); a custom provider needs "
-                "base_url and provider_interface (anthropic or openai)",
+                "base_url and provider_interface (anthropic, openai-chat or openai-responses)",
             )
             return None
         kind = ProviderKind(kind_name, interface, None)

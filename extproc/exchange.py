@@ -26,7 +26,7 @@ from extproc.metrics import Metrics
 from extproc.paths import is_messages, passes_through
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
-from extproc.translate import signatures
+from extproc.translate import anthropic_responses, signatures
 from extproc.translate.anthropic_openai import TranslationError, tool_names, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.usage import UsageReader
@@ -83,7 +83,8 @@ def without_foreign_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
     """The body minus thinking blocks that another provider wrote, or None if it has none.
 
     An earlier turn answered by an OpenAI-format model carries thinking blocks with an empty
-    signature; Anthropic-format APIs reject the whole request over them.
+    signature, or one holding OpenAI's encrypted reasoning; Anthropic-format APIs reject the
+    whole request over them.
     """
     messages = body.get("messages")
     if not isinstance(messages, list):
@@ -263,13 +264,20 @@ class Exchange:
         return replies.route_request_body(mutation, new_body, decision.metadata(), self.namespace)
 
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
-        """Anthropic Messages → Chat Completions, remembering how to translate the answer."""
+        """Anthropic Messages → Chat Completions or Responses, remembering how to translate
+        the answer."""
+        responses_api = provider.interface == "openai-responses"
+        # Encrypted reasoning goes back only to the server and model that wrote it.
+        origin = f"{provider.base_url} {provider.upstream_model}" if responses_api else ""
+        options = {"origin": origin} if responses_api else {}
+        request = anthropic_responses.translate_request if responses_api else translate_request
         try:
-            translated = translate_request(
+            translated = request(
                 body,
                 model=provider.upstream_model,
                 contract=provider.contract,
                 max_tokens_cap=provider.max_tokens,
+                **options,
             )
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
@@ -280,6 +288,8 @@ class Exchange:
             streaming_requested=bool(body.get("stream")),
             input_tokens_estimate=estimate_input_tokens(body),
             tool_names=tool_names(body, provider.contract),
+            responses_api=responses_api,
+            origin=origin,
         )
         return translated
 

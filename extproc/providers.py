@@ -11,7 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Interface = Literal["anthropic", "openai"]
+Interface = Literal["anthropic", "openai", "openai-responses"]
+"""The wire a provider speaks: Anthropic Messages, OpenAI Chat Completions (`openai`, also
+written `openai-chat` in config.yaml) or OpenAI Responses."""
+
+INTERFACE_NAMES: dict[str, Interface] = {
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "openai-chat": "openai",
+    "openai-responses": "openai-responses",
+}
+"""`provider_interface` values in config.yaml → the wire they select."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +45,8 @@ CATALOGUE: dict[str, ProviderKind] = {
             "anthropic", "anthropic", "https://api.anthropic.com", passes_client_auth=True
         ),
         ProviderKind("deepseek", "anthropic", "https://api.deepseek.com/anthropic"),
-        ProviderKind("openai", "openai", "https://api.openai.com/v1"),
+        # Codex models answer only on /v1/responses; reasoning survives tool loops there.
+        ProviderKind("openai", "openai-responses", "https://api.openai.com/v1"),
         ProviderKind("gemini", "openai", "https://generativelanguage.googleapis.com/v1beta/openai"),
         ProviderKind("xai", "openai", "https://api.x.ai/v1"),
         ProviderKind("mistral", "openai", "https://api.mistral.ai/v1"),
@@ -50,12 +61,14 @@ CATALOGUE: dict[str, ProviderKind] = {
 MESSAGES_PATH: dict[Interface, str] = {
     "anthropic": "/v1/messages",
     "openai": "/chat/completions",
+    "openai-responses": "/responses",
 }
 
 # Paths that differ from the interface default for one provider kind.
-PATH_OVERRIDES: dict[str, str] = {
+PATH_OVERRIDES: dict[tuple[str, Interface], str] = {
     # Ollama serves its OpenAI-compatible API under /v1 of the server root.
-    "ollama": "/v1/chat/completions",
+    ("ollama", "openai"): "/v1/chat/completions",
+    ("ollama", "openai-responses"): "/v1/responses",
 }
 
 # Client credential headers: they are Anthropic credentials and never go anywhere else.

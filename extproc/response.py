@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
 import orjson
 
 from extproc.errors import GatewayError
-from extproc.translate.anthropic_openai import StreamTranslator, translate_response
+from extproc.translate import anthropic_openai, anthropic_responses
 from extproc.translate.errors import error_event
 from extproc.translate.sse import SSELineTooLong
 
@@ -34,6 +36,10 @@ class ResponseTranslation:
     input_tokens_estimate: int = 0
     tool_names: dict[str, str] = field(default_factory=dict)
     """Tool names as sent to the provider → the client's (long MCP names are shortened)."""
+    responses_api: bool = False
+    """The upstream speaks OpenAI Responses rather than Chat Completions."""
+    origin: str = ""
+    """Responses only: the provider and model the answer's encrypted reasoning is signed for."""
     status: int = 200
     """The upstream's status."""
     client_status: int = 200
@@ -41,7 +47,7 @@ class ResponseTranslation:
     otherwise (a 2xx body that holds an error object, or isn't JSON)."""
     streaming: bool = False
     _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
-    _stream: StreamTranslator | None = None
+    _stream: anthropic_openai.StreamTranslator | anthropic_responses.StreamTranslator | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _usage: dict[str, int] | None = None
     _inflated: int = 0
@@ -51,6 +57,18 @@ class ResponseTranslation:
     def compressed(self) -> bool:
         """Whether the answer is inflated here (work worth moving off the event loop)."""
         return self._decoder is not None
+
+    @property
+    def _translator(self) -> ModuleType:
+        """anthropic_openai or anthropic_responses: the same public shape."""
+        return anthropic_responses if self.responses_api else anthropic_openai
+
+    def _options(self) -> dict[str, Any]:
+        """The keyword arguments of the translator's answer side."""
+        options: dict[str, Any] = {"model": self.model, "tool_names": self.tool_names}
+        if self.responses_api:
+            options["origin"] = self.origin
+        return options
 
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
@@ -62,10 +80,8 @@ class ResponseTranslation:
             # wbits 47 accepts both gzip and zlib framing.
             self._decoder = zlib.decompressobj(wbits=47)
         if self.streaming:
-            self._stream = StreamTranslator(
-                model=self.model,
-                input_tokens_estimate=self.input_tokens_estimate,
-                tool_names=self.tool_names,
+            self._stream = self._translator.StreamTranslator(
+                input_tokens_estimate=self.input_tokens_estimate, **self._options()
             )
             return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
         return {"content-type": "application/json"}
@@ -92,8 +108,8 @@ class ResponseTranslation:
         self._buffer += chunk
         if not end:
             return b""
-        self.client_status, body = translate_response(
-            self.status, bytes(self._buffer), model=self.model, tool_names=self.tool_names
+        self.client_status, body = self._translator.translate_response(
+            self.status, bytes(self._buffer), **self._options()
         )
         self._usage = orjson.loads(body).get("usage")
         return body

@@ -161,6 +161,7 @@ llm_providers:
     routing_preferences:
       - {name: code reviews, description: reviewing code}
   - model: openai/gpt-4.1
+    provider_interface: openai-chat
     access_key: k
     max_tokens: 100
     routing_preferences:

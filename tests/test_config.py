@@ -160,7 +160,7 @@ ERRORS = [
     (
         "bad interface",
         "llm_providers:\n  - model: acme/x\n    base_url: http://acme\n    provider_interface: grpc\n",
-        "config.yaml:4: llm_providers[0].provider_interface: 'grpc' is not anthropic or openai",
+        "config.yaml:4: llm_providers[0].provider_interface: 'grpc' is not one of anthropic, openai, openai-chat, openai-responses",
     ),
     (
         "reserved route name",
@@ -290,3 +290,53 @@ def test_pass_through_paths_default_to_what_claude_code_asks_and_can_be_set():
 def test_a_pass_through_entry_must_be_a_canonical_path_or_prefix(entry):
     with pytest.raises(ConfigError, match=r"pass_through_paths\[0\]: .* is not a path"):
         parse(f"llm_providers:\n  - model: anthropic/claude-x\npass_through_paths: ['{entry}']\n")
+
+
+@pytest.mark.parametrize(
+    ("entry", "interface", "path"),
+    [
+        ("model: openai/gpt-5.2-codex", "openai-responses", "/v1/responses"),
+        (
+            "model: openai/gpt-4.1\n    provider_interface: openai-chat",
+            "openai",
+            "/v1/chat/completions",
+        ),
+        ("model: xai/grok-4", "openai", "/v1/chat/completions"),
+        (
+            "model: xai/grok-4\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        (
+            "model: openrouter/openai/gpt-5\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/api/v1/responses",
+        ),
+        (
+            "model: ollama/qwen3\n    base_url: http://h:11434\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        ("model: ollama/qwen3\n    base_url: http://h:11434", "openai", "/v1/chat/completions"),
+        (
+            "model: acme/x\n    base_url: http://acme/v1\n    provider_interface: openai",
+            "openai",
+            "/v1/chat/completions",
+        ),
+    ],
+)
+def test_which_wire_a_provider_speaks(entry: str, interface: str, path: str) -> None:
+    from extproc.upstream import upstream_path
+
+    [provider] = parse(f"llm_providers:\n  - {entry}\n    access_key: k\n").providers
+    assert provider.interface == interface
+    assert upstream_path(provider, "/v1/messages?beta=true") == path
+
+
+def test_reasoning_summaries_are_turned_off_by_a_model_family_row() -> None:
+    config = parse(
+        "llm_providers:\n  - model: openai/gpt-5.2-codex\n    access_key: k\n"
+        "model_families:\n  - {provider: openai, model: '*', reasoning_summaries: false}\n"
+    )
+    contract = config.providers[0].contract
+    assert contract.reasoning and not contract.reasoning_summaries

@@ -60,6 +60,7 @@ llm_providers:
     default: true
   - model: openai/gpt-4.1
     base_url: {openai.url}/v1
+    provider_interface: openai-chat
     access_key: $TEST_OPENAI_KEY
 """
 

@@ -31,6 +31,8 @@ def provider_entry(profile: Profile, fake: FakeProvider) -> str:
         lines.append("    access_key: $TEST_STRICT_KEY")
     if profile.kind == "deepseek":  # its OpenAI-format API; the catalogue's is Anthropic's
         lines.append("    provider_interface: openai")
+    if profile.kind == "openai":  # these fakes are Chat Completions; openai/ defaults to Responses
+        lines.append("    provider_interface: openai-chat")
     return "\n".join(lines) + "\n"
 
 

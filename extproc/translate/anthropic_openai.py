@@ -17,38 +17,40 @@ from typing import Any
 import orjson
 
 from extproc.translate import errors, signatures
+from extproc.translate.anthropic_format import (
+    BAD_ID_CHARS,
+    MALFORMED,
+    TranslationError,
+    anthropic_message_id,
+    anthropic_tool_id,
+    as_dict,
+    as_list,
+    block_events,
+    block_text,
+    content_blocks,
+    fallback_tool_id,
+    hashed_user,
+    is_custom_tool,
+    message_events,
+    output_config,
+    plain_texts,
+    reasoning_effort,
+    session_id,
+    system_texts,
+    token_count,
+    tool_input,
+)
 from extproc.translate.contract import COMMON, Contract
 from extproc.translate.sse import SSEParser, encode_event
 
 JSON = dict[str, Any]
 
 
-class TranslationError(Exception):
-    """The request can't be expressed in Chat Completions; answer the client with a 400."""
-
-    def __init__(self, message: str, error_type: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-
-
 # ---------------------------------------------------------------------------------------------
 # Request: Anthropic Messages → Chat Completions
 # ---------------------------------------------------------------------------------------------
 
-_BILLING_HEADER = "x-anthropic-billing-header:"
-_USER_MAX = 64
 _STOP_MAX = 4
-_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high", "xhigh": "high"}
-# Blocks with no Chat Completions meaning: reasoning (its signature only means something to
-# Anthropic) and server-side tool traffic (ran at Anthropic; its results end in *_tool_result).
-_DROPPED_BLOCKS = {
-    "thinking",
-    "redacted_thinking",
-    "server_tool_use",
-    "mcp_tool_use",
-    "container_upload",
-}
 
 
 def translate_request(
@@ -67,7 +69,7 @@ def translate_request(
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise TranslationError("messages: field required (a list)")
-    system = _system_texts(body.get("system"))
+    system = system_texts(body.get("system"))
     messages: list[JSON] = []
     turn: list[tuple[str, JSON]] = []  # the assistant turn being read, as (where, block)
     for i, message in enumerate(raw_messages):
@@ -78,14 +80,16 @@ def translate_request(
         if role == "assistant":
             # Consecutive assistant messages are one turn, as Anthropic reads them; Claude
             # Code sends a streamed answer back as one message per content block.
-            turn += [(f"messages.{i}.content.{j}", b) for j, b in enumerate(_blocks(content, i))]
+            turn += [
+                (f"messages.{i}.content.{j}", b) for j, b in enumerate(content_blocks(content, i))
+            ]
             continue
         messages.extend(_assistant_messages(turn, contract))
         turn = []
         if role == "system":
-            system.append("\n\n".join(_texts(content, f"messages.{i}.content")))
+            system.append("\n\n".join(plain_texts(content, f"messages.{i}.content")))
         elif role == "user":
-            messages.extend(_user_messages(_blocks(content, i), i, contract))
+            messages.extend(_user_messages(content_blocks(content, i), i, contract))
         else:
             raise TranslationError(f"messages.{i}.role: unexpected value {role!r}")
     messages.extend(_assistant_messages(turn, contract))
@@ -96,7 +100,7 @@ def translate_request(
         _shorten_tool_ids(messages)
 
     out: JSON = {"model": model, "messages": messages}
-    tools = [_tool(t, contract) for t in _list(body.get("tools")) if _is_custom_tool(t)]
+    tools = [_tool(t, contract) for t in as_list(body.get("tools")) if is_custom_tool(t)]
     if tools:
         out["tools"] = tools
         offered = {t["function"]["name"] for t in tools}
@@ -115,16 +119,16 @@ def translate_request(
         out["stream"] = True
         if contract.stream_options:
             out["stream_options"] = {"include_usage": True}
-    effort = _reasoning_effort(body, contract, bool(tools)) if contract.reasoning else None
+    effort = reasoning_effort(body, contract, bool(tools)) if contract.reasoning else None
     if effort:
         out["reasoning_effort"] = effort
     response_format = _response_format(body)
     if response_format:
         out["response_format"] = response_format
-    user = _user(body.get("metadata")) if contract.user_field else None
+    user = hashed_user(body.get("metadata")) if contract.user_field else None
     if user:
         out["user"] = user
-    session = _session_id(body.get("metadata")) if contract.prompt_cache_key else None
+    session = session_id(body.get("metadata")) if contract.prompt_cache_key else None
     if session:
         out["prompt_cache_key"] = session
     try:
@@ -153,36 +157,6 @@ def _shorten_tool_ids(messages: list[JSON]) -> None:
             message["tool_call_id"] = short_tool_id(message["tool_call_id"])
 
 
-def _system_texts(system: Any) -> list[str]:
-    """Top-level system prompt as texts, without Claude Code's per-request billing line.
-
-    The billing block changes on every request; leaving it first would defeat the prefix
-    caches of OpenAI-style providers for the whole (80 KB) prompt.
-    """
-    if system is None:
-        return []
-    return [t for t in _texts(system, "system") if not t.startswith(_BILLING_HEADER)]
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    """A string, or the texts of a list of text blocks (other block kinds are ignored)."""
-    if isinstance(content, str):
-        return [content]
-    if isinstance(content, list) and all(isinstance(b, dict) for b in content):
-        texts = [b.get("text") for b in content if b.get("type") == "text"]
-        if all(isinstance(t, str) for t in texts):
-            return texts
-    raise TranslationError(f"{where}: must be a string or a list of text blocks")
-
-
-def _blocks(content: Any, i: int) -> list[JSON]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if isinstance(content, list) and all(isinstance(b, dict) for b in content):
-        return content
-    raise TranslationError(f"messages.{i}.content: must be a string or a list of blocks")
-
-
 def _user_messages(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
     """Tool results first (as `tool` messages, answering the previous assistant turn), then
     the rest of the turn as one user message. Images and PDFs a tool returned can't travel
@@ -204,7 +178,7 @@ def _user_messages(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]
         elif (media := _media_part(block, where, contract)) is not None:
             parts.append(media)
         else:
-            text = _block_text(block, where)
+            text = block_text(block, where)
             if text is not None:
                 parts.append({"type": "text", "text": text})
     if not parts:
@@ -240,7 +214,7 @@ def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> l
             if isinstance(tool_id, str) and isinstance(signature, str):
                 thought_signatures[tool_id] = signature
         else:
-            text = _block_text(block, where)
+            text = block_text(block, where)
             if text is not None:
                 texts.append(text)
     if not calls:
@@ -259,42 +233,9 @@ def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> l
     return [message]
 
 
-def _block_text(block: JSON, where: str) -> str | None:
-    """Text of a block that reads as text; None for blocks dropped from history."""
-    kind = block.get("type")
-    if kind == "text":
-        text = block.get("text")
-        if not isinstance(text, str):
-            raise TranslationError(f"{where}.text: must be a string")
-        return text
-    if kind == "document":
-        return _document_text(block)
-    if kind == "image":  # for a model that reads no images
-        return "[image]"
-    if kind == "compaction":  # a summary of earlier context; None marks a failed compaction
-        content = block.get("content")
-        return content if isinstance(content, str) else None
-    if kind == "search_result":
-        texts = [c.get("text", "") for c in _list(block.get("content")) if isinstance(c, dict)]
-        return "\n\n".join([str(block.get("title", "")), *texts]).strip()
-    if isinstance(kind, str) and (kind in _DROPPED_BLOCKS or kind.endswith("_tool_result")):
-        return None
-    raise TranslationError(f"{where}: content block type {kind!r} has no Chat Completions form")
-
-
-def _document_text(block: JSON) -> str:
-    """Plain-text documents read as their text; other kinds (PDF) can't be sent portably."""
-    source = _dict(block.get("source"))
-    if source.get("type") == "text" and isinstance(source.get("data"), str):
-        return source["data"]
-    if source.get("type") == "content" and isinstance(source.get("content"), list):
-        return "\n\n".join(c.get("text", "") for c in source["content"] if isinstance(c, dict))
-    return f"[document: {source.get('media_type') or source.get('type') or 'unknown'}]"
-
-
 def _media_part(block: JSON, where: str, contract: Contract) -> JSON | None:
     """An image, or a PDF where the API takes files, as a content part; None for the rest."""
-    source = _dict(block.get("source"))
+    source = as_dict(block.get("source"))
     if block.get("type") == "image" and contract.images:
         if source.get("type") == "base64":
             url = f"data:{source.get('media_type')};base64,{source.get('data')}"
@@ -338,7 +279,7 @@ def _tool_message(block: JSON, where: str, contract: Contract) -> tuple[JSON, li
             elif item.get("type") == "tool_reference":
                 texts.append(f"[tool: {item.get('tool_name', '')}]")
             else:
-                piece = _block_text(item, f"{where}.content.{k}")
+                piece = block_text(item, f"{where}.content.{k}")
                 if piece is not None:
                     texts.append(piece)
         text = "\n\n".join(texts)
@@ -368,11 +309,6 @@ def _tool_call(block: JSON, where: str, contract: Contract) -> JSON:
     }
 
 
-def _is_custom_tool(tool: Any) -> bool:
-    """Server tools (web search, bash, text editor, ...) run at Anthropic; others can't."""
-    return isinstance(tool, dict) and tool.get("type") in (None, "custom")
-
-
 def _tool(tool: JSON, contract: Contract) -> JSON:
     if not isinstance(tool.get("name"), str) or not tool["name"]:
         raise TranslationError("tools: every tool needs a name")
@@ -393,14 +329,14 @@ def provider_tool_name(name: str, limit: int) -> str:
     if len(name) <= limit and _TOOL_NAME.match(name):
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{_BAD_ID_CHARS.sub('_', name)[: limit - 9]}_{digest}"
+    return f"{BAD_ID_CHARS.sub('_', name)[: limit - 9]}_{digest}"
 
 
 def tool_names(body: JSON, contract: Contract) -> dict[str, str]:
     """Provider name → original for every tool name of the request that had to change."""
-    names = [t.get("name") for t in _list(body.get("tools")) if isinstance(t, dict)]
-    for message in _list(body.get("messages")):
-        for block in _list(message.get("content") if isinstance(message, dict) else None):
+    names = [t.get("name") for t in as_list(body.get("tools")) if isinstance(t, dict)]
+    for message in as_list(body.get("messages")):
+        for block in as_list(message.get("content") if isinstance(message, dict) else None):
             if isinstance(block, dict) and block.get("type") == "tool_use":
                 names.append(block.get("name"))
     out = {}
@@ -433,51 +369,9 @@ def _tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:
     return out
 
 
-def _reasoning_effort(body: JSON, contract: Contract, tools: bool) -> str | None:
-    wanted = _wanted_effort(body)
-    if wanted is None:
-        return None
-    if tools and contract.tools_effort != "keep":
-        return None if contract.tools_effort == "drop" else "none"
-    levels = contract.reasoning_levels.split(",")
-    return next(
-        (level for level in _LEVELS[_LEVELS.index(wanted) :] if level in levels), levels[-1]
-    )
-
-
-_LEVELS = ("low", "medium", "high")
-
-
-def _wanted_effort(body: JSON) -> str | None:
-    thinking = body.get("thinking")
-    if not isinstance(thinking, dict):
-        return None
-    if thinking.get("type") == "enabled":
-        budget = thinking.get("budget_tokens")
-        budget = budget if isinstance(budget, int | float) else 0
-        return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
-    if thinking.get("type") == "adaptive":
-        effort = _output_config(body).get("effort")
-        return _EFFORTS.get(effort, "medium") if isinstance(effort, str) else "medium"
-    return None
-
-
-def _output_config(body: JSON) -> JSON:
-    return _dict(body.get("output_config"))
-
-
-def _dict(value: Any) -> JSON:
-    """An optional object field; a client's wrongly typed one reads as absent."""
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _response_format(body: JSON) -> JSON | None:
     """Structured output (`output_config.format`, or the older beta `output_format`)."""
-    fmt = _output_config(body).get("format") or body.get("output_format")
+    fmt = output_config(body).get("format") or body.get("output_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = fmt.get("schema") or {}
         return {
@@ -485,28 +379,6 @@ def _response_format(body: JSON) -> JSON | None:
             "json_schema": {"name": "output", "schema": schema, "strict": False},
         }
     return None
-
-
-def _user(metadata: Any) -> str | None:
-    """metadata.user_id → `user` (≤ 64 chars; Claude Code's is a long JSON string: hash it)."""
-    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
-    if not isinstance(user_id, str) or not user_id:
-        return None
-    if len(user_id) <= _USER_MAX:
-        return user_id
-    return hashlib.sha256(user_id.encode()).hexdigest()
-
-
-def _session_id(metadata: Any) -> str | None:
-    """Claude Code's session id, from the JSON object it sends as `metadata.user_id`."""
-    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
-    if not isinstance(user_id, str) or not user_id.startswith("{"):
-        return None
-    try:
-        session = orjson.loads(user_id).get("session_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return session if isinstance(session, str) and 0 < len(session) <= _USER_MAX else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,7 +392,6 @@ _FINISH = {
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
-_BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def _stop(finish_reason: Any, matched: Any, has_tools: bool) -> tuple[str, str | None]:
@@ -541,39 +412,16 @@ def _usage(usage: Any) -> JSON | None:
     from input; some servers report fractional counts, which are rounded."""
     if not isinstance(usage, dict):
         return None
-    details = _dict(usage.get("prompt_tokens_details"))
-    prompt = _count(usage.get("prompt_tokens"))
-    cached = _count(details.get("cached_tokens"))
-    created = _count(details.get("cache_creation_tokens"))
+    details = as_dict(usage.get("prompt_tokens_details"))
+    prompt = token_count(usage.get("prompt_tokens"))
+    cached = token_count(details.get("cached_tokens"))
+    created = token_count(details.get("cache_creation_tokens"))
     return {
         "input_tokens": max(prompt - cached - created, 0),
-        "output_tokens": _count(usage.get("completion_tokens")),
+        "output_tokens": token_count(usage.get("completion_tokens")),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": created,
     }
-
-
-def _count(value: Any) -> int:
-    return round(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-def _tool_id(raw: Any, message_id: str, n: int) -> str:
-    """Keep upstream ids, but only in the charset Anthropic accepts for tool_use ids, so the
-    history stays valid if a later turn is routed to Anthropic."""
-    if isinstance(raw, str) and raw:
-        return _BAD_ID_CHARS.sub("_", raw)
-    return _fallback_tool_id(message_id, n)
-
-
-def _fallback_tool_id(message_id: str, n: int) -> str:
-    """An id for a call that came without one, unique across the conversation."""
-    return _BAD_ID_CHARS.sub("_", f"toolu_{message_id.removeprefix('msg_')}_{n}")
-
-
-def _message_id(raw: Any, fallback: bytes) -> str:
-    if isinstance(raw, str) and raw:
-        return "msg_" + _BAD_ID_CHARS.sub("_", raw)
-    return "msg_" + hashlib.blake2b(fallback, digest_size=12).hexdigest()
 
 
 def _content_parts(content: Any) -> list[tuple[str, str]]:
@@ -606,7 +454,7 @@ def _reasoning(message: JSON) -> str:
 
 def _thought_signature(call: JSON) -> str | None:
     """Gemini's `extra_content.google.thought_signature` on a tool call, if any."""
-    google = _dict(_dict(call.get("extra_content")).get("google"))
+    google = as_dict(as_dict(call.get("extra_content")).get("google"))
     signature = google.get("thought_signature")
     return signature if isinstance(signature, str) and signature else None
 
@@ -615,21 +463,6 @@ def _signature_block(tool_id: str, thought_signature: str) -> JSON:
     """A thinking block that carries a tool call's thought signature through Claude Code."""
     state = {"tool_use_id": tool_id, "thought_signature": thought_signature}
     return {"type": "thinking", "thinking": "", "signature": signatures.sign(state)}
-
-
-def _tool_input(arguments: Any) -> JSON:
-    """Arguments are a JSON string; anything unparseable becomes {} (documented)."""
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = orjson.loads(arguments or "{}")
-    except (orjson.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-_MALFORMED = (TypeError, AttributeError, ValueError, KeyError)
-"""What reading a provider's answer raises when one of its fields has an unexpected type."""
 
 
 def translate_response(
@@ -656,7 +489,7 @@ def translate_response(
         return 502, errors.error_body("api_error", "upstream answer has no choices")
     try:
         return status, orjson.dumps(_message(data, choices[0], model, body, tool_names or {}))
-    except _MALFORMED as exc:
+    except MALFORMED as exc:
         return 502, errors.error_body("api_error", f"malformed answer from upstream: {exc}")
 
 
@@ -673,11 +506,11 @@ def _message(data: JSON, choice: JSON, model: str, body: bytes, tool_names: dict
             content.append({"type": "text", "text": text})
     if isinstance(message.get("refusal"), str) and message["refusal"]:
         content.append({"type": "text", "text": message["refusal"]})
-    message_id = _message_id(data.get("id"), body)
+    message_id = anthropic_message_id(data.get("id"), body)
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     for n, call in enumerate(calls):
         function = call.get("function") or {}
-        tool_id = _tool_id(call.get("id"), message_id, n)
+        tool_id = anthropic_tool_id(call.get("id"), message_id, n)
         signature = _thought_signature(call)
         if signature:
             content.append(_signature_block(tool_id, signature))
@@ -687,7 +520,7 @@ def _message(data: JSON, choice: JSON, model: str, body: bytes, tool_names: dict
                 "type": "tool_use",
                 "id": tool_id,
                 "name": tool_names.get(name, name),
-                "input": _tool_input(function.get("arguments")),
+                "input": tool_input(function.get("arguments")),
             }
         )
     stop_reason, stop_sequence = _stop(
@@ -842,7 +675,7 @@ class StreamTranslator:
         elif isinstance(chunk, dict):
             try:
                 self._chunk(chunk)
-            except _MALFORMED as exc:  # a field of the wrong type: end the answer visibly
+            except MALFORMED as exc:  # a field of the wrong type: end the answer visibly
                 self._fail("api_error", f"malformed chunk from upstream: {exc}")
 
     def _chunk(self, chunk: JSON) -> None:
@@ -873,7 +706,7 @@ class StreamTranslator:
     def _start_message(self, chunk: JSON) -> None:
         self._started = True
         if self._message_id is None:
-            self._message_id = _message_id(chunk.get("id"), orjson.dumps(chunk))
+            self._message_id = anthropic_message_id(chunk.get("id"), orjson.dumps(chunk))
         usage = {
             "input_tokens": self._input_estimate,
             "output_tokens": 1,
@@ -913,7 +746,7 @@ class StreamTranslator:
     def _tool_fragment(self, call: JSON) -> None:
         function = call.get("function") or {}
         raw_id, name, args = call.get("id"), function.get("name"), function.get("arguments")
-        tool_id = _BAD_ID_CHARS.sub("_", raw_id) if isinstance(raw_id, str) else ""
+        tool_id = BAD_ID_CHARS.sub("_", raw_id) if isinstance(raw_id, str) else ""
         index = call.get("index")
         if not isinstance(index, int):
             index = self._guess_index(tool_id, name)
@@ -986,7 +819,7 @@ class StreamTranslator:
     def _start_block(self, block: _Block) -> None:
         if block.kind == "tool_use":
             if not block.tool_id:
-                block.tool_id = _fallback_tool_id(str(self._message_id), self._next_index)
+                block.tool_id = fallback_tool_id(str(self._message_id), self._next_index)
             if block.signature:
                 self._signature(block)
         block.index = self._next_index
@@ -1013,7 +846,7 @@ class StreamTranslator:
         call.signature = ""
         index = self._next_index
         self._next_index += 1
-        for name, payload in _block_events(index, signed):
+        for name, payload in block_events(index, signed):
             self._emit(name, {"type": name, "index": index, **payload})
 
     def _delta(self, block: _Block, text: str) -> None:
@@ -1078,44 +911,3 @@ class StreamTranslator:
         self._started = True
         self._out.append(message_events(message))
         self._done = True
-
-
-def message_events(message: JSON) -> bytes:
-    """A complete Anthropic message as the SSE events that would have streamed it."""
-    head = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
-    out = [encode_event("message_start", {"type": "message_start", "message": head})]
-    for index, block in enumerate(message["content"]):
-        for name, payload in _block_events(index, block):
-            out.append(encode_event(name, {"type": name, "index": index, **payload}))
-    stop = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
-    out.append(
-        encode_event(
-            "message_delta", {"type": "message_delta", "delta": stop, "usage": message["usage"]}
-        )
-    )
-    out.append(encode_event("message_stop", {"type": "message_stop"}))
-    return b"".join(out)
-
-
-def _block_events(index: int, block: JSON) -> list[tuple[str, JSON]]:
-    """(event name, payload without type and index) that stream one whole content block."""
-    if block["type"] == "text":
-        start: JSON = {**block, "text": ""}
-        deltas: list[JSON] = [{"type": "text_delta", "text": block["text"]}]
-    elif block["type"] == "thinking":
-        start = {**block, "thinking": "", "signature": ""}
-        deltas = (
-            [{"type": "thinking_delta", "thinking": block["thinking"]}] if block["thinking"] else []
-        )
-        if block["signature"]:
-            deltas.append({"type": "signature_delta", "signature": block["signature"]})
-    else:
-        start = {**block, "input": {}}
-        deltas = [
-            {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
-        ]
-    return [
-        ("content_block_start", {"content_block": start}),
-        *(("content_block_delta", {"delta": delta}) for delta in deltas),
-        ("content_block_stop", {}),
-    ]

@@ -55,6 +55,9 @@ class Contract:
     """The model reads images; a text-only one refuses every request that holds one."""
     stop: bool = True
     """The model takes `stop` (OpenAI's reasoning models and grok-4 refuse it)."""
+    reasoning_summaries: bool = True
+    """Responses API: ask for reasoning summaries (shown as thinking). OpenAI refuses them for
+    organizations it has not verified; a `model_families` row can turn them off."""
 
 
 COMMON = Contract()
