@@ -203,3 +203,19 @@ def test_a_gzipped_translated_answer_is_inflated_first():
         [{"type": "text", "text": "Hi"}],
         "end_turn",
     )
+
+
+def test_log_tokens_reads_an_answer_without_content_type_as_json():
+    exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
+    exchange.gateway.config = parse(
+        "listener: {log_tokens: true}\nllm_providers:\n  - model: anthropic/claude-x\n"
+        "    access_key: k\n"
+    )
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    exchange.on_request_headers(headers, False)
+    asyncio.run(exchange.on_request_body(orjson.dumps(ASKED)))
+    on_headers = ProcessingResponse.parse(exchange.on_response_headers({":status": "200"}))
+    assert on_headers.mode_override.response_body_mode == ProcessingModeBodySendMode.STREAMED
+    last = ProcessingResponse.parse(exchange.on_response_body(b"".join(ANTHROPIC_JSON), True))
+    [logged] = metadata(last).values()
+    assert (logged["input_tokens"], logged["output_tokens"]) == (3, 4)
