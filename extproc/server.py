@@ -53,11 +53,12 @@ class ExtProcServer:
             return await exchange.handle(message)
         except GatewayError as error:
             log.warning("%s %s: %s", exchange.path or "-", error.error_type, error.message)
-            return replies.immediate(error)
+            return replies.immediate(error, exchange.namespace)
         except Exception:
             log.exception("error while processing %s", exchange.path or "a request")
             return replies.immediate(
-                GatewayError("api_error", "The gateway failed to process this request.")
+                GatewayError("api_error", "The gateway failed to process this request."),
+                exchange.namespace,
             )
 
     async def start(
@@ -78,7 +79,10 @@ class ExtProcServer:
             (grpc.method_handlers_generic_handler(SERVICE, {"Process": handler}),)
         )
         if server.add_insecure_port(f"{address}:{port}") == 0:
-            raise OSError(f"cannot listen on {address}:{port} for ext_proc (port taken?)")
+            raise OSError(
+                f"cannot listen on {address}:{port} for ext_proc (port taken, or not an address "
+                "of this machine? sidecar.listen_address is what serve binds)"
+            )
         await server.start()
         self._grpc = server
         self._health = await asyncio.start_server(

@@ -44,8 +44,8 @@ def _ports(config: Config) -> Iterable[tuple[str, str, int]]:
     listener, sidecar = config.listener, config.sidecar
     yield "listener.port", listener.address, listener.port
     yield "listener.admin_port", "127.0.0.1", listener.admin_port
-    yield "sidecar.port", sidecar.address, sidecar.port
-    yield "sidecar.health_port", sidecar.address, sidecar.health_port
+    yield "sidecar.port", sidecar.bind_address, sidecar.port
+    yield "sidecar.health_port", sidecar.bind_address, sidecar.health_port
 
 
 def check_ports(config: Config) -> None:
