@@ -43,7 +43,7 @@ def test_another_path_without_an_anthropic_provider_is_not_found():
         exchange.on_request_headers({":path": "/v1/models?limit=5", ":method": "GET"}, True)
     error = refused.value
     assert (error.status, error.error_type) == (404, "not_found_error")
-    assert error.message == "The gateway does not serve /v1/models."
+    assert error.message.startswith("The gateway does not serve /v1/models:")
 
 
 def test_another_path_goes_to_the_anthropic_provider_with_its_key():
@@ -98,6 +98,7 @@ def metadata(reply: ProcessingResponse) -> dict:
     }
 
 
+CHAT_COMPLETIONS = "  - model: groq/llama-3.3-70b-versatile\n    access_key: k\n"
 ASKED = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 ANTHROPIC_SSE = [
     b'event: message_start\ndata: {"type":"message_start","message":{"usage":'
@@ -149,7 +150,7 @@ def test_log_tokens_leaves_an_error_answer_alone():
     ],
 )
 def test_a_translated_answer_is_asked_for_in_the_mode_it_needs(stream, status, mode, client_type):
-    exchange = exchange_for("  - model: openai/gpt-4.1\n    access_key: k\n")
+    exchange = exchange_for(CHAT_COMPLETIONS)
     upstream_type = "text/event-stream" if stream and status == 200 else "application/json"
     on_headers, _ = answered(exchange, {**ASKED, "stream": stream}, status, upstream_type, [])
     assert on_headers.mode_override.response_body_mode == mode
@@ -161,7 +162,7 @@ def test_a_translated_answer_is_asked_for_in_the_mode_it_needs(stream, status, m
 
 
 def test_a_translated_stream_is_translated_chunk_by_chunk():
-    exchange = exchange_for("  - model: openai/gpt-4.1\n    access_key: k\n")
+    exchange = exchange_for(CHAT_COMPLETIONS)
     chunk = (
         b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}'
         b"\n\n"
@@ -185,7 +186,7 @@ def test_a_translated_stream_is_translated_chunk_by_chunk():
 
 def test_a_gzipped_translated_answer_is_inflated_first():
     """Some OpenAI-style servers compress although the gateway asked for identity."""
-    exchange = exchange_for("  - model: openai/gpt-4.1\n    access_key: k\n")
+    exchange = exchange_for(CHAT_COMPLETIONS)
     completion = orjson.dumps(
         {
             "id": "c",

@@ -49,11 +49,13 @@ def stop(index: int) -> dict:
 
 
 def ending(stop_reason: str, usage: dict) -> list[dict]:
+    """message_delta with the final usage (cache writes: none, OpenAI-style APIs have none),
+    then message_stop."""
     return [
         {
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-            "usage": usage,
+            "usage": {**usage, "cache_creation_input_tokens": 0},
         },
         {"type": "message_stop"},
     ]

@@ -142,7 +142,7 @@ def test_a_translated_request_reaches_the_provider_without_anthropic_headers(gat
         ({"authorization": "Bearer gk-team-0123"}, True),
         ({"x-api-key": "gk-team-0123x"}, False),
         ({"x-api-key": "gk-team-012"}, False),
-        ({"authorization": "Bearer gk-team-0123 "}, False),
+        ({"authorization": "Bearer gk-team-0123 x"}, False),
         ({"x-api-key": ""}, False),
         ({}, False),
     ],
