@@ -103,6 +103,9 @@ class Listener:
     log_tokens: bool = False
     """Read token counts from Anthropic-format answers for the access log. Costs a sidecar
     round trip per answer chunk; translated answers always have them."""
+    max_concurrent_requests: int = 4096
+    """Requests in flight at once to each provider, and at the sidecar (Envoy's circuit
+    breakers, 1,024 by default); past it, 529 "gateway at its concurrency limit"."""
 
 
 @dataclass(frozen=True)

@@ -109,12 +109,19 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
     }
 
 
+CONNECTION_BUFFER_BYTES = 1024 * 1024
+"""What Envoy holds per client or provider connection (its own default): a client that stops
+reading pins this much, not a whole body. Request bodies get `max_body_bytes` from the route."""
+
+
 def _listener(config: Config) -> dict[str, Any]:
     listener = config.listener
     return {
         "name": "llm",
         "address": {"socket_address": {"address": listener.address, "port_value": listener.port}},
-        "per_connection_buffer_limit_bytes": listener.max_body_bytes,
+        # Envoy raises a stream's limit to the route's request_body_buffer_limit, never
+        # lowers it: a max_body_bytes under this must be the listener's own limit.
+        "per_connection_buffer_limit_bytes": min(listener.max_body_bytes, CONNECTION_BUFFER_BYTES),
         "filter_chains": [
             {
                 "filters": [
@@ -168,9 +175,14 @@ def _listener(config: Config) -> dict[str, Any]:
 
 
 def _route(config: Config) -> dict[str, Any]:
-    """Everything goes to the cluster the sidecar names; streams may run for many minutes."""
+    """Everything goes to the cluster the sidecar names; streams may run for many minutes.
+
+    The sidecar reads whole request bodies (up to `max_body_bytes`), so Envoy buffers them:
+    this route alone raises the buffer limit for them, not every connection.
+    """
     return {
         "match": {"prefix": "/"},
+        "request_body_buffer_limit": config.listener.max_body_bytes,
         "route": {
             "cluster_header": CLUSTER_HEADER,
             "auto_host_rewrite": True,
@@ -252,6 +264,21 @@ def _anthropic_reply(condition: dict[str, Any], error_type: str, message: str) -
     }
 
 
+def _at_concurrency_limit() -> dict[str, Any]:
+    """A circuit breaker tripped: on a provider cluster (flag UO) or on the sidecar's, whose
+    overflow shows only in the response code details of the ext_proc error."""
+    overflow_details = {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": _ext("access_loggers.filters.cel.v3.ExpressionFilter"),
+                "expression": "response.code_details.contains('overflow')",
+            },
+        }
+    }
+    return {"or_filter": {"filters": [_flag_in("UO"), overflow_details]}}
+
+
 def local_replies(config: Config) -> dict[str, Any]:
     """Envoy's own error replies in Anthropic's format, so SDKs and Claude Code show why.
 
@@ -262,8 +289,15 @@ def local_replies(config: Config) -> dict[str, Any]:
     limit = config.listener.max_body_bytes
     details = "(%RESPONSE_CODE_DETAILS%)"
     sidecar_down = "The gateway's routing sidecar is unavailable (is extproc serve running?)"
+    limit_reached = _anthropic_reply(
+        _at_concurrency_limit(),
+        "overloaded_error",
+        f"The gateway is at its concurrency limit ({config.listener.max_concurrent_requests} "
+        "requests, listener.max_concurrent_requests); retry shortly.",
+    )
     return {
         "mappers": [
+            {**limit_reached, "status_code": 529},
             _anthropic_reply(
                 _status_is(413),
                 "request_too_large",
@@ -273,7 +307,7 @@ def local_replies(config: Config) -> dict[str, Any]:
             # No cluster chosen: the sidecar was skipped (failure_mode_allow) or gave none.
             _anthropic_reply(_flag_in("NC"), "api_error", f"{sidecar_down} {details}"),
             _anthropic_reply(
-                _flag_in("UF", "UH", "DF", "URX", "UO", "UC", "UPE"),
+                _flag_in("UF", "UH", "DF", "URX", "UC", "UPE"),
                 "api_error",
                 f"The gateway could not reach the provider {details}",
             ),
@@ -324,14 +358,21 @@ def _one_endpoint(cluster: str, host: str, port: int) -> dict[str, Any]:
     }
 
 
-def _provider_cluster(origin: Origin, max_body: int) -> dict[str, Any]:
+def _circuit_breakers(limit: int) -> dict[str, Any]:
+    """At most `limit` requests in flight (Envoy's default is 1,024 of each)."""
+    limits = {"max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+    return {"thresholds": [{"priority": "DEFAULT", **limits}]}
+
+
+def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": origin.cluster,
         "type": "LOGICAL_DNS",
         "connect_timeout": "10s",
         # Try IPv4 first: a `localhost` upstream bound to 127.0.0.1 otherwise fails on ::1.
         "dns_lookup_family": "V4_PREFERRED",
-        "per_connection_buffer_limit_bytes": max_body,
+        "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_BYTES,
+        "circuit_breakers": _circuit_breakers(limit),
         "load_assignment": _one_endpoint(origin.cluster, origin.host, origin.port),
     }
     if origin.tls:
@@ -355,7 +396,9 @@ def _extproc_cluster(config: Config) -> dict[str, Any]:
         "type": "STATIC" if is_ip(sidecar.address) else "STRICT_DNS",
         **by_name,
         "connect_timeout": "1s",
+        # Bodies reach the sidecar whole, in one gRPC message, over one shared connection.
         "per_connection_buffer_limit_bytes": config.listener.max_body_bytes,
+        "circuit_breakers": _circuit_breakers(config.listener.max_concurrent_requests),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _ext("upstreams.http.v3.HttpProtocolOptions"),
@@ -381,10 +424,10 @@ def bootstrap(config: Config) -> dict[str, Any]:
 
 
 def _clusters(config: Config) -> list[dict[str, Any]]:
-    max_body = config.listener.max_body_bytes
+    limit = config.listener.max_concurrent_requests
     return [
         _extproc_cluster(config),
-        *(_provider_cluster(o, max_body) for o in origins(config).values()),
+        *(_provider_cluster(o, limit) for o in origins(config).values()),
     ]
 
 
@@ -401,9 +444,9 @@ FRAGMENT_HEADER = """\
 # early_header_mutation_extensions: into your HttpConnectionManager; removes a client's
 #   own x-extproc-cluster (only the sidecar picks a provider) and x-envoy-* headers.
 # access_log_format: fields to add to your JSON access log to see each decision.
-# The listener (or its HttpConnectionManager) needs per_connection_buffer_limit_bytes
-# of at least {max_body} for Claude Code's bodies, and normalize_path and merge_slashes
-# set to true (the sidecar routes or passes paths by their exact text).
+# The route raises the buffer limit to {max_body} bytes for Claude Code's request bodies.
+# The HttpConnectionManager needs normalize_path and merge_slashes set to true (the
+# sidecar routes or passes paths by their exact text).
 """
 
 

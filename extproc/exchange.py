@@ -42,6 +42,7 @@ READ_HEADERS = (
     ":status",
     "content-type",
     "content-encoding",
+    "content-length",
     LOCAL_REPLY_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
@@ -139,6 +140,9 @@ class Exchange:
         self.decision: Decision | None = None
         self.translation: ResponseTranslation | None = None
         self.usage: UsageReader | None = None
+        self.finished = False
+        """Envoy needs nothing more from the sidecar for this request: the server then ends
+        the gRPC stream, and Envoy carries on without it (a sidecar crash can't cut it)."""
 
     async def handle(self, message: Phase) -> bytes:
         """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
@@ -202,7 +206,7 @@ class Exchange:
         mutation = replies.header_mutation(
             {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
         )
-        self.routed_by_headers = True
+        self.routed_by_headers = self.finished = True
         # The provider for the access log (no `source`: no model was decided).
         return replies.route_request_headers(mutation, {"provider": anthropic.name})
 
@@ -236,6 +240,7 @@ class Exchange:
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:
+            self.finished = True
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, decision.metadata(), self.namespace)
         else:
@@ -256,6 +261,7 @@ class Exchange:
         if new_body is not None:
             headers["content-length"] = str(sum(map(len, new_body)))
             length = ("content-length",)
+        self.finished = self.translation is None and not gateway.config.listener.log_tokens
         mutation = replies.header_mutation(
             headers,
             (*length, *auth.remove, *removed),
@@ -298,18 +304,21 @@ class Exchange:
         if status >= 400 and self.decision is not None:
             self.gateway.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
         if LOCAL_REPLY_HEADER in headers:
+            self.finished = True
             return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format
         if self.translation is None:
             if status < 300 and self.gateway.config.listener.log_tokens:
                 streaming = "text/event-stream" in headers.get("content-type", "")
                 self.usage = UsageReader(streaming)
                 return replies.want_response_body(replies.header_mutation(), streamed=True)
+            self.finished = True
             return replies.continue_response_headers()
         client_headers = self.translation.on_headers(status, headers.get("content-encoding", ""))
         mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
         return replies.want_response_body(mutation, self.translation.streaming)
 
     def on_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        self.finished = end_of_stream
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}

@@ -86,7 +86,7 @@ def test_one_cluster_per_origin_with_tls_and_sni():
     http_filters = ext_proc["typed_config"]["http_filters"]
     assert http_filters[0]["typed_config"]["message_timeout"] == "30s"
     assert (
-        bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 2**26
+        bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 2**20
     )
 
 
