@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -16,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_openai import FakeOpenAI
+
+# In CI (CI=true), Hypothesis tries the same examples on every run: a red CI is reproducible.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "claude-code"
@@ -30,10 +37,27 @@ PROVIDER_KEYS = {
 }
 
 
+PORTS = range(10000, 32768)
+"""Below Linux's ephemeral range (32768-60999), where outgoing connections take their source
+ports: one of them can't take a port between `free_port()` and the bind that follows."""
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, never handed out before in this run. Another process may still bind
+    it first: `running_gateway` starts again on new ports when `extproc up` says so."""
+    rng = random.Random()
+    while True:
+        port = rng.choice(PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def captured(name: str) -> dict[str, Any]:
@@ -112,8 +136,14 @@ def start_gateway(
     while not ready.wait(0.1):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError("gateway did not start:\n" + "\n".join(gateway.output))
+            output = "\n".join(gateway.output)
+            taken = "is not available" in output or "Address already in use" in output
+            raise (PortTaken if taken else RuntimeError)(f"gateway did not start:\n{output}")
     return gateway
+
+
+class PortTaken(RuntimeError):
+    """Another process bound one of the gateway's ports between `free_port()` and `extproc up`."""
 
 
 GATEWAY_PORTS = ("listener", "admin", "sidecar", "health")
@@ -131,8 +161,14 @@ def running_gateway(
     env: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
     """`extproc up` on free ports with the config `config_for(ports)` returns, stopped after."""
-    ports = gateway_ports()
-    gateway = start_gateway(config_for(ports), workdir, ports["listener"], env)
+    for attempt in range(3):
+        ports = gateway_ports()
+        try:
+            gateway = start_gateway(config_for(ports), workdir, ports["listener"], env)
+            break
+        except PortTaken:
+            if attempt == 2:
+                raise
     try:
         yield gateway
     finally:
@@ -205,7 +241,7 @@ model_aliases:
 
 @pytest.fixture(scope="session")
 def fake_anthropic() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
+    fake = FakeAnthropic(expected_key=PROVIDER_KEYS["TEST_ANTHROPIC_KEY"]).start()
     yield fake
     fake.stop()
 

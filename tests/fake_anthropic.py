@@ -133,24 +133,43 @@ def sse_bytes(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
     return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
 
+USER_KEY_PREFIX = "sk-ant-"
+"""How Anthropic's API keys start (sk-ant-api03-…)."""
+
+
 @dataclass(kw_only=True)
 class FakeAnthropic(FakeServer):
-    """`expected_key`: the only `x-api-key` accepted (None accepts any credential)."""
+    """`expected_key`: the gateway's key for this account. With it set, a request must carry
+    that key in `x-api-key`, or a user's own credential (what passes through an entry
+    without access_key): an `sk-ant-…` key in `x-api-key`, or a Bearer token (Claude Code's
+    ANTHROPIC_AUTH_TOKEN, opaque to the gateway). Anything else (no credential, another
+    provider's key in `x-api-key`, the gateway's key as a Bearer token) gets Anthropic's
+    401. None accepts any credential."""
 
     expected_key: str | None = None
     answer: str = "Hello from the fake provider ✓"
     sent: list[bytes] = field(default_factory=list)
     """The exact bytes of the last response body sent."""
 
+    def accepts(self, headers: Any) -> bool:
+        if self.expected_key is None:
+            return True
+        key = headers.get("x-api-key") or ""
+        authorization = headers.get("authorization") or ""
+        token = authorization.removeprefix("Bearer ") if authorization.startswith("Bearer ") else ""
+        return key == self.expected_key or (
+            key.startswith(USER_KEY_PREFIX) if key else bool(token) and token != self.expected_key
+        )
+
     def _json(self, handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
+        self.sent = [data]  # before the bytes leave: a client may compare once it has them
         handler.send_response(status)
         handler.send_header("content-type", "application/json")
         handler.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
         handler.send_header("content-length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
-        self.sent = [data]
 
     def error(self, handler: BaseHTTPRequestHandler, status: int, kind: str, text: str) -> None:
         self._json(handler, status, {"type": "error", "error": {"type": kind, "message": text}})
@@ -161,14 +180,13 @@ class FakeAnthropic(FakeServer):
             handler.send_header("content-length", "0")
             handler.end_headers()
             return
+        if not self.accepts(handler.headers):
+            self.error(handler, 401, "authentication_error", "invalid x-api-key")
+            return
         if handler.command == "GET":
             self._json(
                 handler, 200, {"data": [], "has_more": False, "first_id": None, "last_id": None}
             )
-            return
-        key = handler.headers.get("x-api-key")
-        if self.expected_key is not None and key != self.expected_key:
-            self.error(handler, 401, "authentication_error", "invalid x-api-key")
             return
         try:
             request = json.loads(body)
@@ -219,5 +237,6 @@ class FakeAnthropic(FakeServer):
         handler.send_header("transfer-encoding", "chunked")
         handler.end_headers()
         chunks = sse_bytes(sse_events(model, answer, by_word=b"PACE-" in body))
-        if write_chunked(handler, chunks, body):
-            self.sent = chunks
+        self.sent = chunks  # before the last chunk leaves: a client may compare once it has it
+        if not write_chunked(handler, chunks, body):
+            self.sent = chunks[: len(chunks) // 2]

@@ -157,14 +157,25 @@ def test_clear_errors_when_gateway_down_or_claude_missing(tmp_path):
 
 
 def test_logs_and_metrics_agree_with_the_access_log(claude_gateway, tmp_path):
-    """Runs after the Claude Code tests above, on the access-log lines they produced."""
+    """On decisions of its own (router, sticky, explicit), so it holds run alone too."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from extproc.config import load
 
+    def decided() -> list[dict]:
+        return [e for e in claude_gateway.log_lines() if e.get("source")]
+
+    before = len(decided())
+    turn = [{"role": "user", "content": "write a function that logs its own decisions"}]
+    for model in ("claude-opus-4-8", "claude-opus-4-8", "anthropic/claude-sonnet-4-5"):
+        body = {"model": model, "max_tokens": 5, "messages": turn}
+        headers = {"x-api-key": USER_KEY}
+        response = httpx.post(f"{claude_gateway.url}/v1/messages", json=body, headers=headers)
+        assert response.status_code == 200
+    claude_gateway.wait_log(lambda _: len(decided()) >= before + 3)
     log_file = claude_gateway.access_log
-    entries = [e for e in claude_gateway.log_lines() if e.get("source")]
-    assert {e["source"] for e in entries} >= {"router", "sticky", "explicit"}
+    entries = decided()
+    assert [e["source"] for e in entries[before:]] == ["router", "sticky", "explicit"]
 
     shown = subprocess.run(
         [sys.executable, "-m", "extproc", "logs", "--color", "never", str(log_file)],

@@ -18,6 +18,7 @@ import pytest
 from extproc.config import load
 from extproc.envoy_config import render
 from extproc.up import envoy_command
+from extproc.upstream import origin
 from tests.conftest import (
     PROVIDER_KEYS,
     STRICT_IDLE_S,
@@ -121,6 +122,7 @@ def test_sidecar_killed_then_restarted_under_a_running_envoy(
     envoy_yaml = tmp_path / "envoy.yaml"
     envoy_yaml.write_text(render(load(config)))
     health = f"http://127.0.0.1:{ports['health']}/ready"
+    deepseek_cluster = origin(load(config).provider_named("deepseek/deepseek-chat")).cluster
     sidecar = serve(config)
     envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
@@ -132,8 +134,9 @@ def test_sidecar_killed_then_restarted_under_a_running_envoy(
         sidecar.kill()
         sidecar.wait()
         for model in ("deep", TRANSLATED, "claude-sonnet-4-5"):
-            # A client's own cluster header can't steer it to a provider either.
-            headers = {**KEY, "x-extproc-cluster": fake_deepseek.url.rsplit(":", 1)[1]}
+            # A client's own cluster header, naming a real cluster, can't steer it to a
+            # provider either: with failure_mode_allow Envoy would route on it unless stripped.
+            headers = {**KEY, "x-extproc-cluster": deepseek_cluster}
             response = httpx.post(url, json=chat(model), headers=headers, timeout=10)
             message = assert_anthropic_error(response, 503, "api_error")
             assert "routing sidecar is unavailable" in message

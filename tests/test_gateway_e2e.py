@@ -188,7 +188,7 @@ def test_client_cannot_pick_the_cluster_itself(gateway, fakes):
     response = httpx.post(
         f"{gateway.url}/v1/messages",
         json={"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []},
-        headers={"x-extproc-cluster": "127_0_0_1_1", "x-api-key": CLIENT_KEY},
+        headers={"x-extproc-cluster": f"127_0_0_1_{deepseek.port}", "x-api-key": CLIENT_KEY},
     )
     assert response.status_code == 200
     assert len(anthropic_fake.received) == 1 and not deepseek.received

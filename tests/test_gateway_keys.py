@@ -36,8 +36,9 @@ def post(gateway, model: str, headers: dict[str, str]) -> httpx.Response:
         {},
         {"x-api-key": "sk-ant-someone-else"},
         {"authorization": "Bearer gk-team-0123456789abcdeX"},
+        {"x-api-key": GATEWAY_KEY + "0"},
     ],
-    ids=["none", "wrong x-api-key", "wrong bearer"],
+    ids=["none", "wrong x-api-key", "wrong bearer", "the key and one more character"],
 )
 def test_unknown_callers_get_401_before_any_upstream_call(keyed_gateway, fakes, headers):
     for path in ("/v1/messages", "/v1/models"):

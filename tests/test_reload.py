@@ -79,24 +79,29 @@ def test_new_cluster_hot_restarts_envoy_without_dropping_open_streams(gateway, f
         "model": "anthropic/claude-haiku-4-5",
         "max_tokens": 50,
         "stream": True,
-        "messages": [{"role": "user", "content": "SLOW answer please"}],
+        # One event every 0.8 s: about 10 s of stream, for a hot restart of 1-3 s.
+        "messages": [{"role": "user", "content": "PACE-800 answer please"}],
     }
     received: list[bytes] = []
+    opened = threading.Event()
 
     def stream() -> None:
         with httpx.stream("POST", f"{gateway.url}/v1/messages", json=body, timeout=30) as response:
-            received.append(b"".join(response.iter_raw()))
+            for chunk in response.iter_raw():
+                received.append(chunk)
+                opened.set()
 
     streaming = threading.Thread(target=stream)
     streaming.start()
-    time.sleep(0.5)
+    assert opened.wait(10), "the stream did not open"
     openai_entry = (
         f"  - model: openai/gpt-4.1\n    base_url: {fake_openai.url}/v1\n"
         "    provider_interface: openai-chat\n    access_key: $TEST_OPENAI_KEY\nmodel_aliases:"
     )
     edit(gateway, {"model_aliases:": openai_entry}, "Envoy hot-restarted")
+    assert streaming.is_alive(), "the stream ended before the restart: nothing was shown"
     streaming.join(30)
-    assert received and received[0] == b"".join(anthropic_fake.sent), "the open stream was cut"
+    assert b"".join(received) == b"".join(anthropic_fake.sent), "the open stream was cut"
 
     answer = anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0).messages.create(
         model="openai/gpt-4.1", max_tokens=5, messages=[{"role": "user", "content": "hi"}]

@@ -102,7 +102,7 @@ async def test_router_decides_then_the_tool_loop_is_sticky(stage, model):
     tool_loop = captured("tool-loop")["body"]
     first = await run(stage, first_request_of(tool_loop))
     assert first.source == "router"
-    assert first.route in OWNERS
+    assert first.route == "code_review"  # what the tiny model (seeded) says to this turn
     assert first.routed_model == OWNERS[first.route]
     assert first.router_ms > 0
 
@@ -163,7 +163,7 @@ async def test_concurrent_fresh_intents_are_batched(stage, model):
     bodies = [user_turn(f"task number {i}: explain this function") for i in range(6)]
     decisions = await asyncio.gather(*(run(stage, body) for body in bodies))
     assert all(d.source == "router" for d in decisions)
-    assert sum(model.batches) == 6 and len(model.batches) < 6
+    assert model.batches == [6]  # all six queue up before the worker takes its first batch
 
 
 async def test_title_calls_skip_the_router(stage, model):

@@ -72,8 +72,10 @@ def test_provider_keys_appear_in_no_log_error_body_or_metric(gateway, fakes):
     ]:
         response = httpx.post(f"{gateway.url}/v1/messages", json=chat(model, text))
         bodies.append(json.dumps(dict(response.headers)) + response.text)
-    # An upstream refusing the key: its error must not echo the key back through us.
+    # A pass-through path sends the gateway's key; a request without credentials to the
+    # entry that passes the client's own is refused upstream: no answer may echo a key.
     bodies.append(httpx.get(f"{gateway.url}/v1/models").text)
+    bodies.append(httpx.post(f"{gateway.url}/v1/messages", json=chat("claude-opus-4-8")).text)
     gateway.wait_log(lambda e: "TEST_UNSET_KEY" in (e.get("note") or ""))
     health = load(gateway.config_path).sidecar.health_port
     places = {
@@ -95,7 +97,7 @@ def test_host_header_cannot_steer_to_another_upstream(gateway, fakes):
         response = httpx.post(
             f"{gateway.url}/v1/messages",
             json=chat("claude-sonnet-4-5"),
-            headers={"host": host, "x-extproc-cluster": "127_0_0_1_9"},
+            headers={"host": host, "x-extproc-cluster": f"127_0_0_1_{deepseek.port}"},
         )
         assert response.status_code == 200
     assert len(anthropic_fake.received) == 3 and not deepseek.received

@@ -7,10 +7,22 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import httpx
+import orjson
+from envoy_data_plane.envoy.service.ext_proc.v3 import (
+    HttpBody,
+    ProcessingRequest,
+    ProcessingResponse,
+)
 
 from tests.conftest import gateway_config, gateway_ports, start_gateway, stop_gateway
+from tests.test_server import METHOD, headers_message
 from tests.test_up import pid_running
+
+CONNECTIONS = 16
+"""The kernel spreads connections over the workers by a hash of their ports: 16 of them all
+land on one of two workers once in 2**15 runs."""
 
 
 def worker_pids(config_path: Path) -> list[int]:
@@ -26,6 +38,44 @@ def worker_pids(config_path: Path) -> list[int]:
     return pids
 
 
+def socket_inodes(pid: int | str) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def tcp_connections() -> list[tuple[int, int, str]]:
+    """Established TCP connections: (local port, remote port, socket inode). gRPC's sockets
+    are IPv6 ones even to 127.0.0.1 (v4-mapped addresses)."""
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01":
+                local, remote = (int(fields[i].rsplit(":", 1)[1], 16) for i in (1, 2))
+                rows.append((local, remote, fields[9]))
+    return rows
+
+
+def exchange(channel: grpc.Channel) -> list[ProcessingResponse]:
+    """One Messages request, as Envoy sends it: headers, then the body."""
+    body = orjson.dumps({"model": "deep", "max_tokens": 5, "messages": []})
+    messages = [
+        headers_message("/v1/messages"),
+        ProcessingRequest(request_body=HttpBody(body=body, end_of_stream=True)),
+    ]
+    process = channel.stream_stream(
+        METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
+    )
+    return list(process(iter(messages), timeout=10))
+
+
 def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fakes, tmp_path):
     ports = gateway_ports()
     gateway = start_gateway(
@@ -34,14 +84,41 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
         ports["listener"],
         args=("--workers", "2"),
     )
+    channels = [
+        grpc.insecure_channel(
+            f"127.0.0.1:{ports['sidecar']}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for _ in range(CONNECTIONS)
+    ]
     try:
-        assert len(worker_pids(gateway.config_path)) == 2
+        workers = worker_pids(gateway.config_path)
+        assert len(workers) == 2
         body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
-        for _ in range(6):  # new connections each time: the kernel spreads them
-            response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=10)
-            assert response.status_code == 200
-        assert len(fakes[1].received) == 6
+        response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=10)
+        assert response.status_code == 200 and len(fakes[1].received) == 1
+
+        # Each connection of ours carries one whole exchange, answered with a route...
+        for channel in channels:
+            _, on_body = exchange(channel)
+            mutation = on_body.request_body.response.header_mutation
+            assert "x-extproc-cluster" in {o.header.key for o in mutation.set_headers}
+        # ...and the server end of each is held by one worker: both workers answered some.
+        ours = {local for local, remote, inode in tcp_connections() if remote == ports["sidecar"]}
+        ours &= {local for local, _, inode in tcp_connections() if inode in socket_inodes("self")}
+        assert len(ours) == CONNECTIONS
+        served = {
+            pid: sum(
+                1
+                for local, remote, inode in tcp_connections()
+                if local == ports["sidecar"] and remote in ours and inode in socket_inodes(pid)
+            )
+            for pid in workers
+        }
+        assert sum(served.values()) == CONNECTIONS
+        assert all(served.values()), served
     finally:
+        for channel in channels:
+            channel.close()
         assert stop_gateway(gateway) == 0
     assert worker_pids(gateway.config_path) == []
 

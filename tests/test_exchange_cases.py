@@ -1,0 +1,222 @@
+"""Exchange cases the mutation run (docs/testing.md) found that no test held."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+import orjson
+import pytest
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
+from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
+
+from extproc.app import build_gateway
+from extproc.config import parse
+from extproc.errors import GatewayError
+from extproc.exchange import Exchange, _parse_body, rewrite_model
+from extproc.routing import RouterStage
+
+
+def exchange_for(providers: str) -> Exchange:
+    config = parse("llm_providers:\n" + providers)
+    return Exchange(build_gateway(config, RouterStage(config.routing)))
+
+
+def test_signed_thinking_blocks_are_kept():
+    """Only thinking another provider wrote (no signature) is dropped; Anthropic's own,
+    signed, must reach it again unchanged."""
+    signed = {"type": "thinking", "thinking": "hmm", "signature": "EqQBCkYIBxgCKkD"}
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [signed, {"type": "text", "text": "a"}]},
+        {"role": "user", "content": "and?"},
+    ]
+    raw = orjson.dumps({"model": "asked", "messages": messages})
+    body, span = _parse_body(raw)
+    rewritten = b"".join(rewrite_model(raw, body, "routed", span))
+    assert rewritten == raw.replace(b'"asked"', b'"routed"')
+
+
+def test_another_path_without_an_anthropic_provider_is_not_found():
+    exchange = exchange_for("  - model: openai/gpt-4.1\n    access_key: k\n")
+    with pytest.raises(GatewayError) as refused:
+        exchange.on_request_headers({":path": "/v1/models?limit=5", ":method": "GET"}, True)
+    error = refused.value
+    assert (error.status, error.error_type) == (404, "not_found_error")
+    assert error.message.startswith("The gateway does not serve /v1/models:")
+
+
+def test_another_path_goes_to_the_anthropic_provider_with_its_key():
+    """Model lists and telemetry go to the first `anthropic` entry, on its key: the headers
+    reply names its cluster, sets its key and removes the client's credentials."""
+    exchange = exchange_for(
+        "  - model: openai/gpt-4.1\n    access_key: k\n"
+        "  - model: anthropic/claude-x\n    access_key: sk-gw\n    base_url: http://10.0.0.7:8080\n"
+    )
+    reply = ProcessingResponse.parse(
+        exchange.on_request_headers({":path": "/v1/models", ":method": "GET"}, True)
+    )
+    mutation = reply.request_headers.response.header_mutation
+    assert {o.header.key: o.header.raw_value for o in mutation.set_headers} == {
+        "x-extproc-cluster": b"10_0_0_7_8080",
+        "x-api-key": b"sk-gw",
+    }
+    assert set(mutation.remove_headers) == {"x-api-key", "authorization"}
+    assert reply.request_headers.response.clear_route_cache
+
+
+def answered(
+    exchange: Exchange,
+    body: dict,
+    status: int,
+    content_type: str,
+    chunks: list[bytes],
+    encoding: str = "",
+):
+    """The replies to one whole exchange: request headers and body, then the answer's
+    headers and each chunk of its body."""
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    exchange.on_request_headers(headers, False)
+    asyncio.run(exchange.on_request_body(orjson.dumps(body)))
+    on_headers = ProcessingResponse.parse(
+        exchange.on_response_headers(
+            {":status": str(status), "content-type": content_type, "content-encoding": encoding}
+        )
+    )
+    on_chunks = [
+        ProcessingResponse.parse(exchange.on_response_body(chunk, i == len(chunks) - 1))
+        for i, chunk in enumerate(chunks)
+    ]
+    return on_headers, on_chunks
+
+
+def metadata(reply: ProcessingResponse) -> dict:
+    fields = reply.dynamic_metadata.fields if reply.dynamic_metadata else {}
+    return {
+        key: {k: v.number_value for k, v in value.struct_value.fields.items()}
+        for key, value in fields.items()
+    }
+
+
+CHAT_COMPLETIONS = "  - model: groq/llama-3.3-70b-versatile\n    access_key: k\n"
+ASKED = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+ANTHROPIC_SSE = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"usage":'
+    b'{"input_tokens":12,"output_tokens":1}}}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+    b'"usage":{"output_tokens":6}}\n\n',
+]
+ANTHROPIC_JSON = [b'{"type":"message","usage":{"input_tokens":3,', b'"output_tokens":4}}']
+
+
+@pytest.mark.parametrize(
+    ("content_type", "chunks", "counts"),
+    [
+        ("text/event-stream; charset=utf-8", ANTHROPIC_SSE, (12, 6)),
+        ("application/json", ANTHROPIC_JSON, (3, 4)),
+    ],
+)
+def test_log_tokens_reads_the_answer_chunk_by_chunk_and_passes_it_on(content_type, chunks, counts):
+    exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
+    exchange.gateway.config = parse(
+        "listener: {log_tokens: true}\nllm_providers:\n  - model: anthropic/claude-x\n"
+        "    access_key: k\n"
+    )
+    on_headers, on_chunks = answered(exchange, ASKED, 200, content_type, chunks)
+    assert on_headers.mode_override.response_body_mode == ProcessingModeBodySendMode.STREAMED
+    assert [r.response_body.response.body_mutation for r in on_chunks] == [None] * len(chunks)
+    assert [metadata(r) for r in on_chunks[:-1]] == [{}] * (len(chunks) - 1)
+    [logged] = metadata(on_chunks[-1]).values()
+    assert (logged["input_tokens"], logged["output_tokens"]) == counts
+
+
+def test_log_tokens_leaves_an_error_answer_alone():
+    exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
+    exchange.gateway.config = parse(
+        "listener: {log_tokens: true}\nllm_providers:\n  - model: anthropic/claude-x\n"
+        "    access_key: k\n"
+    )
+    on_headers, _ = answered(exchange, ASKED, 300, "application/json", [])
+    assert on_headers.mode_override is None or not on_headers.mode_override.response_body_mode
+    assert exchange.usage is None
+
+
+@pytest.mark.parametrize(
+    ("stream", "status", "mode", "client_type"),
+    [
+        (True, 200, ProcessingModeBodySendMode.STREAMED, "text/event-stream; charset=utf-8"),
+        (False, 200, ProcessingModeBodySendMode.BUFFERED, "application/json"),
+        (True, 429, ProcessingModeBodySendMode.BUFFERED, "application/json"),
+    ],
+)
+def test_a_translated_answer_is_asked_for_in_the_mode_it_needs(stream, status, mode, client_type):
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    upstream_type = "text/event-stream" if stream and status == 200 else "application/json"
+    on_headers, _ = answered(exchange, {**ASKED, "stream": stream}, status, upstream_type, [])
+    assert on_headers.mode_override.response_body_mode == mode
+    mutation = on_headers.response_headers.response.header_mutation
+    assert {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}[
+        "content-type"
+    ] == client_type
+    assert set(mutation.remove_headers) == {"content-length", "content-encoding"}
+
+
+def test_a_translated_stream_is_translated_chunk_by_chunk():
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    chunk = (
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}'
+        b"\n\n"
+    )
+    usage = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\n\n'
+    _, (first, last) = answered(
+        exchange,
+        {**ASKED, "stream": True},
+        200,
+        "text/event-stream",
+        [chunk, usage + b"data: [DONE]\n\n"],
+    )
+    sent = first.response_body.response.body_mutation.body
+    assert sent.startswith(b"event: message_start\n") and b'"text":"Hi"' in sent
+    assert last.response_body.response.body_mutation.body.endswith(
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    [logged] = metadata(last).values()
+    assert (logged["input_tokens"], logged["output_tokens"]) == (5, 1)
+
+
+def test_a_gzipped_translated_answer_is_inflated_first():
+    """Some OpenAI-style servers compress although the gateway asked for identity."""
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    completion = orjson.dumps(
+        {
+            "id": "c",
+            "choices": [{"index": 0, "message": {"content": "Hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        }
+    )
+    packed = gzip.compress(completion)
+    _, (first, last) = answered(
+        exchange, ASKED, 200, "application/json", [packed[:10], packed[10:]], encoding="gzip"
+    )
+    assert first.response_body.response.body_mutation.body == b""
+    message = orjson.loads(last.response_body.response.body_mutation.body)
+    assert (message["content"], message["stop_reason"]) == (
+        [{"type": "text", "text": "Hi"}],
+        "end_turn",
+    )
+
+
+def test_log_tokens_reads_an_answer_without_content_type_as_json():
+    exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
+    exchange.gateway.config = parse(
+        "listener: {log_tokens: true}\nllm_providers:\n  - model: anthropic/claude-x\n"
+        "    access_key: k\n"
+    )
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    exchange.on_request_headers(headers, False)
+    asyncio.run(exchange.on_request_body(orjson.dumps(ASKED)))
+    on_headers = ProcessingResponse.parse(exchange.on_response_headers({":status": "200"}))
+    assert on_headers.mode_override.response_body_mode == ProcessingModeBodySendMode.STREAMED
+    last = ProcessingResponse.parse(exchange.on_response_body(b"".join(ANTHROPIC_JSON), True))
+    [logged] = metadata(last).values()
+    assert (logged["input_tokens"], logged["output_tokens"]) == (3, 4)

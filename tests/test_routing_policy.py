@@ -1,0 +1,233 @@
+"""Routing policy held by behaviour: what the router stage decides, labels and remembers.
+
+Each test here was checked by making its bug by hand in the product code (see
+docs/testing.md): the sticky key without the routes, a loading fallback pinned to the turn,
+`other` logged as no route, the default labelled `requested`, count_tokens through the router,
+a batch mixing route configs, and the sticky cache evicting its newest entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
+
+from extproc import routing
+from extproc.app import build_gateway
+from extproc.config import Config, parse
+from extproc.decision import AFTER_ROUTER, BEFORE_ROUTER, Request, decide
+from extproc.exchange import Exchange
+from extproc.router.engine import ArchRouter
+from extproc.routing import BatchingClassifier, RouterStage, routes_of
+from tests.tiny_model import ROUTES, session_model_dir
+
+DEFAULT = "anthropic/claude-opus-4-8"
+OWNERS = {"code_generation": "deepseek/deepseek-chat", "code_review": "anthropic/claude-sonnet-4-5"}
+
+
+def policy_config(model_dir: Path | str, review: str = dict(ROUTES)["code_review"]) -> Config:
+    """Two routes of the tiny model, each owned by one provider, and a default; `review` is
+    the code_review route's description."""
+    generation = dict(ROUTES)["code_generation"]
+    return parse(
+        f"""\
+llm_providers:
+  - model: deepseek/deepseek-chat
+    access_key: k
+    routing_preferences: [{{name: code_generation, description: '{generation}'}}]
+  - model: anthropic/claude-sonnet-4-5
+    access_key: k
+    routing_preferences: [{{name: code_review, description: '{review}'}}]
+  - model: {DEFAULT}
+    access_key: k
+    default: true
+routing: {{model_dir: {model_dir}}}
+"""
+    )
+
+
+class RecordingRouter(ArchRouter):
+    """The real tiny model, recording each batch it is given: (routes, number of windows).
+    `answer`, when set, replaces its answers (the tiny model never says `other` by itself)."""
+
+    calls: list[tuple[tuple[tuple[str, str], ...], int]]
+    answer: str | None
+
+    def classify(self, routes, windows):
+        self.calls.append((tuple(routes), len(windows)))
+        answers = super().classify(routes, windows)
+        return [self.answer] * len(windows) if self.answer else answers
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return session_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir) -> Iterator[RecordingRouter]:
+    router = RecordingRouter(model_dir)
+    yield router
+    router.close()
+
+
+@pytest.fixture
+def config(model_dir) -> Config:
+    return policy_config(model_dir)
+
+
+@pytest.fixture
+def stage(model, config) -> RouterStage:
+    model.calls, model.answer = [], None
+    stage = RouterStage(config.routing)
+    stage.attach(model)
+    return stage
+
+
+def user_turn(text: str, model: str = "claude-opus-4-8") -> dict:
+    return {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": text}]}
+
+
+async def run(stage: RouterStage, body: dict, config: Config):
+    gateway = build_gateway(config, stage)
+    return await decide(config, Request(body["model"], body, "/v1/messages"), gateway.stages)
+
+
+async def test_a_changed_route_description_classifies_again(stage, model, config, model_dir):
+    """The sticky key covers the route config: a decision made under the old descriptions
+    is not reused under new ones."""
+    body = user_turn("write a function that parses dates")
+    assert (await run(stage, body, config)).source == "router"
+    assert (await run(stage, body, config)).source == "sticky"
+    changed = policy_config(model_dir, review="reading and critiquing code written by others")
+    assert (await run(stage, body, changed)).source == "router"
+    assert (await run(stage, body, changed)).source == "sticky"
+    assert model.calls == [(routes_of(config), 1), (routes_of(changed), 1)]
+
+
+async def test_a_request_while_the_model_loads_is_not_pinned_to_its_fallback(model, config):
+    model.calls, model.answer = [], None
+    stage = RouterStage(config.routing)  # nothing attached yet: the model is loading
+    body = user_turn("write a function that parses dates")
+    loading = await run(stage, body, config)
+    assert (loading.source, loading.routed_model, loading.note) == (
+        "fallback",
+        DEFAULT,
+        "router model is loading",
+    )
+    stage.attach(model)
+    loaded = await run(stage, body, config)
+    assert loaded.source == "router"
+    assert loaded.routed_model == OWNERS[loaded.route]
+    assert len(model.calls) == 1
+
+
+async def test_a_lasting_fallback_is_pinned_to_the_turn(model, config):
+    """The counterpart: a router that is unavailable (not loading) keeps the turn on its
+    fallback even once a model appears, so one turn never switches models."""
+    model.calls, model.answer = [], None
+    stage = RouterStage(config.routing)
+    stage.attach(None, "router unavailable: no model")
+    body = user_turn("write a function that parses dates")
+    assert (await run(stage, body, config)).source == "fallback"
+    stage.attach(model)
+    again = await run(stage, body, config)
+    assert (again.source, again.routed_model, again.note) == (
+        "sticky",
+        DEFAULT,
+        "router unavailable: no model",
+    )
+    assert model.calls == []
+
+
+@pytest.mark.parametrize(
+    ("requested", "served_by"), [("claude-opus-4-8", DEFAULT), ("gpt-unknown", DEFAULT)]
+)
+async def test_the_router_answering_other_is_logged_as_route_other(
+    stage, model, config, requested, served_by
+):
+    model.answer = "other"
+    body = user_turn("what is the weather like", model=requested)
+    first = await run(stage, body, config)
+    again = await run(stage, body, config)
+    for decision, source in ((first, "router"), (again, "sticky")):
+        logged = decision.metadata()
+        del logged["router_ms"]
+        assert logged == {
+            "source": source,
+            "route": "other",
+            "requested_model": requested,
+            "routed_model": served_by,
+            "provider": served_by,
+            "note": "",
+        }
+
+
+@pytest.mark.parametrize(
+    ("requested", "source", "served_by"),
+    [
+        ("claude-sonnet-4-5", "requested", "anthropic/claude-sonnet-4-5"),
+        ("gpt-unknown", "default", DEFAULT),
+        ("deepseek/deepseek-chat", "explicit", "deepseek/deepseek-chat"),
+    ],
+)
+async def test_each_rule_after_the_router_labels_itself(config, requested, source, served_by):
+    """With no router stage (as for count_tokens), the rule that decided is the label."""
+    stages = (*BEFORE_ROUTER, *AFTER_ROUTER)
+    decision = await decide(config, Request(requested, user_turn("hi"), "/v1/messages"), stages)
+    assert decision.metadata() == {
+        "source": source,
+        "route": "",
+        "requested_model": requested,
+        "routed_model": served_by,
+        "provider": served_by,
+        "router_ms": 0.0,
+        "note": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "calls"),
+    [("/v1/messages/count_tokens", "requested", 0), ("/v1/messages?beta=true", "router", 1)],
+)
+async def test_count_tokens_never_runs_the_router(stage, model, config, path, source, calls):
+    exchange = Exchange(build_gateway(config, stage))
+    headers = {":path": path, ":method": "POST", "content-type": "application/json"}
+    exchange.on_request_headers(headers, False)
+    body = user_turn("write a function that parses dates")
+    reply = ProcessingResponse.parse(await exchange.on_request_body(orjson.dumps(body)))
+    assert reply.request_body.response.header_mutation is not None
+    assert exchange.decision is not None and exchange.decision.source == source
+    assert len(model.calls) == calls
+
+
+async def test_one_batch_never_mixes_windows_of_different_route_configs(model, model_dir):
+    model.calls, model.answer = [], None
+    first = routes_of(policy_config(model_dir))
+    second = routes_of(policy_config(model_dir, review="reading code written by others"))
+    batching = BatchingClassifier(model)
+    try:
+        windows = [[{"role": "user", "content": f"task {i}: write a lexer"}] for i in range(4)]
+        answers = await asyncio.gather(
+            *(batching.submit((first, second)[i % 2], w) for i, w in enumerate(windows))
+        )
+    finally:
+        batching.close()
+    assert model.calls == [(first, 2), (second, 2)]
+    assert set(answers) <= set(OWNERS)
+
+
+async def test_the_sticky_cache_forgets_the_least_recently_used_turn(
+    stage, model, config, monkeypatch
+):
+    monkeypatch.setattr(routing, "STICKY_ENTRIES", 2)
+    a, b, c = (user_turn(f"turn {name}: write a parser") for name in "abc")
+    sources = [(await run(stage, body, config)).source for body in (a, b, a, c, a, c, b)]
+    # a and b fill the cache; a is used again, so c evicts b (the least recently used);
+    # b, classified again, then evicts a (used before c).
+    assert sources == ["router", "router", "sticky", "router", "sticky", "sticky", "router"]
+    assert len(model.calls) == 4
