@@ -451,14 +451,39 @@ def _aliases(check: _Checker, raw: Any, names: set[str]) -> list[tuple[str, str]
     return aliases
 
 
+def _yaml_problem(exc: yaml.YAMLError, file: str) -> Problem:
+    """PyYAML's explanation on one line: the column, what it found, and what it was parsing."""
+    mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return Problem(file, 1, "yaml", " ".join(str(exc).split()))
+    message = f"column {mark.column + 1}: {exc.problem}"
+    context_mark = exc.context_mark
+    if exc.context:
+        where = f" started at line {context_mark.line + 1}" if context_mark else ""
+        message += f" ({exc.context}{where})"
+    return Problem(file, mark.line + 1, "yaml", message)
+
+
+def _check_ports(check: _Checker, listener: Listener, sidecar: Sidecar) -> None:
+    """Each port is bound once: two settings sharing one would fail only when `up` binds it."""
+    used: dict[int, str] = {}
+    for where, port in (
+        ("listener.port", listener.port),
+        ("listener.admin_port", listener.admin_port),
+        ("sidecar.port", sidecar.port),
+        ("sidecar.health_port", sidecar.health_port),
+    ):
+        if port and port in used:  # 0: any free port, never the same one twice
+            check.error(where, f"port {port} is already used by {used[port]}")
+        used.setdefault(port, where)
+
+
 def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     """Validate config text; raises ConfigError listing every problem."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError([Problem(file, line, "yaml", str(exc).splitlines()[0])]) from None
+        raise ConfigError([_yaml_problem(exc, file)]) from None
     lines: dict[str, int] = {}
     raw = _plain(node, "", lines) if node is not None else {}
     check = _Checker(file, lines)
@@ -478,6 +503,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     listener = _section(check, raw, "listener", Listener)
     sidecar = _section(check, raw, "sidecar", Sidecar)
     routing = _section(check, raw, "routing", Routing)
+    _check_ports(check, listener, sidecar)
     for key, allowed in (
         ("mode", ROUTER_MODES),
         ("device", ROUTER_DEVICES),

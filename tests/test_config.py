@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,8 @@ def check(tmp_path: Path, text: str, **env: str) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "extproc", "check", str(path)],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **env},
+        # PYTHONPATH kept: the subprocess must import the extproc under test.
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
         cwd=tmp_path,
     )
 
@@ -186,6 +188,17 @@ ERRORS = [
         "config.yaml:4: routing.mode: 'fast' is not one of constrained, greedy",
     ),
     ("not YAML", "llm_providers: [\n", "config.yaml:2: yaml:"),
+    (
+        "YAML explanation and column kept",
+        "llm_providers:\n  - model: openai/x\n    name: x\n   routing: 1\n",
+        "config.yaml:4: yaml: column 4: expected <block end>, but found '<block mapping start>' "
+        "(while parsing a block collection started at line 2)",
+    ),
+    (
+        "port used twice",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  port: 9000\nsidecar:\n  health_port: 9000\n",
+        "config.yaml:6: sidecar.health_port: port 9000 is already used by listener.port",
+    ),
 ]
 
 
