@@ -110,11 +110,13 @@ def cmd_route(args: argparse.Namespace) -> int:
     from extproc.app import build_gateway, warm_up
     from extproc.decision import Decision, Request, decide
     from extproc.router.engine import ArchRouter, RouterModelError
-    from extproc.router.window import conversation_window
-    from extproc.routing import RouterStage, routes_of
+    from extproc.routing import RouterStage
 
     config = _load(args.config)
     routing = config.routing
+    body = _request_body(args)
+    if args.show_prompt:
+        return _show_prompt(config, body)
     try:
         model = ArchRouter(
             Path(routing.model_dir).expanduser(),
@@ -126,11 +128,6 @@ def cmd_route(args: argparse.Namespace) -> int:
     except RouterModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    body = _request_body(args)
-    if args.show_prompt:
-        window = conversation_window(body, routing.window_tokens, model.count_tokens)
-        sys.stdout.write(model.prompt(routes_of(config), window))
-        return 0
     router = RouterStage(routing)
     router.attach(model)
     gateway = build_gateway(config, router)
@@ -152,6 +149,30 @@ def cmd_route(args: argparse.Namespace) -> int:
             f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
             f"router_ms: {record['router_ms']:.1f}"
         )
+    return 0
+
+
+def _show_prompt(config: Config, body: dict[str, Any]) -> int:
+    """The router prompt from the tokenizer alone: loading the model takes seconds."""
+    from transformers import AutoTokenizer
+
+    from extproc.router.prompt import render_prompt
+    from extproc.router.window import conversation_window
+    from extproc.routing import routes_of
+
+    model_dir = Path(config.routing.model_dir).expanduser()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:
+        print(f"error: router model directory {model_dir}: no tokenizer ({exc})", file=sys.stderr)
+        return 1
+    encoder = tokenizer.backend_tokenizer
+
+    def count_tokens(text: str) -> int:
+        return len(encoder.encode(text, add_special_tokens=False).ids)
+
+    window = conversation_window(body, config.routing.window_tokens, count_tokens)
+    sys.stdout.write(render_prompt(tokenizer, routes_of(config), window))
     return 0
 
 
@@ -206,12 +227,22 @@ def cmd_claude(argv: list[str]) -> int:
     return 1
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("extproc")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="extproc",
         description="Preference-aware model routing for Claude Code, as an Envoy ext_proc sidecar.",
     )
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = top.add_subparsers(dest="command", required=True)
 
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
