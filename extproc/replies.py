@@ -170,9 +170,13 @@ def _respond(status: int, body: bytes, details: str, decision: dict[str, Any]) -
     return message(_IMMEDIATE, immediate) + metadata(decision)
 
 
-def immediate(error: GatewayError) -> bytes:
-    """Answer the client directly with an Anthropic-format error."""
-    decision = {"source": "rejected", "note": error.message[:200]}
+def immediate(error: GatewayError, decided: dict[str, Any] | None = None) -> bytes:
+    """Answer the client directly with an Anthropic-format error.
+
+    A request refused after its decision (say, its provider's key is unset) keeps that
+    decision in the access log; one refused before any decision is `rejected`.
+    """
+    decision = {**(decided or {"source": "rejected"}), "note": error.message[:200]}
     return _respond(error.status, error.body(), f"extproc_{error.error_type}", decision)
 
 

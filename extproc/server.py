@@ -53,7 +53,8 @@ class ExtProcServer:
             return await exchange.handle(message)
         except GatewayError as error:
             log.warning("%s %s: %s", exchange.path or "-", error.error_type, error.message)
-            return replies.immediate(error)
+            decided = exchange.decision.metadata() if exchange.decision else None
+            return replies.immediate(error, decided)
         except Exception:
             log.exception("error while processing %s", exchange.path or "a request")
             return replies.immediate(
