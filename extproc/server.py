@@ -130,7 +130,10 @@ class ExtProcServer:
         if self._health:
             self._health.close()
         if self._grpc:
-            log.info("draining open streams for up to %.0fs", grace)
+            if grace > 0:
+                log.info("draining open streams for up to %.0fs", grace)
+            else:
+                log.info("stopping now; open streams are cut")
             await self._grpc.stop(grace)
 
 
@@ -170,13 +173,14 @@ def tune_for_serving() -> None:
 async def serve_until_signalled(
     server: ExtProcServer, grace: float, on_reload: Callable[[], None] | None = None
 ) -> None:
-    """Run until SIGTERM or SIGINT, then drain; SIGHUP calls `on_reload`."""
-    stop = asyncio.Event()
+    """Run until SIGTERM, then drain for up to `grace` seconds, or until SIGINT (Ctrl-C), then
+    stop at once, as `extproc up` does; SIGHUP calls `on_reload`."""
     loop = asyncio.get_running_loop()
+    stop: asyncio.Future[int] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s))
     if on_reload is not None:
         loop.add_signal_handler(signal.SIGHUP, on_reload)
-    await stop.wait()
-    await server.stop(grace)
+    signum = await stop
+    await server.stop(grace if signum == signal.SIGTERM else 0)
     log.info("stopped")
