@@ -17,7 +17,7 @@ from extproc.config import Config, ConfigError
 EXIT_CONFIG = 2
 
 
-def _load(path: str) -> Config:
+def _load(path: str, warn: bool = True) -> Config:
     """Load the config or exit 2 with every problem on its own line."""
     try:
         config = config_mod.load(path)
@@ -25,7 +25,7 @@ def _load(path: str) -> Config:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
-    for warning in config.warnings:
+    for warning in config.warnings if warn else ():
         print(f"warning: {warning}", file=sys.stderr)
     return config
 
@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.app import Sidecar
     from extproc.server import serve_until_signalled, tune_for_serving
 
-    config = _load(args.config)
+    config = _load(args.config, warn=args.config_warnings)
     if args.workers > 1:
         from extproc.workers import run_workers
 
@@ -78,7 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tune_for_serving()
 
     async def main() -> None:
-        sidecar = Sidecar(config)
+        sidecar = Sidecar(config, warn=args.config_warnings)
         await sidecar.start(reuse_port=args.reuse_port)
         await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
 
@@ -267,6 +267,10 @@ def parser() -> argparse.ArgumentParser:
         help="processes sharing the ports, to use more cores (each loads its own router model)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # `extproc up` and the workers' parent already printed the config's warnings.
+    p.add_argument(
+        "--no-config-warnings", dest="config_warnings", action="store_false", help=argparse.SUPPRESS
+    )
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy's own log level")
     p.add_argument("--workers", type=int, default=1, help="sidecar processes (see serve)")

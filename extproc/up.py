@@ -211,6 +211,8 @@ def _reload(config: Config, sidecar: subprocess.Popen[bytes], envoys: Envoys) ->
     if new.sidecar != config.sidecar or new.listener.admin_port != config.listener.admin_port:
         say("sidecar and admin_port changes need a restart of extproc up; nothing applied")
         return config
+    for warning in new.warnings:
+        say(f"warning: {warning}")
     sidecar.send_signal(signal.SIGHUP)
     loaded = f"http://{new.sidecar.address}:{new.sidecar.health_port}/config"
     deadline = time.monotonic() + RELOAD_TIMEOUT_S
@@ -253,6 +255,7 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     signal.signal(signal.SIGINT, on_signal)
     envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level)
     serve = [sys.executable, "-m", "extproc", "serve", config.path, "--workers", str(workers)]
+    serve.append("--no-config-warnings")  # printed here, once
     sidecar = subprocess.Popen(serve)
     try:
         # /ready: the router model is loaded (or known to be missing) and warmed up.

@@ -16,7 +16,10 @@ import time
 
 
 def run_workers(config_path: str, count: int, grace: float) -> int:
-    command = [sys.executable, "-m", "extproc", "serve", config_path, "--reuse-port"]
+    command = [
+        *(sys.executable, "-m", "extproc", "serve", config_path),
+        *("--reuse-port", "--no-config-warnings"),
+    ]
     workers = [subprocess.Popen([*command, "--grace", str(grace)]) for _ in range(count)]
     stopping = False
 
