@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -284,3 +285,4 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
         return 0
     finally:
         _stop([sidecar, *envoys.all()])
+        shutil.rmtree(envoys.run_dir, ignore_errors=True)
