@@ -221,7 +221,8 @@ def cmd_claude(argv: list[str]) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     try:
-        launch(_load(path), argv)
+        # Key warnings describe this terminal's environment; the gateway's is what counts.
+        launch(_load(path, warn=False), argv)
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
     return 1

@@ -14,8 +14,9 @@ import signal
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+import orjson
 
-from extproc import replies
+from extproc import credentials, replies
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, Gateway
 from extproc.wire import Phase, decode_request
@@ -92,7 +93,8 @@ class ExtProcServer:
     async def _serve_health(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest)."""
+        """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest),
+        `/credentials` (for `extproc claude`)."""
         try:
             request_line = await asyncio.wait_for(reader.readline(), 5)
             path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
@@ -119,6 +121,12 @@ class ExtProcServer:
             return b"200 OK", text, self.gateway.config.digest.encode() + b"\n"
         if path == b"/metrics":
             return b"200 OK", b"text/plain; version=0.0.4", self.gateway.metrics.exposition()
+        if path == credentials.PATH.encode():
+            return (
+                b"200 OK",
+                b"application/json",
+                orjson.dumps(credentials.summary(self.gateway.config)),
+            )
         if path == b"/healthz" or (path == b"/ready" and self.ready()):
             return b"200 OK", text, b"ok\n"
         if path == b"/ready":
