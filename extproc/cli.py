@@ -184,6 +184,9 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
     except ConvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nstopped; the same command resumes the download", file=sys.stderr)
+        return 130
     print(f"converted {args.src} → {out} ({args.quantization})")
     return 0
 
@@ -321,4 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    for client in ("httpx", "httpx2"):  # the Hub client's line per HTTP request
+        logging.getLogger(client).setLevel(logging.WARNING)
     return args.func(args)

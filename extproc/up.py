@@ -112,21 +112,9 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def _hub_reachable() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return False
-    from huggingface_hub import constants
-
-    try:
-        urllib.request.urlopen(constants.ENDPOINT, timeout=3).close()
-    except OSError:
-        return False
-    return True
-
-
 def offer_router_model(config: Config) -> None:
     """When the router model is missing, say so, and offer to fetch and convert it."""
-    from extproc.router.convert import ConvertError, convert
+    from extproc.router.convert import ConvertError, convert, hub_reachable
 
     model_dir = Path(config.routing.model_dir).expanduser()
     if model_dir.exists():
@@ -134,13 +122,16 @@ def offer_router_model(config: Config) -> None:
     say = functools.partial(print, file=sys.stderr, flush=True)
     say(f"The router model is not at {model_dir} (routing.model_dir).")
     fallback = "Until it is, every routed request goes to its fallback model (see the access log)."
-    if not _hub_reachable():
+    if not hub_reachable():
         say(f"Offline: {ROUTER_SOURCE} can't be downloaded from here. {fallback}")
         return
     if not sys.stdin.isatty():
         say(f"Build it with: extproc model convert {ROUTER_SOURCE} {model_dir}\n{fallback}")
         return
-    answer = input(f"Download {ROUTER_SOURCE} (about 3 GB) and convert it now? [y/N] ")
+    answer = input(
+        f"Download {ROUTER_SOURCE} (about 3 GB; Ctrl-C stops, and the next start resumes) "
+        "and convert it now? [y/N] "
+    )
     if answer.strip().lower() not in ("y", "yes"):
         say(fallback)
         return
@@ -148,6 +139,8 @@ def offer_router_model(config: Config) -> None:
         convert(ROUTER_SOURCE, model_dir)
     except ConvertError as exc:
         say(f"{exc}\n{fallback}")
+    except KeyboardInterrupt:
+        say(f"\nDownload stopped; the next `extproc up` resumes it. {fallback}")
 
 
 def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
