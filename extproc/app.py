@@ -94,6 +94,7 @@ class Sidecar:
             sidecar.health_port,
             self.config.listener.max_body_bytes,
             reuse_port,
+            sidecar.health_host,
         )
 
     def reload(self) -> None:

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,24 @@ class Sidecar:
     failure_mode_allow: bool = False
     """Envoy's choice when the sidecar can't be reached: false answers 503, true carries on
     unprocessed (no route then, so still an error; see docs/reliability.md)."""
+    health_address: str = ""
+    """Where the health port listens (default: `address`). Separate so that /metrics can be
+    published while the gRPC port, whose replies carry provider keys, stays on loopback."""
+
+    @property
+    def health_host(self) -> str:
+        return self.health_address or self.address
+
+    @property
+    def health_url(self) -> str:
+        """The health endpoint as this machine reaches it (a wildcard address via loopback)."""
+        host = self.health_host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.health_port}"
+
+
+LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
+"""When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
+0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
 
 
 ROUTER_MODES = ("constrained", "greedy")
@@ -504,6 +522,10 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     sidecar = _section(check, raw, "sidecar", Sidecar)
     routing = _section(check, raw, "routing", Routing)
     _check_ports(check, listener, sidecar)
+    listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
+    if listen_address:
+        listener = replace(listener, address=listen_address)
+        sidecar = replace(sidecar, health_address=listen_address)
     for key, allowed in (
         ("mode", ROUTER_MODES),
         ("device", ROUTER_DEVICES),

@@ -37,11 +37,8 @@ def summary(config: Config) -> dict[str, Any]:
 
 def from_gateway(config: Config) -> dict[str, Any] | None:
     """The running gateway's summary, or None when its health port can't be reached."""
-    address = config.sidecar.address
-    host = "127.0.0.1" if address in ("0.0.0.0", "::") else address
-    url = f"http://{host}:{config.sidecar.health_port}{PATH}"
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(config.sidecar.health_url + PATH, timeout=2) as response:
             answer = json.loads(response.read())
     except (OSError, ValueError):
         return None

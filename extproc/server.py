@@ -63,7 +63,13 @@ class ExtProcServer:
             )
 
     async def start(
-        self, address: str, port: int, health_port: int, max_body: int, reuse_port: bool = False
+        self,
+        address: str,
+        port: int,
+        health_port: int,
+        max_body: int,
+        reuse_port: bool = False,
+        health_address: str | None = None,
     ) -> None:
         """Listen; `reuse_port` lets several worker processes share the ports (the kernel
         spreads connections across them); without it a taken port is an error."""
@@ -84,10 +90,14 @@ class ExtProcServer:
         await server.start()
         self._grpc = server
         self._health = await asyncio.start_server(
-            self._serve_health, address, health_port, reuse_port=reuse_port
+            self._serve_health, health_address or address, health_port, reuse_port=reuse_port
         )
         log.info(
-            "ext_proc listening on %s:%d, health on %s:%d", address, port, address, health_port
+            "ext_proc listening on %s:%d, health on %s:%d",
+            address,
+            port,
+            health_address or address,
+            health_port,
         )
 
     async def _serve_health(

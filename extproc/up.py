@@ -46,7 +46,7 @@ def _ports(config: Config) -> Iterable[tuple[str, str, int]]:
     yield "listener.port", listener.address, listener.port
     yield "listener.admin_port", "127.0.0.1", listener.admin_port
     yield "sidecar.port", sidecar.address, sidecar.port
-    yield "sidecar.health_port", sidecar.address, sidecar.health_port
+    yield "sidecar.health_port", sidecar.health_host, sidecar.health_port
 
 
 def check_ports(config: Config) -> None:
@@ -208,7 +208,7 @@ def _reload(config: Config, sidecar: subprocess.Popen[bytes], envoys: Envoys) ->
     for warning in new.warnings:
         say(f"warning: {warning}")
     sidecar.send_signal(signal.SIGHUP)
-    loaded = f"http://{new.sidecar.address}:{new.sidecar.health_port}/config"
+    loaded = f"{new.sidecar.health_url}/config"
     deadline = time.monotonic() + RELOAD_TIMEOUT_S
     while _get_text(loaded) != new.digest:
         if time.monotonic() > deadline:
@@ -253,7 +253,7 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     sidecar = subprocess.Popen(serve)
     try:
         # /ready: the router model is loaded (or known to be missing) and warmed up.
-        ready = f"http://{config.sidecar.address}:{config.sidecar.health_port}/ready"
+        ready = f"{config.sidecar.health_url}/ready"
         _wait_ready(ready, sidecar, "the sidecar (extproc serve)")
         first = envoys.start(config)
         _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")
