@@ -291,7 +291,7 @@ def parser() -> argparse.ArgumentParser:
         "logs",
         help="one line per decision from Envoy's access log",
         description="Read Envoy's access log (a file, - for stdin, or `docker compose logs -f "
-        "envoy | extproc logs`) and print one line per decision.",
+        "gateway | extproc logs`) and print one line per decision.",
     )
     p.add_argument("file", nargs="?", default="-", help="log file, or - for stdin (default)")
     p.add_argument("-f", "--follow", action="store_true", help="keep reading as the file grows")

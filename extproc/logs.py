@@ -1,7 +1,7 @@
 """`extproc logs`: Envoy's JSON access log as one readable line per decision.
 
-Reads a file, stdin, or `docker compose logs -f envoy` output (whose lines carry
-a `envoy-1  | ` prefix). Lines that aren't access-log JSON are skipped, never fatal.
+Reads a file, stdin, or `docker compose logs -f gateway` output (whose lines carry
+a `gateway-1  | ` prefix). Lines that aren't access-log JSON are skipped, never fatal.
 """
 
 from __future__ import annotations
