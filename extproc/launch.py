@@ -108,8 +108,8 @@ def launch(config: Config, args: list[str], claude: str = "claude") -> None:
     gateway = credentials.from_gateway(config)
     for variable in (gateway or {}).get("unset_key_variables", ()):
         print(
-            f"note: the gateway has no {variable}; requests routed to its providers will fail "
-            "(export it where extproc up runs, then restart it)",
+            f"note: the gateway has no {variable}; requests routed to the providers that use "
+            "it will fail (export it where extproc up runs, then restart it)",
             file=sys.stderr,
         )
     env = claude_environment(config, os.environ, gateway)
