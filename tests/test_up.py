@@ -126,7 +126,8 @@ def test_key_warnings_print_once_and_again_on_a_reload(tmp_path, fake_anthropic,
         stop_gateway(gateway)
 
 
-def test_ctrl_c_stops_the_sidecar_at_once_without_promising_a_drain(tmp_path):
+def test_serve_warns_on_a_reload_and_stops_at_once_on_ctrl_c(tmp_path):
+    """`extproc serve` alone: a SIGHUP that loads an unset key warns; Ctrl-C promises no drain."""
     chosen = ports()
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -146,8 +147,17 @@ def test_ctrl_c_stops_the_sidecar_at_once_without_promising_a_drain(tmp_path):
         except httpx.HTTPError:
             assert time.monotonic() < deadline and serve.poll() is None
             time.sleep(0.1)
+    health = f"http://127.0.0.1:{chosen['health']}/config"
+    loaded = httpx.get(health).text
+    with config.open("a") as more:
+        more.write("  - model: openai/y\n    access_key: $TEST_NEVER_SET_KEY\n")
+    serve.send_signal(signal.SIGHUP)
+    while httpx.get(health).text == loaded:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     serve.send_signal(signal.SIGINT)
     _, stderr = serve.communicate(timeout=30)
     assert serve.returncode == 0
+    assert "TEST_NEVER_SET_KEY is not set" in stderr.split("config reloaded")[1]
     assert "stopping now; open streams are cut" in stderr
     assert "draining" not in stderr
