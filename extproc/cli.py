@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -179,14 +181,17 @@ def _show_prompt(config: Config, body: dict[str, Any]) -> int:
 def cmd_model_convert(args: argparse.Namespace) -> int:
     from extproc.router.convert import ConvertError, convert
 
+    def stop(signum: int, frame: object) -> None:
+        print("\nstopped; the same command resumes the download", file=sys.stderr, flush=True)
+        # At once: KeyboardInterrupt would wait for the download threads to finish their files.
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, stop)
     try:
         out = convert(args.src, args.out, quantization=args.quantization, force=args.force)
     except ConvertError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nstopped; the same command resumes the download", file=sys.stderr)
-        return 130
     print(f"converted {args.src} → {out} ({args.quantization})")
     return 0
 
@@ -320,10 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["claude"]:
         return cmd_claude(argv[1:])
     args = parser().parse_args(argv)
+    # Our own log at INFO; other libraries' (the Hub client's line per HTTP request, torch's
+    # exit statistics) only from WARNING, unless -v.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    for client in ("httpx", "httpx2"):  # the Hub client's line per HTTP request
-        logging.getLogger(client).setLevel(logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("extproc").setLevel(logging.INFO)
     return args.func(args)

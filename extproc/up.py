@@ -113,8 +113,12 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 def offer_router_model(config: Config) -> None:
-    """When the router model is missing, say so, and offer to fetch and convert it."""
-    from extproc.router.convert import ConvertError, convert, hub_reachable
+    """When the router model is missing, say so, and offer to fetch and convert it.
+
+    `extproc model convert` runs as a child: Ctrl-C (which reaches both) stops the download
+    at once, keeping what arrived for the next start, and the gateway starts anyway.
+    """
+    from extproc.router.convert import hub_reachable
 
     model_dir = Path(config.routing.model_dir).expanduser()
     if model_dir.exists():
@@ -135,12 +139,12 @@ def offer_router_model(config: Config) -> None:
     if answer.strip().lower() not in ("y", "yes"):
         say(fallback)
         return
+    convert = [sys.executable, "-m", "extproc", "model", "convert", ROUTER_SOURCE, str(model_dir)]
     try:
-        convert(ROUTER_SOURCE, model_dir)
-    except ConvertError as exc:
-        say(f"{exc}\n{fallback}")
+        if subprocess.run(convert).returncode != 0:
+            say(fallback)
     except KeyboardInterrupt:
-        say(f"\nDownload stopped; the next `extproc up` resumes it. {fallback}")
+        say(f"The next `extproc up` resumes the download. {fallback}")
 
 
 def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:

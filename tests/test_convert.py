@@ -1,19 +1,30 @@
-"""`extproc model convert`: each failure a user can fix is one line saying what to do.
+"""`extproc model convert`: each failure a user can fix is one line saying what to do, and a
+download shows its progress, stops on Ctrl-C and resumes.
 
 The Hugging Face Hub is not reachable from the tests. `FakeHub` answers as the Hub does for
 a missing and a gated repository: its error responses carry `X-Error-Code: RepoNotFound` or
 `GatedRepo`, which huggingface_hub turns into RepositoryNotFoundError and GatedRepoError
 (huggingface_hub/utils/_http.py, `hf_raise_for_status`; documented at
 https://huggingface.co/docs/huggingface_hub/package_reference/utilities#huggingface_hub.errors.GatedRepoError).
+It serves one real repository, `owner/tiny`, through the endpoints a download reads: the
+model's info with file sizes (`/api/models/{id}?blobs=True`, as
+`HfApi.model_info(files_metadata=True)` asks it) and `/{id}/resolve/{sha}/{file}`, which
+honours `Range` with a 206 as the Hub does (https://huggingface.co/docs/hub/api).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
+import random
+import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,23 +34,64 @@ from ctranslate2.converters import TransformersConverter
 from extproc.router.convert import ConvertError, convert
 from tests.conftest import free_port
 
+COMMIT = "c0ffee" * 6 + "c0ff"
+BIG = "notes.txt"
+"""A file large enough that a stopped download has kept a part of it."""
+
 
 class FakeHub(BaseHTTPRequestHandler):
-    """`/` answers (the reachability check); `gated/*` is gated; every other repo is missing."""
+    """`/` answers (the reachability check); `gated/*` is gated; `owner/tiny` serves
+    `server.files`; every other repo is missing. With `server.stall` set, the first GET of
+    BIG sends 11 MB and then waits until `server.release` is set."""
 
-    def do_GET(self) -> None:
-        if self.path == "/":
-            status, headers = 200, {}
-        elif "/gated/" in self.path:
-            status, headers = 403, {"X-Error-Code": "GatedRepo"}
-        else:
-            status, headers = 404, {"X-Error-Code": "RepoNotFound"}
-        body = b'{"error": "see X-Error-Code"}'
+    protocol_version = "HTTP/1.1"
+    server: ThreadingHTTPServer
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
         for name, value in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        files: dict[str, bytes] = self.server.files  # type: ignore[attr-defined]
+        if self.path == "/":
+            return self._send(200, b"hub", {})
+        if self.path.partition("?")[0] == "/api/models/owner/tiny":
+            info = {
+                "id": "owner/tiny",
+                "sha": COMMIT,
+                "siblings": [{"rfilename": n, "size": len(d)} for n, d in files.items()],
+            }
+            return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
+        if self.path.startswith(f"/owner/tiny/resolve/{COMMIT}/"):
+            name = self.path.rsplit("/", 1)[1]
+            return self._file(name, files[name])
+        if "/gated/" in self.path:
+            return self._send(403, b"{}", {"X-Error-Code": "GatedRepo"})
+        return self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"})
+
+    def _file(self, name: str, data: bytes) -> None:
+        headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+        start = 0
+        if self.command == "GET" and "Range" in self.headers:
+            self.server.ranges.append((name, self.headers["Range"]))  # type: ignore[attr-defined]
+            start = int(self.headers["Range"].removeprefix("bytes=").partition("-")[0])
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        if name == BIG and self.command == "GET" and self.server.stall.is_set():  # type: ignore[attr-defined]
+            self.server.stall.clear()  # type: ignore[attr-defined]
+            self.send_response(200)
+            for key, value in {**headers, "Content-Length": str(len(data))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data[: 11 * 1024 * 1024])
+            self.wfile.flush()
+            self.server.release.wait(60)  # type: ignore[attr-defined]
+            self.close_connection = True
+            return
+        self._send(206 if start else 200, data[start:], headers)
 
     do_HEAD = do_GET
 
@@ -48,23 +100,42 @@ class FakeHub(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def hub() -> Iterator[str]:
+def hub_server(tiny_router_dir) -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    checkpoint = tiny_router_dir.parent / "tiny-arch-router-hf"
+    server.files = {p.name: p.read_bytes() for p in sorted(checkpoint.iterdir())}  # type: ignore[attr-defined]
+    server.files[BIG] = random.Random(0).randbytes(12 * 1024 * 1024)  # type: ignore[attr-defined]
+    server.stall, server.release = threading.Event(), threading.Event()  # type: ignore[attr-defined]
+    server.ranges = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    yield server
+    server.release.set()  # type: ignore[attr-defined]
     server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hub(hub_server) -> str:
+    return f"http://127.0.0.1:{hub_server.server_port}"
+
+
+def convert_command(src: str, out: str, python: str = "") -> list[str]:
+    code = f"{python}\nimport sys\nfrom extproc.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, "model", "convert", src, out]
+
+
+def hub_env(endpoint: str, **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return {**env, "HF_ENDPOINT": endpoint, **more}
 
 
 def model_convert(
     src: str, out: str, *, endpoint: str, python: str = ""
 ) -> subprocess.CompletedProcess:
-    code = f"{python}\nimport sys\nfrom extproc.cli import main\nsys.exit(main(sys.argv[1:]))"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     return subprocess.run(
-        [sys.executable, "-c", code, "model", "convert", src, out],
+        convert_command(src, out, python),
         capture_output=True,
         text=True,
-        env={**env, "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
+        env=hub_env(endpoint, HF_HUB_DISABLE_PROGRESS_BARS="1"),
         timeout=120,
     )
 
@@ -138,3 +209,42 @@ def test_an_interrupted_conversion_leaves_no_model_directory(
     with pytest.raises(KeyboardInterrupt):
         convert(str(tiny_router_dir.parent / "tiny-arch-router-hf"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_download_shows_progress_stops_on_ctrl_c_and_resumes(tmp_path, hub, hub_server):
+    """The progress bar shows bytes and time left; Ctrl-C stops at once, keeping what
+    arrived; the same command asks for the rest only, and the download folder goes once the
+    model is converted."""
+    out = tmp_path / "model"
+    part = tmp_path / "model.download" / f"{BIG}.part"
+    env = hub_env(hub)
+    hub_server.stall.set()
+    first = subprocess.Popen(
+        convert_command("owner/tiny", str(out)), env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (part.exists() and part.stat().st_size >= 5 << 20):
+        assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
+        time.sleep(0.1)
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=60)  # not held up by the stalled download
+    hub_server.release.set()
+    assert first.returncode == 130
+    assert "stopped; the same command resumes the download" in stderr
+    assert not out.exists()
+    kept = part.stat().st_size
+    hub_server.ranges.clear()
+
+    second = subprocess.run(
+        convert_command("owner/tiny", str(out)), env=env, capture_output=True, text=True
+    )
+    assert second.returncode == 0, second.stderr
+    [(name, requested)] = hub_server.ranges
+    assert (name, requested) == (BIG, f"bytes={kept}-")
+    assert (out / "model.bin").is_file()
+    assert not (tmp_path / "model.download").exists()
+    # The first run's bars, as they stood when it stopped: bytes of a known total, time left.
+    bars = stderr.replace("\r", "\n")
+    assert re.search(
+        r"Downloading owner/tiny: +\d+%\|.*\| [\d.]+MB/[\d.]+MB \[[\d:?]+ left, ", bars
+    )

@@ -1,6 +1,6 @@
 """Convert a Hugging Face checkpoint (Arch-Router) to a CTranslate2 model directory.
 
-A Hub id is downloaded first, into the Hugging Face cache, with a progress bar per file
+A Hub id is downloaded first, into `OUT.download` beside the output, with a progress bar
 (bytes, rate, time left); an interrupted download resumes from where it stopped. The
 router loads the tokenizer (and its chat template) from the same directory as the model,
 so the tokenizer files travel with the converted weights. Every failure the user can do
@@ -14,6 +14,7 @@ import os
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 # Everything AutoTokenizer and the chat template may need, when the source has it.
 TOKENIZER_FILES = (
@@ -59,10 +60,18 @@ def _present_files(src: str) -> list[str]:
     return [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(src, name))]
 
 
-def download(src: str) -> str:
-    """The local directory of Hub checkpoint `src`, downloaded (or resumed) into the cache."""
-    from huggingface_hub import snapshot_download
+BYTES_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B [{remaining} left, {rate_fmt}]"
+
+
+def download(src: str, into: Path) -> Path:
+    """Hub checkpoint `src`'s files that conversion reads, into `into`, with one progress bar
+    (bytes, time left). A file cut short stays as `NAME.part` and the next run asks for the
+    rest of it: huggingface_hub's own downloads start a cut file over."""
+    from fnmatch import fnmatch
+
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.utils import tqdm
 
     page = f"{hub_endpoint()}/{src}"
     if not hub_reachable():
@@ -72,7 +81,24 @@ def download(src: str) -> str:
             "extproc model convert /path/to/checkpoint OUT"
         )
     try:
-        return snapshot_download(src, allow_patterns=list(DOWNLOADED))
+        info = HfApi().model_info(src, files_metadata=True)
+        files = [
+            (f.rfilename, f.size or 0)
+            for f in info.siblings or ()
+            if "/" not in f.rfilename and any(fnmatch(f.rfilename, p) for p in DOWNLOADED)
+        ]
+        into.mkdir(parents=True, exist_ok=True)
+        have = sum(_have(into / name) for name, _ in files)
+        with tqdm(
+            desc=f"Downloading {src}",
+            total=sum(size for _, size in files),
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            bar_format=BYTES_BAR,
+        ) as bar:
+            for name, size in files:
+                _fetch(src, info.sha, name, size, into / name, bar)
     except GatedRepoError:
         raise ConvertError(
             f"{src} is gated: accept its terms at {page}, then log in with `hf auth login` "
@@ -86,6 +112,42 @@ def download(src: str) -> str:
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
         raise ConvertError(f"downloading {src} failed: the Hub answered {status}") from None
+    return into
+
+
+def _have(dest: Path) -> int:
+    """Bytes of `dest` already here, whole or in part."""
+    for path in (dest, dest.with_name(f"{dest.name}.part")):
+        if path.exists():
+            return path.stat().st_size
+    return 0
+
+
+def _fetch(src: str, revision: str | None, name: str, size: int, dest: Path, bar: Any) -> None:
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    if dest.exists():
+        return
+    part = dest.with_name(f"{dest.name}.part")
+    start = part.stat().st_size if part.exists() else 0
+    if not (start and start == size):
+        headers = build_hf_headers()
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        url = hf_hub_url(src, name, revision=revision)
+        with get_session().stream(
+            "GET", url, headers=headers, follow_redirects=True, timeout=60
+        ) as response:
+            hf_raise_for_status(response)
+            if start and response.status_code != 206:  # the whole file came again
+                bar.update(-start)
+                start = 0
+            with part.open("ab" if start else "wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    part.rename(dest)
 
 
 def _no_space(exc: BaseException) -> bool:
@@ -113,7 +175,8 @@ def convert(src: str, out: str | Path, *, quantization: str = "int8", force: boo
     if out.exists() and not force:
         raise ConvertError(f"{out} already exists; pass force=True (--force) to replace it")
     try:
-        local = src if os.path.isdir(src) else download(src)
+        downloads = out.with_name(f"{out.name}.download")
+        local = src if os.path.isdir(src) else str(download(src, downloads))
         converter = TransformersConverter(
             local,
             copy_files=_present_files(local),
@@ -125,14 +188,16 @@ def convert(src: str, out: str | Path, *, quantization: str = "int8", force: boo
         if out.exists():
             shutil.rmtree(out)
         partial.rename(out)
+        if local != src:
+            shutil.rmtree(downloads)
     except ConvertError:
         raise
     except Exception as exc:
         if _no_space(exc) or _no_space(exc.__cause__ or exc.__context__ or exc):
             raise ConvertError(
-                f"no space left on the disk while converting {src} (the download needs about "
-                "3 GB in the Hugging Face cache, HF_HOME; the model about 1.5 GB at "
-                f"{out}): free some, or point HF_HOME elsewhere"
+                f"no space left on the disk while converting {src} (Arch-Router needs about "
+                f"3 GB for the download beside {out}, removed once converted, and 1.5 GB for "
+                "the model): free some, or convert into another disk's folder"
             ) from None
         if isinstance(exc, (OSError, ValueError, RuntimeError, NotImplementedError)):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
