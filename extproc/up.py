@@ -132,16 +132,18 @@ def offer_router_model(config: Config) -> None:
     if not sys.stdin.isatty():
         say(f"Build it with: extproc model convert {ROUTER_SOURCE} {model_dir}\n{fallback}")
         return
-    answer = input(
+    # On stderr, as the rest of this dialogue: stdout is Envoy's access log (`> access.log`).
+    say(
         f"Download {ROUTER_SOURCE} (about 3 GB; Ctrl-C stops, and the next start resumes) "
-        "and convert it now? [y/N] "
+        "and convert it now? [y/N] ",
+        end="",
     )
-    if answer.strip().lower() not in ("y", "yes"):
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         say(fallback)
         return
     convert = [sys.executable, "-m", "extproc", "model", "convert", ROUTER_SOURCE, str(model_dir)]
     try:
-        if subprocess.run(convert).returncode != 0:
+        if subprocess.run(convert, stdout=sys.stderr).returncode != 0:
             say(fallback)
     except KeyboardInterrupt:
         say(f"The next `extproc up` resumes the download. {fallback}")

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import pty
 import random
 import re
 import signal
@@ -32,15 +33,18 @@ import pytest
 from ctranslate2.converters import TransformersConverter
 
 from extproc.router.convert import ConvertError, convert
-from tests.conftest import free_port
+from extproc.up import ROUTER_SOURCE
+from tests.conftest import PROVIDER_KEYS, free_port, gateway_config, gateway_ports
 
 COMMIT = "c0ffee" * 6 + "c0ff"
+SERVED = ("owner/tiny", ROUTER_SOURCE)
+"""Both serve the tiny checkpoint: as ROUTER_SOURCE, for `extproc up`'s first-run offer."""
 BIG = "notes.txt"
 """A file large enough that a stopped download has kept a part of it."""
 
 
 class FakeHub(BaseHTTPRequestHandler):
-    """`/` answers (the reachability check); `gated/*` is gated; `owner/tiny` serves
+    """`/` answers (the reachability check); `gated/*` is gated; the SERVED repos serve
     `server.files`; every other repo is missing. With `server.stall` set, the first GET of
     BIG sends 11 MB and then waits until `server.release` is set."""
 
@@ -59,16 +63,14 @@ class FakeHub(BaseHTTPRequestHandler):
         files: dict[str, bytes] = self.server.files  # type: ignore[attr-defined]
         if self.path == "/":
             return self._send(200, b"hub", {})
-        if self.path.partition("?")[0] == "/api/models/owner/tiny":
-            info = {
-                "id": "owner/tiny",
-                "sha": COMMIT,
-                "siblings": [{"rfilename": n, "size": len(d)} for n, d in files.items()],
-            }
-            return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
-        if self.path.startswith(f"/owner/tiny/resolve/{COMMIT}/"):
-            name = self.path.rsplit("/", 1)[1]
-            return self._file(name, files[name])
+        for repo in SERVED:
+            if self.path.partition("?")[0] == f"/api/models/{repo}":
+                siblings = [{"rfilename": n, "size": len(d)} for n, d in files.items()]
+                info = json.dumps({"id": repo, "sha": COMMIT, "siblings": siblings}).encode()
+                return self._send(200, info, {"Content-Type": "application/json"})
+            if self.path.startswith(f"/{repo}/resolve/{COMMIT}/"):
+                name = self.path.rsplit("/", 1)[1]
+                return self._file(name, files[name])
         if "/gated/" in self.path:
             return self._send(403, b"{}", {"X-Error-Code": "GatedRepo"})
         return self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"})
@@ -248,3 +250,52 @@ def test_download_shows_progress_stops_on_ctrl_c_and_resumes(tmp_path, hub, hub_
     assert re.search(
         r"Downloading owner/tiny: +\d+%\|.*\| [\d.]+MB/[\d.]+MB \[[\d:?]+ left, ", bars
     )
+
+
+def test_first_start_offers_the_model_and_the_gateway_loads_it(
+    tmp_path, hub, fake_anthropic, fake_deepseek
+):
+    """`extproc up > access.log` in a terminal, no router model yet: the offer and its
+    progress reach the terminal (not the access log), and the converted model is loaded."""
+    ports = gateway_ports()
+    model_dir = tmp_path / "router-model"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        gateway_config(fake_anthropic, fake_deepseek, **ports)
+        + f"routing: {{model_dir: {model_dir}}}\n"
+    )
+    access_log = tmp_path / "access.log"
+    terminal, terminal_end = pty.openpty()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "up", str(config)],
+        stdin=terminal_end,
+        stdout=access_log.open("wb"),
+        stderr=subprocess.PIPE,
+        env=hub_env(hub, **PROVIDER_KEYS),
+    )
+    os.close(terminal_end)
+    try:
+        output: list[str] = []  # chunks, not lines: the question ends without a newline
+
+        def read() -> None:
+            while chunk := os.read(up.stderr.fileno(), 65536):
+                output.append(chunk.decode(errors="replace"))
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + 240
+        asked = False
+        while "gateway ready" not in "".join(output):
+            assert time.monotonic() < deadline and up.poll() is None, "".join(output)
+            if not asked and "and convert it now? [y/N]" in "".join(output):
+                os.write(terminal, b"y\n")
+                asked = True
+            time.sleep(0.1)
+        text = "".join(output)
+        assert re.search(r"Downloading katanemo/Arch-Router-1.5B: +100%", text.replace("\r", "\n"))
+        assert f"converted {ROUTER_SOURCE} → {model_dir} (int8)" in text
+        assert f"router model loaded from {model_dir}" in text
+        assert "Download" not in access_log.read_text(errors="replace")
+    finally:
+        up.terminate()
+        up.wait(30)
+        os.close(terminal)
