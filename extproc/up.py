@@ -256,6 +256,8 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level)
     serve = [sys.executable, "-m", "extproc", "serve", config.path, "--workers", str(workers)]
     serve.append("--no-config-warnings")  # printed here, once
+    # Before starting: an edit made while the processes start is applied once they are up.
+    seen = _mtime(config.path)
     sidecar = subprocess.Popen(serve)
     try:
         # /ready: the router model is loaded (or known to be missing) and warmed up.
@@ -269,7 +271,6 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
             file=sys.stderr,
             flush=True,
         )
-        seen = _mtime(config.path)
         while stopping is None:
             for process, name in ((sidecar, "sidecar"), (envoys.current, "envoy")):
                 if process is not None and process.poll() is not None:
