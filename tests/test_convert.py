@@ -248,8 +248,8 @@ def test_download_shows_progress_stops_on_ctrl_c_and_resumes(tmp_path, hub, hub_
     # The first run's bars, as they stood when it stopped: bytes of a known total, time left.
     bars = stderr.replace("\r", "\n")
     assert re.search(
-        r"Downloading owner/tiny: +\d+%\|.*\| [\d.]+MB/[\d.]+MB \[[\d:?]+ left, ", bars
-    )
+        r"Downloading owner/tiny: +\d+%\|.*\| [\d.]+[kM]?B/[\d.]+MB \[[\d:?]+ left, ", bars
+    ), bars
 
 
 def test_first_start_offers_the_model_and_the_gateway_loads_it(
