@@ -2,7 +2,9 @@
 
 One Envoy with four listeners in front of one fast upstream (a fifth Envoy listener
 answering with a fixed body, so the upstream costs next to nothing):
-  direct  - no ext_proc at all;
+  direct  - no ext_proc at all (still through Envoy: "added" below is the ext_proc's share,
+            not the Envoy hop; ttfb_bench.py measures client → provider with and without
+            the whole gateway);
   noop    - ext_proc to a Python gRPC server that answers every message with an empty reply
             (the floor of Envoy + gRPC + Python);
   echo    - the same server, but it sends the request body back unchanged as a body
@@ -275,7 +277,8 @@ llm_providers:
                 )
             added = rows["ours"][0] - rows["direct"][0]
             print(
-                f"{name:<6} ours adds {added:.2f} ms p50 over direct; throughput "
+                f"{name:<6} ours adds {added:.2f} ms p50 over direct (Envoy without ext_proc:"
+                " the Envoy hop is not in it); throughput "
                 f"{rows['ours'][2] / rows['noop'][2]:.0%} of the no-op floor, "
                 f"{rows['ours'][2] / rows['echo'][2]:.0%} of echo, "
                 f"{rows['ours'][2] / rows['direct'][2]:.0%} of direct"

@@ -86,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
-    model_dir = router_bench.build_model(router_bench.corpus())
+    model_dir = router_bench.build_model()
     before = rss_mib()[0]
     model = ArchRouter(model_dir, device="cpu")
     model.classify(router_bench.ROUTES, [[{"role": "user", "content": "warm up"}]])

@@ -1,9 +1,10 @@
-"""Throughput of the streaming translator (OpenAI SSE → Anthropic SSE) on one core.
+"""Throughput of the streaming translators (OpenAI SSE → Anthropic SSE) on one core.
 
 Upstream streams are built here in the shape OpenAI-style servers send: one chunk per token
-(~4 characters of text or tool arguments), each with its id/model/created envelope. They are
-fed in 16 KiB pieces, as Envoy hands over body chunks. Also times request translation of the
-captured Claude Code first turn (78 KB body, 24 tools).
+(~4 characters of text or tool arguments), each with its id/model/created envelope; for the
+Responses API, one `response.output_text.delta` event per token with its `event:` line, ids
+and `obfuscation` padding. They are fed in 16 KiB pieces, as Envoy hands over body chunks.
+Also times request translation of the captured Claude Code first turn (78 KB body, 24 tools).
 
     python benchmarks/translate_bench.py [--mb 4] [--repeats 7]
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import orjson
 
-from extproc.translate import StreamTranslator, translate_request
+from extproc.translate import StreamTranslator, anthropic_responses, translate_request
+from extproc.translate.contract import contract_for
 
 PIECE = 16 * 1024
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"
@@ -80,6 +82,33 @@ def tool_stream(mb: float, calls: int, interleave: bool) -> bytes:
     return start + b"".join(_chunk({"tool_calls": f}) for f in order) + _end("tool_calls")
 
 
+def _responses_event(kind: str, **fields: object) -> bytes:
+    body = orjson.dumps({"type": kind, "sequence_number": 1, **fields})
+    return b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n"
+
+
+def responses_text_stream(mb: float) -> bytes:
+    """A Responses stream: one output_text delta event per token, as OpenAI sends them."""
+    where = {"item_id": "msg_0123456789abcdef0123456789abcdef", "output_index": 0}
+    delta = {**where, "content_index": 0, "logprobs": [], "obfuscation": "k2Jx9Qe"}
+    response = {"id": "resp_0123456789abcdef", "object": "response", "model": "gpt-5.2-codex"}
+    head = _responses_event("response.created", response={**response, "output": []})
+    head += _responses_event(
+        "response.output_item.added",
+        output_index=0,
+        item={"id": where["item_id"], "type": "message", "role": "assistant", "content": []},
+    )
+    sample = _responses_event("response.output_text.delta", delta="abcd", **delta)
+    n = int(mb * 2**20) // len(sample)
+    body = b"".join(
+        _responses_event("response.output_text.delta", delta=t, **delta) for t in _tokens(n)
+    )
+    usage = {"input_tokens": 30000, "output_tokens": 1000, "total_tokens": 31000}
+    tail = _responses_event("response.output_item.done", output_index=0, item={"type": "message"})
+    tail += _responses_event("response.completed", response={**response, "usage": usage})
+    return head + body + tail
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -91,8 +120,8 @@ def cpu_name() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
-def translate(stream: bytes) -> int:
-    tr = StreamTranslator(model="routed-model", input_tokens_estimate=30000)
+def translate(stream: bytes, translator: type = StreamTranslator) -> int:
+    tr = translator(model="routed-model", input_tokens_estimate=30000)
     out = 0
     for i in range(0, len(stream), PIECE):
         out += len(tr.feed(stream[i : i + PIECE]))
@@ -118,15 +147,17 @@ def main() -> None:
     print(f"cpu: {cpu_name()} ({os.cpu_count()} cores, 1 used)")
     print(f"median of {args.repeats}, upstream fed in {PIECE // 1024} KiB pieces\n")
     print(f"{'stream':34} {'upstream MB':>11} {'events/s':>10} {'MB/s in':>8} {'MB/s out':>8}")
+    chat, responses = StreamTranslator, anthropic_responses.StreamTranslator
     streams = {
-        "text, 1 token a chunk": text_stream(args.mb),
-        "1 tool call, args 1 token a chunk": tool_stream(args.mb, 1, False),
-        "4 parallel calls, sequential": tool_stream(args.mb, 4, False),
-        "4 parallel calls, interleaved": tool_stream(args.mb, 4, True),
+        "text, 1 token a chunk": (text_stream(args.mb), chat),
+        "1 tool call, args 1 token a chunk": (tool_stream(args.mb, 1, False), chat),
+        "4 parallel calls, sequential": (tool_stream(args.mb, 4, False), chat),
+        "4 parallel calls, interleaved": (tool_stream(args.mb, 4, True), chat),
+        "Responses: text, 1 token an event": (responses_text_stream(args.mb), responses),
     }
-    for name, stream in streams.items():
-        out = translate(stream)
-        seconds = median_seconds(lambda s=stream: translate(s), args.repeats)
+    for name, (stream, translator) in streams.items():
+        out = translate(stream, translator)
+        seconds = median_seconds(lambda s=stream, t=translator: translate(s, t), args.repeats)
         events = stream.count(b"\n\n")
         mb_in, mb_out = len(stream) / 2**20, out / 2**20
         print(
@@ -138,9 +169,16 @@ def main() -> None:
     seconds = median_seconds(
         lambda: translate_request(body, model="gpt-4.1", max_tokens_cap=32768), args.repeats * 10
     )
-    print(
-        f"\nrequest: first-turn.json ({FIXTURE.stat().st_size // 1024} KB) {seconds * 1e3:.2f} ms"
+    size = FIXTURE.stat().st_size // 1024
+    codex = contract_for("openai", "gpt-5.2-codex")
+    print(f"\nrequest: first-turn.json ({size} KB) {seconds * 1e3:.2f} ms")
+    seconds = median_seconds(
+        lambda: anthropic_responses.translate_request(
+            body, model="gpt-5.2-codex", contract=codex, max_tokens_cap=32768
+        ),
+        args.repeats * 10,
     )
+    print(f"request (Responses): first-turn.json ({size} KB) {seconds * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Starts the local fake providers (the ones the tests use) and a real gateway (`extproc up`:
 Envoy + sidecar, no router model: decisions are explicit), then times streaming requests
-until the first body byte arrives: straight to each fake, and through the gateway.
+until the first body byte arrives: straight to each fake, and through the gateway. Every
+request carries Claude Code's captured first-turn body (78 KB: system, 24 tools, reminders);
+the OpenAI-format fake gets it directly as the gateway translates it.
 
     python benchmarks/ttfb_bench.py [--requests 200]
 """
@@ -10,6 +12,7 @@ until the first body byte arrives: straight to each fake, and through the gatewa
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -20,8 +23,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from extproc.translate.anthropic_openai import translate_request
 from tests.conftest import (
     PROVIDER_KEYS,
+    captured,
     gateway_config,
     gateway_ports,
     start_gateway,
@@ -30,13 +35,15 @@ from tests.conftest import (
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_openai import FakeOpenAI
 
-MESSAGES = [{"role": "user", "content": "say hello"}]
+CAPTURED = captured("first-turn")["body"]
 
 
 def ttfb(client: httpx.Client, url: str, body: dict, headers: dict[str, str]) -> float:
+    data = json.dumps(body).encode()  # serialised before the clock starts
+    headers = {**headers, "content-type": "application/json"}
     started = time.perf_counter()
     first = 0.0
-    with client.stream("POST", url, json=body, headers=headers) as response:
+    with client.stream("POST", url, content=data, headers=headers) as response:
         for _ in response.iter_raw():
             first = first or time.perf_counter() - started
     return first
@@ -76,9 +83,9 @@ def main() -> None:
     native_gw = start_gateway(native_config, workdir / "native", native_ports["listener"])
     mixed = gateway_config(anthropic, deepseek, openai, **mixed_ports)
     gateway = start_gateway(mixed, workdir / "mixed", mixed_ports["listener"])
-    native = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True, "messages": MESSAGES}
+    native = {**CAPTURED, "model": "claude-sonnet-4-5", "stream": True}
     anthropic_headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
-    openai_body = {"model": "gpt-4.1", "stream": True, "messages": MESSAGES}
+    openai_body = json.loads(translate_request(native, model="gpt-4.1"))
     openai_headers = {"authorization": f"Bearer {PROVIDER_KEYS['TEST_OPENAI_KEY']}"}
     cases = [
         ("anthropic direct", f"{anthropic.url}/v1/messages", native, anthropic_headers),
@@ -105,7 +112,11 @@ def main() -> None:
     finally:
         stop_gateway(gateway)
         stop_gateway(native_gw)
-    print(f"time to first byte, {args.requests} streaming requests each, 1 connection")
+    size = len(json.dumps(native)) / 1000
+    print(
+        f"time to first byte, {args.requests} streaming requests each, 1 connection, "
+        f"captured first-turn body ({size:.0f} KB)"
+    )
     print(f"{'path':<38} {'p50 ms':>8} {'p99 ms':>8}")
     for name, times in results.items():
         p99 = statistics.quantiles(times, n=100)[98]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class Sidecar:
     async def start(self, reuse_port: bool = False) -> None:
         sidecar = self.config.sidecar
         await self.server.start(
-            sidecar.address,
+            sidecar.bind_address,
             sidecar.port,
             sidecar.health_port,
             self.config.listener.max_body_bytes,
@@ -103,6 +104,11 @@ class Sidecar:
         except ConfigError as exc:
             log.error("config not reloaded, the last good one stays in force:\n%s", exc)
             return
+        if config.sidecar != self.config.sidecar:
+            # Its ports are bound and Envoy's filter reads the decision from its metadata
+            # namespace: both change together, on a restart.
+            log.warning("sidecar settings take effect on a restart; keeping the running ones")
+            config = dataclasses.replace(config, sidecar=self.config.sidecar)
         reload_model = _model_settings(config.routing) != _model_settings(self.config.routing)
         self.router.routing = config.routing
         self.server.gateway = build_gateway(config, self.router, self.metrics)

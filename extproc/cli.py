@@ -1,4 +1,4 @@
-"""The `extproc` command: check, serve, render-envoy, up, route, model convert."""
+"""The `extproc` command: check, serve, render-envoy, up, route, eval, model convert."""
 
 from __future__ import annotations
 
@@ -108,10 +108,27 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
     return {**body, "model": args.model} if args.model else body
 
 
+def _router(config: Config, mode: str | None = None) -> Any:
+    """The config's router model (an ArchRouter), or None after saying why it can't load."""
+    from extproc.router.engine import ArchRouter, RouterModelError
+
+    routing = config.routing
+    try:
+        return ArchRouter(
+            Path(routing.model_dir).expanduser(),
+            device=routing.device,
+            compute_type=routing.compute_type,
+            threads=routing.threads,
+            mode=mode or routing.mode,
+        )
+    except RouterModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     from extproc.app import build_gateway, warm_up
     from extproc.decision import Decision, Request, decide
-    from extproc.router.engine import ArchRouter, RouterModelError
     from extproc.routing import RouterStage
 
     config = _load(args.config)
@@ -119,16 +136,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     body = _request_body(args)
     if args.show_prompt:
         return _show_prompt(config, body)
-    try:
-        model = ArchRouter(
-            Path(routing.model_dir).expanduser(),
-            device=routing.device,
-            compute_type=routing.compute_type,
-            threads=routing.threads,
-            mode=args.mode or routing.mode,
-        )
-    except RouterModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    model = _router(config, args.mode)
+    if model is None:
         return 1
     router = RouterStage(routing)
     router.attach(model)
@@ -156,10 +165,11 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def _show_prompt(config: Config, body: dict[str, Any]) -> int:
     """The router prompt from the tokenizer alone: loading the model takes seconds."""
+    import ctranslate2
     from transformers import AutoTokenizer
 
     from extproc.router.prompt import render_prompt
-    from extproc.router.window import conversation_window
+    from extproc.router.window import conversation_window, window_budget
     from extproc.routing import routes_of
 
     model_dir = Path(config.routing.model_dir).expanduser()
@@ -173,9 +183,70 @@ def _show_prompt(config: Config, body: dict[str, Any]) -> int:
     def count_tokens(text: str) -> int:
         return len(encoder.encode(text, add_special_tokens=False).ids)
 
-    window = conversation_window(body, config.routing.window_tokens, count_tokens)
+    device = config.routing.device
+    if device == "auto":  # as ArchRouter resolves it: the window budget depends on it
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    budget = window_budget(config.routing.window_tokens, device)
+    window = conversation_window(body, budget, count_tokens)
     sys.stdout.write(render_prompt(tokenizer, routes_of(config), window))
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Every labelled case through the real router; with --compare, two configs side by side."""
+    from extproc import evaluate
+    from extproc.app import _model_settings
+    from extproc.router.window import window_budget
+    from extproc.routing import routes_of
+
+    configs = [_load(args.config), *([_load(args.compare)] if args.compare else [])]
+    try:
+        cases = evaluate.load_cases(args.cases)
+    except evaluate.CaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for config in configs:
+        unknown = evaluate.unknown_labels(cases, routes_of(config))
+        if unknown:
+            print(
+                f"error: {args.cases}: cases expect routes that {config.path} does not have: "
+                f"{', '.join(unknown)} (its routes: "
+                f"{', '.join(name for name, _ in routes_of(config)) or 'none'})",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+    models: dict[tuple[Any, ...], Any] = {}
+    reports = []
+    for config in configs:
+        routing, routes = config.routing, routes_of(config)
+        key = _model_settings(routing)  # one model for configs that load the same one
+        if key not in models:
+            models[key] = _router(config, args.mode)
+            if models[key] is None:
+                return 1
+        model = models[key]
+        # Device start-up and the route config's static prefix, as the sidecar before /ready.
+        model.classify(routes, [[{"role": "user", "content": "warm up"}]])
+        budget = window_budget(routing.window_tokens, model.device)
+        outcomes = evaluate.evaluate(model, routes, cases, budget)
+        reports.append(evaluate.Report(config.path, [name for name, _ in routes], outcomes))
+    if args.json:
+        record: dict[str, Any] = {"reports": [report.as_json() for report in reports]}
+        if len(reports) == 2:
+            record["changed"] = evaluate.changes(*reports)
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+    elif len(reports) == 2:
+        print(evaluate.format_comparison(*reports))
+    else:
+        print(evaluate.format_report(reports[0]))
+    below = [r for r in reports if args.min_accuracy is not None and r.accuracy < args.min_accuracy]
+    for report in below:
+        print(
+            f"error: {report.config}: accuracy {report.accuracy:.0%} is below "
+            f"--min-accuracy {args.min_accuracy:.0%}",
+            file=sys.stderr,
+        )
+    return 1 if below else 0
 
 
 def cmd_model_convert(args: argparse.Namespace) -> int:
@@ -291,6 +362,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=config_mod.ROUTER_MODES, help="override routing.mode")
     p.add_argument("--json", action="store_true", help="print the decision record as JSON")
     p.add_argument("--show-prompt", action="store_true", help="print the router prompt only")
+    p = command("eval", cmd_eval, "run the router on labelled examples: accuracy, confusion")
+    p.add_argument("cases", help="YAML or JSONL file of examples, each with its expected route")
+    p.add_argument("--compare", metavar="OTHER_CONFIG", help="a second config, side by side")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON (for CI)")
+    p.add_argument("--mode", choices=config_mod.ROUTER_MODES, help="override routing.mode")
+    p.add_argument(
+        "--min-accuracy", type=float, help="exit 1 when a config's accuracy is below (0-1)"
+    )
 
     p = sub.add_parser(
         "logs",

@@ -9,20 +9,36 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
-from extproc.providers import CATALOGUE, Interface, ProviderKind
+from extproc.paths import DEFAULT_PASS_THROUGH, pattern_problem
+from extproc.providers import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
+from extproc.translate.contract import (
+    COMMON,
+    CONTRACT_FIELDS,
+    Contract,
+    ModelFamily,
+    TokenField,
+    ToolsEffort,
+    contract_for,
+)
 
 DEFAULT_CONFIG = "config.yaml"
-_ENV_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_ENV_REF = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
+"""`$VAR` or `${VAR}`; `$$` is a literal `$`."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -69,11 +85,10 @@ class Provider:
     routes: tuple[RoutePreference, ...]
     passes_client_auth: bool
     needs_key: bool
-    short_tool_ids: bool = False
     max_tokens: int | None = None
     """Cap on the client's max_tokens (Claude Code asks 32k-64k; many models refuse that)."""
-    reasoning: bool = False
-    """The model takes `reasoning_effort`, so Anthropic `thinking` is translated to it."""
+    contract: Contract = COMMON
+    """What the model's API requires of a translated request (model_families, `reasoning`)."""
 
 
 @dataclass(frozen=True)
@@ -88,23 +103,39 @@ class Listener:
     log_tokens: bool = False
     """Read token counts from Anthropic-format answers for the access log. Costs a sidecar
     round trip per answer chunk; translated answers always have them."""
+    max_concurrent_requests: int = 4096
+    """Requests in flight at once to each provider, and at the sidecar (Envoy's circuit
+    breakers, 1,024 by default); past it, 529 "gateway at its concurrency limit"."""
 
 
 @dataclass(frozen=True)
 class Sidecar:
     address: str = "127.0.0.1"
+    """Where Envoy reaches the sidecar: an IP (a STATIC cluster) or a DNS name such as a
+    Kubernetes headless Service (a STRICT_DNS cluster, one endpoint per address)."""
+    listen_address: str = ""
+    """The IP `extproc serve` binds (0.0.0.0 in a pod); empty: `address`, when it is an IP."""
     port: int = 50051
     health_port: int = 50052
     failure_mode_allow: bool = False
     """Envoy's choice when the sidecar can't be reached: false answers 503, true carries on
     unprocessed (no route then, so still an error; see docs/reliability.md)."""
+    metadata_namespace: str = "envoy.filters.http.ext_proc"
+    """Where the decision goes in Envoy's dynamic metadata (the access log reads it there).
+    Envoy Gateway refuses namespaces under `envoy.filters.http.`: use your own there."""
+
     health_address: str = ""
-    """Where the health port listens (default: `address`). Separate so that /metrics can be
-    published while the gRPC port, whose replies carry provider keys, stays on loopback."""
+    """Where the health port listens (default: where `serve` binds). Separate so that /metrics
+    can be published while the gRPC port, whose replies carry provider keys, stays private."""
+
+    @property
+    def bind_address(self) -> str:
+        """The address `extproc serve` listens on."""
+        return self.listen_address or self.address
 
     @property
     def health_host(self) -> str:
-        return self.health_address or self.address
+        return self.health_address or self.bind_address
 
     @property
     def health_url(self) -> str:
@@ -113,12 +144,21 @@ class Sidecar:
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.health_port}"
 
 
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
 """When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
 0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
 
 
 ROUTER_MODES = ("constrained", "greedy")
+MIN_WINDOW_TOKENS = 32  # below that, the JSON around one message leaves no room for its text
 ROUTER_DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPES = (
     "auto",
@@ -142,7 +182,8 @@ class Routing:
     compute_type: str = "auto"
     threads: int = 0
     timeout_ms: int = 5000
-    window_tokens: int = 256
+    window_tokens: int | str = "auto"
+    """Tokens of conversation the router reads: ``auto`` (per device) or a number."""
     mode: str = "constrained"
 
 
@@ -154,6 +195,8 @@ class Config:
     """(pattern, provider name) pairs; patterns may be globs such as `claude-*haiku*`."""
     gateway_keys: tuple[str, ...] = ()
     """When set, clients must present one (x-api-key or Bearer); it is never forwarded."""
+    pass_through_paths: tuple[str, ...] = DEFAULT_PASS_THROUGH
+    """Paths besides Messages that go unread to the `anthropic` provider (extproc.paths)."""
     listener: Listener = field(default_factory=Listener)
     sidecar: Sidecar = field(default_factory=Sidecar)
     routing: Routing = field(default_factory=Routing)
@@ -266,11 +309,13 @@ class _Checker:
         return value
 
     def expand(self, value: str, where: str) -> tuple[str, str | None]:
-        """Expand `$VAR`/`${VAR}`; returns (value, first unset variable or None)."""
+        """Expand `$VAR`/`${VAR}` (`$$` is a `$`); returns (value, first unset variable or None)."""
         missing: list[str] = []
 
         def sub(match: re.Match[str]) -> str:
             var = match.group(1) or match.group(2)
+            if var is None:
+                return "$"
             if var not in os.environ:
                 missing.append(var)
                 return ""
@@ -289,8 +334,10 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 
 _TOP_KEYS = {
     "llm_providers",
+    "model_families",
     "model_aliases",
     "gateway_keys",
+    "pass_through_paths",
     "listener",
     "sidecar",
     "routing",
@@ -319,17 +366,28 @@ def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
         default = getattr(defaults, key)
         value = values.get(key)
         if isinstance(value, str) and not isinstance(default, str):
-            value, _ = check.expand(value, f"{name}.{key}")
-            value = int(value) if value.isdigit() else value
-        kwargs[key] = check.typed(value, f"{name}.{key}", type(default), default)
+            value, unset = check.expand(value, f"{name}.{key}")
+            if unset:
+                check.error(f"{name}.{key}", f"environment variable {unset} is not set")
+                value = None
+            value = int(value) if value and value.isdigit() else value
+        kind = (int, str) if fields[key].type == "int | str" else type(default)
+        kwargs[key] = check.typed(value, f"{name}.{key}", kind, default)
         if isinstance(default, int) and not isinstance(default, bool) and kwargs[key] < 0:
             check.error(f"{name}.{key}", "must not be negative")
             kwargs[key] = default
     return cls(**kwargs)
 
 
-def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True) -> Provider | None:
-    """`client_auth` False: clients send gateway keys, so none of theirs passes through."""
+def _provider(
+    check: _Checker,
+    entry: Any,
+    where: str,
+    client_auth: bool = True,
+    families: tuple[ModelFamily, ...] = (),
+) -> Provider | None:
+    """`client_auth` False: clients send gateway keys, so none of theirs passes through.
+    `families`: the config's own model_families rows."""
     entry = check.mapping(entry, where, _PROVIDER_KEYS)
     model = check.typed(entry.get("model"), f"{where}.model", str, "")
     if not model:
@@ -353,15 +411,17 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
         str,
         kind.interface if kind else "",
     )
-    if interface and interface not in ("anthropic", "openai"):
-        check.error(f"{where}.provider_interface", f"{interface!r} is not anthropic or openai")
+    if interface and interface not in INTERFACE_NAMES:
+        names = ", ".join(INTERFACE_NAMES)
+        check.error(f"{where}.provider_interface", f"{interface!r} is not one of {names}")
+    interface = INTERFACE_NAMES.get(interface, "")
     if kind is None:
         known = ", ".join(CATALOGUE)
         if not base_url or not interface:
             check.error(
                 f"{where}.model",
                 f"unknown provider {kind_name!r} (known: {known}); a custom provider needs "
-                "base_url and provider_interface (anthropic or openai)",
+                "base_url and provider_interface (anthropic, openai-chat or openai-responses)",
             )
             return None
         kind = ProviderKind(kind_name, interface, None)
@@ -374,6 +434,9 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
         return None
     key_text = check.typed(entry.get("access_key"), f"{where}.access_key", str, "")
     key, missing_var = check.expand(key_text, f"{where}.access_key")
+    if _CONTROL.search(key):
+        # Envoy refuses such a header value on every request; the key itself is not shown.
+        check.error(f"{where}.access_key", "the key contains a control character (CR, LF, ...)")
     if missing_var:
         then = (
             "the client's own credentials will pass through"
@@ -397,6 +460,8 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
             )
         else:
             routes.append(RoutePreference(name, description.strip()))
+    reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
+    overrides = {} if reasoning is None else {"reasoning": reasoning}
     return Provider(
         name=check.typed(entry.get("name"), f"{where}.name", str, model),
         model=model,
@@ -410,10 +475,41 @@ def _provider(check: _Checker, entry: Any, where: str, client_auth: bool = True)
         routes=tuple(routes),
         passes_client_auth=kind.passes_client_auth and client_auth,
         needs_key=kind.needs_key,
-        short_tool_ids=kind.short_tool_ids,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
-        reasoning=check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, False),
+        contract=contract_for(kind.name, upstream_model, families, **overrides),
     )
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "token_field": get_args(TokenField),
+    "tools_effort": get_args(ToolsEffort),
+}
+
+
+def _families(check: _Checker, raw: Any) -> tuple[ModelFamily, ...]:
+    """The config's `model_families` rows: `provider` and `model` globs, and contract fields."""
+    rows = []
+    for i, entry in enumerate(check.typed(raw, "model_families", list, [])):
+        where = f"model_families[{i}]"
+        entry = check.mapping(entry, where, {"provider", "model", *CONTRACT_FIELDS})
+        provider = check.typed(entry.get("provider"), f"{where}.provider", str, "*")
+        model = check.typed(entry.get("model"), f"{where}.model", str, "")
+        if not model:
+            check.error(where, "a model family needs `model` (a name or a glob such as gpt-5*)")
+            continue
+        settings = []
+        for key, value in entry.items():
+            if key in CONTRACT_FIELDS:
+                default = getattr(COMMON, key)
+                settings.append((key, check.typed(value, f"{where}.{key}", type(default), default)))
+        for key, allowed in _CHOICES.items():
+            if key in entry and entry[key] not in allowed:
+                check.error(f"{where}.{key}", f"must be one of {', '.join(allowed)}")
+        limit = entry.get("tool_name_max", 64)
+        if isinstance(limit, int) and not 16 <= limit <= 128:
+            check.error(f"{where}.tool_name_max", "must be between 16 and 128")
+        rows.append(ModelFamily(provider, model, tuple(settings)))
+    return tuple(rows)
 
 
 def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
@@ -429,6 +525,21 @@ def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
         else:
             keys.append(key)
     return tuple(keys)
+
+
+def _pass_through_paths(check: _Checker, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return DEFAULT_PASS_THROUGH
+    paths = []
+    for i, value in enumerate(check.typed(raw, "pass_through_paths", list, [])):
+        where = f"pass_through_paths[{i}]"
+        path = check.typed(value, where, str, "")
+        problem = pattern_problem(path)
+        if problem:
+            check.error(where, problem)
+        else:
+            paths.append(path)
+    return tuple(paths)
 
 
 def _check_uniqueness(check: _Checker, providers: list[tuple[str, Provider]]) -> None:
@@ -496,6 +607,37 @@ def _check_ports(check: _Checker, listener: Listener, sidecar: Sidecar) -> None:
         used.setdefault(port, where)
 
 
+def _check_sidecar(check: _Checker, sidecar: Sidecar) -> None:
+    """`address` is Envoy's way to the sidecar, `listen_address` what `serve` binds: a mix-up
+    of the two is caught here rather than by Envoy or the kernel at start."""
+    address, listen = sidecar.address, sidecar.listen_address
+    if is_ip(address) and ipaddress.ip_address(address).is_unspecified:
+        check.error(
+            "sidecar.address",
+            f"Envoy can't connect to {address}: set sidecar.listen_address: {address} to listen "
+            "on every interface, and sidecar.address to the IP or name Envoy reaches it by",
+        )
+    elif not is_ip(address) and not _HOST_NAME.match(address):
+        check.error("sidecar.address", f"{address!r} is neither an IP address nor a DNS name")
+    elif not is_ip(address) and not listen:
+        check.error(
+            "sidecar.listen_address",
+            f"sidecar.address {address!r} is a name (Envoy resolves it); set "
+            "sidecar.listen_address to the IP extproc serve binds (0.0.0.0 in a pod)",
+        )
+    if listen and not is_ip(listen):
+        check.error(
+            "sidecar.listen_address",
+            f"{listen!r} must be an IP address of this machine (0.0.0.0 for every interface)",
+        )
+    if not _NAMESPACE.match(sidecar.metadata_namespace):
+        check.error(
+            "sidecar.metadata_namespace",
+            f"{sidecar.metadata_namespace!r} must be letters, digits, '.', '_' or '-' "
+            "(it is written into Envoy's access log format)",
+        )
+
+
 def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     """Validate config text; raises ConfigError listing every problem."""
     try:
@@ -510,16 +652,21 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     if not entries:
         check.error("llm_providers", "configure at least one provider under llm_providers")
     gateway_keys = _gateway_keys(check, raw.get("gateway_keys"))
+    families = _families(check, raw.get("model_families"))
     providers = []
     for i, entry in enumerate(entries):
-        provider = _provider(check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys)
+        provider = _provider(
+            check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys, families=families
+        )
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
     _check_uniqueness(check, providers)
     names = {p.name for _, p in providers} | {p.model for _, p in providers}
     aliases = _aliases(check, raw.get("model_aliases"), names)
+    pass_through_paths = _pass_through_paths(check, raw.get("pass_through_paths"))
     listener = _section(check, raw, "listener", Listener)
     sidecar = _section(check, raw, "sidecar", Sidecar)
+    _check_sidecar(check, sidecar)
     routing = _section(check, raw, "routing", Routing)
     _check_ports(check, listener, sidecar)
     listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
@@ -534,6 +681,11 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         value = getattr(routing, key)
         if value not in allowed:
             check.error(f"routing.{key}", f"{value!r} is not one of {', '.join(allowed)}")
+    window = routing.window_tokens
+    if window != "auto" and not (isinstance(window, int) and window >= MIN_WINDOW_TOKENS):
+        check.error(
+            "routing.window_tokens", f"{window!r}: write auto or at least {MIN_WINDOW_TOKENS}"
+        )
     if check.problems:
         raise ConfigError(check.problems)
     return Config(
@@ -541,6 +693,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         providers=tuple(p for _, p in providers),
         aliases=tuple(aliases),
         gateway_keys=gateway_keys,
+        pass_through_paths=pass_through_paths,
         listener=listener,
         sidecar=sidecar,
         routing=routing,

@@ -11,15 +11,17 @@ from typing import Any
 
 import yaml
 
-from extproc.config import Config
-from extproc.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
-from extproc.replies import METADATA_NAMESPACE
+from extproc.config import Config, is_ip
+from extproc.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
 from extproc.upstream import CLUSTER_HEADER, Origin, origins
 
 EXTPROC_CLUSTER = "extproc"
+EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 DECISION_FIELDS = ("requested_model", "routed_model", "provider", "route", "source", "router_ms")
+# Known when the sidecar translated the answer (it reads the provider's usage), or counted it.
+METADATA_FIELDS = (*DECISION_FIELDS, "note", "input_tokens", "output_tokens")
 
-ACCESS_LOG_FORMAT: dict[str, str] = {
+ENVOY_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
@@ -33,12 +35,14 @@ ACCESS_LOG_FORMAT: dict[str, str] = {
     "details": "%RESPONSE_CODE_DETAILS%",
     "session": "%REQ(X-CLAUDE-CODE-SESSION-ID)%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    **{name: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{name})%" for name in DECISION_FIELDS},
-    "note": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:note)%",
-    # Known when the sidecar translated the answer (it reads the provider's usage).
-    "input_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:input_tokens)%",
-    "output_tokens": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:output_tokens)%",
 }
+
+
+def access_log_format(config: Config) -> dict[str, str]:
+    """The JSON access-log fields: Envoy's own, and the sidecar's decision metadata."""
+    namespace = config.sidecar.metadata_namespace
+    decision = {name: f"%DYNAMIC_METADATA({namespace}:{name})%" for name in METADATA_FIELDS}
+    return {**ENVOY_LOG_FORMAT, **decision}
 
 
 def _ext(name: str) -> str:
@@ -62,7 +66,7 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
     # would cut every one of them. Leave room for parsing multi-MB bodies too.
     message_timeout = config.routing.timeout_ms / 1000 + 10
     return {
-        "name": "envoy.filters.http.ext_proc",
+        "name": EXTPROC_FILTER,
         "typed_config": {
             "@type": _ext("filters.http.ext_proc.v3.ExternalProcessor"),
             "grpc_service": {
@@ -83,11 +87,15 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
+                # Asked for per request (mode_override) when the sidecar reads the answer:
+                # a reply to a request it never saw (malformed HTTP) must not wait on it.
+                "response_header_mode": "SKIP",
                 "response_body_mode": "NONE",
                 "response_trailer_mode": "SKIP",
             },
-            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            "metadata_options": {
+                "receiving_namespaces": {"untyped": [config.sidecar.metadata_namespace]}
+            },
             # Only what the sidecar reads: less to serialize and parse on every request.
             "forward_rules": {
                 "allowed_headers": {
@@ -101,12 +109,19 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
     }
 
 
+CONNECTION_BUFFER_BYTES = 1024 * 1024
+"""What Envoy holds per client or provider connection (its own default): a client that stops
+reading pins this much, not a whole body. Request bodies get `max_body_bytes` from the route."""
+
+
 def _listener(config: Config) -> dict[str, Any]:
     listener = config.listener
     return {
         "name": "llm",
         "address": {"socket_address": {"address": listener.address, "port_value": listener.port}},
-        "per_connection_buffer_limit_bytes": listener.max_body_bytes,
+        # Envoy raises a stream's limit to the route's request_body_buffer_limit, never
+        # lowers it: a max_body_bytes under this must be the listener's own limit.
+        "per_connection_buffer_limit_bytes": min(listener.max_body_bytes, CONNECTION_BUFFER_BYTES),
         "filter_chains": [
             {
                 "filters": [
@@ -121,14 +136,18 @@ def _listener(config: Config) -> dict[str, Any]:
                             # Streams may stay open for many minutes; only silence ends them.
                             "stream_idle_timeout": _seconds(listener.idle_timeout_s),
                             "request_timeout": "0s",
-                            "early_header_mutation_extensions": [_drop_client_cluster_header()],
+                            # One spelling per path (`//v1/./messages` is `/v1/messages`):
+                            # the sidecar routes or allows paths by their exact text.
+                            "normalize_path": True,
+                            "merge_slashes": True,
+                            "early_header_mutation_extensions": [_drop_client_headers()],
                             "local_reply_config": local_replies(config),
                             "access_log": [
                                 {
                                     "name": "envoy.access_loggers.stdout",
                                     "typed_config": {
                                         "@type": _ext("access_loggers.stream.v3.StdoutAccessLog"),
-                                        "log_format": {"json_format": ACCESS_LOG_FORMAT},
+                                        "log_format": {"json_format": access_log_format(config)},
                                     },
                                 }
                             ],
@@ -156,9 +175,14 @@ def _listener(config: Config) -> dict[str, Any]:
 
 
 def _route(config: Config) -> dict[str, Any]:
-    """Everything goes to the cluster the sidecar names; streams may run for many minutes."""
+    """Everything goes to the cluster the sidecar names; streams may run for many minutes.
+
+    The sidecar reads whole request bodies (up to `max_body_bytes`), so Envoy buffers them:
+    this route alone raises the buffer limit for them, not every connection.
+    """
     return {
         "match": {"prefix": "/"},
+        "request_body_buffer_limit": config.listener.max_body_bytes,
         "route": {
             "cluster_header": CLUSTER_HEADER,
             "auto_host_rewrite": True,
@@ -168,14 +192,20 @@ def _route(config: Config) -> dict[str, Any]:
     }
 
 
-def _drop_client_cluster_header() -> dict[str, Any]:
-    """Only the sidecar picks the cluster: a client's own x-extproc-cluster is removed before
-    any filter runs, so even with failure_mode_allow it can't steer a request."""
+def _drop_client_headers() -> dict[str, Any]:
+    """Headers only the gateway may set, removed from the client's request before any filter
+    runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
+    request, even with failure_mode_allow. The listener is an edge: a client's x-envoy-*
+    headers (x-envoy-original-path, which the access log shows; retry and timeout
+    overrides) are Envoy's own, not the client's."""
     return {
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
             "@type": _ext("http.early_header_mutation.header_mutation.v3.HeaderMutation"),
-            "mutations": [{"remove": CLUSTER_HEADER}],
+            "mutations": [
+                {"remove": CLUSTER_HEADER},
+                {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
+            ],
         },
     }
 
@@ -189,15 +219,64 @@ def _flag_in(*flags: str) -> dict[str, Any]:
     return {"response_flag_filter": {"flags": list(flags)}}
 
 
+def _routed(config: Config) -> dict[str, Any]:
+    """The sidecar chose a provider: its decision metadata names one."""
+    return {
+        "metadata_filter": {
+            "matcher": {
+                "filter": config.sidecar.metadata_namespace,
+                "path": [{"key": "provider"}],
+                "value": {"present_match": True},
+            },
+            "match_if_key_not_found": False,
+        }
+    }
+
+
+def _unparsed() -> dict[str, Any]:
+    """Envoy could not read the request's headers, so the sidecar never saw it."""
+    return {
+        "header_filter": {
+            "header": {"name": ":method", "present_match": True, "invert_match": True}
+        }
+    }
+
+
+def _all(*conditions: dict[str, Any]) -> dict[str, Any]:
+    return {"and_filter": {"filters": list(conditions)}}
+
+
 def _anthropic_reply(condition: dict[str, Any], error_type: str, message: str) -> dict[str, Any]:
-    """A local reply mapper: Envoy's own errors matching `condition` as an Anthropic error."""
+    """A local reply mapper: Envoy's own errors matching `condition` as an Anthropic error,
+    marked so that the sidecar passes it on rather than translating it as a provider's."""
     return {
         "filter": condition,
+        "headers_to_add": [
+            {
+                "header": {"key": LOCAL_REPLY_HEADER, "value": error_type},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
         "body_format_override": {
             "json_format": {"type": "error", "error": {"type": error_type, "message": message}},
             "content_type": "application/json",
         },
     }
+
+
+def _at_concurrency_limit() -> dict[str, Any]:
+    """A circuit breaker tripped: on a provider cluster (flag UO) or on the sidecar's, whose
+    overflow shows only in the response code details of the ext_proc error."""
+    overflow_details = {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": _ext("access_loggers.filters.cel.v3.ExpressionFilter"),
+                "expression": "response.code_details.contains('overflow')",
+            },
+        }
+    }
+    return {"or_filter": {"filters": [_flag_in("UO"), overflow_details]}}
 
 
 def local_replies(config: Config) -> dict[str, Any]:
@@ -210,8 +289,15 @@ def local_replies(config: Config) -> dict[str, Any]:
     limit = config.listener.max_body_bytes
     details = "(%RESPONSE_CODE_DETAILS%)"
     sidecar_down = "The gateway's routing sidecar is unavailable (is extproc serve running?)"
+    limit_reached = _anthropic_reply(
+        _at_concurrency_limit(),
+        "overloaded_error",
+        f"The gateway is at its concurrency limit ({config.listener.max_concurrent_requests} "
+        "requests, listener.max_concurrent_requests); retry shortly.",
+    )
     return {
         "mappers": [
+            {**limit_reached, "status_code": 529},
             _anthropic_reply(
                 _status_is(413),
                 "request_too_large",
@@ -221,21 +307,41 @@ def local_replies(config: Config) -> dict[str, Any]:
             # No cluster chosen: the sidecar was skipped (failure_mode_allow) or gave none.
             _anthropic_reply(_flag_in("NC"), "api_error", f"{sidecar_down} {details}"),
             _anthropic_reply(
-                _flag_in("UF", "UH", "DF", "URX", "UO", "UC", "UPE"),
+                _flag_in("UF", "UH", "DF", "URX", "UC", "UPE"),
                 "api_error",
                 f"The gateway could not reach the provider {details}",
             ),
             # What is left of 503s: the ext_proc call failed (status_on_error).
             _anthropic_reply(_status_is(503), "api_error", f"{sidecar_down} {details}"),
             _anthropic_reply(
-                _status_is(504),
+                _all(_status_is(504), _routed(config)),
                 "timeout_error",
                 f"The provider was silent longer than listener.idle_timeout_s {details}",
+            ),
+            # Not routed yet: the sidecar did not answer (stalled, or overloaded).
+            _anthropic_reply(
+                _status_is(504),
+                "timeout_error",
+                f"The gateway's routing sidecar did not answer in time {details}",
             ),
             _anthropic_reply(
                 _status_is(408),
                 "timeout_error",
                 f"The request was idle longer than listener.idle_timeout_s {details}",
+            ),
+            # Requests Envoy refused before reading their headers (its DPE flag is set only
+            # after the reply is written): malformed HTTP, headers too large, HTTP/1.0.
+            *(
+                _anthropic_reply(
+                    _all(_status_is(status), _unparsed()),
+                    "invalid_request_error",
+                    f"{what} {details}",
+                )
+                for status, what in (
+                    (400, "Malformed HTTP request"),
+                    (431, "The request's headers are too large"),
+                    (426, "HTTP/1.1 or HTTP/2 is required"),
+                )
             ),
             _anthropic_reply(
                 _flag_in("DPE"), "invalid_request_error", f"Malformed HTTP request {details}"
@@ -252,14 +358,21 @@ def _one_endpoint(cluster: str, host: str, port: int) -> dict[str, Any]:
     }
 
 
-def _provider_cluster(origin: Origin, max_body: int) -> dict[str, Any]:
+def _circuit_breakers(limit: int) -> dict[str, Any]:
+    """At most `limit` requests in flight (Envoy's default is 1,024 of each)."""
+    limits = {"max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+    return {"thresholds": [{"priority": "DEFAULT", **limits}]}
+
+
+def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": origin.cluster,
         "type": "LOGICAL_DNS",
         "connect_timeout": "10s",
         # Try IPv4 first: a `localhost` upstream bound to 127.0.0.1 otherwise fails on ::1.
         "dns_lookup_family": "V4_PREFERRED",
-        "per_connection_buffer_limit_bytes": max_body,
+        "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_BYTES,
+        "circuit_breakers": _circuit_breakers(limit),
         "load_assignment": _one_endpoint(origin.cluster, origin.host, origin.port),
     }
     if origin.tls:
@@ -274,12 +387,18 @@ def _provider_cluster(origin: Origin, max_body: int) -> dict[str, Any]:
 
 
 def _extproc_cluster(config: Config) -> dict[str, Any]:
+    """The sidecar, over HTTP/2. A name (a Kubernetes headless Service) is resolved to every
+    address behind it, one endpoint each, so ext_proc streams spread across the replicas."""
     sidecar = config.sidecar
+    by_name = {} if is_ip(sidecar.address) else {"dns_lookup_family": "V4_PREFERRED"}
     return {
         "name": EXTPROC_CLUSTER,
-        "type": "STATIC",
+        "type": "STATIC" if is_ip(sidecar.address) else "STRICT_DNS",
+        **by_name,
         "connect_timeout": "1s",
+        # Bodies reach the sidecar whole, in one gRPC message, over one shared connection.
         "per_connection_buffer_limit_bytes": config.listener.max_body_bytes,
+        "circuit_breakers": _circuit_breakers(config.listener.max_concurrent_requests),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _ext("upstreams.http.v3.HttpProtocolOptions"),
@@ -305,10 +424,10 @@ def bootstrap(config: Config) -> dict[str, Any]:
 
 
 def _clusters(config: Config) -> list[dict[str, Any]]:
-    max_body = config.listener.max_body_bytes
+    limit = config.listener.max_concurrent_requests
     return [
         _extproc_cluster(config),
-        *(_provider_cluster(o, max_body) for o in origins(config).values()),
+        *(_provider_cluster(o, limit) for o in origins(config).values()),
     ]
 
 
@@ -318,22 +437,43 @@ def render(config: Config) -> str:
 
 FRAGMENT_HEADER = """\
 # extproc pieces for an Envoy you already run (docs/mesh.md), rendered from config.yaml.
-# http_filters: put the ext_proc filter before envoy.filters.http.router.
-# routes: add to the virtual host that serves your Claude Code traffic.
+# http_filters: put the ext_proc filter before envoy.filters.http.router. It is disabled
+#   by default: only the route below turns it on, so other virtual hosts never see it.
+# routes: the only route of a virtual host (or listener) that serves Claude Code alone.
 # clusters: add to static_resources.clusters (or your CDS).
+# early_header_mutation_extensions: into your HttpConnectionManager; removes a client's
+#   own x-extproc-cluster (only the sidecar picks a provider) and x-envoy-* headers.
 # access_log_format: fields to add to your JSON access log to see each decision.
-# The listener (or its HttpConnectionManager) needs per_connection_buffer_limit_bytes
-# of at least {max_body} for Claude Code's bodies.
+# The route raises the buffer limit to {max_body} bytes for Claude Code's request bodies.
+# The HttpConnectionManager needs normalize_path and merge_slashes set to true (the
+# sidecar routes or passes paths by their exact text).
 """
+
+
+def scoped_extproc_filter(config: Config) -> dict[str, Any]:
+    """The ext_proc filter off by default, for a connection manager shared with other virtual
+    hosts: the sidecar adds provider keys, so it must see no request but those it routes."""
+    return {**_extproc_filter(config), "disabled": True}
+
+
+def enabled_route(config: Config) -> dict[str, Any]:
+    """The cluster-header route, with the (otherwise disabled) ext_proc filter on."""
+    enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
+    return {
+        "name": "extproc",
+        **_route(config),
+        "typed_per_filter_config": {EXTPROC_FILTER: enable},
+    }
 
 
 def fragment(config: Config) -> str:
     """Just the filter, route and clusters, to merge into an existing Envoy config."""
     pieces = {
-        "http_filters": [_extproc_filter(config)],
-        "routes": [_route(config)],
+        "http_filters": [scoped_extproc_filter(config)],
+        "routes": [enabled_route(config)],
         "clusters": _clusters(config),
-        "access_log_format": ACCESS_LOG_FORMAT,
+        "early_header_mutation_extensions": [_drop_client_headers()],
+        "access_log_format": access_log_format(config),
     }
     header = FRAGMENT_HEADER.format(max_body=config.listener.max_body_bytes)
     return header + yaml.safe_dump(pieces, sort_keys=False, width=120)

@@ -8,6 +8,7 @@ client headers, the decision) lives on the `Exchange`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -20,19 +21,30 @@ import orjson
 from extproc import replies
 from extproc.config import Config, Provider
 from extproc.decision import Decision, Request, Stage, decide
-from extproc.errors import GatewayError
+from extproc.errors import GatewayError, encode_request_json
 from extproc.metrics import Metrics
+from extproc.paths import is_messages, passes_through
 from extproc.response import ResponseTranslation
 from extproc.token_estimate import count_tokens_estimate, estimate_input_tokens
-from extproc.translate.anthropic_openai import TranslationError, translate_request
+from extproc.translate import anthropic_responses, signatures
+from extproc.translate.anthropic_openai import TranslationError, tool_names, translate_request
 from extproc.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.usage import UsageReader
 from extproc.wire import Phase
 
 log = logging.getLogger("extproc")
 
-MESSAGES_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
-READ_HEADERS = (":path", ":method", ":status", "content-type", "content-encoding")
+LOCAL_REPLY_HEADER = "x-extproc-local-reply"
+"""Marks Envoy's own error replies (envoy_config.local_replies): Anthropic JSON already."""
+READ_HEADERS = (
+    ":path",
+    ":method",
+    ":status",
+    "content-type",
+    "content-encoding",
+    "content-length",
+    LOCAL_REPLY_HEADER,
+)
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
@@ -56,9 +68,11 @@ class Gateway:
 
 
 def _is_foreign_thinking(block: Any) -> bool:
-    return (
-        isinstance(block, dict) and block.get("type") == "thinking" and not block.get("signature")
-    )
+    """A thinking block Anthropic did not sign: unsigned, or signed by this gateway."""
+    if not isinstance(block, dict) or block.get("type") != "thinking":
+        return False
+    signature = block.get("signature")
+    return not signature or signatures.is_ours(signature)
 
 
 def _blocks(message: Any) -> list[Any]:
@@ -70,7 +84,8 @@ def without_foreign_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
     """The body minus thinking blocks that another provider wrote, or None if it has none.
 
     An earlier turn answered by an OpenAI-format model carries thinking blocks with an empty
-    signature; Anthropic-format APIs reject the whole request over them.
+    signature, or one holding OpenAI's encrypted reasoning; Anthropic-format APIs reject the
+    whole request over them.
     """
     messages = body.get("messages")
     if not isinstance(messages, list):
@@ -104,11 +119,13 @@ def rewrite_model(
     # Walking the parsed blocks costs ~2 µs at 78 KB; searching the raw bytes cost ~40 µs.
     cleaned = without_foreign_thinking(body)
     if cleaned is not None:
-        return [orjson.dumps({**full_body(raw), "messages": cleaned["messages"], "model": model})]
+        return [
+            encode_request_json({**full_body(raw), "messages": cleaned["messages"], "model": model})
+        ]
     if body.get("model") == model:
         return None
     if span is None:
-        return [orjson.dumps({**full_body(raw), "model": model})]
+        return [encode_request_json({**full_body(raw), "model": model})]
     start, end = span
     return [bytes(raw[:start]), orjson.dumps(model), memoryview(raw)[end:]]
 
@@ -123,6 +140,9 @@ class Exchange:
         self.decision: Decision | None = None
         self.translation: ResponseTranslation | None = None
         self.usage: UsageReader | None = None
+        self.finished = False
+        """Envoy needs nothing more from the sidecar for this request: the server then ends
+        the gRPC stream, and Envoy carries on without it (a sidecar crash can't cut it)."""
 
     async def handle(self, message: Phase) -> bytes:
         """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
@@ -133,6 +153,11 @@ class Exchange:
         if message.name == "response_headers":
             return self.on_response_headers(message.headers)
         if message.name == "response_body":
+            if self.translation is not None and self.translation.compressed:
+                # Inflating may take a while (up to its cap); zlib lets go of the GIL.
+                return await asyncio.to_thread(
+                    self.on_response_body, bytes(message.body), message.end_of_stream
+                )
             return self.on_response_body(bytes(message.body), message.end_of_stream)
         raise GatewayError(
             "api_error", "unexpected ext_proc phase; check the filter's processing_mode"
@@ -154,25 +179,36 @@ class Exchange:
         return self.pass_through()
 
     @property
+    def namespace(self) -> str:
+        """Where the decision goes in Envoy's dynamic metadata."""
+        return self.gateway.config.sidecar.metadata_namespace
+
+    @property
     def path_only(self) -> str:
         return self.path.partition("?")[0]
 
     @property
     def is_messages(self) -> bool:
-        return self.path_only.rstrip("/") in MESSAGES_PATHS
+        return is_messages(self.path_only)
 
     def pass_through(self) -> bytes:
-        """Paths we don't route (model lists, telemetry) go unchanged to Anthropic, if any."""
+        """Paths we don't route but allow (model lists) go unchanged to Anthropic, if any."""
         config = self.gateway.config
         anthropic = next((p for p in config.providers if p.kind == "anthropic"), None)
-        if anthropic is None:
-            raise GatewayError("not_found_error", f"The gateway does not serve {self.path_only}.")
+        if anthropic is None or not passes_through(self.path_only, config.pass_through_paths):
+            raise GatewayError(
+                "not_found_error",
+                f"The gateway does not serve {self.path_only[:200]}: it routes /v1/messages "
+                "and /v1/messages/count_tokens, and passes the paths in pass_through_paths "
+                "to an anthropic provider.",
+            )
         auth = auth_change(anthropic)
         mutation = replies.header_mutation(
             {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
         )
-        self.routed_by_headers = True
-        return replies.route_request_headers(mutation)
+        self.routed_by_headers = self.finished = True
+        # The provider for the access log (no `source`: no model was decided).
+        return replies.route_request_headers(mutation, {"provider": anthropic.name})
 
     async def on_request_body(self, raw: bytes | memoryview) -> bytes:
         if self.routed_by_headers:
@@ -204,7 +240,9 @@ class Exchange:
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:
-            return replies.local_answer(count_tokens_estimate(full_body(raw)), decision.metadata())
+            self.finished = True
+            estimate = count_tokens_estimate(full_body(raw))
+            return replies.local_answer(estimate, decision.metadata(), self.namespace)
         else:
             new_body = [self.translate(full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
@@ -223,29 +261,41 @@ class Exchange:
         if new_body is not None:
             headers["content-length"] = str(sum(map(len, new_body)))
             length = ("content-length",)
+        self.finished = self.translation is None and not gateway.config.listener.log_tokens
         mutation = replies.header_mutation(
             headers,
             (*length, *auth.remove, *removed),
             add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
         )
-        return replies.route_request_body(mutation, new_body, decision.metadata())
+        return replies.route_request_body(mutation, new_body, decision.metadata(), self.namespace)
 
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
-        """Anthropic Messages → Chat Completions, remembering how to translate the answer."""
+        """Anthropic Messages → Chat Completions or Responses, remembering how to translate
+        the answer."""
+        responses_api = provider.interface == "openai-responses"
+        # Encrypted reasoning goes back only to the server and model that wrote it.
+        origin = f"{provider.base_url} {provider.upstream_model}" if responses_api else ""
+        options = {"origin": origin} if responses_api else {}
+        request = anthropic_responses.translate_request if responses_api else translate_request
         try:
-            translated = translate_request(
+            translated = request(
                 body,
                 model=provider.upstream_model,
+                contract=provider.contract,
                 max_tokens_cap=provider.max_tokens,
-                supports_reasoning=provider.reasoning,
-                short_tool_ids=provider.short_tool_ids,
+                **options,
             )
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
         self.translation = ResponseTranslation(
-            model=provider.upstream_model,
+            # The model the client asked for: Claude Code drops the thinking blocks of an
+            # answer from any other, and ours carry what the provider needs back.
+            model=str(body.get("model", provider.upstream_model)),
             streaming_requested=bool(body.get("stream")),
             input_tokens_estimate=estimate_input_tokens(body),
+            tool_names=tool_names(body, provider.contract),
+            responses_api=responses_api,
+            origin=origin,
         )
         return translated
 
@@ -253,33 +303,45 @@ class Exchange:
         status = int(headers.get(":status", "200"))
         if status >= 400 and self.decision is not None:
             self.gateway.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
+        if LOCAL_REPLY_HEADER in headers:
+            self.finished = True
+            return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format
         if self.translation is None:
             if status < 300 and self.gateway.config.listener.log_tokens:
                 streaming = "text/event-stream" in headers.get("content-type", "")
                 self.usage = UsageReader(streaming)
                 return replies.want_response_body(replies.header_mutation(), streamed=True)
+            self.finished = True
             return replies.continue_response_headers()
         client_headers = self.translation.on_headers(status, headers.get("content-encoding", ""))
         mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
         return replies.want_response_body(mutation, self.translation.streaming)
 
     def on_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
+        self.finished = end_of_stream
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}
-            return replies.pass_response_body(counts)
+            return replies.pass_response_body(counts, self.namespace)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
         usage = self.translation.usage() if end_of_stream else {}
-        return replies.replace_response_body(body, usage)
+        if self.translation.client_status != self.translation.status:
+            # A whole (buffered) answer whose translation changed its status: a 2xx body
+            # holding an error. Headers have not left Envoy yet, so answer in its place.
+            status = self.translation.client_status
+            return replies.answer_instead(status, body, usage, self.namespace)
+        return replies.replace_response_body(body, usage, self.namespace)
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:
     """With gateway_keys configured, only callers holding one get past the headers phase."""
     if not keys:
         return
-    presented = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""  # schemes are case-insensitive
+    presented = headers.get("x-api-key") or bearer
     if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
         raise GatewayError(
             "authentication_error",

@@ -22,6 +22,7 @@ from extproc.errors import GatewayError
 from extproc.wire import data, integer, message, proto_struct, tag, text
 
 METADATA_NAMESPACE = "envoy.filters.http.ext_proc"
+"""The default of sidecar.metadata_namespace."""
 
 # ProcessingResponse fields
 _REQUEST_HEADERS, _RESPONSE_HEADERS, _REQUEST_BODY, _RESPONSE_BODY = 1, 2, 3, 4
@@ -60,9 +61,9 @@ _known_option = functools.lru_cache(maxsize=1024)(_header_option)
 values (a client's path with its query string) are not kept: the cache stays small."""
 
 
-def metadata(fields: dict[str, Any]) -> bytes:
-    """The dynamic_metadata field: `fields` under the filter's namespace, for the access log."""
-    return message(_DYNAMIC_METADATA, proto_struct({METADATA_NAMESPACE: fields}))
+def metadata(fields: dict[str, Any], namespace: str = METADATA_NAMESPACE) -> bytes:
+    """The dynamic_metadata field: `fields` under `namespace`, for the access log."""
+    return message(_DYNAMIC_METADATA, proto_struct({namespace: fields}))
 
 
 def _common(mutation: bytes | None = None, clear_route_cache: bool = False) -> bytes:
@@ -81,7 +82,10 @@ def _mode(*modes: int) -> bytes:
     return message(_MODE_OVERRIDE, b"".join(integer(i, m) for i, m in enumerate(modes, start=1)))
 
 
-# The filter's own mode (envoy_config.py) with the response phases skipped.
+# The filter's own mode (envoy_config.py) skips the answer's headers: Envoy's replies to
+# requests the sidecar never saw (malformed HTTP) must not wait on it. A routed request
+# asks for them here when the sidecar will read the answer.
+_RESPONSE_HEADERS_TOO = _mode(_SEND, _SEND, _BUFFERED, _NONE, _SKIP, _SKIP)
 _NO_RESPONSE_PHASES = _mode(_SEND, _SKIP, _BUFFERED, _NONE, _SKIP, _SKIP)
 # Nothing more to see: neither the request body nor any response phase.
 _NOTHING_MORE = _mode(_SEND, _SKIP, _NONE, _NONE, _SKIP, _SKIP)
@@ -89,7 +93,8 @@ _NOTHING_MORE = _mode(_SEND, _SKIP, _NONE, _NONE, _SKIP, _SKIP)
 
 def continue_request_headers(skip_response: bool = False) -> bytes:
     """Go on to the body; with `skip_response`, Envoy won't send this answer's headers."""
-    return _phase(_REQUEST_HEADERS, b"") + (_NO_RESPONSE_PHASES if skip_response else b"")
+    modes = _NO_RESPONSE_PHASES if skip_response else _RESPONSE_HEADERS_TOO
+    return _phase(_REQUEST_HEADERS, b"") + modes
 
 
 def continue_response_headers() -> bytes:
@@ -105,10 +110,11 @@ def want_response_body(mutation: bytes, streamed: bool) -> bytes:
     return _phase(_RESPONSE_HEADERS, _common(mutation)) + _mode(0, 0, 0, mode, 0, 0)
 
 
-def route_request_headers(mutation: bytes) -> bytes:
+def route_request_headers(mutation: bytes, decision: dict[str, Any]) -> bytes:
     """Headers-phase reply that steers the route of a request whose body the sidecar does
     not read (paths other than Messages): Envoy sends it on without showing it to us."""
-    return _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True)) + _NOTHING_MORE
+    reply = _phase(_REQUEST_HEADERS, _common(mutation, clear_route_cache=True))
+    return reply + metadata(decision) + _NOTHING_MORE
 
 
 def continue_request_body() -> bytes:
@@ -136,7 +142,12 @@ def _body_phase(number: int, mutation: bytes | None, body: Body, clear_route_cac
     return b"".join((head, *body, tail))
 
 
-def route_request_body(mutation: bytes, body: Body | None, decision: dict[str, Any]) -> bytes:
+def route_request_body(
+    mutation: bytes,
+    body: Body | None,
+    decision: dict[str, Any],
+    namespace: str = METADATA_NAMESPACE,
+) -> bytes:
     """Body-phase reply: headers, new body and route re-evaluation in one message.
 
     `clear_route_cache` only takes effect in a reply that also mutates headers.
@@ -145,21 +156,25 @@ def route_request_body(mutation: bytes, body: Body | None, decision: dict[str, A
         reply = _phase(_REQUEST_BODY, _common(mutation, clear_route_cache=True))
     else:
         reply = _body_phase(_REQUEST_BODY, mutation, body, clear_route_cache=True)
-    return reply + metadata(decision)
+    return reply + metadata(decision, namespace)
 
 
-def pass_response_body(usage: dict[str, int]) -> bytes:
+def pass_response_body(usage: dict[str, int], namespace: str = METADATA_NAMESPACE) -> bytes:
     """An answer chunk passed on as it came; with the last one, its token counts."""
-    return _phase(_RESPONSE_BODY, b"") + (metadata(usage) if usage else b"")
+    return _phase(_RESPONSE_BODY, b"") + (metadata(usage, namespace) if usage else b"")
 
 
-def replace_response_body(body: bytes, usage: dict[str, int]) -> bytes:
+def replace_response_body(
+    body: bytes, usage: dict[str, int], namespace: str = METADATA_NAMESPACE
+) -> bytes:
     """A translated body chunk; with the last one, the token counts for the access log."""
     reply = _body_phase(_RESPONSE_BODY, None, (body,), clear_route_cache=False)
-    return reply + (metadata(usage) if usage else b"")
+    return reply + (metadata(usage, namespace) if usage else b"")
 
 
-def _respond(status: int, body: bytes, details: str, decision: dict[str, Any]) -> bytes:
+def _respond(
+    status: int, body: bytes, details: str, decision: dict[str, Any], namespace: str
+) -> bytes:
     """ImmediateResponse{status=1: HttpStatus{code=1}, headers=2, body=3, details=5}."""
     immediate = (
         message(1, integer(1, status))
@@ -167,19 +182,34 @@ def _respond(status: int, body: bytes, details: str, decision: dict[str, Any]) -
         + data(3, body)
         + text(5, details)
     )
-    return message(_IMMEDIATE, immediate) + metadata(decision)
+    return message(_IMMEDIATE, immediate) + metadata(decision, namespace)
 
 
-def immediate(error: GatewayError, decided: dict[str, Any] | None = None) -> bytes:
+def immediate(
+    error: GatewayError,
+    namespace: str = METADATA_NAMESPACE,
+    decided: dict[str, Any] | None = None,
+) -> bytes:
     """Answer the client directly with an Anthropic-format error.
 
     A request refused after its decision (say, its provider's key is unset) keeps that
     decision in the access log; one refused before any decision is `rejected`.
     """
     decision = {**(decided or {"source": "rejected"}), "note": error.message[:200]}
-    return _respond(error.status, error.body(), f"extproc_{error.error_type}", decision)
+    details = f"extproc_{error.error_type}"
+    return _respond(error.status, error.body(), details, decision, namespace)
 
 
-def local_answer(payload: dict[str, Any], decision: dict[str, Any]) -> bytes:
+def answer_instead(
+    status: int, body: bytes, usage: dict[str, int], namespace: str = METADATA_NAMESPACE
+) -> bytes:
+    """The upstream's whole answer replaced by `body` with another status (errors that a
+    provider sent with a 2xx status), so clients see the status and SDKs retry a 429."""
+    return _respond(status, body, "extproc_translated_error", usage, namespace)
+
+
+def local_answer(
+    payload: dict[str, Any], decision: dict[str, Any], namespace: str = METADATA_NAMESPACE
+) -> bytes:
     """A 200 answered by the sidecar itself (count_tokens for providers without it)."""
-    return _respond(200, orjson.dumps(payload), "extproc_local_answer", decision)
+    return _respond(200, orjson.dumps(payload), "extproc_local_answer", decision, namespace)

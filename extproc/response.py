@@ -2,17 +2,31 @@
 
 Decides, from the upstream's status and headers, whether the body is an SSE
 stream to translate chunk by chunk or a JSON document to translate whole, and
-undoes a gzip content-encoding the upstream applied despite being asked not to.
+undoes a gzip content-encoding the upstream applied despite being asked not to,
+up to a limit: a few MB of gzip can inflate to gigabytes.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
 import orjson
 
-from extproc.translate.anthropic_openai import StreamTranslator, translate_response
+from extproc.errors import GatewayError
+from extproc.translate import anthropic_openai, anthropic_responses
+from extproc.translate.errors import error_event
+from extproc.translate.sse import SSELineTooLong
+
+INFLATED_MAX = 64 * 1024 * 1024
+"""The most a compressed answer may inflate to. A streamed answer of 64k tokens in Chat
+Completions chunks is about 16 MB; inflating the whole limit takes about 0.3 s of a thread."""
+
+
+class AnswerTooLarge(ValueError):
+    """A compressed answer inflates past INFLATED_MAX."""
 
 
 @dataclass
@@ -20,16 +34,45 @@ class ResponseTranslation:
     model: str
     streaming_requested: bool
     input_tokens_estimate: int = 0
+    tool_names: dict[str, str] = field(default_factory=dict)
+    """Tool names as sent to the provider → the client's (long MCP names are shortened)."""
+    responses_api: bool = False
+    """The upstream speaks OpenAI Responses rather than Chat Completions."""
+    origin: str = ""
+    """Responses only: the provider and model the answer's encrypted reasoning is signed for."""
     status: int = 200
+    """The upstream's status."""
+    client_status: int = 200
+    """The status the client should see: the upstream's, unless the translated answer says
+    otherwise (a 2xx body that holds an error object, or isn't JSON)."""
     streaming: bool = False
     _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
-    _stream: StreamTranslator | None = None
+    _stream: anthropic_openai.StreamTranslator | anthropic_responses.StreamTranslator | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _usage: dict[str, int] | None = None
+    _inflated: int = 0
+    _failed: bool = False
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the answer is inflated here (work worth moving off the event loop)."""
+        return self._decoder is not None
+
+    @property
+    def _translator(self) -> ModuleType:
+        """anthropic_openai or anthropic_responses: the same public shape."""
+        return anthropic_responses if self.responses_api else anthropic_openai
+
+    def _options(self) -> dict[str, Any]:
+        """The keyword arguments of the translator's answer side."""
+        options: dict[str, Any] = {"model": self.model, "tool_names": self.tool_names}
+        if self.responses_api:
+            options["origin"] = self.origin
+        return options
 
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
-        self.status = status
+        self.status = self.client_status = status
         # A streamed request gets SSE back even when the upstream answered it with JSON:
         # the translator replays such an answer as events. Errors stay JSON with their status.
         self.streaming = self.streaming_requested and status < 300
@@ -37,24 +80,50 @@ class ResponseTranslation:
             # wbits 47 accepts both gzip and zlib framing.
             self._decoder = zlib.decompressobj(wbits=47)
         if self.streaming:
-            self._stream = StreamTranslator(
-                model=self.model, input_tokens_estimate=self.input_tokens_estimate
+            self._stream = self._translator.StreamTranslator(
+                input_tokens_estimate=self.input_tokens_estimate, **self._options()
             )
             return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
         return {"content-type": "application/json"}
 
     def on_body(self, chunk: bytes, end: bool) -> bytes:
-        """Translated bytes to send to the client for this upstream chunk."""
-        if self._decoder is not None:
-            chunk = self._decoder.decompress(chunk) + (self._decoder.flush() if end else b"")
-        if self._stream is not None:
-            return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
+        """Translated bytes to send to the client for this upstream chunk.
+
+        An answer that can't be read safely ends a stream with `event: error`; before a
+        JSON answer it raises GatewayError (502: the provider's answer is at fault).
+        """
+        if self._failed:
+            return b""
+        try:
+            if self._decoder is not None:
+                chunk = self._inflate(self._decoder, chunk, end)
+            if self._stream is not None:
+                return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
+        except (AnswerTooLarge, SSELineTooLong) as exc:
+            self._failed = True
+            message = f"The gateway stopped reading the provider's answer: {exc}."
+            if self._stream is None:
+                raise GatewayError("api_error", message, status=502) from None
+            return error_event("api_error", message)
         self._buffer += chunk
         if not end:
             return b""
-        _, body = translate_response(self.status, bytes(self._buffer), model=self.model)
+        self.client_status, body = self._translator.translate_response(
+            self.status, bytes(self._buffer), **self._options()
+        )
         self._usage = orjson.loads(body).get("usage")
         return body
+
+    def _inflate(self, decoder: zlib._Decompress, chunk: bytes, end: bool) -> bytes:  # type: ignore[name-defined]
+        """Inflate at most what is left of INFLATED_MAX (plus one byte, to notice more)."""
+        room = INFLATED_MAX - self._inflated
+        out = decoder.decompress(chunk, room + 1)
+        if end and not decoder.unconsumed_tail:
+            out += decoder.flush()
+        self._inflated += len(out)
+        if self._inflated > INFLATED_MAX:
+            raise AnswerTooLarge(f"it inflates to more than {INFLATED_MAX} bytes")
+        return out
 
     def usage(self) -> dict[str, int]:
         """Token counts for the access log, once the answer is complete (empty if unknown)."""

@@ -22,7 +22,12 @@ import orjson
 from extproc import decision
 from extproc.config import Config, Routing
 from extproc.decision import Decision, Request, Source
-from extproc.router.window import conversation_window, estimate_tokens
+from extproc.router.window import (
+    conversation_window,
+    estimate_tokens,
+    message_json,
+    window_budget,
+)
 
 log = logging.getLogger("extproc.routing")
 
@@ -99,10 +104,19 @@ class TokenCounts:
     def __init__(self, count: Callable[[str], int], entries: int = 4096):
         self._count = count
         self._entries = entries
-        self._counts: dict[tuple[int, int], int] = {}
+        self._counts: dict[tuple[Any, ...], int] = {}
 
     def __call__(self, text: str) -> int:
-        key = (len(text), hash(text))
+        return self._remembered((len(text), hash(text)), text)
+
+    def message(self, role: str, text: str) -> int:
+        """Tokens of one message as the prompt carries it, keyed on its raw text: a hit
+        skips escaping it to JSON (``window.prompt_tokens``)."""
+        key = (role, len(text), hash(text))
+        tokens = self._counts.get(key)
+        return self._remembered(key, message_json(role, text)) if tokens is None else tokens
+
+    def _remembered(self, key: tuple[Any, ...], text: str) -> int:
         tokens = self._counts.get(key)
         if tokens is None:
             tokens = self._counts[key] = self._count(text)
@@ -144,6 +158,7 @@ class RouterStage:
         self.model: BatchingClassifier | None = None
         self.count_tokens: Callable[[str], int] = estimate_tokens
         """The window's token counter: the model's tokenizer once one is attached."""
+        self._device = "cpu"
         self.unavailable = LOADING
         self._sticky: OrderedDict[str, Outcome] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
@@ -152,14 +167,21 @@ class RouterStage:
         """Install the loaded model, or record why there is none."""
         self.model = BatchingClassifier(classifier) if classifier else None
         self.count_tokens = TokenCounts(classifier.count_tokens) if classifier else estimate_tokens
+        self._device = getattr(classifier, "device", "cpu")
         self.unavailable = unavailable
+
+    @property
+    def window_tokens(self) -> int:
+        """The window's budget, as configured now (reloads may change it): ``auto`` is
+        resolved for the device the model runs on."""
+        return window_budget(self.routing.window_tokens, self._device)
 
     async def __call__(self, config: Config, request: Request) -> Decision | None:
         routes = routes_of(config)
         if not routes or is_utility_call(request.body):
             return None
         started = time.perf_counter()
-        window = conversation_window(request.body, self.routing.window_tokens, self.count_tokens)
+        window = conversation_window(request.body, self.window_tokens, self.count_tokens)
         if not window:
             return None
         key = window_key(routes, window)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+from extproc.errors import encode_request_json
 
 CHARS_PER_TOKEN = 4
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:
     parts = [body.get("system"), body.get("messages"), body.get("tools")]
-    size = sum(len(orjson.dumps(part)) for part in parts if part)
+    size = sum(len(encode_request_json(part)) for part in parts if part)
     return max(1, size // CHARS_PER_TOKEN)
 
 

@@ -1,8 +1,10 @@
 """`extproc up`: render Envoy's config, run Envoy and the sidecar, stop both together.
 
 Both processes write to this terminal: Envoy's JSON access log on stdout, the
-sidecar's log on stderr. If either dies, the other is stopped and `up` exits
-non-zero with a message saying which one.
+sidecar's log on stderr. A sidecar that dies once the gateway is up (SIGKILL, the
+out-of-memory killer) is started again with backoff while Envoy keeps serving; if
+Envoy dies, or either process dies while starting, the other is stopped and `up`
+exits non-zero with a message saying which one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import envoy
 from extproc.config import Config, ConfigError, load
 from extproc.envoy_config import render
 from extproc.launch import gateway_url
+from extproc.supervise import Supervised
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0
@@ -45,7 +48,7 @@ def _ports(config: Config) -> Iterable[tuple[str, str, int]]:
     listener, sidecar = config.listener, config.sidecar
     yield "listener.port", listener.address, listener.port
     yield "listener.admin_port", "127.0.0.1", listener.admin_port
-    yield "sidecar.port", sidecar.address, sidecar.port
+    yield "sidecar.port", sidecar.bind_address, sidecar.port
     yield "sidecar.health_port", sidecar.health_host, sidecar.health_port
 
 
@@ -83,11 +86,18 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
 
 
 def _drain(admin_port: int, timeout: float) -> None:
-    """Close Envoy's listener, then wait (up to `timeout`) until no request is open, so that
-    streams in flight finish before Envoy and the sidecar stop."""
+    """Tell every client connection to go, close Envoy's listener, then wait (up to
+    `timeout`) until no request is open, so that streams in flight finish before Envoy and
+    the sidecar stop.
+
+    The graceful drain starts Envoy's drain sequence: with `--drain-strategy immediate`
+    each answer on a kept-alive connection then carries `connection: close` (HTTP/2:
+    GOAWAY). Alone it would keep accepting connections; the plain drain stops the listener.
+    """
     admin = f"http://127.0.0.1:{admin_port}"
     try:
-        urllib.request.urlopen(f"{admin}/drain_listeners", data=b"", timeout=2).close()
+        for query in ("?graceful", ""):
+            urllib.request.urlopen(f"{admin}/drain_listeners{query}", data=b"", timeout=2).close()
     except OSError:
         return
     active = f"{admin}/stats?filter=^http\\.llm\\.downstream_rq_active$"
@@ -182,6 +192,9 @@ class Envoys:
         command = envoy_command(envoy_yaml, self.log_level)
         base_id = self.run_dir / "base-id"
         drain = ["--drain-time-s", str(DRAIN_S), "--parent-shutdown-time-s", str(DRAIN_S + 30)]
+        # Draining (SIGTERM, hot restart) closes every kept-alive connection after its
+        # current request, not a growing share of them over the drain time.
+        drain += ["--drain-strategy", "immediate"]
         if self.epoch == 0:
             command += ["--base-id-path", str(base_id), *drain]
         else:
@@ -198,7 +211,7 @@ class Envoys:
         return [*self.retired, *([self.current] if self.current else [])]
 
 
-def _reload(config: Config, sidecar: subprocess.Popen[bytes], envoys: Envoys) -> Config:
+def _reload(config: Config, sidecar: Supervised, envoys: Envoys) -> Config:
     """Apply an edited config.yaml, or keep the running one; returns the config in force."""
     say = functools.partial(print, file=sys.stderr, flush=True)
     try:
@@ -237,7 +250,7 @@ def _mtime(path: str) -> float:
 
 
 def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
-    """Run until Ctrl-C/SIGTERM or until a process dies; returns the exit code.
+    """Run until Ctrl-C/SIGTERM or until Envoy dies; returns the exit code.
 
     config.yaml is watched: a valid edit applies to the next request (the sidecar reloads
     on SIGHUP; Envoy is hot-restarted when its clusters or listener change); an invalid
@@ -258,11 +271,11 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     serve.append("--no-config-warnings")  # printed here, once
     # Before starting: an edit made while the processes start is applied once they are up.
     seen = _mtime(config.path)
-    sidecar = subprocess.Popen(serve)
+    sidecar = Supervised("sidecar", serve)
     try:
         # /ready: the router model is loaded (or known to be missing) and warmed up.
         ready = f"{config.sidecar.health_url}/ready"
-        _wait_ready(ready, sidecar, "the sidecar (extproc serve)")
+        _wait_ready(ready, sidecar.process, "the sidecar (extproc serve)")
         first = envoys.start(config)
         _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")
         print(
@@ -272,9 +285,9 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
             flush=True,
         )
         while stopping is None:
-            for process, name in ((sidecar, "sidecar"), (envoys.current, "envoy")):
-                if process is not None and process.poll() is not None:
-                    raise StartupError(f"{name} exited with code {process.returncode}")
+            sidecar.check()
+            if envoys.current is not None and envoys.current.poll() is not None:
+                raise StartupError(f"envoy exited with code {envoys.current.returncode}")
             if _mtime(config.path) != seen:
                 time.sleep(0.2)  # let the editor finish writing
                 seen = _mtime(config.path)
@@ -284,5 +297,5 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
             _drain(config.listener.admin_port, STOP_DRAIN_S)
         return 0
     finally:
-        _stop([sidecar, *envoys.all()])
+        _stop([sidecar.process, *envoys.all()])
         shutil.rmtree(envoys.run_dir, ignore_errors=True)

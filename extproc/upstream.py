@@ -63,7 +63,8 @@ def upstream_path(provider: Provider, client_path: str) -> str:
     base = origin(provider).path_prefix
     if provider.interface == "anthropic":
         return base + client_path
-    return base + PATH_OVERRIDES.get(provider.kind, MESSAGES_PATH[provider.interface])
+    path = PATH_OVERRIDES.get((provider.kind, provider.interface))
+    return base + (path or MESSAGES_PATH[provider.interface])
 
 
 @dataclass(frozen=True)

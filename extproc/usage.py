@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from extproc.translate.sse import SSEParser
+from extproc.translate.sse import SSELineTooLong, SSEParser
 
 JSON_LIMIT = 4 * 1024 * 1024
 """A JSON answer larger than this is not kept just to count its tokens."""
@@ -22,19 +22,27 @@ class UsageReader:
         self._events = SSEParser() if streaming else None
         self._json = bytearray()
         self.counts: dict[str, int] = {}
+        self._reading = True
 
     def feed(self, chunk: bytes) -> None:
         if self._events is None:
             if len(self._json) + len(chunk) <= JSON_LIMIT:
                 self._json += chunk
             return
-        for _, data in self._events.feed(chunk):
+        if not self._reading:
+            return
+        try:
+            events = self._events.feed(chunk)
+        except SSELineTooLong:
+            self._reading = False  # the answer passes on unchanged; only its counts are lost
+            return
+        for _, data in events:
             if b'"usage"' in data:
                 self._take(data)
 
     def finish(self) -> dict[str, int]:
         if self._events is not None:
-            for _, data in self._events.close():
+            for _, data in self._events.close() if self._reading else ():
                 self._take(data)
         elif self._json:
             self._take(bytes(self._json))

@@ -4,39 +4,36 @@ One Python process uses one core for protobuf, JSON and routing work; the kernel
 Envoy's connections over processes that listen with SO_REUSEPORT. Each worker keeps its own
 sticky cache (decisions are deterministic, so workers agree) and its own router model (N
 times the memory). This parent only supervises: it forwards SIGTERM, SIGINT and SIGHUP, and
-stops every worker if one dies.
+starts a worker that dies again, with backoff (`supervise.Supervised`), while the others
+keep serving.
 """
 
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 
+from extproc.supervise import Supervised
+
 
 def run_workers(config_path: str, count: int, grace: float) -> int:
-    command = [
-        *(sys.executable, "-m", "extproc", "serve", config_path),
-        *("--reuse-port", "--no-config-warnings"),
-    ]
-    workers = [subprocess.Popen([*command, "--grace", str(grace)]) for _ in range(count)]
+    command = [sys.executable, "-m", "extproc", "serve", config_path, "--reuse-port"]
+    command += ["--grace", str(grace), "--no-config-warnings"]
+    workers = [Supervised(f"worker {i + 1}", command) for i in range(count)]
     stopping = False
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = stopping or signum != signal.SIGHUP
         for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
+            worker.send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    while not stopping and all(worker.poll() is None for worker in workers):
+    while not stopping:
+        for worker in workers:
+            worker.check()
         time.sleep(0.2)
-    if not stopping:
-        dead = next(w for w in workers if w.poll() is not None)
-        print(f"a worker exited with code {dead.returncode}; stopping", file=sys.stderr)
-        forward(signal.SIGTERM, None)
-    codes = [worker.wait() for worker in workers]
-    return 0 if stopping and not any(codes) else 1
+    codes = [worker.process.wait() for worker in workers]
+    return 0 if not any(codes) else 1

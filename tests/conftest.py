@@ -186,10 +186,12 @@ llm_providers:
     access_key: $TEST_UNSET_KEY
   - model: openai/gpt-4.1
     base_url: {openai_url}/v1
+    provider_interface: openai-chat
     access_key: $TEST_OPENAI_KEY
     max_tokens: 8192
   - model: openai/o4-mini
     base_url: {openai_url}/v1
+    provider_interface: openai-chat
     access_key: $TEST_OPENAI_KEY
     reasoning: true
   - model: mistral/mistral-large-latest

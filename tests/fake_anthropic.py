@@ -25,9 +25,16 @@ from typing import Any
 
 from tests.fake_server import FakeServer
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _MARKER = re.compile(rb"MARK-[0-9A-Za-z]+")
 _PACE = re.compile(rb"PACE-(\d+)")
 HANG_S = 10.0
+
+
+def _signed(signature: object) -> bool:
+    """Anthropic's thinking signatures are base64; it refuses any other (missing, empty, or
+    another provider's) as invalid."""
+    return isinstance(signature, str) and bool(_BASE64.fullmatch(signature))
 
 
 def echoed(answer: str, body: bytes) -> str:
@@ -172,7 +179,7 @@ class FakeAnthropic(FakeServer):
             for j, block in enumerate(
                 turn.get("content") if isinstance(turn.get("content"), list) else []
             ):
-                if block.get("type") == "thinking" and not block.get("signature"):
+                if block.get("type") == "thinking" and not _signed(block.get("signature")):
                     # As Anthropic answers a thinking block it did not sign.
                     where = f"messages.{i}.content.{j}"
                     self.error(

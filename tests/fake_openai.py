@@ -5,7 +5,8 @@ usage-only final chunk (`choices: []`, as `stream_options.include_usage` asks)
 and `data: [DONE]`. Errors are OpenAI error bodies with their status codes.
 What it answers depends on the last user message, so one server plays every case:
 "TOOL" (one tool call), "PARALLEL" (two), "THINK" (reasoning then text),
-"RATELIMIT" (429), "BROKEN" (500); after a tool result it answers with text.
+"RATELIMIT" (429), "BROKEN" (500), "ERROR-IN-200" (a rate-limit error object sent with
+status 200, as some OpenAI-compatible servers do); after a tool result it answers with text.
 "GZIP" anywhere makes it gzip the answer even though the gateway asked for identity.
 "MARK-<id>", "PACE-<ms>" and "FAULT-RESET" work as in fake_anthropic.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from typing import Any
 
 from tests.fake_anthropic import echoed, write_chunked
 from tests.fake_server import FakeServer
+
+FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 def _last_user_text(request: dict[str, Any]) -> str:
@@ -50,6 +54,8 @@ def plan(request: dict[str, Any]) -> dict[str, Any]:
     text = _last_user_text(request)
     if "RATELIMIT" in text:
         return {"error": (429, "requests", "rate_limit_exceeded", "Rate limit reached for gpt-4.1")}
+    if "ERROR-IN-200" in text:
+        return {"error": (200, "rate_limit_exceeded", 429, "Quota exceeded for this minute.")}
     if "BROKEN" in text:
         return {
             "error": (500, "server_error", None, "The server had an error processing your request.")
@@ -66,8 +72,9 @@ def plan(request: dict[str, Any]) -> dict[str, Any]:
         ]
         return {"tool_calls": calls, "finish_reason": "tool_calls"}
     if "TOOL" in text:
-        offered = {tool["function"]["name"] for tool in request.get("tools", [])}
-        name = "Bash" if "Bash" in offered else "run_command"
+        offered = [tool["function"]["name"] for tool in request.get("tools", [])]
+        mcp = [n for n in offered if n.startswith("mcp__")]
+        name = mcp[0] if mcp else "Bash" if "Bash" in offered else "run_command"
         calls = [_tool_call(0, name, {"command": "echo hello ünïcode"})]
         return {"text": "Let me run that.", "tool_calls": calls, "finish_reason": "tool_calls"}
     if "THINK" in text:
@@ -184,6 +191,18 @@ class FakeOpenAI(FakeServer):
             )
             return
         request = json.loads(body)
+        names = [t["function"]["name"] for t in request.get("tools", [])]
+        bad = next((n for n in names if not FUNCTION_NAME.match(n)), None)
+        if bad is not None:  # OpenAI's function-calling reference: ^[a-zA-Z0-9_-]{1,64}$
+            message = f"Invalid 'tools[].function.name': string does not match pattern: {bad!r}"
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+            self._json(handler, 400, {"error": error})
+            return
         answer = plan(request)
         gzipped = "GZIP" in _last_user_text(request)
         if "error" in answer:

@@ -222,4 +222,39 @@ RECORDED: dict[str, bytes] = {
         b'"total_tokens":7}}\r\r'
         b"data: [DONE]\r\r"
     ),
+    # Gemini 3: the first call of a step carries its thought signature in extra_content.
+    "gemini3-signature": (
+        b'data: {"id":"g3","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":['
+        b'{"index":0,"id":"fc_a","type":"function","function":{"name":"Bash",'
+        b'"arguments":"{\\"command\\":\\"ls\\"}"},"extra_content":{"google":'
+        b'{"thought_signature":"CiQBcsjafT+sig/A=="}}},{"index":1,"id":"fc_b","type":"function",'
+        b'"function":{"name":"Read","arguments":"{\\"file_path\\":\\"/c\\"}"}}]},'
+        b'"finish_reason":"tool_calls"}]}\n\n'
+        b'data: {"id":"g3","choices":[],"usage":{"prompt_tokens":40,"completion_tokens":9,'
+        b'"total_tokens":49}}\n\n'
+        b"data: [DONE]\n\n"
+    ),
+    # Ollama: parallel calls all at index 0, told apart only by their ids.
+    "ollama-index-reuse": (
+        b'data: {"id":"o2","choices":[{"index":0,"delta":{"role":"assistant","content":"",'
+        b'"tool_calls":[{"id":"call_x1","index":0,"type":"function","function":{"name":"Bash",'
+        b'"arguments":"{\\"command\\":\\"pwd\\"}"}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"o2","choices":[{"index":0,"delta":{"role":"assistant","content":"",'
+        b'"tool_calls":[{"id":"call_x2","index":0,"type":"function","function":{"name":"Read",'
+        b'"arguments":"{\\"file_path\\":\\"/d\\"}"}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"o2","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+        b'"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":6,'
+        b'"total_tokens":14}}\n\n'
+        b"data: [DONE]\n\n"
+    ),
+    # A server that gives each chunk of one call a fresh id (only the first names the function).
+    "id-changes-mid-call": (
+        b'data: {"id":"p1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c_A",'
+        b'"type":"function","function":{"name":"Bash","arguments":""}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"p1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c_B",'
+        b'"function":{"arguments":"{\\"command\\":"}}]},"finish_reason":null}]}\n\n'
+        b'data: {"id":"p1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c_C",'
+        b'"function":{"arguments":"\\"ls\\"}"}}]},"finish_reason":"tool_calls"}]}\n\n'
+        b"data: [DONE]\n\n"
+    ),
 }

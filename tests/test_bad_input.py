@@ -32,6 +32,7 @@ from extproc.translate.anthropic_openai import (
     translate_request,
     translate_response,
 )
+from extproc.translate.contract import Contract
 from extproc.translate.sse import SSEParser
 from extproc.wire import decode_request
 from tests.conftest import STRICT_MAX_BODY
@@ -133,12 +134,11 @@ def test_a_10_mb_message_under_the_default_limit_goes_through_whole(gateway, fak
     assert seen.json()["messages"][-1]["content"] == text
 
 
-def test_unknown_path_goes_to_anthropic_unchanged(gateway, fakes):
-    anthropic_fake, _, _ = fakes
+def test_unknown_path_is_404_before_any_upstream_call(gateway, fakes):
     response = httpx.get(f"{gateway.url}/v1/no-such-thing?x=1", headers=KEY)
-    assert response.status_code == 200
-    [seen] = anthropic_fake.received
-    assert seen.path == "/v1/no-such-thing?x=1"
+    message = assert_anthropic_error(response, 404, "not_found_error")
+    assert "pass_through_paths" in message
+    assert not any(fake.received for fake in fakes)
 
 
 @pytest.mark.parametrize("model", ["bad\r\nx-injected: 1", "a\nb", "m" * 257, "tab\tmodel"])
@@ -161,6 +161,7 @@ llm_providers:
     routing_preferences:
       - {name: code reviews, description: reviewing code}
   - model: openai/gpt-4.1
+    provider_interface: openai-chat
     access_key: k
     max_tokens: 100
     routing_preferences:
@@ -287,11 +288,23 @@ def test_fuzzed_raw_bytes_only_ever_raise_gateway_errors(raw):
     assert isinstance(result, GatewayError) or raw.lstrip().startswith(b"{")
 
 
+EVERY_RULE = Contract(
+    reasoning=True,
+    token_field="max_completion_tokens",
+    thought_signatures=True,
+    reasoning_echo=True,
+    short_tool_ids=True,
+    prompt_cache_key=True,
+    file_parts=True,
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(body=request_bodies)
 def test_fuzzed_translation_raises_only_translation_errors(body):
+    """With every contract rule on, so each rule's code sees the fuzzed bodies too."""
     try:
-        out = translate_request(body, model="gpt-4.1", max_tokens_cap=100, supports_reasoning=True)
+        out = translate_request(body, model="gpt-4.1", max_tokens_cap=100, contract=EVERY_RULE)
     except TranslationError:
         return
     assert isinstance(orjson.loads(out), dict)

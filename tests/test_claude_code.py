@@ -35,6 +35,7 @@ routing: {{model_dir: {tiny_router_dir}}}
 llm_providers:
   - model: openai/gpt-4.1
     base_url: {fake_openai.url}/v1
+    provider_interface: openai-chat
     access_key: $TEST_OPENAI_KEY
     routing_preferences:
 {routes}  - model: anthropic/claude-sonnet-4-5
@@ -63,6 +64,8 @@ def claude(gateway, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[s
         # The user's own key: the Anthropic entries have no access_key, so it passes through.
         "ANTHROPIC_API_KEY": USER_KEY,
         **PROVIDER_KEYS,
+        # `extproc claude` checks the config with the tree under test, not an installed one.
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
     }
     command = [sys.executable, "-m", "extproc", "claude", "--config", str(gateway.config_path)]
     return subprocess.run(

@@ -9,7 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from extproc.router.engine import ArchRouter
-from extproc.router.window import conversation_window
+from extproc.router.window import conversation_window, window_budget
 from extproc.routing import routes_of
 from tests.tiny_model import ROUTES
 
@@ -49,7 +49,8 @@ def test_show_prompt_needs_only_the_tokenizer(tmp_path, tiny_router_dir):
     config = load(tmp_path / f"{tiny_router_dir.name}.yaml")
     model = ArchRouter(tiny_router_dir)
     body = {"messages": [{"role": "user", "content": text}]}
-    window = conversation_window(body, config.routing.window_tokens, model.count_tokens)
+    budget = window_budget(config.routing.window_tokens, model.device)
+    window = conversation_window(body, budget, model.count_tokens)
     assert prompts == [model.prompt(routes_of(config), window)] * 2
     assert text in prompts[0]
 

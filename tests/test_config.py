@@ -36,7 +36,7 @@ def check(tmp_path: Path, text: str, **env: str) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "extproc", "check", str(path)],
         capture_output=True,
         text=True,
-        # PYTHONPATH kept: the subprocess must import the extproc under test.
+        # PYTHONPATH kept: `extproc` must be this tree's, not another installed copy.
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
         cwd=tmp_path,
     )
@@ -160,7 +160,7 @@ ERRORS = [
     (
         "bad interface",
         "llm_providers:\n  - model: acme/x\n    base_url: http://acme\n    provider_interface: grpc\n",
-        "config.yaml:4: llm_providers[0].provider_interface: 'grpc' is not anthropic or openai",
+        "config.yaml:4: llm_providers[0].provider_interface: 'grpc' is not one of anthropic, openai, openai-chat, openai-responses",
     ),
     (
         "reserved route name",
@@ -259,3 +259,95 @@ def test_committed_config_is_valid():
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_key_with_cr_or_lf_is_refused_by_check_without_showing_it(tmp_path):
+    # Envoy refuses such a header value on every request (a 503 that blames the sidecar).
+    text = "llm_providers:\n  - model: openai/x\n    access_key: $K\n"
+    result = check(tmp_path, text, K="sk-secret\r\nx-injected: 1")
+    assert result.returncode == 2
+    assert f"{tmp_path}/config.yaml:3: llm_providers[0].access_key: " in result.stderr
+    assert "control character" in result.stderr
+    assert "sk-secret" not in result.stderr + result.stdout
+
+
+def test_an_unset_variable_in_a_number_is_named(tmp_path):
+    result = check(tmp_path, "llm_providers:\n  - model: openai/x\nlistener:\n  port: $UNSET\n")
+    assert result.returncode == 2
+    assert f"{tmp_path}/config.yaml:4: listener.port: environment variable UNSET is not set" in (
+        result.stderr
+    )
+
+
+def test_double_dollar_is_a_literal_dollar(monkeypatch):
+    monkeypatch.setenv("K", "from-env")
+    config = parse(
+        "llm_providers:\n  - model: openai/x\n    access_key: pa$$word-$K-$${K}\n"
+        "gateway_keys: [a-literal-$$HOME-key]\n"
+    )
+    assert config.providers[0].access_key == "pa$word-from-env-${K}"
+    assert config.gateway_keys == ("a-literal-$HOME-key",)
+
+
+def test_pass_through_paths_default_to_what_claude_code_asks_and_can_be_set():
+    providers = "llm_providers:\n  - model: anthropic/claude-x\n"
+    assert parse(providers).pass_through_paths == ("/", "/v1/models", "/v1/models/*")
+    config = parse(providers + "pass_through_paths: [/v1/models, /v1/messages/batches*]\n")
+    assert config.pass_through_paths == ("/v1/models", "/v1/messages/batches*")
+    assert parse(providers + "pass_through_paths: []\n").pass_through_paths == ()
+
+
+@pytest.mark.parametrize("entry", ["v1/models", "/v1/*/x", "/v1/../messages", "/v1/%6D", "*"])
+def test_a_pass_through_entry_must_be_a_canonical_path_or_prefix(entry):
+    with pytest.raises(ConfigError, match=r"pass_through_paths\[0\]: .* is not a path"):
+        parse(f"llm_providers:\n  - model: anthropic/claude-x\npass_through_paths: ['{entry}']\n")
+
+
+@pytest.mark.parametrize(
+    ("entry", "interface", "path"),
+    [
+        ("model: openai/gpt-5.2-codex", "openai-responses", "/v1/responses"),
+        (
+            "model: openai/gpt-4.1\n    provider_interface: openai-chat",
+            "openai",
+            "/v1/chat/completions",
+        ),
+        ("model: xai/grok-4", "openai", "/v1/chat/completions"),
+        (
+            "model: xai/grok-4\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        (
+            "model: openrouter/openai/gpt-5\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/api/v1/responses",
+        ),
+        (
+            "model: ollama/qwen3\n    base_url: http://h:11434\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        ("model: ollama/qwen3\n    base_url: http://h:11434", "openai", "/v1/chat/completions"),
+        (
+            "model: acme/x\n    base_url: http://acme/v1\n    provider_interface: openai",
+            "openai",
+            "/v1/chat/completions",
+        ),
+    ],
+)
+def test_which_wire_a_provider_speaks(entry: str, interface: str, path: str) -> None:
+    from extproc.upstream import upstream_path
+
+    [provider] = parse(f"llm_providers:\n  - {entry}\n    access_key: k\n").providers
+    assert provider.interface == interface
+    assert upstream_path(provider, "/v1/messages?beta=true") == path
+
+
+def test_reasoning_summaries_are_turned_off_by_a_model_family_row() -> None:
+    config = parse(
+        "llm_providers:\n  - model: openai/gpt-5.2-codex\n    access_key: k\n"
+        "model_families:\n  - {provider: openai, model: '*', reasoning_summaries: false}\n"
+    )
+    contract = config.providers[0].contract
+    assert contract.reasoning and not contract.reasoning_summaries

@@ -86,7 +86,7 @@ def test_one_cluster_per_origin_with_tls_and_sni():
     http_filters = ext_proc["typed_config"]["http_filters"]
     assert http_filters[0]["typed_config"]["message_timeout"] == "30s"
     assert (
-        bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 2**26
+        bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 2**20
     )
 
 
@@ -146,11 +146,18 @@ def test_fragment_embeds_into_a_plain_envoy_config(tmp_path):
         check=True,
     )
     pieces = yaml.safe_load(result.stdout)
-    assert set(pieces) == {"http_filters", "routes", "clusters", "access_log_format"}
+    assert set(pieces) == {
+        "http_filters",
+        "routes",
+        "clusters",
+        "early_header_mutation_extensions",
+        "access_log_format",
+    }
     bootstrap = yaml.safe_load(PLAIN_ENVOY)
     resources = bootstrap["static_resources"]
     manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     manager["http_filters"][:0] = pieces["http_filters"]
+    manager["early_header_mutation_extensions"] = pieces["early_header_mutation_extensions"]
     manager["route_config"]["virtual_hosts"].append(
         {"name": "claude", "domains": ["*"], "routes": pieces["routes"]}
     )
@@ -169,3 +176,61 @@ def test_fragment_embeds_into_a_plain_envoy_config(tmp_path):
     path.write_text(yaml.safe_dump(bootstrap))
     validated = validate(path)
     assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+IN_A_POD = """\
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+sidecar:
+  address: extproc-grpc.llm.svc.cluster.local
+  listen_address: 0.0.0.0
+  metadata_namespace: io.extproc
+"""
+
+
+def test_a_service_name_gets_a_dns_cluster_that_envoy_accepts(tmp_path):
+    """`sidecar.address` is where Envoy reaches the sidecar; a name is resolved (every address
+    behind a headless Service becomes an endpoint), and serve binds `listen_address`."""
+    config = parse(IN_A_POD)
+    assert config.sidecar.bind_address == "0.0.0.0"
+    bootstrap = yaml.safe_load(render(config))
+    (extproc,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "extproc"]
+    assert extproc["type"] == "STRICT_DNS"
+    endpoint = extproc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["address"] == "extproc-grpc.llm.svc.cluster.local"
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render(config), encoding="utf-8")
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "where", "says"),
+    [
+        ("{address: extproc.llm}", "sidecar.listen_address", "is a name"),
+        ("{address: 0.0.0.0}", "sidecar.address", "set sidecar.listen_address: 0.0.0.0"),
+        ("{address: 10.0.0.7, listen_address: extproc.llm}", "sidecar.listen_address", "IP"),
+        ("{address: 'bad name!'}", "sidecar.address", "neither an IP address nor a DNS name"),
+        ("{metadata_namespace: 'a:b'}", "sidecar.metadata_namespace", "letters, digits"),
+    ],
+)
+def test_check_catches_a_sidecar_address_mixup(tmp_path, sidecar, where, says):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"llm_providers:\n  - model: openai/gpt-4.1\nsidecar: {sidecar}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stdout
+    assert f"{path}:3: {where}: " in result.stderr
+    assert says in result.stderr
+
+
+def test_metadata_namespace_is_the_filters_and_the_access_logs():
+    bootstrap = yaml.safe_load(render(parse(IN_A_POD)))
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    ext_proc = manager["typed_config"]["http_filters"][0]["typed_config"]
+    assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["io.extproc"]
+    log_format = manager["typed_config"]["access_log"][0]["typed_config"]["log_format"]
+    assert (
+        log_format["json_format"]["routed_model"] == "%DYNAMIC_METADATA(io.extproc:routed_model)%"
+    )

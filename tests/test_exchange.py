@@ -128,7 +128,7 @@ def test_a_body_on_another_path_is_passed_on_unread():
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    base_url: http://127.0.0.1:9\n"
     )
     exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
-    headers = {":path": "/api/event_logging/batch", ":method": "POST"}
+    headers = {":path": "/v1/models", ":method": "POST"}
 
     async def send() -> tuple[ProcessingResponse, ProcessingResponse]:
         on_headers = ProcessingResponse.parse(exchange.on_request_headers(headers, False))
@@ -174,3 +174,24 @@ def test_the_exchange_sends_one_model_key():
     reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(DOUBLE)))
     sent = reply.request_body.response.body_mutation.body
     assert sent.count(b'"model"') == 1 and orjson.loads(sent)["model"] == "claude-sonnet-4-5"
+
+
+def test_pass_through_paths_are_an_allow_list():
+    config = parse(
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    base_url: http://127.0.0.1:9\n"
+        "pass_through_paths: [/api/event_logging/*]\n"
+    )
+    gateway = build_gateway(config, RouterStage(config.routing))
+
+    def reply(path: str) -> ProcessingResponse | GatewayError:
+        try:
+            return ProcessingResponse.parse(
+                Exchange(gateway).on_request_headers({":path": path, ":method": "GET"}, True)
+            )
+        except GatewayError as error:
+            return error
+
+    assert isinstance(reply("/api/event_logging/batch?x=1"), ProcessingResponse)
+    for refused in ("/v1/models", "/api/event_logging/../../v1/messages/batches", "/api/x"):
+        error = reply(refused)
+        assert isinstance(error, GatewayError) and error.status == 404, refused

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from tests.conftest import (
 )
 from tests.test_bad_input import KEY, assert_anthropic_error, chat
 from tests.test_server import get
+from tests.test_up import pid_running
 
 NATIVE, TRANSLATED = "claude-sonnet-4-5", "openai/gpt-4.1"
 
@@ -168,3 +171,70 @@ def test_corrupt_router_model_falls_back_and_says_why(
         assert 'extproc_router_fallbacks_total{reason="unavailable"} 1.0' in metrics
     finally:
         stop_gateway(gateway)
+
+
+# ------------------------------------------------- a sidecar that dies under `extproc up`
+
+
+def sidecar_pid(gateway) -> int:
+    return pid_running(f"extproc\0serve\0{gateway.config_path}")
+
+
+def stream_in_background(gateway, model: str, text: str) -> tuple[threading.Thread, dict]:
+    """Read a streamed answer in a thread: `seen` gets its bytes, or the error that cut it."""
+    seen: dict = {"bytes": b"", "opened": threading.Event()}
+
+    def read() -> None:
+        body = chat(model, text, stream=True)
+        try:
+            with httpx.stream(
+                "POST", f"{gateway.url}/v1/messages", json=body, headers=KEY, timeout=30
+            ) as response:
+                for chunk in response.iter_raw():
+                    seen["bytes"] += chunk
+                    seen["opened"].set()
+        except httpx.HTTPError as exc:
+            seen["error"] = exc
+        seen["opened"].set()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    return thread, seen
+
+
+def test_sidecar_killed_under_up_native_streams_finish_and_it_comes_back(
+    tmp_path, fake_anthropic, fake_deepseek, fake_openai, fakes
+):
+    """SIGKILL (what the out-of-memory killer sends) mid-stream: an Anthropic-format stream
+    needs nothing more from the sidecar once routed and finishes; a translated one is cut;
+    `extproc up` starts the sidecar again and the gateway serves without a human."""
+    ports = gateway_ports()
+    config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
+    gateway = start_gateway(config.replace("  log_tokens: true\n", ""), tmp_path, ports["listener"])
+    try:
+        native = stream_in_background(gateway, NATIVE, "PACE-250 MARK-native")
+        translated = stream_in_background(gateway, TRANSLATED, "PACE-250 MARK-translated")
+        assert native[1]["opened"].wait(10) and translated[1]["opened"].wait(10)
+        os.kill(sidecar_pid(gateway), signal.SIGKILL)
+        killed = time.monotonic()
+        for thread, _ in (native, translated):
+            thread.join(30)
+        assert "error" not in native[1]
+        assert b"MARK-native" in native[1]["bytes"]
+        assert native[1]["bytes"].rstrip().endswith(b'data: {"type": "message_stop"}')
+        assert b"message_stop" not in translated[1]["bytes"]
+
+        statuses = set()
+        while (response := send(gateway, chat("deep"), timeout=10)).status_code != 200:
+            message = assert_anthropic_error(response, 503, "api_error")
+            assert "routing sidecar is unavailable" in message
+            statuses.add(response.status_code)
+            assert time.monotonic() - killed < 15, "the sidecar did not come back"
+            time.sleep(0.2)
+        assert response.json()["content"][0]["text"] == fake_deepseek.answer
+        assert any(
+            "sidecar was stopped by SIGKILL" in line and "restarting it in" in line
+            for line in gateway.output
+        ), gateway.output
+    finally:
+        assert stop_gateway(gateway) == 0

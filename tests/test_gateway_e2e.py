@@ -195,14 +195,14 @@ def test_client_cannot_pick_the_cluster_itself(gateway, fakes):
 
 
 def test_a_post_to_another_path_passes_through_unread(gateway, fakes):
-    """Claude Code posts telemetry batches to the base URL; they are not Messages bodies."""
+    """A body on a pass-through path is not a Messages body: it goes on as it came."""
     anthropic_fake, _, _ = fakes
     body = b'{"events": [{"event_type": "tengu_init"}]}'
     response = httpx.post(
-        f"{gateway.url}/api/event_logging/batch",
+        f"{gateway.url}/v1/models/x",
         content=body,
         headers={"x-api-key": CLIENT_KEY, "content-type": "application/json"},
     )
     assert response.status_code == 200, response.text
     [seen] = anthropic_fake.received
-    assert (seen.path, seen.body) == ("/api/event_logging/batch", body)
+    assert (seen.path, seen.body) == ("/v1/models/x", body)

@@ -58,6 +58,7 @@ def test_unknown_callers_get_401_before_any_upstream_call(keyed_gateway, fakes, 
         ({"x-api-key": GATEWAY_KEY}, "deep", 1),
         ({"authorization": f"Bearer {GATEWAY_KEY}"}, "claude-sonnet-4-5", 0),
         ({"x-api-key": GATEWAY_KEY}, "openai/gpt-4.1", 2),
+        ({"authorization": f"bearer {GATEWAY_KEY}"}, "deep", 1),  # the scheme's case is free
     ],
 )
 def test_key_holders_are_served_and_the_key_is_never_forwarded(

@@ -75,3 +75,36 @@ def test_ready_only_once_the_router_model_is_loaded(
     finally:
         process.kill()
         process.wait()
+
+
+def test_sigterm_drain_closes_keep_alive_connections(tmp_path, fake_anthropic, fake_deepseek):
+    """A client on a kept-alive connection is told to go (`connection: close`) rather than
+    served on a gateway that is stopping."""
+    ports = gateway_ports()
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **ports), tmp_path, ports["listener"]
+    )
+    url = f"{gateway.url}/v1/messages"
+    with httpx.Client(headers=KEY, timeout=10) as client:
+        assert client.post(url, json=chat()).headers.get("connection") != "close"
+        opened = threading.Event()
+
+        def long_stream() -> None:  # keeps the drain going while the client asks again
+            body = chat("claude-sonnet-4-5", "PACE-300 a long answer", stream=True)
+            with httpx.stream("POST", url, json=body, headers=KEY, timeout=30) as response:
+                for _ in response.iter_raw():
+                    opened.set()
+
+        reader = threading.Thread(target=long_stream)
+        reader.start()
+        assert opened.wait(10)
+        gateway.process.terminate()
+        time.sleep(0.5)
+        try:
+            response = client.post(url, json=chat())
+        except httpx.TransportError:
+            pass  # the connection was already closed, and no new one is accepted
+        else:
+            assert response.headers.get("connection") == "close"
+        reader.join(30)
+    assert gateway.process.wait(30) == 0

@@ -92,7 +92,7 @@ def test_new_cluster_hot_restarts_envoy_without_dropping_open_streams(gateway, f
     time.sleep(0.5)
     openai_entry = (
         f"  - model: openai/gpt-4.1\n    base_url: {fake_openai.url}/v1\n"
-        "    access_key: $TEST_OPENAI_KEY\nmodel_aliases:"
+        "    provider_interface: openai-chat\n    access_key: $TEST_OPENAI_KEY\nmodel_aliases:"
     )
     edit(gateway, {"model_aliases:": openai_entry}, "Envoy hot-restarted")
     streaming.join(30)

@@ -66,3 +66,17 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
 )
 def test_parse_route(text: str, expected: str) -> None:
     assert parse_route(text, NAMES) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"route": "a}b"}',
+        "{'route': 'a}b'}",
+        '```json\n{"route": "a}b"}\n```',
+        'I pick {"route": "a}b"} here',
+    ],
+)
+def test_a_brace_inside_a_route_name_is_part_of_the_name(text: str) -> None:
+    """The config allows any route name; the object ends where JSON says, not at a ``}``."""
+    assert parse_route(text, ["a}b", "a"]) == "a}b"

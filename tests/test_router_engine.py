@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extproc.router.convert import ConvertError, convert
-from extproc.router.decoding import OTHER, parse_route
+from extproc.router.decoding import OTHER, answer_text, parse_route
 from extproc.router.engine import ArchRouter, RouterModelError, pick_compute_type
+from tests.qwen_tokenizer import session_qwen_dir
 from tests.tiny_model import ROUTES, STEERED, session_model_dir
 
 NAMES = [name for name, _ in ROUTES]
@@ -54,6 +55,17 @@ def test_loads_on_cpu_with_the_tokenizer_beside_the_model(router: ArchRouter) ->
     assert router.compute_type == "default"  # "auto" on a CPU: int8, as converted
     assert router.count_tokens("hello world") == len(router.encode("hello world")) > 0
     assert router.classify(ROUTES, []) == []
+
+
+def test_loading_qwens_tokenizer_warns_of_nothing(
+    tmp_path_factory: pytest.TempPathFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """transformers 5 took a converted directory with a vocabulary the size of Qwen's for a
+    Mistral one and warned of wrong tokenization on every start of the sidecar."""
+    router = ArchRouter(session_qwen_dir(tmp_path_factory), device="cpu")
+    assert router.encode("Hello, world") == [9707, 11, 1879]
+    router.close()
+    assert "regex" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -102,6 +114,33 @@ def test_greedy_mode_parses_the_models_answer(model_dir: Path, router: ArchRoute
         assert set(greedy.classify(ROUTES[2:], windows)) == {OTHER}
     finally:
         greedy.close()
+
+
+class RecordingGenerator:
+    """The real generator, with the arguments of each ``generate_batch`` call kept."""
+
+    def __init__(self, generator: object) -> None:
+        self.generator = generator
+        self.calls: list[dict] = []
+
+    def generate_batch(self, *args: object, **kwargs: object) -> object:
+        self.calls.append(kwargs)
+        return self.generator.generate_batch(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "name", ["x" * 64, "コード生成", "code_generation"], ids=["64 chars", "escaped", "short"]
+)
+def test_greedy_mode_may_write_the_longest_answer_whole(model_dir: Path, name: str) -> None:
+    """A long (or escaped non-ASCII) route name must not be cut off into ``other``."""
+    router = ArchRouter(model_dir, device="cpu", mode="greedy")
+    recording = RecordingGenerator(router.generator)
+    router._generator = recording  # type: ignore[assignment]
+    routes = [*ROUTES, (name, "a route with a long or non-ASCII name")]
+    router.classify(routes, random_windows(1, seed=3))
+    longest = max(len(router.encode(answer_text(n))) for n, _ in routes)
+    assert recording.calls[-1]["max_length"] >= longest > 0
+    router.close()
 
 
 def test_batched_equals_one_by_one(router: ArchRouter) -> None:

@@ -1,4 +1,8 @@
-"""The prompt is byte-for-byte the model card's, and its static prefix is a clean cut."""
+"""The prompt is byte-for-byte the model card's, and its static prefix is a clean cut.
+
+Each test runs with the tiny model's tokenizer and with Arch-Router's own (Qwen2.5's, built
+from the ``dashscope`` package's BPE ranks), whose token ids are pinned at the cuts.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,29 @@ from extproc.router.prompt import (
     render_user_message,
     split_prompt,
 )
+from tests.qwen_tokenizer import session_qwen_dir
 from tests.tiny_model import ROUTES, session_model_dir
+
+SEED_ROUTES = [
+    ("code generation", "generating new code snippets, functions, or boilerplate"),
+    ("code understanding", "understanding, explaining or reviewing existing code"),
+]
 
 
 @pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchRouter]:
+def qwen_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchRouter]:
+    router = ArchRouter(session_qwen_dir(tmp_path_factory), device="cpu")
+    yield router
+    router.close()
+
+
+@pytest.fixture(scope="module", params=["tiny", "qwen"])
+def router(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ArchRouter]:
+    if request.param == "qwen":
+        yield request.getfixturevalue("qwen_router")
+        return
     router = ArchRouter(session_model_dir(tmp_path_factory), device="cpu")
     yield router
     router.close()
@@ -111,3 +133,42 @@ def test_static_split_holds_for_any_conversation(router: ArchRouter, conversatio
     assert static, "the static prefix must always be usable"
     whole = router.encode(router.prompt(ROUTES, conversation))
     assert static + rest == router.tokenizer.convert_ids_to_tokens(whole)
+
+
+def test_qwen_tokenizer_is_qwens(qwen_router: ArchRouter) -> None:
+    """Ids published for Qwen2's vocabulary, and the ChatML specials at their ids."""
+    assert qwen_router.encode("Hello, world\n\n") == [9707, 11, 1879, 271]
+    assert qwen_router.encode("<|im_start|>user\n") == [151644, 872, 198]
+    assert qwen_router.encode("<|im_end|><|endoftext|>") == [151645, 151643]
+    assert qwen_router.encode("e\u0301") == qwen_router.encode("\u00e9")  # NFC, as Qwen2
+
+
+@pytest.mark.parametrize("routes", [ROUTES, SEED_ROUTES], ids=["tiny routes", "seed routes"])
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_token_ids_at_the_cuts_with_qwens_tokenizer(
+    qwen_router: ArchRouter, routes: list, conversation: list
+) -> None:
+    """The exact ids the model reads where the static prefix ends and the answer starts."""
+    static, _ = qwen_router.split_tokens(routes, conversation)
+    ids = qwen_router.encode(qwen_router.prompt(routes, conversation))
+    cut = len(static)
+    # ..."}]\n\n</routes>\n\n<conversation>\n\n | [{"role": ...
+    assert ids[cut - 6 : cut] == [522, 19794, 1339, 27, 61637, 1339]
+    assert ids[cut : cut + 3] == [58, 4913, 5778]
+    assert qwen_router.tokenizer.convert_ids_to_tokens(ids[cut : cut + 3]) == ["[", '{"', "role"]
+    # ...route_name"} \n<|im_end|>\n<|im_start|>assistant\n, then the forced {"route": "
+    assert ids[-5:] == [151645, 198, 151644, 77091, 198]
+    trie = qwen_router._config(routes).trie
+    assert trie.prefix == (4913, 8966, 788, 330)
+    assert qwen_router.encode('{"route": "') == list(trie.prefix)
+
+
+def test_fixed_text_after_the_conversation_with_qwens_tokenizer(qwen_router: ArchRouter) -> None:
+    """What every request pays beyond its window: about 145 tokens (the stand-in said 192).
+
+    The window's last characters may merge with the newlines after them, hence the range.
+    """
+    for conversation in CONVERSATIONS:
+        _, rest = qwen_router.split_tokens(ROUTES, conversation)
+        window = len(qwen_router.encode(json.dumps(conversation)))
+        assert 143 <= len(rest) - window <= 146

@@ -7,17 +7,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from extproc.config import ConfigError
 from extproc.router.window import (
     TEXT_LIMIT,
     conversation_window,
     estimate_tokens,
     message_text,
+    prompt_tokens,
+    window_budget,
 )
+from tests.qwen_tokenizer import session_qwen_tokenizer
 
 CAPTURES = Path(__file__).parent / "fixtures" / "claude-code"
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Arch-Router's own tokenizer (Qwen2.5's)."""
+    return session_qwen_tokenizer(tmp_path_factory)
 
 
 def captured_body(name: str) -> dict[str, Any]:
@@ -134,9 +145,11 @@ def test_no_user_text_gives_an_empty_window() -> None:
 
 def test_budget_keeps_newest_messages() -> None:
     body = {"messages": [user("a" * 40), assistant("b" * 40), user("c" * 40)]}
-    assert conversation_window(body, 20) == [assistant("b" * 40), user("c" * 40)]
-    assert conversation_window(body, 30) == body["messages"]
-    assert conversation_window(body, 10) == [user("c" * 40)]
+    each = [prompt_tokens(m["role"], m["content"], estimate_tokens) for m in body["messages"]]
+    assert each == [18, 19, 18]  # the JSON each message is in the prompt, four characters a token
+    assert conversation_window(body, 40) == [assistant("b" * 40), user("c" * 40)]
+    assert conversation_window(body, 55) == body["messages"]
+    assert conversation_window(body, 36) == [user("c" * 40)]
 
 
 def test_latest_user_text_alone_over_budget_is_middle_truncated() -> None:
@@ -162,7 +175,9 @@ def test_a_multi_megabyte_text_is_read_from_its_two_ends() -> None:
 def test_custom_token_counter() -> None:
     words = lambda text: len(text.split())  # noqa: E731
     body = {"messages": [user("one two three"), assistant("four five"), user("six seven")]}
-    assert conversation_window(body, 4, words) == [assistant("four five"), user("six seven")]
+    # Each message is counted as its JSON: {"role": "user", "content": "six seven"} is 5 words.
+    assert conversation_window(body, 10, words) == [assistant("four five"), user("six seven")]
+    assert conversation_window(body, 9, words) == [user("six seven")]
 
 
 text_st = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300)
@@ -180,7 +195,7 @@ message_st = st.builds(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(message_st, max_size=8), st.integers(min_value=8, max_value=400))
+@given(st.lists(message_st, max_size=8), st.integers(min_value=16, max_value=400))
 def test_window_invariants(messages: list[dict[str, Any]], budget: int) -> None:
     window = conversation_window({"messages": messages}, budget)
     texts = [
@@ -195,8 +210,101 @@ def test_window_invariants(messages: list[dict[str, Any]], budget: int) -> None:
     latest = texts[users[-1]]["content"]
     assert window[-1]["role"] == "user"
     assert all(m["content"] and m["role"] in ("user", "assistant") for m in window)
-    assert sum(estimate_tokens(m["content"]) for m in window) <= budget
-    if estimate_tokens(latest) <= budget:
+    assert sum(prompt_tokens(m["role"], m["content"], estimate_tokens) for m in window) <= budget
+    if prompt_tokens("user", latest, estimate_tokens) <= budget:
         assert window[-1]["content"] == latest
     # Older messages: the contiguous run of text messages just before the latest user text.
     assert window[:-1] == texts[users[-1] - len(window) + 1 : users[-1]]
+
+
+SCRIPTS = {
+    "ascii": "please refactor the parser so that it streams its input. ",
+    "japanese": "このパーサーを入力をストリーミングするように書き直してください。",
+    "cyrillic": "Перепишите этот парсер, чтобы он читал вход потоком. ",
+    "emoji": "🐛🔥🚀✅ fix it 🙏 ",
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_budget_counts_what_the_model_reads(qwen: Any, script: str) -> None:
+    """The conversation enters the prompt as ASCII-escaped JSON: that is what is budgeted.
+
+    A Japanese turn measured raw as 235 tokens reached the model as 1,723 (issue 15).
+    """
+    count = lambda text: len(qwen.encode(text, add_special_tokens=False))  # noqa: E731
+    body = {
+        "messages": [
+            user(SCRIPTS[script] * 4),
+            assistant(SCRIPTS[script] * 3),
+            user(SCRIPTS[script] * 40),
+        ]
+    }
+    for budget in (64, 256, 512):
+        window = conversation_window(body, budget, count)
+        read = sum(count(json.dumps(message)) for message in window)
+        assert budget * 0.8 <= read <= budget, (budget, read)
+
+
+def test_prompt_tokens_is_the_escaped_json_message() -> None:
+    chars = lambda text: len(text)  # noqa: E731
+    assert prompt_tokens("user", "日本", chars) == len(
+        '{"role": "user", "content": "\\u65e5\\u672c"}'
+    )
+
+
+REMINDER = "<system-reminder>" + "R" * 1000 + "</system-reminder>"
+HALF = TEXT_LIMIT // 2
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        *range(HALF - len(REMINDER) - 2, HALF + 2, 37),
+        *range(HALF - 20, HALF + 2),  # the cut inside the opening or closing tag
+        *range(HALF - len(REMINDER) - 2, HALF - len(REMINDER) + 20),
+    ],
+)
+@pytest.mark.parametrize("end", ["head", "tail"])
+def test_a_reminder_cut_by_the_limit_leaves_nothing_behind(offset: int, end: str) -> None:
+    """The cut to the text's two ends may split a reminder or one of its tags: none survives."""
+    size = 3 * TEXT_LIMIT
+    at = offset if end == "head" else size - HALF - (HALF - offset)
+    text = "x" * at + REMINDER + "x" * (size - at - len(REMINDER))
+    kept = message_text(text)
+    assert set(kept) <= {"x", "\n", "…"}, kept.replace("x", "")
+    assert kept.startswith("x") and kept.endswith("x")
+
+
+def test_window_tokens_auto_per_device() -> None:
+    from extproc.config import parse
+
+    base = "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n"
+    assert parse(base).routing.window_tokens == "auto"
+    assert window_budget("auto", "cpu") == 256
+    assert window_budget("auto", "cuda") == 512
+    assert window_budget(1024, "cpu") == 1024
+    assert parse(base + "routing: {window_tokens: 1024}\n").routing.window_tokens == 1024
+    for bad in ("8", "lots", "-5", "'512'"):
+        with pytest.raises(ConfigError) as raised:
+            parse(base + f"routing: {{window_tokens: {bad}}}\n")
+        assert "routing.window_tokens" in str(raised.value.problems[0])
+        assert "write auto or at least 32" in str(raised.value.problems[0])
+
+
+def test_router_stage_resolves_auto_for_the_models_device(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from extproc.config import Routing
+    from extproc.router.engine import ArchRouter
+    from extproc.routing import RouterStage
+    from tests.tiny_model import session_model_dir
+
+    stage = RouterStage(Routing())
+    assert stage.window_tokens == 256  # before a model is attached: the CPU figure
+    model = ArchRouter(session_model_dir(tmp_path_factory), device="cpu")
+    stage.attach(model)
+    assert stage.window_tokens == window_budget("auto", model.device) == 256
+    stage.routing = Routing(window_tokens=1024)  # what a config reload does
+    assert stage.window_tokens == 1024
+    stage.attach(None, "no model")
+    model.close()

@@ -210,7 +210,7 @@ llm_providers:
     )
     cluster = replies.header_mutation({CLUSTER_HEADER: origin(config.providers[0]).cluster})
     seen: list[Phase] = []
-    server, processor_port = recording_processor(seen, replies.route_request_headers(cluster))
+    server, processor_port = recording_processor(seen, replies.route_request_headers(cluster, {}))
     config = dataclasses.replace(
         config, sidecar=dataclasses.replace(config.sidecar, port=processor_port)
     )

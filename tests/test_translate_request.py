@@ -17,6 +17,7 @@ from openai.types.chat import (
 from pydantic import TypeAdapter
 
 from extproc.translate import TranslationError, translate_request
+from extproc.translate.contract import Contract
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"
 KNOWN_KEYS = {*typing.get_type_hints(completion_create_params.CompletionCreateParamsBase), "stream"}
@@ -47,6 +48,8 @@ def user(*content: Any) -> dict[str, Any]:
 def text(t: str, **extra: Any) -> dict[str, Any]:
     return {"type": "text", "text": t, **extra}
 
+
+REASONING = Contract(reasoning=True)
 
 BASE = {
     "model": "claude-opus-4-8",
@@ -219,11 +222,19 @@ def test_tool_results_become_tool_messages_before_the_turns_text() -> None:
     ]
 
 
-def test_images_in_tool_results_are_described() -> None:
+def test_images_in_tool_results_follow_as_image_parts() -> None:
     img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
     result = {"type": "tool_result", "tool_use_id": "t", "content": [text("shot:"), img]}
-    assert tr({**BASE, "messages": [user(result)]})["messages"] == [
-        {"role": "tool", "tool_call_id": "t", "content": "shot:\n\n[image]"}
+    assert tr({**BASE, "messages": [user(result, text("what is on it?"))]})["messages"] == [
+        {"role": "tool", "tool_call_id": "t", "content": "shot:\n\n[image]"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "[attachments of tool result t]"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                {"type": "text", "text": "what is on it?"},
+            ],
+        },
     ]
 
 
@@ -381,7 +392,7 @@ def test_thinking_becomes_reasoning_effort_when_supported(
         "thinking": thinking,
         **({"output_config": output_config} if output_config else {}),
     }
-    assert tr(body, supports_reasoning=True).get("reasoning_effort") == effort
+    assert tr(body, contract=REASONING).get("reasoning_effort") == effort
     assert "reasoning_effort" not in tr(body)
 
 
@@ -464,7 +475,7 @@ def test_tool_loop_fixture_pairs_the_result_with_its_call() -> None:
 
 def test_interactive_title_fixture_asks_for_json() -> None:
     body = load("interactive-title")
-    out = tr(body, supports_reasoning=True)
+    out = tr(body, contract=REASONING)
     assert (
         out["response_format"]["json_schema"]["schema"] == body["output_config"]["format"]["schema"]
     )
@@ -473,7 +484,7 @@ def test_interactive_title_fixture_asks_for_json() -> None:
 
 
 def test_first_turn_fixture_reasoning_and_system_reminders() -> None:
-    out = tr(load("first-turn"), supports_reasoning=True)
+    out = tr(load("first-turn"), contract=REASONING)
     assert out["reasoning_effort"] == "high"  # adaptive thinking with output_config.effort high
     assert out["messages"][1]["role"] == "user"
     assert out["messages"][1]["content"].endswith("write a python function that reverses a string")

@@ -70,7 +70,7 @@ def test_invalid_arguments_become_an_empty_input() -> None:
         ("length", False, "max_tokens"),
         ("tool_calls", True, "tool_use"),
         ("function_call", True, "tool_use"),
-        ("content_filter", False, "end_turn"),
+        ("content_filter", False, "refusal"),
         ("stop", True, "tool_use"),  # Gemini and Ollama say "stop" when calling tools
         (None, False, "end_turn"),
         ("something_new", False, "end_turn"),

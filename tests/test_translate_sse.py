@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.translate.sse import SSEParser, encode_event
+from extproc.translate.sse import SSELineTooLong, SSEParser, encode_event
 
 
 def parse(*pieces: bytes) -> list[tuple[bytes, bytes]]:
@@ -69,3 +70,24 @@ def test_encode_event() -> None:
     assert encode_event("ping", {"type": "ping", "t": "é"}) == (
         b'event: ping\ndata: {"type":"ping","t":"\xc3\xa9"}\n\n'
     )
+
+
+def test_a_line_fed_in_small_pieces_is_held_as_pieces_until_it_ends() -> None:
+    parser = SSEParser()
+    line = b'data: {"x": "' + b"y" * 100_000 + b'"}'
+    events = [e for i in range(0, len(line), 7) for e in parser.feed(line[i : i + 7])]
+    assert events == []
+    assert parser.feed(b"\n\n") == [(b"", line[6:])]
+    assert parse(b"data: a\r", b"\r", b"data: b\n\n") == [(b"", b"a"), (b"", b"b")]
+
+
+@pytest.mark.parametrize("terminated", [False, True])
+def test_a_line_longer_than_the_limit_is_refused(terminated: bool) -> None:
+    parser = SSEParser(max_line=1000)
+    assert parser.feed(b"data: ok\n\n") == [(b"", b"ok")]
+    with pytest.raises(SSELineTooLong, match="longer than 1000 bytes"):
+        if terminated:
+            parser.feed(b"data: " + b"x" * 1000 + b"\n")
+        else:
+            for _ in range(200):
+                parser.feed(b"x" * 10)

@@ -184,6 +184,7 @@ def test_message_start_carries_the_estimate_until_usage_arrives() -> None:
         "input_tokens": 19,
         "output_tokens": 3,
         "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
     }
 
 

@@ -46,7 +46,7 @@ def test_streamed_text_answer(gateway, fakes):
     sent = seen.json()
     assert sent["model"] == "gpt-4.1"
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
-    assert sent["max_tokens"] == 8192, "clamped to the provider entry's max_tokens"
+    assert sent["max_completion_tokens"] == 8192, "clamped to the provider entry's max_tokens"
     assert seen.headers["authorization"] == f"Bearer {PROVIDER_KEYS['TEST_OPENAI_KEY']}"
     assert CLIENT_KEY not in json.dumps(seen.headers)
     assert "x-api-key" not in seen.headers and "anthropic-version" not in seen.headers
@@ -61,7 +61,9 @@ def test_non_streamed_answer(gateway, fakes):
         model="openai/gpt-4.1", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
     )
     assert message.content[0].text == "Hello from the OpenAI-format fake — ✓ 日本語"
-    assert message.model == "gpt-4.1"
+    assert message.model == "openai/gpt-4.1", (
+        "the model asked for (Claude Code keeps thinking then)"
+    )
     assert message.usage.output_tokens == 17
     *_, openai_fake = fakes
     request_id = openai_fake.received[0].headers["x-request-id"]
@@ -143,6 +145,40 @@ def test_upstream_errors_become_anthropic_errors(
     assert raised.value.status_code == status
     assert raised.value.body["type"] == "error"
     assert raised.value.body["error"]["type"] == kind
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_long_mcp_tool_name_is_shortened_for_the_provider_and_restored(gateway, fakes, streamed):
+    name = "mcp__chrome-devtools-extension__" + "take_a_full_page_screenshot_and_annotate" * 2
+    tools = [{"name": name, "description": "screenshot", "input_schema": {"type": "object"}}]
+    if streamed:
+        message = stream(gateway, "TOOL please", tools=tools)
+    else:
+        message = client(gateway).messages.create(
+            model="openai/gpt-4.1",
+            max_tokens=100,
+            tools=tools,
+            messages=[{"role": "user", "content": "TOOL please"}],
+        )
+    assert [b.name for b in message.content if b.type == "tool_use"] == [name]
+    *_, openai_fake = fakes
+    sent = openai_fake.received[-1].json()["tools"][0]["function"]["name"]
+    assert len(sent) == 64 and sent != name
+
+
+def test_an_error_sent_with_200_reaches_the_client_with_its_own_status(gateway, fakes):
+    """The SDK then raises (and would retry) instead of returning a message with no content."""
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        client(gateway).messages.create(
+            model="openai/gpt-4.1",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "ERROR-IN-200"}],
+        )
+    assert raised.value.status_code == 429
+    assert raised.value.body == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "Quota exceeded for this minute."},
+    }
 
 
 @pytest.mark.parametrize("streamed", [False, True])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from extproc.translate.sse import LINE_MAX
 from extproc.usage import UsageReader
 from tests.fake_anthropic import message, sse_bytes, sse_events
 
@@ -26,3 +27,10 @@ def test_json_answer_and_garbage():
     broken = UsageReader(streaming=True)
     broken.feed(b'event: message_delta\ndata: {"usage": \n\ndata: [1]\n\n')
     assert broken.finish() == {}
+
+
+def test_an_overlong_line_only_gives_up_the_counts():
+    reader = UsageReader(streaming=True)
+    reader.feed(b"data: " + b"x" * LINE_MAX)
+    reader.feed(b"x\n\n" + b"".join(sse_bytes(sse_events("claude-x", "hi"))))
+    assert reader.finish() == {}

@@ -144,11 +144,12 @@ def test_routing_replies(set_, remove, if_absent, body, decision):
     )
     skip = ProcessingModeHeaderSendMode.SKIP
     assert_bytes(
-        replies.route_request_headers(ours),
+        replies.route_request_headers(ours, decision),
         ProcessingResponse(
             request_headers=HeadersResponse(
                 response=CommonResponse(header_mutation=mutation, clear_route_cache=True)
             ),
+            dynamic_metadata=typed_metadata(decision),
             mode_override=ProcessingMode(
                 request_header_mode=ProcessingModeHeaderSendMode.SEND,
                 response_header_mode=skip,
@@ -226,7 +227,7 @@ def test_immediate_reply_after_a_decision_keeps_it():
     decided = {"source": "router", "route": "code", "routed_model": "openai/x", "note": ""}
     error = GatewayError("authentication_error", "its access_key names $K, which is not set")
     assert_bytes(
-        replies.immediate(error, decided),
+        replies.immediate(error, decided=decided),
         typed_immediate(
             401, error.body(), "extproc_authentication_error", {**decided, "note": error.message}
         ),
@@ -242,24 +243,21 @@ def test_local_answer():
 
 def test_header_phase_replies():
     send, skip = ProcessingModeHeaderSendMode.SEND, ProcessingModeHeaderSendMode.SKIP
-    assert_bytes(
-        replies.continue_request_headers(),
-        ProcessingResponse(request_headers=HeadersResponse(response=CommonResponse())),
-    )
-    assert_bytes(
-        replies.continue_request_headers(skip_response=True),
-        ProcessingResponse(
-            request_headers=HeadersResponse(response=CommonResponse()),
-            mode_override=ProcessingMode(
-                request_header_mode=send,
-                response_header_mode=skip,
-                request_body_mode=ProcessingModeBodySendMode.BUFFERED,
-                response_body_mode=ProcessingModeBodySendMode.NONE,
-                request_trailer_mode=skip,
-                response_trailer_mode=skip,
+    for skip_response, response_header_mode in ((False, send), (True, skip)):
+        assert_bytes(
+            replies.continue_request_headers(skip_response=skip_response),
+            ProcessingResponse(
+                request_headers=HeadersResponse(response=CommonResponse()),
+                mode_override=ProcessingMode(
+                    request_header_mode=send,
+                    response_header_mode=response_header_mode,
+                    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+                    response_body_mode=ProcessingModeBodySendMode.NONE,
+                    request_trailer_mode=skip,
+                    response_trailer_mode=skip,
+                ),
             ),
-        ),
-    )
+        )
     assert_bytes(
         replies.continue_request_body(),
         ProcessingResponse(request_body=BodyResponse(response=CommonResponse())),

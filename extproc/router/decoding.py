@@ -10,8 +10,9 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 OTHER = "other"
 
@@ -73,7 +74,28 @@ class AnswerTrie:
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
-_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+_DECODER = json.JSONDecoder()
+
+
+def _objects(text: str) -> Iterator[Any]:
+    """Each value that starts at a ``{`` of ``text``: JSON, else a Python literal.
+
+    JSON is read by a real decoder, so a ``}`` inside a string (route names may hold one)
+    does not end the object; a single-quoted literal ends at the first ``}`` that closes it.
+    """
+    start = text.find("{")
+    while start != -1:
+        try:
+            yield _DECODER.raw_decode(text, start)[0]
+        except ValueError:
+            end = text.find("}", start)
+            while end != -1:
+                try:
+                    yield ast.literal_eval(text[start : end + 1])
+                    break
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    end = text.find("}", end + 1)
+        start = text.find("{", start + 1)
 
 
 def parse_route(text: str, names: Sequence[str]) -> str:
@@ -85,14 +107,7 @@ def parse_route(text: str, names: Sequence[str]) -> str:
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1)
-    for candidate in _OBJECT.findall(text):
-        try:
-            value = json.loads(candidate)
-        except ValueError:
-            try:
-                value = ast.literal_eval(candidate)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                continue
+    for value in _objects(text):
         if isinstance(value, dict):
             route = value.get("route")
             return route if isinstance(route, str) and route in names else OTHER

@@ -20,12 +20,13 @@ import ctranslate2
 import numpy as np
 
 from extproc.config import ROUTER_MODES
-from extproc.router.decoding import AnswerTrie, TrieNode, parse_route
+from extproc.router.decoding import OTHER, AnswerTrie, TrieNode, answer_text, parse_route
 from extproc.router.prompt import Conversation, Routes, render_prompt, split_prompt
 
 # On a GPU, bfloat16 (float16 where the GPU lacks it) beat the int8 variants on an H200.
 _GPU_COMPUTE_TYPES = ("bfloat16", "float16")
-MAX_FREE_TOKENS = 16
+FREE_SLACK_TOKENS = 8
+"""Greedy mode's room beyond the longest candidate answer: a ```json fence around it."""
 _ROUTE_CACHE_SIZE = 8
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
@@ -43,6 +44,8 @@ class _RouteConfig:
     static_ids: tuple[int, ...]
     static_tokens: list[str]
     trie: AnswerTrie
+    free_tokens: int
+    """Greedy mode's token limit: the longest candidate answer, whole, and some slack."""
 
 
 @dataclass
@@ -125,7 +128,10 @@ class ArchRouter:
         from transformers import AutoTokenizer
 
         try:
-            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path))
+            # A CTranslate2 directory's config.json names no transformers version, which
+            # transformers 5 takes for an old Mistral tokenizer and warns that tokenization
+            # will be wrong; Qwen's regex is right as saved.
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), fix_mistral_regex=False)
         except (OSError, ValueError) as exc:
             raise RouterModelError(
                 f"router model directory {path}: tokenizer cannot be loaded ({exc})"
@@ -185,6 +191,8 @@ class ArchRouter:
                 static_ids=tuple(static_ids),
                 static_tokens=self.tokenizer.convert_ids_to_tokens(static_ids),
                 trie=AnswerTrie.build(names, self.encode),
+                free_tokens=FREE_SLACK_TOKENS
+                + max(len(self.encode(answer_text(name))) for name in (*names, OTHER)),
             )
             with self._lock:
                 if len(self._configs) >= _ROUTE_CACHE_SIZE:
@@ -215,14 +223,18 @@ class ArchRouter:
         return self._classify_constrained(routes, windows)
 
     def generate_free(
-        self, routes: Routes, windows: list[Conversation], max_length: int = MAX_FREE_TOKENS
+        self, routes: Routes, windows: list[Conversation], max_length: int | None = None
     ) -> list[str]:
-        """The model's own greedy answers as text, as the model card would get them."""
+        """The model's own greedy answers as text, as the model card would get them.
+
+        By default decoding may run as long as the longest candidate answer needs, so a
+        long or escaped route name is never cut short into ``other``.
+        """
         static, rests = self._split_batch(routes, windows)
         results = self.generator.generate_batch(
             rests,
             static_prompt=static or None,
-            max_length=max_length,
+            max_length=max_length or self._config(routes).free_tokens,
             include_prompt_in_result=False,
             end_token=self._end_tokens or None,
         )

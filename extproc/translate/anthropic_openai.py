@@ -16,104 +16,121 @@ from typing import Any
 
 import orjson
 
-from extproc.translate import errors
+from extproc.translate import errors, signatures
+from extproc.translate.anthropic_format import (
+    BAD_ID_CHARS,
+    MALFORMED,
+    TranslationError,
+    anthropic_message_id,
+    anthropic_tool_id,
+    as_dict,
+    as_list,
+    block_events,
+    block_text,
+    content_blocks,
+    fallback_tool_id,
+    hashed_user,
+    is_custom_tool,
+    message_events,
+    output_config,
+    plain_texts,
+    reasoning_effort,
+    session_id,
+    system_texts,
+    token_count,
+    tool_input,
+)
+from extproc.translate.contract import COMMON, Contract
 from extproc.translate.sse import SSEParser, encode_event
 
 JSON = dict[str, Any]
-
-
-class TranslationError(Exception):
-    """The request can't be expressed in Chat Completions; answer the client with a 400."""
-
-    def __init__(self, message: str, error_type: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
 
 
 # ---------------------------------------------------------------------------------------------
 # Request: Anthropic Messages → Chat Completions
 # ---------------------------------------------------------------------------------------------
 
-_BILLING_HEADER = "x-anthropic-billing-header:"
-_USER_MAX = 64
 _STOP_MAX = 4
-_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high", "xhigh": "high"}
-# Blocks with no Chat Completions meaning: reasoning (its signature only means something to
-# Anthropic) and server-side tool traffic (ran at Anthropic; its results end in *_tool_result).
-_DROPPED_BLOCKS = {
-    "thinking",
-    "redacted_thinking",
-    "server_tool_use",
-    "mcp_tool_use",
-    "container_upload",
-}
 
 
 def translate_request(
     body: JSON,
     *,
     model: str,
+    contract: Contract = COMMON,
     max_tokens_cap: int | None = None,
-    supports_reasoning: bool = False,
-    short_tool_ids: bool = False,
 ) -> bytes:
     """Anthropic Messages body (parsed) → Chat Completions JSON bytes for `model`.
 
     Only fields with a Chat Completions meaning are carried; everything else is dropped, so
-    strict providers never see Anthropic-only fields. `short_tool_ids`: the provider accepts
-    only 9-character alphanumeric tool-call ids (Mistral).
+    strict providers never see Anthropic-only fields. `contract` says what this model's API
+    requires beyond the common format (see extproc/translate/contract.py).
     """
     raw_messages = body.get("messages")
     if not isinstance(raw_messages, list):
         raise TranslationError("messages: field required (a list)")
-    system = _system_texts(body.get("system"))
+    system = system_texts(body.get("system"))
     messages: list[JSON] = []
+    turn: list[tuple[str, JSON]] = []  # the assistant turn being read, as (where, block)
     for i, message in enumerate(raw_messages):
         if not isinstance(message, dict):
             raise TranslationError(f"messages.{i}: must be an object")
         role = message.get("role")
         content = message.get("content")
+        if role == "assistant":
+            # Consecutive assistant messages are one turn, as Anthropic reads them; Claude
+            # Code sends a streamed answer back as one message per content block.
+            turn += [
+                (f"messages.{i}.content.{j}", b) for j, b in enumerate(content_blocks(content, i))
+            ]
+            continue
+        messages.extend(_assistant_messages(turn, contract))
+        turn = []
         if role == "system":
-            system.append("\n\n".join(_texts(content, f"messages.{i}.content")))
+            system.append("\n\n".join(plain_texts(content, f"messages.{i}.content")))
         elif role == "user":
-            messages.extend(_user_messages(_blocks(content, i), i))
-        elif role == "assistant":
-            messages.extend(_assistant_messages(_blocks(content, i), i))
+            messages.extend(_user_messages(content_blocks(content, i), i, contract))
         else:
             raise TranslationError(f"messages.{i}.role: unexpected value {role!r}")
+    messages.extend(_assistant_messages(turn, contract))
     system = [s for s in system if s]
     if system:
         messages.insert(0, {"role": "system", "content": "\n\n".join(system)})
-    if short_tool_ids:
+    if contract.short_tool_ids:
         _shorten_tool_ids(messages)
 
     out: JSON = {"model": model, "messages": messages}
-    tools = [_tool(t) for t in _list(body.get("tools")) if _is_custom_tool(t)]
+    tools = [_tool(t, contract) for t in as_list(body.get("tools")) if is_custom_tool(t)]
     if tools:
         out["tools"] = tools
-        out.update(_tool_choice(body.get("tool_choice"), {t["function"]["name"] for t in tools}))
+        offered = {t["function"]["name"] for t in tools}
+        out.update(_tool_choice(body.get("tool_choice"), offered, contract))
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, int):
-        out["max_tokens"] = min(max_tokens, max_tokens_cap) if max_tokens_cap else max_tokens
+        limit = min(max_tokens, max_tokens_cap) if max_tokens_cap else max_tokens
+        out[contract.token_field] = limit
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             out[key] = body[key]
     stop = body.get("stop_sequences")
-    if isinstance(stop, list) and stop:
+    if isinstance(stop, list) and stop and contract.stop:
         out["stop"] = list(stop)[:_STOP_MAX]
     if body.get("stream"):
         out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
-    effort = _reasoning_effort(body) if supports_reasoning else None
+        if contract.stream_options:
+            out["stream_options"] = {"include_usage": True}
+    effort = reasoning_effort(body, contract, bool(tools)) if contract.reasoning else None
     if effort:
         out["reasoning_effort"] = effort
     response_format = _response_format(body)
     if response_format:
         out["response_format"] = response_format
-    user = _user(body.get("metadata"))
+    user = hashed_user(body.get("metadata")) if contract.user_field else None
     if user:
         out["user"] = user
+    session = session_id(body.get("metadata")) if contract.prompt_cache_key else None
+    if session:
+        out["prompt_cache_key"] = session
     try:
         return orjson.dumps(out)
     except orjson.JSONEncodeError as exc:
@@ -140,49 +157,28 @@ def _shorten_tool_ids(messages: list[JSON]) -> None:
             message["tool_call_id"] = short_tool_id(message["tool_call_id"])
 
 
-def _system_texts(system: Any) -> list[str]:
-    """Top-level system prompt as texts, without Claude Code's per-request billing line.
-
-    The billing block changes on every request; leaving it first would defeat the prefix
-    caches of OpenAI-style providers for the whole (80 KB) prompt.
-    """
-    if system is None:
-        return []
-    return [t for t in _texts(system, "system") if not t.startswith(_BILLING_HEADER)]
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    """A string, or the texts of a list of text blocks (other block kinds are ignored)."""
-    if isinstance(content, str):
-        return [content]
-    if isinstance(content, list) and all(isinstance(b, dict) for b in content):
-        texts = [b.get("text") for b in content if b.get("type") == "text"]
-        if all(isinstance(t, str) for t in texts):
-            return texts
-    raise TranslationError(f"{where}: must be a string or a list of text blocks")
-
-
-def _blocks(content: Any, i: int) -> list[JSON]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if isinstance(content, list) and all(isinstance(b, dict) for b in content):
-        return content
-    raise TranslationError(f"messages.{i}.content: must be a string or a list of blocks")
-
-
-def _user_messages(blocks: list[JSON], i: int) -> list[JSON]:
+def _user_messages(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
     """Tool results first (as `tool` messages, answering the previous assistant turn), then
-    the rest of the turn as one user message."""
+    the rest of the turn as one user message. Images and PDFs a tool returned can't travel
+    in a `tool` message (text only): they open that user message, each set introduced by
+    the id of the tool result it belongs to."""
     tools: list[JSON] = []
     parts: list[JSON] = []
     for j, block in enumerate(blocks):
+        where = f"messages.{i}.content.{j}"
         kind = block.get("type")
         if kind == "tool_result":
-            tools.append(_tool_message(block, f"messages.{i}.content.{j}"))
-        elif kind == "image":
-            parts.append(_image_part(block, f"messages.{i}.content.{j}"))
+            message, media = _tool_message(block, where, contract)
+            tools.append(message)
+            if media:
+                tool_id = message["tool_call_id"]
+                shown = short_tool_id(tool_id) if contract.short_tool_ids else tool_id
+                label = f"[attachments of tool result {shown}]"
+                parts += [{"type": "text", "text": label}, *media]
+        elif (media := _media_part(block, where, contract)) is not None:
+            parts.append(media)
         else:
-            text = _block_text(block, f"messages.{i}.content.{j}")
+            text = block_text(block, where)
             if text is not None:
                 parts.append({"type": "text", "text": text})
     if not parts:
@@ -192,68 +188,81 @@ def _user_messages(blocks: list[JSON], i: int) -> list[JSON]:
     return [*tools, {"role": "user", "content": parts}]
 
 
-def _assistant_messages(blocks: list[JSON], i: int) -> list[JSON]:
-    """Text and tool calls of one assistant turn; a turn left empty (thinking only) is dropped."""
+GEMINI_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
+"""Google's documented stand-in for a function call in a history Gemini did not write."""
+
+
+def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> list[JSON]:
+    """Text and tool calls of one assistant turn; a turn left empty (thinking only) is dropped.
+
+    Thinking blocks carry what the provider wants back: their text as `reasoning_content`
+    (DeepSeek, Kimi), our signatures' thought signatures on the calls they belong to (Gemini).
+    """
     texts: list[str] = []
+    thinking: list[str] = []
+    thought_signatures: dict[str, str] = {}
     calls: list[JSON] = []
-    for j, block in enumerate(blocks):
-        if block.get("type") == "tool_use":
-            calls.append(_tool_call(block, f"messages.{i}.content.{j}"))
+    for where, block in blocks:
+        kind = block.get("type")
+        if kind == "tool_use":
+            calls.append(_tool_call(block, where, contract))
+        elif kind == "thinking":
+            if isinstance(block.get("thinking"), str) and block["thinking"]:
+                thinking.append(block["thinking"])
+            saved = signatures.state(block.get("signature"))
+            tool_id, signature = saved.get("tool_use_id"), saved.get("thought_signature")
+            if isinstance(tool_id, str) and isinstance(signature, str):
+                thought_signatures[tool_id] = signature
         else:
-            text = _block_text(block, f"messages.{i}.content.{j}")
+            text = block_text(block, where)
             if text is not None:
                 texts.append(text)
     if not calls:
         return [{"role": "assistant", "content": "\n\n".join(texts)}] if texts else []
-    content = "\n\n".join(texts) if texts else None
-    return [{"role": "assistant", "content": content, "tool_calls": calls}]
+    message: JSON = {"role": "assistant", "content": "\n\n".join(texts) if texts else None}
+    if contract.reasoning_echo:
+        message["reasoning_content"] = "\n\n".join(thinking)
+    if contract.thought_signatures:
+        for n, call in enumerate(calls):
+            signature = thought_signatures.get(call["id"])
+            if signature is None and n == 0:
+                signature = GEMINI_SIGNATURE_PLACEHOLDER
+            if signature is not None:
+                call["extra_content"] = {"google": {"thought_signature": signature}}
+    message["tool_calls"] = calls
+    return [message]
 
 
-def _block_text(block: JSON, where: str) -> str | None:
-    """Text of a block that reads as text; None for blocks dropped from history."""
-    kind = block.get("type")
-    if kind == "text":
-        text = block.get("text")
-        if not isinstance(text, str):
-            raise TranslationError(f"{where}.text: must be a string")
-        return text
-    if kind == "document":
-        return _document_text(block)
-    if kind == "compaction":  # a summary of earlier context; None marks a failed compaction
-        content = block.get("content")
-        return content if isinstance(content, str) else None
-    if kind == "search_result":
-        texts = [c.get("text", "") for c in _list(block.get("content")) if isinstance(c, dict)]
-        return "\n\n".join([str(block.get("title", "")), *texts]).strip()
-    if isinstance(kind, str) and (kind in _DROPPED_BLOCKS or kind.endswith("_tool_result")):
-        return None
-    raise TranslationError(f"{where}: content block type {kind!r} has no Chat Completions form")
+def _media_part(block: JSON, where: str, contract: Contract) -> JSON | None:
+    """An image, or a PDF where the API takes files, as a content part; None for the rest."""
+    source = as_dict(block.get("source"))
+    if block.get("type") == "image" and contract.images:
+        if source.get("type") == "base64":
+            url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        elif source.get("type") == "url":
+            url = source.get("url")
+        else:
+            message = f"{where}.source: image source {source.get('type')!r} unsupported"
+            raise TranslationError(message)
+        return {"type": "image_url", "image_url": {"url": url}}
+    if (
+        block.get("type") == "document"
+        and contract.file_parts
+        and source.get("type") == "base64"
+        and source.get("media_type") == "application/pdf"
+    ):
+        title = block.get("title")
+        filename = title if isinstance(title, str) and title else "document.pdf"
+        data = f"data:application/pdf;base64,{source.get('data')}"
+        return {"type": "file", "file": {"filename": filename, "file_data": data}}
+    return None
 
 
-def _document_text(block: JSON) -> str:
-    """Plain-text documents read as their text; other kinds (PDF) can't be sent portably."""
-    source = _dict(block.get("source"))
-    if source.get("type") == "text" and isinstance(source.get("data"), str):
-        return source["data"]
-    if source.get("type") == "content" and isinstance(source.get("content"), list):
-        return "\n\n".join(c.get("text", "") for c in source["content"] if isinstance(c, dict))
-    return f"[document: {source.get('media_type') or source.get('type') or 'unknown'}]"
-
-
-def _image_part(block: JSON, where: str) -> JSON:
-    source = _dict(block.get("source"))
-    if source.get("type") == "base64":
-        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
-    elif source.get("type") == "url":
-        url = source.get("url")
-    else:
-        raise TranslationError(f"{where}.source: image source {source.get('type')!r} unsupported")
-    return {"type": "image_url", "image_url": {"url": url}}
-
-
-def _tool_message(block: JSON, where: str) -> JSON:
-    """A tool_result as a `tool` message; images become "[image]" (tool messages are text)."""
+def _tool_message(block: JSON, where: str, contract: Contract) -> tuple[JSON, list[JSON]]:
+    """A tool_result as a `tool` message (text only), and the images and files it held, which
+    the caller sends in the user message that follows; the text marks where they stood."""
     content = block.get("content")
+    media: list[JSON] = []
     if content is None:
         text = ""
     elif isinstance(content, str):
@@ -263,12 +272,14 @@ def _tool_message(block: JSON, where: str) -> JSON:
         for k, item in enumerate(content):
             if not isinstance(item, dict):
                 raise TranslationError(f"{where}.content.{k}: must be an object")
-            if item.get("type") == "image":
-                texts.append("[image]")
+            part = _media_part(item, f"{where}.content.{k}", contract)
+            if part is not None:
+                media.append(part)
+                texts.append("[image]" if part["type"] == "image_url" else "[document]")
             elif item.get("type") == "tool_reference":
                 texts.append(f"[tool: {item.get('tool_name', '')}]")
             else:
-                piece = _block_text(item, f"{where}.content.{k}")
+                piece = block_text(item, f"{where}.content.{k}")
                 if piece is not None:
                     texts.append(piece)
         text = "\n\n".join(texts)
@@ -276,10 +287,14 @@ def _tool_message(block: JSON, where: str) -> JSON:
         raise TranslationError(f"{where}.content: must be a string or a list of blocks")
     if block.get("is_error"):
         text = f"Error: {text}"
-    return {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
+    tool_call_id = str(block.get("tool_use_id", ""))
+    return {"role": "tool", "tool_call_id": tool_call_id, "content": text}, media
 
 
-def _tool_call(block: JSON, where: str) -> JSON:
+def _tool_call(block: JSON, where: str, contract: Contract) -> JSON:
+    name = block.get("name")
+    if not isinstance(name, str) or not name:
+        raise TranslationError(f"{where}.name: a tool_use block needs a name")
     try:
         arguments = orjson.dumps(block.get("input", {})).decode()
     except orjson.JSONEncodeError as exc:
@@ -287,26 +302,54 @@ def _tool_call(block: JSON, where: str) -> JSON:
     return {
         "id": str(block.get("id", "")),
         "type": "function",
-        "function": {"name": str(block.get("name", "")), "arguments": arguments},
+        "function": {
+            "name": provider_tool_name(name, contract.tool_name_max),
+            "arguments": arguments,
+        },
     }
 
 
-def _is_custom_tool(tool: Any) -> bool:
-    """Server tools (web search, bash, text editor, ...) run at Anthropic; others can't."""
-    return isinstance(tool, dict) and tool.get("type") in (None, "custom")
-
-
-def _tool(tool: JSON) -> JSON:
-    if not isinstance(tool.get("name"), str):
+def _tool(tool: JSON, contract: Contract) -> JSON:
+    if not isinstance(tool.get("name"), str) or not tool["name"]:
         raise TranslationError("tools: every tool needs a name")
-    function: JSON = {"name": tool["name"]}
+    function: JSON = {"name": provider_tool_name(tool["name"], contract.tool_name_max)}
     if tool.get("description"):
         function["description"] = tool["description"]
     function["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: Any, names: set[str]) -> JSON:
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def provider_tool_name(name: str, limit: int) -> str:
+    """The name a provider accepts for tool `name`: itself when it fits the OpenAI pattern and
+    `limit`, else a cleaned prefix and a hash of the whole (stable, so a call in the history
+    and the tool it calls keep one name). `tool_names` maps them back in the answer."""
+    if len(name) <= limit and _TOOL_NAME.match(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{BAD_ID_CHARS.sub('_', name)[: limit - 9]}_{digest}"
+
+
+def tool_names(body: JSON, contract: Contract) -> dict[str, str]:
+    """Provider name → original for every tool name of the request that had to change."""
+    names = [t.get("name") for t in as_list(body.get("tools")) if isinstance(t, dict)]
+    for message in as_list(body.get("messages")):
+        for block in as_list(message.get("content") if isinstance(message, dict) else None):
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                names.append(block.get("name"))
+    out = {}
+    for name in names:
+        if isinstance(name, str) and name:
+            short = provider_tool_name(name, contract.tool_name_max)
+            if short != name:
+                out[short] = name
+    return out
+
+
+def _tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:
+    """`offered`: the tools' names as sent; a choice of a tool that was dropped is dropped."""
     if not isinstance(choice, dict):
         return {}
     out: JSON = {}
@@ -317,43 +360,18 @@ def _tool_choice(choice: Any, names: set[str]) -> JSON:
         out["tool_choice"] = "required"
     elif kind == "none":
         out["tool_choice"] = "none"
-    elif kind == "tool" and isinstance(choice.get("name"), str) and choice["name"] in names:
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif kind == "tool" and isinstance(choice.get("name"), str) and choice["name"]:
+        name = provider_tool_name(choice["name"], contract.tool_name_max)
+        if name in offered:
+            out["tool_choice"] = {"type": "function", "function": {"name": name}}
     if choice.get("disable_parallel_tool_use") and kind != "none":
         out["parallel_tool_calls"] = False
     return out
 
 
-def _reasoning_effort(body: JSON) -> str | None:
-    thinking = body.get("thinking")
-    if not isinstance(thinking, dict):
-        return None
-    if thinking.get("type") == "enabled":
-        budget = thinking.get("budget_tokens")
-        budget = budget if isinstance(budget, int | float) else 0
-        return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
-    if thinking.get("type") == "adaptive":
-        effort = _output_config(body).get("effort")
-        return _EFFORTS.get(effort, "medium") if isinstance(effort, str) else "medium"
-    return None
-
-
-def _output_config(body: JSON) -> JSON:
-    return _dict(body.get("output_config"))
-
-
-def _dict(value: Any) -> JSON:
-    """An optional object field; a client's wrongly typed one reads as absent."""
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _response_format(body: JSON) -> JSON | None:
     """Structured output (`output_config.format`, or the older beta `output_format`)."""
-    fmt = _output_config(body).get("format") or body.get("output_format")
+    fmt = output_config(body).get("format") or body.get("output_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = fmt.get("schema") or {}
         return {
@@ -361,16 +379,6 @@ def _response_format(body: JSON) -> JSON | None:
             "json_schema": {"name": "output", "schema": schema, "strict": False},
         }
     return None
-
-
-def _user(metadata: Any) -> str | None:
-    """metadata.user_id → `user` (≤ 64 chars; Claude Code's is a long JSON string: hash it)."""
-    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
-    if not isinstance(user_id, str) or not user_id:
-        return None
-    if len(user_id) <= _USER_MAX:
-        return user_id
-    return hashlib.sha256(user_id.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,9 +390,8 @@ _FINISH = {
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "function_call": "tool_use",
-    "content_filter": "end_turn",
+    "content_filter": "refusal",
 }
-_BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def _stop(finish_reason: Any, matched: Any, has_tools: bool) -> tuple[str, str | None]:
@@ -401,35 +408,20 @@ def _stop(finish_reason: Any, matched: Any, has_tools: bool) -> tuple[str, str |
 
 
 def _usage(usage: Any) -> JSON | None:
-    """OpenAI usage → Anthropic usage; cached prompt tokens are counted apart, as Anthropic does."""
+    """OpenAI usage → Anthropic usage. Anthropic counts cache reads and cache writes apart
+    from input; some servers report fractional counts, which are rounded."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    details = as_dict(usage.get("prompt_tokens_details"))
+    prompt = token_count(usage.get("prompt_tokens"))
+    cached = token_count(details.get("cached_tokens"))
+    created = token_count(details.get("cache_creation_tokens"))
     return {
-        "input_tokens": max(prompt - cached, 0),
-        "output_tokens": usage.get("completion_tokens") or 0,
+        "input_tokens": max(prompt - cached - created, 0),
+        "output_tokens": token_count(usage.get("completion_tokens")),
         "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": created,
     }
-
-
-def _tool_id(raw: Any, message_id: str, n: int) -> str:
-    """Keep upstream ids, but only in the charset Anthropic accepts for tool_use ids, so the
-    history stays valid if a later turn is routed to Anthropic."""
-    if isinstance(raw, str) and raw:
-        return _BAD_ID_CHARS.sub("_", raw)
-    return _fallback_tool_id(message_id, n)
-
-
-def _fallback_tool_id(message_id: str, n: int) -> str:
-    """An id for a call that came without one, unique across the conversation."""
-    return _BAD_ID_CHARS.sub("_", f"toolu_{message_id.removeprefix('msg_')}_{n}")
-
-
-def _message_id(raw: Any, fallback: bytes) -> str:
-    if isinstance(raw, str) and raw:
-        return "msg_" + _BAD_ID_CHARS.sub("_", raw)
-    return "msg_" + hashlib.blake2b(fallback, digest_size=12).hexdigest()
 
 
 def _content_parts(content: Any) -> list[tuple[str, str]]:
@@ -460,23 +452,26 @@ def _reasoning(message: JSON) -> str:
     return ""
 
 
-def _tool_input(arguments: Any) -> JSON:
-    """Arguments are a JSON string; anything unparseable becomes {} (documented)."""
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = orjson.loads(arguments or "{}")
-    except (orjson.JSONDecodeError, TypeError):
-        return {}
-    return value if isinstance(value, dict) else {}
+def _thought_signature(call: JSON) -> str | None:
+    """Gemini's `extra_content.google.thought_signature` on a tool call, if any."""
+    google = as_dict(as_dict(call.get("extra_content")).get("google"))
+    signature = google.get("thought_signature")
+    return signature if isinstance(signature, str) and signature else None
 
 
-_MALFORMED = (TypeError, AttributeError, ValueError, KeyError)
-"""What reading a provider's answer raises when one of its fields has an unexpected type."""
+def _signature_block(tool_id: str, thought_signature: str) -> JSON:
+    """A thinking block that carries a tool call's thought signature through Claude Code."""
+    state = {"tool_use_id": tool_id, "thought_signature": thought_signature}
+    return {"type": "thinking", "thinking": "", "signature": signatures.sign(state)}
 
 
-def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, bytes]:
-    """A non-streamed upstream answer → (status for the client, Anthropic JSON bytes)."""
+def translate_response(
+    status: int, body: bytes, *, model: str, tool_names: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """A non-streamed upstream answer → (status for the client, Anthropic JSON bytes).
+
+    `tool_names` maps the tool names sent to the provider back to the client's (`tool_names`).
+    """
     if not 200 <= status < 300:
         client_status, kind, message = errors.http_error(status, body)
         return client_status, errors.error_body(kind, message)
@@ -493,12 +488,12 @@ def translate_response(status: int, body: bytes, *, model: str) -> tuple[int, by
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return 502, errors.error_body("api_error", "upstream answer has no choices")
     try:
-        return status, orjson.dumps(_message(data, choices[0], model, body))
-    except _MALFORMED as exc:
+        return status, orjson.dumps(_message(data, choices[0], model, body, tool_names or {}))
+    except MALFORMED as exc:
         return 502, errors.error_body("api_error", f"malformed answer from upstream: {exc}")
 
 
-def _message(data: JSON, choice: JSON, model: str, body: bytes) -> JSON:
+def _message(data: JSON, choice: JSON, model: str, body: bytes, tool_names: dict[str, str]) -> JSON:
     message = choice.get("message") or {}
     content: list[JSON] = []
     reasoning = _reasoning(message)
@@ -511,16 +506,21 @@ def _message(data: JSON, choice: JSON, model: str, body: bytes) -> JSON:
             content.append({"type": "text", "text": text})
     if isinstance(message.get("refusal"), str) and message["refusal"]:
         content.append({"type": "text", "text": message["refusal"]})
-    message_id = _message_id(data.get("id"), body)
+    message_id = anthropic_message_id(data.get("id"), body)
     calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
     for n, call in enumerate(calls):
         function = call.get("function") or {}
+        tool_id = anthropic_tool_id(call.get("id"), message_id, n)
+        signature = _thought_signature(call)
+        if signature:
+            content.append(_signature_block(tool_id, signature))
+        name = function.get("name") or ""
         content.append(
             {
                 "type": "tool_use",
-                "id": _tool_id(call.get("id"), message_id, n),
-                "name": function.get("name") or "",
-                "input": _tool_input(function.get("arguments")),
+                "id": tool_id,
+                "name": tool_names.get(name, name),
+                "input": tool_input(function.get("arguments")),
             }
         )
     stop_reason, stop_sequence = _stop(
@@ -547,13 +547,14 @@ def _message(data: JSON, choice: JSON, model: str, body: bytes) -> JSON:
 class _Block:
     """One Anthropic content block: buffered while it waits its turn, then streamed live."""
 
-    __slots__ = ("closed", "index", "kind", "name", "parts", "tool_id")
+    __slots__ = ("closed", "index", "kind", "name", "parts", "signature", "tool_id")
 
     def __init__(self, kind: str, parts: list[str]) -> None:
         self.kind = kind  # "text" | "thinking" | "tool_use"
         self.parts = parts  # text waiting to be sent; for tools, every argument fragment
         self.tool_id = ""
         self.name = ""
+        self.signature = ""  # a tool call's thought signature (Gemini), until it is sent
         self.index = -1  # Anthropic block index once started
         self.closed = False
 
@@ -570,9 +571,15 @@ class StreamTranslator:
     """
 
     def __init__(
-        self, *, model: str, message_id: str | None = None, input_tokens_estimate: int = 0
+        self,
+        *,
+        model: str,
+        message_id: str | None = None,
+        input_tokens_estimate: int = 0,
+        tool_names: dict[str, str] | None = None,
     ) -> None:
         self._model = model
+        self._tool_names = tool_names or {}
         self._message_id = message_id
         self._input_estimate = input_tokens_estimate
         self._parser = SSEParser()
@@ -582,6 +589,7 @@ class StreamTranslator:
         self._open: _Block | None = None
         self._pending: deque[_Block] = deque()
         self._tools: dict[int, _Block] = {}
+        self._late_signatures: list[_Block] = []
         self._next_index = 0
         self._finish_reason: Any = None
         self._matched_stop: Any = None
@@ -667,7 +675,7 @@ class StreamTranslator:
         elif isinstance(chunk, dict):
             try:
                 self._chunk(chunk)
-            except _MALFORMED as exc:  # a field of the wrong type: end the answer visibly
+            except MALFORMED as exc:  # a field of the wrong type: end the answer visibly
                 self._fail("api_error", f"malformed chunk from upstream: {exc}")
 
     def _chunk(self, chunk: JSON) -> None:
@@ -698,7 +706,7 @@ class StreamTranslator:
     def _start_message(self, chunk: JSON) -> None:
         self._started = True
         if self._message_id is None:
-            self._message_id = _message_id(chunk.get("id"), orjson.dumps(chunk))
+            self._message_id = anthropic_message_id(chunk.get("id"), orjson.dumps(chunk))
         usage = {
             "input_tokens": self._input_estimate,
             "output_tokens": 1,
@@ -738,37 +746,54 @@ class StreamTranslator:
     def _tool_fragment(self, call: JSON) -> None:
         function = call.get("function") or {}
         raw_id, name, args = call.get("id"), function.get("name"), function.get("arguments")
+        tool_id = BAD_ID_CHARS.sub("_", raw_id) if isinstance(raw_id, str) else ""
         index = call.get("index")
         if not isinstance(index, int):
-            index = self._guess_index(raw_id, name)
+            index = self._guess_index(tool_id, name)
         block = self._tools.get(index)
+        if block is not None and self._is_new_call(block, tool_id, name):
+            # A new call at a used index (Ollama and some SGLang builds put every parallel
+            # call at index 0): the old one keeps a key no fragment uses.
+            self._tools[-len(self._tools) - 1] = block
+            block = None
         if block is None:
             block = _Block("tool_use", [])
             self._tools[index] = block
             self._pending.append(block)
             self._has_tools = True
+        signature = _thought_signature(call)
+        if signature:
+            block.signature = signature
+            if block.index >= 0:  # came after its block started: sent at the end
+                self._late_signatures.append(block)
         if block.closed:
             return  # a fragment after a complete object: invalid anyway; drop it
-        if not block.tool_id and isinstance(raw_id, str) and raw_id:
-            block.tool_id = _BAD_ID_CHARS.sub("_", raw_id)
+        if not block.tool_id and tool_id:
+            block.tool_id = tool_id
         if not block.name and isinstance(name, str):
-            block.name = name
+            block.name = self._tool_names.get(name, name)
         if isinstance(args, str) and args:
             block.parts.append(args)
             if block is self._open:
                 self._delta(block, args)
         self._advance()
 
-    def _guess_index(self, raw_id: Any, name: Any) -> int:
+    def _is_new_call(self, block: _Block, tool_id: str, name: Any) -> bool:
+        """A different id at the same index starts a new call when it names its function or
+        the call before it is complete; some servers change the id between a call's chunks."""
+        if not tool_id or not block.tool_id or tool_id == block.tool_id:
+            return False
+        return bool(name) or (bool(block.parts) and self._may_close(block))
+
+    def _guess_index(self, tool_id: str, name: Any) -> int:
         """Some providers omit `index`: a known id, else a new call when it brings an id or a
         name, else the latest call's continuation."""
-        if isinstance(raw_id, str) and raw_id:
-            wanted = _BAD_ID_CHARS.sub("_", raw_id)
+        if tool_id:
             for index, block in self._tools.items():
-                if block.tool_id == wanted:
+                if block.tool_id == tool_id:
                     return index
         last = max(self._tools, default=-1)
-        return last + 1 if raw_id or name or last < 0 else last
+        return last + 1 if tool_id or name or last < 0 else last
 
     def _advance(self) -> None:
         while self._pending and self._may_close(self._open):
@@ -792,6 +817,11 @@ class StreamTranslator:
             return False
 
     def _start_block(self, block: _Block) -> None:
+        if block.kind == "tool_use":
+            if not block.tool_id:
+                block.tool_id = fallback_tool_id(str(self._message_id), self._next_index)
+            if block.signature:
+                self._signature(block)
         block.index = self._next_index
         self._next_index += 1
         if block.kind == "text":
@@ -799,8 +829,6 @@ class StreamTranslator:
         elif block.kind == "thinking":
             start = {"type": "thinking", "thinking": "", "signature": ""}
         else:
-            if not block.tool_id:
-                block.tool_id = _fallback_tool_id(str(self._message_id), block.index)
             start = {"type": "tool_use", "id": block.tool_id, "name": block.name, "input": {}}
         self._emit(
             "content_block_start",
@@ -811,6 +839,15 @@ class StreamTranslator:
             self._delta(block, "".join(block.parts))
             if block.kind != "tool_use":
                 block.parts = []
+
+    def _signature(self, call: _Block) -> None:
+        """A whole thinking block carrying `call`'s thought signature, as its own index."""
+        signed = _signature_block(call.tool_id, call.signature)
+        call.signature = ""
+        index = self._next_index
+        self._next_index += 1
+        for name, payload in block_events(index, signed):
+            self._emit(name, {"type": name, "index": index, **payload})
 
     def _delta(self, block: _Block, text: str) -> None:
         self._chars += len(text)
@@ -843,6 +880,9 @@ class StreamTranslator:
         """message_delta (stop reason, final usage) and message_stop; deferred until [DONE]
         or the end because usage arrives in a chunk after finish_reason."""
         self._flush()
+        for call in self._late_signatures:
+            if call.signature:
+                self._signature(call)
         stop_reason, stop_sequence = _stop(self._finish_reason, self._matched_stop, self._has_tools)
         usage = self._usage or {"output_tokens": math.ceil(self._chars / 4)}
         self._emit(
@@ -861,7 +901,9 @@ class StreamTranslator:
         if not body.strip():
             self._fail("api_error", "upstream ended the stream without an answer")
             return
-        status, translated = translate_response(200, body, model=self._model)
+        status, translated = translate_response(
+            200, body, model=self._model, tool_names=self._tool_names
+        )
         message = orjson.loads(translated)
         if status != 200:
             self._fail(message["error"]["type"], message["error"]["message"])
@@ -869,36 +911,3 @@ class StreamTranslator:
         self._started = True
         self._out.append(message_events(message))
         self._done = True
-
-
-def message_events(message: JSON) -> bytes:
-    """A complete Anthropic message as the SSE events that would have streamed it."""
-    head = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
-    out = [encode_event("message_start", {"type": "message_start", "message": head})]
-    for index, block in enumerate(message["content"]):
-        if block["type"] == "text":
-            start: JSON = {**block, "text": ""}
-            delta: JSON = {"type": "text_delta", "text": block["text"]}
-        elif block["type"] == "thinking":
-            start = {**block, "thinking": ""}
-            delta = {"type": "thinking_delta", "thinking": block["thinking"]}
-        else:
-            start = {**block, "input": {}}
-            delta = {
-                "type": "input_json_delta",
-                "partial_json": orjson.dumps(block["input"]).decode(),
-            }
-        for name, payload in (
-            ("content_block_start", {"index": index, "content_block": start}),
-            ("content_block_delta", {"index": index, "delta": delta}),
-            ("content_block_stop", {"index": index}),
-        ):
-            out.append(encode_event(name, {"type": name, **payload}))
-    stop = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
-    out.append(
-        encode_event(
-            "message_delta", {"type": "message_delta", "delta": stop, "usage": message["usage"]}
-        )
-    )
-    out.append(encode_event("message_stop", {"type": "message_stop"}))
-    return b"".join(out)

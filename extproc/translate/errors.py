@@ -33,6 +33,7 @@ _NAMED_TYPES = {
     "invalid_request_error": "invalid_request_error",
     "invalid_argument": "invalid_request_error",
     "context_length_exceeded": "invalid_request_error",
+    "invalid_prompt": "invalid_request_error",
     "authentication_error": "authentication_error",
     "invalid_api_key": "authentication_error",
     "unauthenticated": "authentication_error",
@@ -65,6 +66,14 @@ def type_for_status(status: int) -> str:
     if status in _STATUS_TYPES:
         return _STATUS_TYPES[status]
     return "invalid_request_error" if 400 <= status < 500 else "api_error"
+
+
+def status_for_type(error_type: str) -> int:
+    """The HTTP status that goes with an Anthropic error type (for errors that came without
+    one, such as a failed Responses answer), so the SDK's retry logic sees 429 and 5xx."""
+    if error_type == "overloaded_error":
+        return 529
+    return next((s for s, t in _STATUS_TYPES.items() if t == error_type), 500)
 
 
 def error_object(body: Any) -> dict[str, Any] | None:

@@ -15,23 +15,44 @@ Event = tuple[bytes, bytes]
 """(event name, data): the name is b"" when the event has no `event:` field."""
 
 
+LINE_MAX = 4 * 1024 * 1024
+"""The longest line the parser keeps: one Chat Completions chunk is a few hundred bytes, a
+whole JSON answer sent instead of a stream well under this."""
+
+
+class SSELineTooLong(ValueError):
+    """An upstream line grew past the parser's limit: the stream can't be read safely."""
+
+
 class SSEParser:
     """Incremental parser for the `text/event-stream` format (WHATWG HTML, 9.2.6).
 
     Lines end in \\n, \\r\\n or \\r; `data:` may or may not be followed by one space; several
     `data:` lines join with \\n; lines starting with `:` are comments; a blank line ends an event.
+
+    An unfinished line is kept as the pieces it came in and joined once, when its end
+    arrives: a line fed a few bytes at a time costs time linear in its length.
     """
 
-    __slots__ = ("_data", "_name", "_tail")
+    __slots__ = ("_data", "_name", "_size", "_tail", "max_line")
 
-    def __init__(self) -> None:
-        self._tail = b""
+    def __init__(self, max_line: int = LINE_MAX) -> None:
+        self._tail: list[bytes] = []
+        self._size = 0
         self._data: list[bytes] = []
         self._name = b""
+        self.max_line = max_line
 
     def feed(self, chunk: bytes) -> list[Event]:
-        """Parse what can be parsed now; keep the unfinished line for the next call."""
-        buf = self._tail + chunk
+        """Parse what can be parsed now; keep the unfinished line for the next call.
+
+        Raises SSELineTooLong when a line is longer than `max_line`.
+        """
+        held_cr = bool(self._tail) and self._tail[-1].endswith(b"\r")
+        if not held_cr and b"\n" not in chunk and b"\r" not in chunk:
+            self._hold(chunk)
+            return []
+        buf = b"".join((*self._tail, chunk)) if self._tail else chunk
         if b"\r" in buf:
             # A trailing \r may be the first half of \r\n: decide when the next byte comes.
             held = buf.endswith(b"\r")
@@ -39,10 +60,13 @@ class SSEParser:
                 buf = buf[:-1]
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             lines = buf.split(b"\n")
-            self._tail = lines.pop() + (b"\r" if held else b"")
+            tail = lines.pop() + (b"\r" if held else b"")
         else:
             lines = buf.split(b"\n")
-            self._tail = lines.pop()
+            tail = lines.pop()
+        self._tail.clear()
+        self._size = 0
+        self._hold(tail)
         events: list[Event] = []
         for line in lines:
             self._line(line, events)
@@ -51,14 +75,25 @@ class SSEParser:
     def close(self) -> list[Event]:
         """End of stream: the last line and event count even without their terminators."""
         events: list[Event] = []
-        last = self._tail.rstrip(b"\r")
-        self._tail = b""
+        last = b"".join(self._tail).rstrip(b"\r")
+        self._tail.clear()
+        self._size = 0
         if last:
             self._line(last, events)
         self._line(b"", events)
         return events
 
+    def _hold(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self._size += len(piece)
+        if self._size > self.max_line:
+            raise SSELineTooLong(f"the provider sent a line longer than {self.max_line} bytes")
+        self._tail.append(piece)
+
     def _line(self, line: bytes, events: list[Event]) -> None:
+        if len(line) > self.max_line:
+            raise SSELineTooLong(f"the provider sent a line longer than {self.max_line} bytes")
         if not line:
             if self._data:
                 events.append((self._name, b"\n".join(self._data)))

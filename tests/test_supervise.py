@@ -1,0 +1,68 @@
+"""supervise.Supervised: a dead child is started again after a delay that doubles with each
+crash, up to a cap, and starts over once the child stayed up."""
+
+from __future__ import annotations
+
+import sys
+
+from extproc import supervise
+from extproc.supervise import Supervised, exit_reason
+
+CRASH = [sys.executable, "-c", "raise SystemExit(3)"]
+LIVES = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def crash_and_restart(child: Supervised, clock: Clock) -> float:
+    """Let the child die, note it, and return the delay before it was started again."""
+    child.process.wait()
+    child.check()  # notices the death, schedules the restart
+    noticed = clock.now
+    while child.restart_at is not None:
+        clock.now += 0.25
+        child.check()
+    return clock.now - noticed
+
+
+def test_restart_delays_double_up_to_the_cap_and_every_death_is_logged(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(supervise.time, "monotonic", clock)
+    said: list[str] = []
+    child = Supervised("sidecar", CRASH, say=said.append)
+    delays = [crash_and_restart(child, clock) for _ in range(8)]
+    child.process.wait()
+    assert delays == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert said[0] == "sidecar exited with code 3; restarting it in 0.5s (restart 1)"
+    assert said[-1].endswith("restarting it in 30s (restart 8)")
+
+
+def test_a_child_that_stayed_up_restarts_quickly_again(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(supervise.time, "monotonic", clock)
+    child = Supervised("worker 1", LIVES, say=lambda line: None)
+    try:
+        for _ in range(3):
+            child.process.kill()
+            crash_and_restart(child, clock)
+        child.check()  # up, but not for long yet
+        assert child.delay == 4
+        clock.now += supervise.STABLE_S
+        child.check()  # up for STABLE_S: healthy again
+        child.process.kill()
+        assert crash_and_restart(child, clock) == 0.5
+    finally:
+        child.process.kill()
+        child.process.wait()
+
+
+def test_exit_reasons_name_the_signal():
+    assert exit_reason(2) == "exited with code 2"
+    assert exit_reason(-15) == "was stopped by SIGTERM"
+    assert exit_reason(-9).startswith("was stopped by SIGKILL (killed; the kernel's out-of-")
