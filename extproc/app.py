@@ -77,8 +77,10 @@ class Sidecar:
     the config they started with. The loaded model is kept unless its settings changed.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, warn: bool = True):
         self.config = config
+        self.warn = warn
+        """Log a reloaded config's warnings (off under `extproc up`, which prints them)."""
         self.metrics = Metrics()
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
@@ -93,6 +95,7 @@ class Sidecar:
             sidecar.health_port,
             self.config.listener.max_body_bytes,
             reuse_port,
+            sidecar.health_host,
         )
 
     def reload(self) -> None:
@@ -115,3 +118,5 @@ class Sidecar:
         elif self.router.model is not None:
             self.loading = asyncio.create_task(warm_up(self.router.model.classifier, config))
         log.info("config reloaded from %s", config.path)
+        for warning in config.warnings if self.warn else ():
+            log.warning("%s", warning)

@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from extproc.config import Config, ConfigError
 EXIT_CONFIG = 2
 
 
-def _load(path: str) -> Config:
+def _load(path: str, warn: bool = True) -> Config:
     """Load the config or exit 2 with every problem on its own line."""
     try:
         config = config_mod.load(path)
@@ -25,7 +27,7 @@ def _load(path: str) -> Config:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
-    for warning in config.warnings:
+    for warning in config.warnings if warn else ():
         print(f"warning: {warning}", file=sys.stderr)
     return config
 
@@ -70,7 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.app import Sidecar
     from extproc.server import serve_until_signalled, tune_for_serving
 
-    config = _load(args.config)
+    config = _load(args.config, warn=args.config_warnings)
     if args.workers > 1:
         from extproc.workers import run_workers
 
@@ -78,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tune_for_serving()
 
     async def main() -> None:
-        sidecar = Sidecar(config)
+        sidecar = Sidecar(config, warn=args.config_warnings)
         await sidecar.start(reuse_port=args.reuse_port)
         await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
 
@@ -127,20 +129,16 @@ def _router(config: Config, mode: str | None = None) -> Any:
 def cmd_route(args: argparse.Namespace) -> int:
     from extproc.app import build_gateway, warm_up
     from extproc.decision import Decision, Request, decide
-    from extproc.router.window import conversation_window, window_budget
-    from extproc.routing import RouterStage, routes_of
+    from extproc.routing import RouterStage
 
     config = _load(args.config)
     routing = config.routing
+    body = _request_body(args)
+    if args.show_prompt:
+        return _show_prompt(config, body)
     model = _router(config, args.mode)
     if model is None:
         return 1
-    body = _request_body(args)
-    if args.show_prompt:
-        budget = window_budget(routing.window_tokens, model.device)
-        window = conversation_window(body, budget, model.count_tokens)
-        sys.stdout.write(model.prompt(routes_of(config), window))
-        return 0
     router = RouterStage(routing)
     router.attach(model)
     gateway = build_gateway(config, router)
@@ -162,6 +160,35 @@ def cmd_route(args: argparse.Namespace) -> int:
             f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
             f"router_ms: {record['router_ms']:.1f}"
         )
+    return 0
+
+
+def _show_prompt(config: Config, body: dict[str, Any]) -> int:
+    """The router prompt from the tokenizer alone: loading the model takes seconds."""
+    import ctranslate2
+    from transformers import AutoTokenizer
+
+    from extproc.router.prompt import render_prompt
+    from extproc.router.window import conversation_window, window_budget
+    from extproc.routing import routes_of
+
+    model_dir = Path(config.routing.model_dir).expanduser()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:
+        print(f"error: router model directory {model_dir}: no tokenizer ({exc})", file=sys.stderr)
+        return 1
+    encoder = tokenizer.backend_tokenizer
+
+    def count_tokens(text: str) -> int:
+        return len(encoder.encode(text, add_special_tokens=False).ids)
+
+    device = config.routing.device
+    if device == "auto":  # as ArchRouter resolves it: the window budget depends on it
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    budget = window_budget(config.routing.window_tokens, device)
+    window = conversation_window(body, budget, count_tokens)
+    sys.stdout.write(render_prompt(tokenizer, routes_of(config), window))
     return 0
 
 
@@ -225,6 +252,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_model_convert(args: argparse.Namespace) -> int:
     from extproc.router.convert import ConvertError, convert
 
+    def stop(signum: int, frame: object) -> None:
+        print("\nstopped; the same command resumes the download", file=sys.stderr, flush=True)
+        # At once: KeyboardInterrupt would wait for the download threads to finish their files.
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, stop)
     try:
         out = convert(args.src, args.out, quantization=args.quantization, force=args.force)
     except ConvertError as exc:
@@ -267,10 +300,20 @@ def cmd_claude(argv: list[str]) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     try:
-        launch(_load(path), argv)
+        # Key warnings describe this terminal's environment; the gateway's is what counts.
+        launch(_load(path, warn=False), argv)
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
     return 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("extproc")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -279,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
         description="Preference-aware model routing for Claude Code, as an Envoy ext_proc sidecar.",
     )
     top.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = top.add_subparsers(dest="command", required=True)
 
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -303,6 +347,10 @@ def parser() -> argparse.ArgumentParser:
         help="processes sharing the ports, to use more cores (each loads its own router model)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # `extproc up` and the workers' parent already printed the config's warnings.
+    p.add_argument(
+        "--no-config-warnings", dest="config_warnings", action="store_false", help=argparse.SUPPRESS
+    )
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy's own log level")
     p.add_argument("--workers", type=int, default=1, help="sidecar processes (see serve)")
@@ -327,7 +375,7 @@ def parser() -> argparse.ArgumentParser:
         "logs",
         help="one line per decision from Envoy's access log",
         description="Read Envoy's access log (a file, - for stdin, or `docker compose logs -f "
-        "envoy | extproc logs`) and print one line per decision.",
+        "gateway | extproc logs`) and print one line per decision.",
     )
     p.add_argument("file", nargs="?", default="-", help="log file, or - for stdin (default)")
     p.add_argument("-f", "--follow", action="store_true", help="keep reading as the file grows")
@@ -356,8 +404,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["claude"]:
         return cmd_claude(argv[1:])
     args = parser().parse_args(argv)
+    # Our own log at INFO; other libraries' (the Hub client's line per HTTP request, torch's
+    # exit statistics) only from WARNING, unless -v.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("extproc").setLevel(logging.INFO)
     return args.func(args)

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, get_args
@@ -124,10 +124,24 @@ class Sidecar:
     """Where the decision goes in Envoy's dynamic metadata (the access log reads it there).
     Envoy Gateway refuses namespaces under `envoy.filters.http.`: use your own there."""
 
+    health_address: str = ""
+    """Where the health port listens (default: where `serve` binds). Separate so that /metrics
+    can be published while the gRPC port, whose replies carry provider keys, stays private."""
+
     @property
     def bind_address(self) -> str:
         """The address `extproc serve` listens on."""
         return self.listen_address or self.address
+
+    @property
+    def health_host(self) -> str:
+        return self.health_address or self.bind_address
+
+    @property
+    def health_url(self) -> str:
+        """The health endpoint as this machine reaches it (a wildcard address via loopback)."""
+        host = self.health_host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.health_port}"
 
 
 def is_ip(address: str) -> bool:
@@ -136,6 +150,11 @@ def is_ip(address: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
+"""When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
+0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
 
 
 ROUTER_MODES = ("constrained", "greedy")
@@ -561,6 +580,33 @@ def _aliases(check: _Checker, raw: Any, names: set[str]) -> list[tuple[str, str]
     return aliases
 
 
+def _yaml_problem(exc: yaml.YAMLError, file: str) -> Problem:
+    """PyYAML's explanation on one line: the column, what it found, and what it was parsing."""
+    mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return Problem(file, 1, "yaml", " ".join(str(exc).split()))
+    message = f"column {mark.column + 1}: {exc.problem}"
+    context_mark = exc.context_mark
+    if exc.context:
+        where = f" started at line {context_mark.line + 1}" if context_mark else ""
+        message += f" ({exc.context}{where})"
+    return Problem(file, mark.line + 1, "yaml", message)
+
+
+def _check_ports(check: _Checker, listener: Listener, sidecar: Sidecar) -> None:
+    """Each port is bound once: two settings sharing one would fail only when `up` binds it."""
+    used: dict[int, str] = {}
+    for where, port in (
+        ("listener.port", listener.port),
+        ("listener.admin_port", listener.admin_port),
+        ("sidecar.port", sidecar.port),
+        ("sidecar.health_port", sidecar.health_port),
+    ):
+        if port and port in used:  # 0: any free port, never the same one twice
+            check.error(where, f"port {port} is already used by {used[port]}")
+        used.setdefault(port, where)
+
+
 def _check_sidecar(check: _Checker, sidecar: Sidecar) -> None:
     """`address` is Envoy's way to the sidecar, `listen_address` what `serve` binds: a mix-up
     of the two is caught here rather than by Envoy or the kernel at start."""
@@ -597,9 +643,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError([Problem(file, line, "yaml", str(exc).splitlines()[0])]) from None
+        raise ConfigError([_yaml_problem(exc, file)]) from None
     lines: dict[str, int] = {}
     raw = _plain(node, "", lines) if node is not None else {}
     check = _Checker(file, lines)
@@ -624,6 +668,11 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     sidecar = _section(check, raw, "sidecar", Sidecar)
     _check_sidecar(check, sidecar)
     routing = _section(check, raw, "routing", Routing)
+    _check_ports(check, listener, sidecar)
+    listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
+    if listen_address:
+        listener = replace(listener, address=listen_address)
+        sidecar = replace(sidecar, health_address=listen_address)
     for key, allowed in (
         ("mode", ROUTER_MODES),
         ("device", ROUTER_DEVICES),

@@ -1,7 +1,8 @@
 """`extproc claude`: start Claude Code pointed at the gateway.
 
 It only sets environment variables and replaces itself with `claude`, so the
-terminal, signals and exit code are Claude Code's own.
+terminal, signals and exit code are Claude Code's own. What credentials Claude Code
+needs is the running gateway's answer (`/credentials`), not this terminal's guess.
 """
 
 from __future__ import annotations
@@ -9,12 +10,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
 
+from extproc import credentials
 from extproc.config import Config
 
-INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
+INSTALL_HINT = (
+    "install the version this project pins with `npm ci` in the extproc project folder "
+    "(it lands in node_modules/.bin), and run extproc claude from that folder"
+)
 PLACEHOLDER_TOKEN = "extproc-gateway"
 """Sent when the gateway holds every key: Claude Code needs some credential to start."""
 
@@ -42,14 +50,19 @@ def background_model(config: Config) -> str | None:
     return None
 
 
-def claude_environment(config: Config, environ: Mapping[str, str]) -> dict[str, str]:
+def claude_environment(
+    config: Config, environ: Mapping[str, str], gateway: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """Claude Code's environment; `gateway` is the running gateway's `/credentials` answer
+    (without it, the config as loaded here decides)."""
     env = dict(environ)
     env["ANTHROPIC_BASE_URL"] = gateway_url(config)
     # Long answers from slow providers must not be cut by Claude Code's own timeout.
     env.setdefault("API_TIMEOUT_MS", "600000")
-    passes_through = any(p.passes_client_auth and not p.access_key for p in config.providers)
+    view = gateway if gateway is not None else credentials.summary(config)
+    passes_through = bool(view.get("passes_client_credentials"))
     has_credentials = "ANTHROPIC_API_KEY" in env or "ANTHROPIC_AUTH_TOKEN" in env
-    if config.gateway_keys and not has_credentials:
+    if view.get("gateway_keys") and not has_credentials:
         raise LaunchError(
             "this gateway needs one of its gateway_keys: set ANTHROPIC_AUTH_TOKEN to it"
         )
@@ -74,12 +87,30 @@ def check_gateway(config: Config) -> None:
         ) from None
 
 
+def find_claude(config: Config, claude: str = "claude") -> str | None:
+    """The pinned install (`npm ci`) in node_modules/.bin of this folder or the config's,
+    else `claude` on PATH."""
+    for folder in (Path.cwd(), Path(config.path).resolve().parent):
+        local = folder / "node_modules" / ".bin" / claude
+        if local.is_file() and os.access(local, os.X_OK):
+            return str(local)
+    return shutil.which(claude)
+
+
 def launch(config: Config, args: list[str], claude: str = "claude") -> None:
     """Replace this process with Claude Code talking to the gateway."""
-    executable = shutil.which(claude)
+    executable = find_claude(config, claude)
     if executable is None:
         raise LaunchError(
-            f"Claude Code (`{claude}`) is not installed; install it with: {INSTALL_HINT}"
+            f"Claude Code (`{claude}`) is in neither ./node_modules/.bin nor PATH; {INSTALL_HINT}"
         )
     check_gateway(config)
-    os.execve(executable, [executable, *args], claude_environment(config, os.environ))
+    gateway = credentials.from_gateway(config)
+    for variable in (gateway or {}).get("unset_key_variables", ()):
+        print(
+            f"note: the gateway has no {variable}; requests routed to the providers that use "
+            "it will fail (export it where extproc up runs, then restart it)",
+            file=sys.stderr,
+        )
+    env = claude_environment(config, os.environ, gateway)
+    os.execve(executable, [executable, *args], env)

@@ -1,7 +1,7 @@
 """`extproc logs`: Envoy's JSON access log as one readable line per decision.
 
-Reads a file, stdin, or `docker compose logs -f envoy` output (whose lines carry
-a `envoy-1  | ` prefix). Lines that aren't access-log JSON are skipped, never fatal.
+Reads a file, stdin, or `docker compose logs -f gateway` output (whose lines carry
+a `gateway-1  | ` prefix). Lines that aren't access-log JSON are skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ def _ms(value: Any) -> str:
 
 
 def line(entry: Entry, color: bool = False) -> str:
-    """`21:20:55 claude-opus-4-8 → openai/gpt-4.1 [code generation] router 412ms 200 5.3s`."""
+    """`21:20:55 claude-opus-4-8 → openai/gpt-4.1 [code generation] router 412ms 200 5.3s`.
+
+    A count_tokens request starts with `count_tokens`; a stream the client cut says so after
+    its duration.
+    """
     stamp = str(entry.get("time", ""))[11:19] or "--:--:--"
     source = str(entry.get("source") or "-")
     route = f" [{entry['route']}]" if entry.get("route") else ""
@@ -72,9 +76,13 @@ def line(entry: Entry, color: bool = False) -> str:
     if entry.get("input_tokens") or entry.get("output_tokens"):
         tokens = f" in={entry.get('input_tokens') or 0} out={entry.get('output_tokens') or 0}"
     note = f" ({entry['note']})" if entry.get("note") else ""
+    # Envoy's response flag DC: the client closed the connection before the answer ended.
+    if "DC" in str(entry.get("flags") or "").split(","):
+        duration += _paint(" cut by the client", "33", color)
+    kind = "count_tokens " if "/count_tokens" in str(entry.get("path") or "") else ""
     decision = f"{entry.get('requested_model') or '-'} → {entry.get('routed_model') or '-'}"
     return (
-        f"{stamp} {_paint(decision, '1', color)}{route} "
+        f"{stamp} {kind}{_paint(decision, '1', color)}{route} "
         f"{_paint(source, _COLORS.get(source, '0'), color)} {_ms(entry.get('router_ms'))} "
         f"{status_text} {duration}{tokens}{note}"
     )

@@ -185,9 +185,17 @@ def _respond(
     return message(_IMMEDIATE, immediate) + metadata(decision, namespace)
 
 
-def immediate(error: GatewayError, namespace: str = METADATA_NAMESPACE) -> bytes:
-    """Answer the client directly with an Anthropic-format error."""
-    decision = {"source": "rejected", "note": error.message[:200]}
+def immediate(
+    error: GatewayError,
+    namespace: str = METADATA_NAMESPACE,
+    decided: dict[str, Any] | None = None,
+) -> bytes:
+    """Answer the client directly with an Anthropic-format error.
+
+    A request refused after its decision (say, its provider's key is unset) keeps that
+    decision in the access log; one refused before any decision is `rejected`.
+    """
+    decision = {**(decided or {"source": "rejected"}), "note": error.message[:200]}
     details = f"extproc_{error.error_type}"
     return _respond(error.status, error.body(), details, decision, namespace)
 

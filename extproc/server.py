@@ -15,8 +15,9 @@ import signal
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
+import orjson
 
-from extproc import replies
+from extproc import credentials, replies
 from extproc.budget import ByteBudget
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, Gateway
@@ -94,7 +95,8 @@ class ExtProcServer:
         except GatewayError as error:
             log.warning("%s %s: %s", exchange.path or "-", error.error_type, error.message)
             exchange.finished = True
-            return replies.immediate(error, exchange.namespace)
+            decided = exchange.decision.metadata() if exchange.decision else None
+            return replies.immediate(error, exchange.namespace, decided)
         except Exception:
             log.exception("error while processing %s", exchange.path or "a request")
             exchange.finished = True
@@ -104,7 +106,13 @@ class ExtProcServer:
             )
 
     async def start(
-        self, address: str, port: int, health_port: int, max_body: int, reuse_port: bool = False
+        self,
+        address: str,
+        port: int,
+        health_port: int,
+        max_body: int,
+        reuse_port: bool = False,
+        health_address: str | None = None,
     ) -> None:
         """Listen; `reuse_port` lets several worker processes share the ports (the kernel
         spreads connections across them); without it a taken port is an error."""
@@ -128,16 +136,21 @@ class ExtProcServer:
         await server.start()
         self._grpc = server
         self._health = await asyncio.start_server(
-            self._serve_health, address, health_port, reuse_port=reuse_port
+            self._serve_health, health_address or address, health_port, reuse_port=reuse_port
         )
         log.info(
-            "ext_proc listening on %s:%d, health on %s:%d", address, port, address, health_port
+            "ext_proc listening on %s:%d, health on %s:%d",
+            address,
+            port,
+            health_address or address,
+            health_port,
         )
 
     async def _serve_health(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest)."""
+        """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest),
+        `/credentials` (for `extproc claude`)."""
         try:
             request_line = await asyncio.wait_for(reader.readline(), 5)
             path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
@@ -164,6 +177,12 @@ class ExtProcServer:
             return b"200 OK", text, self.gateway.config.digest.encode() + b"\n"
         if path == b"/metrics":
             return b"200 OK", b"text/plain; version=0.0.4", self.gateway.metrics.exposition()
+        if path == credentials.PATH.encode():
+            return (
+                b"200 OK",
+                b"application/json",
+                orjson.dumps(credentials.summary(self.gateway.config)),
+            )
         if path == b"/healthz" or (path == b"/ready" and self.ready()):
             return b"200 OK", text, b"ok\n"
         if path == b"/ready":
@@ -175,7 +194,10 @@ class ExtProcServer:
         if self._health:
             self._health.close()
         if self._grpc:
-            log.info("draining open streams for up to %.0fs", grace)
+            if grace > 0:
+                log.info("draining open streams for up to %.0fs", grace)
+            else:
+                log.info("stopping now; open streams are cut")
             await self._grpc.stop(grace)
 
 
@@ -224,13 +246,14 @@ def tune_for_serving() -> None:
 async def serve_until_signalled(
     server: ExtProcServer, grace: float, on_reload: Callable[[], None] | None = None
 ) -> None:
-    """Run until SIGTERM or SIGINT, then drain; SIGHUP calls `on_reload`."""
-    stop = asyncio.Event()
+    """Run until SIGTERM, then drain for up to `grace` seconds, or until SIGINT (Ctrl-C), then
+    stop at once, as `extproc up` does; SIGHUP calls `on_reload`."""
     loop = asyncio.get_running_loop()
+    stop: asyncio.Future[int] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s))
     if on_reload is not None:
         loop.add_signal_handler(signal.SIGHUP, on_reload)
-    await stop.wait()
-    await server.stop(grace)
+    signum = await stop
+    await server.stop(grace if signum == signal.SIGTERM else 0)
     log.info("stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,7 +49,7 @@ def _ports(config: Config) -> Iterable[tuple[str, str, int]]:
     yield "listener.port", listener.address, listener.port
     yield "listener.admin_port", "127.0.0.1", listener.admin_port
     yield "sidecar.port", sidecar.bind_address, sidecar.port
-    yield "sidecar.health_port", sidecar.bind_address, sidecar.health_port
+    yield "sidecar.health_port", sidecar.health_host, sidecar.health_port
 
 
 def check_ports(config: Config) -> None:
@@ -121,21 +122,13 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def _hub_reachable() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return False
-    from huggingface_hub import constants
-
-    try:
-        urllib.request.urlopen(constants.ENDPOINT, timeout=3).close()
-    except OSError:
-        return False
-    return True
-
-
 def offer_router_model(config: Config) -> None:
-    """When the router model is missing, say so, and offer to fetch and convert it."""
-    from extproc.router.convert import ConvertError, convert
+    """When the router model is missing, say so, and offer to fetch and convert it.
+
+    `extproc model convert` runs as a child: Ctrl-C (which reaches both) stops the download
+    at once, keeping what arrived for the next start, and the gateway starts anyway.
+    """
+    from extproc.router.convert import hub_reachable
 
     model_dir = Path(config.routing.model_dir).expanduser()
     if model_dir.exists():
@@ -143,20 +136,27 @@ def offer_router_model(config: Config) -> None:
     say = functools.partial(print, file=sys.stderr, flush=True)
     say(f"The router model is not at {model_dir} (routing.model_dir).")
     fallback = "Until it is, every routed request goes to its fallback model (see the access log)."
-    if not _hub_reachable():
+    if not hub_reachable():
         say(f"Offline: {ROUTER_SOURCE} can't be downloaded from here. {fallback}")
         return
     if not sys.stdin.isatty():
         say(f"Build it with: extproc model convert {ROUTER_SOURCE} {model_dir}\n{fallback}")
         return
-    answer = input(f"Download {ROUTER_SOURCE} (about 3 GB) and convert it now? [y/N] ")
-    if answer.strip().lower() not in ("y", "yes"):
+    # On stderr, as the rest of this dialogue: stdout is Envoy's access log (`> access.log`).
+    say(
+        f"Download {ROUTER_SOURCE} (about 3 GB; Ctrl-C stops, and the next start resumes) "
+        "and convert it now? [y/N] ",
+        end="",
+    )
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         say(fallback)
         return
+    convert = [sys.executable, "-m", "extproc", "model", "convert", ROUTER_SOURCE, str(model_dir)]
     try:
-        convert(ROUTER_SOURCE, model_dir)
-    except ConvertError as exc:
-        say(f"{exc}\n{fallback}")
+        if subprocess.run(convert, stdout=sys.stderr).returncode != 0:
+            say(fallback)
+    except KeyboardInterrupt:
+        say(f"The next `extproc up` resumes the download. {fallback}")
 
 
 def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
@@ -224,8 +224,10 @@ def _reload(config: Config, sidecar: Supervised, envoys: Envoys) -> Config:
     if new.sidecar != config.sidecar or new.listener.admin_port != config.listener.admin_port:
         say("sidecar and admin_port changes need a restart of extproc up; nothing applied")
         return config
+    for warning in new.warnings:
+        say(f"warning: {warning}")
     sidecar.send_signal(signal.SIGHUP)
-    loaded = f"http://{new.sidecar.address}:{new.sidecar.health_port}/config"
+    loaded = f"{new.sidecar.health_url}/config"
     deadline = time.monotonic() + RELOAD_TIMEOUT_S
     while _get_text(loaded) != new.digest:
         if time.monotonic() > deadline:
@@ -266,10 +268,13 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     signal.signal(signal.SIGINT, on_signal)
     envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level)
     serve = [sys.executable, "-m", "extproc", "serve", config.path, "--workers", str(workers)]
+    serve.append("--no-config-warnings")  # printed here, once
+    # Before starting: an edit made while the processes start is applied once they are up.
+    seen = _mtime(config.path)
     sidecar = Supervised("sidecar", serve)
     try:
         # /ready: the router model is loaded (or known to be missing) and warmed up.
-        ready = f"http://{config.sidecar.address}:{config.sidecar.health_port}/ready"
+        ready = f"{config.sidecar.health_url}/ready"
         _wait_ready(ready, sidecar.process, "the sidecar (extproc serve)")
         first = envoys.start(config)
         _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")
@@ -279,7 +284,6 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
             file=sys.stderr,
             flush=True,
         )
-        seen = _mtime(config.path)
         while stopping is None:
             sidecar.check()
             if envoys.current is not None and envoys.current.poll() is not None:
@@ -294,3 +298,4 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
         return 0
     finally:
         _stop([sidecar.process, *envoys.all()])
+        shutil.rmtree(envoys.run_dir, ignore_errors=True)

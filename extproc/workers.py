@@ -19,7 +19,7 @@ from extproc.supervise import Supervised
 
 def run_workers(config_path: str, count: int, grace: float) -> int:
     command = [sys.executable, "-m", "extproc", "serve", config_path, "--reuse-port"]
-    command += ["--grace", str(grace)]
+    command += ["--grace", str(grace), "--no-config-warnings"]
     workers = [Supervised(f"worker {i + 1}", command) for i in range(count)]
     stopping = False
 

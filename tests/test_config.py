@@ -188,6 +188,17 @@ ERRORS = [
         "config.yaml:4: routing.mode: 'fast' is not one of constrained, greedy",
     ),
     ("not YAML", "llm_providers: [\n", "config.yaml:2: yaml:"),
+    (
+        "YAML explanation and column kept",
+        "llm_providers:\n  - model: openai/x\n    name: x\n   routing: 1\n",
+        "config.yaml:4: yaml: column 4: expected <block end>, but found '<block mapping start>' "
+        "(while parsing a block collection started at line 2)",
+    ),
+    (
+        "port used twice",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  port: 9000\nsidecar:\n  health_port: 9000\n",
+        "config.yaml:6: sidecar.health_port: port 9000 is already used by listener.port",
+    ),
 ]
 
 

@@ -1,89 +1,101 @@
-"""The environment `extproc claude` gives Claude Code, case by case (README, step 3)."""
+"""`extproc claude` from a second terminal: the gateway's keys decide, the pinned CLI is found."""
 
 from __future__ import annotations
 
-import pytest
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from extproc.config import parse
-from extproc.launch import PLACEHOLDER_TOKEN, LaunchError, claude_environment
+import httpx
 
-KEYED = "  - model: anthropic/claude-sonnet-4-5\n    access_key: sk-gw\n"
-PASSES_THROUGH = "  - model: anthropic/claude-sonnet-4-5\n"
-OPENAI = "  - model: openai/gpt-4.1\n    access_key: sk-gw\n"
-HAIKU = "  - model: anthropic/claude-haiku-4-5\n    access_key: sk-gw\n"
-HAIKU_ALIAS = "model_aliases:\n  claude-*haiku*: anthropic/claude-haiku-4-5\n"
+from tests.conftest import gateway_ports, start_gateway, stop_gateway
 
-
-def environment(config_text: str, environ: dict[str, str]) -> dict[str, str]:
-    config = parse(config_text)
-    return claude_environment(config, environ)
+ROOT = Path(__file__).resolve().parent.parent
+EXTPROC_CLAUDE = (sys.executable, "-m", "extproc", "claude")
+CLAUDE = (ROOT / "node_modules" / ".bin" / "claude").resolve()
 
 
-def added(config_text: str, environ: dict[str, str]) -> dict[str, str]:
-    """What `extproc claude` adds to or changes in `environ`."""
-    env = environment(config_text, environ)
-    assert {k: env[k] for k in environ} == environ, "the user's own variables are kept"
-    return {k: v for k, v in env.items() if k not in environ}
+def path_without_claude() -> str:
+    return os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if not shutil.which("claude", path=p)
+    )
 
 
-def test_the_base_url_and_a_long_timeout():
-    config = "listener: {port: 12345}\nllm_providers:\n" + KEYED
-    assert added(config, {"PATH": "/bin", "ANTHROPIC_API_KEY": "sk-ant-me"}) == {
-        "ANTHROPIC_BASE_URL": "http://127.0.0.1:12345",
-        "API_TIMEOUT_MS": "600000",
-    }
+def config_text(fake_anthropic, ports: dict[str, int]) -> str:
+    """Every provider's key lives in the gateway (none passes the client's credentials)."""
+    return f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+routing: {{model_dir: /nonexistent}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {fake_anthropic.url}
+    access_key: $TEST_ANTHROPIC_KEY
+    default: true
+  - model: anthropic/claude-haiku-4-5
+    base_url: {fake_anthropic.url}
+    access_key: $TEST_ANTHROPIC_KEY
+  - model: openai/gpt-4.1
+    access_key: $TEST_NEVER_SET_KEY
+model_aliases:
+  claude-*haiku*: anthropic/claude-haiku-4-5
+"""
 
 
-def test_a_listener_on_every_address_is_reached_on_loopback():
-    config = "listener: {address: 0.0.0.0, port: 12000}\nllm_providers:\n" + KEYED
-    assert environment(config, {})["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:12000"
+def test_second_terminal_without_keys_or_global_install(tmp_path, fake_anthropic):
+    """Keys exported only where `extproc up` runs; Claude Code installed only by `npm ci`
+    (node_modules/.bin of the folder extproc claude runs in), nothing on PATH."""
+    ports = gateway_ports()
+    gateway = start_gateway(config_text(fake_anthropic, ports), tmp_path, ports["listener"])
+    try:
+        health = f"http://127.0.0.1:{ports['health']}/credentials"
+        assert httpx.get(health).json() == {
+            "passes_client_credentials": False,
+            "gateway_keys": False,
+            "unset_key_variables": ["TEST_NEVER_SET_KEY"],
+        }
+        project = tmp_path / "project"
+        (project / "node_modules" / ".bin").mkdir(parents=True)
+        (project / "node_modules" / ".bin" / "claude").symlink_to(CLAUDE)
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {
+            "PATH": path_without_claude(),
+            "HOME": str(home),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        }
+        result = subprocess.run(
+            [*EXTPROC_CLAUDE, "--config", str(gateway.config_path), "-p", "hello"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=project,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip() == fake_anthropic.answer
+        # This terminal's unset TEST_ANTHROPIC_KEY is not the gateway's business...
+        assert "TEST_ANTHROPIC_KEY" not in result.stderr
+        # ...but the gateway's own unset key is worth a note.
+        assert "note: the gateway has no TEST_NEVER_SET_KEY" in result.stderr
+    finally:
+        stop_gateway(gateway)
 
 
-def test_the_users_own_timeout_is_kept():
-    env = environment("llm_providers:\n" + KEYED, {"API_TIMEOUT_MS": "5000"})
-    assert env["API_TIMEOUT_MS"] == "5000"
-
-
-@pytest.mark.parametrize(
-    ("providers", "environ", "token"),
-    [
-        # Every key in the gateway, none of the user's: a placeholder spares the login.
-        (KEYED + OPENAI, {}, PLACEHOLDER_TOKEN),
-        # An entry passes the user's own credentials through: Claude Code must log in.
-        (PASSES_THROUGH + OPENAI, {}, None),
-        # The user has credentials: they are used as they are.
-        (KEYED, {"ANTHROPIC_API_KEY": "sk-ant-me"}, None),
-        (KEYED, {"ANTHROPIC_AUTH_TOKEN": "tok"}, "tok"),
-    ],
-    ids=["gateway holds every key", "pass-through entry", "user's api key", "user's token"],
-)
-def test_the_placeholder_token_only_when_the_gateway_holds_every_key(providers, environ, token):
-    env = environment("llm_providers:\n" + providers, environ)
-    assert env.get("ANTHROPIC_AUTH_TOKEN") == token
-
-
-def test_gateway_keys_need_the_users_key():
-    config = "gateway_keys: [gk-0123456789abcdef]\nllm_providers:\n" + KEYED
-    with pytest.raises(LaunchError, match="set ANTHROPIC_AUTH_TOKEN to it"):
-        environment(config, {})
-    env = environment(config, {"ANTHROPIC_AUTH_TOKEN": "gk-0123456789abcdef"})
-    assert env["ANTHROPIC_AUTH_TOKEN"] == "gk-0123456789abcdef"
-
-
-def test_haiku_variables_name_the_alias_target():
-    env = environment("llm_providers:\n" + KEYED + HAIKU + HAIKU_ALIAS, {})
-    assert env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "anthropic/claude-haiku-4-5"
-    assert env["ANTHROPIC_SMALL_FAST_MODEL"] == "anthropic/claude-haiku-4-5"
-
-
-def test_no_haiku_variables_without_an_alias_for_haiku_names():
-    aliases = "model_aliases:\n  deep: anthropic/claude-haiku-4-5\n"
-    env = environment("llm_providers:\n" + KEYED + HAIKU + aliases, {})
-    assert "ANTHROPIC_DEFAULT_HAIKU_MODEL" not in env
-    assert "ANTHROPIC_SMALL_FAST_MODEL" not in env
-
-
-def test_the_users_own_haiku_model_is_kept():
-    mine = {"ANTHROPIC_DEFAULT_HAIKU_MODEL": "mine", "ANTHROPIC_SMALL_FAST_MODEL": "mine too"}
-    env = environment("llm_providers:\n" + KEYED + HAIKU + HAIKU_ALIAS, mine)
-    assert {k: env[k] for k in mine} == mine
+def test_missing_claude_advises_the_pinned_install(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("llm_providers:\n  - model: anthropic/x\nlistener: {port: 9}\n")
+    result = subprocess.run(
+        [*EXTPROC_CLAUDE, "--config", str(config), "-p", "hi"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path_without_claude()},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "is in neither ./node_modules/.bin nor PATH" in result.stderr
+    assert "`npm ci` in the extproc project folder" in result.stderr
+    assert "npm install -g" not in result.stderr

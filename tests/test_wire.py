@@ -223,6 +223,17 @@ def test_immediate_replies(kind, message):
     )
 
 
+def test_immediate_reply_after_a_decision_keeps_it():
+    decided = {"source": "router", "route": "code", "routed_model": "openai/x", "note": ""}
+    error = GatewayError("authentication_error", "its access_key names $K, which is not set")
+    assert_bytes(
+        replies.immediate(error, decided=decided),
+        typed_immediate(
+            401, error.body(), "extproc_authentication_error", {**decided, "note": error.message}
+        ),
+    )
+
+
 def test_local_answer():
     assert_bytes(
         replies.local_answer({"input_tokens": 7}, {"source": "explicit"}),
