@@ -249,5 +249,6 @@ def test_convert_without_torch_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ConvertError, match=r"pip install 'extproc\[convert\]'"):
+    cpu_index = r"pip install torch --index-url https://download\.pytorch\.org/whl/cpu"
+    with pytest.raises(ConvertError, match=cpu_index):
         convert("katanemo/Arch-Router-1.5B", tmp_path / "out")
