@@ -117,7 +117,7 @@ def test_haiku_calls_land_on_the_alias_target(claude_gateway, fakes, tmp_path):
     assert all(r.headers["x-api-key"] == USER_KEY for r in posts)
     [entry] = decisions(claude_gateway, anthropic_fake.received)
     assert entry["routed_model"] == "anthropic/claude-haiku-4-5"
-    assert entry["source"] in ("explicit", "alias")
+    assert entry["source"] == "explicit", "extproc claude names the alias target for haiku"
 
 
 def test_explicit_model_bypasses_the_router(claude_gateway, fakes, tmp_path):
