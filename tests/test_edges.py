@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from extproc.response import INFLATED_MAX
+from extproc.translate.response import INFLATED_MAX
 from tests.conftest import Gateway, gateway_config, running_gateway
 from tests.fake_server import FakeServer
 from tests.test_bad_input import KEY, assert_anthropic_error, chat

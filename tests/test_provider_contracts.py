@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from extproc.config import parse
-from extproc.response import ResponseTranslation
 from extproc.translate import TranslationError, signatures, translate_request, translate_response
 from extproc.translate.anthropic_openai import (
     GEMINI_SIGNATURE_PLACEHOLDER,
@@ -18,6 +17,7 @@ from extproc.translate.anthropic_openai import (
     tool_names,
 )
 from extproc.translate.contract import COMMON, Contract, contract_for
+from extproc.translate.response import ResponseTranslation
 from tests.openai_streams import RECORDED
 from tests.test_translate_stream import accumulate
 from tests.test_translate_stream import translate as stream

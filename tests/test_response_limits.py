@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from extproc.errors import GatewayError
-from extproc.response import INFLATED_MAX, ResponseTranslation
+from extproc.translate.response import INFLATED_MAX, ResponseTranslation
 from extproc.translate.sse import LINE_MAX
 
 

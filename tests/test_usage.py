@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from extproc.translate.sse import LINE_MAX
-from extproc.usage import UsageReader
+from extproc.translate.usage import UsageReader
 from tests.fake_anthropic import message, sse_bytes, sse_events
 
 
