@@ -20,7 +20,7 @@ from typing import Any, get_args
 import yaml
 
 from extproc.paths import DEFAULT_PASS_THROUGH, pattern_problem
-from extproc.providers import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
+from extproc.providers.catalogue import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
 from extproc.translate.contract import (
     COMMON,
     CONTRACT_FIELDS,

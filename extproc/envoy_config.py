@@ -13,7 +13,7 @@ import yaml
 
 from extproc.config import Config, is_ip
 from extproc.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
-from extproc.upstream import CLUSTER_HEADER, Origin, origins
+from extproc.providers.upstream import CLUSTER_HEADER, Origin, origins
 
 EXTPROC_CLUSTER = "extproc"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"

@@ -16,8 +16,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from extproc import credentials
 from extproc.config import Config
+from extproc.providers import credentials
 
 INSTALL_HINT = (
     "install the version this project pins with `npm ci` in the extproc project folder "

@@ -17,10 +17,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 import grpc
 import orjson
 
-from extproc import credentials, replies
+from extproc import replies
 from extproc.budget import ByteBudget
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, Gateway
+from extproc.providers import credentials
 from extproc.wire import Phase, decode_request
 
 log = logging.getLogger("extproc")

@@ -337,7 +337,7 @@ def test_a_pass_through_entry_must_be_a_canonical_path_or_prefix(entry):
     ],
 )
 def test_which_wire_a_provider_speaks(entry: str, interface: str, path: str) -> None:
-    from extproc.upstream import upstream_path
+    from extproc.providers.upstream import upstream_path
 
     [provider] = parse(f"llm_providers:\n  - {entry}\n    access_key: k\n").providers
     assert provider.interface == interface

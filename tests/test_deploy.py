@@ -20,7 +20,7 @@ from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 
 from extproc.config import Config, parse
 from extproc.envoy_config import EXTPROC_FILTER, access_log_format, fragment
-from extproc.upstream import CLUSTER_HEADER, origins
+from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.test_envoy_config import validate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ import pytest
 
 from extproc.config import load
 from extproc.envoy_config import render
+from extproc.providers.upstream import origin
 from extproc.up import envoy_command
-from extproc.upstream import origin
 from tests.conftest import (
     PROVIDER_KEYS,
     STRICT_IDLE_S,

@@ -24,8 +24,8 @@ from extproc.envoy_config import (
     fragment,
     scoped_extproc_filter,
 )
+from extproc.providers.upstream import CLUSTER_HEADER, origins
 from extproc.up import envoy_command
-from extproc.upstream import CLUSTER_HEADER, origins
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_openai import FakeOpenAI

@@ -28,9 +28,9 @@ from extproc import replies
 from extproc.config import Config, load, parse
 from extproc.envoy_config import render
 from extproc.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
+from extproc.providers.upstream import CLUSTER_HEADER, origin
 from extproc.server import SERVICE
 from extproc.up import envoy_command
-from extproc.upstream import CLUSTER_HEADER, origin
 from extproc.wire import Phase, decode_request
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic

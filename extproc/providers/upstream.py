@@ -13,7 +13,12 @@ from urllib.parse import urlsplit
 
 from extproc.config import Config, Provider
 from extproc.errors import GatewayError
-from extproc.providers import CLIENT_AUTH_HEADERS, MESSAGES_PATH, PATH_OVERRIDES, auth_headers
+from extproc.providers.catalogue import (
+    CLIENT_AUTH_HEADERS,
+    MESSAGES_PATH,
+    PATH_OVERRIDES,
+    auth_headers,
+)
 
 CLUSTER_HEADER = "x-extproc-cluster"
 """The header Envoy's route reads to pick the cluster; always set by the sidecar."""
