@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import int8_gemm
 
-from extproc.router.convert import convert
-from extproc.router.engine import ArchRouter
-from extproc.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION
-from extproc.router.window import conversation_window
+from extproc.decisions.router.convert import convert
+from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION
+from extproc.decisions.router.window import conversation_window
 from tests.qwen_tokenizer import build_qwen_tokenizer
 
 CACHE = Path(os.environ.get("EXTPROC_BENCH_CACHE", ".cache/bench-model"))

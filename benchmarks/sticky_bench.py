@@ -25,9 +25,9 @@ import router_bench
 
 from extproc.app import build_gateway
 from extproc.config import parse
-from extproc.decision import Request, decide
-from extproc.router.engine import ArchRouter
-from extproc.routing import RouterStage
+from extproc.decisions.decision import Request, decide
+from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.routing import RouterStage
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "claude-code"
 

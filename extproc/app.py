@@ -7,11 +7,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from extproc import decision
 from extproc.config import Config, ConfigError, Routing, load
+from extproc.decisions import decision
+from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.exchange import Gateway
 from extproc.metrics import Metrics
-from extproc.routing import Classifier, RouterStage, routes_of
 from extproc.server import ExtProcServer
 
 log = logging.getLogger("extproc")
@@ -33,7 +33,7 @@ async def load_router(router: RouterStage, config: Config) -> None:
     the cached static prefix (seconds on a CPU), better paid before the first request.
     """
     routing = config.routing
-    from extproc.router.engine import ArchRouter, RouterModelError
+    from extproc.decisions.router.engine import ArchRouter, RouterModelError
 
     try:
         model = await asyncio.to_thread(

@@ -110,7 +110,7 @@ def _request_body(args: argparse.Namespace) -> dict[str, Any]:
 
 def _router(config: Config, mode: str | None = None) -> Any:
     """The config's router model (an ArchRouter), or None after saying why it can't load."""
-    from extproc.router.engine import ArchRouter, RouterModelError
+    from extproc.decisions.router.engine import ArchRouter, RouterModelError
 
     routing = config.routing
     try:
@@ -128,8 +128,8 @@ def _router(config: Config, mode: str | None = None) -> Any:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from extproc.app import build_gateway, warm_up
-    from extproc.decision import Decision, Request, decide
-    from extproc.routing import RouterStage
+    from extproc.decisions.decision import Decision, Request, decide
+    from extproc.decisions.routing import RouterStage
 
     config = _load(args.config)
     routing = config.routing
@@ -168,9 +168,9 @@ def _show_prompt(config: Config, body: dict[str, Any]) -> int:
     import ctranslate2
     from transformers import AutoTokenizer
 
-    from extproc.router.prompt import render_prompt
-    from extproc.router.window import conversation_window, window_budget
-    from extproc.routing import routes_of
+    from extproc.decisions.router.prompt import render_prompt
+    from extproc.decisions.router.window import conversation_window, window_budget
+    from extproc.decisions.routing import routes_of
 
     model_dir = Path(config.routing.model_dir).expanduser()
     try:
@@ -196,8 +196,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Every labelled case through the real router; with --compare, two configs side by side."""
     from extproc import evaluate
     from extproc.app import _model_settings
-    from extproc.router.window import window_budget
-    from extproc.routing import routes_of
+    from extproc.decisions.router.window import window_budget
+    from extproc.decisions.routing import routes_of
 
     configs = [_load(args.config), *([_load(args.compare)] if args.compare else [])]
     try:
@@ -250,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_model_convert(args: argparse.Namespace) -> int:
-    from extproc.router.convert import ConvertError, convert
+    from extproc.decisions.router.convert import ConvertError, convert
 
     def stop(signum: int, frame: object) -> None:
         print("\nstopped; the same command resumes the download", file=sys.stderr, flush=True)

@@ -172,7 +172,8 @@ COMPUTE_TYPES = (
     "bfloat16",
     "float32",
 )
-"""CTranslate2's compute types, plus `auto` (see `extproc.router.engine.pick_compute_type`)."""
+"""CTranslate2's compute types, plus `auto` (see
+`extproc.decisions.router.engine.pick_compute_type`)."""
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from extproc.router.decoding import OTHER
-from extproc.router.window import conversation_window
+from extproc.decisions.router.decoding import OTHER
+from extproc.decisions.router.window import conversation_window
 
 
 class CaseError(Exception):

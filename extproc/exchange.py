@@ -20,7 +20,7 @@ import orjson
 
 from extproc import replies
 from extproc.config import Config, Provider
-from extproc.decision import Decision, Request, Stage, decide
+from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.errors import GatewayError, encode_request_json
 from extproc.metrics import Metrics
 from extproc.paths import is_messages, passes_through

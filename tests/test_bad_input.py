@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from extproc.app import build_gateway
 from extproc.config import parse
+from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange
-from extproc.routing import RouterStage
 from extproc.translate.anthropic_openai import (
     StreamTranslator,
     TranslationError,

@@ -8,9 +8,9 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from extproc.router.engine import ArchRouter
-from extproc.router.window import conversation_window, window_budget
-from extproc.routing import routes_of
+from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.router.window import conversation_window, window_budget
+from extproc.decisions.routing import routes_of
 from tests.tiny_model import ROUTES
 
 

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from ctranslate2.converters import TransformersConverter
 
-from extproc.router.convert import ConvertError, convert
+from extproc.decisions.router.convert import ConvertError, convert
 from extproc.up import ROUTER_SOURCE
 from tests.conftest import PROVIDER_KEYS, free_port, gateway_config, gateway_ports
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from extproc.cli import main
+from extproc.decisions.routing import routes_of
 from extproc.evaluate import load_cases
-from extproc.routing import routes_of
 from tests.conftest import FIXTURES
 from tests.tiny_model import ROUTES
 

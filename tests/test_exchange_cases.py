@@ -12,9 +12,9 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
 from extproc.app import build_gateway
 from extproc.config import parse
+from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, _parse_body, rewrite_model
-from extproc.routing import RouterStage
 
 
 def exchange_for(providers: str) -> Exchange:

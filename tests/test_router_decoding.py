@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extproc.router.decoding import OTHER, AnswerTrie, answer_text, parse_route
+from extproc.decisions.router.decoding import OTHER, AnswerTrie, answer_text, parse_route
 
 NAMES = ["code_generation", "code_review", "bug_fixing"]
 

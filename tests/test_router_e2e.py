@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from extproc.config import load
-from extproc.router.engine import ArchRouter
-from extproc.routing import routes_of
+from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.routing import routes_of
 from tests.test_routing import conversations
 
 TOOL = {

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.router.convert import ConvertError, convert
-from extproc.router.decoding import OTHER, answer_text, parse_route
-from extproc.router.engine import ArchRouter, RouterModelError, pick_compute_type
+from extproc.decisions.router.convert import ConvertError, convert
+from extproc.decisions.router.decoding import OTHER, answer_text, parse_route
+from extproc.decisions.router.engine import ArchRouter, RouterModelError, pick_compute_type
 from tests.qwen_tokenizer import session_qwen_dir
 from tests.tiny_model import ROUTES, STEERED, session_model_dir
 
@@ -226,7 +226,7 @@ def test_exit_after_classifying_is_clean(model_dir: Path) -> None:
     """CTranslate2 can abort at interpreter exit after step callbacks; close() at exit."""
     script = textwrap.dedent(
         f"""
-        from extproc.router.engine import ArchRouter
+        from extproc.decisions.router.engine import ArchRouter
         router = ArchRouter({str(model_dir)!r})
         windows = [[{{"role": "user", "content": "w" * i}}] for i in range(1, 30)]
         router.classify([("alpha", "a"), ("beta", "b"), ("code_x", "c")], windows)

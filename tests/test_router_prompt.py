@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.router.engine import ArchRouter
-from extproc.router.prompt import (
+from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.router.prompt import (
     FORMAT_PROMPT,
     TASK_INSTRUCTION,
     render_user_message,

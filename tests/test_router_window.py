@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extproc.config import ConfigError
-from extproc.router.window import (
+from extproc.decisions.router.window import (
     TEXT_LIMIT,
     conversation_window,
     estimate_tokens,
@@ -295,8 +295,8 @@ def test_router_stage_resolves_auto_for_the_models_device(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from extproc.config import Routing
-    from extproc.router.engine import ArchRouter
-    from extproc.routing import RouterStage
+    from extproc.decisions.router.engine import ArchRouter
+    from extproc.decisions.routing import RouterStage
     from tests.tiny_model import session_model_dir
 
     stage = RouterStage(Routing())

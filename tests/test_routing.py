@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from extproc import routing
 from extproc.app import build_gateway, load_router
 from extproc.config import Config, Routing, parse
-from extproc.decision import Request, decide
-from extproc.router import window
-from extproc.router.engine import ArchRouter
-from extproc.routing import RouterStage
+from extproc.decisions import routing
+from extproc.decisions.decision import Request, decide
+from extproc.decisions.router import window
+from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.routing import RouterStage
 from tests.conftest import captured
 from tests.tiny_model import ROUTES, session_model_dir
 

@@ -16,13 +16,13 @@ import orjson
 import pytest
 from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
-from extproc import routing
 from extproc.app import build_gateway
 from extproc.config import Config, parse
-from extproc.decision import AFTER_ROUTER, BEFORE_ROUTER, Request, decide
+from extproc.decisions import routing
+from extproc.decisions.decision import AFTER_ROUTER, BEFORE_ROUTER, Request, decide
+from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.routing import BatchingClassifier, RouterStage, routes_of
 from extproc.exchange import Exchange
-from extproc.router.engine import ArchRouter
-from extproc.routing import BatchingClassifier, RouterStage, routes_of
 from tests.tiny_model import ROUTES, session_model_dir
 
 DEFAULT = "anthropic/claude-opus-4-8"

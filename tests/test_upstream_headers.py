@@ -18,9 +18,9 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import CommonResponse, Processin
 
 from extproc.app import build_gateway
 from extproc.config import load, parse
+from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.exchange import Exchange, _check_gateway_key
-from extproc.routing import RouterStage
 from tests.test_bad_input import chat
 from tests.test_server import get
 

@@ -121,8 +121,9 @@ def message_json(role: str, text: str) -> str:
 def prompt_tokens(role: str, text: str, count_tokens: TokenCounter) -> int:
     """Tokens of one message as the prompt carries it.
 
-    A counter with a ``message(role, text)`` method (`extproc.routing.TokenCounts`) answers
-    from its memory of recent messages without escaping them again (0.5 ms for 64 KB).
+    A counter with a ``message(role, text)`` method
+    (`extproc.decisions.routing.TokenCounts`) answers from its memory of recent messages
+    without escaping them again (0.5 ms for 64 KB).
     """
     remembered = getattr(count_tokens, "message", None)
     if remembered is not None:

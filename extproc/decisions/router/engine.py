@@ -20,8 +20,8 @@ import ctranslate2
 import numpy as np
 
 from extproc.config import ROUTER_MODES
-from extproc.router.decoding import OTHER, AnswerTrie, TrieNode, answer_text, parse_route
-from extproc.router.prompt import Conversation, Routes, render_prompt, split_prompt
+from extproc.decisions.router.decoding import OTHER, AnswerTrie, TrieNode, answer_text, parse_route
+from extproc.decisions.router.prompt import Conversation, Routes, render_prompt, split_prompt
 
 # On a GPU, bfloat16 (float16 where the GPU lacks it) beat the int8 variants on an H200.
 _GPU_COMPUTE_TYPES = ("bfloat16", "float16")

@@ -19,17 +19,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from extproc import decision
 from extproc.config import Config, Routing
-from extproc.decision import Decision, Request, Source
-from extproc.router.window import (
+from extproc.decisions import decision
+from extproc.decisions.decision import Decision, Request, Source
+from extproc.decisions.router.window import (
     conversation_window,
     estimate_tokens,
     message_json,
     window_budget,
 )
 
-log = logging.getLogger("extproc.routing")
+log = logging.getLogger("extproc.decisions.routing")
 
 Routes = tuple[tuple[str, str], ...]
 Window = list[dict[str, str]]

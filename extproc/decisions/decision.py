@@ -1,7 +1,7 @@
 """Which configured model serves a request, and the record of why.
 
 The pipeline is an ordered list of stages; the first stage that returns a
-decision wins. The classifier is one stage among them (see `extproc.routing`),
+decision wins. The classifier is one stage among them (see `extproc.decisions.routing`),
 so adding or removing it does not reshape the rest.
 """
 
