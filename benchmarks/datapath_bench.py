@@ -39,9 +39,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from extproc.config import parse
-from extproc.envoy_config import render
+from extproc.proxy.envoy_config import render
+from extproc.proxy.wire import decode_request, message
 from extproc.up import envoy_command
-from extproc.wire import decode_request, message
 from tests.conftest import free_port
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"

@@ -10,9 +10,9 @@ from pathlib import Path
 from extproc.config import Config, ConfigError, Routing, load
 from extproc.decisions import decision
 from extproc.decisions.routing import Classifier, RouterStage, routes_of
-from extproc.exchange import Gateway
 from extproc.metrics import Metrics
-from extproc.server import ExtProcServer
+from extproc.proxy.exchange import Gateway
+from extproc.proxy.server import ExtProcServer
 
 log = logging.getLogger("extproc")
 

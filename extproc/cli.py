@@ -49,7 +49,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
-    from extproc.envoy_config import fragment, render
+    from extproc.proxy.envoy_config import fragment, render
 
     config = _load(args.config)
     if args.listen_address:
@@ -70,7 +70,7 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from extproc.app import Sidecar
-    from extproc.server import serve_until_signalled, tune_for_serving
+    from extproc.proxy.server import serve_until_signalled, tune_for_serving
 
     config = _load(args.config, warn=args.config_warnings)
     if args.workers > 1:

@@ -19,8 +19,8 @@ from typing import Any, get_args
 
 import yaml
 
-from extproc.paths import DEFAULT_PASS_THROUGH, pattern_problem
 from extproc.providers.catalogue import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
+from extproc.proxy.paths import DEFAULT_PASS_THROUGH, pattern_problem
 from extproc.translate.contract import (
     COMMON,
     CONTRACT_FIELDS,
@@ -197,7 +197,7 @@ class Config:
     gateway_keys: tuple[str, ...] = ()
     """When set, clients must present one (x-api-key or Bearer); it is never forwarded."""
     pass_through_paths: tuple[str, ...] = DEFAULT_PASS_THROUGH
-    """Paths besides Messages that go unread to the `anthropic` provider (extproc.paths)."""
+    """Paths besides Messages that go unread to the `anthropic` provider (extproc.proxy.paths)."""
     listener: Listener = field(default_factory=Listener)
     sidecar: Sidecar = field(default_factory=Sidecar)
     routing: Routing = field(default_factory=Routing)

@@ -26,8 +26,8 @@ from pathlib import Path
 import envoy
 
 from extproc.config import Config, ConfigError, load
-from extproc.envoy_config import render
 from extproc.launch import gateway_url
+from extproc.proxy.envoy_config import render
 from extproc.supervise import Supervised
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"

@@ -25,7 +25,8 @@ from extproc.app import build_gateway
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
-from extproc.exchange import Exchange
+from extproc.proxy.exchange import Exchange
+from extproc.proxy.wire import decode_request
 from extproc.translate.anthropic_openai import (
     StreamTranslator,
     TranslationError,
@@ -34,7 +35,6 @@ from extproc.translate.anthropic_openai import (
 )
 from extproc.translate.contract import Contract
 from extproc.translate.sse import SSEParser
-from extproc.wire import decode_request
 from tests.conftest import STRICT_MAX_BODY
 
 KEY = {"x-api-key": "sk-ant-client-own-key", "anthropic-version": "2023-06-01"}

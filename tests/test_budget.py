@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from extproc.budget import ByteBudget
+from extproc.proxy.budget import ByteBudget
 
 
 async def test_a_body_waits_until_earlier_ones_give_back_their_bytes():

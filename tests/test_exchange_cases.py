@@ -14,7 +14,7 @@ from extproc.app import build_gateway
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
-from extproc.exchange import Exchange, _parse_body, rewrite_model
+from extproc.proxy.exchange import Exchange, _parse_body, rewrite_model
 
 
 def exchange_for(providers: str) -> Exchange:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from extproc.config import load
-from extproc.envoy_config import render
 from extproc.providers.upstream import origin
+from extproc.proxy.envoy_config import render
 from extproc.up import envoy_command
 from tests.conftest import (
     PROVIDER_KEYS,

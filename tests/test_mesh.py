@@ -17,14 +17,14 @@ import pytest
 import yaml
 
 from extproc.config import Config, parse
-from extproc.envoy_config import (
+from extproc.providers.upstream import CLUSTER_HEADER, origins
+from extproc.proxy.envoy_config import (
     EXTPROC_FILTER,
     access_log_format,
     enabled_route,
     fragment,
     scoped_extproc_filter,
 )
-from extproc.providers.upstream import CLUSTER_HEADER, origins
 from extproc.up import envoy_command
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic

@@ -243,7 +243,7 @@ def test_history_gemini_did_not_write_gets_the_documented_placeholder() -> None:
 
 
 def test_signatures_never_reach_anthropic_and_foreign_ones_are_ignored() -> None:
-    from extproc.exchange import without_foreign_thinking
+    from extproc.proxy.exchange import without_foreign_thinking
 
     ours = {"type": "thinking", "thinking": "", "signature": signatures.sign({"a": 1})}
     anthropics = {"type": "thinking", "thinking": "t", "signature": "EqQBCkYIBxgCKkB+/="}

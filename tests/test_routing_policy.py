@@ -22,7 +22,7 @@ from extproc.decisions import routing
 from extproc.decisions.decision import AFTER_ROUTER, BEFORE_ROUTER, Request, decide
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import BatchingClassifier, RouterStage, routes_of
-from extproc.exchange import Exchange
+from extproc.proxy.exchange import Exchange
 from tests.tiny_model import ROUTES, session_model_dir
 
 DEFAULT = "anthropic/claude-opus-4-8"

@@ -24,14 +24,14 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
-from extproc import replies
 from extproc.config import Config, load, parse
-from extproc.envoy_config import render
-from extproc.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
 from extproc.providers.upstream import CLUSTER_HEADER, origin
-from extproc.server import SERVICE
+from extproc.proxy import replies
+from extproc.proxy.envoy_config import render
+from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
+from extproc.proxy.server import SERVICE
+from extproc.proxy.wire import Phase, decode_request
 from extproc.up import envoy_command
-from extproc.wire import Phase, decode_request
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic
 from tests.test_bad_input import chat

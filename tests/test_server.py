@@ -22,7 +22,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
-from extproc.server import keep_freed_memory
+from extproc.proxy.server import keep_freed_memory
 from tests.conftest import free_port
 
 METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"

@@ -20,7 +20,7 @@ from extproc.app import build_gateway
 from extproc.config import load, parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
-from extproc.exchange import Exchange, _check_gateway_key
+from extproc.proxy.exchange import Exchange, _check_gateway_key
 from tests.test_bad_input import chat
 from tests.test_server import get
 

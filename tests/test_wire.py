@@ -37,8 +37,8 @@ from envoy_data_plane.google.protobuf import Struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc import replies, wire
 from extproc.errors import STATUS_BY_TYPE, GatewayError
+from extproc.proxy import replies, wire
 
 names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)
 values = st.text(max_size=300)

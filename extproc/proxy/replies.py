@@ -19,7 +19,7 @@ from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
 )
 
 from extproc.errors import GatewayError
-from extproc.wire import data, integer, message, proto_struct, tag, text
+from extproc.proxy.wire import data, integer, message, proto_struct, tag, text
 
 METADATA_NAMESPACE = "envoy.filters.http.ext_proc"
 """The default of sidecar.metadata_namespace."""

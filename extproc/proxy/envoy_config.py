@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from extproc.config import Config, is_ip
-from extproc.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, origins
+from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
 
 EXTPROC_CLUSTER = "extproc"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"

@@ -17,12 +17,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 import grpc
 import orjson
 
-from extproc import replies
-from extproc.budget import ByteBudget
 from extproc.errors import GatewayError
-from extproc.exchange import Exchange, Gateway
 from extproc.providers import credentials
-from extproc.wire import Phase, decode_request
+from extproc.proxy import replies
+from extproc.proxy.budget import ByteBudget
+from extproc.proxy.exchange import Exchange, Gateway
+from extproc.proxy.wire import Phase, decode_request
 
 log = logging.getLogger("extproc")
 

@@ -18,19 +18,19 @@ from typing import Any
 import msgspec
 import orjson
 
-from extproc import replies
 from extproc.config import Config, Provider
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.errors import GatewayError, encode_request_json
 from extproc.metrics import Metrics
-from extproc.paths import is_messages, passes_through
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
+from extproc.proxy import replies
+from extproc.proxy.paths import is_messages, passes_through
+from extproc.proxy.wire import Phase
 from extproc.translate import anthropic_responses, signatures
 from extproc.translate.anthropic_openai import TranslationError, tool_names, translate_request
 from extproc.translate.response import ResponseTranslation
 from extproc.translate.token_estimate import count_tokens_estimate, estimate_input_tokens
 from extproc.translate.usage import UsageReader
-from extproc.wire import Phase
 
 log = logging.getLogger("extproc")
 
