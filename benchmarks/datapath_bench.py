@@ -38,10 +38,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from extproc.commands.up import envoy_command
 from extproc.config import parse
 from extproc.proxy.envoy_config import render
 from extproc.proxy.wire import decode_request, message
-from extproc.up import envoy_command
 from tests.conftest import free_port
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"

@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 import httpx
 import yaml
 
-from extproc.cli import parser
+from extproc.commands.cli import parser
+from extproc.commands.up import STOP_DRAIN_S, STOP_GRACE_S
 from extproc.config import LISTEN_ADDRESS_VAR, load
-from extproc.up import STOP_DRAIN_S, STOP_GRACE_S
 from tests.conftest import gateway_config, gateway_ports, start_gateway, stop_gateway
 
 ROOT = Path(__file__).resolve().parent.parent

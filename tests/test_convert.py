@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from ctranslate2.converters import TransformersConverter
 
+from extproc.commands.up import ROUTER_SOURCE
 from extproc.decisions.router.convert import ConvertError, convert
-from extproc.up import ROUTER_SOURCE
 from tests.conftest import PROVIDER_KEYS, free_port, gateway_config, gateway_ports
 
 COMMIT = "c0ffee" * 6 + "c0ff"
@@ -121,7 +121,9 @@ def hub(hub_server) -> str:
 
 
 def convert_command(src: str, out: str, python: str = "") -> list[str]:
-    code = f"{python}\nimport sys\nfrom extproc.cli import main\nsys.exit(main(sys.argv[1:]))"
+    code = (
+        f"{python}\nimport sys\nfrom extproc.commands.cli import main\nsys.exit(main(sys.argv[1:]))"
+    )
     return [sys.executable, "-c", code, "model", "convert", src, out]
 
 

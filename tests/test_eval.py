@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from extproc.cli import main
+from extproc.commands.cli import main
+from extproc.commands.evaluate import load_cases
 from extproc.decisions.routing import routes_of
-from extproc.evaluate import load_cases
 from tests.conftest import FIXTURES
 from tests.tiny_model import ROUTES
 

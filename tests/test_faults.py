@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from extproc.commands.up import envoy_command
 from extproc.config import load
 from extproc.providers.upstream import origin
 from extproc.proxy.envoy_config import render
-from extproc.up import envoy_command
 from tests.conftest import (
     PROVIDER_KEYS,
     STRICT_IDLE_S,

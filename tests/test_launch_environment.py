@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from extproc.commands.launch import PLACEHOLDER_TOKEN, LaunchError, claude_environment
 from extproc.config import parse
-from extproc.launch import PLACEHOLDER_TOKEN, LaunchError, claude_environment
 
 KEYED = "  - model: anthropic/claude-sonnet-4-5\n    access_key: sk-gw\n"
 PASSES_THROUGH = "  - model: anthropic/claude-sonnet-4-5\n"

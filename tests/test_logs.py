@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extproc import logs
+from extproc.commands import logs
 
 ENTRY = {
     "time": "2026-11-25T21:20:55.166Z",

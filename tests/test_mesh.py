@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from extproc.commands.up import envoy_command
 from extproc.config import Config, parse
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from extproc.proxy.envoy_config import (
@@ -25,7 +26,6 @@ from extproc.proxy.envoy_config import (
     fragment,
     scoped_extproc_filter,
 )
-from extproc.up import envoy_command
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_openai import FakeOpenAI

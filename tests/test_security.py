@@ -24,6 +24,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
+from extproc.commands.up import envoy_command
 from extproc.config import Config, load, parse
 from extproc.providers.upstream import CLUSTER_HEADER, origin
 from extproc.proxy import replies
@@ -31,7 +32,6 @@ from extproc.proxy.envoy_config import render
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
 from extproc.proxy.server import SERVICE
 from extproc.proxy.wire import Phase, decode_request
-from extproc.up import envoy_command
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic
 from tests.test_bad_input import chat

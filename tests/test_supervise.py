@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from extproc import supervise
-from extproc.supervise import Supervised, exit_reason
+from extproc.commands import supervise
+from extproc.commands.supervise import Supervised, exit_reason
 
 CRASH = [sys.executable, "-c", "raise SystemExit(3)"]
 LIVES = [sys.executable, "-c", "import time; time.sleep(60)"]

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from extproc.supervise import Supervised
+from extproc.commands.supervise import Supervised
 
 
 def run_workers(config_path: str, count: int, grace: float) -> int:

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import envoy
 
+from extproc.commands.launch import gateway_url
+from extproc.commands.supervise import Supervised
 from extproc.config import Config, ConfigError, load
-from extproc.launch import gateway_url
 from extproc.proxy.envoy_config import render
-from extproc.supervise import Supervised
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0

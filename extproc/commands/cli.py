@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load(args.config, warn=args.config_warnings)
     if args.workers > 1:
-        from extproc.workers import run_workers
+        from extproc.commands.workers import run_workers
 
         return run_workers(config.path, args.workers, args.grace)
     tune_for_serving()
@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from extproc.up import StartupError, run
+    from extproc.commands.up import StartupError, run
 
     config = _load(args.config)
     try:
@@ -194,8 +194,8 @@ def _show_prompt(config: Config, body: dict[str, Any]) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Every labelled case through the real router; with --compare, two configs side by side."""
-    from extproc import evaluate
     from extproc.app import _model_settings
+    from extproc.commands import evaluate
     from extproc.decisions.router.window import window_budget
     from extproc.decisions.routing import routes_of
 
@@ -268,7 +268,7 @@ def cmd_model_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from extproc import logs
+    from extproc.commands import logs
 
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", errors="replace")  # noqa: SIM115
     with stream:
@@ -290,7 +290,7 @@ def cmd_claude(argv: list[str]) -> int:
 
     Parsed by hand: claude's own flags (-p, -c, --model, ...) must pass through untouched.
     """
-    from extproc.launch import LaunchError, launch
+    from extproc.commands.launch import LaunchError, launch
 
     path = config_mod.DEFAULT_CONFIG
     if argv[:1] == ["--config"] and len(argv) > 1:
