@@ -29,7 +29,6 @@ from extproc.translate.anthropic_format import (
     content_blocks,
     hashed_user,
     is_custom_tool,
-    message_events,
     plain_texts,
     reasoning_effort,
     session_id,
@@ -46,7 +45,7 @@ from extproc.translate.anthropic_openai import (
     _tool_message,
 )
 from extproc.translate.contract import COMMON, Contract
-from extproc.translate.sse import SSEParser, encode_event
+from extproc.translate.stream import AnthropicStream
 
 JSON = dict[str, Any]
 
@@ -432,7 +431,7 @@ _DELTAS = {
 }
 
 
-class StreamTranslator:
+class StreamTranslator(AnthropicStream):
     """Responses SSE bytes in, Anthropic SSE bytes out; split points don't matter.
 
     Each output item (reasoning, message, function call) becomes one block. Items arrive one
@@ -449,81 +448,30 @@ class StreamTranslator:
         tool_names: dict[str, str] | None = None,
         origin: str = "",
     ) -> None:
-        self._model = model
-        self._tool_names = tool_names or {}
+        super().__init__(
+            model=model,
+            message_id=message_id,
+            input_tokens_estimate=input_tokens_estimate,
+            tool_names=tool_names,
+        )
         self._origin = origin
-        self._message_id = message_id
-        self._input_estimate = input_tokens_estimate
-        self._parser = SSEParser()
-        self._raw: list[bytes] | None = []  # the body, kept until an SSE event shows up
-        self._started = False
-        self._done = False
         self._items: dict[int, _Item] = {}  # by output_index
         self._order: list[int] = []  # output indexes in arrival order
         self._open = 0  # position in _order of the item that streams live
         self._next_index = 0
         self._calls = 0
-        self._usage: JSON | None = None
-        self._chars = 0
-        self._out: list[bytes] = []
-
-    # -- public ---------------------------------------------------------------------------
-
-    @property
-    def usage(self) -> JSON | None:
-        """The provider's token counts (Anthropic names), once it has reported them."""
-        return self._usage
-
-    def feed(self, data: bytes) -> bytes:
-        """Upstream SSE bytes → Anthropic SSE bytes that can be sent now (maybe b"")."""
-        if self._done:
-            return b""
-        if self._raw is not None:
-            self._raw.append(data)
-        for name, payload in self._parser.feed(data):
-            self._event(name, payload)
-            if self._done:
-                break
-        return self._take()
-
-    def finish(self) -> bytes:
-        """Upstream ended: flush, and always leave the client a terminated message."""
-        if self._done:
-            return b""
-        for name, payload in self._parser.close():
-            self._event(name, payload)
-            if self._done:
-                return self._take()
-        if self._raw is not None:  # not one SSE event came
-            self._plain_json(b"".join(self._raw))
-        elif self._started:
-            self._end({"status": "completed"})
-        else:
-            self._fail("api_error", "upstream ended the stream without an answer")
-        return self._take()
-
-    def error(self, status: int, body: bytes) -> bytes:
-        """Upstream refused the streamed request (non-2xx): one Anthropic `event: error`."""
-        _, kind, message = errors.http_error(status, body)
-        self._fail(kind, message)
-        return self._take()
 
     # -- events ---------------------------------------------------------------------------
 
-    def _take(self) -> bytes:
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
+    def _cut(self) -> None:
+        self._end({"status": "completed"})
 
-    def _emit(self, name: str, payload: JSON) -> None:
-        self._out.append(encode_event(name, payload))
-
-    def _fail(self, kind: str, message: str) -> None:
-        self._out.append(errors.error_event(kind, message))
-        self._done = True
+    def _translate_whole(self, body: bytes) -> tuple[int, bytes]:
+        return translate_response(
+            200, body, model=self._model, tool_names=self._tool_names, origin=self._origin
+        )
 
     def _event(self, name: bytes, payload: bytes) -> None:
-        self._raw = None
         try:
             event = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -712,21 +660,4 @@ class StreamTranslator:
         stop = {"stop_reason": _stop_reason(response, self._calls > 0), "stop_sequence": None}
         self._emit("message_delta", {"type": "message_delta", "delta": stop, "usage": usage})
         self._emit("message_stop", {"type": "message_stop"})
-        self._done = True
-
-    def _plain_json(self, body: bytes) -> None:
-        """The upstream ignored `stream` and answered with JSON: replay it as events."""
-        if not body.strip():
-            self._fail("api_error", "upstream ended the stream without an answer")
-            return
-        status, translated = translate_response(
-            200, body, model=self._model, tool_names=self._tool_names, origin=self._origin
-        )
-        message = orjson.loads(translated)
-        if status != 200:
-            self._fail(message["error"]["type"], message["error"]["message"])
-            return
-        self._started = True
-        self._usage = message["usage"]
-        self._out.append(message_events(message))
         self._done = True
