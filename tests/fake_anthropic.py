@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fake_server import FakeServer
+from tests.fake_server import FakeServer, send_json
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _MARKER = re.compile(rb"MARK-[0-9A-Za-z]+")
@@ -164,12 +164,7 @@ class FakeAnthropic(FakeServer):
     def _json(self, handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
         self.sent = [data]  # before the bytes leave: a client may compare once it has them
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
-        handler.send_header("content-length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_json(handler, status, data, {"request-id": f"req_{uuid.uuid4().hex[:20]}"})
 
     def error(self, handler: BaseHTTPRequestHandler, status: int, kind: str, text: str) -> None:
         self._json(handler, status, {"type": "error", "error": {"type": kind, "message": text}})

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.fake_anthropic import echoed, write_chunked
-from tests.fake_server import FakeServer
+from tests.fake_server import FakeServer, send_json
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -164,16 +164,11 @@ class FakeOpenAI(FakeServer):
         **headers: str,
     ) -> None:
         data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
+        extra = {name.replace("_", "-"): value for name, value in headers.items()}
         if gzipped:
             data = gzip.compress(data)
-            handler.send_header("content-encoding", "gzip")
-        handler.send_header("content-length", str(len(data)))
-        for name, value in headers.items():
-            handler.send_header(name.replace("_", "-"), value)
-        handler.end_headers()
-        handler.wfile.write(data)
+            extra["content-encoding"] = "gzip"
+        send_json(handler, status, data, extra)
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         if handler.headers.get("authorization") != f"Bearer {self.expected_key}":

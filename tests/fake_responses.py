@@ -22,7 +22,7 @@ from typing import Any
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
 from tests.fake_anthropic import echoed, write_chunked
-from tests.fake_server import FakeServer
+from tests.fake_server import FakeServer, send_json
 from tests.responses_streams import Answer, Call, encrypted_for, events, response, sse
 
 JSON = dict[str, Any]
@@ -240,12 +240,7 @@ class FakeResponses(FakeServer):
 
     @staticmethod
     def _json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_json(handler, status, json.dumps(payload).encode())
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         if handler.headers.get("authorization") != f"Bearer {self.expected_key}":

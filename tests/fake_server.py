@@ -20,6 +20,19 @@ class Received:
         return json.loads(self.body)
 
 
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str] | None = None
+) -> None:
+    """A whole JSON response: `data` is the encoded body, `headers` any extra ones."""
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 @dataclass(kw_only=True)
 class FakeServer:
     """Subclasses answer in `respond`; every request is in `received` first."""

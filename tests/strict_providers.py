@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.fake_anthropic import write_chunked
-from tests.fake_server import FakeServer
+from tests.fake_server import FakeServer, send_json
 
 JSON = dict[str, Any]
 FINAL = "loop done after STEP-1 and STEP-2"
@@ -347,12 +347,7 @@ class FakeProvider(FakeServer):
                     "code": None,
                 }
             }
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_json(handler, status, json.dumps(payload).encode())
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         profile = self.profile
