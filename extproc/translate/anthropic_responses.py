@@ -343,14 +343,10 @@ def translate_response(
     `tool_names` maps the tool names sent to the provider back to the client's; `origin` is
     what reasoning is signed for (see `translate_request`).
     """
-    if not 200 <= status < 300:
-        client_status, kind, message = errors.http_error(status, body)
-        return client_status, errors.error_body(kind, message)
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        message = errors.upstream_message(status, body)
-        return 502, errors.error_body("api_error", f"invalid JSON from upstream: {message}")
+        data = errors.answer_json(status, body)
+    except errors.UnusableAnswer as exc:
+        return exc.reply
     if not isinstance(data, dict) or not isinstance(data.get("output"), list):
         err = errors.error_object(data)
         if err is not None:

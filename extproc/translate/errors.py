@@ -147,3 +147,24 @@ def http_error(status: int, body: bytes) -> tuple[int, str, str]:
     """
     client_status = status if 400 <= status <= 599 else 502
     return client_status, type_for_status(client_status), upstream_message(status, body)
+
+
+class UnusableAnswer(Exception):
+    """A non-streamed upstream answer that reaches the client as an error instead."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.reply = (status, error_body(error_type, message))
+        """(status for the client, Anthropic error body)."""
+
+
+def answer_json(status: int, body: bytes) -> Any:
+    """A 2xx answer, parsed; raises UnusableAnswer for another status or a body not JSON.
+    Both translators read their non-streamed answers through it."""
+    if not 200 <= status < 300:
+        raise UnusableAnswer(*http_error(status, body))
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        message = f"invalid JSON from upstream: {upstream_message(status, body)}"
+        raise UnusableAnswer(502, "api_error", message) from None
