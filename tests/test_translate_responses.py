@@ -41,6 +41,7 @@ from tests.responses_streams import (
 )
 from tests.test_translate_stream import accumulate, sdk_client
 from tests.test_translate_stream import events as anthropic_events
+from tests.test_translate_stream import translate as feed_cut
 
 KNOWN_KEYS = {*typing.get_type_hints(response_create_params.ResponseCreateParamsBase), "stream"}
 STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsStreaming)
@@ -596,14 +597,7 @@ def test_errors(status: int, body: bytes, want_status: int, kind: str) -> None:
 
 
 def translate(stream: bytes, cuts: list[int] = (), **kwargs: Any) -> bytes:
-    tr = StreamTranslator(model="routed-model", **kwargs)
-    out, last = [], 0
-    for cut in sorted(cuts):
-        out.append(tr.feed(stream[last:cut]))
-        last = cut
-    out.append(tr.feed(stream[last:]))
-    out.append(tr.finish())
-    return b"".join(out)
+    return feed_cut(stream, cuts, StreamTranslator, **kwargs)
 
 
 def compact(answer: Answer, size: int) -> bytes:

@@ -32,9 +32,12 @@ from tests.openai_streams import (
 EVENT = TypeAdapter(RawMessageStreamEvent)
 
 
-def translate(stream: bytes, cuts: list[int] = (), **kwargs: Any) -> bytes:
-    """Feed `stream` cut at `cuts`, then finish."""
-    tr = StreamTranslator(model="routed-model", **kwargs)
+def translate(
+    stream: bytes, cuts: list[int] = (), translator: type = StreamTranslator, **kwargs: Any
+) -> bytes:
+    """Feed `stream` cut at `cuts` to a `translator` (Chat Completions' by default), then
+    finish."""
+    tr = translator(model="routed-model", **kwargs)
     out, last = [], 0
     for cut in sorted(cuts):
         out.append(tr.feed(stream[last:cut]))
