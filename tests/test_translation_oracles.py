@@ -13,12 +13,11 @@ from typing import Any
 
 import orjson
 import pytest
-from anthropic._streaming import SSEDecoder
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from extproc.translate import StreamTranslator
+from tests.test_translate_stream import events, translate
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
 MESSAGE_ID = "msg_oracle01"
@@ -200,20 +199,8 @@ ORACLES: dict[str, tuple[bytes, list[dict], list[dict], str, dict]] = {
 
 
 def translated(stream: bytes, cut: int | None = None) -> bytes:
-    tr = StreamTranslator(
-        model="routed-model", message_id=MESSAGE_ID, input_tokens_estimate=ESTIMATE
-    )
-    pieces = [stream] if cut is None else [stream[:cut], stream[cut:]]
-    return b"".join(tr.feed(piece) for piece in pieces) + tr.finish()
-
-
-def events(out: bytes) -> list[dict]:
-    parsed = []
-    for sse_event in SSEDecoder().iter_bytes(iter([out])):
-        data = orjson.loads(sse_event.data)
-        assert sse_event.event == data["type"]
-        parsed.append(data)
-    return parsed
+    cuts = [] if cut is None else [cut]
+    return translate(stream, cuts, message_id=MESSAGE_ID, input_tokens_estimate=ESTIMATE)
 
 
 @pytest.mark.parametrize("name", sorted(ORACLES))
