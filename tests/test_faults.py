@@ -56,8 +56,8 @@ def test_429_keeps_retry_after_for_the_client(gateway, fakes, model, word, retry
 @pytest.mark.parametrize("model", [NATIVE, TRANSLATED])
 def test_reset_mid_stream_ends_the_client_stream_not_hangs_it(gateway, fakes, model):
     """Envoy can't add an `event: error` to a stream it already forwards; it cuts the
-    client's connection, which SDKs report as an error (and Claude Code retries)."""
-    started = time.monotonic()
+    client's connection, which SDKs report as an error (and Claude Code retries). A hang
+    would end in the client's read timeout instead, which is not the error expected here."""
     received = b""
     with (
         pytest.raises(httpx.RemoteProtocolError),
@@ -72,17 +72,14 @@ def test_reset_mid_stream_ends_the_client_stream_not_hangs_it(gateway, fakes, mo
         assert response.status_code == 200
         for chunk in response.iter_raw():
             received += chunk
-    assert time.monotonic() - started < 5
     assert b"message_start" in received and b"message_stop" not in received
 
 
 def test_silent_upstream_gets_504_timeout_error(strict_gateway, fakes):
-    started = time.monotonic()
-    response = send(strict_gateway, chat(NATIVE, "FAULT-HANG"))
-    elapsed = time.monotonic() - started
+    """The gateway's idle timer answers, not the client's (which would raise instead)."""
+    response = send(strict_gateway, chat(NATIVE, "FAULT-HANG"), timeout=STRICT_IDLE_S + 10)
     message = assert_anthropic_error(response, 504, "timeout_error")
     assert "listener.idle_timeout_s" in message
-    assert STRICT_IDLE_S <= elapsed < STRICT_IDLE_S + 3
 
 
 def test_unresolvable_provider_gets_503_api_error(strict_gateway, fakes):
