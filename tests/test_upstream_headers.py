@@ -95,6 +95,49 @@ def test_a_provider_that_needs_a_key_and_has_none_refuses_instead_of_forwarding(
     assert refused.value.message.endswith("it has no access_key in the gateway's config.")
 
 
+def test_a_missing_key_variable_is_named_in_the_refusal(monkeypatch):
+    monkeypatch.delenv("EXTPROC_TEST_UNSET_KEY", raising=False)
+    exchange = exchange_for("  - model: openai/gpt-4.1\n    access_key: $EXTPROC_TEST_UNSET_KEY\n")
+    with pytest.raises(GatewayError) as refused:
+        body_reply(exchange)
+    assert refused.value.message == (
+        "The gateway routed this request to openai/gpt-4.1, but its access_key names "
+        "$EXTPROC_TEST_UNSET_KEY, which is not set where the sidecar runs."
+    )
+
+
+@pytest.mark.parametrize(
+    ("provider", "client_path", "upstream"),
+    [
+        (
+            "  - model: anthropic/claude-x\n    base_url: http://127.0.0.1:9/proxy/\n",
+            "/v1/messages?beta=true",
+            "/proxy/v1/messages?beta=true",
+        ),
+        (
+            "  - model: openai/gpt-4.1\n    access_key: k\n    provider_interface: openai-chat\n",
+            "/v1/messages?beta=true",
+            "/v1/chat/completions",
+        ),
+        (
+            "  - model: ollama/llama3.2\n    base_url: http://127.0.0.1:11434\n",
+            "/v1/messages",
+            "/v1/chat/completions",
+        ),
+        (
+            "  - model: acme/m\n    base_url: http://127.0.0.1:9/api\n"
+            "    provider_interface: openai-responses\n    access_key: k\n",
+            "/v1/messages",
+            "/api/responses",
+        ),
+    ],
+    ids=["anthropic: client's path and query", "openai chat", "ollama", "responses under a prefix"],
+)
+def test_the_upstream_path_is_the_providers(provider, client_path, upstream):
+    set_, _, _ = upstream_changes(body_reply(exchange_for(provider), client_path))
+    assert (set_[":path"], set_["x-envoy-original-path"]) == (upstream, client_path)
+
+
 @pytest.mark.parametrize(
     ("provider", "version_if_absent", "removed"),
     [
