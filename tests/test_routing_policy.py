@@ -19,7 +19,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 from extproc.app import build_gateway
 from extproc.config import Config, parse
 from extproc.decisions import routing
-from extproc.decisions.decision import AFTER_ROUTER, BEFORE_ROUTER, Request, decide
+from extproc.decisions.decision import AFTER_ROUTER, BEFORE_ROUTER, Decision, Request, decide
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import BatchingClassifier, RouterStage, routes_of
 from extproc.proxy.exchange import Exchange
@@ -210,13 +210,10 @@ async def test_one_batch_never_mixes_windows_of_different_route_configs(model, m
     first = routes_of(policy_config(model_dir))
     second = routes_of(policy_config(model_dir, review="reading code written by others"))
     batching = BatchingClassifier(model)
-    try:
-        windows = [[{"role": "user", "content": f"task {i}: write a lexer"}] for i in range(4)]
-        answers = await asyncio.gather(
-            *(batching.submit((first, second)[i % 2], w) for i, w in enumerate(windows))
-        )
-    finally:
-        batching.close()
+    windows = [[{"role": "user", "content": f"task {i}: write a lexer"}] for i in range(4)]
+    answers = await asyncio.gather(
+        *(batching.submit((first, second)[i % 2], w) for i, w in enumerate(windows))
+    )
     assert model.calls == [(first, 2), (second, 2)]
     assert set(answers) <= set(OWNERS)
 
@@ -231,3 +228,18 @@ async def test_the_sticky_cache_forgets_the_least_recently_used_turn(
     # b, classified again, then evicts a (used before c).
     assert sources == ["router", "router", "sticky", "router", "sticky", "sticky", "router"]
     assert len(model.calls) == 4
+
+
+def test_the_access_log_shows_router_ms_to_the_hundredth(config):
+    decision = Decision("router", config.default_provider, "m", "code_review", 412.3456)
+    assert decision.metadata()["router_ms"] == 412.35
+
+
+def test_token_counts_remember_recent_texts_and_forget_the_oldest():
+    counted: list[str] = []
+    counts = routing.TokenCounts(lambda text: counted.append(text) or len(text), entries=2)
+    assert [counts("aa"), counts("bbb"), counts("aa")] == [2, 3, 2]
+    assert counted == ["aa", "bbb"]
+    counts("c")  # a third text: "aa", the oldest, is forgotten
+    assert [counts("bbb"), counts("aa")] == [3, 2]
+    assert counted == ["aa", "bbb", "c", "aa"]
