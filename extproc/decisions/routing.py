@@ -87,9 +87,6 @@ class BatchingClassifier:
                 else:
                     future.set_result(answer)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
 
 class TokenCounts:
     """A classifier's token counter that remembers the counts of recent texts.
