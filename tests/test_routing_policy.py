@@ -21,6 +21,7 @@ from extproc.config import Config, parse
 from extproc.decisions import routing
 from extproc.decisions.decision import AFTER_ROUTER, BEFORE_ROUTER, Decision, Request, decide
 from extproc.decisions.router.engine import ArchRouter
+from extproc.decisions.router.window import message_json
 from extproc.decisions.routing import BatchingClassifier, RouterStage, routes_of
 from extproc.proxy.exchange import Exchange
 from tests.tiny_model import ROUTES, session_model_dir
@@ -243,3 +244,8 @@ def test_token_counts_remember_recent_texts_and_forget_the_oldest():
     counts("c")  # a third text: "aa", the oldest, is forgotten
     assert [counts("bbb"), counts("aa")] == [3, 2]
     assert counted == ["aa", "bbb", "c", "aa"]
+    # A message is counted as the prompt carries it, and remembered by its raw text.
+    carried = message_json("assistant", 'say "hi"')
+    assert counts.message("assistant", 'say "hi"') == len(carried)
+    assert counts.message("assistant", 'say "hi"') == len(carried)
+    assert counted[-1] == carried and counted.count(carried) == 1
