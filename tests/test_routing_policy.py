@@ -238,14 +238,21 @@ def test_the_access_log_shows_router_ms_to_the_hundredth(config):
 
 def test_token_counts_remember_recent_texts_and_forget_the_oldest():
     counted: list[str] = []
-    counts = routing.TokenCounts(lambda text: counted.append(text) or len(text), entries=2)
-    assert [counts("aa"), counts("bbb"), counts("aa")] == [2, 3, 2]
-    assert counted == ["aa", "bbb"]
-    counts("c")  # a third text: "aa", the oldest, is forgotten
-    assert [counts("bbb"), counts("aa")] == [3, 2]
-    assert counted == ["aa", "bbb", "c", "aa"]
-    # A message is counted as the prompt carries it, and remembered by its raw text.
-    carried = message_json("assistant", 'say "hi"')
-    assert counts.message("assistant", 'say "hi"') == len(carried)
-    assert counts.message("assistant", 'say "hi"') == len(carried)
-    assert counted[-1] == carried and counted.count(carried) == 1
+
+    def count(text: str) -> int:
+        """Each real count answers a new number, so a remembered one shows."""
+        counted.append(text)
+        return len(counted)
+
+    counts = routing.TokenCounts(count, entries=3)
+    assert [counts("one two"), counts("red"), counts("one two")] == [1, 2, 1]
+    # A text of the same length is another text.
+    assert counts("six ten") == 3
+    assert counted == ["one two", "red", "six ten"]
+    # A message is counted as the prompt carries it, and remembered by role and raw text;
+    # a fourth entry forgets the oldest ("one two").
+    assert [counts.message("user", 'say "hi"'), counts.message("user", 'say "hi"')] == [4, 4]
+    assert counted[-1] == message_json("user", 'say "hi"')
+    assert [counts("red"), counts("one two")] == [2, 5]
+    assert counts.message("user", 'say "ho"') == 6
+    assert counts.message("assistant", 'say "hi"') == 7
