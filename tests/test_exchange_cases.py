@@ -16,6 +16,7 @@ from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.proxy.exchange import Exchange, _parse_body, rewrite_model
+from extproc.proxy.wire import Phase
 
 
 def exchange_for(providers: str) -> Exchange:
@@ -74,20 +75,24 @@ def answered(
     chunks: list[bytes],
     encoding: str = "",
 ):
-    """The replies to one whole exchange: request headers and body, then the answer's
-    headers and each chunk of its body."""
+    """The replies to one whole exchange, each phase sent as the server does (`handle`):
+    request headers and body, then the answer's headers and each chunk of its body."""
     headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
-    exchange.on_request_headers(headers, False)
-    asyncio.run(exchange.on_request_body(orjson.dumps(body)))
-    on_headers = ProcessingResponse.parse(
-        exchange.on_response_headers(
-            {":status": str(status), "content-type": content_type, "content-encoding": encoding}
-        )
-    )
-    on_chunks = [
-        ProcessingResponse.parse(exchange.on_response_body(chunk, i == len(chunks) - 1))
-        for i, chunk in enumerate(chunks)
+    answer_headers = {":status": str(status), "content-type": content_type}
+    phases = [
+        Phase("request_headers", headers),
+        Phase("request_body", body=orjson.dumps(body), end_of_stream=True),
+        Phase("response_headers", {**answer_headers, "content-encoding": encoding}),
+        *(
+            Phase("response_body", body=chunk, end_of_stream=i == len(chunks) - 1)
+            for i, chunk in enumerate(chunks)
+        ),
     ]
+
+    async def send() -> list[ProcessingResponse]:
+        return [ProcessingResponse.parse(await exchange.handle(phase)) for phase in phases]
+
+    _, _, on_headers, *on_chunks = asyncio.run(send())
     return on_headers, on_chunks
 
 
@@ -400,3 +405,13 @@ def test_log_tokens_writes_under_the_configured_namespace():
     )
     _, (last,) = answered(exchange, ASKED, 200, "application/json", [b"".join(ANTHROPIC_JSON)])
     assert metadata(last) == {"acme.gw": {"input_tokens": 3, "output_tokens": 4}}
+
+
+def test_a_phase_the_filter_should_not_send_is_refused():
+    """Trailers (decoded as a nameless phase) mean the filter's processing_mode is wrong."""
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(exchange_for(CHAT_COMPLETIONS).handle(Phase("")))
+    assert (refused.value.error_type, refused.value.message) == (
+        "api_error",
+        "unexpected ext_proc phase; check the filter's processing_mode",
+    )
