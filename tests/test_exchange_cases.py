@@ -358,13 +358,31 @@ JSON_TYPE = {"content-type": "application/json"}
             400,
             "messages.0.role: unexpected value 'robot'",
         ),
+        ({":method": "GET"}, ASKED, 400, "/v1/messages takes POST"),
+        ({}, None, 400, "the request has no body"),
+        (
+            {"content-type": "text/plain; charset=utf-8"},
+            ASKED,
+            415,
+            "content-type must be application/json, not 'text/plain'.",
+        ),
     ],
-    ids=["compressed", "no model", "long model", "untranslatable"],
+    ids=[
+        "compressed",
+        "no model",
+        "long model",
+        "untranslatable",
+        "not POST",
+        "no body",
+        "not JSON",
+    ],
 )
 def test_refused_requests_say_why(headers, body, status, message):
+    """`body` None: the headers end the request."""
     exchange = exchange_for(CHAT_COMPLETIONS)
+    headers = {":path": "/v1/messages", ":method": "POST", **headers}
     with pytest.raises(GatewayError) as refused:
-        exchange.on_request_headers({":path": "/v1/messages", ":method": "POST", **headers}, False)
+        exchange.on_request_headers(headers, body is None)
         asyncio.run(exchange.on_request_body(orjson.dumps(body)))
     error = refused.value
     assert (error.status, error.error_type, error.message) == (
@@ -415,3 +433,53 @@ def test_a_phase_the_filter_should_not_send_is_refused():
         "api_error",
         "unexpected ext_proc phase; check the filter's processing_mode",
     )
+
+
+GATED = "gateway_keys: [gk-team-0123456789]\nllm_providers:\n" + CHAT_COMPLETIONS
+
+
+@pytest.mark.parametrize(
+    ("credentials", "accepted"),
+    [
+        ({"x-api-key": "gk-team-0123456789"}, True),
+        ({"authorization": "Bearer gk-team-0123456789"}, True),
+        ({"x-api-key": "sk-ant-client"}, False),
+        ({}, False),
+    ],
+)
+def test_gateway_keys_guard_every_request(credentials, accepted):
+    config = parse(GATED)
+    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    headers = {":path": "/v1/messages", ":method": "POST", **credentials}
+    if accepted:
+        exchange.on_request_headers(headers, False)
+        return
+    with pytest.raises(GatewayError) as refused:
+        exchange.on_request_headers(headers, False)
+    error = refused.value
+    assert (error.status, error.error_type, error.message) == (
+        401,
+        "authentication_error",
+        "This gateway needs one of its keys in x-api-key or Authorization: Bearer.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("provider", "log_tokens", "finished"),
+    [
+        ("  - model: anthropic/claude-x\n    access_key: k\n", False, True),
+        ("  - model: anthropic/claude-x\n    access_key: k\n", True, False),
+        (CHAT_COMPLETIONS, False, False),
+    ],
+    ids=["anthropic", "anthropic, log_tokens", "translated"],
+)
+def test_a_routed_request_ends_the_exchange_unless_its_answer_is_read(
+    provider, log_tokens, finished
+):
+    """`finished` tells the server to end the gRPC stream: Envoy then goes on without the
+    sidecar. Only an answer the sidecar translates or counts needs it to stay."""
+    listener = "listener: {log_tokens: true}\n" if log_tokens else ""
+    config = parse(listener + "llm_providers:\n" + provider)
+    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    routed(exchange, ASKED)
+    assert exchange.finished is finished
