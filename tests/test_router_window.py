@@ -158,7 +158,7 @@ def test_latest_user_text_alone_over_budget_is_middle_truncated() -> None:
     assert len(window) == 1
     kept = window[0]["content"]
     assert kept.startswith("START ") and kept.endswith(" END") and "…" in kept
-    assert 90 <= estimate_tokens(kept) <= 100
+    assert prompt_tokens("user", kept, estimate_tokens) == 100  # the budget, filled exactly
 
 
 def test_a_multi_megabyte_text_is_read_from_its_two_ends() -> None:
