@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -158,8 +159,14 @@ def steer(model: Any, tokenizer: Any) -> None:
 
 
 def session_model_dir(tmp_path_factory: Any) -> Path:
-    """The tiny model for this pytest session: built by the first module that asks."""
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-router")
+    """The tiny model for this pytest session: built by the first module that asks.
+
+    With ``EXTPROC_TINY_MODEL_CACHE`` set, the model is built there once and reused by later
+    sessions; the mutation run sets it, since each of its mutants is a pytest session of its
+    own (docs/testing.md). Build it before sessions share it: two building at once race.
+    """
+    shared = os.environ.get("EXTPROC_TINY_MODEL_CACHE")
+    return build_tiny_model(shared or tmp_path_factory.getbasetemp() / "tiny-router")
 
 
 def build_tiny_model(cache_dir: str | Path) -> Path:
