@@ -242,6 +242,23 @@ def test_history_gemini_did_not_write_gets_the_documented_placeholder() -> None:
     assert "extra_content" not in request({"messages": history})["messages"][1]["tool_calls"][0]
 
 
+def test_a_signature_with_a_non_string_thought_signature_is_ignored() -> None:
+    altered = signatures.sign({"tool_use_id": "toolu_1", "thought_signature": 7})
+    history = [
+        turn({"type": "text", "text": "go"}),
+        turn(
+            {"type": "thinking", "thinking": "", "signature": altered},
+            tool_use("toolu_1"),
+            role="assistant",
+        ),
+        turn(tool_result("toolu_1")),
+    ]
+    calls = request({"messages": history}, GEMINI3)["messages"][1]["tool_calls"]
+    assert calls[0]["extra_content"] == {
+        "google": {"thought_signature": GEMINI_SIGNATURE_PLACEHOLDER}
+    }
+
+
 def test_signatures_never_reach_anthropic_and_foreign_ones_are_ignored() -> None:
     from extproc.proxy.exchange import without_foreign_thinking
 
@@ -335,6 +352,8 @@ def test_long_tool_names_are_shortened_for_the_provider_and_restored() -> None:
     assert out["tool_choice"] == {"type": "function", "function": {"name": short}}
     names = tool_names(body, COMMON)
     assert names == {short: MCP_NAME}
+    # A tool no longer offered still maps back: the provider sees it in the history.
+    assert tool_names({"messages": history}, COMMON) == {short: MCP_NAME}
 
     call = {"id": "c9", "type": "function", "function": {"name": short, "arguments": "{}"}}
     answer = {"id": "x", "choices": [{"index": 0, "message": {"tool_calls": [call]}}]}
@@ -432,3 +451,7 @@ def test_claude_code_session_becomes_the_prompt_cache_key_where_documented() -> 
     assert "prompt_cache_key" not in request(body, contract_for("xai", "grok-4"))
     plain = {**body, "metadata": {"user_id": "alice"}}
     assert "prompt_cache_key" not in request(plain, contract_for("openai", "gpt-5.2"))
+    for session, key in (("s", "s"), ("", None), ("x" * 64, "x" * 64), ("x" * 65, None)):
+        user_id = json.dumps({"session_id": session})
+        out = request({**body, "metadata": {"user_id": user_id}}, contract_for("openai", "gpt-5"))
+        assert out.get("prompt_cache_key") == key, session

@@ -173,6 +173,32 @@ def test_tool_use_becomes_tool_calls_with_text_as_content() -> None:
     }
 
 
+def test_consecutive_assistant_messages_are_one_turn() -> None:
+    # Claude Code sends a streamed answer back as one message per content block.
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "run ls"},
+            {"role": "assistant", "content": [text("first")]},
+            {"role": "assistant", "content": "second"},
+            {"role": "assistant", "content": [TOOL_USE]},
+        ],
+    }
+    assert tr(body)["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": "first\n\nsecond",
+            "tool_calls": [
+                {
+                    "id": "toolu_01A",
+                    "type": "function",
+                    "function": {"name": "Bash", "arguments": '{"command":"ls"}'},
+                }
+            ],
+        }
+    ]
+
+
 def test_tool_use_without_text_has_null_content() -> None:
     body = {
         **BASE,
@@ -243,6 +269,14 @@ def test_empty_tool_result() -> None:
     assert tr({**BASE, "messages": [user(result)]})["messages"][0]["content"] == ""
 
 
+def test_tool_references_in_a_tool_result_read_as_their_names() -> None:
+    found = [text("found:"), {"type": "tool_reference", "tool_name": "Read"}]
+    result = {"type": "tool_result", "tool_use_id": "t", "content": found}
+    assert tr({**BASE, "messages": [user(result)]})["messages"] == [
+        {"role": "tool", "tool_call_id": "t", "content": "found:\n\n[tool: Read]"}
+    ]
+
+
 def test_documents_read_as_text_or_a_placeholder() -> None:
     plain = {
         "type": "document",
@@ -255,6 +289,23 @@ def test_documents_read_as_text_or_a_placeholder() -> None:
     assert tr({**BASE, "messages": [user(plain, pdf)]})["messages"][0]["content"] == (
         "notes\n\n[document: application/pdf]"
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"type": "content", "content": [text("a"), text("b")]}, "a\n\nb"),
+        ({"type": "content", "content": [{"type": "image"}, text("b"), "x"]}, "\n\nb"),
+        ({"type": "url", "url": "https://example.com/a.pdf"}, "[document: url]"),
+        ({"type": "file", "media_type": "", "file_id": "f"}, "[document: file]"),
+        (None, "[document: unknown]"),
+    ],
+)
+def test_document_sources(source: Any, expected: str) -> None:
+    document = {"type": "document", "source": source}
+    assert tr({**BASE, "messages": [user(document)]})["messages"] == [
+        {"role": "user", "content": expected}
+    ]
 
 
 def test_server_tool_blocks_in_history_are_dropped() -> None:
@@ -381,6 +432,7 @@ def test_stream_asks_for_usage() -> None:
         ({"type": "adaptive"}, None, "medium"),
         ({"type": "adaptive"}, {"effort": "low"}, "low"),
         ({"type": "adaptive"}, {"effort": "max"}, "high"),
+        ({"type": "adaptive"}, {"effort": "turbo"}, "medium"),
         ({"type": "disabled"}, {"effort": "high"}, None),
     ],
 )
