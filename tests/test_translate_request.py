@@ -581,3 +581,28 @@ def test_short_tool_ids_are_stable_and_keep_provider_ids() -> None:
     assert len(short_tool_id("toolu_x")) == 9 and short_tool_id("toolu_x").isalnum()
     assert short_tool_id("abcDEF123") == "abcDEF123"
     assert short_tool_id("toolu_a") != short_tool_id("toolu_b")
+
+
+def test_short_tool_ids_replace_the_ids_of_calls_results_and_attachments() -> None:
+    img = {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_01A", "content": [img]}
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [TOOL_USE]},
+            user(result),
+        ],
+    }
+    messages = tr(body, contract=Contract(short_tool_ids=True))["messages"]
+    assert messages[1]["tool_calls"][0]["id"] == "Ccrdvy8t4"
+    assert messages[2:] == [
+        {"role": "tool", "tool_call_id": "Ccrdvy8t4", "content": "[image]"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "[attachments of tool result Ccrdvy8t4]"},
+                {"type": "image_url", "image_url": {"url": "https://x/a.png"}},
+            ],
+        },
+    ]
