@@ -353,7 +353,8 @@ def test_long_tool_names_are_shortened_for_the_provider_and_restored() -> None:
     names = tool_names(body, COMMON)
     assert names == {short: MCP_NAME}
     # A tool no longer offered still maps back: the provider sees it in the history.
-    assert tool_names({"messages": history}, COMMON) == {short: MCP_NAME}
+    bash = {"name": "Bash", "input_schema": {"type": "object"}}
+    assert tool_names({"messages": history, "tools": [bash]}, COMMON) == {short: MCP_NAME}
 
     call = {"id": "c9", "type": "function", "function": {"name": short, "arguments": "{}"}}
     answer = {"id": "x", "choices": [{"index": 0, "message": {"tool_calls": [call]}}]}

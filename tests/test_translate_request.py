@@ -270,10 +270,15 @@ def test_empty_tool_result() -> None:
 
 
 def test_tool_references_in_a_tool_result_read_as_their_names() -> None:
-    found = [text("found:"), {"type": "tool_reference", "tool_name": "Read"}]
+    found = [
+        text("found:"),
+        {"type": "tool_reference", "tool_name": "Read"},
+        {"type": "redacted_thinking", "data": "x"},  # dropped, as elsewhere
+        {"type": "tool_reference"},
+    ]
     result = {"type": "tool_result", "tool_use_id": "t", "content": found}
     assert tr({**BASE, "messages": [user(result)]})["messages"] == [
-        {"role": "tool", "tool_call_id": "t", "content": "found:\n\n[tool: Read]"}
+        {"role": "tool", "tool_call_id": "t", "content": "found:\n\n[tool: Read]\n\n[tool: ]"}
     ]
 
 
@@ -324,17 +329,67 @@ def test_server_tool_blocks_in_history_are_dropped() -> None:
         ],
     }
     assert tr(body)["messages"][1] == {"role": "assistant", "content": "found"}
+    body["messages"].append(user(result, text("thanks")))
+    assert tr(body)["messages"][2] == {"role": "user", "content": "thanks"}
 
 
-def test_unknown_blocks_and_roles_are_errors() -> None:
-    for messages in (
-        [user({"type": "hologram"})],
-        [{"role": "robot", "content": "x"}],
-        [{"role": "user", "content": 3}],
-        "nope",
-    ):
-        with pytest.raises(TranslationError):
-            translate_request({**BASE, "messages": messages}, model="m")
+def assistant(*content: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": list(content)}
+
+
+def result_of(content: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": "t", "content": content}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"messages": "nope"}, "messages: field required (a list)"),
+        ({"messages": ["hi"]}, "messages.0: must be an object"),
+        (
+            {"messages": [{"role": "robot", "content": "x"}]},
+            "messages.0.role: unexpected value 'robot'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": 3}]},
+            "messages.0.content: must be a string or a list of blocks",
+        ),
+        (
+            {"messages": [user({"type": "hologram"})]},
+            "messages.0.content.0: content block type 'hologram' can't be translated for this provider",
+        ),
+        ({"messages": [user(text(5))]}, "messages.0.content.0.text: must be a string"),
+        ({"system": 3}, "system: must be a string or a list of text blocks"),
+        (
+            {"messages": [{"role": "system", "content": [text(5)]}]},
+            "messages.0.content: must be a string or a list of text blocks",
+        ),
+        (
+            {"messages": [user(result_of(["x"]))]},
+            "messages.0.content.0.content.0: must be an object",
+        ),
+        (
+            {"messages": [user(result_of(5))]},
+            "messages.0.content.0.content: must be a string or a list of blocks",
+        ),
+        (
+            {"messages": [user(result_of([{"type": "hologram"}]))]},
+            "messages.0.content.0.content.0: content block type 'hologram' can't be translated",
+        ),
+        (
+            {"messages": [assistant({**TOOL_USE, "input": {"n": 2**70}})]},
+            "messages.0.content.0.input: Integer exceeds 64-bit range",
+        ),
+        ({"tools": [{"input_schema": {"type": "object"}}]}, "tools: every tool needs a name"),
+        ({"tools": [{"name": ""}]}, "tools: every tool needs a name"),
+        ({"temperature": 2**70}, "request can't be encoded as JSON: Integer exceeds 64-bit range"),
+    ],
+)
+def test_untranslatable_requests_name_the_field(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(TranslationError) as raised:
+        translate_request({**BASE, **fields}, model="m")
+    assert raised.value.message.startswith(message)
+    assert raised.value.error_type == "invalid_request_error"
 
 
 TOOLS = [
@@ -420,6 +475,9 @@ def test_stream_asks_for_usage() -> None:
     out = tr({**BASE, "stream": True})
     assert (out["stream"], out["stream_options"]) == (True, {"include_usage": True})
     assert "stream" not in tr({**BASE, "stream": False})
+    # Mistral rejects stream_options (it always streams usage).
+    out = tr({**BASE, "stream": True}, contract=Contract(stream_options=False))
+    assert (out["stream"], "stream_options" in out) == (True, False)
 
 
 @pytest.mark.parametrize(
