@@ -98,6 +98,55 @@ def test_missing_usage_and_id() -> None:
     assert message.id == ok(body).id  # stable for the same answer
 
 
+THINK = {"type": "thinking", "signature": ""}
+
+
+@pytest.mark.parametrize(
+    ("content", "blocks"),
+    [
+        (
+            [
+                {"type": "thinking", "thinking": [{"type": "text", "text": "let me "}, "x"]},
+                {
+                    "type": "thinking",
+                    "thinking": [{"type": "image"}, {"type": "text", "text": "see"}],
+                },
+                {"type": "text", "text": "42"},
+            ],
+            [
+                {**THINK, "thinking": "let me "},
+                {**THINK, "thinking": "see"},
+                {"type": "text", "text": "42"},
+            ],
+        ),
+        (
+            ["junk", {"type": "thinking", "thinking": "plain"}, {"type": "text", "text": ""}],
+            [{**THINK, "thinking": "plain"}],
+        ),
+        (
+            [
+                {"type": "thinking", "thinking": 5},
+                {"type": "text", "text": 5},
+                {"type": "image_url"},
+            ],
+            [],
+        ),
+        ("", []),
+        ({"type": "text", "text": "not a list"}, []),
+    ],
+)
+def test_typed_content_chunks_become_thinking_and_text_blocks(
+    content: Any, blocks: list[dict[str, Any]]
+) -> None:
+    # Mistral's (Magistral's) answers put reasoning in `thinking` chunks of `content`.
+    body = completion(ANSWERS["text"])
+    body["choices"][0]["message"] = {"role": "assistant", "content": content}
+    ok(body)
+    assert orjson.loads(translate_response(200, orjson.dumps(body), model="m")[1])["content"] == (
+        blocks
+    )
+
+
 def test_refusal_is_shown_as_text() -> None:
     body = completion(ANSWERS["text"])
     body["choices"][0]["message"] = {
