@@ -456,3 +456,5 @@ def test_claude_code_session_becomes_the_prompt_cache_key_where_documented() -> 
         user_id = json.dumps({"session_id": session})
         out = request({**body, "metadata": {"user_id": user_id}}, contract_for("openai", "gpt-5"))
         assert out.get("prompt_cache_key") == key, session
+    broken = {**body, "metadata": {"user_id": '{"session_id": "s"'}}
+    assert "prompt_cache_key" not in request(broken, contract_for("openai", "gpt-5"))

@@ -63,6 +63,27 @@ def test_invalid_arguments_become_an_empty_input() -> None:
     assert ok(body).content[1].input == {}
 
 
+def test_tool_call_ids_names_and_arguments_as_providers_send_them() -> None:
+    calls = [
+        {"type": "function", "function": {"name": "Bash", "arguments": {"command": "ls"}}},
+        {"id": "call.2/x", "function": {"name": "Read", "arguments": "[1]"}},
+        {"id": "", "function": {"arguments": None}},
+        "junk",
+    ]
+    body = {"id": "chatcmpl-9", "choices": [{"index": 0, "message": {"tool_calls": calls}}]}
+    content = orjson.loads(translate_response(200, orjson.dumps(body), model="m")[1])["content"]
+    assert content == [
+        {
+            "type": "tool_use",
+            "id": "toolu_chatcmpl-9_0",
+            "name": "Bash",
+            "input": {"command": "ls"},
+        },
+        {"type": "tool_use", "id": "call_2_x", "name": "Read", "input": {}},
+        {"type": "tool_use", "id": "toolu_chatcmpl-9_2", "name": "", "input": {}},
+    ]
+
+
 @pytest.mark.parametrize(
     ("finish", "has_tools", "stop_reason"),
     [
