@@ -436,6 +436,12 @@ def test_only_server_tools_means_no_tools_and_no_tool_choice() -> None:
             {"tool_choice": {"type": "function", "function": {"name": "Bash"}}},
         ),
         ({"type": "tool", "name": "web_search"}, {}),
+        ({"type": "tool"}, {}),
+        (
+            {"type": "tool", "name": "", "disable_parallel_tool_use": True},
+            {"parallel_tool_calls": False},
+        ),
+        ({"type": "none", "disable_parallel_tool_use": True}, {"tool_choice": "none"}),
         (
             {"type": "auto", "disable_parallel_tool_use": True},
             {"tool_choice": "auto", "parallel_tool_calls": False},

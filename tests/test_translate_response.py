@@ -248,3 +248,11 @@ def test_2xx_that_is_not_a_completion() -> None:
         502,
         {"type": "api_error", "message": "upstream answer has no choices"},
     )
+    malformed = {"choices": [{"index": 0, "message": {"tool_calls": [{"function": "x"}]}}]}
+    assert err(200, orjson.dumps(malformed)) == (
+        502,
+        {
+            "type": "api_error",
+            "message": "malformed answer from upstream: 'str' object has no attribute 'get'",
+        },
+    )
