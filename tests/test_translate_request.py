@@ -532,6 +532,7 @@ def test_structured_output_becomes_response_format() -> None:
 
 def test_metadata_user_id_fits_in_64_characters() -> None:
     assert tr({**BASE, "metadata": {"user_id": "u-1"}})["user"] == "u-1"
+    assert tr({**BASE, "metadata": {"user_id": "u" * 64}})["user"] == "u" * 64
     long_id = '{"device_id":"' + "0" * 64 + '","session_id":"abc"}'
     user_field = tr({**BASE, "metadata": {"user_id": long_id}})["user"]
     assert len(user_field) == 64
