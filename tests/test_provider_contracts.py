@@ -19,7 +19,7 @@ from extproc.translate.anthropic_openai import (
 from extproc.translate.contract import COMMON, Contract, contract_for
 from extproc.translate.response import ResponseTranslation
 from tests.openai_streams import RECORDED
-from tests.test_translate_stream import accumulate
+from tests.test_translate_stream import accumulate, events
 from tests.test_translate_stream import translate as stream
 
 MCP_NAME = "mcp__claude-in-chrome-extension__" + "computer_screenshot_with_annotations" * 2
@@ -242,6 +242,23 @@ def test_history_gemini_did_not_write_gets_the_documented_placeholder() -> None:
     assert "extra_content" not in request({"messages": history})["messages"][1]["tool_calls"][0]
 
 
+def test_a_signature_with_a_non_string_thought_signature_is_ignored() -> None:
+    altered = signatures.sign({"tool_use_id": "toolu_1", "thought_signature": 7})
+    history = [
+        turn({"type": "text", "text": "go"}),
+        turn(
+            {"type": "thinking", "thinking": "", "signature": altered},
+            tool_use("toolu_1"),
+            role="assistant",
+        ),
+        turn(tool_result("toolu_1")),
+    ]
+    calls = request({"messages": history}, GEMINI3)["messages"][1]["tool_calls"]
+    assert calls[0]["extra_content"] == {
+        "google": {"thought_signature": GEMINI_SIGNATURE_PLACEHOLDER}
+    }
+
+
 def test_signatures_never_reach_anthropic_and_foreign_ones_are_ignored() -> None:
     from extproc.proxy.exchange import without_foreign_thinking
 
@@ -335,6 +352,9 @@ def test_long_tool_names_are_shortened_for_the_provider_and_restored() -> None:
     assert out["tool_choice"] == {"type": "function", "function": {"name": short}}
     names = tool_names(body, COMMON)
     assert names == {short: MCP_NAME}
+    # A tool no longer offered still maps back: the provider sees it in the history.
+    bash = {"name": "Bash", "input_schema": {"type": "object"}}
+    assert tool_names({"messages": history, "tools": [bash]}, COMMON) == {short: MCP_NAME}
 
     call = {"id": "c9", "type": "function", "function": {"name": short, "arguments": "{}"}}
     answer = {"id": "x", "choices": [{"index": 0, "message": {"tool_calls": [call]}}]}
@@ -432,3 +452,189 @@ def test_claude_code_session_becomes_the_prompt_cache_key_where_documented() -> 
     assert "prompt_cache_key" not in request(body, contract_for("xai", "grok-4"))
     plain = {**body, "metadata": {"user_id": "alice"}}
     assert "prompt_cache_key" not in request(plain, contract_for("openai", "gpt-5.2"))
+    for session, key in (("s", "s"), ("", None), ("x" * 64, "x" * 64), ("x" * 65, None)):
+        user_id = json.dumps({"session_id": session})
+        out = request({**body, "metadata": {"user_id": user_id}}, contract_for("openai", "gpt-5"))
+        assert out.get("prompt_cache_key") == key, session
+    broken = {**body, "metadata": {"user_id": '{"session_id": "s"'}}
+    assert "prompt_cache_key" not in request(broken, contract_for("openai", "gpt-5"))
+
+
+# -- Chat Completions streams: what each part of a chunk may hold ------------------------------
+
+
+def sse(*chunks: Any) -> bytes:
+    """Chunks (dicts, or raw SSE bytes) as a stream that ends with [DONE]."""
+    raw = [c if isinstance(c, bytes) else b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks]
+    return b"".join(raw) + b"data: [DONE]\n\n"
+
+
+def delta(content: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    choice = {"index": 0, "delta": content, **({"finish_reason": finish} if finish else {})}
+    return {"id": "s", "choices": [choice]}
+
+
+def call(**fields: Any) -> dict[str, Any]:
+    return delta({"tool_calls": [fields]})
+
+
+def text_delta(index: int, text: str) -> dict[str, Any]:
+    return {
+        "type": "content_block_delta",
+        "index": index,
+        "delta": {"type": "text_delta", "text": text},
+    }
+
+
+def test_other_choices_junk_and_empty_refusals_are_skipped_and_a_refusal_is_text() -> None:
+    chunks = sse(
+        b"data: [1, 2]\n\n",
+        {
+            "id": "s",
+            "choices": [
+                "junk",
+                {"index": 1, "delta": {"content": "other"}},
+                {"index": 0, "delta": {"content": "a", "refusal": "", "tool_calls": ["junk"]}},
+            ],
+        },
+        delta({"refusal": "No."}),
+    )
+    assert events(stream(chunks))[1:] == [
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        text_delta(0, "a"),
+        text_delta(0, "No."),
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 1},
+        },
+        {"type": "message_stop"},
+    ]
+
+
+def test_text_waits_behind_a_call_whose_arguments_only_look_complete() -> None:
+    # '{"command":"}' ends in a brace but is no JSON object yet: the call stays open.
+    chunks = sse(
+        call(index=0, id="a", function={"name": "Bash", "arguments": '{"command":"}'}),
+        delta({"content": "x"}),
+        delta({"content": "y"}),
+        call(index=0, function={"arguments": '"}'}),
+        delta({}, "tool_calls"),
+    )
+    content = [b.model_dump(exclude_none=True) for b in accumulate(stream(chunks)).content]
+    assert content == [
+        {"type": "tool_use", "id": "a", "name": "Bash", "input": {"command": "}"}},
+        {"type": "text", "text": "xy"},
+    ]
+
+
+def test_a_call_cut_by_the_token_limit_lets_everything_waiting_out_in_order() -> None:
+    chunks = sse(
+        call(index=0, id="a", function={"name": "Bash", "arguments": '{"a":'}),
+        call(index=1, id="b", function={"name": "Read", "arguments": "{}"}),
+        delta({"content": "t"}),
+        delta({}, "length"),
+    )
+    evs = events(stream(chunks))
+    assert [(e["type"], e.get("index")) for e in evs[1:-2]] == [
+        (kind, i)
+        for i in range(3)
+        for kind in ("content_block_start", "content_block_delta", "content_block_stop")
+    ]
+    assert [evs[1 + 3 * i]["content_block"].get("id") for i in range(3)] == ["a", "b", None]
+    assert evs[-2]["delta"]["stop_reason"] == "max_tokens"
+
+
+def test_calls_without_index_are_matched_by_their_id() -> None:
+    chunks = sse(
+        call(id="a", function={"name": "Bash", "arguments": '{"command":'}),
+        call(id="b", function={"name": "Read", "arguments": "{}"}),
+        call(id="a", function={"arguments": '"ls"}'}),
+    )
+    message = accumulate(stream(chunks))
+    assert [(b.id, b.name, b.input) for b in message.content] == [
+        ("a", "Bash", {"command": "ls"}),
+        ("b", "Read", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "tail"),
+    [
+        (
+            b'event: error\ndata: {"message":"overloaded","type":"overloaded_error"}\n\n',
+            b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"overloaded"}}\n\n',
+        ),
+        (
+            sse(delta({"content": "a"}), call(index=0, function="x")),
+            b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
+            b"\"message\":\"malformed chunk from upstream: 'str' object has no attribute 'get'\"}}\n\n",
+        ),
+    ],
+)
+def test_an_error_event_or_a_malformed_chunk_ends_the_stream_with_an_error(chunks, tail) -> None:
+    out = stream(chunks)
+    assert out.endswith(tail)
+    assert out.count(b"event: error") == 1 and b"message_stop" not in out
+
+
+def test_an_answer_sent_whole_to_a_stream_is_replayed_as_events() -> None:
+    answer = {
+        "id": "c1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "reasoning_content": "hmm", "content": "hi"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+    }
+    usage = {
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "input_tokens": 5,
+        "output_tokens": 2,
+    }
+    evs = events(stream(orjson.dumps(answer)))
+    assert evs[0]["message"]["usage"] == usage
+    assert evs[1:] == [
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "hmm"},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        text_delta(1, "hi"),
+        {"type": "content_block_stop", "index": 1},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": usage,
+        },
+        {"type": "message_stop"},
+    ]
+
+
+def test_a_call_signed_twice_after_it_closed_sends_the_last_signature_once() -> None:
+    fn = {"name": "Bash", "arguments": '{"command":"ls"}'}
+
+    def late(signature: str) -> dict[str, Any]:
+        return call(index=0, extra_content={"google": {"thought_signature": signature}})
+
+    chunks = sse(
+        call(index=0, id="a", function=fn),
+        call(index=1, id="b", function=fn),
+        late("1=="),
+        late("2=="),
+    )
+    message = accumulate(stream(chunks))
+    signed = [signatures.state(b.signature) for b in message.content if b.type == "thinking"]
+    assert signed == [{"tool_use_id": "a", "thought_signature": "2=="}]

@@ -173,6 +173,32 @@ def test_tool_use_becomes_tool_calls_with_text_as_content() -> None:
     }
 
 
+def test_consecutive_assistant_messages_are_one_turn() -> None:
+    # Claude Code sends a streamed answer back as one message per content block.
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "run ls"},
+            {"role": "assistant", "content": [text("first")]},
+            {"role": "assistant", "content": "second"},
+            {"role": "assistant", "content": [TOOL_USE]},
+        ],
+    }
+    assert tr(body)["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": "first\n\nsecond",
+            "tool_calls": [
+                {
+                    "id": "toolu_01A",
+                    "type": "function",
+                    "function": {"name": "Bash", "arguments": '{"command":"ls"}'},
+                }
+            ],
+        }
+    ]
+
+
 def test_tool_use_without_text_has_null_content() -> None:
     body = {
         **BASE,
@@ -243,6 +269,19 @@ def test_empty_tool_result() -> None:
     assert tr({**BASE, "messages": [user(result)]})["messages"][0]["content"] == ""
 
 
+def test_tool_references_in_a_tool_result_read_as_their_names() -> None:
+    found = [
+        text("found:"),
+        {"type": "tool_reference", "tool_name": "Read"},
+        {"type": "redacted_thinking", "data": "x"},  # dropped, as elsewhere
+        {"type": "tool_reference"},
+    ]
+    result = {"type": "tool_result", "tool_use_id": "t", "content": found}
+    assert tr({**BASE, "messages": [user(result)]})["messages"] == [
+        {"role": "tool", "tool_call_id": "t", "content": "found:\n\n[tool: Read]\n\n[tool: ]"}
+    ]
+
+
 def test_documents_read_as_text_or_a_placeholder() -> None:
     plain = {
         "type": "document",
@@ -255,6 +294,23 @@ def test_documents_read_as_text_or_a_placeholder() -> None:
     assert tr({**BASE, "messages": [user(plain, pdf)]})["messages"][0]["content"] == (
         "notes\n\n[document: application/pdf]"
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"type": "content", "content": [text("a"), text("b")]}, "a\n\nb"),
+        ({"type": "content", "content": [{"type": "image"}, text("b"), "x"]}, "\n\nb"),
+        ({"type": "url", "url": "https://example.com/a.pdf"}, "[document: url]"),
+        ({"type": "file", "media_type": "", "file_id": "f"}, "[document: file]"),
+        (None, "[document: unknown]"),
+    ],
+)
+def test_document_sources(source: Any, expected: str) -> None:
+    document = {"type": "document", "source": source}
+    assert tr({**BASE, "messages": [user(document)]})["messages"] == [
+        {"role": "user", "content": expected}
+    ]
 
 
 def test_server_tool_blocks_in_history_are_dropped() -> None:
@@ -273,17 +329,67 @@ def test_server_tool_blocks_in_history_are_dropped() -> None:
         ],
     }
     assert tr(body)["messages"][1] == {"role": "assistant", "content": "found"}
+    body["messages"].append(user(result, text("thanks")))
+    assert tr(body)["messages"][2] == {"role": "user", "content": "thanks"}
 
 
-def test_unknown_blocks_and_roles_are_errors() -> None:
-    for messages in (
-        [user({"type": "hologram"})],
-        [{"role": "robot", "content": "x"}],
-        [{"role": "user", "content": 3}],
-        "nope",
-    ):
-        with pytest.raises(TranslationError):
-            translate_request({**BASE, "messages": messages}, model="m")
+def assistant(*content: Any) -> dict[str, Any]:
+    return {"role": "assistant", "content": list(content)}
+
+
+def result_of(content: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": "t", "content": content}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"messages": "nope"}, "messages: field required (a list)"),
+        ({"messages": ["hi"]}, "messages.0: must be an object"),
+        (
+            {"messages": [{"role": "robot", "content": "x"}]},
+            "messages.0.role: unexpected value 'robot'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": 3}]},
+            "messages.0.content: must be a string or a list of blocks",
+        ),
+        (
+            {"messages": [user({"type": "hologram"})]},
+            "messages.0.content.0: content block type 'hologram' can't be translated for this provider",
+        ),
+        ({"messages": [user(text(5))]}, "messages.0.content.0.text: must be a string"),
+        ({"system": 3}, "system: must be a string or a list of text blocks"),
+        (
+            {"messages": [{"role": "system", "content": [text(5)]}]},
+            "messages.0.content: must be a string or a list of text blocks",
+        ),
+        (
+            {"messages": [user(result_of(["x"]))]},
+            "messages.0.content.0.content.0: must be an object",
+        ),
+        (
+            {"messages": [user(result_of(5))]},
+            "messages.0.content.0.content: must be a string or a list of blocks",
+        ),
+        (
+            {"messages": [user(result_of([{"type": "hologram"}]))]},
+            "messages.0.content.0.content.0: content block type 'hologram' can't be translated",
+        ),
+        (
+            {"messages": [assistant({**TOOL_USE, "input": {"n": 2**70}})]},
+            "messages.0.content.0.input: Integer exceeds 64-bit range",
+        ),
+        ({"tools": [{"input_schema": {"type": "object"}}]}, "tools: every tool needs a name"),
+        ({"tools": [{"name": ""}]}, "tools: every tool needs a name"),
+        ({"temperature": 2**70}, "request can't be encoded as JSON: Integer exceeds 64-bit range"),
+    ],
+)
+def test_untranslatable_requests_name_the_field(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(TranslationError) as raised:
+        translate_request({**BASE, **fields}, model="m")
+    assert raised.value.message.startswith(message)
+    assert raised.value.error_type == "invalid_request_error"
 
 
 TOOLS = [
@@ -330,6 +436,12 @@ def test_only_server_tools_means_no_tools_and_no_tool_choice() -> None:
             {"tool_choice": {"type": "function", "function": {"name": "Bash"}}},
         ),
         ({"type": "tool", "name": "web_search"}, {}),
+        ({"type": "tool"}, {}),
+        (
+            {"type": "tool", "name": "", "disable_parallel_tool_use": True},
+            {"parallel_tool_calls": False},
+        ),
+        ({"type": "none", "disable_parallel_tool_use": True}, {"tool_choice": "none"}),
         (
             {"type": "auto", "disable_parallel_tool_use": True},
             {"tool_choice": "auto", "parallel_tool_calls": False},
@@ -369,6 +481,9 @@ def test_stream_asks_for_usage() -> None:
     out = tr({**BASE, "stream": True})
     assert (out["stream"], out["stream_options"]) == (True, {"include_usage": True})
     assert "stream" not in tr({**BASE, "stream": False})
+    # Mistral rejects stream_options (it always streams usage).
+    out = tr({**BASE, "stream": True}, contract=Contract(stream_options=False))
+    assert (out["stream"], "stream_options" in out) == (True, False)
 
 
 @pytest.mark.parametrize(
@@ -381,6 +496,7 @@ def test_stream_asks_for_usage() -> None:
         ({"type": "adaptive"}, None, "medium"),
         ({"type": "adaptive"}, {"effort": "low"}, "low"),
         ({"type": "adaptive"}, {"effort": "max"}, "high"),
+        ({"type": "adaptive"}, {"effort": "turbo"}, "medium"),
         ({"type": "disabled"}, {"effort": "high"}, None),
     ],
 )
@@ -416,6 +532,7 @@ def test_structured_output_becomes_response_format() -> None:
 
 def test_metadata_user_id_fits_in_64_characters() -> None:
     assert tr({**BASE, "metadata": {"user_id": "u-1"}})["user"] == "u-1"
+    assert tr({**BASE, "metadata": {"user_id": "u" * 64}})["user"] == "u" * 64
     long_id = '{"device_id":"' + "0" * 64 + '","session_id":"abc"}'
     user_field = tr({**BASE, "metadata": {"user_id": long_id}})["user"]
     assert len(user_field) == 64
@@ -529,3 +646,28 @@ def test_short_tool_ids_are_stable_and_keep_provider_ids() -> None:
     assert len(short_tool_id("toolu_x")) == 9 and short_tool_id("toolu_x").isalnum()
     assert short_tool_id("abcDEF123") == "abcDEF123"
     assert short_tool_id("toolu_a") != short_tool_id("toolu_b")
+
+
+def test_short_tool_ids_replace_the_ids_of_calls_results_and_attachments() -> None:
+    img = {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_01A", "content": [img]}
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [TOOL_USE]},
+            user(result),
+        ],
+    }
+    messages = tr(body, contract=Contract(short_tool_ids=True))["messages"]
+    assert messages[1]["tool_calls"][0]["id"] == "Ccrdvy8t4"
+    assert messages[2:] == [
+        {"role": "tool", "tool_call_id": "Ccrdvy8t4", "content": "[image]"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "[attachments of tool result Ccrdvy8t4]"},
+                {"type": "image_url", "image_url": {"url": "https://x/a.png"}},
+            ],
+        },
+    ]

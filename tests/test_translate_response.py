@@ -63,6 +63,27 @@ def test_invalid_arguments_become_an_empty_input() -> None:
     assert ok(body).content[1].input == {}
 
 
+def test_tool_call_ids_names_and_arguments_as_providers_send_them() -> None:
+    calls = [
+        {"type": "function", "function": {"name": "Bash", "arguments": {"command": "ls"}}},
+        {"id": "call.2/x", "function": {"name": "Read", "arguments": "[1]"}},
+        {"id": "", "function": {"arguments": None}},
+        "junk",
+    ]
+    body = {"id": "chatcmpl-9", "choices": [{"index": 0, "message": {"tool_calls": calls}}]}
+    content = orjson.loads(translate_response(200, orjson.dumps(body), model="m")[1])["content"]
+    assert content == [
+        {
+            "type": "tool_use",
+            "id": "toolu_chatcmpl-9_0",
+            "name": "Bash",
+            "input": {"command": "ls"},
+        },
+        {"type": "tool_use", "id": "call_2_x", "name": "Read", "input": {}},
+        {"type": "tool_use", "id": "toolu_chatcmpl-9_2", "name": "", "input": {}},
+    ]
+
+
 @pytest.mark.parametrize(
     ("finish", "has_tools", "stop_reason"),
     [
@@ -96,6 +117,55 @@ def test_missing_usage_and_id() -> None:
     assert (message.usage.input_tokens, message.usage.output_tokens) == (0, 0)
     assert message.id.startswith("msg_")
     assert message.id == ok(body).id  # stable for the same answer
+
+
+THINK = {"type": "thinking", "signature": ""}
+
+
+@pytest.mark.parametrize(
+    ("content", "blocks"),
+    [
+        (
+            [
+                {"type": "thinking", "thinking": [{"type": "text", "text": "let me "}, "x"]},
+                {
+                    "type": "thinking",
+                    "thinking": [{"type": "image"}, {"type": "text", "text": "see"}],
+                },
+                {"type": "text", "text": "42"},
+            ],
+            [
+                {**THINK, "thinking": "let me "},
+                {**THINK, "thinking": "see"},
+                {"type": "text", "text": "42"},
+            ],
+        ),
+        (
+            ["junk", {"type": "thinking", "thinking": "plain"}, {"type": "text", "text": ""}],
+            [{**THINK, "thinking": "plain"}],
+        ),
+        (
+            [
+                {"type": "thinking", "thinking": 5},
+                {"type": "text", "text": 5},
+                {"type": "image_url"},
+            ],
+            [],
+        ),
+        ("", []),
+        ({"type": "text", "text": "not a list"}, []),
+    ],
+)
+def test_typed_content_chunks_become_thinking_and_text_blocks(
+    content: Any, blocks: list[dict[str, Any]]
+) -> None:
+    # Mistral's (Magistral's) answers put reasoning in `thinking` chunks of `content`.
+    body = completion(ANSWERS["text"])
+    body["choices"][0]["message"] = {"role": "assistant", "content": content}
+    ok(body)
+    assert orjson.loads(translate_response(200, orjson.dumps(body), model="m")[1])["content"] == (
+        blocks
+    )
 
 
 def test_refusal_is_shown_as_text() -> None:
@@ -177,4 +247,12 @@ def test_2xx_that_is_not_a_completion() -> None:
     assert err(200, b'{"choices": []}') == (
         502,
         {"type": "api_error", "message": "upstream answer has no choices"},
+    )
+    malformed = {"choices": [{"index": 0, "message": {"tool_calls": [{"function": "x"}]}}]}
+    assert err(200, orjson.dumps(malformed)) == (
+        502,
+        {
+            "type": "api_error",
+            "message": "malformed answer from upstream: 'str' object has no attribute 'get'",
+        },
     )
