@@ -479,10 +479,25 @@ def test_the_fake_refuses_what_openai_refuses() -> None:
     assert "temperature" in refusal({**base, "temperature": 1}).message
 
 
-def test_unknown_blocks_fail_loudly() -> None:
-    body = {**BASE, "messages": [{"role": "user", "content": [{"type": "mystery"}]}]}
-    with pytest.raises(TranslationError, match=r"messages\.0\.content\.0"):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            [{"type": "mystery"}],
+            "messages.0.content.0: content block type 'mystery' can't be translated for this"
+            " provider",
+        ),
+        (
+            [{"type": "text", "text": "see"}, {"type": "image", "source": {"type": "file"}}],
+            "messages.0.content.1.source: image source 'file' unsupported",
+        ),
+    ],
+)
+def test_unknown_blocks_fail_loudly(content: list[dict[str, Any]], message: str) -> None:
+    body = {**BASE, "messages": [{"role": "user", "content": content}]}
+    with pytest.raises(TranslationError) as raised:
         translate_request(body, model="m")
+    assert str(raised.value) == message
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -551,46 +566,67 @@ def test_thinking_round_trips_into_the_next_request() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "want_status", "kind"),
+    ("status", "body", "want_status", "kind", "message"),
     [
         (
             429,
             b'{"error": {"message": "slow", "type": "requests", "code": "rate_limit_exceeded"}}',
             429,
             "rate_limit_error",
+            "slow",
         ),
         (
             404,
             b'{"error": {"message": "Item with id \'rs_1\' not found."}}',
             404,
             "not_found_error",
+            "Item with id 'rs_1' not found.",
         ),
-        (500, b"<html>oops</html>", 500, "api_error"),
+        (500, b"<html>oops</html>", 500, "api_error", "upstream answered HTTP 500: oops"),
         (
             200,
             b'{"id": "r", "status": "failed", "output": [], "error": {"code": "rate_limit_exceeded", "message": "m"}}',
             429,
             "rate_limit_error",
+            "m",
         ),
         (
             200,
             b'{"id": "r", "status": "failed", "output": [], "error": {"code": "invalid_prompt", "message": "m"}}',
             400,
             "invalid_request_error",
+            "m",
         ),
         (
             200,
             b'{"id": "r", "status": "failed", "output": [], "error": {"code": "server_error", "message": "m"}}',
             500,
             "api_error",
+            "m",
         ),
-        (200, b"not json", 502, "api_error"),
-        (200, b'{"object": "list"}', 502, "api_error"),
+        (
+            200,
+            b'{"id": "r", "status": "failed", "output": []}',
+            500,
+            "api_error",
+            "the response failed",
+        ),
+        (
+            200,
+            b"not json",
+            502,
+            "api_error",
+            "invalid JSON from upstream: upstream answered HTTP 200: not json",
+        ),
+        (200, b'{"object": "list"}', 502, "api_error", "upstream answer has no output"),
     ],
 )
-def test_errors(status: int, body: bytes, want_status: int, kind: str) -> None:
+def test_errors(status: int, body: bytes, want_status: int, kind: str, message: str) -> None:
     got_status, got = translate_response(status, body, model="m")
-    assert (got_status, orjson.loads(got)["error"]["type"]) == (want_status, kind)
+    assert (got_status, orjson.loads(got)["error"]) == (
+        want_status,
+        {"type": kind, "message": message},
+    )
 
 
 # -- streams ----------------------------------------------------------------------------------
@@ -812,6 +848,10 @@ def test_json_answer_to_a_streamed_request_is_replayed_as_events() -> None:
     message = accumulate(translate(body, [len(body) // 2]))
     plain = non_streamed(answer)
     assert [b.model_dump() for b in message.content] == [b.model_dump() for b in plain.content]
+    # Its reasoning is signed for where it came from, as a streamed answer's is.
+    origin = "https://api.openai.com/v1|gpt-5.2"
+    signed = accumulate(translate(body, origin=origin))
+    assert signed.content[0].signature == ours(origin=origin) != OURS
 
 
 def test_whole_items_without_deltas() -> None:
