@@ -525,6 +525,46 @@ def test_non_streamed_reasoning_tool_answer() -> None:
     assert message.usage.output_tokens == 42
 
 
+def test_reasoning_without_encrypted_content_is_unsigned() -> None:
+    """Nothing could go back to the provider: a summary shows unsigned, a silent item not at all."""
+    message = non_streamed(ANSWERS["summary-without-encrypted"])
+    assert [b.model_dump(exclude_none=True) for b in message.content] == [
+        {"type": "thinking", "thinking": "Think.", "signature": ""},
+        {"type": "text", "text": "Done."},
+    ]
+    assert [b.type for b in non_streamed(Answer(reasoning=True, text="x")).content] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("usage", "want"),
+    [
+        (
+            {
+                "input_tokens": 1200,
+                "input_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 150},
+                "output_tokens": 42,
+            },
+            (50, 42, 1000, 150),
+        ),
+        (
+            {"input_tokens": 1024, "input_tokens_details": {"cached_tokens": 1024}},
+            (0, 0, 1024, 0),
+        ),
+        (None, (0, 0, 0, 0)),
+    ],
+)
+def test_usage_counts_cache_reads_and_writes_apart(
+    usage: dict[str, Any] | None, want: tuple[int, ...]
+) -> None:
+    u = non_streamed(Answer(text="x", usage=usage)).usage
+    assert (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_input_tokens,
+        u.cache_creation_input_tokens,
+    ) == want
+
+
 @pytest.mark.parametrize(
     ("name", "stop"),
     [
@@ -619,6 +659,8 @@ def test_thinking_round_trips_into_the_next_request() -> None:
             "invalid JSON from upstream: upstream answered HTTP 200: not json",
         ),
         (200, b'{"object": "list"}', 502, "api_error", "upstream answer has no output"),
+        (200, b'{"error": {"code": 429, "message": "busy"}}', 429, "rate_limit_error", "busy"),
+        (200, b'{"error": {"message": "odd"}}', 502, "api_error", "odd"),
     ],
 )
 def test_errors(status: int, body: bytes, want_status: int, kind: str, message: str) -> None:
