@@ -661,6 +661,13 @@ def test_thinking_round_trips_into_the_next_request() -> None:
         (200, b'{"object": "list"}', 502, "api_error", "upstream answer has no output"),
         (200, b'{"error": {"code": 429, "message": "busy"}}', 429, "rate_limit_error", "busy"),
         (200, b'{"error": {"message": "odd"}}', 502, "api_error", "odd"),
+        (
+            200,
+            b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": ["x"]}]}',
+            502,
+            "api_error",
+            "malformed answer from upstream: unhashable type: 'list'",
+        ),
     ],
 )
 def test_errors(status: int, body: bytes, want_status: int, kind: str, message: str) -> None:
