@@ -862,6 +862,18 @@ def test_error_event_stops_the_stream() -> None:
     assert [e["type"] for e in evs].count("message_stop") == 0
 
 
+def test_an_error_event_that_is_not_json_still_ends_the_stream() -> None:
+    """Other data that isn't JSON is a proxy's keep-alive noise, skipped."""
+    items = events(ANSWERS["text"])
+    head = sse(items[:3]) + b"data: keep-alive\n\n"
+    evs = anthropic_events(translate(head + b"event: error\ndata: upstream exploded\n\n"))
+    assert evs[-1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "upstream exploded"},
+    }
+    assert accumulate(translate(head + sse(items[3:]))) == accumulate(translate(sse(items)))
+
+
 def test_http_error_on_a_streamed_request() -> None:
     tr = StreamTranslator(model="m")
     body = b'{"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}'
