@@ -848,16 +848,22 @@ def test_failed_response_mid_stream_is_an_error_event() -> None:
     }
 
 
-def test_error_event_stops_the_stream() -> None:
-    error = {
-        "type": "error",
-        "code": "server_error",
-        "message": "boom",
-        "param": None,
-        "sequence_number": 3,
-    }
-    stream = sse([*events(ANSWERS["text"])[:3], error, *events(ANSWERS["text"])[3:]])
-    evs = anthropic_events(translate(stream))
+@pytest.mark.parametrize(
+    "error",
+    [
+        {
+            "type": "error",
+            "code": "server_error",
+            "message": "boom",
+            "param": None,
+            "sequence_number": 3,
+        },
+        {"error": {"code": "server_error", "message": "boom"}},  # typeless, as proxies send it
+    ],
+)
+def test_error_event_stops_the_stream(error: dict[str, Any]) -> None:
+    items = [*events(ANSWERS["text"])[:3], error, *events(ANSWERS["text"])[3:]]
+    evs = anthropic_events(translate(sse(items, named="type" in error)))
     assert evs[-1] == {"type": "error", "error": {"type": "api_error", "message": "boom"}}
     assert [e["type"] for e in evs].count("message_stop") == 0
 
