@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+import zlib
 from typing import Any
 
 import orjson
@@ -9,7 +11,10 @@ import pytest
 from anthropic.types import Message
 from anthropic.types.shared import ErrorResponse
 
-from extproc.translate import translate_response
+from extproc.errors import GatewayError
+from extproc.translate import response, translate_response
+from extproc.translate.errors import error_event
+from extproc.translate.response import ResponseTranslation
 from tests.openai_streams import ANSWERS, BASH, completion
 
 
@@ -256,3 +261,60 @@ def test_2xx_that_is_not_a_completion() -> None:
             "message": "malformed answer from upstream: 'str' object has no attribute 'get'",
         },
     )
+
+
+# -- ResponseTranslation: encodings, counts and the inflate limit --------------------------------
+
+
+def gzipped(data: bytes, wbits: int = 31) -> bytes:
+    packer = zlib.compressobj(1, wbits=wbits)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [
+        ("", lambda body: body),
+        ("gzip", gzipped),
+        ("x-gzip", gzipped),
+        (" GZip ", gzipped),
+        ("deflate", lambda body: gzipped(body, wbits=15)),
+    ],
+)
+def test_an_answer_inflates_whatever_its_encoding_is_called(encoding: str, pack: Any) -> None:
+    """x-gzip is gzip's old name (RFC 9110, 8.4.1.3); deflate is zlib framing."""
+    wire = pack(orjson.dumps(completion(ANSWERS["text"])))
+    translation = ResponseTranslation(model="routed-model", streaming_requested=False)
+    assert translation.on_headers(200, encoding) == {"content-type": "application/json"}
+    assert translation.compressed == bool(encoding)
+    out = translation.on_body(wire[:5], end=False) + translation.on_body(wire[5:], end=True)
+    assert Message.model_validate_json(out).content[0].text == ANSWERS["text"].text
+    assert translation.usage() == {"input_tokens": 176, "output_tokens": 42}
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_bomb_in_the_last_chunk_is_refused_after_inflating_only_the_limit(
+    streaming: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inflating stops one byte past the limit even when nothing more is to come."""
+    monkeypatch.setattr(response, "INFLATED_MAX", 1 << 16)
+    bomb = gzipped(b"\n" * (16 << 20))
+    translation = ResponseTranslation(model="routed-model", streaming_requested=streaming)
+    translation.on_headers(200, "gzip")
+    message = (
+        "The gateway stopped reading the provider's answer: it inflates to more than 65536 bytes."
+    )
+    tracemalloc.start()
+    try:
+        if streaming:
+            assert translation.on_body(bomb, end=True) == error_event("api_error", message)
+        else:
+            with pytest.raises(GatewayError) as raised:
+                translation.on_body(bomb, end=True)
+            assert (raised.value.status, raised.value.error_type) == (502, "api_error")
+            assert raised.value.message == message
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # inflating it all would hold 16 MiB
+    assert translation.on_body(b"", end=True) == b""

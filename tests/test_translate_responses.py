@@ -479,10 +479,25 @@ def test_the_fake_refuses_what_openai_refuses() -> None:
     assert "temperature" in refusal({**base, "temperature": 1}).message
 
 
-def test_unknown_blocks_fail_loudly() -> None:
-    body = {**BASE, "messages": [{"role": "user", "content": [{"type": "mystery"}]}]}
-    with pytest.raises(TranslationError, match=r"messages\.0\.content\.0"):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            [{"type": "mystery"}],
+            "messages.0.content.0: content block type 'mystery' can't be translated for this"
+            " provider",
+        ),
+        (
+            [{"type": "text", "text": "see"}, {"type": "image", "source": {"type": "file"}}],
+            "messages.0.content.1.source: image source 'file' unsupported",
+        ),
+    ],
+)
+def test_unknown_blocks_fail_loudly(content: list[dict[str, Any]], message: str) -> None:
+    body = {**BASE, "messages": [{"role": "user", "content": content}]}
+    with pytest.raises(TranslationError) as raised:
         translate_request(body, model="m")
+    assert str(raised.value) == message
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -508,6 +523,46 @@ def test_non_streamed_reasoning_tool_answer() -> None:
     assert message.id == "msg_resp_0a1b2c" and message.stop_reason == "tool_use"
     assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (176, 1024)
     assert message.usage.output_tokens == 42
+
+
+def test_reasoning_without_encrypted_content_is_unsigned() -> None:
+    """Nothing could go back to the provider: a summary shows unsigned, a silent item not at all."""
+    message = non_streamed(ANSWERS["summary-without-encrypted"])
+    assert [b.model_dump(exclude_none=True) for b in message.content] == [
+        {"type": "thinking", "thinking": "Think.", "signature": ""},
+        {"type": "text", "text": "Done."},
+    ]
+    assert [b.type for b in non_streamed(Answer(reasoning=True, text="x")).content] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("usage", "want"),
+    [
+        (
+            {
+                "input_tokens": 1200,
+                "input_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 150},
+                "output_tokens": 42,
+            },
+            (50, 42, 1000, 150),
+        ),
+        (
+            {"input_tokens": 1024, "input_tokens_details": {"cached_tokens": 1024}},
+            (0, 0, 1024, 0),
+        ),
+        (None, (0, 0, 0, 0)),
+    ],
+)
+def test_usage_counts_cache_reads_and_writes_apart(
+    usage: dict[str, Any] | None, want: tuple[int, ...]
+) -> None:
+    u = non_streamed(Answer(text="x", usage=usage)).usage
+    assert (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_input_tokens,
+        u.cache_creation_input_tokens,
+    ) == want
 
 
 @pytest.mark.parametrize(
@@ -551,46 +606,76 @@ def test_thinking_round_trips_into_the_next_request() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "want_status", "kind"),
+    ("status", "body", "want_status", "kind", "message"),
     [
         (
             429,
             b'{"error": {"message": "slow", "type": "requests", "code": "rate_limit_exceeded"}}',
             429,
             "rate_limit_error",
+            "slow",
         ),
         (
             404,
             b'{"error": {"message": "Item with id \'rs_1\' not found."}}',
             404,
             "not_found_error",
+            "Item with id 'rs_1' not found.",
         ),
-        (500, b"<html>oops</html>", 500, "api_error"),
+        (500, b"<html>oops</html>", 500, "api_error", "upstream answered HTTP 500: oops"),
         (
             200,
             b'{"id": "r", "status": "failed", "output": [], "error": {"code": "rate_limit_exceeded", "message": "m"}}',
             429,
             "rate_limit_error",
+            "m",
         ),
         (
             200,
             b'{"id": "r", "status": "failed", "output": [], "error": {"code": "invalid_prompt", "message": "m"}}',
             400,
             "invalid_request_error",
+            "m",
         ),
         (
             200,
             b'{"id": "r", "status": "failed", "output": [], "error": {"code": "server_error", "message": "m"}}',
             500,
             "api_error",
+            "m",
         ),
-        (200, b"not json", 502, "api_error"),
-        (200, b'{"object": "list"}', 502, "api_error"),
+        (
+            200,
+            b'{"id": "r", "status": "failed", "output": []}',
+            500,
+            "api_error",
+            "the response failed",
+        ),
+        (
+            200,
+            b"not json",
+            502,
+            "api_error",
+            "invalid JSON from upstream: upstream answered HTTP 200: not json",
+        ),
+        (200, b'{"object": "list"}', 502, "api_error", "upstream answer has no output"),
+        (200, b'{"error": {"code": 429, "message": "busy"}}', 429, "rate_limit_error", "busy"),
+        (200, b'{"error": {"message": "odd"}}', 502, "api_error", "odd"),
+        (
+            200,
+            b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": ["x"]}]}',
+            502,
+            "api_error",
+            "malformed answer from upstream: unhashable type: 'list'",
+        ),
     ],
 )
-def test_errors(status: int, body: bytes, want_status: int, kind: str) -> None:
+def test_errors(status: int, body: bytes, want_status: int, kind: str, message: str) -> None:
     got_status, got = translate_response(status, body, model="m")
-    assert (got_status, orjson.loads(got)["error"]["type"]) == (want_status, kind)
+    assert (got_status, orjson.loads(got)["error"]) == (
+        want_status,
+        {"type": kind, "message": message},
+    )
 
 
 # -- streams ----------------------------------------------------------------------------------
@@ -730,7 +815,7 @@ def test_expected_events_for_text() -> None:
 
 def test_interleaved_items_wait_for_their_turn() -> None:
     """A whole message item arriving while a call streams is sent after the call, in one delta."""
-    items = events(Answer(text="note", calls=(BASH,), usage=None), size=8)
+    items = events(Answer(text="a note in three deltas", calls=(BASH,), usage=None), size=8)
     message = [e for e in items if e.get("output_index") == 0]
     rest = [e for e in items if e not in message]
     deltas = [i for i, e in enumerate(rest) if e["type"].endswith("arguments.delta")]
@@ -739,7 +824,7 @@ def test_interleaved_items_wait_for_their_turn() -> None:
     message_out = accumulate(out)
     assert [b.type for b in message_out.content] == ["tool_use", "text"]
     assert message_out.content[0].input == orjson.loads(BASH.arguments)
-    assert message_out.content[1].text == "note"
+    assert message_out.content[1].text == "a note in three deltas"
     text_deltas = [
         e for e in anthropic_events(out) if e.get("delta", {}).get("type") == "text_delta"
     ]
@@ -763,18 +848,36 @@ def test_failed_response_mid_stream_is_an_error_event() -> None:
     }
 
 
-def test_error_event_stops_the_stream() -> None:
-    error = {
-        "type": "error",
-        "code": "server_error",
-        "message": "boom",
-        "param": None,
-        "sequence_number": 3,
-    }
-    stream = sse([*events(ANSWERS["text"])[:3], error, *events(ANSWERS["text"])[3:]])
-    evs = anthropic_events(translate(stream))
+@pytest.mark.parametrize(
+    "error",
+    [
+        {
+            "type": "error",
+            "code": "server_error",
+            "message": "boom",
+            "param": None,
+            "sequence_number": 3,
+        },
+        {"error": {"code": "server_error", "message": "boom"}},  # typeless, as proxies send it
+    ],
+)
+def test_error_event_stops_the_stream(error: dict[str, Any]) -> None:
+    items = [*events(ANSWERS["text"])[:3], error, *events(ANSWERS["text"])[3:]]
+    evs = anthropic_events(translate(sse(items, named="type" in error)))
     assert evs[-1] == {"type": "error", "error": {"type": "api_error", "message": "boom"}}
     assert [e["type"] for e in evs].count("message_stop") == 0
+
+
+def test_an_error_event_that_is_not_json_still_ends_the_stream() -> None:
+    """Other data that isn't JSON is a proxy's keep-alive noise, skipped."""
+    items = events(ANSWERS["text"])
+    head = sse(items[:3]) + b"data: keep-alive\n\n"
+    evs = anthropic_events(translate(head + b"event: error\ndata: upstream exploded\n\n"))
+    assert evs[-1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "upstream exploded"},
+    }
+    assert accumulate(translate(head + sse(items[3:]))) == accumulate(translate(sse(items)))
 
 
 def test_http_error_on_a_streamed_request() -> None:
@@ -812,11 +915,17 @@ def test_json_answer_to_a_streamed_request_is_replayed_as_events() -> None:
     message = accumulate(translate(body, [len(body) // 2]))
     plain = non_streamed(answer)
     assert [b.model_dump() for b in message.content] == [b.model_dump() for b in plain.content]
+    # Its reasoning is signed for where it came from, as a streamed answer's is.
+    origin = "https://api.openai.com/v1|gpt-5.2"
+    signed = accumulate(translate(body, origin=origin))
+    assert signed.content[0].signature == ours(origin=origin) != OURS
 
 
-def test_whole_items_without_deltas() -> None:
-    """Servers that send only `output_item.done` (no deltas) still give the whole answer."""
-    items = [e for e in events(ANSWERS["reasoning-tool"]) if not e["type"].endswith(".delta")]
+@pytest.mark.parametrize("left_out", [(".delta",), (".delta", "output_item.added")])
+def test_whole_items_without_deltas(left_out: tuple[str, ...]) -> None:
+    """Servers that send only `output_item.done` (no deltas, maybe not even `added`) still
+    give the whole answer."""
+    items = [e for e in events(ANSWERS["reasoning-tool"]) if not e["type"].endswith(left_out)]
     message = accumulate(translate(sse(items)))
     assert [b.model_dump() for b in message.content] == [
         b.model_dump() for b in non_streamed(ANSWERS["reasoning-tool"]).content

@@ -40,6 +40,9 @@ def test_a_held_carriage_return_is_decided_by_the_next_byte() -> None:
     assert parse(b"data: a\r", b"\ndata: b\r", b"\r") == [(b"", b"a\nb")]
     assert parse(b"data: a\r", b"\r") == [(b"", b"a")]
     assert parse(b"data: a\r") == [(b"", b"a")]
+    parser = SSEParser()
+    assert parser.feed(b"data: a\r\r") == []
+    assert parser.feed(b"x") == [(b"", b"a")]  # the next byte decided: no waiting for a line end
 
 
 def test_utf8_split_inside_a_character() -> None:

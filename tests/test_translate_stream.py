@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from extproc.translate import StreamTranslator, translate_response
+from extproc.translate.token_estimate import count_tokens_estimate, estimate_input_tokens
 from tests.openai_streams import (
     ANSWERS,
     BASH,
@@ -232,6 +233,22 @@ def test_message_start_carries_the_estimate_until_usage_arrives() -> None:
     }
 
 
+def test_the_estimate_counts_the_system_messages_and_tools() -> None:
+    """One token per 4 bytes of the JSON the model reads: the system (40 bytes here), the
+    messages (70) and the tools (50); never 0."""
+    body = {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "system": "s" * 38,
+        "messages": [{"role": "user", "content": "x" * 40}],
+        "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+    }
+    assert count_tokens_estimate(body) == {"input_tokens": 40}
+    assert estimate_input_tokens({**body, "tools": []}) == 27
+    assert estimate_input_tokens({**body, "system": ""}) == 30
+    assert estimate_input_tokens({"messages": []}) == 1
+
+
 def test_cached_tokens_are_reported_apart() -> None:
     message = accumulate(translate(RECORDED["deepseek-reasoning"]))
     assert message.usage.input_tokens == 14
@@ -429,6 +446,15 @@ def test_json_answer_to_a_streamed_request_is_replayed_as_events() -> None:
         plain = non_streamed(answer)
         assert [b.model_dump() for b in message.content] == [b.model_dump() for b in plain.content]
         assert (message.stop_reason, message.usage) == (plain.stop_reason, plain.usage)
+    translator = StreamTranslator(model="routed-model")
+    translator.feed(body)
+    translator.finish()
+    assert translator.usage == {  # the counts for the access log
+        "input_tokens": 176,
+        "output_tokens": 42,
+        "cache_read_input_tokens": 1024,
+        "cache_creation_input_tokens": 0,
+    }
 
 
 def test_json_error_answer_to_a_streamed_request() -> None:
