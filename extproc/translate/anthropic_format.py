@@ -175,7 +175,7 @@ def session_id(metadata: Any) -> str | None:
         return None
     try:
         session = orjson.loads(user_id).get("session_id")
-    except (orjson.JSONDecodeError, AttributeError):
+    except orjson.JSONDecodeError:  # text that starts with "{" and parses is an object
         return None
     return session if isinstance(session, str) and 0 < len(session) <= _USER_MAX else None
 
