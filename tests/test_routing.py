@@ -213,3 +213,23 @@ async def test_load_router_loads_the_configured_model(model_dir):
     await load_router(stage, config)
     assert (await run(stage, user_turn("write a lexer"), config)).source == "router"
     stage.model.classifier.close()
+
+
+class LongFailure:
+    """A classifier that fails with a very long message."""
+
+    def classify(self, routes, windows):
+        raise ValueError("x" * 500)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+
+async def test_a_router_failure_is_logged_and_noted_in_200_characters(model_dir, caplog):
+    stage = RouterStage(routed_config(model_dir).routing)
+    stage.attach(LongFailure())
+    with caplog.at_level("ERROR", logger="extproc.decisions.routing"):
+        decision = await run(stage, user_turn("review my code"))
+    assert decision.note == ("router failed: ValueError: " + "x" * 500)[:200]
+    [record] = caplog.records
+    assert (record.getMessage(), record.exc_info[0]) == ("router failed", ValueError)
