@@ -55,24 +55,23 @@ def strip_reminders(text: str) -> str:
     if len(text) <= TEXT_LIMIT:
         return _REMINDER.sub("", text).strip()
     half = TEXT_LIMIT // 2
-    head = _REMINDER.sub("", text[: _outside_tag(text, half)])
+    head = _REMINDER.sub("", text[: _outside_tag(text, half, before=True)])
     opened = head.find(_OPEN)
     if opened != -1:  # its closing tag was cut away
         head = head[:opened]
-    tail = text[_outside_tag(text, len(text) - half) :]
+    tail = text[_outside_tag(text, len(text) - half, before=False) :]
     closed = tail.find(_CLOSE)
     if closed != -1 and _OPEN not in tail[:closed]:  # its opening tag was cut away
         tail = tail[closed + len(_CLOSE) :]
     return (head + _ELLIPSIS + _REMINDER.sub("", tail)).strip()
 
 
-def _outside_tag(text: str, at: int) -> int:
-    """``at``, moved to the start of a reminder tag that straddles it: each end then holds
-    the whole tag or none of it, which `strip_reminders` knows how to clean."""
+def _outside_tag(text: str, at: int, *, before: bool) -> int:
+    """``at``, moved to the start (``before``) or end of a reminder tag that straddles it."""
     for tag in (_OPEN, _CLOSE):
         start = text.find(tag, max(0, at - len(tag) + 1), at + len(tag) - 1)
         if start != -1 and start < at:
-            return start
+            return start if before else start + len(tag)
     return at
 
 
