@@ -279,6 +279,18 @@ def test_a_reminder_cut_by_the_limit_leaves_nothing_behind(offset: int, end: str
     assert message_text(text) == "x" * head + "\n…\n" + "x" * tail
 
 
+@pytest.mark.parametrize("into", [1, 5, len("<system-reminder>") - 1])
+def test_a_lone_tag_cut_by_the_limit_is_dropped_whole(into: int) -> None:
+    """A user's text may hold a lone tag (a stray closing tag, an opening one never closed):
+    one that the cut splits is dropped whole, and the text around it kept."""
+    opening, closing = "<system-reminder>", "</system-reminder>"
+    size = 3 * TEXT_LIMIT
+    head = "x" * (HALF - into) + closing  # the stray closing tag straddles the head's cut
+    tail = opening + "y" * (HALF + into - len(opening))  # so does the unclosed opening tag
+    text = head + "m" * (size - len(head) - len(tail)) + tail
+    assert message_text(text) == "x" * (HALF - into) + "\n…\n" + "y" * (HALF + into - len(opening))
+
+
 def test_window_tokens_auto_per_device() -> None:
     from extproc.config import parse
 
