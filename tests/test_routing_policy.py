@@ -46,6 +46,7 @@ llm_providers:
   - model: {DEFAULT}
     access_key: k
     default: true
+model_aliases: {{deep: deepseek/deepseek-chat}}
 routing: {{model_dir: {model_dir}}}
 """
     )
@@ -174,6 +175,7 @@ async def test_the_router_answering_other_is_logged_as_route_other(
         ("claude-sonnet-4-5", "requested", "anthropic/claude-sonnet-4-5"),
         ("gpt-unknown", "default", DEFAULT),
         ("deepseek/deepseek-chat", "explicit", "deepseek/deepseek-chat"),
+        ("deep", "alias", "deepseek/deepseek-chat"),
     ],
 )
 async def test_each_rule_after_the_router_labels_itself(config, requested, source, served_by):
