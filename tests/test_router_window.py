@@ -298,6 +298,7 @@ def test_window_tokens_auto_per_device() -> None:
     assert parse(base).routing.window_tokens == "auto"
     assert window_budget("auto", "cpu") == 256
     assert window_budget("auto", "cuda") == 512
+    assert window_budget("auto", "rocm") == 256  # a device without its own figure: the CPU's
     assert window_budget(1024, "cpu") == 1024
     assert parse(base + "routing: {window_tokens: 1024}\n").routing.window_tokens == 1024
     for bad in ("8", "lots", "-5", "'512'"):

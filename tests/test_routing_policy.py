@@ -9,6 +9,7 @@ a batch mixing route configs, and the sticky cache evicting its newest entry.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -275,3 +276,48 @@ def test_token_counts_remember_recent_texts_and_forget_the_oldest():
     assert [counts("red"), counts("one two")] == [2, 5]
     assert counts.message("user", 'say "ho"') == 6
     assert counts.message("assistant", 'say "hi"') == 7
+
+
+@pytest.mark.parametrize(
+    ("extra", "source"),
+    [
+        ({"output_config": {"format": {"type": "json_schema"}}}, "requested"),
+        (
+            {"output_config": {"format": {"type": "json_schema"}}, "tools": [{"name": "t"}]},
+            "router",
+        ),
+        ({"output_config": {"effort": "high"}}, "router"),
+    ],
+    ids=["session title", "structured output with tools", "effort only"],
+)
+async def test_claude_codes_background_calls_skip_the_router(stage, model, config, extra, source):
+    """A call with no tools that asks for JSON (a session title) keeps its model."""
+    body = {**user_turn("write a parser", model="claude-sonnet-4-5"), **extra}
+    decision = await run(stage, body, config)
+    assert decision.source == source
+    assert len(model.calls) == (source == "router")
+
+
+class GatedClassifier(EchoClassifier):
+    """Echoes, once let through; `entered` is set when a batch reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def classify(self, routes, windows):
+        self.entered.set()
+        self.gate.wait(10)
+        return super().classify(routes, windows)
+
+
+async def test_a_request_that_gave_up_does_not_cost_the_rest_of_its_batch_their_answers():
+    gated = GatedClassifier()
+    batching = BatchingClassifier(gated)
+    routes = (("r", "d"),)
+    first, second = (batching.submit(routes, [{"role": "user", "content": t}]) for t in "ab")
+    assert await asyncio.to_thread(gated.entered.wait, 10)
+    first.cancel()  # its request timed out while the batch ran
+    gated.gate.set()
+    assert await asyncio.wait_for(second, 10) == "b"
+    assert gated.calls == [(routes, 2)]
