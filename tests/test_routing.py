@@ -231,5 +231,5 @@ async def test_a_router_failure_is_logged_and_noted_in_200_characters(model_dir,
     with caplog.at_level("ERROR", logger="extproc.decisions.routing"):
         decision = await run(stage, user_turn("review my code"))
     assert decision.note == ("router failed: ValueError: " + "x" * 500)[:200]
-    [record] = caplog.records
+    [record] = [r for r in caplog.records if r.name == "extproc.decisions.routing"]
     assert (record.getMessage(), record.exc_info[0]) == ("router failed", ValueError)

@@ -8,6 +8,7 @@ transitions so that free greedy decoding really writes ``{"route": "code_…"}``
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -162,11 +163,15 @@ def session_model_dir(tmp_path_factory: Any) -> Path:
     """The tiny model for this pytest session: built by the first module that asks.
 
     With ``EXTPROC_TINY_MODEL_CACHE`` set, the model is built there once and reused by later
-    sessions; the mutation run sets it, since each of its mutants is a pytest session of its
-    own (docs/testing.md). Build it before sessions share it: two building at once race.
+    sessions, under a name that changes with this file (its recipe); the mutation run sets it,
+    since each of its mutants is a pytest session of its own (docs/testing.md). Build it
+    before sessions share it: two building at once race.
     """
     shared = os.environ.get("EXTPROC_TINY_MODEL_CACHE")
-    return build_tiny_model(shared or tmp_path_factory.getbasetemp() / "tiny-router")
+    if shared:
+        recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+        return build_tiny_model(Path(shared) / recipe)
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-router")
 
 
 def build_tiny_model(cache_dir: str | Path) -> Path:

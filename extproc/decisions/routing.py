@@ -95,7 +95,8 @@ class TokenCounts:
     in tokens before the sticky cache can be asked: without this, each tool-loop request
     re-tokenized them (a 60 KB pasted log on every request of its turn). Keys are the text's
     length and hash, so a pasted log is not kept alive here (a collision of both could only
-    misjudge how much of the conversation fits the window).
+    misjudge how much of the conversation fits the window). The oldest entry goes first, not
+    the least recently used: a turn's texts are all counted again within the turn anyway.
     """
 
     def __init__(self, count: Callable[[str], int], entries: int = 4096):
