@@ -275,7 +275,7 @@ def test_tool_references_in_a_tool_result_read_as_their_names() -> None:
         text("found:"),
         {"type": "tool_reference", "tool_name": "Read"},
         {"type": "redacted_thinking", "data": "x"},  # dropped, as elsewhere
-        {"type": "tool_reference"},
+        {"type": "tool_reference"},  # a nameless one stays visible: "[tool: ]" is intended
     ]
     result = {"type": "tool_result", "tool_use_id": "t", "content": found}
     assert tr({**BASE, "messages": [user(result)]})["messages"] == [
@@ -301,7 +301,8 @@ def test_documents_read_as_text_or_a_placeholder() -> None:
     ("source", "expected"),
     [
         ({"type": "content", "content": [text("a"), text("b")]}, "a\n\nb"),
-        ({"type": "content", "content": [{"type": "image"}, text("b"), "x"]}, "\n\nb"),
+        ({"type": "content", "content": [{"type": "image"}, text("b"), "x"]}, "b"),
+        ({"type": "content", "content": [text("a"), {"type": "image"}, text("b")]}, "a\n\nb"),
         ({"type": "url", "url": "https://example.com/a.pdf"}, "[document: url]"),
         ({"type": "file", "media_type": "", "file_id": "f"}, "[document: file]"),
         (None, "[document: unknown]"),
