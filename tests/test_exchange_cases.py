@@ -19,8 +19,9 @@ from extproc.proxy.exchange import Exchange, _parse_body, rewrite_model
 from extproc.proxy.wire import Phase
 
 
-def exchange_for(providers: str) -> Exchange:
-    config = parse("llm_providers:\n" + providers)
+def exchange_for(providers: str, preamble: str = "") -> Exchange:
+    """An exchange on a gateway with these `llm_providers` entries, after `preamble`'s settings."""
+    config = parse(preamble + "llm_providers:\n" + providers)
     return Exchange(build_gateway(config, RouterStage(config.routing)))
 
 
@@ -290,15 +291,23 @@ def test_responses_reasoning_goes_back_to_the_provider_that_wrote_it():
     }
 
 
-def routed(exchange: Exchange, body: dict, path: str = "/v1/messages"):
+def routed(
+    exchange: Exchange,
+    body: dict,
+    path: str = "/v1/messages",
+    credentials: dict[str, str] | None = None,
+):
     """The request body phase's reply (CommonResponse) for `body`."""
     headers = {":path": path, ":method": "POST", "content-type": "application/json"}
+    headers.update(credentials or {})
     exchange.on_request_headers(headers, False)
     reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(body))))
     return reply.request_body.response
 
 
-def test_a_translated_request_asks_for_an_uncompressed_answer():
+def test_a_translated_request_gets_exactly_these_headers_upstream():
+    """The whole set, on purpose: its cluster, path, original path, content type, an
+    uncompressed answer (accept-encoding: identity), the provider's key and the new length."""
     reply = routed(exchange_for(CHAT_COMPLETIONS), ASKED, "/v1/messages?beta=true")
     assert {
         o.header.key: o.header.raw_value.decode() for o in reply.header_mutation.set_headers
@@ -435,7 +444,7 @@ def test_a_phase_the_filter_should_not_send_is_refused():
     )
 
 
-GATED = "gateway_keys: [gk-team-0123456789]\nllm_providers:\n" + CHAT_COMPLETIONS
+GATED = "gateway_keys: [gk-team-0123456789]\n"
 
 
 @pytest.mark.parametrize(
@@ -448,12 +457,16 @@ GATED = "gateway_keys: [gk-team-0123456789]\nllm_providers:\n" + CHAT_COMPLETION
     ],
 )
 def test_gateway_keys_guard_every_request(credentials, accepted):
-    config = parse(GATED)
-    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
-    headers = {":path": "/v1/messages", ":method": "POST", **credentials}
+    exchange = exchange_for(CHAT_COMPLETIONS, GATED)
     if accepted:
-        exchange.on_request_headers(headers, False)
+        mutation = routed(exchange, ASKED, credentials=credentials).header_mutation
+        # The gateway key goes no further: the client's credentials are removed and the
+        # provider's own key is set.
+        assert {"x-api-key", "authorization"} <= set(mutation.remove_headers)
+        upstream = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
+        assert upstream["authorization"] == "Bearer k"
         return
+    headers = {":path": "/v1/messages", ":method": "POST", **credentials}
     with pytest.raises(GatewayError) as refused:
         exchange.on_request_headers(headers, False)
     error = refused.value
@@ -479,7 +492,6 @@ def test_a_routed_request_ends_the_exchange_unless_its_answer_is_read(
     """`finished` tells the server to end the gRPC stream: Envoy then goes on without the
     sidecar. Only an answer the sidecar translates or counts needs it to stay."""
     listener = "listener: {log_tokens: true}\n" if log_tokens else ""
-    config = parse(listener + "llm_providers:\n" + provider)
-    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    exchange = exchange_for(provider, listener)
     routed(exchange, ASKED)
     assert exchange.finished is finished

@@ -18,6 +18,7 @@ from extproc.translate.anthropic_openai import (
 )
 from extproc.translate.contract import COMMON, Contract, contract_for
 from extproc.translate.response import ResponseTranslation
+from tests.exception_text import error_text
 from tests.openai_streams import RECORDED
 from tests.test_translate_stream import accumulate, events
 from tests.test_translate_stream import translate as stream
@@ -569,7 +570,9 @@ def test_calls_without_index_are_matched_by_their_id() -> None:
         (
             sse(delta({"content": "a"}), call(index=0, function="x")),
             b'event: error\ndata: {"type":"error","error":{"type":"api_error",'
-            b"\"message\":\"malformed chunk from upstream: 'str' object has no attribute 'get'\"}}\n\n",
+            b'"message":"malformed chunk from upstream: '
+            + error_text(lambda: "x".get("name")).encode()  # the chunk's function is "x"
+            + b'"}}\n\n',
         ),
     ],
 )

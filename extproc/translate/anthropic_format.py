@@ -105,7 +105,8 @@ def _document_text(block: JSON) -> str:
     if source.get("type") == "text" and isinstance(source.get("data"), str):
         return source["data"]
     if source.get("type") == "content" and isinstance(source.get("content"), list):
-        return "\n\n".join(c.get("text", "") for c in source["content"] if isinstance(c, dict))
+        texts = (c.get("text") for c in source["content"] if isinstance(c, dict))
+        return "\n\n".join(t for t in texts if isinstance(t, str) and t)
     return f"[document: {source.get('media_type') or source.get('type') or 'unknown'}]"
 
 
