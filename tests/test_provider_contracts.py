@@ -419,19 +419,24 @@ def test_pdfs_become_file_parts_where_the_provider_takes_them() -> None:
 # -- The smaller ones --------------------------------------------------------------------------
 
 
-def test_usage_cache_writes_and_fractional_counts() -> None:
+@pytest.mark.parametrize(
+    ("prompt", "cached", "written", "uncached"),
+    [(120.6, 50, 30, 41), (80, 80, 0, 0), (80, 90, 0, 0)],
+    ids=["fractional", "all cached", "more cached than sent"],
+)
+def test_usage_cache_writes_and_fractional_counts(prompt, cached, written, uncached) -> None:
     usage = {
-        "prompt_tokens": 120.6,
+        "prompt_tokens": prompt,
         "completion_tokens": 17.2,
-        "prompt_tokens_details": {"cached_tokens": 50, "cache_creation_tokens": 30},
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_creation_tokens": written},
     }
     answer = {"id": "u", "choices": [{"index": 0, "message": {"content": "x"}}], "usage": usage}
     _, body = translate_response(200, orjson.dumps(answer), model="m")
     assert orjson.loads(body)["usage"] == {
-        "input_tokens": 41,
+        "input_tokens": uncached,
         "output_tokens": 17,
-        "cache_read_input_tokens": 50,
-        "cache_creation_input_tokens": 30,
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": written,
     }
 
 
@@ -641,3 +646,17 @@ def test_a_call_signed_twice_after_it_closed_sends_the_last_signature_once() -> 
     message = accumulate(stream(chunks))
     signed = [signatures.state(b.signature) for b in message.content if b.type == "thinking"]
     assert signed == [{"tool_use_id": "a", "thought_signature": "2=="}]
+
+
+def test_a_new_id_after_a_complete_call_at_the_same_index_is_a_new_call() -> None:
+    """Ollama puts parallel calls at index 0 and may name a call only in a later chunk; a
+    different id whose predecessor's arguments are complete starts a new call."""
+    chunks = sse(
+        call(index=0, id="a", function={"name": "Bash", "arguments": '{"command": "ls"}'}),
+        call(index=0, id="b", function={"arguments": "{}"}),
+    )
+    message = accumulate(stream(chunks))
+    assert [(b.id, b.name, b.input) for b in message.content] == [
+        ("a", "Bash", {"command": "ls"}),
+        ("b", "", {}),
+    ]

@@ -16,6 +16,7 @@ from extproc.decisions.router.window import (
     TEXT_LIMIT,
     conversation_window,
     estimate_tokens,
+    message_json,
     message_text,
     prompt_tokens,
     window_budget,
@@ -150,6 +151,10 @@ def test_budget_keeps_newest_messages() -> None:
     assert conversation_window(body, 40) == [assistant("b" * 40), user("c" * 40)]
     assert conversation_window(body, 55) == body["messages"]
     assert conversation_window(body, 36) == [user("c" * 40)]
+    # The latest user text is measured with its role too (42 characters: 19 tokens, 18 without).
+    body = {"messages": [assistant("b" * 40), user("c" * 42)]}
+    assert conversation_window(body, 38) == body["messages"]
+    assert conversation_window(body, 37) == [user("c" * 42)]
 
 
 def test_latest_user_text_alone_over_budget_is_middle_truncated() -> None:
@@ -246,10 +251,9 @@ def test_budget_counts_what_the_model_reads(qwen: Any, script: str) -> None:
 
 
 def test_prompt_tokens_is_the_escaped_json_message() -> None:
-    chars = lambda text: len(text)  # noqa: E731
-    assert prompt_tokens("user", "日本", chars) == len(
-        '{"role": "user", "content": "\\u65e5\\u672c"}'
-    )
+    carried = '{"role": "user", "content": "\\u65e5\\u672c"}'
+    assert message_json("user", "日本") == carried
+    assert prompt_tokens("user", "日本", len) == len(carried)
 
 
 REMINDER = "<system-reminder>" + "R" * 1000 + "</system-reminder>"
@@ -289,6 +293,16 @@ def test_a_lone_tag_cut_by_the_limit_is_dropped_whole(into: int) -> None:
     tail = opening + "y" * (HALF + into - len(opening))  # so does the unclosed opening tag
     text = head + "m" * (size - len(head) - len(tail)) + tail
     assert message_text(text) == "x" * (HALF - into) + "\n…\n" + "y" * (HALF + into - len(opening))
+
+
+def test_a_stray_opening_tag_before_a_cut_reminder_ends_the_head() -> None:
+    """The head ends at its first unclosed opening tag: nothing after it can be told apart
+    from the reminder that the cut opened."""
+    opening, closing = "<system-reminder>", "</system-reminder>"
+    head = "x" * 100 + opening + "y" * 100 + opening
+    tail = closing + "x" * HALF
+    text = head + "R" * (3 * TEXT_LIMIT - len(head) - len(tail)) + tail
+    assert message_text(text) == "x" * 100 + "\n…\n" + "x" * HALF
 
 
 def test_window_tokens_auto_per_device() -> None:
