@@ -660,3 +660,39 @@ def test_a_new_id_after_a_complete_call_at_the_same_index_is_a_new_call() -> Non
         ("a", "Bash", {"command": "ls"}),
         ("b", "", {}),
     ]
+
+
+def test_a_signature_on_a_calls_first_chunk_is_sent_once() -> None:
+    """Gemini signs a call on its first chunk: one thinking block carries it, before the call."""
+    signed = {"google": {"thought_signature": "1=="}}
+    fn = {"name": "Bash", "arguments": '{"command":"ls"}'}
+    chunks = sse(call(index=0, id="a", function=fn, extra_content=signed))
+    message = accumulate(stream(chunks))
+    assert [b.type for b in message.content] == ["thinking", "tool_use"]
+    assert signatures.state(message.content[0].signature) == {
+        "tool_use_id": "a",
+        "thought_signature": "1==",
+    }
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        (b"data: [DONE]\n\n", "upstream ended the stream without an answer"),
+        (b"event: error\ndata: over\xffloaded\n\n", "over\ufffdloaded"),
+    ],
+    ids=["no answer", "an error that is not JSON nor UTF-8"],
+)
+def test_a_stream_without_an_answer_ends_with_its_reason(chunks: bytes, message: str) -> None:
+    *_, last = events(stream(chunks))
+    assert last == {"type": "error", "error": {"type": "api_error", "message": message}}
+
+
+@pytest.mark.parametrize("finish", [{"reason": "stop"}, ["stop"]])
+def test_a_finish_reason_that_is_not_a_string_ends_the_turn(finish: Any) -> None:
+    answer = {
+        "id": "f",
+        "choices": [{"index": 0, "finish_reason": finish, "message": {"content": "x"}}],
+    }
+    _, body = translate_response(200, orjson.dumps(answer), model="m")
+    assert orjson.loads(body)["stop_reason"] == "end_turn"

@@ -303,6 +303,7 @@ def test_documents_read_as_text_or_a_placeholder() -> None:
         ({"type": "content", "content": [text("a"), text("b")]}, "a\n\nb"),
         ({"type": "content", "content": [{"type": "image"}, text("b"), "x"]}, "b"),
         ({"type": "content", "content": [text("a"), {"type": "image"}, text("b")]}, "a\n\nb"),
+        ({"type": "content", "content": [{"type": "text", "text": 5}, text("b")]}, "b"),
         ({"type": "url", "url": "https://example.com/a.pdf"}, "[document: url]"),
         ({"type": "file", "media_type": "", "file_id": "f"}, "[document: file]"),
         (None, "[document: unknown]"),
