@@ -99,11 +99,11 @@ def translate_request(
         _shorten_tool_ids(messages)
 
     out: JSON = {"model": model, "messages": messages}
-    tools = [_tool(t, contract) for t in as_list(body.get("tools")) if is_custom_tool(t)]
+    tools = [chat_tool(t, contract) for t in as_list(body.get("tools")) if is_custom_tool(t)]
     if tools:
         out["tools"] = tools
         offered = {t["function"]["name"] for t in tools}
-        out.update(_tool_choice(body.get("tool_choice"), offered, contract))
+        out.update(chat_tool_choice(body.get("tool_choice"), offered, contract))
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, int):
         limit = min(max_tokens, max_tokens_cap) if max_tokens_cap else max_tokens
@@ -121,7 +121,7 @@ def translate_request(
     effort = reasoning_effort(body, contract, bool(tools)) if contract.reasoning else None
     if effort:
         out["reasoning_effort"] = effort
-    response_format = _response_format(body)
+    response_format = chat_response_format(body)
     if response_format:
         out["response_format"] = response_format
     user = hashed_user(body.get("metadata")) if contract.user_field else None
@@ -167,14 +167,14 @@ def _user_messages(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]
         where = f"messages.{i}.content.{j}"
         kind = block.get("type")
         if kind == "tool_result":
-            message, media = _tool_message(block, where, contract)
+            message, media = chat_tool_message(block, where, contract)
             tools.append(message)
             if media:
                 tool_id = message["tool_call_id"]
                 shown = short_tool_id(tool_id) if contract.short_tool_ids else tool_id
                 label = f"[attachments of tool result {shown}]"
                 parts += [{"type": "text", "text": label}, *media]
-        elif (media := _media_part(block, where, contract)) is not None:
+        elif (media := chat_media_part(block, where, contract)) is not None:
             parts.append(media)
         else:
             text = block_text(block, where)
@@ -204,7 +204,7 @@ def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> l
     for where, block in blocks:
         kind = block.get("type")
         if kind == "tool_use":
-            calls.append(_tool_call(block, where, contract))
+            calls.append(chat_tool_call(block, where, contract))
         elif kind == "thinking":
             if isinstance(block.get("thinking"), str) and block["thinking"]:
                 thinking.append(block["thinking"])
@@ -232,7 +232,7 @@ def _assistant_messages(blocks: list[tuple[str, JSON]], contract: Contract) -> l
     return [message]
 
 
-def _media_part(block: JSON, where: str, contract: Contract) -> JSON | None:
+def chat_media_part(block: JSON, where: str, contract: Contract) -> JSON | None:
     """An image, or a PDF where the API takes files, as a content part; None for the rest."""
     source = as_dict(block.get("source"))
     if block.get("type") == "image" and contract.images:
@@ -257,7 +257,7 @@ def _media_part(block: JSON, where: str, contract: Contract) -> JSON | None:
     return None
 
 
-def _tool_message(block: JSON, where: str, contract: Contract) -> tuple[JSON, list[JSON]]:
+def chat_tool_message(block: JSON, where: str, contract: Contract) -> tuple[JSON, list[JSON]]:
     """A tool_result as a `tool` message (text only), and the images and files it held, which
     the caller sends in the user message that follows; the text marks where they stood."""
     content = block.get("content")
@@ -271,7 +271,7 @@ def _tool_message(block: JSON, where: str, contract: Contract) -> tuple[JSON, li
         for k, item in enumerate(content):
             if not isinstance(item, dict):
                 raise TranslationError(f"{where}.content.{k}: must be an object")
-            part = _media_part(item, f"{where}.content.{k}", contract)
+            part = chat_media_part(item, f"{where}.content.{k}", contract)
             if part is not None:
                 media.append(part)
                 texts.append("[image]" if part["type"] == "image_url" else "[document]")
@@ -290,7 +290,7 @@ def _tool_message(block: JSON, where: str, contract: Contract) -> tuple[JSON, li
     return {"role": "tool", "tool_call_id": tool_call_id, "content": text}, media
 
 
-def _tool_call(block: JSON, where: str, contract: Contract) -> JSON:
+def chat_tool_call(block: JSON, where: str, contract: Contract) -> JSON:
     name = block.get("name")
     if not isinstance(name, str) or not name:
         raise TranslationError(f"{where}.name: a tool_use block needs a name")
@@ -308,7 +308,7 @@ def _tool_call(block: JSON, where: str, contract: Contract) -> JSON:
     }
 
 
-def _tool(tool: JSON, contract: Contract) -> JSON:
+def chat_tool(tool: JSON, contract: Contract) -> JSON:
     if not isinstance(tool.get("name"), str) or not tool["name"]:
         raise TranslationError("tools: every tool needs a name")
     function: JSON = {"name": provider_tool_name(tool["name"], contract.tool_name_max)}
@@ -347,7 +347,7 @@ def tool_names(body: JSON, contract: Contract) -> dict[str, str]:
     return out
 
 
-def _tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:
+def chat_tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:
     """`offered`: the tools' names as sent; a choice of a tool that was dropped is dropped."""
     if not isinstance(choice, dict):
         return {}
@@ -368,7 +368,7 @@ def _tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:
     return out
 
 
-def _response_format(body: JSON) -> JSON | None:
+def chat_response_format(body: JSON) -> JSON | None:
     """Structured output (`output_config.format`, or the older beta `output_format`)."""
     fmt = output_config(body).get("format") or body.get("output_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":

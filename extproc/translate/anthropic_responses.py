@@ -6,6 +6,9 @@ body into a Responses body; `translate_response` and `StreamTranslator` turn the
 or the Responses event stream) back into what Claude Code expects. The encrypted reasoning
 rides in the thinking block's `signature` (one of ours: `signatures.py`), so Claude Code sends
 it back unchanged. Every rule is listed, with its reason, in docs/translation.md.
+
+Tools, tool calls, tool results and media are built by the Chat Completions translator's
+`chat_*` builders and reshaped here: the two APIs differ in the envelope, not the content.
 """
 
 from __future__ import annotations
@@ -37,12 +40,12 @@ from extproc.translate.anthropic_format import (
     tool_input,
 )
 from extproc.translate.anthropic_openai import (
-    _media_part,
-    _response_format,
-    _tool,
-    _tool_call,
-    _tool_choice,
-    _tool_message,
+    chat_media_part,
+    chat_response_format,
+    chat_tool,
+    chat_tool_call,
+    chat_tool_choice,
+    chat_tool_message,
 )
 from extproc.translate.contract import COMMON, Contract
 from extproc.translate.stream import AnthropicStream
@@ -147,7 +150,7 @@ def _user_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:
         kind = block.get("type")
         if kind == "tool_result":
             outputs.append(_function_call_output(block, where, contract))
-        elif (media := _media_part(block, where, contract)) is not None:
+        elif (media := chat_media_part(block, where, contract)) is not None:
             parts.append(_input_part(media))
         else:
             text = block_text(block, where)
@@ -168,7 +171,7 @@ def _input_part(media: JSON) -> JSON:
 def _function_call_output(block: JSON, where: str, contract: Contract) -> JSON:
     """A tool_result as a `function_call_output`: its text, or, when it holds images or PDFs
     (a screenshot a tool read), the text (marking where they stood) and then those parts."""
-    message, media = _tool_message(block, where, contract)
+    message, media = chat_tool_message(block, where, contract)
     output: str | list[JSON] = message["content"]
     if media:
         output = [{"type": "input_text", "text": message["content"]}, *map(_input_part, media)]
@@ -193,7 +196,7 @@ def _assistant_items(blocks: list[JSON], i: int, contract: Contract, origin: str
         kind = block.get("type")
         if kind == "tool_use":
             flush_text()
-            call = _tool_call(block, where, contract)
+            call = chat_tool_call(block, where, contract)
             items.append(
                 {
                     "type": "function_call",
@@ -250,12 +253,12 @@ def _function_tool(tool: JSON, contract: Contract) -> JSON:
     """A custom tool as a Responses function tool. `strict: false`: the API defaults to strict
     schemas, which make every optional parameter of Claude Code's tools required, or refuse
     the schema."""
-    function = _tool(tool, contract)["function"]
+    function = chat_tool(tool, contract)["function"]
     return {"type": "function", **function, "strict": False}
 
 
 def _responses_tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:
-    out = _tool_choice(choice, offered, contract)
+    out = chat_tool_choice(choice, offered, contract)
     forced = out.get("tool_choice")
     if isinstance(forced, dict):
         out["tool_choice"] = {"type": "function", "name": forced["function"]["name"]}
@@ -264,7 +267,7 @@ def _responses_tool_choice(choice: Any, offered: set[str], contract: Contract) -
 
 def _text_format(body: JSON) -> JSON | None:
     """Structured output, as Chat Completions' `response_format` would carry it, flattened."""
-    response_format = _response_format(body)
+    response_format = chat_response_format(body)
     if response_format is None:
         return None
     return {"type": "json_schema", **response_format["json_schema"]}
