@@ -96,7 +96,7 @@ class TokenCounts:
     re-tokenized them (a 60 KB pasted log on every request of its turn). Keys are the text's
     length and hash, so a pasted log is not kept alive here (a collision of both could only
     misjudge how much of the conversation fits the window). The oldest entry goes first, not
-    the least recently used: a turn's texts are all counted again within the turn anyway.
+    the least recently used: simpler, and a text forgotten too soon is only counted again.
     """
 
     def __init__(self, count: Callable[[str], int], entries: int = 4096):
