@@ -218,6 +218,28 @@ def tool_input(arguments: Any) -> JSON:
     return value if isinstance(value, dict) else {}
 
 
+def anthropic_message(
+    message_id: str,
+    model: str,
+    content: list[JSON],
+    usage: JSON,
+    stop_reason: str | None = None,
+    stop_sequence: str | None = None,
+) -> JSON:
+    """An assistant message as Anthropic writes it: whole, or (no stop reason yet, no content)
+    as a stream's `message_start` carries it."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": usage,
+    }
+
+
 MALFORMED = (TypeError, AttributeError, ValueError, KeyError)
 """What reading a provider's answer raises when one of its fields has an unexpected type."""
 

@@ -21,6 +21,7 @@ from extproc.translate.anthropic_format import (
     BAD_ID_CHARS,
     MALFORMED,
     TranslationError,
+    anthropic_message,
     anthropic_message_id,
     anthropic_tool_id,
     as_dict,
@@ -522,16 +523,8 @@ def _message(data: JSON, choice: JSON, model: str, body: bytes, tool_names: dict
         choice.get("finish_reason"), choice.get("stop_reason"), bool(calls)
     )
     usage = _usage(data.get("usage")) or {"input_tokens": 0, "output_tokens": 0}
-    return {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": stop_sequence,
-        "usage": {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **usage},
-    }
+    usage = {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **usage}
+    return anthropic_message(message_id, model, content, usage, stop_reason, stop_sequence)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -657,16 +650,7 @@ class StreamTranslator(AnthropicStream):
         }
         if self._usage:
             usage.update(self._usage, output_tokens=1)
-        message = {
-            "id": self._message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": usage,
-        }
+        message = anthropic_message(self._message_id, self._model, [], usage)
         self._emit("message_start", {"type": "message_start", "message": message})
 
     # -- blocks ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from extproc.translate import errors, signatures
 from extproc.translate.anthropic_format import (
     MALFORMED,
     TranslationError,
+    anthropic_message,
     anthropic_message_id,
     anthropic_tool_id,
     as_dict,
@@ -390,16 +391,8 @@ def _message(data: JSON, model: str, body: bytes, tool_names: dict[str, str], or
             )
             calls += 1
     usage = _usage(data.get("usage")) or {"input_tokens": 0, "output_tokens": 0}
-    return {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": _stop_reason(data, calls > 0),
-        "stop_sequence": None,
-        "usage": {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **usage},
-    }
+    usage = {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, **usage}
+    return anthropic_message(message_id, model, content, usage, _stop_reason(data, calls > 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,21 +510,13 @@ class StreamTranslator(AnthropicStream):
         self._started = True
         if self._message_id is None:
             self._message_id = anthropic_message_id(response.get("id"), orjson.dumps(response))
-        message = {
-            "id": self._message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": self._model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": self._input_estimate,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+        usage = {
+            "input_tokens": self._input_estimate,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
         }
+        message = anthropic_message(self._message_id, self._model, [], usage)
         self._emit("message_start", {"type": "message_start", "message": message})
 
     # -- items ----------------------------------------------------------------------------
