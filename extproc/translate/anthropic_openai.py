@@ -8,7 +8,6 @@ Every rule is listed, with its reason, in docs/translation.md.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import string
 from collections import deque
@@ -638,21 +637,6 @@ class StreamTranslator(AnthropicStream):
                 self._matched_stop = choice.get("stop_reason")
                 self._flush()
 
-    def _start_message(self, chunk: JSON) -> None:
-        self._started = True
-        if self._message_id is None:
-            self._message_id = anthropic_message_id(chunk.get("id"), orjson.dumps(chunk))
-        usage = {
-            "input_tokens": self._input_estimate,
-            "output_tokens": 1,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        }
-        if self._usage:
-            usage.update(self._usage, output_tokens=1)
-        message = anthropic_message(self._message_id, self._model, [], usage)
-        self._emit("message_start", {"type": "message_start", "message": message})
-
     # -- blocks ---------------------------------------------------------------------------
 
     def _content(self, kind: str, text: str) -> None:
@@ -750,16 +734,7 @@ class StreamTranslator(AnthropicStream):
                 self._signature(block)
         block.index = self._next_index
         self._next_index += 1
-        if block.kind == "text":
-            start: JSON = {"type": "text", "text": ""}
-        elif block.kind == "thinking":
-            start = {"type": "thinking", "thinking": "", "signature": ""}
-        else:
-            start = {"type": "tool_use", "id": block.tool_id, "name": block.name, "input": {}}
-        self._emit(
-            "content_block_start",
-            {"type": "content_block_start", "index": block.index, "content_block": start},
-        )
+        self._block_start(block.index, block.kind, block.tool_id, block.name)
         self._open = block
         if block.parts:
             self._delta(block, "".join(block.parts))
@@ -776,17 +751,7 @@ class StreamTranslator(AnthropicStream):
             self._emit(name, {"type": name, "index": index, **payload})
 
     def _delta(self, block: _Block, text: str) -> None:
-        self._chars += len(text)
-        if block.kind == "text":
-            delta: JSON = {"type": "text_delta", "text": text}
-        elif block.kind == "thinking":
-            delta = {"type": "thinking_delta", "thinking": text}
-        else:
-            delta = {"type": "input_json_delta", "partial_json": text}
-        self._emit(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": block.index, "delta": delta},
-        )
+        self._block_delta(block.index, block.kind, text)
 
     def _close_open(self) -> None:
         block = self._open
@@ -809,15 +774,4 @@ class StreamTranslator(AnthropicStream):
         for call in self._late_signatures:
             if call.signature:
                 self._signature(call)
-        stop_reason, stop_sequence = _stop(self._finish_reason, self._matched_stop, self._has_tools)
-        usage = self._usage or {"output_tokens": math.ceil(self._chars / 4)}
-        self._emit(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                "usage": usage,
-            },
-        )
-        self._emit("message_stop", {"type": "message_stop"})
-        self._done = True
+        self._end_message(*_stop(self._finish_reason, self._matched_stop, self._has_tools))

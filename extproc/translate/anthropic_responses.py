@@ -14,7 +14,6 @@ Tools, tool calls, tool results and media are built by the Chat Completions tran
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -505,19 +504,8 @@ class StreamTranslator(AnthropicStream):
             self._fail(error_type, message)
 
     def _start(self, response: JSON) -> None:
-        if self._started:
-            return
-        self._started = True
-        if self._message_id is None:
-            self._message_id = anthropic_message_id(response.get("id"), orjson.dumps(response))
-        usage = {
-            "input_tokens": self._input_estimate,
-            "output_tokens": 1,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        }
-        message = anthropic_message(self._message_id, self._model, [], usage)
-        self._emit("message_start", {"type": "message_start", "message": message})
+        if not self._started:
+            self._start_message(response)
 
     # -- items ----------------------------------------------------------------------------
 
@@ -593,31 +581,12 @@ class StreamTranslator(AnthropicStream):
     def _start_block(self, item: _Item) -> None:
         item.index = self._next_index
         self._next_index += 1
-        if item.kind == "text":
-            start: JSON = {"type": "text", "text": ""}
-        elif item.kind == "thinking":
-            start = {"type": "thinking", "thinking": "", "signature": ""}
-        else:
-            start = {"type": "tool_use", "id": item.tool_id, "name": item.name, "input": {}}
-        self._emit(
-            "content_block_start",
-            {"type": "content_block_start", "index": item.index, "content_block": start},
-        )
+        self._block_start(item.index, item.kind, item.tool_id, item.name)
         if item.parts:
             self._send_delta(item, "".join(item.parts))
 
     def _send_delta(self, item: _Item, text: str) -> None:
-        self._chars += len(text)
-        if item.kind == "text":
-            delta: JSON = {"type": "text_delta", "text": text}
-        elif item.kind == "thinking":
-            delta = {"type": "thinking_delta", "thinking": text}
-        else:
-            delta = {"type": "input_json_delta", "partial_json": text}
-        self._emit(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": item.index, "delta": delta},
-        )
+        self._block_delta(item.index, item.kind, text)
 
     def _close(self, item: _Item) -> None:
         signature = _signature(item.done or {}, self._origin) if item.kind == "thinking" else ""
@@ -640,8 +609,4 @@ class StreamTranslator(AnthropicStream):
                 item.done = {}
         self._advance()
         self._usage = _usage(response.get("usage")) or self._usage
-        usage = self._usage or {"output_tokens": math.ceil(self._chars / 4)}
-        stop = {"stop_reason": _stop_reason(response, self._calls > 0), "stop_sequence": None}
-        self._emit("message_delta", {"type": "message_delta", "delta": stop, "usage": usage})
-        self._emit("message_stop", {"type": "message_stop"})
-        self._done = True
+        self._end_message(_stop_reason(response, self._calls > 0))

@@ -8,12 +8,17 @@ client always gets a terminated message or one `event: error`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 
 from extproc.translate import errors
-from extproc.translate.anthropic_format import message_events
+from extproc.translate.anthropic_format import (
+    anthropic_message,
+    anthropic_message_id,
+    message_events,
+)
 from extproc.translate.sse import SSEParser, encode_event
 
 JSON = dict[str, Any]
@@ -94,6 +99,62 @@ class AnthropicStream:
     def _translate_whole(self, body: bytes) -> tuple[int, bytes]:
         """A whole JSON answer → (status, Anthropic JSON), as the module's translate_response."""
         raise NotImplementedError
+
+    # -- Anthropic events, for subclasses -------------------------------------------------
+
+    def _start_message(self, upstream: JSON) -> None:
+        """`message_start`, with the upstream's id (or a hash of `upstream`, its first event)
+        and the estimated input tokens until the provider counts them."""
+        self._started = True
+        if self._message_id is None:
+            self._message_id = anthropic_message_id(upstream.get("id"), orjson.dumps(upstream))
+        usage = {
+            "input_tokens": self._input_estimate,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        if self._usage:
+            usage.update(self._usage, output_tokens=1)
+        message = anthropic_message(self._message_id, self._model, [], usage)
+        self._emit("message_start", {"type": "message_start", "message": message})
+
+    def _block_start(self, index: int, kind: str, tool_id: str = "", name: str = "") -> None:
+        """`content_block_start` of an empty text, thinking or tool_use block."""
+        if kind == "text":
+            start: JSON = {"type": "text", "text": ""}
+        elif kind == "thinking":
+            start = {"type": "thinking", "thinking": "", "signature": ""}
+        else:
+            start = {"type": "tool_use", "id": tool_id, "name": name, "input": {}}
+        self._emit(
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": start},
+        )
+
+    def _block_delta(self, index: int, kind: str, text: str) -> None:
+        """`content_block_delta` of text, thinking or a tool call's argument fragment; its
+        characters count towards the output estimate."""
+        self._chars += len(text)
+        if kind == "text":
+            delta: JSON = {"type": "text_delta", "text": text}
+        elif kind == "thinking":
+            delta = {"type": "thinking_delta", "thinking": text}
+        else:
+            delta = {"type": "input_json_delta", "partial_json": text}
+        self._emit(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": index, "delta": delta},
+        )
+
+    def _end_message(self, stop_reason: str, stop_sequence: str | None = None) -> None:
+        """`message_delta` (stop reason, the provider's usage or an estimate) and
+        `message_stop`: the stream is complete."""
+        usage = self._usage or {"output_tokens": math.ceil(self._chars / 4)}
+        stop = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+        self._emit("message_delta", {"type": "message_delta", "delta": stop, "usage": usage})
+        self._emit("message_stop", {"type": "message_stop"})
+        self._done = True
 
     def _take(self) -> bytes:
         out = b"".join(self._out)
