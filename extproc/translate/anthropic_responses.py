@@ -7,8 +7,9 @@ or the Responses event stream) back into what Claude Code expects. The encrypted
 rides in the thinking block's `signature` (one of ours: `signatures.py`), so Claude Code sends
 it back unchanged. Every rule is listed, with its reason, in docs/translation.md.
 
-Tools, tool calls, tool results and media are built by the Chat Completions translator's
-`chat_*` builders and reshaped here: the two APIs differ in the envelope, not the content.
+Tools, tool calls, tool results and media are built by the `chat_*` builders both translators
+share (openai_format.py) and reshaped here: the two APIs differ in the envelope, not the
+content.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from extproc.translate.anthropic_format import (
     token_count,
     tool_input,
 )
-from extproc.translate.anthropic_openai import (
+from extproc.translate.contract import COMMON, Contract
+from extproc.translate.openai_format import (
     chat_media_part,
     chat_response_format,
     chat_tool,
@@ -47,7 +49,6 @@ from extproc.translate.anthropic_openai import (
     chat_tool_choice,
     chat_tool_message,
 )
-from extproc.translate.contract import COMMON, Contract
 from extproc.translate.stream import AnthropicStream
 
 JSON = dict[str, Any]
