@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -42,6 +43,25 @@ _DROPPED_BLOCKS = {
     "mcp_tool_use",
     "container_upload",
 }
+
+
+def request_messages(body: JSON) -> Iterator[tuple[int, Any, Any]]:
+    """(index, role, content) of each message of a Messages request, checked as it is read.
+
+    Only the list itself is checked here; each message is checked when its turn comes, so
+    errors are reported in the order of the messages.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise TranslationError("messages: field required (a list)")
+    return _each_message(messages)
+
+
+def _each_message(messages: list[Any]) -> Iterator[tuple[int, Any, Any]]:
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise TranslationError(f"messages.{i}: must be an object")
+        yield i, message.get("role"), message.get("content")
 
 
 def system_texts(system: Any) -> list[str]:

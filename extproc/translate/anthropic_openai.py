@@ -28,23 +28,24 @@ from extproc.translate.anthropic_format import (
     block_text,
     content_blocks,
     fallback_tool_id,
-    hashed_user,
     is_custom_tool,
     plain_texts,
     reasoning_effort,
-    session_id,
+    request_messages,
     system_texts,
     token_count,
     tool_input,
 )
 from extproc.translate.contract import COMMON, Contract
 from extproc.translate.openai_format import (
+    caller_fields,
     chat_media_part,
     chat_response_format,
     chat_tool,
     chat_tool_call,
     chat_tool_choice,
     chat_tool_message,
+    encode_request,
 )
 from extproc.translate.stream import AnthropicStream
 
@@ -71,17 +72,11 @@ def translate_request(
     strict providers never see Anthropic-only fields. `contract` says what this model's API
     requires beyond the common format (see extproc/translate/contract.py).
     """
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list):
-        raise TranslationError("messages: field required (a list)")
+    raw_messages = request_messages(body)
     system = system_texts(body.get("system"))
     messages: list[JSON] = []
     turn: list[tuple[str, JSON]] = []  # the assistant turn being read, as (where, block)
-    for i, message in enumerate(raw_messages):
-        if not isinstance(message, dict):
-            raise TranslationError(f"messages.{i}: must be an object")
-        role = message.get("role")
-        content = message.get("content")
+    for i, role, content in raw_messages:
         if role == "assistant":
             # Consecutive assistant messages are one turn, as Anthropic reads them; Claude
             # Code sends a streamed answer back as one message per content block.
@@ -130,16 +125,8 @@ def translate_request(
     response_format = chat_response_format(body)
     if response_format:
         out["response_format"] = response_format
-    user = hashed_user(body.get("metadata")) if contract.user_field else None
-    if user:
-        out["user"] = user
-    session = session_id(body.get("metadata")) if contract.prompt_cache_key else None
-    if session:
-        out["prompt_cache_key"] = session
-    try:
-        return orjson.dumps(out)
-    except orjson.JSONEncodeError as exc:
-        raise TranslationError(f"request can't be encoded as JSON: {exc}") from exc
+    out.update(caller_fields(body, contract, user_field="user"))
+    return encode_request(out)
 
 
 _ALNUM = string.ascii_letters + string.digits

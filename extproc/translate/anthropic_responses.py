@@ -31,23 +31,24 @@ from extproc.translate.anthropic_format import (
     as_list,
     block_text,
     content_blocks,
-    hashed_user,
     is_custom_tool,
     plain_texts,
     reasoning_effort,
-    session_id,
+    request_messages,
     system_texts,
     token_count,
     tool_input,
 )
 from extproc.translate.contract import COMMON, Contract
 from extproc.translate.openai_format import (
+    caller_fields,
     chat_media_part,
     chat_response_format,
     chat_tool,
     chat_tool_call,
     chat_tool_choice,
     chat_tool_message,
+    encode_request,
 )
 from extproc.translate.stream import AnthropicStream
 
@@ -78,16 +79,10 @@ def translate_request(
     the provider and model (as the answer side was given it): only reasoning signed for it is
     sent back, as no other server could decrypt it.
     """
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list):
-        raise TranslationError("messages: field required (a list)")
+    raw_messages = request_messages(body)
     instructions = system_texts(body.get("system"))
     items: list[JSON] = []
-    for i, message in enumerate(raw_messages):
-        if not isinstance(message, dict):
-            raise TranslationError(f"messages.{i}: must be an object")
-        role = message.get("role")
-        content = message.get("content")
+    for i, role, content in raw_messages:
         if role == "system":
             instructions.append("\n\n".join(plain_texts(content, f"messages.{i}.content")))
         elif role == "user":
@@ -130,16 +125,8 @@ def translate_request(
     out["store"] = False
     if body.get("stream"):
         out["stream"] = True
-    user = hashed_user(body.get("metadata")) if contract.user_field else None
-    if user:
-        out["safety_identifier"] = user
-    session = session_id(body.get("metadata")) if contract.prompt_cache_key else None
-    if session:
-        out["prompt_cache_key"] = session
-    try:
-        return orjson.dumps(out)
-    except orjson.JSONEncodeError as exc:
-        raise TranslationError(f"request can't be encoded as JSON: {exc}") from exc
+    out.update(caller_fields(body, contract, user_field="safety_identifier"))
+    return encode_request(out)
 
 
 def _user_items(blocks: list[JSON], i: int, contract: Contract) -> list[JSON]:

@@ -19,11 +19,34 @@ from extproc.translate.anthropic_format import (
     as_dict,
     as_list,
     block_text,
+    hashed_user,
     output_config,
+    session_id,
 )
 from extproc.translate.contract import Contract
 
 JSON = dict[str, Any]
+
+
+def caller_fields(body: JSON, contract: Contract, user_field: str) -> JSON:
+    """Who asks, where the contract lets it through: the hashed user id under the API's name
+    for it (`user_field`), and Claude Code's session id as `prompt_cache_key`."""
+    out: JSON = {}
+    user = hashed_user(body.get("metadata")) if contract.user_field else None
+    if user:
+        out[user_field] = user
+    session = session_id(body.get("metadata")) if contract.prompt_cache_key else None
+    if session:
+        out["prompt_cache_key"] = session
+    return out
+
+
+def encode_request(out: JSON) -> bytes:
+    """The translated request as JSON bytes; a value JSON can't hold is the client's error."""
+    try:
+        return orjson.dumps(out)
+    except orjson.JSONEncodeError as exc:
+        raise TranslationError(f"request can't be encoded as JSON: {exc}") from exc
 
 
 def chat_media_part(block: JSON, where: str, contract: Contract) -> JSON | None:
