@@ -23,7 +23,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from extproc.translate.anthropic_openai import translate_request
+from extproc.translate.openai_chat import translate_request
 from tests.conftest import (
     PROVIDER_KEYS,
     captured,

@@ -645,7 +645,7 @@ def test_compaction_summaries_and_search_results_read_as_text() -> None:
 
 
 def test_short_tool_ids_are_stable_and_keep_provider_ids() -> None:
-    from extproc.translate.anthropic_openai import short_tool_id
+    from extproc.translate.openai_chat.request import short_tool_id
 
     assert short_tool_id("toolu_01A09q90qw90lq917835lq9") == short_tool_id(
         "toolu_01A09q90qw90lq917835lq9"

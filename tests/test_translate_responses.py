@@ -17,7 +17,7 @@ from openai.types.responses import ResponseInputParam, response_create_params
 from pydantic import TypeAdapter
 
 from extproc.translate import signatures
-from extproc.translate.anthropic_openai import TranslationError
+from extproc.translate.anthropic_format import TranslationError
 from extproc.translate.anthropic_responses import (
     StreamTranslator,
     reasoning_item,

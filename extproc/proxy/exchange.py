@@ -27,7 +27,8 @@ from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
 from extproc.translate import anthropic_responses, signatures
-from extproc.translate.anthropic_openai import TranslationError, translate_request
+from extproc.translate.anthropic_format import TranslationError
+from extproc.translate.openai_chat import translate_request
 from extproc.translate.openai_format import tool_names
 from extproc.translate.response import ResponseTranslation
 from extproc.translate.token_estimate import count_tokens_estimate, estimate_input_tokens
