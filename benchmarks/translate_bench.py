@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from extproc.translate import StreamTranslator, anthropic_responses, translate_request
+from extproc.translate import StreamTranslator, openai_responses, translate_request
 from extproc.translate.contract import contract_for
 
 PIECE = 16 * 1024
@@ -147,7 +147,7 @@ def main() -> None:
     print(f"cpu: {cpu_name()} ({os.cpu_count()} cores, 1 used)")
     print(f"median of {args.repeats}, upstream fed in {PIECE // 1024} KiB pieces\n")
     print(f"{'stream':34} {'upstream MB':>11} {'events/s':>10} {'MB/s in':>8} {'MB/s out':>8}")
-    chat, responses = StreamTranslator, anthropic_responses.StreamTranslator
+    chat, responses = StreamTranslator, openai_responses.StreamTranslator
     streams = {
         "text, 1 token a chunk": (text_stream(args.mb), chat),
         "1 tool call, args 1 token a chunk": (tool_stream(args.mb, 1, False), chat),
@@ -173,7 +173,7 @@ def main() -> None:
     codex = contract_for("openai", "gpt-5.2-codex")
     print(f"\nrequest: first-turn.json ({size} KB) {seconds * 1e3:.2f} ms")
     seconds = median_seconds(
-        lambda: anthropic_responses.translate_request(
+        lambda: openai_responses.translate_request(
             body, model="gpt-5.2-codex", contract=codex, max_tokens_cap=32768
         ),
         args.repeats * 10,

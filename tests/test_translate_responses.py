@@ -18,13 +18,13 @@ from pydantic import TypeAdapter
 
 from extproc.translate import signatures
 from extproc.translate.anthropic_format import TranslationError
-from extproc.translate.anthropic_responses import (
+from extproc.translate.contract import contract_for
+from extproc.translate.openai_responses import (
     StreamTranslator,
-    reasoning_item,
     translate_request,
     translate_response,
 )
-from extproc.translate.contract import contract_for
+from extproc.translate.openai_responses.reasoning import reasoning_item
 from tests.conftest import captured
 from tests.exception_text import error_text
 from tests.fake_responses import refusal

@@ -26,7 +26,7 @@ from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upst
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
-from extproc.translate import anthropic_responses, signatures
+from extproc.translate import openai_responses, signatures
 from extproc.translate.anthropic_format import TranslationError
 from extproc.translate.openai_chat import translate_request
 from extproc.translate.openai_format import tool_names
@@ -278,7 +278,7 @@ class Exchange:
         # Encrypted reasoning goes back only to the server and model that wrote it.
         origin = f"{provider.base_url} {provider.upstream_model}" if responses_api else ""
         options = {"origin": origin} if responses_api else {}
-        request = anthropic_responses.translate_request if responses_api else translate_request
+        request = openai_responses.translate_request if responses_api else translate_request
         try:
             translated = request(
                 body,

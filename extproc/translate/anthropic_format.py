@@ -1,6 +1,6 @@
 """The Anthropic side of every translator: reading a Messages request, writing an answer.
 
-`openai_chat` (Chat Completions) and `anthropic_responses` (Responses) differ in the
+`openai_chat` (Chat Completions) and `openai_responses` (Responses) differ in the
 wire they write and read; what they read from Claude Code's request (system texts, content
 blocks, thinking effort, session id) and how they write Anthropic ids, usage counts and
 replayed events is the same, and lives here.

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from extproc.errors import GatewayError
-from extproc.translate import anthropic_responses, openai_chat
+from extproc.translate import openai_chat, openai_responses
 from extproc.translate.errors import error_event
 from extproc.translate.sse import SSELineTooLong
 
@@ -47,7 +47,7 @@ class ResponseTranslation:
     otherwise (a 2xx body that holds an error object, or isn't JSON)."""
     streaming: bool = False
     _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
-    _stream: openai_chat.StreamTranslator | anthropic_responses.StreamTranslator | None = None
+    _stream: openai_chat.StreamTranslator | openai_responses.StreamTranslator | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _usage: dict[str, int] | None = None
     _inflated: int = 0
@@ -60,8 +60,8 @@ class ResponseTranslation:
 
     @property
     def _translator(self) -> ModuleType:
-        """openai_chat or anthropic_responses: the same public shape."""
-        return anthropic_responses if self.responses_api else openai_chat
+        """openai_chat or openai_responses: the same public shape."""
+        return openai_responses if self.responses_api else openai_chat
 
     def _options(self) -> dict[str, Any]:
         """The keyword arguments of the translator's answer side."""
