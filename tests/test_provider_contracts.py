@@ -15,6 +15,7 @@ from extproc.translate.contract import COMMON, Contract, contract_for
 from extproc.translate.openai_chat.request import GEMINI_SIGNATURE_PLACEHOLDER
 from extproc.translate.openai_format import provider_tool_name, tool_names
 from extproc.translate.response import ResponseTranslation
+from extproc.translate.translator import ChatTranslator
 from tests.exception_text import error_text
 from tests.openai_streams import RECORDED
 from tests.test_translate_stream import accumulate, events
@@ -384,7 +385,9 @@ def test_long_tool_names_are_shortened_for_the_provider_and_restored() -> None:
     ],
 )
 def test_a_2xx_error_body_gets_its_own_status(body, status, kind) -> None:
-    translation = ResponseTranslation(model="m", streaming_requested=False)
+    translation = ResponseTranslation(
+        ChatTranslator(upstream_model="m", model="m"), streaming_requested=False
+    )
     translation.on_headers(200, "")
     out = translation.on_body(body, end=True)
     assert translation.client_status == status

@@ -11,6 +11,7 @@ import pytest
 from extproc.errors import GatewayError
 from extproc.translate.response import INFLATED_MAX, ResponseTranslation
 from extproc.translate.sse import LINE_MAX
+from extproc.translate.translator import ChatTranslator
 
 
 def gzip_bomb(size: int) -> bytes:
@@ -26,7 +27,9 @@ def bomb() -> bytes:
 
 
 def translation(streaming: bool, encoding: str) -> ResponseTranslation:
-    answer = ResponseTranslation(model="gpt-x", streaming_requested=streaming)
+    answer = ResponseTranslation(
+        ChatTranslator(upstream_model="gpt-x", model="gpt-x"), streaming_requested=streaming
+    )
     answer.on_headers(200, encoding)
     return answer
 

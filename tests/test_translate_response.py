@@ -15,6 +15,7 @@ from extproc.errors import GatewayError
 from extproc.translate import response, translate_response
 from extproc.translate.errors import error_event
 from extproc.translate.response import ResponseTranslation
+from extproc.translate.translator import ChatTranslator
 from tests.exception_text import error_text
 from tests.openai_streams import ANSWERS, BASH, completion
 
@@ -286,7 +287,10 @@ def gzipped(data: bytes, wbits: int = 31) -> bytes:
 def test_an_answer_inflates_whatever_its_encoding_is_called(encoding: str, pack: Any) -> None:
     """x-gzip is gzip's old name (RFC 9110, 8.4.1.3); deflate is zlib framing."""
     wire = pack(orjson.dumps(completion(ANSWERS["text"])))
-    translation = ResponseTranslation(model="routed-model", streaming_requested=False)
+    translation = ResponseTranslation(
+        ChatTranslator(upstream_model="routed-model", model="routed-model"),
+        streaming_requested=False,
+    )
     assert translation.on_headers(200, encoding) == {"content-type": "application/json"}
     assert translation.compressed == bool(encoding)
     out = translation.on_body(wire[:5], end=False) + translation.on_body(wire[5:], end=True)
@@ -301,7 +305,10 @@ def test_a_bomb_in_the_last_chunk_is_refused_after_inflating_only_the_limit(
     """Inflating stops one byte past the limit even when nothing more is to come."""
     monkeypatch.setattr(response, "INFLATED_MAX", 1 << 16)
     bomb = gzipped(b"\n" * (16 << 20))
-    translation = ResponseTranslation(model="routed-model", streaming_requested=streaming)
+    translation = ResponseTranslation(
+        ChatTranslator(upstream_model="routed-model", model="routed-model"),
+        streaming_requested=streaming,
+    )
     translation.on_headers(200, "gzip")
     message = (
         "The gateway stopped reading the provider's answer: it inflates to more than 65536 bytes."

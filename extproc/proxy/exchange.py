@@ -26,12 +26,11 @@ from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upst
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
-from extproc.translate import openai_responses, signatures
+from extproc.translate import signatures
 from extproc.translate.anthropic_format import TranslationError
-from extproc.translate.openai_chat import translate_request
-from extproc.translate.openai_format import tool_names
 from extproc.translate.response import ResponseTranslation
-from extproc.translate.token_estimate import count_tokens_estimate, estimate_input_tokens
+from extproc.translate.token_estimate import count_tokens_estimate
+from extproc.translate.translator import translator_for
 from extproc.translate.usage import UsageReader
 
 log = logging.getLogger("extproc")
@@ -274,31 +273,19 @@ class Exchange:
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
         the answer."""
-        responses_api = provider.interface == "openai-responses"
-        # Encrypted reasoning goes back only to the server and model that wrote it.
-        origin = f"{provider.base_url} {provider.upstream_model}" if responses_api else ""
-        options = {"origin": origin} if responses_api else {}
-        request = openai_responses.translate_request if responses_api else translate_request
+        translator = translator_for(
+            provider.interface,
+            body,
+            upstream_model=provider.upstream_model,
+            contract=provider.contract,
+            max_tokens_cap=provider.max_tokens,
+            base_url=provider.base_url,
+        )
         try:
-            translated = request(
-                body,
-                model=provider.upstream_model,
-                contract=provider.contract,
-                max_tokens_cap=provider.max_tokens,
-                **options,
-            )
+            translated = translator.request(body)
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
-        self.translation = ResponseTranslation(
-            # The model the client asked for: Claude Code drops the thinking blocks of an
-            # answer from any other, and ours carry what the provider needs back.
-            model=str(body.get("model", provider.upstream_model)),
-            streaming_requested=bool(body.get("stream")),
-            input_tokens_estimate=estimate_input_tokens(body),
-            tool_names=tool_names(body, provider.contract),
-            responses_api=responses_api,
-            origin=origin,
-        )
+        self.translation = ResponseTranslation(translator, bool(body.get("stream")))
         return translated
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:

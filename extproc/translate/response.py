@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
 
 import orjson
 
 from extproc.errors import GatewayError
-from extproc.translate import openai_chat, openai_responses
 from extproc.translate.errors import error_event
 from extproc.translate.sse import SSELineTooLong
+from extproc.translate.stream import AnthropicStream
+from extproc.translate.translator import Translator
 
 INFLATED_MAX = 64 * 1024 * 1024
 """The most a compressed answer may inflate to. A streamed answer of 64k tokens in Chat
@@ -31,15 +30,9 @@ class AnswerTooLarge(ValueError):
 
 @dataclass
 class ResponseTranslation:
-    model: str
+    translator: Translator
+    """The exchange's translator (translator.translator_for), which translates the answer."""
     streaming_requested: bool
-    input_tokens_estimate: int = 0
-    tool_names: dict[str, str] = field(default_factory=dict)
-    """Tool names as sent to the provider → the client's (long MCP names are shortened)."""
-    responses_api: bool = False
-    """The upstream speaks OpenAI Responses rather than Chat Completions."""
-    origin: str = ""
-    """Responses only: the provider and model the answer's encrypted reasoning is signed for."""
     status: int = 200
     """The upstream's status."""
     client_status: int = 200
@@ -47,7 +40,7 @@ class ResponseTranslation:
     otherwise (a 2xx body that holds an error object, or isn't JSON)."""
     streaming: bool = False
     _decoder: zlib._Decompress | None = None  # type: ignore[name-defined]
-    _stream: openai_chat.StreamTranslator | openai_responses.StreamTranslator | None = None
+    _stream: AnthropicStream | None = None
     _buffer: bytearray = field(default_factory=bytearray)
     _usage: dict[str, int] | None = None
     _inflated: int = 0
@@ -57,18 +50,6 @@ class ResponseTranslation:
     def compressed(self) -> bool:
         """Whether the answer is inflated here (work worth moving off the event loop)."""
         return self._decoder is not None
-
-    @property
-    def _translator(self) -> ModuleType:
-        """openai_chat or openai_responses: the same public shape."""
-        return openai_responses if self.responses_api else openai_chat
-
-    def _options(self) -> dict[str, Any]:
-        """The keyword arguments of the translator's answer side."""
-        options: dict[str, Any] = {"model": self.model, "tool_names": self.tool_names}
-        if self.responses_api:
-            options["origin"] = self.origin
-        return options
 
     def on_headers(self, status: int, encoding: str) -> dict[str, str]:
         """Note the upstream's answer; returns the headers the client should see instead."""
@@ -80,9 +61,7 @@ class ResponseTranslation:
             # wbits 47 accepts both gzip and zlib framing.
             self._decoder = zlib.decompressobj(wbits=47)
         if self.streaming:
-            self._stream = self._translator.StreamTranslator(
-                input_tokens_estimate=self.input_tokens_estimate, **self._options()
-            )
+            self._stream = self.translator.stream()
             return {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
         return {"content-type": "application/json"}
 
@@ -108,9 +87,7 @@ class ResponseTranslation:
         self._buffer += chunk
         if not end:
             return b""
-        self.client_status, body = self._translator.translate_response(
-            self.status, bytes(self._buffer), **self._options()
-        )
+        self.client_status, body = self.translator.response(self.status, bytes(self._buffer))
         self._usage = orjson.loads(body).get("usage")
         return body
 
