@@ -22,8 +22,9 @@ from pathlib import Path
 
 import orjson
 
-from extproc.translate import StreamTranslator, openai_responses, translate_request
+from extproc.translate import openai_responses
 from extproc.translate.contract import contract_for
+from extproc.translate.openai_chat import StreamTranslator, translate_request
 
 PIECE = 16 * 1024
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"

@@ -16,8 +16,9 @@ from openai.types.chat import (
 )
 from pydantic import TypeAdapter
 
-from extproc.translate import TranslationError, translate_request
+from extproc.translate import TranslationError
 from extproc.translate.contract import Contract
+from extproc.translate.openai_chat import translate_request
 from tests.exception_text import error_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"

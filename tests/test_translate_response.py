@@ -12,8 +12,9 @@ from anthropic.types import Message
 from anthropic.types.shared import ErrorResponse
 
 from extproc.errors import GatewayError
-from extproc.translate import response, translate_response
+from extproc.translate import response
 from extproc.translate.errors import error_event
+from extproc.translate.openai_chat import translate_response
 from extproc.translate.response import ResponseTranslation
 from extproc.translate.translator import ChatTranslator
 from tests.exception_text import error_text

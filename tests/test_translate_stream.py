@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from extproc.translate import StreamTranslator, translate_response
+from extproc.translate.openai_chat import StreamTranslator, translate_response
 from extproc.translate.token_estimate import count_tokens_estimate, estimate_input_tokens
 from tests.openai_streams import (
     ANSWERS,

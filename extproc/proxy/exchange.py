@@ -26,11 +26,9 @@ from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upst
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
-from extproc.translate import signatures
-from extproc.translate.anthropic_format import TranslationError
+from extproc.translate import TranslationError, signatures, translator_for
 from extproc.translate.response import ResponseTranslation
 from extproc.translate.token_estimate import count_tokens_estimate
-from extproc.translate.translator import translator_for
 from extproc.translate.usage import UsageReader
 
 log = logging.getLogger("extproc")
