@@ -208,6 +208,18 @@ def token_count(value: Any) -> int:
     return round(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
+def usage_counts(input_total: Any, output: Any, cached: Any, created: Any) -> JSON:
+    """Anthropic usage from an OpenAI-style count, whose input includes the cache: Anthropic
+    counts cache reads and cache writes apart from input. Fractional counts are rounded."""
+    cached, created = token_count(cached), token_count(created)
+    return {
+        "input_tokens": max(token_count(input_total) - cached - created, 0),
+        "output_tokens": token_count(output),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": created,
+    }
+
+
 def anthropic_tool_id(raw: Any, message_id: str, n: int) -> str:
     """Keep upstream ids, but only in the charset Anthropic accepts for tool_use ids, so the
     history stays valid if a later turn is routed to Anthropic."""

@@ -15,8 +15,8 @@ from extproc.translate.anthropic_format import (
     anthropic_message_id,
     anthropic_tool_id,
     as_dict,
-    token_count,
     tool_input,
+    usage_counts,
 )
 
 JSON = dict[str, Any]
@@ -45,20 +45,16 @@ def anthropic_stop(finish_reason: Any, matched: Any, has_tools: bool) -> tuple[s
 
 
 def anthropic_usage(usage: Any) -> JSON | None:
-    """OpenAI usage → Anthropic usage. Anthropic counts cache reads and cache writes apart
-    from input; some servers report fractional counts, which are rounded."""
+    """Chat Completions usage → Anthropic usage (some servers report fractional counts)."""
     if not isinstance(usage, dict):
         return None
     details = as_dict(usage.get("prompt_tokens_details"))
-    prompt = token_count(usage.get("prompt_tokens"))
-    cached = token_count(details.get("cached_tokens"))
-    created = token_count(details.get("cache_creation_tokens"))
-    return {
-        "input_tokens": max(prompt - cached - created, 0),
-        "output_tokens": token_count(usage.get("completion_tokens")),
-        "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": created,
-    }
+    return usage_counts(
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        cached=details.get("cached_tokens"),
+        created=details.get("cache_creation_tokens"),
+    )
 
 
 def content_parts(content: Any) -> list[tuple[str, str]]:

@@ -16,8 +16,8 @@ from extproc.translate.anthropic_format import (
     anthropic_tool_id,
     as_dict,
     as_list,
-    token_count,
     tool_input,
+    usage_counts,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_signature
 
@@ -37,20 +37,16 @@ def anthropic_stop(response: JSON, has_tools: bool) -> str:
 
 
 def anthropic_usage(usage: Any) -> JSON | None:
-    """Responses usage → Anthropic usage; cache reads and writes are counted apart from input,
-    as Anthropic does."""
+    """Responses usage → Anthropic usage."""
     if not isinstance(usage, dict):
         return None
     details = as_dict(usage.get("input_tokens_details"))
-    total = token_count(usage.get("input_tokens"))
-    cached = token_count(details.get("cached_tokens"))
-    created = token_count(details.get("cache_write_tokens"))
-    return {
-        "input_tokens": max(total - cached - created, 0),
-        "output_tokens": token_count(usage.get("output_tokens")),
-        "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": created,
-    }
+    return usage_counts(
+        usage.get("input_tokens"),
+        usage.get("output_tokens"),
+        cached=details.get("cached_tokens"),
+        created=details.get("cache_write_tokens"),
+    )
 
 
 def reasoning_text(item: JSON) -> str:
