@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from extproc.commands.up import envoy_command
 from extproc.config import parse
-from extproc.proxy.envoy_config import render
+from extproc.control.envoy_config import render
 from extproc.proxy.wire import decode_request, message
 from tests.conftest import free_port
 

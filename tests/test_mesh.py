@@ -18,14 +18,14 @@ import yaml
 
 from extproc.commands.up import envoy_command
 from extproc.config import Config, parse
-from extproc.providers.upstream import CLUSTER_HEADER, origins
-from extproc.proxy.envoy_config import (
+from extproc.control.envoy_config import (
     EXTPROC_FILTER,
     access_log_format,
     enabled_route,
     fragment,
     scoped_extproc_filter,
 )
+from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_openai import FakeOpenAI

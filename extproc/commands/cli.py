@@ -49,7 +49,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
-    from extproc.proxy.envoy_config import fragment, render
+    from extproc.control.envoy_config import fragment, render
 
     config = _load(args.config)
     if args.listen_address:

@@ -28,7 +28,7 @@ import envoy
 from extproc.commands.launch import gateway_url
 from extproc.commands.supervise import Supervised
 from extproc.config import Config, ConfigError, load
-from extproc.proxy.envoy_config import render
+from extproc.control.envoy_config import render
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0

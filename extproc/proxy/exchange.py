@@ -35,7 +35,7 @@ from extproc.translate.usage import UsageReader
 log = logging.getLogger("extproc")
 
 LOCAL_REPLY_HEADER = "x-extproc-local-reply"
-"""Marks Envoy's own error replies (envoy_config.local_replies): Anthropic JSON already."""
+"""Marks Envoy's own error replies (control/envoy_config.py): Anthropic JSON already."""
 READ_HEADERS = (
     ":path",
     ":method",
