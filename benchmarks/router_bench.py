@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import int8_gemm
 
-from extproc.decisions.router.convert import convert
+from extproc.control.router_convert import convert
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION
 from extproc.decisions.router.window import conversation_window

@@ -250,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_model_convert(args: argparse.Namespace) -> int:
-    from extproc.decisions.router.convert import ConvertError, convert
+    from extproc.control.router_convert import ConvertError, convert
 
     def stop(signum: int, frame: object) -> None:
         print("\nstopped; the same command resumes the download", file=sys.stderr, flush=True)

@@ -128,7 +128,7 @@ def offer_router_model(config: Config) -> None:
     `extproc model convert` runs as a child: Ctrl-C (which reaches both) stops the download
     at once, keeping what arrived for the next start, and the gateway starts anyway.
     """
-    from extproc.decisions.router.convert import hub_reachable
+    from extproc.control.router_convert import hub_reachable
 
     model_dir = Path(config.routing.model_dir).expanduser()
     if model_dir.exists():
