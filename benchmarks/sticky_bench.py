@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import router_bench
 
-from extproc.app import build_gateway
+from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.decision import Request, decide
 from extproc.decisions.router.engine import ArchRouter
@@ -67,7 +67,7 @@ def with_pasted_log(body: dict) -> dict:
 async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, float]:
     """Each sticky request is parsed anew, as the sidecar parses each request's JSON."""
     config = parse(config_text(Path(stage.routing.model_dir)))
-    stages = build_gateway(config, stage).stages
+    stages = build_runtime(config, stage).stages
     raw = json.dumps(body)
     started = time.perf_counter()
     fresh = await decide(config, Request(body["model"], body, "/v1/messages"), stages)

@@ -335,6 +335,6 @@ async def test_a_reload_keeps_the_running_sidecar_settings(tmp_path, fake_anthro
     path.write_text(text.replace(NAMESPACE, "io.elsewhere") + "  - model: openai/o4-mini\n")
     sidecar.reload()
     await sidecar.loading
-    reloaded = sidecar.server.gateway.config
+    reloaded = sidecar.server.runtime.config
     assert len(reloaded.providers) == 3  # the rest of the edit applies
     assert reloaded.sidecar.metadata_namespace == NAMESPACE

@@ -127,7 +127,7 @@ def _router(config: Config, mode: str | None = None) -> Any:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from extproc.app import build_gateway, warm_up
+    from extproc.app import build_runtime, warm_up
     from extproc.decisions.decision import Decision, Request, decide
     from extproc.decisions.routing import RouterStage
 
@@ -141,14 +141,14 @@ def cmd_route(args: argparse.Namespace) -> int:
         return 1
     router = RouterStage(routing)
     router.attach(model)
-    gateway = build_gateway(config, router)
+    runtime = build_runtime(config, router)
     request = Request(str(body.get("model", "")), body, "/v1/messages")
 
     async def decide_warm() -> Decision:
         # As the sidecar does before /ready: one-time device start-up and the route
         # config's static prefix are not part of a decision's milliseconds.
         await warm_up(model, config)
-        return await decide(config, request, gateway.stages)
+        return await decide(config, request, runtime.stages)
 
     decision = asyncio.run(decide_warm())
     record = decision.metadata()
