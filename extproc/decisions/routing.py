@@ -22,6 +22,7 @@ import orjson
 from extproc.config import Config, Routing
 from extproc.decisions import decision
 from extproc.decisions.decision import Decision, Request, Source
+from extproc.decisions.router.decoding import OTHER
 from extproc.decisions.router.window import (
     conversation_window,
     estimate_tokens,
@@ -33,7 +34,6 @@ log = logging.getLogger("extproc.decisions.routing")
 
 Routes = tuple[tuple[str, str], ...]
 Window = list[dict[str, str]]
-OTHER = "other"
 LOADING = "router model is loading"
 STICKY_ENTRIES = 8192
 
