@@ -19,6 +19,7 @@ import orjson
 from extproc.translate import errors, signatures
 from extproc.translate.anthropic_format import (
     BAD_ID_CHARS,
+    JSON,
     MALFORMED,
     TranslationError,
     anthropic_message_id,
@@ -41,9 +42,6 @@ from extproc.translate.anthropic_format import (
 )
 from extproc.translate.contract import COMMON, Contract
 from extproc.translate.stream import AnthropicStream
-
-JSON = dict[str, Any]
-
 
 # ---------------------------------------------------------------------------------------------
 # Request: Anthropic Messages → Chat Completions

@@ -22,6 +22,7 @@ import orjson
 
 from extproc.translate import errors, signatures
 from extproc.translate.anthropic_format import (
+    JSON,
     MALFORMED,
     TranslationError,
     anthropic_message_id,
@@ -49,8 +50,6 @@ from extproc.translate.anthropic_openai import (
 )
 from extproc.translate.contract import COMMON, Contract
 from extproc.translate.stream import AnthropicStream
-
-JSON = dict[str, Any]
 
 MIN_OUTPUT_TOKENS = 16
 """OpenAI refuses `max_output_tokens` below 16 (`integer_below_min_value`)."""

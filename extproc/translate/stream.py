@@ -8,15 +8,11 @@ client always gets a terminated message or one `event: error`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from extproc.translate import errors
-from extproc.translate.anthropic_format import message_events
+from extproc.translate.anthropic_format import JSON, message_events
 from extproc.translate.sse import SSEParser, encode_event
-
-JSON = dict[str, Any]
 
 
 class AnthropicStream:
