@@ -66,7 +66,8 @@ async def warm_up(model: Classifier, config: Config) -> None:
         await asyncio.to_thread(model.classify, routes, [[{"role": "user", "content": "hello"}]])
 
 
-def _model_settings(routing: Routing) -> tuple[object, ...]:
+def model_settings(routing: Routing) -> tuple[object, ...]:
+    """The settings `load_router` loads a model with: configs equal in them share one model."""
     return (routing.model_dir, routing.device, routing.compute_type, routing.threads, routing.mode)
 
 
@@ -109,7 +110,7 @@ class Sidecar:
             # namespace: both change together, on a restart.
             log.warning("sidecar settings take effect on a restart; keeping the running ones")
             config = dataclasses.replace(config, sidecar=self.config.sidecar)
-        reload_model = _model_settings(config.routing) != _model_settings(self.config.routing)
+        reload_model = model_settings(config.routing) != model_settings(self.config.routing)
         self.router.routing = config.routing
         self.server.runtime = build_runtime(config, self.router, self.metrics)
         self.config = config

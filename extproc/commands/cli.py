@@ -194,7 +194,7 @@ def _show_prompt(config: Config, body: dict[str, Any]) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Every labelled case through the real router; with --compare, two configs side by side."""
-    from extproc.app import _model_settings
+    from extproc.app import model_settings
     from extproc.commands import evaluate
     from extproc.decisions.router.window import window_budget
     from extproc.decisions.routing import routes_of
@@ -219,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     reports = []
     for config in configs:
         routing, routes = config.routing, routes_of(config)
-        key = _model_settings(routing)  # one model for configs that load the same one
+        key = model_settings(routing)  # one model for configs that load the same one
         if key not in models:
             models[key] = _router(config, args.mode)
             if models[key] is None:
