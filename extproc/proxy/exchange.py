@@ -20,12 +20,13 @@ import orjson
 
 from extproc.config import Config, Provider
 from extproc.decisions.decision import Decision, Request, Stage, decide
-from extproc.errors import GatewayError, encode_request_json
+from extproc.errors import GatewayError
 from extproc.metrics import Metrics
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
+from extproc.request_json import encode_request_json
 from extproc.translate import anthropic_responses, signatures
 from extproc.translate.anthropic_openai import TranslationError, tool_names, translate_request
 from extproc.translate.response import ResponseTranslation
