@@ -17,6 +17,7 @@ Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16,
 time Envoy and the ext_proc server spent per request at 16 (from /proc: where the time goes).
 
     python benchmarks/datapath_bench.py [--seconds 5] [--bodies '78 KB,1 MB,4 MB'] [--workers 1]
+    python benchmarks/datapath_bench.py --smoke   # CI: 1 s a cell, 78 KB and 4 MB
 
 Every listener's route is our rendered route with only its destination changed, so every
 path has the same body limits as ours (a 4 MB body fits) and every row is a 200.
@@ -213,7 +214,14 @@ def main() -> None:
     parser.add_argument(
         "--same-model", action="store_true", help="route to the model the body asks for"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="1 s a cell, 78 KB and 4 MB: checks that every path answers (CI)",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.bodies = 1, "78 KB,4 MB"
     tmp = Path(tempfile.mkdtemp(prefix="datapath-"))
     names = ("listener", "admin", "sidecar", "health", "direct", "noop", "echo", "upstream")
     names += ("noop_grpc", "echo_grpc")

@@ -6,7 +6,10 @@ caches) and the captured Claude Code requests. Prints the median cost of a stick
 the process's resident memory with the model loaded. The last row pastes a 60 KB log into
 the tool loop's user text: the window's token counts are then the costly part.
 
-    python benchmarks/sticky_bench.py [--repeats 200]
+    python benchmarks/sticky_bench.py [--repeats 200] [--model DIR] [--smoke]
+
+``--model`` uses a converted model you already have (the tests' tiny one in CI, with
+``--smoke``: a few repeats, to check that it works; its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -85,8 +88,12 @@ async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--model", type=Path, help="a converted model directory to use instead")
+    parser.add_argument("--smoke", action="store_true", help=router_bench.SMOKE_HELP)
     args = parser.parse_args()
-    model_dir = router_bench.build_model()
+    if args.smoke:
+        args.repeats = 3
+    model_dir = args.model or router_bench.build_model()
     before = rss_mib()[0]
     model = ArchRouter(model_dir, device="cpu")
     model.classify(router_bench.ROUTES, [[{"role": "user", "content": "warm up"}]])
