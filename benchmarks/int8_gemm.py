@@ -6,7 +6,7 @@ on x86 (oneMKL's packed ``cblas_gemm_s8u8s32``, exported by the ``libctranslate2
 wheel ships), it reads as a fraction of the hardware's limit. Attention, norms, quantizing
 activations and the rest of a forward pass come on top: the floor is the GEMMs only.
 
-    python benchmarks/int8_gemm.py [--tokens 512]
+    python benchmarks/int8_gemm.py [--tokens 512] [--smoke]
 """
 
 from __future__ import annotations
@@ -86,8 +86,13 @@ def ops_per_token() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument(
+        "--smoke", action="store_true", help="16 tokens, one run: checks that it works (CI)"
+    )
     args = parser.parse_args()
-    seconds = gemm_seconds(args.tokens)
+    if args.smoke:
+        args.tokens = 16
+    seconds = gemm_seconds(args.tokens, repeats=1 if args.smoke else 5)
     rate = args.tokens / seconds
     print(
         f"{args.tokens} tokens: {seconds:.3f} s of int8 GEMMs, {rate:.0f} tokens/s, "

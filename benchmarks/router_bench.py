@@ -8,6 +8,9 @@ are cut from Python's standard library source.
 
     python benchmarks/router_bench.py [--repeats 5] [--threads 0] [--cache DIR]
     python benchmarks/router_bench.py --device cuda --compute-type bfloat16 --repeats 20
+    python benchmarks/router_bench.py --smoke --model DIR   # CI: a few seconds on a tiny model
+
+``--model`` runs on a converted model you already have instead (the tests' tiny one in CI).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import int8_gemm
 
-from extproc.decisions.router.convert import convert
+from extproc.control.router_convert import convert
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION
 from extproc.decisions.router.window import conversation_window
@@ -38,6 +41,7 @@ from tests.qwen_tokenizer import build_qwen_tokenizer
 CACHE = Path(os.environ.get("EXTPROC_BENCH_CACHE", ".cache/bench-model"))
 WINDOW_TOKENS = (64, 128, 256, 512, 1024)
 NAIVE_TOKENS = 8
+SMOKE_HELP = "the fewest runs, smallest inputs: checks that it works (CI); its numbers mean nothing"
 ROUTES = [
     ("code_generation", "Generating new code snippets, functions, or boilerplate from a request"),
     ("bug_fixing", "Finding the cause of an error, a failing test or a crash and fixing it"),
@@ -133,11 +137,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="windows in the batched line")
     parser.add_argument("--naive", type=int, default=3, help="naive runs per window size")
     parser.add_argument("--windows", type=int, default=len(WINDOW_TOKENS), help="sizes to run")
+    parser.add_argument("--model", type=Path, help="a converted model directory to run instead")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.naive, args.batch, args.windows = 1, 1, 2, 1
 
-    texts = corpus()
+    texts = corpus(limit_bytes=200_000 if args.smoke else 8_000_000)
     started = time.perf_counter()
-    model_dir = build_model()
+    model_dir = args.model or build_model()
     print(f"model: {model_dir} (ready in {time.perf_counter() - started:.0f} s)")
     router = ArchRouter(
         model_dir, device=args.device, compute_type=args.compute_type, threads=args.threads
@@ -179,7 +187,10 @@ def main() -> None:
             line += f" {len(rest) / ours_s:>15.0f} {len(rest) / floor_s:>23.0f}"
             line += f" {floor_s / ours_s:>5.0%}"
         print(line, flush=True)
-    batches = [[window_of(router, texts, 128, rng) for _ in range(args.batch)] for _ in range(3)]
+    batches = [
+        [window_of(router, texts, 128, rng) for _ in range(args.batch)]
+        for _ in range(1 if args.smoke else 3)
+    ]
     per_batch = statistics.median(timed(router.classify, ROUTES, b) for b in batches)
     print(f"{args.batch} concurrent fresh 128-token windows (one batch): {per_batch:.4f} s")
     print(f"python {platform.python_version()}, {platform.machine()}, argv {sys.argv[1:]}")

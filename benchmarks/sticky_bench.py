@@ -6,7 +6,10 @@ caches) and the captured Claude Code requests. Prints the median cost of a stick
 the process's resident memory with the model loaded. The last row pastes a 60 KB log into
 the tool loop's user text: the window's token counts are then the costly part.
 
-    python benchmarks/sticky_bench.py [--repeats 200]
+    python benchmarks/sticky_bench.py [--repeats 200] [--model DIR] [--smoke]
+
+``--model`` uses a converted model you already have (the tests' tiny one in CI, with
+``--smoke``: a few repeats, to check that it works; its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import router_bench
 
-from extproc.app import build_gateway
+from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.decision import Request, decide
 from extproc.decisions.router.engine import ArchRouter
@@ -67,7 +70,7 @@ def with_pasted_log(body: dict) -> dict:
 async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, float]:
     """Each sticky request is parsed anew, as the sidecar parses each request's JSON."""
     config = parse(config_text(Path(stage.routing.model_dir)))
-    stages = build_gateway(config, stage).stages
+    stages = build_runtime(config, stage).stages
     raw = json.dumps(body)
     started = time.perf_counter()
     fresh = await decide(config, Request(body["model"], body, "/v1/messages"), stages)
@@ -85,8 +88,12 @@ async def measure(stage: RouterStage, body: dict, repeats: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--model", type=Path, help="a converted model directory to use instead")
+    parser.add_argument("--smoke", action="store_true", help=router_bench.SMOKE_HELP)
     args = parser.parse_args()
-    model_dir = router_bench.build_model()
+    if args.smoke:
+        args.repeats = 3
+    model_dir = args.model or router_bench.build_model()
     before = rss_mib()[0]
     model = ArchRouter(model_dir, device="cpu")
     model.classify(router_bench.ROUTES, [[{"role": "user", "content": "warm up"}]])

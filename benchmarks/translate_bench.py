@@ -6,7 +6,7 @@ Responses API, one `response.output_text.delta` event per token with its `event:
 and `obfuscation` padding. They are fed in 16 KiB pieces, as Envoy hands over body chunks.
 Also times request translation of the captured Claude Code first turn (78 KB body, 24 tools).
 
-    python benchmarks/translate_bench.py [--mb 4] [--repeats 7]
+    python benchmarks/translate_bench.py [--mb 4] [--repeats 7] [--smoke]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from extproc.translate.openai_chat import StreamTranslator, translate_request
 
 PIECE = 16 * 1024
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"
+SMOKE_HELP = "one run of tiny streams, to check that it works (CI); its numbers mean nothing"
 TOKEN_TEXT = "The quick brown fox jumps over the lazy dog; naïve café 日本 😀. "
 
 
@@ -142,7 +143,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=4.0, help="upstream MB per stream")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
+    if args.smoke:
+        args.mb, args.repeats = 0.05, 1
 
     print(f"date: {datetime.date.today()}  python {platform.python_version()}  ", end="")
     print(f"cpu: {cpu_name()} ({os.cpu_count()} cores, 1 used)")

@@ -6,7 +6,7 @@ until the first body byte arrives: straight to each fake, and through the gatewa
 request carries Claude Code's captured first-turn body (78 KB: system, 24 tools, reminders);
 the OpenAI-format fake gets it directly as the gateway translates it.
 
-    python benchmarks/ttfb_bench.py [--requests 200]
+    python benchmarks/ttfb_bench.py [--requests 200] [--smoke]
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def ttfb(client: httpx.Client, url: str, body: dict, headers: dict[str, str]) ->
 
 
 def series(
-    client: httpx.Client, url: str, body: dict, headers: dict[str, str], n: int
+    client: httpx.Client, url: str, body: dict, headers: dict[str, str], n: int, warm: int
 ) -> list[float]:
-    for _ in range(10):  # warm connections and caches
+    for _ in range(warm):  # warm connections and caches
         ttfb(client, url, body, headers)
     return [ttfb(client, url, body, headers) for _ in range(n)]
 
@@ -69,7 +69,15 @@ llm_providers:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="3 requests a path, 1 to warm up: checks that it works (CI); numbers mean nothing",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.requests = 3
+    warm = 1 if args.smoke else 10
     anthropic = FakeAnthropic().start()
     deepseek = FakeAnthropic().start()
     openai = FakeOpenAI(expected_key=PROVIDER_KEYS["TEST_OPENAI_KEY"]).start()
@@ -108,14 +116,14 @@ def main() -> None:
     try:
         with httpx.Client(timeout=30) as client:
             for name, url, body, headers in cases:
-                results[name] = series(client, url, body, headers, args.requests)
+                results[name] = series(client, url, body, headers, args.requests, warm)
     finally:
         stop_gateway(gateway)
         stop_gateway(native_gw)
     size = len(json.dumps(native)) / 1000
     print(
-        f"time to first byte, {args.requests} streaming requests each, 1 connection, "
-        f"captured first-turn body ({size:.0f} KB)"
+        f"time to first byte, {args.requests} streaming requests each after {warm} to warm up,"
+        f" 1 connection, captured first-turn body ({size:.0f} KB)"
     )
     print(f"{'path':<38} {'p50 ms':>8} {'p99 ms':>8}")
     for name, times in results.items():

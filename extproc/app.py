@@ -11,14 +11,14 @@ from extproc.config import Config, ConfigError, Routing, load
 from extproc.decisions import decision
 from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.metrics import Metrics
-from extproc.proxy.exchange import Gateway
+from extproc.proxy.exchange import Runtime
 from extproc.proxy.server import ExtProcServer
 
 log = logging.getLogger("extproc")
 
 
-def build_gateway(config: Config, router: RouterStage, metrics: Metrics | None = None) -> Gateway:
-    return Gateway(
+def build_runtime(config: Config, router: RouterStage, metrics: Metrics | None = None) -> Runtime:
+    return Runtime(
         config=config,
         stages=(*decision.BEFORE_ROUTER, router, *decision.AFTER_ROUTER),
         token_stages=(*decision.BEFORE_ROUTER, *decision.AFTER_ROUTER),
@@ -66,14 +66,15 @@ async def warm_up(model: Classifier, config: Config) -> None:
         await asyncio.to_thread(model.classify, routes, [[{"role": "user", "content": "hello"}]])
 
 
-def _model_settings(routing: Routing) -> tuple[object, ...]:
+def model_settings(routing: Routing) -> tuple[object, ...]:
+    """The settings `load_router` loads a model with: configs equal in them share one model."""
     return (routing.model_dir, routing.device, routing.compute_type, routing.threads, routing.mode)
 
 
 class Sidecar:
     """The running sidecar: server, router stage and config, reloadable on SIGHUP.
 
-    A reload swaps the gateway the server hands to *new* exchanges; open streams keep
+    A reload swaps the runtime the server hands to *new* exchanges; open streams keep
     the config they started with. The loaded model is kept unless its settings changed.
     """
 
@@ -84,8 +85,8 @@ class Sidecar:
         self.metrics = Metrics()
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
-        gateway = build_gateway(config, self.router, self.metrics)
-        self.server = ExtProcServer(gateway, ready=self.loading.done)
+        runtime = build_runtime(config, self.router, self.metrics)
+        self.server = ExtProcServer(runtime, ready=self.loading.done)
 
     async def start(self, reuse_port: bool = False) -> None:
         sidecar = self.config.sidecar
@@ -109,9 +110,9 @@ class Sidecar:
             # namespace: both change together, on a restart.
             log.warning("sidecar settings take effect on a restart; keeping the running ones")
             config = dataclasses.replace(config, sidecar=self.config.sidecar)
-        reload_model = _model_settings(config.routing) != _model_settings(self.config.routing)
+        reload_model = model_settings(config.routing) != model_settings(self.config.routing)
         self.router.routing = config.routing
-        self.server.gateway = build_gateway(config, self.router, self.metrics)
+        self.server.runtime = build_runtime(config, self.router, self.metrics)
         self.config = config
         if reload_model:
             self.loading = asyncio.create_task(load_router(self.router, config))

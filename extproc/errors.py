@@ -7,8 +7,6 @@ the message otherwise), so every local reply uses that shape.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 STATUS_BY_TYPE = {
@@ -38,13 +36,3 @@ class GatewayError(Exception):
 
 def anthropic_error_body(error_type: str, message: str) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
-
-
-def encode_request_json(value: Any) -> bytes:
-    """A request (or part of one) as JSON again; what can't be encoded is the client's fault:
-    orjson stops at 255 levels of nesting, where the parser accepted more."""
-    try:
-        return orjson.dumps(value)
-    except (orjson.JSONEncodeError, RecursionError) as exc:
-        message = f"The request body can't be re-encoded as JSON ({exc}): nest it less deeply."
-        raise GatewayError("invalid_request_error", message) from None

@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from extproc.decisions.router.convert import convert
+from extproc.control.router_convert import convert
 
 # Qwen2.5's added tokens, in id order from 151643 (tokenizer_config.json of Qwen2.5).
 ADDED_TOKENS = (

@@ -21,7 +21,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.app import build_gateway
+from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
@@ -246,10 +246,10 @@ def body_message(body: bytes, response: bool = False) -> ProcessingRequest:
     return ProcessingRequest(request_body=http_body)
 
 
-async def exchange_once(gateway, path: str, raw: bytes) -> ProcessingResponse | GatewayError:
+async def exchange_once(runtime, path: str, raw: bytes) -> ProcessingResponse | GatewayError:
     """One request through every phase the sidecar sees, as Envoy would send them; GatewayError
     is the only allowed raise (the server turns it into an Anthropic error reply)."""
-    exchange = Exchange(gateway)
+    exchange = Exchange(runtime)
 
     async def send(message: ProcessingRequest) -> ProcessingResponse:
         return ProcessingResponse.parse(await exchange.handle(decode_request(bytes(message))))
@@ -272,15 +272,15 @@ async def exchange_once(gateway, path: str, raw: bytes) -> ProcessingResponse | 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=request_bodies, path=st.sampled_from(["/v1/messages", "/v1/messages/count_tokens"]))
 def test_fuzzed_request_bodies_only_ever_raise_gateway_errors(body, path):
-    gateway = build_gateway(FUZZ_CONFIG, RouterStage(FUZZ_CONFIG.routing))
-    asyncio.run(exchange_once(gateway, path, orjson.dumps(body)))
+    runtime = build_runtime(FUZZ_CONFIG, RouterStage(FUZZ_CONFIG.routing))
+    asyncio.run(exchange_once(runtime, path, orjson.dumps(body)))
 
 
 @settings(max_examples=200, deadline=None)
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
 def test_fuzzed_raw_bytes_only_ever_raise_gateway_errors(raw):
-    gateway = build_gateway(FUZZ_CONFIG, RouterStage(FUZZ_CONFIG.routing))
-    result = asyncio.run(exchange_once(gateway, "/v1/messages", raw))
+    runtime = build_runtime(FUZZ_CONFIG, RouterStage(FUZZ_CONFIG.routing))
+    result = asyncio.run(exchange_once(runtime, "/v1/messages", raw))
     assert isinstance(result, GatewayError) or raw.lstrip().startswith(b"{")
 
 

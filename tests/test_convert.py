@@ -33,7 +33,7 @@ import pytest
 from ctranslate2.converters import TransformersConverter
 
 from extproc.commands.up import ROUTER_SOURCE
-from extproc.decisions.router.convert import ConvertError, convert
+from extproc.control.router_convert import ConvertError, convert
 from tests.conftest import PROVIDER_KEYS, free_port, gateway_config, gateway_ports
 
 COMMIT = "c0ffee" * 6 + "c0ff"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from extproc.config import load, parse
-from extproc.proxy.envoy_config import render
+from extproc.control.envoy_config import render
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import pytest
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
 from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
-from extproc.app import build_gateway
+from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
@@ -104,7 +104,7 @@ def test_the_body_reply_carries_a_body_only_when_it_changed(asked, rewritten_bod
     config = parse(
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    base_url: http://127.0.0.1:9\n"
     )
-    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    exchange = Exchange(build_runtime(config, RouterStage(config.routing)))
     headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
     raw = orjson.dumps({"model": asked, "max_tokens": 5, "messages": []})
 
@@ -127,7 +127,7 @@ def test_a_body_on_another_path_is_passed_on_unread():
     config = parse(
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    base_url: http://127.0.0.1:9\n"
     )
-    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    exchange = Exchange(build_runtime(config, RouterStage(config.routing)))
     headers = {":path": "/v1/models", ":method": "POST"}
 
     async def send() -> tuple[ProcessingResponse, ProcessingResponse]:
@@ -168,7 +168,7 @@ def test_the_exchange_sends_one_model_key():
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    access_key: sk-gateway\n"
         "    base_url: http://127.0.0.1:9\n"
     )
-    exchange = Exchange(build_gateway(config, RouterStage(config.routing)))
+    exchange = Exchange(build_runtime(config, RouterStage(config.routing)))
     headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
     exchange.on_request_headers(headers, False)
     reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(DOUBLE)))
@@ -181,12 +181,12 @@ def test_pass_through_paths_are_an_allow_list():
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    base_url: http://127.0.0.1:9\n"
         "pass_through_paths: [/api/event_logging/*]\n"
     )
-    gateway = build_gateway(config, RouterStage(config.routing))
+    runtime = build_runtime(config, RouterStage(config.routing))
 
     def reply(path: str) -> ProcessingResponse | GatewayError:
         try:
             return ProcessingResponse.parse(
-                Exchange(gateway).on_request_headers({":path": path, ":method": "GET"}, True)
+                Exchange(runtime).on_request_headers({":path": path, ":method": "GET"}, True)
             )
         except GatewayError as error:
             return error

@@ -11,7 +11,7 @@ import pytest
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
 from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
-from extproc.app import build_gateway
+from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
@@ -22,7 +22,7 @@ from extproc.proxy.wire import Phase
 def exchange_for(providers: str, preamble: str = "") -> Exchange:
     """An exchange on a gateway with these `llm_providers` entries, after `preamble`'s settings."""
     config = parse(preamble + "llm_providers:\n" + providers)
-    return Exchange(build_gateway(config, RouterStage(config.routing)))
+    return Exchange(build_runtime(config, RouterStage(config.routing)))
 
 
 def test_signed_thinking_blocks_are_kept():
@@ -125,7 +125,7 @@ ANTHROPIC_JSON = [b'{"type":"message","usage":{"input_tokens":3,', b'"output_tok
 )
 def test_log_tokens_reads_the_answer_chunk_by_chunk_and_passes_it_on(content_type, chunks, counts):
     exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
-    exchange.gateway.config = parse(
+    exchange.runtime.config = parse(
         "listener: {log_tokens: true}\nllm_providers:\n  - model: anthropic/claude-x\n"
         "    access_key: k\n"
     )
@@ -139,7 +139,7 @@ def test_log_tokens_reads_the_answer_chunk_by_chunk_and_passes_it_on(content_typ
 
 def test_log_tokens_leaves_an_error_answer_alone():
     exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
-    exchange.gateway.config = parse(
+    exchange.runtime.config = parse(
         "listener: {log_tokens: true}\nllm_providers:\n  - model: anthropic/claude-x\n"
         "    access_key: k\n"
     )
@@ -215,7 +215,7 @@ def test_a_gzipped_translated_answer_is_inflated_first():
 
 def test_log_tokens_reads_an_answer_without_content_type_as_json():
     exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
-    exchange.gateway.config = parse(
+    exchange.runtime.config = parse(
         "listener: {log_tokens: true}\nllm_providers:\n  - model: anthropic/claude-x\n"
         "    access_key: k\n"
     )
@@ -426,7 +426,7 @@ def test_a_2xx_error_answer_is_answered_with_its_own_status():
 
 def test_log_tokens_writes_under_the_configured_namespace():
     exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
-    exchange.gateway.config = parse(
+    exchange.runtime.config = parse(
         "listener: {log_tokens: true}\nsidecar: {metadata_namespace: acme.gw}\n"
         "llm_providers:\n  - model: anthropic/claude-x\n    access_key: k\n"
     )

@@ -17,8 +17,8 @@ import pytest
 
 from extproc.commands.up import envoy_command
 from extproc.config import load
+from extproc.control.envoy_config import render
 from extproc.providers.upstream import origin
-from extproc.proxy.envoy_config import render
 from tests.conftest import (
     PROVIDER_KEYS,
     STRICT_IDLE_S,

@@ -18,14 +18,14 @@ import yaml
 
 from extproc.commands.up import envoy_command
 from extproc.config import Config, parse
-from extproc.providers.upstream import CLUSTER_HEADER, origins
-from extproc.proxy.envoy_config import (
+from extproc.control.envoy_config import (
     EXTPROC_FILTER,
     access_log_format,
     enabled_route,
     fragment,
     scoped_extproc_filter,
 )
+from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.conftest import PROVIDER_KEYS, free_port
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_openai import FakeOpenAI
@@ -335,6 +335,6 @@ async def test_a_reload_keeps_the_running_sidecar_settings(tmp_path, fake_anthro
     path.write_text(text.replace(NAMESPACE, "io.elsewhere") + "  - model: openai/o4-mini\n")
     sidecar.reload()
     await sidecar.loading
-    reloaded = sidecar.server.gateway.config
+    reloaded = sidecar.server.runtime.config
     assert len(reloaded.providers) == 3  # the rest of the edit applies
     assert reloaded.sidecar.metadata_namespace == NAMESPACE

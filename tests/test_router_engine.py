@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.decisions.router.convert import ConvertError, convert
+from extproc.control.router_convert import ConvertError, convert
 from extproc.decisions.router.decoding import OTHER, answer_text, parse_route
 from extproc.decisions.router.engine import ArchRouter, RouterModelError, pick_compute_type
 from tests.qwen_tokenizer import session_qwen_dir

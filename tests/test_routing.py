@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.app import build_gateway, load_router
+from extproc.app import build_runtime, load_router
 from extproc.config import Config, Routing, parse
 from extproc.decisions import routing
 from extproc.decisions.decision import Request, decide
@@ -78,8 +78,8 @@ def stage(model, model_dir) -> RouterStage:
 
 async def run(stage: RouterStage, body: dict, config: Config | None = None):
     config = config or routed_config(stage.routing.model_dir)
-    gateway = build_gateway(config, stage)
-    return await decide(config, Request(body["model"], body, "/v1/messages"), gateway.stages)
+    runtime = build_runtime(config, stage)
+    return await decide(config, Request(body["model"], body, "/v1/messages"), runtime.stages)
 
 
 def user_turn(text: str) -> dict:

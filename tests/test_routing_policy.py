@@ -17,7 +17,7 @@ import orjson
 import pytest
 from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
-from extproc.app import build_gateway
+from extproc.app import build_runtime
 from extproc.config import Config, parse
 from extproc.decisions import routing
 from extproc.decisions.decision import AFTER_ROUTER, BEFORE_ROUTER, Decision, Request, decide
@@ -96,8 +96,8 @@ def user_turn(text: str, model: str = "claude-opus-4-8") -> dict:
 
 
 async def run(stage: RouterStage, body: dict, config: Config):
-    gateway = build_gateway(config, stage)
-    return await decide(config, Request(body["model"], body, "/v1/messages"), gateway.stages)
+    runtime = build_runtime(config, stage)
+    return await decide(config, Request(body["model"], body, "/v1/messages"), runtime.stages)
 
 
 async def test_a_changed_route_description_classifies_again(stage, model, config, model_dir):
@@ -199,7 +199,7 @@ async def test_each_rule_after_the_router_labels_itself(config, requested, sourc
     [("/v1/messages/count_tokens", "requested", 0), ("/v1/messages?beta=true", "router", 1)],
 )
 async def test_count_tokens_never_runs_the_router(stage, model, config, path, source, calls):
-    exchange = Exchange(build_gateway(config, stage))
+    exchange = Exchange(build_runtime(config, stage))
     headers = {":path": path, ":method": "POST", "content-type": "application/json"}
     exchange.on_request_headers(headers, False)
     body = user_turn("write a function that parses dates")

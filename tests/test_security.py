@@ -26,9 +26,9 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 
 from extproc.commands.up import envoy_command
 from extproc.config import Config, load, parse
+from extproc.control.envoy_config import render
 from extproc.providers.upstream import CLUSTER_HEADER, origin
 from extproc.proxy import replies
-from extproc.proxy.envoy_config import render
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
 from extproc.proxy.server import SERVICE
 from extproc.proxy.wire import Phase, decode_request

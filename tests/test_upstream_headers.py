@@ -16,7 +16,7 @@ import pytest
 from envoy_data_plane.envoy.config.core.v3 import HeaderValueOptionHeaderAppendAction
 from envoy_data_plane.envoy.service.ext_proc.v3 import CommonResponse, ProcessingResponse
 
-from extproc.app import build_gateway
+from extproc.app import build_runtime
 from extproc.config import load, parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
@@ -32,7 +32,7 @@ BODY = orjson.dumps(
 
 def exchange_for(provider_yaml: str) -> Exchange:
     config = parse("llm_providers:\n" + provider_yaml)
-    return Exchange(build_gateway(config, RouterStage(config.routing)))
+    return Exchange(build_runtime(config, RouterStage(config.routing)))
 
 
 def body_reply(exchange: Exchange, path: str = "/v1/messages") -> CommonResponse:
@@ -206,7 +206,7 @@ def test_upstream_errors_are_counted_by_provider_and_status(status):
     body_reply(exchange)
     exchange.on_response_headers({":status": str(status), "content-type": "application/json"})
     exchange.on_response_headers({":status": "200", "content-type": "application/json"})
-    registry = exchange.gateway.metrics.registry
+    registry = exchange.runtime.metrics.registry
     samples = {
         (s.labels["provider"], s.labels["status"]): s.value
         for metric in registry.collect()

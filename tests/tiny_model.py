@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from extproc.decisions.router.convert import convert
+from extproc.control.router_convert import convert
 from extproc.decisions.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION, render_prompt
 
 # Qwen2's pre-tokenizer split (tokenizer.json of Qwen2.5), so token boundaries behave alike.

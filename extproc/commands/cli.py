@@ -49,7 +49,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
-    from extproc.proxy.envoy_config import fragment, render
+    from extproc.control.envoy_config import fragment, render
 
     config = _load(args.config)
     if args.listen_address:
@@ -127,7 +127,7 @@ def _router(config: Config, mode: str | None = None) -> Any:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from extproc.app import build_gateway, warm_up
+    from extproc.app import build_runtime, warm_up
     from extproc.decisions.decision import Decision, Request, decide
     from extproc.decisions.routing import RouterStage
 
@@ -141,14 +141,14 @@ def cmd_route(args: argparse.Namespace) -> int:
         return 1
     router = RouterStage(routing)
     router.attach(model)
-    gateway = build_gateway(config, router)
+    runtime = build_runtime(config, router)
     request = Request(str(body.get("model", "")), body, "/v1/messages")
 
     async def decide_warm() -> Decision:
         # As the sidecar does before /ready: one-time device start-up and the route
         # config's static prefix are not part of a decision's milliseconds.
         await warm_up(model, config)
-        return await decide(config, request, gateway.stages)
+        return await decide(config, request, runtime.stages)
 
     decision = asyncio.run(decide_warm())
     record = decision.metadata()
@@ -194,7 +194,7 @@ def _show_prompt(config: Config, body: dict[str, Any]) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Every labelled case through the real router; with --compare, two configs side by side."""
-    from extproc.app import _model_settings
+    from extproc.app import model_settings
     from extproc.commands import evaluate
     from extproc.decisions.router.window import window_budget
     from extproc.decisions.routing import routes_of
@@ -219,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     reports = []
     for config in configs:
         routing, routes = config.routing, routes_of(config)
-        key = _model_settings(routing)  # one model for configs that load the same one
+        key = model_settings(routing)  # one model for configs that load the same one
         if key not in models:
             models[key] = _router(config, args.mode)
             if models[key] is None:
@@ -250,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_model_convert(args: argparse.Namespace) -> int:
-    from extproc.decisions.router.convert import ConvertError, convert
+    from extproc.control.router_convert import ConvertError, convert
 
     def stop(signum: int, frame: object) -> None:
         print("\nstopped; the same command resumes the download", file=sys.stderr, flush=True)

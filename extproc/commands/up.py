@@ -28,7 +28,7 @@ import envoy
 from extproc.commands.launch import gateway_url
 from extproc.commands.supervise import Supervised
 from extproc.config import Config, ConfigError, load
-from extproc.proxy.envoy_config import render
+from extproc.control.envoy_config import render
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0
@@ -128,7 +128,7 @@ def offer_router_model(config: Config) -> None:
     `extproc model convert` runs as a child: Ctrl-C (which reaches both) stops the download
     at once, keeping what arrived for the next start, and the gateway starts anyway.
     """
-    from extproc.decisions.router.convert import hub_reachable
+    from extproc.control.router_convert import hub_reachable
 
     model_dir = Path(config.routing.model_dir).expanduser()
     if model_dir.exists():

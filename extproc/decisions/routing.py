@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +22,8 @@ import orjson
 from extproc.config import Config, Routing
 from extproc.decisions import decision
 from extproc.decisions.decision import Decision, Request, Source
+from extproc.decisions.router.decoding import OTHER
+from extproc.decisions.router.prompt import Routes
 from extproc.decisions.router.window import (
     conversation_window,
     estimate_tokens,
@@ -31,9 +33,7 @@ from extproc.decisions.router.window import (
 
 log = logging.getLogger("extproc.decisions.routing")
 
-Routes = tuple[tuple[str, str], ...]
 Window = list[dict[str, str]]
-OTHER = "other"
 LOADING = "router model is loading"
 STICKY_ENTRIES = 8192
 
@@ -41,7 +41,7 @@ STICKY_ENTRIES = 8192
 class Classifier(Protocol):
     """What the stage needs from a model (ArchRouter is the real one)."""
 
-    def classify(self, routes: Sequence[tuple[str, str]], windows: list[Window]) -> list[str]: ...
+    def classify(self, routes: Routes, windows: list[Window]) -> list[str]: ...
 
     def count_tokens(self, text: str) -> int: ...
 

@@ -20,12 +20,13 @@ import orjson
 
 from extproc.config import Config, Provider
 from extproc.decisions.decision import Decision, Request, Stage, decide
-from extproc.errors import GatewayError, encode_request_json
+from extproc.errors import GatewayError
 from extproc.metrics import Metrics
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
+from extproc.request_json import encode_request_json
 from extproc.translate import TranslationError, signatures, translator_for
 from extproc.translate.response import ResponseTranslation
 from extproc.translate.token_estimate import count_tokens_estimate
@@ -34,7 +35,7 @@ from extproc.translate.usage import UsageReader
 log = logging.getLogger("extproc")
 
 LOCAL_REPLY_HEADER = "x-extproc-local-reply"
-"""Marks Envoy's own error replies (envoy_config.local_replies): Anthropic JSON already."""
+"""Marks Envoy's own error replies (control/envoy_config.py): Anthropic JSON already."""
 READ_HEADERS = (
     ":path",
     ":method",
@@ -55,8 +56,9 @@ Span = tuple[int, int]
 
 
 @dataclass
-class Gateway:
-    """What every exchange needs; replaced as a whole when the config changes."""
+class Runtime:
+    """What every exchange reads: the config, the decision stages built from it and the
+    metrics they count into; replaced as a whole when the config changes."""
 
     config: Config
     stages: tuple[Stage, ...]
@@ -130,8 +132,8 @@ def rewrite_model(
 
 
 class Exchange:
-    def __init__(self, gateway: Gateway):
-        self.gateway = gateway
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
         self.headers: dict[str, str] = {}
         self.path = ""
         self.routed_by_headers = False
@@ -165,7 +167,7 @@ class Exchange:
     def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> bytes:
         self.headers = headers
         self.path = self.headers.get(":path", "/")
-        _check_gateway_key(self.gateway.config.gateway_keys, self.headers)
+        _check_gateway_key(self.runtime.config.gateway_keys, self.headers)
         if self.is_messages:
             if self.headers.get(":method") != "POST":
                 raise GatewayError("invalid_request_error", f"{self.path_only} takes POST")
@@ -173,14 +175,14 @@ class Exchange:
                 raise GatewayError("invalid_request_error", "the request has no body")
             _check_body_headers(self.headers)
             return replies.continue_request_headers(
-                skip_response=not self.gateway.config.reads_responses
+                skip_response=not self.runtime.config.reads_responses
             )
         return self.pass_through()
 
     @property
     def namespace(self) -> str:
         """Where the decision goes in Envoy's dynamic metadata."""
-        return self.gateway.config.sidecar.metadata_namespace
+        return self.runtime.config.sidecar.metadata_namespace
 
     @property
     def path_only(self) -> str:
@@ -192,7 +194,7 @@ class Exchange:
 
     def pass_through(self) -> bytes:
         """Paths we don't route but allow (model lists) go unchanged to Anthropic, if any."""
-        config = self.gateway.config
+        config = self.runtime.config
         anthropic = next((p for p in config.providers if p.kind == "anthropic"), None)
         if anthropic is None or not passes_through(self.path_only, config.pass_through_paths):
             raise GatewayError(
@@ -216,12 +218,12 @@ class Exchange:
             return replies.continue_request_body()
         body, span = _parse_body(raw)
         model = _requested_model(body)
-        gateway = self.gateway
+        runtime = self.runtime
         counting = self.path_only.rstrip("/").endswith("count_tokens")
-        stages = gateway.token_stages if counting else gateway.stages
-        decision = await decide(gateway.config, Request(model, body, self.path_only), stages)
+        stages = runtime.token_stages if counting else runtime.stages
+        decision = await decide(runtime.config, Request(model, body, self.path_only), stages)
         self.decision = decision
-        gateway.metrics.record(decision)
+        runtime.metrics.record(decision)
         provider = decision.provider
         # Debug only: Envoy's access log records every decision; a line per request here
         # cost ~7% of the sidecar's throughput.
@@ -260,7 +262,7 @@ class Exchange:
         if new_body is not None:
             headers["content-length"] = str(sum(map(len, new_body)))
             length = ("content-length",)
-        self.finished = self.translation is None and not gateway.config.listener.log_tokens
+        self.finished = self.translation is None and not runtime.config.listener.log_tokens
         mutation = replies.header_mutation(
             headers,
             (*length, *auth.remove, *removed),
@@ -289,12 +291,12 @@ class Exchange:
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
         if status >= 400 and self.decision is not None:
-            self.gateway.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
+            self.runtime.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
         if LOCAL_REPLY_HEADER in headers:
             self.finished = True
             return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format
         if self.translation is None:
-            if status < 300 and self.gateway.config.listener.log_tokens:
+            if status < 300 and self.runtime.config.listener.log_tokens:
                 streaming = "text/event-stream" in headers.get("content-type", "")
                 self.usage = UsageReader(streaming)
                 return replies.want_response_body(replies.header_mutation(), streamed=True)

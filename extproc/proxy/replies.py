@@ -82,7 +82,7 @@ def _mode(*modes: int) -> bytes:
     return message(_MODE_OVERRIDE, b"".join(integer(i, m) for i, m in enumerate(modes, start=1)))
 
 
-# The filter's own mode (envoy_config.py) skips the answer's headers: Envoy's replies to
+# The filter's own mode (control/envoy_config.py) skips the answer's headers: Envoy's replies to
 # requests the sidecar never saw (malformed HTTP) must not wait on it. A routed request
 # asks for them here when the sidecar will read the answer.
 _RESPONSE_HEADERS_TOO = _mode(_SEND, _SEND, _BUFFERED, _NONE, _SKIP, _SKIP)

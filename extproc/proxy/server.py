@@ -21,7 +21,7 @@ from extproc.errors import GatewayError
 from extproc.providers import credentials
 from extproc.proxy import replies
 from extproc.proxy.budget import ByteBudget
-from extproc.proxy.exchange import Exchange, Gateway
+from extproc.proxy.exchange import Exchange, Runtime
 from extproc.proxy.wire import Phase, decode_request
 
 log = logging.getLogger("extproc")
@@ -36,20 +36,20 @@ BODIES_AT_ONCE = 4
 
 
 class ExtProcServer:
-    """Serves ext_proc streams and reports health; `gateway` may be swapped at any time."""
+    """Serves ext_proc streams and reports health; `runtime` may be swapped at any time."""
 
-    def __init__(self, gateway: Gateway, *, ready: Callable[[], bool] = lambda: True):
-        self.gateway = gateway
+    def __init__(self, runtime: Runtime, *, ready: Callable[[], bool] = lambda: True):
+        self.runtime = runtime
         self.ready = ready
         self._grpc: grpc.aio.Server | None = None
         self._health: asyncio.Server | None = None
-        self.bodies = ByteBudget(BODIES_AT_ONCE * gateway.config.listener.max_body_bytes)
+        self.bodies = ByteBudget(BODIES_AT_ONCE * runtime.config.listener.max_body_bytes)
 
     async def process(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        exchange = Exchange(self.gateway)
-        open_streams = self.gateway.metrics.open_streams
+        exchange = Exchange(self.runtime)
+        open_streams = self.runtime.metrics.open_streams
         open_streams.inc()
         messages: AsyncGenerator[bytes, None] = aiter(requests)  # gRPC reads with one
         held = 0
@@ -88,7 +88,7 @@ class ExtProcServer:
     def _body_size(self, headers: dict[str, str]) -> int:
         """The body's size as the client declared it; unknown (chunked): the largest allowed."""
         declared = headers.get("content-length", "")
-        return int(declared) if declared.isdigit() else self.gateway.config.listener.max_body_bytes
+        return int(declared) if declared.isdigit() else self.runtime.config.listener.max_body_bytes
 
     async def _reply(self, exchange: Exchange, message: Phase) -> bytes:
         try:
@@ -175,14 +175,14 @@ class ExtProcServer:
     def _health_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
         text = b"text/plain"
         if path == b"/config":
-            return b"200 OK", text, self.gateway.config.digest.encode() + b"\n"
+            return b"200 OK", text, self.runtime.config.digest.encode() + b"\n"
         if path == b"/metrics":
-            return b"200 OK", b"text/plain; version=0.0.4", self.gateway.metrics.exposition()
+            return b"200 OK", b"text/plain; version=0.0.4", self.runtime.metrics.exposition()
         if path == credentials.PATH.encode():
             return (
                 b"200 OK",
                 b"application/json",
-                orjson.dumps(credentials.summary(self.gateway.config)),
+                orjson.dumps(credentials.summary(self.runtime.config)),
             )
         if path == b"/healthz" or (path == b"/ready" and self.ready()):
             return b"200 OK", text, b"ok\n"

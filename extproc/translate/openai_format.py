@@ -15,6 +15,7 @@ import orjson
 
 from extproc.translate.anthropic_format import (
     BAD_ID_CHARS,
+    JSON,
     TranslationError,
     as_dict,
     as_list,
@@ -24,8 +25,6 @@ from extproc.translate.anthropic_format import (
     session_id,
 )
 from extproc.translate.contract import Contract
-
-JSON = dict[str, Any]
 
 
 def caller_fields(body: JSON, contract: Contract, user_field: str) -> JSON:

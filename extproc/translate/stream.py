@@ -9,19 +9,17 @@ client always gets a terminated message or one `event: error`.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import orjson
 
 from extproc.translate import errors
 from extproc.translate.anthropic_format import (
+    JSON,
     anthropic_message,
     anthropic_message_id,
     message_events,
 )
 from extproc.translate.sse import SSEParser, encode_event
-
-JSON = dict[str, Any]
 
 
 class AnthropicStream:

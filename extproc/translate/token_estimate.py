@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.errors import encode_request_json
+from extproc.request_json import encode_request_json
 
 CHARS_PER_TOKEN = 4
 

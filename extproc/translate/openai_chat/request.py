@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import string
-from typing import Any
 
 from extproc.translate import signatures
 from extproc.translate.anthropic_format import (
+    JSON,
     TranslationError,
     as_list,
     block_text,
@@ -33,9 +33,6 @@ from extproc.translate.openai_format import (
     chat_tool_message,
     encode_request,
 )
-
-JSON = dict[str, Any]
-
 
 _STOP_MAX = 4
 

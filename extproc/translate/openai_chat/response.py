@@ -10,6 +10,7 @@ import orjson
 
 from extproc.translate import errors, signatures
 from extproc.translate.anthropic_format import (
+    JSON,
     MALFORMED,
     anthropic_message,
     anthropic_message_id,
@@ -18,9 +19,6 @@ from extproc.translate.anthropic_format import (
     tool_input,
     usage_counts,
 )
-
-JSON = dict[str, Any]
-
 
 _FINISH = {
     "stop": "end_turn",

@@ -10,6 +10,7 @@ import orjson
 from extproc.translate import errors
 from extproc.translate.anthropic_format import (
     BAD_ID_CHARS,
+    JSON,
     MALFORMED,
     block_events,
     fallback_tool_id,
@@ -24,8 +25,6 @@ from extproc.translate.openai_chat.response import (
     translate_response,
 )
 from extproc.translate.stream import AnthropicStream
-
-JSON = dict[str, Any]
 
 
 class _Block:

@@ -6,11 +6,9 @@ only to the provider and model that wrote it (`origin`), as no other could decry
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from extproc.translate import signatures
-
-JSON = dict[str, Any]
+from extproc.translate.anthropic_format import JSON
 
 
 def reasoning_item(block: JSON, origin: str = "") -> JSON | None:

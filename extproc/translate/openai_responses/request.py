@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.translate.anthropic_format import (
+    JSON,
     TranslationError,
     as_list,
     block_text,
@@ -31,8 +32,6 @@ from extproc.translate.openai_format import (
     encode_request,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_item
-
-JSON = dict[str, Any]
 
 MIN_OUTPUT_TOKENS = 16
 """OpenAI refuses `max_output_tokens` below 16 (`integer_below_min_value`)."""

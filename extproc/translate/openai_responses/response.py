@@ -10,6 +10,7 @@ import orjson
 
 from extproc.translate import errors
 from extproc.translate.anthropic_format import (
+    JSON,
     MALFORMED,
     anthropic_message,
     anthropic_message_id,
@@ -20,8 +21,6 @@ from extproc.translate.anthropic_format import (
     usage_counts,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_signature
-
-JSON = dict[str, Any]
 
 _INCOMPLETE = {"max_output_tokens": "max_tokens", "content_filter": "refusal"}
 

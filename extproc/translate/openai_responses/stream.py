@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from extproc.translate import errors
 from extproc.translate.anthropic_format import (
+    JSON,
     MALFORMED,
     anthropic_tool_id,
     as_dict,
@@ -23,8 +23,6 @@ from extproc.translate.openai_responses.response import (
     translate_response,
 )
 from extproc.translate.stream import AnthropicStream
-
-JSON = dict[str, Any]
 
 
 @dataclass
