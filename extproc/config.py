@@ -109,7 +109,10 @@ class Listener:
 
 
 @dataclass(frozen=True)
-class Sidecar:
+class SidecarSettings:
+    """The `sidecar` section: where Envoy reaches the sidecar and where it listens (the
+    running process is `extproc.app.Sidecar`)."""
+
     address: str = "127.0.0.1"
     """Where Envoy reaches the sidecar: an IP (a STATIC cluster) or a DNS name such as a
     Kubernetes headless Service (a STRICT_DNS cluster, one endpoint per address)."""
@@ -199,7 +202,7 @@ class Config:
     pass_through_paths: tuple[str, ...] = DEFAULT_PASS_THROUGH
     """Paths besides Messages that go unread to the `anthropic` provider (extproc.proxy.paths)."""
     listener: Listener = field(default_factory=Listener)
-    sidecar: Sidecar = field(default_factory=Sidecar)
+    sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     routing: Routing = field(default_factory=Routing)
     warnings: tuple[str, ...] = ()
     digest: str = ""
@@ -594,7 +597,7 @@ def _yaml_problem(exc: yaml.YAMLError, file: str) -> Problem:
     return Problem(file, mark.line + 1, "yaml", message)
 
 
-def _check_ports(check: _Checker, listener: Listener, sidecar: Sidecar) -> None:
+def _check_ports(check: _Checker, listener: Listener, sidecar: SidecarSettings) -> None:
     """Each port is bound once: two settings sharing one would fail only when `up` binds it."""
     used: dict[int, str] = {}
     for where, port in (
@@ -608,7 +611,7 @@ def _check_ports(check: _Checker, listener: Listener, sidecar: Sidecar) -> None:
         used.setdefault(port, where)
 
 
-def _check_sidecar(check: _Checker, sidecar: Sidecar) -> None:
+def _check_sidecar(check: _Checker, sidecar: SidecarSettings) -> None:
     """`address` is Envoy's way to the sidecar, `listen_address` what `serve` binds: a mix-up
     of the two is caught here rather than by Envoy or the kernel at start."""
     address, listen = sidecar.address, sidecar.listen_address
@@ -666,7 +669,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     aliases = _aliases(check, raw.get("model_aliases"), names)
     pass_through_paths = _pass_through_paths(check, raw.get("pass_through_paths"))
     listener = _section(check, raw, "listener", Listener)
-    sidecar = _section(check, raw, "sidecar", Sidecar)
+    sidecar = _section(check, raw, "sidecar", SidecarSettings)
     _check_sidecar(check, sidecar)
     routing = _section(check, raw, "routing", Routing)
     _check_ports(check, listener, sidecar)
