@@ -1,9 +1,9 @@
 """The provider catalogue: what each `provider/` prefix in config.yaml means.
 
 Adding a provider is one row in `CATALOGUE` (and, where its models have rules of their
-own, rows in `extproc.translate.contract.FAMILIES`). Auth is chosen per API interface
-(`AUTH_STYLES`): Anthropic-style providers take `x-api-key`, OpenAI-style ones a
-Bearer token, and a provider that needs no key (ollama) says so.
+own, rows in `extproc.translate.contract.FAMILIES`). A provider that needs no key (ollama)
+says so; the path and the auth header each interface takes are in
+`extproc.providers.upstream`.
 """
 
 from __future__ import annotations
@@ -56,27 +56,3 @@ CATALOGUE: dict[str, ProviderKind] = {
         ProviderKind("ollama", "openai", None, needs_key=False),
     )
 }
-
-# Path appended to the provider's base URL for a Messages request, per interface.
-MESSAGES_PATH: dict[Interface, str] = {
-    "anthropic": "/v1/messages",
-    "openai": "/chat/completions",
-    "openai-responses": "/responses",
-}
-
-# Paths that differ from the interface default for one provider kind.
-PATH_OVERRIDES: dict[tuple[str, Interface], str] = {
-    # Ollama serves its OpenAI-compatible API under /v1 of the server root.
-    ("ollama", "openai"): "/v1/chat/completions",
-    ("ollama", "openai-responses"): "/v1/responses",
-}
-
-# Client credential headers: they are Anthropic credentials and never go anywhere else.
-CLIENT_AUTH_HEADERS = ("x-api-key", "authorization")
-
-
-def auth_headers(interface: Interface, key: str) -> dict[str, str]:
-    """The header that carries `key` for a provider speaking `interface`."""
-    if interface == "anthropic":
-        return {"x-api-key": key}
-    return {"authorization": f"Bearer {key}"}

@@ -13,15 +13,34 @@ from urllib.parse import urlsplit
 
 from extproc.config import Config, Provider
 from extproc.errors import GatewayError
-from extproc.providers.catalogue import (
-    CLIENT_AUTH_HEADERS,
-    MESSAGES_PATH,
-    PATH_OVERRIDES,
-    auth_headers,
-)
+from extproc.providers.catalogue import Interface
 
 CLUSTER_HEADER = "x-extproc-cluster"
 """The header Envoy's route reads to pick the cluster; always set by the sidecar."""
+
+# Path appended to the provider's base URL for a Messages request, per interface.
+MESSAGES_PATH: dict[Interface, str] = {
+    "anthropic": "/v1/messages",
+    "openai": "/chat/completions",
+    "openai-responses": "/responses",
+}
+
+# Paths that differ from the interface default for one provider kind.
+PATH_OVERRIDES: dict[tuple[str, Interface], str] = {
+    # Ollama serves its OpenAI-compatible API under /v1 of the server root.
+    ("ollama", "openai"): "/v1/chat/completions",
+    ("ollama", "openai-responses"): "/v1/responses",
+}
+
+# Client credential headers: they are Anthropic credentials and never go anywhere else.
+CLIENT_AUTH_HEADERS = ("x-api-key", "authorization")
+
+
+def auth_headers(interface: Interface, key: str) -> dict[str, str]:
+    """The header that carries `key` for a provider speaking `interface`."""
+    if interface == "anthropic":
+        return {"x-api-key": key}
+    return {"authorization": f"Bearer {key}"}
 
 
 @dataclass(frozen=True)
