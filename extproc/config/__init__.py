@@ -19,7 +19,7 @@ from typing import Any, get_args
 
 import yaml
 
-from extproc.providers.catalogue import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
+from extproc.config.catalogue import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
 from extproc.proxy.paths import DEFAULT_PASS_THROUGH, pattern_problem
 from extproc.translate.contract import (
     COMMON,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from extproc.config import Config, Provider
+from extproc.config.catalogue import Interface
 from extproc.errors import GatewayError
-from extproc.providers.catalogue import Interface
 
 CLUSTER_HEADER = "x-extproc-cluster"
 """The header Envoy's route reads to pick the cluster; always set by the sidecar."""
