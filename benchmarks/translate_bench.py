@@ -22,8 +22,8 @@ from pathlib import Path
 
 import orjson
 
+from extproc.config.contract import contract_for
 from extproc.translate import openai_responses
-from extproc.translate.contract import contract_for
 from extproc.translate.openai_chat import StreamTranslator, translate_request
 
 PIECE = 16 * 1024

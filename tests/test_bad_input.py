@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 
 from extproc.app import build_runtime
 from extproc.config import parse
+from extproc.config.contract import Contract
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.proxy.exchange import Exchange
 from extproc.proxy.wire import decode_request
 from extproc.translate.anthropic_format import TranslationError
-from extproc.translate.contract import Contract
 from extproc.translate.openai_chat import StreamTranslator, translate_request, translate_response
 from extproc.translate.sse import SSEParser
 from tests.conftest import STRICT_MAX_BODY

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from extproc.config import parse
+from extproc.config.contract import COMMON, Contract, contract_for
 from extproc.translate import TranslationError, signatures
-from extproc.translate.contract import COMMON, Contract, contract_for
 from extproc.translate.openai_chat import translate_request, translate_response
 from extproc.translate.openai_chat.request import GEMINI_SIGNATURE_PLACEHOLDER
 from extproc.translate.openai_format import provider_tool_name, tool_names

@@ -16,8 +16,8 @@ from openai.types.chat import (
 )
 from pydantic import TypeAdapter
 
+from extproc.config.contract import Contract
 from extproc.translate import TranslationError
-from extproc.translate.contract import Contract
 from extproc.translate.openai_chat import translate_request
 from tests.exception_text import error_text
 

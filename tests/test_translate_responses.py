@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from openai.types.responses import ResponseInputParam, response_create_params
 from pydantic import TypeAdapter
 
+from extproc.config.contract import contract_for
 from extproc.translate import signatures
 from extproc.translate.anthropic_format import TranslationError
-from extproc.translate.contract import contract_for
 from extproc.translate.openai_responses import (
     StreamTranslator,
     translate_request,

@@ -20,8 +20,7 @@ from typing import Any, get_args
 import yaml
 
 from extproc.config.catalogue import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
-from extproc.proxy.paths import DEFAULT_PASS_THROUGH, pattern_problem
-from extproc.translate.contract import (
+from extproc.config.contract import (
     COMMON,
     CONTRACT_FIELDS,
     Contract,
@@ -30,6 +29,7 @@ from extproc.translate.contract import (
     ToolsEffort,
     contract_for,
 )
+from extproc.proxy.paths import DEFAULT_PASS_THROUGH, pattern_problem
 
 DEFAULT_CONFIG = "config.yaml"
 _ENV_REF = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")

@@ -1,7 +1,7 @@
 """The provider catalogue: what each `provider/` prefix in config.yaml means.
 
 Adding a provider is one row in `CATALOGUE` (and, where its models have rules of their
-own, rows in `extproc.translate.contract.FAMILIES`). A provider that needs no key (ollama)
+own, rows in `extproc.config.contract.FAMILIES`). A provider that needs no key (ollama)
 says so; the path and the auth header each interface takes are in
 `extproc.providers.upstream`.
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from extproc.translate.contract import Contract
+from extproc.config.contract import Contract
 from extproc.translate.sse import encode_event
 
 JSON = dict[str, Any]

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from extproc.config.contract import Contract
 from extproc.translate.anthropic_format import (
     BAD_ID_CHARS,
     JSON,
@@ -24,7 +25,6 @@ from extproc.translate.anthropic_format import (
     output_config,
     session_id,
 )
-from extproc.translate.contract import Contract
 
 
 def caller_fields(body: JSON, contract: Contract, user_field: str) -> JSON:

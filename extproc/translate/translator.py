@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from extproc.config.contract import COMMON, Contract
 from extproc.translate import openai_chat, openai_responses
 from extproc.translate.anthropic_format import JSON
-from extproc.translate.contract import COMMON, Contract
 from extproc.translate.openai_format import tool_names
 from extproc.translate.stream import AnthropicStream
 from extproc.translate.token_estimate import estimate_input_tokens

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import string
 
+from extproc.config.contract import COMMON, Contract
 from extproc.translate import signatures
 from extproc.translate.anthropic_format import (
     JSON,
@@ -22,7 +23,6 @@ from extproc.translate.anthropic_format import (
     request_messages,
     system_texts,
 )
-from extproc.translate.contract import COMMON, Contract
 from extproc.translate.openai_format import (
     caller_fields,
     chat_media_part,
@@ -48,7 +48,7 @@ def translate_request(
 
     Only fields with a Chat Completions meaning are carried; everything else is dropped, so
     strict providers never see Anthropic-only fields. `contract` says what this model's API
-    requires beyond the common format (see extproc/translate/contract.py).
+    requires beyond the common format (see extproc/config/contract.py).
     """
     raw_messages = request_messages(body)
     system = system_texts(body.get("system"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from extproc.config.contract import COMMON, Contract
 from extproc.translate.anthropic_format import (
     JSON,
     TranslationError,
@@ -20,7 +21,6 @@ from extproc.translate.anthropic_format import (
     request_messages,
     system_texts,
 )
-from extproc.translate.contract import COMMON, Contract
 from extproc.translate.openai_format import (
     caller_fields,
     chat_media_part,
