@@ -29,7 +29,7 @@ from extproc.config.contract import (
     ToolsEffort,
     contract_for,
 )
-from extproc.proxy.paths import DEFAULT_PASS_THROUGH, pattern_problem
+from extproc.config.pass_through import DEFAULT_PASS_THROUGH, pattern_problem
 
 DEFAULT_CONFIG = "config.yaml"
 _ENV_REF = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
