@@ -17,8 +17,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
-
 from extproc.config.catalogue import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
 from extproc.config.contract import (
     COMMON,
@@ -30,34 +28,14 @@ from extproc.config.contract import (
     contract_for,
 )
 from extproc.config.pass_through import DEFAULT_PASS_THROUGH, pattern_problem
+from extproc.config.reader import Checker, ConfigError, Problem, read_yaml
 
 DEFAULT_CONFIG = "config.yaml"
-_ENV_REF = re.compile(r"\$\$|\$\{(\w+)\}|\$(\w+)")
-"""`$VAR` or `${VAR}`; `$$` is a literal `$`."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.where}: {self.message}"
-
-
-class ConfigError(Exception):
-    """config.yaml is invalid; `problems` holds one entry per mistake."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True)
@@ -243,97 +221,6 @@ class Config:
         return {route.name: provider for route, provider in self.routes}
 
 
-# ---------------------------------------------------------------- YAML with line numbers
-
-
-def _plain(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
-    """Turn a composed YAML node into Python values, remembering each path's line."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = f"{path}.{key}" if path else key
-            lines.setdefault(f"{child}#key", key_node.start_mark.line + 1)
-            if key in out:
-                lines[f"{child}#dup"] = key_node.start_mark.line + 1
-            out[key] = _plain(value_node, child, lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, f"{path}[{i}]", lines) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(b"").construct_object(node)
-
-
-class _Checker:
-    """Collects problems while reading one config file."""
-
-    def __init__(self, file: str, lines: dict[str, int]):
-        self.file = file
-        self.lines = lines
-        self.problems: list[Problem] = []
-        self.warnings: list[str] = []
-
-    def line(self, where: str) -> int:
-        while where not in self.lines:
-            parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", where)
-            if parent == where:
-                return 1
-            where = parent
-        return self.lines[where]
-
-    def error(self, where: str, message: str) -> None:
-        self.problems.append(Problem(self.file, self.line(where), where, message))
-
-    def warn(self, where: str, message: str) -> None:
-        self.warnings.append(str(Problem(self.file, self.line(where), where, message)))
-
-    def mapping(self, value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.error(where, f"expected a mapping, got {type(value).__name__}")
-            return {}
-        for key in value:
-            if f"{where}.{key}#dup" in self.lines:
-                self.error(f"{where}.{key}", "key given twice")
-            if key not in allowed:
-                known = ", ".join(sorted(allowed))
-                self.error(f"{where}.{key}" if where else key, f"unknown key (known: {known})")
-        return value
-
-    def typed(self, value: Any, where: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        if value is None:
-            return default
-        if isinstance(value, bool) and kind is not bool:
-            self.error(where, f"expected {_type_name(kind)}, got a boolean")
-            return default
-        if not isinstance(value, kind):
-            self.error(where, f"expected {_type_name(kind)}, got {value!r}")
-            return default
-        return value
-
-    def expand(self, value: str, where: str) -> tuple[str, str | None]:
-        """Expand `$VAR`/`${VAR}` (`$$` is a `$`); returns (value, first unset variable or None)."""
-        missing: list[str] = []
-
-        def sub(match: re.Match[str]) -> str:
-            var = match.group(1) or match.group(2)
-            if var is None:
-                return "$"
-            if var not in os.environ:
-                missing.append(var)
-                return ""
-            return os.environ[var]
-
-        return _ENV_REF.sub(sub, value), (missing[0] if missing else None)
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "an integer", str: "a string", bool: "true or false", float: "a number"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 # ---------------------------------------------------------------- sections
 
 _TOP_KEYS = {
@@ -360,7 +247,7 @@ _PROVIDER_KEYS = {
 }
 
 
-def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
+def _section(check: Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
     """Read a flat section whose keys and types are a dataclass's fields."""
     defaults = cls()
     fields = cls.__dataclass_fields__
@@ -384,7 +271,7 @@ def _section(check: _Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
 
 
 def _provider(
-    check: _Checker,
+    check: Checker,
     entry: Any,
     where: str,
     client_auth: bool = True,
@@ -490,7 +377,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _families(check: _Checker, raw: Any) -> tuple[ModelFamily, ...]:
+def _families(check: Checker, raw: Any) -> tuple[ModelFamily, ...]:
     """The config's `model_families` rows: `provider` and `model` globs, and contract fields."""
     rows = []
     for i, entry in enumerate(check.typed(raw, "model_families", list, [])):
@@ -516,7 +403,7 @@ def _families(check: _Checker, raw: Any) -> tuple[ModelFamily, ...]:
     return tuple(rows)
 
 
-def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
+def _gateway_keys(check: Checker, raw: Any) -> tuple[str, ...]:
     """Keys clients must present; an unset variable is an error, or the gateway would be open."""
     keys = []
     for i, value in enumerate(check.typed(raw, "gateway_keys", list, [])):
@@ -531,7 +418,7 @@ def _gateway_keys(check: _Checker, raw: Any) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def _pass_through_paths(check: _Checker, raw: Any) -> tuple[str, ...]:
+def _pass_through_paths(check: Checker, raw: Any) -> tuple[str, ...]:
     if raw is None:
         return DEFAULT_PASS_THROUGH
     paths = []
@@ -546,7 +433,7 @@ def _pass_through_paths(check: _Checker, raw: Any) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def _check_uniqueness(check: _Checker, providers: list[tuple[str, Provider]]) -> None:
+def _check_uniqueness(check: Checker, providers: list[tuple[str, Provider]]) -> None:
     seen_names: dict[str, str] = {}
     seen_routes: dict[str, str] = {}
     defaults = []
@@ -569,7 +456,7 @@ def _check_uniqueness(check: _Checker, providers: list[tuple[str, Provider]]) ->
         check.error(f"{where}.default", f"only one provider may be the default ({defaults[0]} is)")
 
 
-def _aliases(check: _Checker, raw: Any, names: set[str]) -> list[tuple[str, str]]:
+def _aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, str]]:
     aliases = []
     for pattern, target in check.mapping(raw, "model_aliases", set(raw or {})).items():
         where = f"model_aliases.{pattern}"
@@ -584,20 +471,7 @@ def _aliases(check: _Checker, raw: Any, names: set[str]) -> list[tuple[str, str]
     return aliases
 
 
-def _yaml_problem(exc: yaml.YAMLError, file: str) -> Problem:
-    """PyYAML's explanation on one line: the column, what it found, and what it was parsing."""
-    mark = getattr(exc, "problem_mark", None)
-    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
-        return Problem(file, 1, "yaml", " ".join(str(exc).split()))
-    message = f"column {mark.column + 1}: {exc.problem}"
-    context_mark = exc.context_mark
-    if exc.context:
-        where = f" started at line {context_mark.line + 1}" if context_mark else ""
-        message += f" ({exc.context}{where})"
-    return Problem(file, mark.line + 1, "yaml", message)
-
-
-def _check_ports(check: _Checker, listener: Listener, sidecar: SidecarSettings) -> None:
+def _check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) -> None:
     """Each port is bound once: two settings sharing one would fail only when `up` binds it."""
     used: dict[int, str] = {}
     for where, port in (
@@ -611,7 +485,7 @@ def _check_ports(check: _Checker, listener: Listener, sidecar: SidecarSettings) 
         used.setdefault(port, where)
 
 
-def _check_sidecar(check: _Checker, sidecar: SidecarSettings) -> None:
+def _check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:
     """`address` is Envoy's way to the sidecar, `listen_address` what `serve` binds: a mix-up
     of the two is caught here rather than by Envoy or the kernel at start."""
     address, listen = sidecar.address, sidecar.listen_address
@@ -644,13 +518,8 @@ def _check_sidecar(check: _Checker, sidecar: SidecarSettings) -> None:
 
 def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     """Validate config text; raises ConfigError listing every problem."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_problem(exc, file)]) from None
-    lines: dict[str, int] = {}
-    raw = _plain(node, "", lines) if node is not None else {}
-    check = _Checker(file, lines)
+    raw, lines = read_yaml(text, file)
+    check = Checker(file, lines)
     raw = check.mapping(raw, "", _TOP_KEYS)
     entries = check.typed(raw.get("llm_providers"), "llm_providers", list, [])
     if not entries:
