@@ -7,21 +7,18 @@ and the field, and all mistakes are reported at once.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, replace
-from fnmatch import fnmatchcase
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
-from extproc.config.catalogue import CATALOGUE, INTERFACE_NAMES, Interface, ProviderKind
+from extproc.config.catalogue import CATALOGUE, INTERFACE_NAMES, ProviderKind
 from extproc.config.contract import (
     COMMON,
     CONTRACT_FIELDS,
-    Contract,
     ModelFamily,
     TokenField,
     ToolsEffort,
@@ -29,196 +26,29 @@ from extproc.config.contract import (
 )
 from extproc.config.pass_through import DEFAULT_PASS_THROUGH, pattern_problem
 from extproc.config.reader import Checker, ConfigError, Problem, read_yaml
+from extproc.config.settings import (
+    COMPUTE_TYPES,
+    MIN_WINDOW_TOKENS,
+    ROUTER_DEVICES,
+    ROUTER_MODES,
+    Config,
+    Listener,
+    Provider,
+    RoutePreference,
+    Routing,
+    SidecarSettings,
+    is_ip,
+)
 
 DEFAULT_CONFIG = "config.yaml"
+LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
+"""When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
+0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class RoutePreference:
-    name: str
-    description: str
-
-
-@dataclass(frozen=True)
-class Provider:
-    """One `llm_providers` entry, resolved against the catalogue."""
-
-    name: str
-    model: str
-    """The full `provider/model` name users and aliases refer to."""
-    kind: str
-    upstream_model: str
-    """What the provider's API calls the model (the part after `provider/`)."""
-    interface: Interface
-    base_url: str
-    access_key: str | None
-    missing_key_var: str | None
-    """The variable named by `access_key` when it is unset in the environment."""
-    default: bool
-    routes: tuple[RoutePreference, ...]
-    passes_client_auth: bool
-    needs_key: bool
-    max_tokens: int | None = None
-    """Cap on the client's max_tokens (Claude Code asks 32k-64k; many models refuse that)."""
-    contract: Contract = COMMON
-    """What the model's API requires of a translated request (model_families, `reasoning`)."""
-
-
-@dataclass(frozen=True)
-class Listener:
-    address: str = "127.0.0.1"
-    port: int = 12000
-    admin_port: int = 9901
-    max_body_bytes: int = 32 * 1024 * 1024
-    idle_timeout_s: int = 600
-    """Silence after which Envoy ends a stream (504 before the answer starts); Claude Code's
-    own request timeout is 10 minutes."""
-    log_tokens: bool = False
-    """Read token counts from Anthropic-format answers for the access log. Costs a sidecar
-    round trip per answer chunk; translated answers always have them."""
-    max_concurrent_requests: int = 4096
-    """Requests in flight at once to each provider, and at the sidecar (Envoy's circuit
-    breakers, 1,024 by default); past it, 529 "gateway at its concurrency limit"."""
-
-
-@dataclass(frozen=True)
-class SidecarSettings:
-    """The `sidecar` section: where Envoy reaches the sidecar and where it listens (the
-    running process is `extproc.app.Sidecar`)."""
-
-    address: str = "127.0.0.1"
-    """Where Envoy reaches the sidecar: an IP (a STATIC cluster) or a DNS name such as a
-    Kubernetes headless Service (a STRICT_DNS cluster, one endpoint per address)."""
-    listen_address: str = ""
-    """The IP `extproc serve` binds (0.0.0.0 in a pod); empty: `address`, when it is an IP."""
-    port: int = 50051
-    health_port: int = 50052
-    failure_mode_allow: bool = False
-    """Envoy's choice when the sidecar can't be reached: false answers 503, true carries on
-    unprocessed (no route then, so still an error; see docs/reliability.md)."""
-    metadata_namespace: str = "envoy.filters.http.ext_proc"
-    """Where the decision goes in Envoy's dynamic metadata (the access log reads it there).
-    Envoy Gateway refuses namespaces under `envoy.filters.http.`: use your own there."""
-
-    health_address: str = ""
-    """Where the health port listens (default: where `serve` binds). Separate so that /metrics
-    can be published while the gRPC port, whose replies carry provider keys, stays private."""
-
-    @property
-    def bind_address(self) -> str:
-        """The address `extproc serve` listens on."""
-        return self.listen_address or self.address
-
-    @property
-    def health_host(self) -> str:
-        return self.health_address or self.bind_address
-
-    @property
-    def health_url(self) -> str:
-        """The health endpoint as this machine reaches it (a wildcard address via loopback)."""
-        host = self.health_host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.health_port}"
-
-
-def is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
-LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
-"""When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
-0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
-
-
-ROUTER_MODES = ("constrained", "greedy")
-MIN_WINDOW_TOKENS = 32  # below that, the JSON around one message leaves no room for its text
-ROUTER_DEVICES = ("auto", "cpu", "cuda")
-COMPUTE_TYPES = (
-    "auto",
-    "default",
-    "int8",
-    "int8_float32",
-    "int8_float16",
-    "int8_bfloat16",
-    "int16",
-    "float16",
-    "bfloat16",
-    "float32",
-)
-"""CTranslate2's compute types, plus `auto` (see
-`extproc.decisions.router.engine.pick_compute_type`)."""
-
-
-@dataclass(frozen=True)
-class Routing:
-    model_dir: str = "~/.cache/extproc/arch-router-1.5b-ct2-int8"
-    device: str = "auto"
-    compute_type: str = "auto"
-    threads: int = 0
-    timeout_ms: int = 5000
-    window_tokens: int | str = "auto"
-    """Tokens of conversation the router reads: ``auto`` (per device) or a number."""
-    mode: str = "constrained"
-
-
-@dataclass(frozen=True)
-class Config:
-    path: str
-    providers: tuple[Provider, ...]
-    aliases: tuple[tuple[str, str], ...]
-    """(pattern, provider name) pairs; patterns may be globs such as `claude-*haiku*`."""
-    gateway_keys: tuple[str, ...] = ()
-    """When set, clients must present one (x-api-key or Bearer); it is never forwarded."""
-    pass_through_paths: tuple[str, ...] = DEFAULT_PASS_THROUGH
-    """Paths besides Messages that go unread to the `anthropic` provider (extproc.proxy.paths)."""
-    listener: Listener = field(default_factory=Listener)
-    sidecar: SidecarSettings = field(default_factory=SidecarSettings)
-    routing: Routing = field(default_factory=Routing)
-    warnings: tuple[str, ...] = ()
-    digest: str = ""
-    """Of the file's text: tells which config a running sidecar has loaded."""
-
-    @property
-    def default_provider(self) -> Provider:
-        return next((p for p in self.providers if p.default), self.providers[0])
-
-    @property
-    def reads_responses(self) -> bool:
-        """Whether the sidecar ever needs an answer's headers: to translate it, or to count
-        its tokens. When not, Envoy is told to skip that phase (one round trip less)."""
-        return self.listener.log_tokens or any(p.interface != "anthropic" for p in self.providers)
-
-    def provider_named(self, name: str) -> Provider | None:
-        """The provider whose `name` or full `provider/model` is `name`."""
-        return next((p for p in self.providers if name in (p.name, p.model)), None)
-
-    def alias_target(self, requested: str) -> Provider | None:
-        for pattern, target in self.aliases:
-            if fnmatchcase(requested, pattern):
-                return self.provider_named(target)
-        return None
-
-    def provider_serving(self, upstream_model: str) -> Provider | None:
-        """The provider serving this bare model name (`claude-x` for `anthropic/claude-x`)."""
-        return next((p for p in self.providers if p.upstream_model == upstream_model), None)
-
-    @functools.cached_property
-    def routes(self) -> tuple[tuple[RoutePreference, Provider], ...]:
-        """Every route with its provider, in config order (read on every routed request)."""
-        return tuple((r, p) for p in self.providers for r in p.routes)
-
-    @functools.cached_property
-    def route_owners(self) -> dict[str, Provider]:
-        """The provider each route name sends to."""
-        return {route.name: provider for route, provider in self.routes}
 
 
 # ---------------------------------------------------------------- sections
