@@ -8,23 +8,22 @@ and the field, and all mistakes are reported at once.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
-import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, get_args
 
-from extproc.config.catalogue import CATALOGUE, INTERFACE_NAMES, ProviderKind
-from extproc.config.contract import (
-    COMMON,
-    CONTRACT_FIELDS,
-    ModelFamily,
-    TokenField,
-    ToolsEffort,
-    contract_for,
+from extproc.config.checks import (
+    check_ports,
+    check_routing,
+    check_sidecar,
+    check_uniqueness,
+    read_aliases,
+    read_families,
+    read_gateway_keys,
+    read_pass_through_paths,
+    read_provider,
+    read_section,
 )
-from extproc.config.pass_through import DEFAULT_PASS_THROUGH, pattern_problem
 from extproc.config.reader import Checker, ConfigError, Problem, read_yaml
 from extproc.config.settings import (
     COMPUTE_TYPES,
@@ -40,18 +39,30 @@ from extproc.config.settings import (
     is_ip,
 )
 
+__all__ = [
+    "COMPUTE_TYPES",
+    "DEFAULT_CONFIG",
+    "LISTEN_ADDRESS_VAR",
+    "MIN_WINDOW_TOKENS",
+    "ROUTER_DEVICES",
+    "ROUTER_MODES",
+    "Config",
+    "ConfigError",
+    "Listener",
+    "Problem",
+    "Provider",
+    "RoutePreference",
+    "Routing",
+    "SidecarSettings",
+    "is_ip",
+    "load",
+    "parse",
+]
+
 DEFAULT_CONFIG = "config.yaml"
 LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
 """When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
 0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-# ---------------------------------------------------------------- sections
 
 _TOP_KEYS = {
     "llm_providers",
@@ -64,286 +75,6 @@ _TOP_KEYS = {
     "routing",
     "version",
 }
-_PROVIDER_KEYS = {
-    "model",
-    "name",
-    "access_key",
-    "base_url",
-    "provider_interface",
-    "default",
-    "routing_preferences",
-    "max_tokens",
-    "reasoning",
-}
-
-
-def _section(check: Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
-    """Read a flat section whose keys and types are a dataclass's fields."""
-    defaults = cls()
-    fields = cls.__dataclass_fields__
-    values = check.mapping(raw.get(name), name, set(fields))
-    kwargs = {}
-    for key in fields:
-        default = getattr(defaults, key)
-        value = values.get(key)
-        if isinstance(value, str) and not isinstance(default, str):
-            value, unset = check.expand(value, f"{name}.{key}")
-            if unset:
-                check.error(f"{name}.{key}", f"environment variable {unset} is not set")
-                value = None
-            value = int(value) if value and value.isdigit() else value
-        kind = (int, str) if fields[key].type == "int | str" else type(default)
-        kwargs[key] = check.typed(value, f"{name}.{key}", kind, default)
-        if isinstance(default, int) and not isinstance(default, bool) and kwargs[key] < 0:
-            check.error(f"{name}.{key}", "must not be negative")
-            kwargs[key] = default
-    return cls(**kwargs)
-
-
-def _provider(
-    check: Checker,
-    entry: Any,
-    where: str,
-    client_auth: bool = True,
-    families: tuple[ModelFamily, ...] = (),
-) -> Provider | None:
-    """`client_auth` False: clients send gateway keys, so none of theirs passes through.
-    `families`: the config's own model_families rows."""
-    entry = check.mapping(entry, where, _PROVIDER_KEYS)
-    model = check.typed(entry.get("model"), f"{where}.model", str, "")
-    if not model:
-        check.error(where, "missing `model` (write it as provider/model, e.g. openai/gpt-4.1)")
-        return None
-    kind_name, slash, upstream_model = model.partition("/")
-    if not slash or not kind_name or not upstream_model:
-        check.error(
-            f"{where}.model",
-            f"{model!r} has no provider prefix; write it as provider/model, e.g. openai/{model}",
-        )
-        return None
-    kind = CATALOGUE.get(kind_name)
-    base_url = check.typed(entry.get("base_url"), f"{where}.base_url", str, "")
-    base_url, unset = check.expand(base_url, f"{where}.base_url")
-    if unset:
-        check.error(f"{where}.base_url", f"environment variable {unset} is not set")
-    interface = check.typed(
-        entry.get("provider_interface"),
-        f"{where}.provider_interface",
-        str,
-        kind.interface if kind else "",
-    )
-    if interface and interface not in INTERFACE_NAMES:
-        names = ", ".join(INTERFACE_NAMES)
-        check.error(f"{where}.provider_interface", f"{interface!r} is not one of {names}")
-    interface = INTERFACE_NAMES.get(interface, "")
-    if kind is None:
-        known = ", ".join(CATALOGUE)
-        if not base_url or not interface:
-            check.error(
-                f"{where}.model",
-                f"unknown provider {kind_name!r} (known: {known}); a custom provider needs "
-                "base_url and provider_interface (anthropic, openai-chat or openai-responses)",
-            )
-            return None
-        kind = ProviderKind(kind_name, interface, None)
-    base_url = base_url or kind.base_url or ""
-    if not base_url:
-        check.error(where, f"provider {kind_name!r} needs base_url (e.g. http://localhost:11434)")
-        return None
-    if not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", base_url):
-        check.error(f"{where}.base_url", f"{base_url!r} is not an http(s) URL")
-        return None
-    key_text = check.typed(entry.get("access_key"), f"{where}.access_key", str, "")
-    key, missing_var = check.expand(key_text, f"{where}.access_key")
-    if _CONTROL.search(key):
-        # Envoy refuses such a header value on every request; the key itself is not shown.
-        check.error(f"{where}.access_key", "the key contains a control character (CR, LF, ...)")
-    if missing_var:
-        then = (
-            "the client's own credentials will pass through"
-            if kind.passes_client_auth and client_auth
-            else "requests routed to it will fail with authentication_error"
-        )
-        check.warn(f"{where}.access_key", f"environment variable {missing_var} is not set; {then}")
-    routes = []
-    prefs = check.typed(entry.get("routing_preferences"), f"{where}.routing_preferences", list, [])
-    for i, pref in enumerate(prefs):
-        pwhere = f"{where}.routing_preferences[{i}]"
-        pref = check.mapping(pref, pwhere, {"name", "description"})
-        name = check.typed(pref.get("name"), f"{pwhere}.name", str, "")
-        description = check.typed(pref.get("description"), f"{pwhere}.description", str, "")
-        if not name or not description:
-            check.error(pwhere, "a routing preference needs both name and description")
-        elif not _ROUTE_NAME.match(name) or name == "other":
-            check.error(
-                f"{pwhere}.name",
-                f"{name!r} can't be a route name (1-64 characters, no quotes, not 'other')",
-            )
-        else:
-            routes.append(RoutePreference(name, description.strip()))
-    reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
-    overrides = {} if reasoning is None else {"reasoning": reasoning}
-    return Provider(
-        name=check.typed(entry.get("name"), f"{where}.name", str, model),
-        model=model,
-        kind=kind.name,
-        upstream_model=upstream_model,
-        interface=interface or kind.interface,  # type: ignore[arg-type]
-        base_url=base_url.rstrip("/"),
-        access_key=key or None,
-        missing_key_var=missing_var if not key else None,
-        default=check.typed(entry.get("default"), f"{where}.default", bool, False),
-        routes=tuple(routes),
-        passes_client_auth=kind.passes_client_auth and client_auth,
-        needs_key=kind.needs_key,
-        max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
-        contract=contract_for(kind.name, upstream_model, families, **overrides),
-    )
-
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "token_field": get_args(TokenField),
-    "tools_effort": get_args(ToolsEffort),
-}
-
-
-def _families(check: Checker, raw: Any) -> tuple[ModelFamily, ...]:
-    """The config's `model_families` rows: `provider` and `model` globs, and contract fields."""
-    rows = []
-    for i, entry in enumerate(check.typed(raw, "model_families", list, [])):
-        where = f"model_families[{i}]"
-        entry = check.mapping(entry, where, {"provider", "model", *CONTRACT_FIELDS})
-        provider = check.typed(entry.get("provider"), f"{where}.provider", str, "*")
-        model = check.typed(entry.get("model"), f"{where}.model", str, "")
-        if not model:
-            check.error(where, "a model family needs `model` (a name or a glob such as gpt-5*)")
-            continue
-        settings = []
-        for key, value in entry.items():
-            if key in CONTRACT_FIELDS:
-                default = getattr(COMMON, key)
-                settings.append((key, check.typed(value, f"{where}.{key}", type(default), default)))
-        for key, allowed in _CHOICES.items():
-            if key in entry and entry[key] not in allowed:
-                check.error(f"{where}.{key}", f"must be one of {', '.join(allowed)}")
-        limit = entry.get("tool_name_max", 64)
-        if isinstance(limit, int) and not 16 <= limit <= 128:
-            check.error(f"{where}.tool_name_max", "must be between 16 and 128")
-        rows.append(ModelFamily(provider, model, tuple(settings)))
-    return tuple(rows)
-
-
-def _gateway_keys(check: Checker, raw: Any) -> tuple[str, ...]:
-    """Keys clients must present; an unset variable is an error, or the gateway would be open."""
-    keys = []
-    for i, value in enumerate(check.typed(raw, "gateway_keys", list, [])):
-        where = f"gateway_keys[{i}]"
-        key, unset = check.expand(check.typed(value, where, str, ""), where)
-        if unset:
-            check.error(where, f"environment variable {unset} is not set")
-        elif len(key) < 16:
-            check.error(where, "a gateway key needs at least 16 characters")
-        else:
-            keys.append(key)
-    return tuple(keys)
-
-
-def _pass_through_paths(check: Checker, raw: Any) -> tuple[str, ...]:
-    if raw is None:
-        return DEFAULT_PASS_THROUGH
-    paths = []
-    for i, value in enumerate(check.typed(raw, "pass_through_paths", list, [])):
-        where = f"pass_through_paths[{i}]"
-        path = check.typed(value, where, str, "")
-        problem = pattern_problem(path)
-        if problem:
-            check.error(where, problem)
-        else:
-            paths.append(path)
-    return tuple(paths)
-
-
-def _check_uniqueness(check: Checker, providers: list[tuple[str, Provider]]) -> None:
-    seen_names: dict[str, str] = {}
-    seen_routes: dict[str, str] = {}
-    defaults = []
-    for where, p in providers:
-        if p.name in seen_names:
-            check.error(
-                f"{where}.name", f"provider name {p.name!r} is already used at {seen_names[p.name]}"
-            )
-        seen_names.setdefault(p.name, f"line {check.line(where)}")
-        for i, r in enumerate(p.routes):
-            rwhere = f"{where}.routing_preferences[{i}].name"
-            if r.name in seen_routes:
-                check.error(
-                    rwhere, f"route name {r.name!r} is already used at {seen_routes[r.name]}"
-                )
-            seen_routes.setdefault(r.name, f"line {check.line(rwhere)}")
-        if p.default:
-            defaults.append(where)
-    for where in defaults[1:]:
-        check.error(f"{where}.default", f"only one provider may be the default ({defaults[0]} is)")
-
-
-def _aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, str]]:
-    aliases = []
-    for pattern, target in check.mapping(raw, "model_aliases", set(raw or {})).items():
-        where = f"model_aliases.{pattern}"
-        if isinstance(target, dict):
-            target = check.mapping(target, where, {"target"}).get("target")
-            where = f"{where}.target"
-        if not isinstance(target, str) or target not in names:
-            choices = ", ".join(sorted(names))
-            check.error(where, f"alias target {target!r} is not a configured model ({choices})")
-            continue
-        aliases.append((str(pattern), target))
-    return aliases
-
-
-def _check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) -> None:
-    """Each port is bound once: two settings sharing one would fail only when `up` binds it."""
-    used: dict[int, str] = {}
-    for where, port in (
-        ("listener.port", listener.port),
-        ("listener.admin_port", listener.admin_port),
-        ("sidecar.port", sidecar.port),
-        ("sidecar.health_port", sidecar.health_port),
-    ):
-        if port and port in used:  # 0: any free port, never the same one twice
-            check.error(where, f"port {port} is already used by {used[port]}")
-        used.setdefault(port, where)
-
-
-def _check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:
-    """`address` is Envoy's way to the sidecar, `listen_address` what `serve` binds: a mix-up
-    of the two is caught here rather than by Envoy or the kernel at start."""
-    address, listen = sidecar.address, sidecar.listen_address
-    if is_ip(address) and ipaddress.ip_address(address).is_unspecified:
-        check.error(
-            "sidecar.address",
-            f"Envoy can't connect to {address}: set sidecar.listen_address: {address} to listen "
-            "on every interface, and sidecar.address to the IP or name Envoy reaches it by",
-        )
-    elif not is_ip(address) and not _HOST_NAME.match(address):
-        check.error("sidecar.address", f"{address!r} is neither an IP address nor a DNS name")
-    elif not is_ip(address) and not listen:
-        check.error(
-            "sidecar.listen_address",
-            f"sidecar.address {address!r} is a name (Envoy resolves it); set "
-            "sidecar.listen_address to the IP extproc serve binds (0.0.0.0 in a pod)",
-        )
-    if listen and not is_ip(listen):
-        check.error(
-            "sidecar.listen_address",
-            f"{listen!r} must be an IP address of this machine (0.0.0.0 for every interface)",
-        )
-    if not _NAMESPACE.match(sidecar.metadata_namespace):
-        check.error(
-            "sidecar.metadata_namespace",
-            f"{sidecar.metadata_namespace!r} must be letters, digits, '.', '_' or '-' "
-            "(it is written into Envoy's access log format)",
-        )
 
 
 def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
@@ -354,41 +85,29 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     entries = check.typed(raw.get("llm_providers"), "llm_providers", list, [])
     if not entries:
         check.error("llm_providers", "configure at least one provider under llm_providers")
-    gateway_keys = _gateway_keys(check, raw.get("gateway_keys"))
-    families = _families(check, raw.get("model_families"))
+    gateway_keys = read_gateway_keys(check, raw.get("gateway_keys"))
+    families = read_families(check, raw.get("model_families"))
     providers = []
     for i, entry in enumerate(entries):
-        provider = _provider(
+        provider = read_provider(
             check, entry, f"llm_providers[{i}]", client_auth=not gateway_keys, families=families
         )
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
-    _check_uniqueness(check, providers)
+    check_uniqueness(check, providers)
     names = {p.name for _, p in providers} | {p.model for _, p in providers}
-    aliases = _aliases(check, raw.get("model_aliases"), names)
-    pass_through_paths = _pass_through_paths(check, raw.get("pass_through_paths"))
-    listener = _section(check, raw, "listener", Listener)
-    sidecar = _section(check, raw, "sidecar", SidecarSettings)
-    _check_sidecar(check, sidecar)
-    routing = _section(check, raw, "routing", Routing)
-    _check_ports(check, listener, sidecar)
+    aliases = read_aliases(check, raw.get("model_aliases"), names)
+    pass_through_paths = read_pass_through_paths(check, raw.get("pass_through_paths"))
+    listener = read_section(check, raw, "listener", Listener)
+    sidecar = read_section(check, raw, "sidecar", SidecarSettings)
+    check_sidecar(check, sidecar)
+    routing = read_section(check, raw, "routing", Routing)
+    check_ports(check, listener, sidecar)
     listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
     if listen_address:
         listener = replace(listener, address=listen_address)
         sidecar = replace(sidecar, health_address=listen_address)
-    for key, allowed in (
-        ("mode", ROUTER_MODES),
-        ("device", ROUTER_DEVICES),
-        ("compute_type", COMPUTE_TYPES),
-    ):
-        value = getattr(routing, key)
-        if value not in allowed:
-            check.error(f"routing.{key}", f"{value!r} is not one of {', '.join(allowed)}")
-    window = routing.window_tokens
-    if window != "auto" and not (isinstance(window, int) and window >= MIN_WINDOW_TOKENS):
-        check.error(
-            "routing.window_tokens", f"{window!r}: write auto or at least {MIN_WINDOW_TOKENS}"
-        )
+    check_routing(check, routing)
     if check.problems:
         raise ConfigError(check.problems)
     return Config(
