@@ -31,7 +31,8 @@ from extproc.config.settings import (
     is_ip,
 )
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+"""What no header value may hold: a key or model name with one could split or forge headers."""
 _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
@@ -127,7 +128,7 @@ def read_provider(
         return None
     key_text = check.typed(entry.get("access_key"), f"{where}.access_key", str, "")
     key, missing_var = check.expand(key_text, f"{where}.access_key")
-    if _CONTROL.search(key):
+    if CONTROL_CHARACTERS.search(key):
         # Envoy refuses such a header value on every request; the key itself is not shown.
         check.error(f"{where}.access_key", "the key contains a control character (CR, LF, ...)")
     if missing_var:

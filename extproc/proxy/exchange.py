@@ -19,6 +19,7 @@ import msgspec
 import orjson
 
 from extproc.config import Config, Provider
+from extproc.config.checks import CONTROL_CHARACTERS
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
@@ -49,7 +50,6 @@ READ_HEADERS = (
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
 MODEL_NAME_MAX = 256
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # `model` as the body's first key: its value (group 1) and what follows it (group 2).
 _MODEL_FIRST = re.compile(rb'\s*\{\s*"model"\s*:\s*("(?:[^"\\]|\\.)*")\s*([,}])\s*')
 Span = tuple[int, int]
@@ -360,7 +360,7 @@ def _requested_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise GatewayError("invalid_request_error", "model: field required (a string)")
-    if len(model) > MODEL_NAME_MAX or _CONTROL.search(model):
+    if len(model) > MODEL_NAME_MAX or CONTROL_CHARACTERS.search(model):
         message = f"model: must be at most {MODEL_NAME_MAX} characters, without control characters"
         raise GatewayError("invalid_request_error", message)
     return model
