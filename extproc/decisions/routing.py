@@ -23,7 +23,7 @@ from extproc.config import Config, Routing
 from extproc.decisions import decision
 from extproc.decisions.decision import Decision, Request, Source
 from extproc.decisions.router.decoding import OTHER
-from extproc.decisions.router.prompt import Routes
+from extproc.decisions.router.prompt import Conversation, Routes
 from extproc.decisions.router.window import (
     conversation_window,
     estimate_tokens,
@@ -33,7 +33,6 @@ from extproc.decisions.router.window import (
 
 log = logging.getLogger("extproc.decisions.routing")
 
-Window = list[dict[str, str]]
 LOADING = "router model is loading"
 STICKY_ENTRIES = 8192
 
@@ -41,7 +40,7 @@ STICKY_ENTRIES = 8192
 class Classifier(Protocol):
     """What the stage needs from a model (ArchRouter is the real one)."""
 
-    def classify(self, routes: Routes, windows: list[Window]) -> list[str]: ...
+    def classify(self, routes: Routes, windows: list[Conversation]) -> list[str]: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -56,10 +55,10 @@ class BatchingClassifier:
     def __init__(self, classifier: Classifier):
         self.classifier = classifier
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router")
-        self._pending: list[tuple[Routes, Window, asyncio.Future[str]]] = []
+        self._pending: list[tuple[Routes, Conversation, asyncio.Future[str]]] = []
         self._worker: asyncio.Task[None] | None = None
 
-    def submit(self, routes: Routes, window: Window) -> asyncio.Future[str]:
+    def submit(self, routes: Routes, window: Conversation) -> asyncio.Future[str]:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending.append((routes, window, future))
         if self._worker is None or self._worker.done():
@@ -137,7 +136,7 @@ def routes_of(config: Config) -> Routes:
     return tuple((route.name, route.description) for route, _ in config.routes)
 
 
-def window_key(routes: Routes, window: Window) -> str:
+def window_key(routes: Routes, window: Conversation) -> str:
     """Stable across processes and replicas: the same intent gets the same key everywhere."""
     return hashlib.sha256(orjson.dumps([routes, window])).hexdigest()
 
@@ -193,7 +192,7 @@ class RouterStage:
         elapsed = (time.perf_counter() - started) * 1000
         return await self._decision(config, request, cached, source, elapsed)
 
-    async def _classify(self, key: str, routes: Routes, window: Window) -> Outcome:
+    async def _classify(self, key: str, routes: Routes, window: Conversation) -> Outcome:
         """Classify once per key: concurrent identical requests share one computation."""
         shared = self._in_flight.get(key)
         if shared is None:
@@ -204,7 +203,7 @@ class RouterStage:
         self._remember(key, outcome)
         return outcome
 
-    async def _run(self, routes: Routes, window: Window) -> Outcome:
+    async def _run(self, routes: Routes, window: Conversation) -> Outcome:
         if self.model is None:
             return Outcome(None, self.unavailable, lasting=self.unavailable != LOADING)
         timeout = self.routing.timeout_ms / 1000
