@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fake_server import FakeServer, send_json
+from tests.support.fake_server import FakeServer, send_json
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _MARKER = re.compile(rb"MARK-[0-9A-Za-z]+")

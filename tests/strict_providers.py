@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.fake_anthropic import write_chunked
-from tests.fake_server import FakeServer, send_json
+from tests.support.fake_server import FakeServer, send_json
 
 JSON = dict[str, Any]
 FINAL = "loop done after STEP-1 and STEP-2"

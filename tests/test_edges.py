@@ -22,7 +22,7 @@ import pytest
 
 from extproc.translate.response import INFLATED_MAX
 from tests.conftest import Gateway, gateway_config, running_gateway
-from tests.fake_server import FakeServer
+from tests.support.fake_server import FakeServer
 from tests.test_bad_input import KEY, assert_anthropic_error, chat
 
 # ------------------------------------------------------------------ helpers
