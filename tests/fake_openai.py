@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fake_anthropic import echoed, write_chunked
+from tests.support.fake_anthropic import echoed, write_chunked
 from tests.support.fake_server import FakeServer, send_json
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")

@@ -21,8 +21,8 @@ from typing import Any
 
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
-from tests.fake_anthropic import echoed, write_chunked
 from tests.responses_streams import Answer, Call, encrypted_for, events, response, sse
+from tests.support.fake_anthropic import echoed, write_chunked
 from tests.support.fake_server import FakeServer, send_json
 
 JSON = dict[str, Any]

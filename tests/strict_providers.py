@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fake_anthropic import write_chunked
+from tests.support.fake_anthropic import write_chunked
 from tests.support.fake_server import FakeServer, send_json
 
 JSON = dict[str, Any]

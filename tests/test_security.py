@@ -33,7 +33,7 @@ from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
 from extproc.proxy.server import SERVICE
 from extproc.proxy.wire import Phase, decode_request
 from tests.conftest import PROVIDER_KEYS, free_port
-from tests.fake_anthropic import FakeAnthropic
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.test_bad_input import chat
 from tests.test_server import get
 

@@ -6,7 +6,7 @@ import json
 
 from extproc.translate.sse import LINE_MAX
 from extproc.translate.usage import UsageReader
-from tests.fake_anthropic import message, sse_bytes, sse_events
+from tests.support.fake_anthropic import message, sse_bytes, sse_events
 
 
 def test_stream_counts_at_every_split_point():
