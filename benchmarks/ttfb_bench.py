@@ -32,8 +32,8 @@ from tests.conftest import (
     start_gateway,
     stop_gateway,
 )
-from tests.fake_openai import FakeOpenAI
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_openai import FakeOpenAI
 
 CAPTURED = captured("first-turn")["body"]
 

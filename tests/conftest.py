@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from tests.fake_openai import FakeOpenAI
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_openai import FakeOpenAI
 
 # In CI (CI=true), Hypothesis tries the same examples on every run: a red CI is reproducible.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)

@@ -27,8 +27,8 @@ from extproc.proxy.envoy_config import (
     scoped_extproc_filter,
 )
 from tests.conftest import PROVIDER_KEYS, free_port
-from tests.fake_openai import FakeOpenAI
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_openai import FakeOpenAI
 from tests.test_bad_input import chat
 from tests.test_faults import serve, wait_until
 
