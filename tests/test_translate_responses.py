@@ -27,7 +27,6 @@ from extproc.translate.anthropic_responses import (
 from extproc.translate.contract import contract_for
 from tests.conftest import captured
 from tests.exception_text import error_text
-from tests.fake_responses import refusal
 from tests.responses_streams import (
     ANSWERS,
     BASH,
@@ -40,6 +39,7 @@ from tests.responses_streams import (
     response,
     sse,
 )
+from tests.support.fake_responses import refusal
 from tests.test_translate_stream import accumulate, sdk_client
 from tests.test_translate_stream import events as anthropic_events
 from tests.test_translate_stream import translate as feed_cut
