@@ -16,7 +16,7 @@ from extproc.translate import response, translate_response
 from extproc.translate.errors import error_event
 from extproc.translate.response import ResponseTranslation
 from tests.exception_text import error_text
-from tests.openai_streams import ANSWERS, BASH, completion
+from tests.support.openai_streams import ANSWERS, BASH, completion
 
 
 def ok(body: dict[str, Any]) -> Message:

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 
 from extproc.translate import StreamTranslator, translate_response
 from extproc.translate.token_estimate import count_tokens_estimate, estimate_input_tokens
-from tests.openai_streams import (
+from tests.support.openai_streams import (
     ANSWERS,
     BASH,
     READ,
