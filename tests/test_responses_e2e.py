@@ -11,8 +11,8 @@ import pytest
 
 from extproc.translate import signatures
 from tests.conftest import PROVIDER_KEYS, running_gateway
-from tests.responses_streams import encrypted_for
 from tests.support.fake_responses import FakeResponses
+from tests.support.responses_streams import encrypted_for
 from tests.test_claude_code import CLAUDE_BIN, claude, decisions
 
 CLIENT_KEY = "sk-ant-client-must-not-leak"

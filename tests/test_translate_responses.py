@@ -27,7 +27,8 @@ from extproc.translate.anthropic_responses import (
 from extproc.translate.contract import contract_for
 from tests.conftest import captured
 from tests.exception_text import error_text
-from tests.responses_streams import (
+from tests.support.fake_responses import refusal
+from tests.support.responses_streams import (
     ANSWERS,
     BASH,
     SECRET,
@@ -39,7 +40,6 @@ from tests.responses_streams import (
     response,
     sse,
 )
-from tests.support.fake_responses import refusal
 from tests.test_translate_stream import accumulate, sdk_client
 from tests.test_translate_stream import events as anthropic_events
 from tests.test_translate_stream import translate as feed_cut

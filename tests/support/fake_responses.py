@@ -2,7 +2,7 @@
 
 `refusal(request)` holds the rules the real API enforces on a request, each with its source
 in docs/translation.md ("The Responses fake"); the fake answers a refused request with
-OpenAI's error body and status. Answers come from `tests/responses_streams.py`, whose events
+OpenAI's error body and status. Answers come from `tests/support/responses_streams.py`, whose events
 the `openai` SDK's own models and stream accumulator accept. What it answers depends on the
 last input item, so one server plays every case: "TOOL" (reasoning, then a Bash call),
 "THINK" (a reasoning summary, then text), "RATELIMIT" (429), "BROKEN" (500), "FAIL"
@@ -21,9 +21,9 @@ from typing import Any
 
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
-from tests.responses_streams import Answer, Call, encrypted_for, events, response, sse
 from tests.support.fake_anthropic import echoed, write_chunked
 from tests.support.fake_server import FakeServer, send_json
+from tests.support.responses_streams import Answer, Call, encrypted_for, events, response, sse
 
 JSON = dict[str, Any]
 KNOWN_PARAMETERS = set(ResponseCreateParamsBase.__annotations__) | {"stream"}
