@@ -287,7 +287,7 @@ def routed_gateway_config(
     anthropic: FakeAnthropic, deepseek: FakeAnthropic, model_dir: Path, **ports: int
 ) -> str:
     """The tiny router model's routes, owned by the fakes: generation → DeepSeek, the rest → Anthropic."""
-    from tests.tiny_model import ROUTES
+    from tests.support.tiny_model import ROUTES
 
     def routes(*names: str) -> str:
         return "".join(
@@ -320,7 +320,7 @@ model_aliases:
 
 @pytest.fixture(scope="session")
 def tiny_router_dir(tmp_path_factory) -> Path:
-    from tests.tiny_model import session_model_dir
+    from tests.support.tiny_model import session_model_dir
 
     return session_model_dir(tmp_path_factory)
 

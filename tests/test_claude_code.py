@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import PROVIDER_KEYS, free_port, running_gateway
-from tests.tiny_model import ROUTES
+from tests.support.tiny_model import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAUDE_BIN = ROOT / "node_modules" / ".bin"

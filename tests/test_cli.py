@@ -11,7 +11,7 @@ from pathlib import Path
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.router.window import conversation_window, window_budget
 from extproc.decisions.routing import routes_of
-from tests.tiny_model import ROUTES
+from tests.support.tiny_model import ROUTES
 
 
 def extproc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

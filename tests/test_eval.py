@@ -18,7 +18,7 @@ from extproc.commands.cli import main
 from extproc.commands.evaluate import load_cases
 from extproc.decisions.routing import routes_of
 from tests.conftest import FIXTURES
-from tests.tiny_model import ROUTES
+from tests.support.tiny_model import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = {

@@ -20,7 +20,7 @@ from extproc.decisions.router.convert import ConvertError, convert
 from extproc.decisions.router.decoding import OTHER, answer_text, parse_route
 from extproc.decisions.router.engine import ArchRouter, RouterModelError, pick_compute_type
 from tests.qwen_tokenizer import session_qwen_dir
-from tests.tiny_model import ROUTES, STEERED, session_model_dir
+from tests.support.tiny_model import ROUTES, STEERED, session_model_dir
 
 NAMES = [name for name, _ in ROUTES]
 
@@ -86,7 +86,7 @@ def test_auto_compute_type(asked: str, device: str, supported: set, expected: st
 def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:
     """Whenever the model writes a valid answer by itself, the fast path picks the same.
 
-    The tiny model is steered (tests/tiny_model.py) so that it really writes one of two
+    The tiny model is steered (tests/support/tiny_model.py) so that it really writes one of two
     route names depending on the conversation: both cases must occur, or this test proves
     nothing.
     """

@@ -22,7 +22,7 @@ from extproc.decisions.router.prompt import (
     split_prompt,
 )
 from tests.qwen_tokenizer import session_qwen_dir
-from tests.tiny_model import ROUTES, session_model_dir
+from tests.support.tiny_model import ROUTES, session_model_dir
 
 SEED_ROUTES = [
     ("code generation", "generating new code snippets, functions, or boilerplate"),

@@ -328,7 +328,7 @@ def test_router_stage_resolves_auto_for_the_models_device(
     from extproc.config import Routing
     from extproc.decisions.router.engine import ArchRouter
     from extproc.decisions.routing import RouterStage
-    from tests.tiny_model import session_model_dir
+    from tests.support.tiny_model import session_model_dir
 
     stage = RouterStage(Routing())
     assert stage.window_tokens == 256  # before a model is attached: the CPU figure

@@ -19,7 +19,7 @@ from extproc.decisions.router import window
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import RouterStage
 from tests.conftest import captured
-from tests.tiny_model import ROUTES, session_model_dir
+from tests.support.tiny_model import ROUTES, session_model_dir
 
 OWNERS = {
     "code_generation": "deepseek/deepseek-chat",

@@ -25,7 +25,7 @@ from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.router.window import message_json
 from extproc.decisions.routing import BatchingClassifier, RouterStage, routes_of
 from extproc.proxy.exchange import Exchange
-from tests.tiny_model import ROUTES, session_model_dir
+from tests.support.tiny_model import ROUTES, session_model_dir
 
 DEFAULT = "anthropic/claude-opus-4-8"
 OWNERS = {"code_generation": "deepseek/deepseek-chat", "code_review": "anthropic/claude-sonnet-4-5"}
