@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from extproc.decisions.router.convert import ConvertError, convert
 from extproc.decisions.router.decoding import OTHER, answer_text, parse_route
 from extproc.decisions.router.engine import ArchRouter, RouterModelError, pick_compute_type
-from tests.qwen_tokenizer import session_qwen_dir
+from tests.support.qwen_tokenizer import session_qwen_dir
 from tests.support.tiny_model import ROUTES, STEERED, session_model_dir
 
 NAMES = [name for name, _ in ROUTES]

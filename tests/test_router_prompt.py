@@ -21,7 +21,7 @@ from extproc.decisions.router.prompt import (
     render_user_message,
     split_prompt,
 )
-from tests.qwen_tokenizer import session_qwen_dir
+from tests.support.qwen_tokenizer import session_qwen_dir
 from tests.support.tiny_model import ROUTES, session_model_dir
 
 SEED_ROUTES = [

@@ -21,7 +21,7 @@ from extproc.decisions.router.window import (
     prompt_tokens,
     window_budget,
 )
-from tests.qwen_tokenizer import session_qwen_tokenizer
+from tests.support.qwen_tokenizer import session_qwen_tokenizer
 
 CAPTURES = Path(__file__).parent / "fixtures" / "claude-code"
 
