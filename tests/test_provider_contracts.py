@@ -18,7 +18,7 @@ from extproc.translate.anthropic_openai import (
 )
 from extproc.translate.contract import COMMON, Contract, contract_for
 from extproc.translate.response import ResponseTranslation
-from tests.exception_text import error_text
+from tests.support.exception_text import error_text
 from tests.support.openai_streams import RECORDED
 from tests.test_translate_stream import accumulate, events
 from tests.test_translate_stream import translate as stream

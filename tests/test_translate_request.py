@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 
 from extproc.translate import TranslationError, translate_request
 from extproc.translate.contract import Contract
-from tests.exception_text import error_text
+from tests.support.exception_text import error_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"
 KNOWN_KEYS = {*typing.get_type_hints(completion_create_params.CompletionCreateParamsBase), "stream"}

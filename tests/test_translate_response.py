@@ -15,7 +15,7 @@ from extproc.errors import GatewayError
 from extproc.translate import response, translate_response
 from extproc.translate.errors import error_event
 from extproc.translate.response import ResponseTranslation
-from tests.exception_text import error_text
+from tests.support.exception_text import error_text
 from tests.support.openai_streams import ANSWERS, BASH, completion
 
 

@@ -26,7 +26,7 @@ from extproc.translate.anthropic_responses import (
 )
 from extproc.translate.contract import contract_for
 from tests.conftest import captured
-from tests.exception_text import error_text
+from tests.support.exception_text import error_text
 from tests.support.fake_responses import refusal
 from tests.support.responses_streams import (
     ANSWERS,
