@@ -35,7 +35,7 @@ from extproc.translate.anthropic_openai import (
 )
 from extproc.translate.contract import Contract
 from extproc.translate.sse import SSEParser
-from tests.conftest import STRICT_MAX_BODY
+from tests.support.gateway import STRICT_MAX_BODY
 
 KEY = {"x-api-key": "sk-ant-client-own-key", "anthropic-version": "2023-06-01"}
 JSON_TYPE = {"content-type": "application/json"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PROVIDER_KEYS, free_port, running_gateway
+from tests.support.gateway import PROVIDER_KEYS, free_port, running_gateway
 from tests.support.tiny_model import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import yaml
 from extproc.commands.cli import parser
 from extproc.commands.up import STOP_DRAIN_S, STOP_GRACE_S
 from extproc.config import LISTEN_ADDRESS_VAR, load
-from tests.conftest import gateway_config, gateway_ports, start_gateway, stop_gateway
+from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

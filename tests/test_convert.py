@@ -34,7 +34,7 @@ from ctranslate2.converters import TransformersConverter
 
 from extproc.commands.up import ROUTER_SOURCE
 from extproc.decisions.router.convert import ConvertError, convert
-from tests.conftest import PROVIDER_KEYS, free_port, gateway_config, gateway_ports
+from tests.support.gateway import PROVIDER_KEYS, free_port, gateway_config, gateway_ports
 
 COMMIT = "c0ffee" * 6 + "c0ff"
 SERVED = ("owner/tiny", ROUTER_SOURCE)

@@ -21,8 +21,8 @@ import orjson
 import pytest
 
 from extproc.translate.response import INFLATED_MAX
-from tests.conftest import Gateway, gateway_config, running_gateway
 from tests.support.fake_server import FakeServer
+from tests.support.gateway import Gateway, gateway_config, running_gateway
 from tests.test_bad_input import KEY, assert_anthropic_error, chat
 
 # ------------------------------------------------------------------ helpers

@@ -17,7 +17,7 @@ import pytest
 from extproc.commands.cli import main
 from extproc.commands.evaluate import load_cases
 from extproc.decisions.routing import routes_of
-from tests.conftest import FIXTURES
+from tests.support.captured import FIXTURES
 from tests.support.tiny_model import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent

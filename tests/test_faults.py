@@ -19,7 +19,7 @@ from extproc.commands.up import envoy_command
 from extproc.config import load
 from extproc.providers.upstream import origin
 from extproc.proxy.envoy_config import render
-from tests.conftest import (
+from tests.support.gateway import (
     PROVIDER_KEYS,
     STRICT_IDLE_S,
     gateway_config,

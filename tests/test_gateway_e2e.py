@@ -8,7 +8,8 @@ import anthropic
 import httpx
 import pytest
 
-from tests.conftest import PROVIDER_KEYS, captured, wire_body
+from tests.support.captured import captured, wire_body
+from tests.support.gateway import PROVIDER_KEYS
 
 CLIENT_KEY = "sk-ant-client-own-key"
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from extproc.config import ConfigError, parse
-from tests.conftest import PROVIDER_KEYS, gateway_config, running_gateway
+from tests.support.gateway import PROVIDER_KEYS, gateway_config, running_gateway
 
 GATEWAY_KEY = "gk-team-0123456789abcdef"
 

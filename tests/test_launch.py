@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import gateway_ports, start_gateway, stop_gateway
+from tests.support.gateway import gateway_ports, start_gateway, stop_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTPROC_CLAUDE = (sys.executable, "-m", "extproc", "claude")

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.conftest import (
+from tests.support.gateway import (
     gateway_config,
     gateway_ports,
     routed_gateway_config,

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import gateway_config, running_gateway
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway import gateway_config, running_gateway
 from tests.test_bad_input import KEY, assert_anthropic_error, chat
 from tests.test_faults import NATIVE, TRANSLATED, send, sidecar_pid, stream_in_background
 from tests.test_up import envoy_pid

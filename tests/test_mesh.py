@@ -26,9 +26,9 @@ from extproc.proxy.envoy_config import (
     fragment,
     scoped_extproc_filter,
 )
-from tests.conftest import PROVIDER_KEYS, free_port
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.gateway import PROVIDER_KEYS, free_port
 from tests.test_bad_input import chat
 from tests.test_faults import serve, wait_until
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import running_gateway
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway import running_gateway
 from tests.support.strict_providers import FINAL, PROFILES, FakeProvider, Profile
 from tests.test_claude_code import CLAUDE_BIN, USER_KEY, claude
 

@@ -12,7 +12,7 @@ import pytest
 from extproc.config import load
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import routes_of
-from tests.conftest import routed_gateway_config, running_gateway
+from tests.support.gateway import routed_gateway_config, running_gateway
 from tests.test_routing import conversations
 
 

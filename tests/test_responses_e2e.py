@@ -10,8 +10,8 @@ import anthropic
 import pytest
 
 from extproc.translate import signatures
-from tests.conftest import PROVIDER_KEYS, running_gateway
 from tests.support.fake_responses import FakeResponses
+from tests.support.gateway import PROVIDER_KEYS, running_gateway
 from tests.support.responses_streams import encrypted_for
 from tests.test_claude_code import CLAUDE_BIN, claude, decisions
 

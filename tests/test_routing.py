@@ -18,7 +18,7 @@ from extproc.decisions.decision import Request, decide
 from extproc.decisions.router import window
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import RouterStage
-from tests.conftest import captured
+from tests.support.captured import captured
 from tests.support.tiny_model import ROUTES, session_model_dir
 
 OWNERS = {

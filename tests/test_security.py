@@ -32,8 +32,8 @@ from extproc.proxy.envoy_config import render
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
 from extproc.proxy.server import SERVICE
 from extproc.proxy.wire import Phase, decode_request
-from tests.conftest import PROVIDER_KEYS, free_port
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway import PROVIDER_KEYS, free_port
 from tests.test_bad_input import chat
 from tests.test_server import get
 

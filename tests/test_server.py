@@ -23,7 +23,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 )
 
 from extproc.proxy.server import keep_freed_memory
-from tests.conftest import free_port
+from tests.support.gateway import free_port
 
 METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 

@@ -25,7 +25,7 @@ from extproc.translate.anthropic_responses import (
     translate_response,
 )
 from extproc.translate.contract import contract_for
-from tests.conftest import captured
+from tests.support.captured import captured
 from tests.support.exception_text import error_text
 from tests.support.fake_responses import refusal
 from tests.support.responses_streams import (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import gateway_config, gateway_ports, start_gateway, stop_gateway
+from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 
 
 def pid_running(command_part: str) -> int:

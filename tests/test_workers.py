@@ -16,7 +16,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
-from tests.conftest import gateway_config, gateway_ports, start_gateway, stop_gateway
+from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 from tests.test_server import METHOD, headers_message
 from tests.test_up import pid_running
 
