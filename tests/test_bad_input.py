@@ -36,8 +36,8 @@ from extproc.translate.anthropic_openai import (
 from extproc.translate.contract import Contract
 from extproc.translate.sse import SSEParser
 from tests.support.gateway import STRICT_MAX_BODY
+from tests.support.requests import KEY, assert_anthropic_error, chat
 
-KEY = {"x-api-key": "sk-ant-client-own-key", "anthropic-version": "2023-06-01"}
 JSON_TYPE = {"content-type": "application/json"}
 
 
@@ -45,26 +45,6 @@ def post(gateway, content: bytes, path: str = "/v1/messages", **headers: str) ->
     return httpx.post(
         gateway.url + path, content=content, headers={**KEY, **JSON_TYPE, **headers}, timeout=30
     )
-
-
-def assert_anthropic_error(response: httpx.Response, status: int, kind: str) -> str:
-    """What an SDK checks: the status, a JSON content type, and the error's type."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert body["type"] == "error"
-    assert body["error"]["type"] == kind
-    assert body["error"]["message"]
-    return body["error"]["message"]
-
-
-def chat(model: str = "claude-sonnet-4-5", text: str = "hello", **extra: Any) -> dict[str, Any]:
-    return {
-        "model": model,
-        "max_tokens": 16,
-        "messages": [{"role": "user", "content": text}],
-        **extra,
-    }
 
 
 BAD_BODIES = {

@@ -7,17 +7,13 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.claude_code import CLAUDE_BIN, USER_KEY, claude, decisions
 from tests.support.gateway import PROVIDER_KEYS, free_port, running_gateway
 from tests.support.tiny_model import ROUTES
-
-ROOT = Path(__file__).resolve().parent.parent
-CLAUDE_BIN = ROOT / "node_modules" / ".bin"
-USER_KEY = "sk-ant-user-own-key"
 
 
 @pytest.fixture(scope="module")
@@ -49,34 +45,6 @@ model_aliases:
 
     with running_gateway(config_for, tmp_path_factory.mktemp("claude-gateway")) as gateway:
         yield gateway
-
-
-def claude(gateway, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`extproc claude ARGS` as a user runs it, in a fresh home and project directory."""
-    home = tmp_path / "home"
-    project = tmp_path / "project"
-    home.mkdir()
-    project.mkdir()
-    env = {
-        "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ['PATH']}",
-        "HOME": str(home),
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        # The user's own key: the Anthropic entries have no access_key, so it passes through.
-        "ANTHROPIC_API_KEY": USER_KEY,
-        **PROVIDER_KEYS,
-        # `extproc claude` checks the config with the tree under test, not an installed one.
-        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
-    }
-    command = [sys.executable, "-m", "extproc", "claude", "--config", str(gateway.config_path)]
-    return subprocess.run(
-        [*command, *args], capture_output=True, text=True, env=env, cwd=project, timeout=120
-    )
-
-
-def decisions(gateway, received) -> list[dict]:
-    """The access-log entries of the requests a fake received, in order."""
-    ids = [r.headers["x-request-id"] for r in received if r.method == "POST"]
-    return [gateway.wait_log(lambda e, i=i: e["request_id"] == i) for i in ids]
 
 
 def test_routed_tool_loop_through_claude_code(claude_gateway, fakes, tmp_path):

@@ -21,7 +21,7 @@ from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 from extproc.config import Config, parse
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from extproc.proxy.envoy_config import EXTPROC_FILTER, access_log_format, fragment
-from tests.test_envoy_config import validate
+from tests.support.envoy import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -23,7 +23,7 @@ import pytest
 from extproc.translate.response import INFLATED_MAX
 from tests.support.fake_server import FakeServer
 from tests.support.gateway import Gateway, gateway_config, running_gateway
-from tests.test_bad_input import KEY, assert_anthropic_error, chat
+from tests.support.requests import KEY, assert_anthropic_error, chat
 
 # ------------------------------------------------------------------ helpers
 

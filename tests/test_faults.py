@@ -7,10 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,7 +17,6 @@ from extproc.config import load
 from extproc.providers.upstream import origin
 from extproc.proxy.envoy_config import render
 from tests.support.gateway import (
-    PROVIDER_KEYS,
     STRICT_IDLE_S,
     gateway_config,
     gateway_ports,
@@ -28,15 +24,17 @@ from tests.support.gateway import (
     start_gateway,
     stop_gateway,
 )
-from tests.test_bad_input import KEY, assert_anthropic_error, chat
-from tests.test_server import get
-from tests.test_up import pid_running
-
-NATIVE, TRANSLATED = "claude-sonnet-4-5", "openai/gpt-4.1"
-
-
-def send(gateway, body: dict, timeout: float = 20) -> httpx.Response:
-    return httpx.post(f"{gateway.url}/v1/messages", json=body, headers=KEY, timeout=timeout)
+from tests.support.processes import serve, sidecar_pid, wait_until
+from tests.support.requests import (
+    KEY,
+    NATIVE,
+    TRANSLATED,
+    assert_anthropic_error,
+    chat,
+    get,
+    send,
+    stream_in_background,
+)
 
 
 @pytest.mark.parametrize(("model", "word"), [(NATIVE, "FAULT-500"), (TRANSLATED, "BROKEN")])
@@ -90,21 +88,6 @@ def test_unresolvable_provider_gets_503_api_error(strict_gateway, fakes):
 
 
 # ------------------------------------------------------------------ a sidecar that dies
-
-
-def serve(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "extproc", "serve", str(config)],
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **PROVIDER_KEYS},
-    )
-
-
-def wait_until(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while get(url)[0] != 200:
-        assert time.monotonic() < deadline, f"{url} not ready"
-        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("allow", [False, True])
@@ -174,32 +157,6 @@ def test_corrupt_router_model_falls_back_and_says_why(
 
 
 # ------------------------------------------------- a sidecar that dies under `extproc up`
-
-
-def sidecar_pid(gateway) -> int:
-    return pid_running(f"extproc\0serve\0{gateway.config_path}")
-
-
-def stream_in_background(gateway, model: str, text: str) -> tuple[threading.Thread, dict]:
-    """Read a streamed answer in a thread: `seen` gets its bytes, or the error that cut it."""
-    seen: dict = {"bytes": b"", "opened": threading.Event()}
-
-    def read() -> None:
-        body = chat(model, text, stream=True)
-        try:
-            with httpx.stream(
-                "POST", f"{gateway.url}/v1/messages", json=body, headers=KEY, timeout=30
-            ) as response:
-                for chunk in response.iter_raw():
-                    seen["bytes"] += chunk
-                    seen["opened"].set()
-        except httpx.HTTPError as exc:
-            seen["error"] = exc
-        seen["opened"].set()
-
-    thread = threading.Thread(target=read)
-    thread.start()
-    return thread, seen
 
 
 def test_sidecar_killed_under_up_native_streams_finish_and_it_comes_back(

@@ -16,8 +16,7 @@ from tests.support.gateway import (
     routed_gateway_config,
     start_gateway,
 )
-from tests.test_bad_input import KEY, chat
-from tests.test_server import get
+from tests.support.requests import KEY, chat, get
 
 
 def refused_within(port: int, timeout: float) -> None:

@@ -15,9 +15,16 @@ import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import gateway_config, running_gateway
-from tests.test_bad_input import KEY, assert_anthropic_error, chat
-from tests.test_faults import NATIVE, TRANSLATED, send, sidecar_pid, stream_in_background
-from tests.test_up import envoy_pid
+from tests.support.processes import envoy_pid, sidecar_pid
+from tests.support.requests import (
+    KEY,
+    NATIVE,
+    TRANSLATED,
+    assert_anthropic_error,
+    chat,
+    send,
+    stream_in_background,
+)
 
 LIMIT = 2
 

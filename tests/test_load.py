@@ -12,8 +12,8 @@ from pathlib import Path
 import anthropic
 
 from extproc.config import load
-from tests.test_server import get
-from tests.test_up import pid_running
+from tests.support.processes import pid_running
+from tests.support.requests import get
 
 CONVERSATIONS = 64
 TURNS = 3

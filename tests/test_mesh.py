@@ -29,8 +29,8 @@ from extproc.proxy.envoy_config import (
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import PROVIDER_KEYS, free_port
-from tests.test_bad_input import chat
-from tests.test_faults import serve, wait_until
+from tests.support.processes import serve, wait_until
+from tests.support.requests import chat
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = {

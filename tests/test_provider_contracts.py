@@ -18,10 +18,10 @@ from extproc.translate.anthropic_openai import (
 )
 from extproc.translate.contract import COMMON, Contract, contract_for
 from extproc.translate.response import ResponseTranslation
+from tests.support.anthropic_sse import accumulate, events
+from tests.support.anthropic_sse import translate as stream
 from tests.support.exception_text import error_text
 from tests.support.openai_streams import RECORDED
-from tests.test_translate_stream import accumulate, events
-from tests.test_translate_stream import translate as stream
 
 MCP_NAME = "mcp__claude-in-chrome-extension__" + "computer_screenshot_with_annotations" * 2
 

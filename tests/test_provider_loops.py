@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.claude_code import CLAUDE_BIN, USER_KEY, claude
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import running_gateway
 from tests.support.strict_providers import FINAL, PROFILES, FakeProvider, Profile
-from tests.test_claude_code import CLAUDE_BIN, USER_KEY, claude
 
 STRICT_KEY = "sk-strict-test"
 BASE_PATHS = {

@@ -12,8 +12,8 @@ import pytest
 from extproc.config import load
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import routes_of
+from tests.support.conversations import conversations
 from tests.support.gateway import routed_gateway_config, running_gateway
-from tests.test_routing import conversations
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import anthropic
 import pytest
 
 from extproc.translate import signatures
+from tests.support.claude_code import CLAUDE_BIN, claude, decisions
 from tests.support.fake_responses import FakeResponses
 from tests.support.gateway import PROVIDER_KEYS, running_gateway
 from tests.support.responses_streams import encrypted_for
-from tests.test_claude_code import CLAUDE_BIN, claude, decisions
 
 CLIENT_KEY = "sk-ant-client-must-not-leak"
 

@@ -9,7 +9,7 @@ import pytest
 from extproc.config import load
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import routes_of
-from tests.test_routing import conversations
+from tests.support.conversations import conversations
 
 TOOL = {
     "name": "read_file",

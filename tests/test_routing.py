@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from extproc.decisions.router import window
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import RouterStage
 from tests.support.captured import captured
+from tests.support.conversations import conversations
 from tests.support.tiny_model import ROUTES, session_model_dir
 
 OWNERS = {
@@ -128,19 +128,6 @@ async def test_a_sticky_request_tokenizes_nothing(stage, model, monkeypatch):
     again = await run(stage, pasted_log())
     assert (again.source, again.route) == ("sticky", first.route)
     assert tokenized == [] and escaped == []
-
-
-def conversations(count: int, seed: int) -> list[list[dict[str, str]]]:
-    """Varied user/assistant/user turns: the steered tiny model picks both routes on these."""
-    rng = random.Random(seed)
-    words = ["fix", "the", "bug", "write", "code", "review", "hello", "python", "é", "日本"]
-    return [
-        [
-            {"role": role, "content": " ".join(rng.choices(words, k=rng.randint(1, 39)))}
-            for role in ("user", "assistant", "user")[: rng.choice([1, 3])]
-        ]
-        for _ in range(count)
-    ]
 
 
 async def test_decision_matches_the_model_on_its_own(stage, model):

@@ -34,8 +34,7 @@ from extproc.proxy.server import SERVICE
 from extproc.proxy.wire import Phase, decode_request
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import PROVIDER_KEYS, free_port
-from tests.test_bad_input import chat
-from tests.test_server import get
+from tests.support.requests import chat, get
 
 CLIENT_SECRETS = {"x-api-key": "sk-ant-client-secret-1", "authorization": "Bearer client-secret-2"}
 

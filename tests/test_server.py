@@ -9,34 +9,19 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import grpc
 import pytest
-from envoy_data_plane.envoy.config.core.v3 import HeaderMap, HeaderValue
 from envoy_data_plane.envoy.service.ext_proc.v3 import (
     HttpBody,
-    HttpHeaders,
     ProcessingRequest,
     ProcessingResponse,
 )
 
 from extproc.proxy.server import keep_freed_memory
+from tests.support.ext_proc import METHOD, headers_message
 from tests.support.gateway import free_port
-
-METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
-
-
-def headers_message(path: str) -> ProcessingRequest:
-    pairs = {":path": path, ":method": "POST", "content-type": "application/json"}
-    return ProcessingRequest(
-        request_headers=HttpHeaders(
-            headers=HeaderMap(
-                headers=[HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs.items()]
-            )
-        )
-    )
+from tests.support.requests import get
 
 
 @pytest.fixture
@@ -60,16 +45,6 @@ def sidecar(tmp_path):
     if process.poll() is None:
         process.kill()
         process.wait()
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def test_health_and_readiness(sidecar):

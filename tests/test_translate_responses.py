@@ -25,6 +25,9 @@ from extproc.translate.anthropic_responses import (
     translate_response,
 )
 from extproc.translate.contract import contract_for
+from tests.support.anthropic_sse import accumulate, sdk_client
+from tests.support.anthropic_sse import events as anthropic_events
+from tests.support.anthropic_sse import translate as feed_cut
 from tests.support.captured import captured
 from tests.support.exception_text import error_text
 from tests.support.fake_responses import refusal
@@ -40,9 +43,6 @@ from tests.support.responses_streams import (
     response,
     sse,
 )
-from tests.test_translate_stream import accumulate, sdk_client
-from tests.test_translate_stream import events as anthropic_events
-from tests.test_translate_stream import translate as feed_cut
 
 KNOWN_KEYS = {*typing.get_type_hints(response_create_params.ResponseCreateParamsBase), "stream"}
 STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsStreaming)

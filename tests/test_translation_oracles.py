@@ -17,7 +17,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from tests.test_translate_stream import events, translate
+from tests.support.anthropic_sse import events, translate
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
 MESSAGE_ID = "msg_oracle01"

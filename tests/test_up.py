@@ -14,25 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
-
-
-def pid_running(command_part: str) -> int:
-    """The pid of the process whose NUL-separated command line contains `command_part`."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if command_part.encode() in (entry / "cmdline").read_bytes():
-                    return int(entry.name)
-            except OSError:
-                continue
-    raise LookupError(command_part)
-
-
-def envoy_pid(gateway) -> int:
-    """The pid of the first Envoy that `extproc up` started for `gateway`."""
-    ready = next(line for line in gateway.output if "gateway ready" in line)
-    run_dir = ready.rpartition("(envoy config: ")[2].rstrip(")")
-    return pid_running(f"{run_dir}/envoy-0.yaml")
+from tests.support.processes import envoy_pid
 
 
 def ports() -> dict[str, int]:

@@ -21,8 +21,7 @@ from extproc.config import load, parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.proxy.exchange import Exchange, _check_gateway_key
-from tests.test_bad_input import chat
-from tests.test_server import get
+from tests.support.requests import chat, get
 
 CLIENT_CREDENTIALS = {"x-api-key": "sk-ant-client-1", "authorization": "Bearer sk-ant-client-2"}
 BODY = orjson.dumps(

@@ -16,9 +16,9 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
+from tests.support.ext_proc import METHOD, headers_message
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
-from tests.test_server import METHOD, headers_message
-from tests.test_up import pid_running
+from tests.support.processes import pid_running
 
 CONNECTIONS = 16
 """The kernel spreads connections over the workers by a hash of their ports: 16 of them all
