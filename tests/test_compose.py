@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import socket
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import httpx
 import yaml
@@ -19,9 +19,9 @@ import yaml
 from extproc.commands.cli import parser
 from extproc.commands.up import STOP_DRAIN_S, STOP_GRACE_S
 from extproc.config import LISTEN_ADDRESS_VAR, load
+from tests.support import ROOT
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 [(SERVICE_NAME, SERVICE)] = COMPOSE["services"].items()
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

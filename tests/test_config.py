@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from extproc.config import ConfigError, parse
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 SEED = """\
 llm_providers:

@@ -21,9 +21,9 @@ from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 from extproc.config import Config, parse
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from extproc.proxy.envoy_config import EXTPROC_FILTER, access_log_format, fragment
+from tests.support import ROOT
 from tests.support.envoy import validate
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 NOT_MANIFESTS = {"kustomization.yaml", "config.yaml", "helm-values.yaml"}
 CRD_GROUPS = {"gateway.networking.k8s.io", "gateway.envoyproxy.io", "networking.istio.io"}

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from extproc.config import load, parse
 from extproc.proxy.envoy_config import render
+from tests.support import ROOT
 from tests.support.envoy import validate
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_committed_envoy_yaml_matches_committed_config():

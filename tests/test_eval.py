@@ -17,10 +17,10 @@ import pytest
 from extproc.commands.cli import main
 from extproc.commands.evaluate import load_cases
 from extproc.decisions.routing import routes_of
+from tests.support import ROOT
 from tests.support.captured import FIXTURES
 from tests.support.tiny_model import ROUTES
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXTS = {
     "code_generation": ["write a python function that reverses a string", "write code"],
     "code_review": ["review the code in parser.py", "explain what this bug is"],

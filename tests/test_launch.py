@@ -6,13 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 
+from tests.support import ROOT
 from tests.support.gateway import gateway_ports, start_gateway, stop_gateway
 
-ROOT = Path(__file__).resolve().parent.parent
 EXTPROC_CLAUDE = (sys.executable, "-m", "extproc", "claude")
 CLAUDE = (ROOT / "node_modules" / ".bin" / "claude").resolve()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +20,10 @@ from extproc.decisions.router.window import (
     prompt_tokens,
     window_budget,
 )
+from tests.support.captured import FIXTURES
 from tests.support.qwen_tokenizer import session_qwen_tokenizer
 
-CAPTURES = Path(__file__).parent / "fixtures" / "claude-code"
+CAPTURES = FIXTURES
 
 
 @pytest.fixture(scope="module")

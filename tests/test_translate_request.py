@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,9 +17,9 @@ from pydantic import TypeAdapter
 
 from extproc.translate import TranslationError, translate_request
 from extproc.translate.contract import Contract
+from tests.support.captured import FIXTURES
 from tests.support.exception_text import error_text
 
-FIXTURES = Path(__file__).parent / "fixtures" / "claude-code"
 KNOWN_KEYS = {*typing.get_type_hints(completion_create_params.CompletionCreateParamsBase), "stream"}
 STREAMING = TypeAdapter(completion_create_params.CompletionCreateParamsStreaming)
 NON_STREAMING = TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.support import ROOT
+
 FIXTURES = ROOT / "tests" / "fixtures" / "claude-code"
 
 

@@ -7,10 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import ROOT
 from tests.support.gateway import PROVIDER_KEYS
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
 
 CLAUDE_BIN = ROOT / "node_modules" / ".bin"
 
