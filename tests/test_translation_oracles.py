@@ -1,6 +1,6 @@
 """Streamed translation against answers written by hand, not against our own code.
 
-The split-point and streamed-equals-non-streamed tests (test_translate_stream.py) compare the
+The split-point and streamed-equals-non-streamed tests (test_chat_stream.py) compare the
 translator with itself: a bug shared by both paths passes them. Here each OpenAI stream is
 written out byte for byte, and next to it the Anthropic events it must become, written from
 Anthropic's streaming documentation (event order, block shapes, delta types, stop reasons),
