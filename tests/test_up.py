@@ -62,7 +62,7 @@ def test_up_serves_then_stops_both_processes_on_sigterm(tmp_path, fake_anthropic
 
 
 def test_up_exits_when_envoy_dies(tmp_path, fake_anthropic, fake_deepseek):
-    """Only the sidecar is restarted (tests/test_faults.py); without Envoy there is no
+    """Only the sidecar is restarted (tests/e2e/test_faults.py); without Envoy there is no
     gateway, so `up` stops the sidecar and says so."""
     chosen = ports()
     gateway = start_gateway(
