@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 from pathlib import PurePosixPath
 
-import httpx
 import yaml
 
 from extproc.commands.cli import parser
 from extproc.commands.up import STOP_DRAIN_S, STOP_GRACE_S
 from extproc.config import LISTEN_ADDRESS_VAR, load
 from tests.support import ROOT
-from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 [(SERVICE_NAME, SERVICE)] = COMPOSE["services"].items()
@@ -119,37 +116,3 @@ def test_model_lands_where_config_looks_for_it():
     destination = copied.split()[-1]
     assert destination == CONFIG.routing.model_dir.replace("~", "/home/extproc")
     assert "USER extproc" in DOCKERFILE
-
-
-def test_listen_address_moves_the_listener_and_health_port_not_grpc(
-    tmp_path, fake_anthropic, fake_deepseek
-):
-    """What EXTPROC_LISTEN_ADDRESS does in the image, shown live with another loopback
-    address (0.0.0.0 would listen beyond this machine)."""
-    ports = gateway_ports()
-    gateway = start_gateway(
-        gateway_config(fake_anthropic, fake_deepseek, **ports),
-        tmp_path,
-        ports["listener"],
-        env={LISTEN_ADDRESS_VAR: "127.0.0.2"},
-    )
-    try:
-        answer = httpx.post(
-            f"http://127.0.0.2:{ports['listener']}/v1/messages",
-            json={
-                "model": "deep",
-                "max_tokens": 5,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-        )
-        assert answer.status_code == 200
-        assert (
-            "extproc_decisions_total"
-            in httpx.get(f"http://127.0.0.2:{ports['health']}/metrics").text
-        )
-        with socket.socket() as grpc_port:
-            assert grpc_port.connect_ex(("127.0.0.2", ports["sidecar"])) != 0
-        with socket.socket() as grpc_port:
-            assert grpc_port.connect_ex(("127.0.0.1", ports["sidecar"])) == 0
-    finally:
-        stop_gateway(gateway)
