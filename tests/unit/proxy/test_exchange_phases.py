@@ -452,7 +452,10 @@ GATED = "gateway_keys: [gk-team-0123456789]\n"
     [
         ({"x-api-key": "gk-team-0123456789"}, True),
         ({"authorization": "Bearer gk-team-0123456789"}, True),
+        ({"x-api-key": "gk-team-0123456789", "authorization": "Bearer sk-ant-client"}, True),
+        ({"x-api-key": "sk-ant-client", "authorization": "Bearer gk-team-0123456789"}, True),
         ({"x-api-key": "sk-ant-client"}, False),
+        ({"x-api-key": "sk-ant-client", "authorization": "Bearer sk-ant-other"}, False),
         ({}, False),
     ],
 )

@@ -172,6 +172,12 @@ def test_a_translated_request_carries_no_anthropic_headers(provider, version_if_
         ({"authorization": "Bearer gk-team-0123 x"}, False),
         ({"x-api-key": ""}, False),
         ({}, False),
+        # Both headers, as Claude Code sends them with ANTHROPIC_API_KEY and
+        # ANTHROPIC_AUTH_TOKEN set: the gateway key in either one lets the caller in.
+        ({"x-api-key": "gk-team-0123", "authorization": "Bearer sk-ant-own"}, True),
+        ({"x-api-key": "sk-ant-own", "authorization": "Bearer gk-team-0123"}, True),
+        ({"x-api-key": "sk-ant-own", "authorization": "Bearer sk-ant-other"}, False),
+        ({"x-api-key": "gk-team-0123x", "authorization": "Bearer gk-team-012"}, False),
     ],
 )
 def test_a_gateway_key_is_matched_exactly(presented, accepted):
