@@ -6,32 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
-import grpc
 import httpx
 import pytest
 import yaml
-from envoy_data_plane.envoy.service.ext_proc.v3 import (
-    BodyResponse,
-    HeadersResponse,
-    ProcessingResponse,
-)
 
-from extproc.commands.up import envoy_command
-from extproc.config import Config, load, parse
+from extproc.config import load, parse
 from extproc.providers.upstream import CLUSTER_HEADER, origin
 from extproc.proxy import replies
 from extproc.proxy.envoy_config import render
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
-from extproc.proxy.server import SERVICE
-from extproc.proxy.wire import Phase, decode_request
+from extproc.proxy.wire import Phase
+from tests.support.envoy import envoy_in_front, post_once_ready, recording_processor
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import PROVIDER_KEYS, free_port
 from tests.support.requests import chat, get
@@ -112,57 +98,6 @@ def test_everything_binds_loopback_by_default():
     endpoint = sidecar["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"]["address"] == "127.0.0.1"
     assert parse("llm_providers:\n  - model: openai/gpt-4.1\n").sidecar.address == "127.0.0.1"
-
-
-def recording_processor(
-    seen: list[Phase], headers_reply: bytes | None = None
-) -> tuple[grpc.Server, int]:
-    """An ext_proc server that records each message and lets the request go on unchanged,
-    or answers the headers message with `headers_reply`."""
-    answers = {
-        "request_headers": headers_reply
-        or bytes(ProcessingResponse(request_headers=HeadersResponse())),
-        "request_body": bytes(ProcessingResponse(request_body=BodyResponse())),
-        "response_headers": bytes(ProcessingResponse(response_headers=HeadersResponse())),
-    }
-
-    def process(requests, context):
-        for raw in requests:
-            phase = decode_request(raw)
-            seen.append(phase)
-            yield answers[phase.name]
-
-    server = grpc.server(ThreadPoolExecutor(max_workers=4))
-    handler = grpc.stream_stream_rpc_method_handler(process)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Process": handler}),)
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
-
-
-@contextmanager
-def envoy_in_front(config: Config, tmp_path: Path) -> Iterator[None]:
-    """The real Envoy with the config rendered from `config`, for as long as the block runs."""
-    envoy_yaml = tmp_path / "envoy.yaml"
-    envoy_yaml.write_text(render(config))
-    envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        envoy.terminate()
-        envoy.wait()
-
-
-def post_once_ready(url: str, **kwargs: Any) -> httpx.Response:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return httpx.post(url, **kwargs)
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "Envoy did not start"
-            time.sleep(0.2)
 
 
 @pytest.mark.parametrize("with_gateway_keys", [False, True])
