@@ -11,6 +11,9 @@ from extproc.config import ConfigError, parse
 from tests.support.gateway import PROVIDER_KEYS, gateway_config, running_gateway
 
 GATEWAY_KEY = "gk-team-0123456789abcdef"
+OWN_KEY = "sk-ant-user-own-key"
+"""A caller's own Anthropic key, sent beside the gateway key when Claude Code has both
+ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN set."""
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,9 @@ def post(gateway, model: str, headers: dict[str, str]) -> httpx.Response:
         {"x-api-key": "sk-ant-someone-else"},
         {"authorization": "Bearer gk-team-0123456789abcdeX"},
         {"x-api-key": GATEWAY_KEY + "0"},
+        {"x-api-key": OWN_KEY, "authorization": "Bearer gk-team-0123456789abcdeX"},
     ],
-    ids=["none", "wrong x-api-key", "wrong bearer", "the key and one more character"],
+    ids=["none", "wrong x-api-key", "wrong bearer", "the key and one more character", "both wrong"],
 )
 def test_unknown_callers_get_401_before_any_upstream_call(keyed_gateway, fakes, headers):
     for path in ("/v1/messages", "/v1/models"):
@@ -60,6 +64,8 @@ def test_unknown_callers_get_401_before_any_upstream_call(keyed_gateway, fakes, 
         ({"authorization": f"Bearer {GATEWAY_KEY}"}, "claude-sonnet-4-5", 0),
         ({"x-api-key": GATEWAY_KEY}, "openai/gpt-4.1", 2),
         ({"authorization": f"bearer {GATEWAY_KEY}"}, "deep", 1),  # the scheme's case is free
+        ({"x-api-key": OWN_KEY, "authorization": f"Bearer {GATEWAY_KEY}"}, "claude-sonnet-4-5", 0),
+        ({"x-api-key": GATEWAY_KEY, "authorization": f"Bearer {OWN_KEY}"}, "openai/gpt-4.1", 2),
     ],
 )
 def test_key_holders_are_served_and_the_key_is_never_forwarded(
@@ -69,6 +75,7 @@ def test_key_holders_are_served_and_the_key_is_never_forwarded(
     assert response.status_code == 200, response.text
     [seen] = fakes[fake_index].received
     assert GATEWAY_KEY not in json.dumps(seen.headers)
+    assert OWN_KEY not in json.dumps(seen.headers)
     credential = seen.headers.get("x-api-key") or seen.headers["authorization"].removeprefix(
         "Bearer "
     )
