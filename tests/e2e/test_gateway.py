@@ -8,8 +8,12 @@ import anthropic
 import httpx
 import pytest
 
+from extproc.config import parse
+from extproc.providers.upstream import origin
 from tests.support.captured import captured, wire_body
-from tests.support.gateway import PROVIDER_KEYS
+from tests.support.envoy import envoy_in_front, post_once_ready
+from tests.support.gateway import PROVIDER_KEYS, gateway_config, gateway_ports
+from tests.support.requests import assert_anthropic_error
 
 CLIENT_KEY = "sk-ant-client-own-key"
 
@@ -184,15 +188,25 @@ def test_other_paths_pass_through_to_anthropic(gateway, fakes):
     assert seen.path == "/v1/models"
 
 
-def test_client_cannot_pick_the_cluster_itself(gateway, fakes):
-    anthropic_fake, deepseek, _ = fakes
-    response = httpx.post(
-        f"{gateway.url}/v1/messages",
-        json={"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []},
-        headers={"x-extproc-cluster": f"127_0_0_1_{deepseek.port}", "x-api-key": CLIENT_KEY},
-    )
-    assert response.status_code == 200
-    assert len(anthropic_fake.received) == 1 and not deepseek.received
+def test_client_cannot_pick_the_cluster_itself(fake_anthropic, fake_deepseek, fakes, tmp_path):
+    """Only the sidecar names the cluster. With `failure_mode_allow: true` and the sidecar
+    out of reach, Envoy carries the request on as the client sent it: a client's own
+    x-extproc-cluster, naming a real cluster, would then pick the provider unless Envoy
+    removed it first."""
+    ports = gateway_ports()
+    text = gateway_config(fake_anthropic, fake_deepseek, **ports)  # nothing serves the sidecar port
+    config = parse(text.replace("sidecar:\n", "sidecar:\n  failure_mode_allow: true\n"))
+    deepseek = origin(config.provider_named("deepseek/deepseek-chat")).cluster
+    url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
+    with envoy_in_front(config, tmp_path):
+        response = post_once_ready(
+            url,
+            json={"model": "deep", "max_tokens": 5, "messages": []},
+            headers={"x-extproc-cluster": deepseek, "x-api-key": CLIENT_KEY},
+        )
+    message = assert_anthropic_error(response, 503, "api_error")
+    assert "routing sidecar is unavailable" in message
+    assert not any(fake.received for fake in fakes)
 
 
 def test_a_post_to_another_path_passes_through_unread(gateway, fakes):

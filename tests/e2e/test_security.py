@@ -75,18 +75,46 @@ def test_provider_keys_appear_in_no_log_error_body_or_metric(gateway, fakes):
             assert key not in text, f"{key} leaked into {where}"
 
 
-def test_host_header_cannot_steer_to_another_upstream(gateway, fakes):
+def test_host_header_cannot_steer_to_another_upstream(gateway, fakes, tmp_path):
+    """Neither Host nor a client's own x-extproc-cluster picks the upstream. Through the
+    gateway the sidecar names the cluster. Behind an ext_proc server that names none (it lets
+    every request go on unchanged), the request has no route at all: Envoy removed the
+    client's cluster header before any filter ran."""
     anthropic_fake, deepseek, _ = fakes
     deepseek_host = deepseek.url.removeprefix("http://")
     for host in (deepseek_host, "api.openai.com", "evil.example"):
         response = httpx.post(
-            f"{gateway.url}/v1/messages",
-            json=chat("claude-sonnet-4-5"),
-            headers={"host": host, "x-extproc-cluster": f"127_0_0_1_{deepseek.port}"},
+            f"{gateway.url}/v1/messages", json=chat("claude-sonnet-4-5"), headers={"host": host}
         )
         assert response.status_code == 200
     assert len(anthropic_fake.received) == 3 and not deepseek.received
     assert {r.headers["host"] for r in anthropic_fake.received} == {"127.0.0.1"}
+
+    seen: list[Phase] = []
+    server, processor_port = recording_processor(seen)
+    ports = {name: free_port() for name in ("listener", "admin")}
+    config = parse(
+        f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+sidecar: {{port: {processor_port}}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {anthropic_fake.url}
+    access_key: k
+  - model: deepseek/deepseek-chat
+    base_url: {deepseek.url}/anthropic
+    access_key: k
+"""
+    )
+    steer = {"host": deepseek_host, CLUSTER_HEADER: origin(config.providers[1]).cluster}
+    url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
+    with envoy_in_front(config, tmp_path):
+        response = post_once_ready(url, json=chat("deepseek/deepseek-chat"), headers=steer)
+    server.stop(None)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["type"] == "api_error"
+    assert [p.name for p in seen][:1] == ["request_headers"]
+    assert len(anthropic_fake.received) == 3 and not deepseek.received
 
 
 def test_everything_binds_loopback_by_default():
