@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import random
 import shutil
-import subprocess
 import sys
-import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -220,21 +218,6 @@ def test_closed_router_says_so(model_dir: Path) -> None:
     closed.close()
     with pytest.raises(RouterModelError, match="closed"):
         closed.classify(ROUTES, random_windows(1, seed=6))
-
-
-def test_exit_after_classifying_is_clean(model_dir: Path) -> None:
-    """CTranslate2 can abort at interpreter exit after step callbacks; close() at exit."""
-    script = textwrap.dedent(
-        f"""
-        from extproc.decisions.router.engine import ArchRouter
-        router = ArchRouter({str(model_dir)!r})
-        windows = [[{{"role": "user", "content": "w" * i}}] for i in range(1, 30)]
-        router.classify([("alpha", "a"), ("beta", "b"), ("code_x", "c")], windows)
-        """
-    )
-    for _ in range(2):
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-        assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
 def test_convert_copies_the_tokenizer_and_refuses_to_overwrite(model_dir: Path) -> None:
