@@ -10,7 +10,9 @@ Qwen2.5 at ids 151,643-151,664, and Qwen2.5's chat template.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -145,17 +147,31 @@ def build_qwen_tokenizer(out: str | Path) -> Path:
     return out
 
 
+def session_root(tmp_path_factory: Any) -> Path:
+    """Where this session's Qwen files go.
+
+    With ``EXTPROC_TINY_MODEL_CACHE`` set (tests/support/tiny_model.py), they are built there
+    once and reused by later sessions, under a name that changes with this file; build them
+    before sessions share them (tests/mutation.sh does): two building at once race.
+    """
+    shared = os.environ.get("EXTPROC_TINY_MODEL_CACHE")
+    if shared:
+        recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+        return Path(shared) / f"qwen-router-{recipe}"
+    return tmp_path_factory.getbasetemp() / "qwen-router"
+
+
 def session_qwen_tokenizer(tmp_path_factory: Any) -> Any:
     """Qwen2.5's tokenizer loaded through transformers, built once per pytest session."""
     from transformers import AutoTokenizer
 
-    path = build_qwen_tokenizer(tmp_path_factory.getbasetemp() / "qwen-router" / "hf")
+    path = build_qwen_tokenizer(session_root(tmp_path_factory) / "hf")
     return AutoTokenizer.from_pretrained(str(path))
 
 
 def session_qwen_dir(tmp_path_factory: Any) -> Path:
     """A router directory with Qwen2.5's tokenizer, for this pytest session (built once)."""
-    return build_qwen_router_dir(tmp_path_factory.getbasetemp() / "qwen-router")
+    return build_qwen_router_dir(session_root(tmp_path_factory))
 
 
 def build_qwen_router_dir(cache_dir: str | Path) -> Path:
