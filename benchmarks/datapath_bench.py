@@ -46,7 +46,7 @@ from extproc.commands.up import envoy_command
 from extproc.config import parse
 from extproc.control.envoy_config import render
 from extproc.proxy.wire import decode_request, message
-from tests.conftest import free_port
+from tests.support.gateway import free_port
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/claude-code/first-turn.json"
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"

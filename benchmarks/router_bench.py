@@ -3,8 +3,8 @@
 Builds once (cached under ./.cache/bench-model) a random-weight model with Arch-Router-1.5B's
 exact shape, converted to int8 by our ``convert``. Random weights cost the same compute as the
 real ones. The tokenizer is Arch-Router's own (Qwen2.5's, built from the ``dashscope``
-package's BPE ranks by ``tests/qwen_tokenizer.py``), so prompts have the real length. Windows
-are cut from Python's standard library source.
+package's BPE ranks by ``tests/support/qwen_tokenizer.py``), so prompts have the real length.
+Windows are cut from Python's standard library source.
 
     python benchmarks/router_bench.py [--repeats 5] [--threads 0] [--cache DIR]
     python benchmarks/router_bench.py --device cuda --compute-type bfloat16 --repeats 20
@@ -36,7 +36,7 @@ from extproc.control.router_convert import convert
 from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION
 from extproc.decisions.router.window import conversation_window
-from tests.qwen_tokenizer import build_qwen_tokenizer
+from tests.support.qwen_tokenizer import build_qwen_tokenizer
 
 CACHE = Path(os.environ.get("EXTPROC_BENCH_CACHE", ".cache/bench-model"))
 WINDOW_TOKENS = (64, 128, 256, 512, 1024)

@@ -24,16 +24,16 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from extproc.translate.openai_chat import translate_request
-from tests.conftest import (
+from tests.support.captured import captured
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.gateway import (
     PROVIDER_KEYS,
-    captured,
     gateway_config,
     gateway_ports,
     start_gateway,
     stop_gateway,
 )
-from tests.fake_anthropic import FakeAnthropic
-from tests.fake_openai import FakeOpenAI
 
 CAPTURED = captured("first-turn")["body"]
 

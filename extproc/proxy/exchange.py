@@ -325,13 +325,17 @@ class Exchange:
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:
-    """With gateway_keys configured, only callers holding one get past the headers phase."""
+    """With gateway_keys configured, only callers holding one get past the headers phase.
+
+    The key may come in either header: Claude Code sends both when both ANTHROPIC_API_KEY
+    and ANTHROPIC_AUTH_TOKEN are set, the gateway key in one and any other key in the other.
+    """
     if not keys:
         return
     scheme, _, token = headers.get("authorization", "").strip().partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else ""  # schemes are case-insensitive
-    presented = headers.get("x-api-key") or bearer
-    if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+    presented = [p.encode() for p in (headers.get("x-api-key", ""), bearer) if p]
+    if not any(hmac.compare_digest(p, key.encode()) for p in presented for key in keys):
         raise GatewayError(
             "authentication_error",
             "This gateway needs one of its keys in x-api-key or Authorization: Bearer.",

@@ -1,0 +1,206 @@
+"""`extproc eval` end to end on the tiny real model: the mechanics (counts, tables, exit codes).
+
+The tiny model's answers mean nothing, so nothing here judges quality: only that every case
+is run through the real router and counted, tabled and reported consistently. Quality needs
+the real Arch-Router (README, "Refine routes").
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from extproc.commands.cli import main
+from extproc.commands.evaluate import load_cases
+from extproc.decisions.routing import routes_of
+from tests.support import ROOT
+from tests.support.captured import FIXTURES
+from tests.support.tiny_model import ROUTES
+
+TEXTS = {
+    "code_generation": ["write a python function that reverses a string", "write code"],
+    "code_review": ["review the code in parser.py", "explain what this bug is"],
+    "bug_fixing": ["fix the failing test", "fix the bug please"],
+}
+
+
+def config(tmp_path: Path, model_dir: Path, name: str, descriptions: dict[str, str]) -> Path:
+    routes = "".join(
+        f"      - {{name: {n}, description: '{descriptions.get(n, d)}'}}\n" for n, d in ROUTES
+    )
+    path = tmp_path / name
+    path.write_text(
+        f"routing: {{model_dir: {model_dir}}}\n"
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n"
+        f"    routing_preferences:\n{routes}",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path, tiny_router_dir: Path) -> dict[str, Path]:
+    cases = [{"route": r, "text": t} for r, texts in TEXTS.items() for t in texts]
+    cases.append(
+        {
+            "name": "multi-turn",
+            "route": "code_generation",
+            "messages": [
+                {"role": "user", "content": "our parser is slow"},
+                {"role": "assistant", "content": "I can write a faster one."},
+                {"role": "user", "content": "yes, do that"},
+            ],
+        }
+    )
+    captured = FIXTURES / "first-turn.json"
+    cases.append({"name": "captured", "route": "code_generation", "request": str(captured)})
+    cases.append({"name": "tools only", "route": "other", "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}]})  # fmt: skip
+    yaml_cases = tmp_path / "cases.yaml"
+    yaml_cases.write_text(json.dumps({"cases": cases}), encoding="utf-8")  # JSON is YAML
+    jsonl_cases = tmp_path / "cases.jsonl"
+    jsonl_cases.write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
+    return {
+        "cases": yaml_cases,
+        "jsonl": jsonl_cases,
+        "a": config(tmp_path, tiny_router_dir, "a.yaml", {}),
+        "b": config(tmp_path, tiny_router_dir, "b.yaml", {"code_review": "poetry and songs"}),
+    }
+
+
+def without_model(config_path: Path) -> Path:
+    """The same config with a router model directory that does not exist."""
+    path = config_path.with_name("no-model.yaml")
+    routes = config_path.read_text(encoding="utf-8").split("\n", 1)[1]
+    path.write_text("routing: {model_dir: /nonexistent/model}\n" + routes, encoding="utf-8")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["eval", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def check_report(report: dict[str, Any], cases: int) -> None:
+    """Every count in a report adds up to the cases that were run."""
+    assert report["cases"] == cases
+    assert sum(r["cases"] for r in report["per_route"].values()) == cases
+    assert report["correct"] == sum(r["correct"] for r in report["per_route"].values())
+    confusion = report["confusion"]
+    assert sum(sum(row.values()) for row in confusion.values()) == cases
+    assert sum(confusion[label][label] for label in confusion) == report["correct"]
+    for route, row in report["per_route"].items():
+        assert sum(confusion[route].values()) == row["cases"]
+    assert len(report["wrong"]) == cases - report["correct"]
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p90"]
+
+
+def test_json_report_adds_up(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
+    code, out, _ = run(capsys, str(files["a"]), str(files["cases"]), "--json")
+    assert code == 0
+    [report] = json.loads(out)["reports"]
+    check_report(report, 9)
+    assert report["per_route"]["code_generation"]["cases"] == 4
+    # The case without user text is never sent to the model: it gets other.
+    assert report["per_route"]["other"] == {"correct": 1, "cases": 1, "accuracy": 1.0}
+    assert list(report["confusion"]) == [name for name, _ in ROUTES] + ["other"]
+
+
+def test_wrong_examples_carry_the_window_the_router_saw(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path]
+) -> None:
+    mislabelled = files["cases"].with_name("wrong.yaml")
+    cases = [{"name": "x", "route": label, "text": "write a python function"} for label in ("code_review", "bug_fixing")]  # fmt: skip
+    mislabelled.write_text(json.dumps(cases), encoding="utf-8")
+    code, out, _ = run(capsys, str(files["a"]), str(mislabelled), "--json")
+    [report] = json.loads(out)["reports"]
+    assert code == 0 and len(report["wrong"]) >= 1  # one text cannot be both routes
+    for wrong in report["wrong"]:
+        assert wrong["window"] == [{"role": "user", "content": "write a python function"}]
+        assert wrong["got"] != wrong["expected"]
+
+
+def test_text_report(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
+    code, out, _ = run(capsys, str(files["a"]), str(files["jsonl"]))
+    assert code == 0
+    assert f"{files['a']}: 9 cases" in out
+    assert "confusion (rows: expected route, columns: the route it got)" in out
+    assert "decision latency: p50 " in out and " ms, p90 " in out
+    lines = out.splitlines()
+    table = lines[lines.index("confusion (rows: expected route, columns: the route it got)") + 2 :]
+    rows = table[: table.index("")]
+    assert [row.split()[1] for row in rows[: len(ROUTES) + 1]] == [n for n, _ in ROUTES] + ["other"]
+    wrong = int(out.split("wrong (")[1].split(")")[0])
+    assert out.count("\n    window: ") == wrong
+
+
+def test_compare_two_configs(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
+    code, out, _ = run(
+        capsys, str(files["a"]), str(files["cases"]), "--compare", str(files["b"]), "--json"
+    )
+    assert code == 0
+    record = json.loads(out)
+    first, second = record["reports"]
+    check_report(first, 9)
+    check_report(second, 9)
+    assert [first["config"], second["config"]] == [str(files["a"]), str(files["b"])]
+    got_a = {w["case"]: w["got"] for w in first["wrong"]}
+    got_b = {w["case"]: w["got"] for w in second["wrong"]}
+    for change in record["changed"]:
+        assert change["a"] != change["b"]
+        assert got_a.get(change["case"], change["expected"]) == change["a"]
+        assert got_b.get(change["case"], change["expected"]) == change["b"]
+    code, out, _ = run(capsys, str(files["a"]), str(files["cases"]), "--compare", str(files["b"]))
+    assert code == 0 and out.startswith(f"A: {files['a']}\nB: {files['b']}\n")
+    assert f"changed ({len(record['changed'])}):" in out
+
+
+def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
+    code, _, err = run(capsys, str(files["a"]), str(files["cases"]), "--min-accuracy", "1.01")
+    assert code == 1 and "is below --min-accuracy" in err
+    assert run(capsys, str(files["a"]), str(files["cases"]), "--min-accuracy", "0")[0] == 0
+    unknown = files["cases"].with_name("unknown.yaml")
+    unknown.write_text("- {route: poetry, text: write a poem}\n", encoding="utf-8")
+    code, _, err = run(capsys, str(files["a"]), str(unknown))
+    assert code == 2 and "cases expect routes that" in err and "poetry" in err
+    broken = files["cases"].with_name("broken.yaml")
+    broken.write_text("- {route: code_review}\n", encoding="utf-8")
+    code, _, err = run(capsys, str(files["a"]), str(broken))
+    assert code == 2 and "case 1: give exactly one of `text`, `messages` or `request`" in err
+    code, _, err = run(capsys, str(without_model(files["a"])), str(files["cases"]))
+    assert code == 1 and "does not exist" in err
+
+
+def test_shipped_example_cases_cover_the_four_routes() -> None:
+    """examples/route-cases.yaml: at least 15 cases per route, multi-turn ones included."""
+    from extproc.config import load
+
+    cases = load_cases(ROOT / "examples" / "route-cases.yaml")
+    routes = [name for name, _ in routes_of(load(str(ROOT / "examples" / "routes.yaml")))]
+    assert routes == ["code generation", "code understanding", "architecture and design", "debugging"]  # fmt: skip
+    counts = Counter(case.expected for case in cases)
+    assert all(counts[route] >= 15 for route in routes), counts
+    assert set(counts) <= {*routes, "other"}
+    for route in routes:
+        turns = [len(c.body["messages"]) for c in cases if c.expected == route]
+        assert max(turns) >= 3, f"{route}: no multi-turn case"
+    assert len({case.name for case in cases}) == len(cases)
+
+
+def test_route_command_loads_the_same_router(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path]
+) -> None:
+    """`extproc route` shares the router loading and the window budget with `extproc eval`."""
+    text = "write a python function 日本"
+    assert main(["route", str(files["a"]), "--text", text, "--show-prompt"]) == 0
+    prompt = capsys.readouterr().out
+    assert json.dumps([{"role": "user", "content": text}]) in prompt
+    assert main(["route", str(files["a"]), "--text", text, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["source"] == "router" and record["route"] in {n for n, _ in ROUTES}
+    assert main(["route", str(without_model(files["a"])), "--text", text]) == 1
+    assert "does not exist" in capsys.readouterr().err

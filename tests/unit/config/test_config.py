@@ -1,0 +1,352 @@
+"""config.yaml validation and `extproc check`: one clear line per mistake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from extproc.config import ConfigError, parse
+from tests.support import ROOT
+
+SEED = """\
+llm_providers:
+  - model: openai/gpt-4.1-2025-04-14
+    access_key: $OPENAI_API_KEY
+    routing_preferences:
+      - name: code generation
+        description: generating new code snippets and functions
+  - model: anthropic/claude-3-5-sonnet-20241022
+    access_key: $ANTHROPIC_API_KEY
+    routing_preferences:
+      - name: code reviews
+        description: analyzing code for bugs, readability, and improvements
+"""
+
+
+def check(tmp_path: Path, text: str, **env: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "extproc", "check", str(path)],
+        capture_output=True,
+        text=True,
+        # PYTHONPATH kept: `extproc` must be this tree's, not another installed copy.
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
+        cwd=tmp_path,
+    )
+
+
+def test_seed_config_is_accepted_exactly(tmp_path):
+    result = check(tmp_path, SEED, OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == [
+        "code",
+        "generation",
+        "openai/gpt-4.1-2025-04-14",
+        "openai/gpt-4.1-2025-04-14",
+    ]
+    assert "code reviews" in lines[2] and "anthropic/claude-3-5-sonnet-20241022" in lines[2]
+    assert "(default / other)" in lines[3] and "openai/gpt-4.1-2025-04-14" in lines[3]
+    assert "OK (2 providers, 2 routes)" in result.stdout
+    assert result.stderr == ""
+
+
+def test_env_vars_expand_in_both_forms(monkeypatch):
+    monkeypatch.setenv("KEY_A", "secret-a")
+    monkeypatch.setenv("HOST", "ollama.internal")
+    config = parse(
+        """\
+llm_providers:
+  - model: openai/gpt-4.1
+    access_key: ${KEY_A}
+  - model: ollama/qwen3
+    base_url: http://${HOST}:11434
+"""
+    )
+    assert config.providers[0].access_key == "secret-a"
+    assert config.providers[1].base_url == "http://ollama.internal:11434"
+    assert config.providers[1].interface == "openai"
+
+
+def test_unset_key_is_a_warning_at_start_not_an_error(tmp_path):
+    result = check(tmp_path, SEED, ANTHROPIC_API_KEY="sk-a")
+    assert result.returncode == 0
+    assert (
+        "config.yaml:3: llm_providers[0].access_key: environment variable OPENAI_API_KEY"
+        in result.stderr
+    )
+    assert "warning:" in result.stderr
+
+
+def test_unset_anthropic_key_means_client_credentials_pass_through(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    config = parse(SEED)
+    anthropic = config.providers[1]
+    assert anthropic.access_key is None and anthropic.passes_client_auth
+    assert "client's own credentials will pass through" in config.warnings[-1]
+
+
+ERRORS = [
+    (
+        "unknown top-level key",
+        "llm_providers:\n  - model: openai/x\nrouters: {}\n",
+        "config.yaml:3: routers: unknown key",
+    ),
+    (
+        "unknown provider key",
+        "llm_providers:\n  - model: openai/x\n    acess_key: $K\n",
+        "config.yaml:3: llm_providers[0].acess_key: unknown key",
+    ),
+    (
+        "unknown preference key",
+        "llm_providers:\n  - model: openai/x\n    routing_preferences:\n"
+        "      - name: a\n        description: b\n        weight: 2\n",
+        "config.yaml:6: llm_providers[0].routing_preferences[0].weight: unknown key",
+    ),
+    (
+        "unknown section key",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  prot: 1\n",
+        "config.yaml:4: listener.prot: unknown key",
+    ),
+    (
+        "model without provider prefix",
+        "llm_providers:\n  - model: gpt-4.1\n",
+        "config.yaml:2: llm_providers[0].model: 'gpt-4.1' has no provider prefix",
+    ),
+    (
+        "duplicate route names",
+        "llm_providers:\n  - model: openai/x\n    routing_preferences:\n"
+        "      - {name: code, description: a}\n  - model: openai/y\n    routing_preferences:\n"
+        "      - {name: code, description: b}\n",
+        "config.yaml:7: llm_providers[1].routing_preferences[0].name: route name 'code' is already used at line 4",
+    ),
+    (
+        "duplicate provider names",
+        "llm_providers:\n  - model: openai/x\n    name: main\n  - model: openai/y\n    name: main\n",
+        "config.yaml:5: llm_providers[1].name: provider name 'main' is already used at line 2",
+    ),
+    (
+        "two defaults",
+        "llm_providers:\n  - model: openai/x\n    default: true\n  - model: openai/y\n    default: true\n",
+        "config.yaml:5: llm_providers[1].default: only one provider may be the default",
+    ),
+    (
+        "alias to an unconfigured model",
+        "llm_providers:\n  - model: openai/x\nmodel_aliases:\n  claude-*haiku*: openai/gpt-5\n",
+        "config.yaml:4: model_aliases.claude-*haiku*: alias target 'openai/gpt-5' is not a configured model",
+    ),
+    (
+        "unknown provider without base_url",
+        "llm_providers:\n  - model: acme/big-model\n",
+        "config.yaml:2: llm_providers[0].model: unknown provider 'acme'",
+    ),
+    (
+        "catalogue provider that needs base_url",
+        "llm_providers:\n  - model: ollama/qwen3\n",
+        "config.yaml:2: llm_providers[0]: provider 'ollama' needs base_url",
+    ),
+    (
+        "wrong type",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  port: twelve\n",
+        "config.yaml:4: listener.port: expected an integer, got 'twelve'",
+    ),
+    (
+        "bad interface",
+        "llm_providers:\n  - model: acme/x\n    base_url: http://acme\n    provider_interface: grpc\n",
+        "config.yaml:4: llm_providers[0].provider_interface: 'grpc' is not one of anthropic, openai, openai-chat, openai-responses",
+    ),
+    (
+        "reserved route name",
+        "llm_providers:\n  - model: openai/x\n    routing_preferences:\n      - {name: other, description: x}\n",
+        "config.yaml:4: llm_providers[0].routing_preferences[0].name: 'other' can't be a route name",
+    ),
+    (
+        "no providers",
+        "listener: {port: 1}\n",
+        "config.yaml:1: llm_providers: configure at least one",
+    ),
+    (
+        "unknown router device",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  device: gpu\n",
+        "config.yaml:4: routing.device: 'gpu' is not one of auto, cpu, cuda",
+    ),
+    (
+        "unknown compute type",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  compute_type: fp16\n",
+        "config.yaml:4: routing.compute_type: 'fp16' is not one of auto, default, int8",
+    ),
+    (
+        "unknown router mode",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  mode: fast\n",
+        "config.yaml:4: routing.mode: 'fast' is not one of constrained, greedy",
+    ),
+    ("not YAML", "llm_providers: [\n", "config.yaml:2: yaml:"),
+    (
+        "YAML explanation and column kept",
+        "llm_providers:\n  - model: openai/x\n    name: x\n   routing: 1\n",
+        "config.yaml:4: yaml: column 4: expected <block end>, but found '<block mapping start>' "
+        "(while parsing a block collection started at line 2)",
+    ),
+    (
+        "port used twice",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  port: 9000\nsidecar:\n  health_port: 9000\n",
+        "config.yaml:6: sidecar.health_port: port 9000 is already used by listener.port",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "expected"), ERRORS, ids=[e[0] for e in ERRORS])
+def test_each_mistake_is_one_line_naming_file_line_and_field(tmp_path, what, text, expected):
+    result = check(tmp_path, text)
+    assert result.returncode == 2, result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert any(line.startswith(f"error: {tmp_path}/{expected}") for line in errors), result.stderr
+
+
+def test_all_mistakes_are_reported_at_once():
+    with pytest.raises(ConfigError) as raised:
+        parse("llm_providers:\n  - model: gpt\n  - model: acme/x\nbogus: 1\n")
+    assert len(raised.value.problems) == 3
+
+
+def test_custom_provider_with_base_url_and_interface():
+    config = parse(
+        "llm_providers:\n  - model: acme/big\n    base_url: https://llm.acme.dev/v1/\n"
+        "    provider_interface: anthropic\n    access_key: k\n"
+    )
+    [acme] = config.providers
+    assert (acme.kind, acme.interface, acme.base_url) == (
+        "acme",
+        "anthropic",
+        "https://llm.acme.dev/v1",
+    )
+
+
+def test_alias_globs_and_resolution():
+    config = parse(
+        "llm_providers:\n  - model: anthropic/claude-haiku-4-5\n  - model: openai/gpt-4.1\n"
+        "    name: gpt\nmodel_aliases:\n  claude-*haiku*: anthropic/claude-haiku-4-5\n"
+        "  fast: {target: gpt}\n"
+    )
+    assert config.alias_target("claude-3-5-haiku-20241022").name == "anthropic/claude-haiku-4-5"
+    assert config.alias_target("fast").name == "gpt"
+    assert config.alias_target("claude-opus-4-8") is None
+
+
+def test_missing_file_is_one_clear_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"error: {tmp_path}/nope.yaml:1: file: No such file or directory"
+    )
+
+
+def test_committed_config_is_valid():
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", str(ROOT / "config.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_key_with_cr_or_lf_is_refused_by_check_without_showing_it(tmp_path):
+    # Envoy refuses such a header value on every request (a 503 that blames the sidecar).
+    text = "llm_providers:\n  - model: openai/x\n    access_key: $K\n"
+    result = check(tmp_path, text, K="sk-secret\r\nx-injected: 1")
+    assert result.returncode == 2
+    assert f"{tmp_path}/config.yaml:3: llm_providers[0].access_key: " in result.stderr
+    assert "control character" in result.stderr
+    assert "sk-secret" not in result.stderr + result.stdout
+
+
+def test_an_unset_variable_in_a_number_is_named(tmp_path):
+    result = check(tmp_path, "llm_providers:\n  - model: openai/x\nlistener:\n  port: $UNSET\n")
+    assert result.returncode == 2
+    assert f"{tmp_path}/config.yaml:4: listener.port: environment variable UNSET is not set" in (
+        result.stderr
+    )
+
+
+def test_double_dollar_is_a_literal_dollar(monkeypatch):
+    monkeypatch.setenv("K", "from-env")
+    config = parse(
+        "llm_providers:\n  - model: openai/x\n    access_key: pa$$word-$K-$${K}\n"
+        "gateway_keys: [a-literal-$$HOME-key]\n"
+    )
+    assert config.providers[0].access_key == "pa$word-from-env-${K}"
+    assert config.gateway_keys == ("a-literal-$HOME-key",)
+
+
+def test_pass_through_paths_default_to_what_claude_code_asks_and_can_be_set():
+    providers = "llm_providers:\n  - model: anthropic/claude-x\n"
+    assert parse(providers).pass_through_paths == ("/", "/v1/models", "/v1/models/*")
+    config = parse(providers + "pass_through_paths: [/v1/models, /v1/messages/batches*]\n")
+    assert config.pass_through_paths == ("/v1/models", "/v1/messages/batches*")
+    assert parse(providers + "pass_through_paths: []\n").pass_through_paths == ()
+
+
+@pytest.mark.parametrize("entry", ["v1/models", "/v1/*/x", "/v1/../messages", "/v1/%6D", "*"])
+def test_a_pass_through_entry_must_be_a_canonical_path_or_prefix(entry):
+    with pytest.raises(ConfigError, match=r"pass_through_paths\[0\]: .* is not a path"):
+        parse(f"llm_providers:\n  - model: anthropic/claude-x\npass_through_paths: ['{entry}']\n")
+
+
+@pytest.mark.parametrize(
+    ("entry", "interface", "path"),
+    [
+        ("model: openai/gpt-5.2-codex", "openai-responses", "/v1/responses"),
+        (
+            "model: openai/gpt-4.1\n    provider_interface: openai-chat",
+            "openai",
+            "/v1/chat/completions",
+        ),
+        ("model: xai/grok-4", "openai", "/v1/chat/completions"),
+        (
+            "model: xai/grok-4\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        (
+            "model: openrouter/openai/gpt-5\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/api/v1/responses",
+        ),
+        (
+            "model: ollama/qwen3\n    base_url: http://h:11434\n    provider_interface: openai-responses",
+            "openai-responses",
+            "/v1/responses",
+        ),
+        ("model: ollama/qwen3\n    base_url: http://h:11434", "openai", "/v1/chat/completions"),
+        (
+            "model: acme/x\n    base_url: http://acme/v1\n    provider_interface: openai",
+            "openai",
+            "/v1/chat/completions",
+        ),
+    ],
+)
+def test_which_wire_a_provider_speaks(entry: str, interface: str, path: str) -> None:
+    from extproc.providers.upstream import upstream_path
+
+    [provider] = parse(f"llm_providers:\n  - {entry}\n    access_key: k\n").providers
+    assert provider.interface == interface
+    assert upstream_path(provider, "/v1/messages?beta=true") == path
+
+
+def test_reasoning_summaries_are_turned_off_by_a_model_family_row() -> None:
+    config = parse(
+        "llm_providers:\n  - model: openai/gpt-5.2-codex\n    access_key: k\n"
+        "model_families:\n  - {provider: openai, model: '*', reasoning_summaries: false}\n"
+    )
+    contract = config.providers[0].contract
+    assert contract.reasoning and not contract.reasoning_summaries

@@ -1,0 +1,237 @@
+"""ArchRouter on a tiny real model: constrained decoding, greedy agreement, errors, convert."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extproc.control.router_convert import ConvertError, convert
+from extproc.decisions.router.decoding import OTHER, answer_text, parse_route
+from extproc.decisions.router.engine import ArchRouter, RouterModelError, pick_compute_type
+from tests.support.qwen_tokenizer import session_qwen_dir
+from tests.support.tiny_model import ROUTES, STEERED, session_model_dir
+
+NAMES = [name for name, _ in ROUTES]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return session_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def router(model_dir: Path) -> Iterator[ArchRouter]:
+    router = ArchRouter(model_dir, device="auto")
+    yield router
+    router.close()
+
+
+def random_windows(count: int, seed: int) -> list[list[dict[str, str]]]:
+    rng = random.Random(seed)
+    words = ["fix", "the", "bug", "write", "code", "review", "hello", "python", "é", "日本", '"q"']
+    roles = ["user", "assistant"]
+    return [
+        [
+            {"role": rng.choice(roles), "content": " ".join(rng.choices(words, k=n))}
+            for n in rng.choices(range(1, 40), k=rng.randint(1, 3))
+        ]
+        for _ in range(count)
+    ]
+
+
+def test_loads_on_cpu_with_the_tokenizer_beside_the_model(router: ArchRouter) -> None:
+    assert router.device == "cpu"  # no CUDA device here: "auto" fell back
+    assert router.compute_type == "default"  # "auto" on a CPU: int8, as converted
+    assert router.count_tokens("hello world") == len(router.encode("hello world")) > 0
+    assert router.classify(ROUTES, []) == []
+
+
+def test_loading_qwens_tokenizer_warns_of_nothing(
+    tmp_path_factory: pytest.TempPathFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """transformers 5 took a converted directory with a vocabulary the size of Qwen's for a
+    Mistral one and warned of wrong tokenization on every start of the sidecar."""
+    router = ArchRouter(session_qwen_dir(tmp_path_factory), device="cpu")
+    assert router.encode("Hello, world") == [9707, 11, 1879]
+    router.close()
+    assert "regex" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("asked", "device", "supported", "expected"),
+    [
+        ("auto", "cpu", {"int8", "int8_float32", "float32"}, "default"),
+        ("auto", "cuda", {"int8", "float16", "bfloat16", "int8_bfloat16"}, "bfloat16"),
+        ("auto", "cuda", {"int8", "float16", "int8_float16"}, "float16"),
+        ("auto", "cuda", {"int8", "float32"}, "default"),
+        ("int8_float16", "cuda", {"bfloat16"}, "int8_float16"),
+    ],
+)
+def test_auto_compute_type(asked: str, device: str, supported: set, expected: str) -> None:
+    """A GPU gets a 16-bit float type (bfloat16 first); a CPU keeps the int8 model as is."""
+    assert pick_compute_type(asked, device, supported) == expected
+
+
+def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:
+    """Whenever the model writes a valid answer by itself, the fast path picks the same.
+
+    The tiny model is steered (tests/support/tiny_model.py) so that it really writes one of two
+    route names depending on the conversation: both cases must occur, or this test proves
+    nothing.
+    """
+    windows = random_windows(40, seed=1)
+    rng = random.Random(2)
+    agreed: Counter[str] = Counter()
+    for routes in (ROUTES, rng.sample(ROUTES, k=4), [ROUTES[1], ROUTES[0]]):
+        names = [name for name, _ in routes]
+        free = [parse_route(text, names) for text in router.generate_free(routes, windows)]
+        fast = router.classify(routes, windows)
+        for expected, got in zip(free, fast, strict=True):
+            if expected != OTHER:
+                assert got == expected
+                agreed[got] += 1
+    assert set(agreed) == set(STEERED), agreed
+    assert min(agreed.values()) >= 10, agreed
+
+
+def test_greedy_mode_parses_the_models_answer(model_dir: Path, router: ArchRouter) -> None:
+    greedy = ArchRouter(model_dir, mode="greedy")
+    try:
+        windows = random_windows(12, seed=3)
+        assert greedy.classify(ROUTES, windows) == router.classify(ROUTES, windows)
+        # Routes the model doesn't answer with: its free answer names no configured route.
+        assert set(greedy.classify(ROUTES[2:], windows)) == {OTHER}
+    finally:
+        greedy.close()
+
+
+class RecordingGenerator:
+    """The real generator, with the arguments of each ``generate_batch`` call kept."""
+
+    def __init__(self, generator: object) -> None:
+        self.generator = generator
+        self.calls: list[dict] = []
+
+    def generate_batch(self, *args: object, **kwargs: object) -> object:
+        self.calls.append(kwargs)
+        return self.generator.generate_batch(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "name", ["x" * 64, "コード生成", "code_generation"], ids=["64 chars", "escaped", "short"]
+)
+def test_greedy_mode_may_write_the_longest_answer_whole(model_dir: Path, name: str) -> None:
+    """A long (or escaped non-ASCII) route name must not be cut off into ``other``."""
+    router = ArchRouter(model_dir, device="cpu", mode="greedy")
+    recording = RecordingGenerator(router.generator)
+    router._generator = recording  # type: ignore[assignment]
+    routes = [*ROUTES, (name, "a route with a long or non-ASCII name")]
+    router.classify(routes, random_windows(1, seed=3))
+    longest = max(len(router.encode(answer_text(n))) for n, _ in routes)
+    assert recording.calls[-1]["max_length"] >= longest > 0
+    router.close()
+
+
+def test_batched_equals_one_by_one(router: ArchRouter) -> None:
+    windows = random_windows(10, seed=4)
+    routes = [("bug_fixing", "x"), ("general_chat", "y"), ("code_gen", "z"), ("coda", "w")]
+    batched = router.classify(routes, windows)
+    assert batched == [router.classify(routes, [w])[0] for w in windows]
+
+
+def test_thread_safe(router: ArchRouter) -> None:
+    windows = random_windows(16, seed=5)
+    expected = router.classify(ROUTES, windows)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda w: router.classify(ROUTES, [w])[0], windows))
+    assert got == expected
+
+
+name_st = st.text(alphabet="abc_é", min_size=1, max_size=12)
+routes_st = st.lists(name_st, min_size=1, max_size=6, unique=True).map(
+    lambda names: [(name, f"route {name}") for name in names]
+)
+window_st = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant"]), "content": st.text(max_size=60)}
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(routes_st, st.lists(window_st, min_size=1, max_size=3))
+def test_always_a_configured_name_or_other(
+    router: ArchRouter, routes: list[tuple[str, str]], windows: list
+) -> None:
+    """Random names make deep tries where the model leaves the trie and must be re-run."""
+    answers = router.classify(routes, windows)
+    assert len(answers) == len(windows)
+    assert set(answers) <= {name for name, _ in routes} | {OTHER}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(window_st, min_size=1, max_size=4))
+def test_agreement_on_random_windows(router: ArchRouter, windows: list) -> None:
+    free = [parse_route(text, NAMES) for text in router.generate_free(ROUTES, windows)]
+    fast = router.classify(ROUTES, windows)
+    assert all(f == c for f, c in zip(free, fast, strict=True) if f != OTHER)
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(RouterModelError, match=r"does not exist") as err:
+        ArchRouter(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(err.value)
+
+
+def test_incomplete_directory(tmp_path: Path, model_dir: Path) -> None:
+    shutil.copytree(model_dir, tmp_path / "m")
+    (tmp_path / "m" / "model.bin").unlink()
+    (tmp_path / "m" / "tokenizer.json").unlink()
+    (tmp_path / "m" / "tokenizer_config.json").unlink()
+    with pytest.raises(RouterModelError, match=r"missing model.bin, tokenizer.json") as err:
+        ArchRouter(tmp_path / "m")
+    assert str(tmp_path / "m") in str(err.value)
+
+
+def test_truncated_model_bin(tmp_path: Path, model_dir: Path) -> None:
+    shutil.copytree(model_dir, tmp_path / "m")
+    data = (tmp_path / "m" / "model.bin").read_bytes()
+    (tmp_path / "m" / "model.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RouterModelError, match=r"model.bin cannot be loaded") as err:
+        ArchRouter(tmp_path / "m")
+    assert str(tmp_path / "m") in str(err.value)
+
+
+def test_closed_router_says_so(model_dir: Path) -> None:
+    closed = ArchRouter(model_dir)
+    closed.close()
+    with pytest.raises(RouterModelError, match="closed"):
+        closed.classify(ROUTES, random_windows(1, seed=6))
+
+
+def test_convert_copies_the_tokenizer_and_refuses_to_overwrite(model_dir: Path) -> None:
+    assert (model_dir / "tokenizer.json").is_file()
+    assert (model_dir / "chat_template.jinja").is_file()
+    assert (model_dir / "generation_config.json").is_file()
+    with pytest.raises(ConvertError, match="already exists"):
+        convert(str(model_dir.parent / "tiny-arch-router-hf"), model_dir)
+
+
+def test_convert_without_torch_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    cpu_index = r"pip install torch --index-url https://download\.pytorch\.org/whl/cpu"
+    with pytest.raises(ConvertError, match=cpu_index):
+        convert("katanemo/Arch-Router-1.5B", tmp_path / "out")

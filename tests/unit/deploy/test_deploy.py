@@ -1,0 +1,456 @@
+"""deploy/: every manifest validated offline, every embedded Envoy config accepted by Envoy,
+and every example kept in step with what `extproc render-envoy` makes of its config.yaml.
+
+Core Kubernetes resources are checked against the API's own schemas (kubernetes-validate, strict:
+an unknown field fails); Istio's against the models generated from Istio's CRDs
+(cloudcoil-models-istio); Envoy Gateway's CRDs ship in no package, so their resources are
+checked here field by field against what the sidecar needs (docs/mesh.md says which)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from cloudcoil.models.istio.networking import v1 as istio_v1
+from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
+
+from extproc.config import Config, parse
+from extproc.control.envoy_config import EXTPROC_FILTER, access_log_format, fragment
+from extproc.providers.upstream import CLUSTER_HEADER, origins
+from tests.support import ROOT
+from tests.support.envoy import validate
+
+DEPLOY = ROOT / "deploy"
+NOT_MANIFESTS = {"kustomization.yaml", "config.yaml", "helm-values.yaml"}
+CRD_GROUPS = {"gateway.networking.k8s.io", "gateway.envoyproxy.io", "networking.istio.io"}
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")  # preStop's sleep action needs 1.30
+ISTIO_KINDS = {
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): istio_v1alpha3.EnvoyFilter,
+    ("networking.istio.io/v1", "VirtualService"): istio_v1.VirtualService,
+    ("networking.istio.io/v1", "Gateway"): istio_v1.Gateway,
+    ("networking.istio.io/v1", "ServiceEntry"): istio_v1.ServiceEntry,
+    ("networking.istio.io/v1", "DestinationRule"): istio_v1.DestinationRule,
+}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def manifests(under: Path = DEPLOY) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{path.relative_to(DEPLOY)}#{i}", doc)
+        for path in sorted(under.rglob("*.yaml"))
+        if path.name not in NOT_MANIFESTS and path.parent.name != "envoy"
+        for i, doc in enumerate(documents(path))
+    ]
+
+
+def one(kind: str, under: Path = DEPLOY, name: str | None = None) -> dict[str, Any]:
+    (found,) = [
+        doc
+        for _, doc in manifests(under)
+        if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
+    ]
+    return found
+
+
+def secret_env() -> dict[str, str]:
+    return one("Secret")["stringData"]
+
+
+def variant_config(variant: str, monkeypatch) -> Config:
+    for key, value in secret_env().items():
+        monkeypatch.setenv(key, value)
+    path = DEPLOY / "kubernetes" / variant / "config.yaml"
+    config = parse(path.read_text(encoding="utf-8"), str(path))
+    assert not config.warnings
+    return config
+
+
+@pytest.fixture
+def cpu_config(monkeypatch) -> Config:
+    return variant_config("cpu", monkeypatch)
+
+
+def group(doc: dict[str, Any]) -> str:
+    return doc["apiVersion"].rpartition("/")[0]
+
+
+# ------------------------------------------------------------------ schemas
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_resources_pass_the_api_schema(version):
+    checked = set()
+    for where, doc in manifests():
+        if group(doc) in CRD_GROUPS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{where} ({doc['kind']}): {error}")
+        checked.add(doc["kind"])
+    assert checked >= {
+        "Namespace",
+        "Deployment",
+        "Service",
+        "Secret",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+    }
+
+
+def test_istio_resources_pass_istios_crd_models():
+    """Models generated from Istio's CRD schemas: a string where an object belongs fails; the
+    models ignore unknown fields, so a resource must also survive the round trip unchanged."""
+    checked = 0
+    for where, doc in manifests(DEPLOY / "istio"):
+        model = ISTIO_KINDS.get((doc["apiVersion"], doc["kind"]))
+        if model is None:
+            assert group(doc) not in CRD_GROUPS, where
+            continue
+        parsed = model.model_validate(doc)
+        dumped = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        assert dumped == doc, f"{where}: a field Istio's schema does not have"
+        checked += 1
+    assert checked == 6
+
+
+def test_every_kustomization_names_files_that_exist():
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        spec = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
+        for resource in spec.get("resources", []):
+            assert (kustomization.parent / resource).exists(), f"{kustomization}: {resource}"
+        for generator in spec.get("configMapGenerator", []):
+            for file in generator["files"]:
+                assert (kustomization.parent / file).exists(), f"{kustomization}: {file}"
+    listed = {
+        (k.parent / r).resolve()
+        for k in DEPLOY.rglob("kustomization.yaml")
+        for r in yaml.safe_load(k.read_text())["resources"]
+    }
+    for path in DEPLOY.rglob("*.yaml"):
+        if path.name not in NOT_MANIFESTS and path.parent.name != "envoy":
+            assert path.resolve() in listed, f"{path} is in no kustomization"
+
+
+# ------------------------------------------------------------------ the sidecar in Kubernetes
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+WARM_MODEL_MIB = {"cpu": 2043, "gpu": 1211}
+"""Host memory of one worker with its model loaded and warm (docs/benchmarks.md)."""
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_the_deployment_serves_its_config(variant, monkeypatch):
+    config = variant_config(variant, monkeypatch)
+    under = DEPLOY / "kubernetes" / variant
+    deployment = one("Deployment", under)
+    pod = deployment["spec"]["template"]["spec"]
+    main = container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    assert ports == {"grpc": config.sidecar.port, "health": config.sidecar.health_port}
+    assert config.sidecar.bind_address == "0.0.0.0"
+    for probe, path in (("startupProbe", "/ready"), ("readinessProbe", "/ready")):
+        assert main[probe]["httpGet"] == {"path": path, "port": "health"}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # The model loads before /ready: the start-up probe allows minutes, not liveness' seconds.
+    startup = main["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+    # SIGTERM comes after preStop; the drain (--grace) must end before the kill.
+    grace = float(flag(main["args"], "--grace"))
+    pre_stop = main["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + grace
+    # Keys from the Secret, config.yaml from the generated ConfigMap, mounted where serve reads.
+    assert main["envFrom"] == [{"secretRef": {"name": one("Secret")["metadata"]["name"]}}]
+    kustomization = yaml.safe_load((under / "kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["config.yaml"]
+    (volume,) = pod["volumes"]
+    assert volume["configMap"]["name"] == generator["name"]
+    (mount,) = main["volumeMounts"]
+    assert mount["name"] == volume["name"]
+    assert main["args"][:3] == ["extproc", "serve", f"{mount['mountPath']}/config.yaml"]
+    # Each worker loads its own model, and takes a core.
+    workers = int(flag(main["args"], "--workers"))
+    resources = main["resources"]
+    assert mebibytes(resources["requests"]["memory"]) >= workers * WARM_MODEL_MIB[variant]
+    assert float(resources["requests"]["cpu"]) >= workers
+    assert "cpu" not in resources["limits"]  # throttling a router decision only slows it
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels
+    if variant == "gpu":
+        assert config.routing.device == "cuda"
+        assert resources["limits"]["nvidia.com/gpu"] == 1
+        assert pod["nodeSelector"]
+    else:
+        assert config.routing.device == "cpu"
+        hpa = one("HorizontalPodAutoscaler", under)
+        assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        assert hpa["spec"]["minReplicas"] >= 2
+        pdb = one("PodDisruptionBudget", under)
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_services_and_network_policy_fit_the_pods(cpu_config):
+    template = one("Deployment", DEPLOY / "kubernetes" / "cpu")["spec"]["template"]
+    pod_labels = template["metadata"]["labels"]
+    service = one("Service", DEPLOY / "kubernetes", "extproc")
+    headless = one("Service", DEPLOY / "kubernetes", "extproc-headless")
+    for svc in (service, headless):
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+        grpc = next(p for p in svc["spec"]["ports"] if p["targetPort"] == "grpc")
+        # Istio speaks HTTP/2 to a port named grpc (or with appProtocol grpc).
+        assert grpc["name"] == "grpc"
+        assert grpc["appProtocol"] == "grpc"
+        assert grpc["port"] == cpu_config.sidecar.port
+    # A plain Envoy resolves the headless name: one endpoint per pod, not one per Service IP.
+    assert headless["spec"]["clusterIP"] == "None"
+    assert cpu_config.sidecar.address.startswith(f"{headless['metadata']['name']}.llm.svc")
+    policy = one("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    grpc_rule, health_rule = policy["spec"]["ingress"]
+    assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert grpc_rule["from"]  # only the Envoys listed
+    assert health_rule["ports"] == [{"port": "health", "protocol": "TCP"}]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["egress"] == []  # the sidecar calls nothing; Envoy calls providers
+    istio_gateway = one("Deployment", DEPLOY / "istio")
+    gateway_labels = istio_gateway["spec"]["template"]["metadata"]["labels"]
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).items() <= gateway_labels.items()
+        and "namespaceSelector" not in peer
+        for peer in grpc_rule["from"]
+    )
+
+
+# ------------------------------------------------------------------ plain Envoy
+
+
+def manager_of(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    listener = bootstrap["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_config):
+    path = DEPLOY / "envoy" / "envoy.yaml"
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pieces = yaml.safe_load(fragment(cpu_config))
+    bootstrap = yaml.safe_load(path.read_text())
+    manager = manager_of(bootstrap)
+    assert manager["http_filters"][0] == pieces["http_filters"][0]
+    assert manager["http_filters"][0]["disabled"] is True  # on for the claude host only
+    hosts = {h["name"]: h for h in manager["route_config"]["virtual_hosts"]}
+    assert hosts["claude"]["routes"] == pieces["routes"]
+    assert len(hosts) > 1
+    assert manager["early_header_mutation_extensions"] == pieces["early_header_mutation_extensions"]
+    log_format = manager["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    assert log_format == pieces["access_log_format"]
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    for cluster in pieces["clusters"]:
+        assert clusters[cluster["name"]] == cluster
+    assert clusters["extproc"]["type"] == "STRICT_DNS"
+    listener = bootstrap["static_resources"]["listeners"][0]
+    assert listener["per_connection_buffer_limit_bytes"] >= cpu_config.listener.max_body_bytes
+
+
+# ------------------------------------------------------------------ Istio
+
+ISTIO_EXTPROC_CLUSTER = "outbound|50051||extproc.llm.svc.cluster.local"
+
+
+def istio_patches() -> dict[str, dict[str, Any]]:
+    envoy_filter = one("EnvoyFilter")
+    return {p["applyTo"]: p for p in envoy_filter["spec"]["configPatches"]}
+
+
+def test_istio_envoyfilter_is_scoped_to_the_claude_port(cpu_config):
+    envoy_filter = one("EnvoyFilter")
+    gateway = one("Gateway", DEPLOY / "istio")
+    (server,) = gateway["spec"]["servers"]
+    selector = envoy_filter["spec"]["workloadSelector"]["labels"]
+    assert selector == gateway["spec"]["selector"]
+    for patch in envoy_filter["spec"]["configPatches"]:
+        # GATEWAY: SIDECAR_INBOUND listeners never route to the providers.
+        assert patch["match"]["context"] == "GATEWAY"
+        assert patch["match"]["listener"]["portNumber"] == server["port"]["number"]
+    service = one("Service", DEPLOY / "istio", "llm-gateway")
+    assert [p["port"] for p in service["spec"]["ports"]] == [server["port"]["number"]]
+
+
+def test_istio_patches_are_the_rendered_pieces(cpu_config):
+    pieces = yaml.safe_load(fragment(cpu_config))
+    patches = istio_patches()
+    ext_proc = copy.deepcopy(pieces["http_filters"][0])
+    del ext_proc["disabled"]  # the port match scopes it: every request on it is Claude Code's
+    ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = ISTIO_EXTPROC_CLUSTER
+    assert patches["HTTP_FILTER"]["patch"] == {"operation": "INSERT_BEFORE", "value": ext_proc}
+    manager = patches["NETWORK_FILTER"]["patch"]["value"]["typed_config"]
+    assert manager["early_header_mutation_extensions"] == pieces["early_header_mutation_extensions"]
+    log_format = manager["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    assert log_format == pieces["access_log_format"]
+    assert manager["stream_idle_timeout"] == f"{cpu_config.listener.idle_timeout_s}s"
+    buffer = patches["LISTENER"]["patch"]["value"]["per_connection_buffer_limit_bytes"]
+    assert buffer >= cpu_config.listener.max_body_bytes
+
+
+def test_istio_patches_applied_to_a_gateway_listener_pass_envoy_validate(tmp_path, cpu_config):
+    """Each patch value applied as Istio applies it, to a listener like the gateway's, with the
+    outbound cluster Istio makes for the extproc Service."""
+    patches = istio_patches()
+    bootstrap = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    listener = bootstrap["static_resources"]["listeners"][0]
+    listener.pop("per_connection_buffer_limit_bytes")
+    listener.update(patches["LISTENER"]["patch"]["value"])
+    manager = manager_of(bootstrap)
+    for key in ("early_header_mutation_extensions", "access_log", "stream_idle_timeout"):
+        manager.pop(key, None)
+    merged = patches["NETWORK_FILTER"]["patch"]["value"]["typed_config"]
+    manager.update({k: v for k, v in merged.items() if k != "@type"})
+    manager["http_filters"] = [
+        patches["HTTP_FILTER"]["patch"]["value"],
+        manager["http_filters"][-1],
+    ]
+    for host in manager["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            route.pop("typed_per_filter_config", None)
+    clusters = bootstrap["static_resources"]["clusters"]
+    (extproc,) = [c for c in clusters if c["name"] == "extproc"]
+    extproc["name"] = extproc["load_assignment"]["cluster_name"] = ISTIO_EXTPROC_CLUSTER
+    path = tmp_path / "istio-gateway.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_istio_routes_every_provider_with_tls_and_its_own_authority(cpu_config):
+    virtual_service = one("VirtualService")
+    gateway = one("Gateway", DEPLOY / "istio")
+    assert virtual_service["spec"]["hosts"] == gateway["spec"]["servers"][0]["hosts"]
+    *by_header, catch_all = virtual_service["spec"]["http"]
+    wanted = origins(cpu_config)
+    routed = {}
+    for rule in [*by_header, catch_all]:
+        assert "timeout" not in rule  # Istio's default is none; its CRD refuses 0s
+        (destination,) = rule["route"]
+        host = destination["destination"]["host"]
+        assert rule["rewrite"] == {"authority": host}
+        if rule is not catch_all:
+            ((name, match),) = rule["match"][0]["headers"].items()
+            assert name == CLUSTER_HEADER
+            routed[match["exact"]] = (host, destination["destination"]["port"]["number"])
+    assert "match" not in catch_all
+    assert routed == {cluster: (o.host, o.port) for cluster, o in wanted.items()}
+    entry = one("ServiceEntry")
+    assert sorted(entry["spec"]["hosts"]) == sorted(o.host for o in wanted.values())
+    rules = {
+        r["spec"]["host"]: r
+        for _, r in manifests(DEPLOY / "istio")
+        if r["kind"] == "DestinationRule"
+    }
+    for origin in wanted.values():
+        assert rules[origin.host]["spec"]["trafficPolicy"]["tls"] == {
+            "mode": "SIMPLE",
+            "sni": origin.host,
+        }
+
+
+# ------------------------------------------------------------------ Envoy Gateway
+
+EG = DEPLOY / "envoy-gateway"
+
+
+def test_envoy_gateway_policy_carries_the_rendered_filter_settings(cpu_config):
+    rendered = yaml.safe_load(fragment(cpu_config))["http_filters"][0]["typed_config"]
+    policy = one("EnvoyExtensionPolicy")
+    assert policy["spec"]["targetRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "claude"}
+    ]
+    (ext_proc,) = policy["spec"]["extProc"]
+    mode = ext_proc["processingMode"]
+    # allowModeOverride belongs to processingMode, not to its response part.
+    assert mode == {"request": {"body": "Buffered"}, "response": {}, "allowModeOverride": True}
+    assert ext_proc["messageTimeout"] == rendered["message_timeout"]
+    assert ext_proc["failOpen"] is rendered["failure_mode_allow"]
+    namespaces = ext_proc["metadata"]["writableNamespaces"]
+    assert namespaces == [cpu_config.sidecar.metadata_namespace]
+    # Envoy Gateway's CEL rule on writableNamespaces: self.all(f, !f.startsWith('envoy.filters.http'))
+    assert not any(ns.startswith("envoy.filters.http") for ns in namespaces)
+    (backend,) = ext_proc["backendRefs"]
+    service = one("Service", DEPLOY / "kubernetes", backend["name"])
+    assert backend["port"] in [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    values = yaml.safe_load((EG / "helm-values.yaml").read_text())
+    assert values["config"]["envoyGateway"]["extensionApis"]["enableBackend"] is True
+
+
+def test_envoy_gateway_route_has_a_rule_per_provider_and_a_catch_all(cpu_config):
+    route = one("HTTPRoute")
+    *by_header, catch_all = route["spec"]["rules"]
+    backends = {
+        b["metadata"]["name"]: b["spec"] for _, b in manifests(EG) if b["kind"] == "Backend"
+    }
+    routed = {}
+    for rule in [*by_header, catch_all]:
+        assert rule["timeouts"] == {"request": "0s"}  # Envoy Gateway's default is 15 s
+        (ref,) = rule["backendRefs"]
+        assert ref["kind"] == "Backend"
+        backend = backends[ref["name"]]
+        (endpoint,) = backend["endpoints"]
+        host = endpoint["fqdn"]["hostname"]
+        assert endpoint["fqdn"]["port"] == ref["port"]
+        assert backend["tls"] == {"wellKnownCACertificates": "System"}
+        (rewrite,) = rule["filters"]
+        assert rewrite == {"type": "URLRewrite", "urlRewrite": {"hostname": host}}
+        (match,) = rule["matches"]
+        assert match["path"] == {"type": "PathPrefix", "value": "/"}
+        if rule is not catch_all:
+            (header,) = match["headers"]
+            assert header["type"] == "Exact" and header["name"] == CLUSTER_HEADER
+            routed[header["value"]] = (host, ref["port"])
+    assert "headers" not in catch_all["matches"][0]
+    assert routed == {cluster: (o.host, o.port) for cluster, o in origins(cpu_config).items()}
+
+
+def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
+    client = one("ClientTrafficPolicy")
+    assert mebibytes(client["spec"]["connection"]["bufferLimit"]) * 2**20 >= (
+        cpu_config.listener.max_body_bytes
+    )
+    assert client["spec"]["headers"]["earlyRequestHeaders"] == {"remove": [CLUSTER_HEADER]}
+    proxy = one("EnvoyProxy")
+    (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
+    assert setting["format"]["json"] == access_log_format(cpu_config)
+    # The format strings themselves, as Envoy reads them.
+    bootstrap = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    manager_of(bootstrap)["access_log"][0]["typed_config"]["log_format"] = {
+        "json_format": setting["format"]["json"]
+    }
+    path = tmp_path / "eg-access-log.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    gateway = one("Gateway", EG)
+    assert gateway["spec"]["infrastructure"]["parametersRef"]["name"] == proxy["metadata"]["name"]
+    assert EXTPROC_FILTER not in cpu_config.sidecar.metadata_namespace

@@ -1,0 +1,225 @@
+"""The rendered Envoy config: valid for the real binary, and committed without drift."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from extproc.config import load, parse
+from extproc.control.envoy_config import render
+from tests.support import ROOT
+from tests.support.envoy import validate
+
+
+def test_committed_envoy_yaml_matches_committed_config():
+    rendered = render(load(ROOT / "config.yaml"))
+    committed = (ROOT / "envoy" / "envoy.yaml").read_text(encoding="utf-8")
+    assert committed == rendered, "run `extproc render-envoy` and commit envoy/envoy.yaml"
+
+
+CONFIGS = {
+    "committed": (ROOT / "config.yaml").read_text(encoding="utf-8"),
+    "every provider kind": """\
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+  - model: deepseek/deepseek-chat
+  - model: openai/gpt-4.1
+  - model: gemini/gemini-2.5-pro
+  - model: xai/grok-4
+  - model: mistral/mistral-large-latest
+  - model: groq/llama-3.3-70b
+  - model: openrouter/anthropic/claude-3.5-sonnet
+  - model: ollama/qwen3
+    base_url: http://host.docker.internal:11434
+  - model: acme/big
+    base_url: https://llm.acme.dev:8443/v1
+    provider_interface: openai
+listener: {address: 0.0.0.0, port: 8080, max_body_bytes: 67108864}
+routing: {timeout_ms: 20000}
+""",
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_rendered_config_passes_envoy_validate(tmp_path, name):
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render(parse(CONFIGS[name])), encoding="utf-8")
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+
+
+def test_one_cluster_per_origin_with_tls_and_sni():
+    bootstrap = yaml.safe_load(render(parse(CONFIGS["every provider kind"])))
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    assert set(clusters) == {
+        "extproc",
+        "api_anthropic_com_443",
+        "api_deepseek_com_443",
+        "api_openai_com_443",
+        "generativelanguage_googleapis_com_443",
+        "api_x_ai_443",
+        "api_mistral_ai_443",
+        "api_groq_com_443",
+        "openrouter_ai_443",
+        "host_docker_internal_11434",
+        "llm_acme_dev_8443",
+    }
+    tls = clusters["llm_acme_dev_8443"]["transport_socket"]["typed_config"]
+    assert tls["sni"] == "llm.acme.dev"
+    assert "transport_socket" not in clusters["host_docker_internal_11434"]
+    ext_proc = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    http_filters = ext_proc["typed_config"]["http_filters"]
+    assert http_filters[0]["typed_config"]["message_timeout"] == "30s"
+    assert (
+        bootstrap["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] == 2**20
+    )
+
+
+def test_render_envoy_command_writes_file_and_listen_override(tmp_path):
+    out = tmp_path / "envoy.yaml"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "extproc",
+            "render-envoy",
+            str(ROOT / "config.yaml"),
+            "-o",
+            str(out),
+            "--listen-address",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    listener = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
+
+
+PLAIN_ENVOY = """\
+static_resources:
+  listeners:
+  - name: existing
+    address: {socket_address: {address: 127.0.0.1, port_value: 10000}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: existing
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["app.local"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: app}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters: []
+"""
+
+
+def test_fragment_embeds_into_a_plain_envoy_config(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "render-envoy", str(ROOT / "config.yaml"), "--fragment"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pieces = yaml.safe_load(result.stdout)
+    assert set(pieces) == {
+        "http_filters",
+        "routes",
+        "clusters",
+        "early_header_mutation_extensions",
+        "access_log_format",
+    }
+    bootstrap = yaml.safe_load(PLAIN_ENVOY)
+    resources = bootstrap["static_resources"]
+    manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["http_filters"][:0] = pieces["http_filters"]
+    manager["early_header_mutation_extensions"] = pieces["early_header_mutation_extensions"]
+    manager["route_config"]["virtual_hosts"].append(
+        {"name": "claude", "domains": ["*"], "routes": pieces["routes"]}
+    )
+    manager["access_log"] = [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": {"json_format": pieces["access_log_format"]},
+            },
+        }
+    ]
+    resources["listeners"][0]["per_connection_buffer_limit_bytes"] = 32 * 1024 * 1024
+    resources["clusters"] = pieces["clusters"]
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    validated = validate(path)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+IN_A_POD = """\
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+sidecar:
+  address: extproc-grpc.llm.svc.cluster.local
+  listen_address: 0.0.0.0
+  metadata_namespace: io.extproc
+"""
+
+
+def test_a_service_name_gets_a_dns_cluster_that_envoy_accepts(tmp_path):
+    """`sidecar.address` is where Envoy reaches the sidecar; a name is resolved (every address
+    behind a headless Service becomes an endpoint), and serve binds `listen_address`."""
+    config = parse(IN_A_POD)
+    assert config.sidecar.bind_address == "0.0.0.0"
+    bootstrap = yaml.safe_load(render(config))
+    (extproc,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "extproc"]
+    assert extproc["type"] == "STRICT_DNS"
+    endpoint = extproc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["address"] == "extproc-grpc.llm.svc.cluster.local"
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render(config), encoding="utf-8")
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "where", "says"),
+    [
+        ("{address: extproc.llm}", "sidecar.listen_address", "is a name"),
+        ("{address: 0.0.0.0}", "sidecar.address", "set sidecar.listen_address: 0.0.0.0"),
+        ("{address: 10.0.0.7, listen_address: extproc.llm}", "sidecar.listen_address", "IP"),
+        ("{address: 'bad name!'}", "sidecar.address", "neither an IP address nor a DNS name"),
+        ("{metadata_namespace: 'a:b'}", "sidecar.metadata_namespace", "letters, digits"),
+    ],
+)
+def test_check_catches_a_sidecar_address_mixup(tmp_path, sidecar, where, says):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"llm_providers:\n  - model: openai/gpt-4.1\nsidecar: {sidecar}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "check", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stdout
+    assert f"{path}:3: {where}: " in result.stderr
+    assert says in result.stderr
+
+
+def test_metadata_namespace_is_the_filters_and_the_access_logs():
+    bootstrap = yaml.safe_load(render(parse(IN_A_POD)))
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    ext_proc = manager["typed_config"]["http_filters"][0]["typed_config"]
+    assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["io.extproc"]
+    log_format = manager["typed_config"]["access_log"][0]["typed_config"]["log_format"]
+    assert (
+        log_format["json_format"]["routed_model"] == "%DYNAMIC_METADATA(io.extproc:routed_model)%"
+    )

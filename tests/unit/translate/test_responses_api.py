@@ -1,0 +1,947 @@
+"""Anthropic Messages ⇄ OpenAI Responses: requests, answers, and streams whatever their split
+points, checked with the Anthropic SDK's accumulator, the `openai` SDK's own types and stream
+accumulator (through the shared builders), and the strict Responses fake's rules."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from anthropic.types import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openai.types.responses import ResponseInputParam, response_create_params
+from pydantic import TypeAdapter
+
+from extproc.config.contract import contract_for
+from extproc.translate import signatures
+from extproc.translate.anthropic_format import TranslationError
+from extproc.translate.openai_responses import (
+    StreamTranslator,
+    translate_request,
+    translate_response,
+)
+from extproc.translate.openai_responses.reasoning import reasoning_item
+from tests.support.anthropic_sse import accumulate, sdk_client
+from tests.support.anthropic_sse import events as anthropic_events
+from tests.support.anthropic_sse import translate as feed_cut
+from tests.support.captured import captured
+from tests.support.exception_text import error_text
+from tests.support.fake_responses import refusal
+from tests.support.responses_streams import (
+    ANSWERS,
+    BASH,
+    SECRET,
+    Answer,
+    Call,
+    check_with_sdk,
+    encrypted_for,
+    events,
+    response,
+    sse,
+)
+
+KNOWN_KEYS = {*typing.get_type_hints(response_create_params.ResponseCreateParamsBase), "stream"}
+STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsStreaming)
+NON_STREAMING = TypeAdapter(response_create_params.ResponseCreateParamsNonStreaming)
+INPUT = TypeAdapter(ResponseInputParam)
+
+
+def ours(encrypted: str = SECRET, origin: str = "") -> str:
+    """The signature the translator gives reasoning item rs_0a1b2c answered at `origin`."""
+    answer = orjson.dumps(response(Answer(reasoning=True, encrypted=encrypted, text="x")))
+    _, body = translate_response(200, answer, model="m", origin=origin)
+    return orjson.loads(body)["content"][0]["signature"]
+
+
+def carried(signature: str) -> dict[str, str]:
+    """What a signature carries, less the origin tag."""
+    return {k: v for k, v in signatures.state(signature).items() if k != "origin"}
+
+
+OURS = ours()
+CODEX = contract_for("openai", "gpt-5.2-codex")
+GPT41 = contract_for("openai", "gpt-4.1")
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def tr(body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Translate, then check the result as the SDK's params and as the strict fake would."""
+    out = orjson.loads(
+        translate_request(body, model=kwargs.pop("model", "gpt-5.2-codex"), **kwargs)
+    )
+    assert set(out) <= KNOWN_KEYS
+    (STREAMING if out.get("stream") else NON_STREAMING).validate_python(out)
+    INPUT.validate_python(out["input"])  # the params validate their iterables lazily
+    refused = refusal(out)
+    assert refused is None, refused and refused.message
+    return out
+
+
+BASE = {
+    "model": "claude-opus-4-8",
+    "max_tokens": 1000,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+def test_minimal_body() -> None:
+    assert tr(BASE, model="gpt-4.1") == {
+        "model": "gpt-4.1",
+        "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+        ],
+        "max_output_tokens": 1000,
+        "store": False,
+    }
+
+
+def test_system_prompt_becomes_instructions_without_the_billing_line() -> None:
+    body = {
+        **BASE,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=1;"},
+            {
+                "type": "text",
+                "text": "You are Claude Code.",
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+        "messages": [*BASE["messages"], {"role": "system", "content": "Available agent types: x"}],
+    }
+    out = tr(body)
+    assert out["instructions"] == "You are Claude Code.\n\nAvailable agent types: x"
+    assert [i["role"] for i in out["input"]] == ["user"]
+
+
+def test_tool_loop_items_in_order() -> None:
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "run it"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "plan", "signature": OURS},
+                    {"type": "text", "text": "Running."},
+                    {
+                        "type": "tool_use",
+                        "id": "call_1",
+                        "name": "Bash",
+                        "input": {"command": "ls"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "call_1",
+                        "content": "a.txt",
+                        "is_error": True,
+                    },
+                    {"type": "text", "text": "and now?"},
+                ],
+            },
+        ],
+    }
+    items = tr(body, contract=CODEX)["input"]
+    assert items[1:] == [
+        {
+            "type": "reasoning",
+            "id": "rs_0a1b2c",
+            "summary": [{"type": "summary_text", "text": "plan"}],
+            "encrypted_content": SECRET,
+        },
+        {"type": "message", "role": "assistant", "content": "Running."},
+        {
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "Bash",
+            "arguments": '{"command":"ls"}',
+        },
+        {"type": "function_call_output", "call_id": "call_1", "output": "Error: a.txt"},
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "and now?"}],
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "",
+        None,
+        "EqQBCkYIBxgCKkBhc2lnbmF0dXJl",  # Anthropic's
+        signatures.sign({"tool_use_id": "c1", "thought_signature": "g"}),  # Gemini's, via us
+        signatures.sign({"reasoning_id": "rs_1"}),  # no encrypted content
+        signatures.PREFIX + "not-base64!",
+    ],
+)
+def test_foreign_or_broken_thinking_never_reaches_openai(signature: Any) -> None:
+    block = {"type": "thinking", "thinking": "t", "signature": signature}
+    assert reasoning_item(block) is None
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [block, {"type": "text", "text": "a"}]},
+            {"role": "user", "content": "q2"},
+        ],
+    }
+    assert [i["type"] for i in tr(body)["input"]] == ["message"] * 3
+
+
+def test_reasoning_goes_back_only_where_it_came_from() -> None:
+    """Another server or model can't decrypt it; sent there, it would fail the request."""
+    here, there = "https://api.openai.com/v1 gpt-5.2-codex", "https://api.x.ai/v1 grok-4"
+    block = {"type": "thinking", "thinking": "t", "signature": ours(origin=here)}
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [block, {"type": "text", "text": "a"}]},
+            {"role": "user", "content": "q2"},
+        ],
+    }
+    sent = orjson.loads(translate_request(body, model="m", origin=here))["input"]
+    assert [i["type"] for i in sent] == ["message", "reasoning", "message", "message"]
+    elsewhere = orjson.loads(translate_request(body, model="m", origin=there))["input"]
+    assert [i["type"] for i in elsewhere] == ["message"] * 3
+
+
+def test_redacted_thinking_is_dropped() -> None:
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "abc"}]},
+            {"role": "user", "content": "q2"},
+        ],
+    }
+    assert len(tr(body)["input"]) == 2
+
+
+def test_images_become_input_images() -> None:
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+    }
+    url = {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
+    out = tr(
+        {
+            **BASE,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "see"}, image, url]}
+            ],
+        }
+    )
+    assert out["input"][0]["content"] == [
+        {"type": "input_text", "text": "see"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"},
+        {"type": "input_image", "image_url": "https://x/y.png", "detail": "auto"},
+    ]
+
+
+def test_images_in_tool_results_reach_the_model() -> None:
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+    }
+    results = [
+        {
+            "type": "tool_result",
+            "tool_use_id": "c1",
+            "content": [{"type": "text", "text": "shot:"}, image],
+        },
+        {"type": "tool_result", "tool_use_id": "c2", "content": [image], "is_error": True},
+    ]
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "look"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "c1", "name": "Read", "input": {}},
+                    {"type": "tool_use", "id": "c2", "name": "Read", "input": {}},
+                ],
+            },
+            {"role": "user", "content": results},
+        ],
+    }
+    png = {"type": "input_image", "image_url": "data:image/png;base64,iVBO", "detail": "auto"}
+    outputs = [i["output"] for i in tr(body)["input"] if i["type"] == "function_call_output"]
+    assert outputs == [
+        [{"type": "input_text", "text": "shot:\n\n[image]"}, png],
+        [{"type": "input_text", "text": "Error: [image]"}, png],
+    ]
+
+
+def test_pdfs_go_as_input_files_where_the_contract_allows() -> None:
+    pdf = {
+        "type": "document",
+        "title": "spec.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+    }
+    body = {**BASE, "messages": [{"role": "user", "content": [pdf]}]}
+    want = {
+        "type": "input_file",
+        "filename": "spec.pdf",
+        "file_data": "data:application/pdf;base64,JVBE",
+    }
+    assert tr(body, contract=GPT41, model="gpt-4.1")["input"][0]["content"] == [want]
+    assert tr(body)["input"][0]["content"] == [
+        {"type": "input_text", "text": "[document: application/pdf]"}
+    ]
+
+
+def test_long_tool_names_are_shortened_and_restored() -> None:
+    name = "mcp__" + "very_long_server_name__" * 4 + "tool"
+    body = {
+        **BASE,
+        "tools": [{"name": name, "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": name},
+    }
+    out = tr(body, contract=GPT41, model="gpt-4.1")
+    short = out["tools"][0]["name"]
+    assert len(short) <= 64 and out["tool_choice"] == {"type": "function", "name": short}
+    call = Call("call_1", short, "{}")
+    answer = orjson.dumps(response(Answer(calls=(call,))))
+    _, translated = translate_response(200, answer, model="m", tool_names={short: name})
+    assert orjson.loads(translated)["content"][0]["name"] == name
+    streamed = accumulate(translate(sse(events(Answer(calls=(call,)))), tool_names={short: name}))
+    assert streamed.content[0].name == name
+
+
+def test_tools_are_function_tools_without_strict_schemas() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"command": {}, "timeout": {}},
+        "required": ["command"],
+    }
+    body = {
+        **BASE,
+        "tools": [
+            {"name": "Bash", "description": "run", "input_schema": schema, "cache_control": {}},
+            {"type": "web_search_20250305", "name": "web_search"},
+        ],
+        "tool_choice": {"type": "tool", "name": "Bash", "disable_parallel_tool_use": True},
+    }
+    out = tr(body)
+    assert out["tools"] == [
+        {
+            "type": "function",
+            "name": "Bash",
+            "description": "run",
+            "parameters": schema,
+            "strict": False,
+        }
+    ]
+    assert out["tool_choice"] == {"type": "function", "name": "Bash"}
+    assert out["parallel_tool_calls"] is False
+    # The fake refuses the same tool under the API's default (strict) schemas.
+    strict = {**out, "tools": [{k: v for k, v in out["tools"][0].items() if k != "strict"}]}
+    assert "required" in refusal(strict).message
+
+
+@pytest.mark.parametrize(
+    ("choice", "want"), [("auto", "auto"), ("any", "required"), ("none", "none")]
+)
+def test_tool_choice(choice: str, want: str) -> None:
+    body = {
+        **BASE,
+        "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": choice},
+    }
+    assert tr(body)["tool_choice"] == want
+
+
+def test_max_tokens_is_capped_and_kept_at_the_api_minimum() -> None:
+    assert tr({**BASE, "max_tokens": 64000}, max_tokens_cap=32000)["max_output_tokens"] == 32000
+    assert tr({**BASE, "max_tokens": 1})["max_output_tokens"] == 16
+    assert (
+        "below minimum"
+        in refusal({"model": "gpt-4.1", "input": "x", "max_output_tokens": 1}).message
+    )
+
+
+def test_adaptive_thinking_becomes_reasoning_with_summaries_and_encrypted_content() -> None:
+    body = {
+        **BASE,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
+        "temperature": 1,
+    }
+    out = tr(body, contract=CODEX)
+    assert out["reasoning"] == {"effort": "high", "summary": "auto"}
+    assert out["include"] == ["reasoning.encrypted_content"]
+    assert "temperature" not in out  # reasoning models refuse it
+    disabled = tr({**BASE, "thinking": {"type": "disabled"}}, contract=CODEX)
+    assert "reasoning" not in disabled and disabled["include"] == ["reasoning.encrypted_content"]
+    plain = tr(body, model="gpt-4.1")
+    assert "reasoning" not in plain and "include" not in plain and plain["temperature"] == 1
+
+
+def test_effort_stays_beside_function_tools() -> None:
+    """GPT-5.2 and later refuse effort with function tools on Chat Completions, not here."""
+    body = {
+        **BASE,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
+        "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+    }
+    contract = contract_for("openai", "gpt-5.6-codex")
+    assert contract.tools_effort != "keep"
+    out = tr(body, contract=contract, model="gpt-5.6-codex")
+    assert out["reasoning"] == {"effort": "high", "summary": "auto"} and out["tools"]
+
+
+def test_a_model_that_reads_no_images_gets_their_place() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}
+    body = {**BASE, "messages": [{"role": "user", "content": [image]}]}
+    out = tr(body, contract=replace(GPT41, images=False), model="gpt-4.1")
+    assert out["input"][0]["content"] == [{"type": "input_text", "text": "[image]"}]
+
+
+def test_reasoning_summaries_can_be_turned_off_for_unverified_organizations() -> None:
+    body = {**BASE, "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}
+    asked = tr(body, contract=CODEX)
+    assert "must be verified" in refusal(asked, verified=False).message
+    quiet = tr(body, contract=replace(CODEX, reasoning_summaries=False))
+    assert quiet["reasoning"] == {"effort": "low"}
+    assert refusal(quiet, verified=False) is None
+
+
+def test_structured_output_stream_user_and_cache_key() -> None:
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+    body = {
+        **BASE,
+        "stream": True,
+        "stop_sequences": ["END"],
+        "top_k": 5,
+        "output_config": {"format": {"type": "json_schema", "schema": schema}},
+        "metadata": {
+            "user_id": orjson.dumps({"device_id": "d" * 64, "session_id": "s-1"}).decode()
+        },
+        "context_management": {"edits": []},
+    }
+    out = tr(body, contract=GPT41, model="gpt-4.1")
+    assert out["text"] == {
+        "format": {"type": "json_schema", "name": "output", "schema": schema, "strict": False}
+    }
+    assert out["stream"] is True and out["store"] is False
+    assert len(out["safety_identifier"]) == 64
+    assert out["prompt_cache_key"] == "s-1"  # Claude Code's session shares one prompt cache
+    assert "prompt_cache_key" not in tr(body)  # only where the contract says the API has it
+    assert not {"stop", "stop_sequences", "top_k", "context_management"} & set(out)
+
+
+@pytest.mark.parametrize(
+    "name", ["first-turn", "tool-loop", "interactive-title", "interactive-main"]
+)
+def test_claude_code_requests_pass_the_strict_fake(name: str) -> None:
+    body = captured(name)["body"]
+    out = tr(body, contract=CODEX)
+    assert out["tools"] if body.get("tools") else "tools" not in out
+    assert all(t["strict"] is False for t in out.get("tools", []))
+
+
+def test_the_fake_refuses_what_openai_refuses() -> None:
+    base = {"model": "gpt-5.2-codex", "input": "hi", "store": False}
+    assert refusal(base) is None
+    for bad in (
+        {"max_tokens": 100},
+        {"messages": []},
+        {"reasoning_effort": "high"},
+        {"stop": ["x"]},
+    ):
+        assert refusal({**base, **bad}).message.startswith("Unknown parameter")
+    no_encrypted = [{"type": "reasoning", "id": "rs_1", "summary": []}]
+    assert refusal({**base, "input": no_encrypted}).status == 404
+    forged = [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "forged"}]
+    assert "could not be verified" in refusal({**base, "input": forged}).message
+    issued = [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": encrypted_for(1)}
+    ]
+    assert refusal({**base, "input": issued}) is None
+    orphan = [{"type": "function_call_output", "call_id": "c1", "output": "x"}]
+    assert "No tool call found" in refusal({**base, "input": orphan}).message
+    unanswered = [{"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}]
+    assert "No tool output found" in refusal({**base, "input": unanswered}).message
+    assert "temperature" in refusal({**base, "temperature": 1}).message
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            [{"type": "mystery"}],
+            "messages.0.content.0: content block type 'mystery' can't be translated for this"
+            " provider",
+        ),
+        (
+            [{"type": "text", "text": "see"}, {"type": "image", "source": {"type": "file"}}],
+            "messages.0.content.1.source: image source 'file' unsupported",
+        ),
+    ],
+)
+def test_unknown_blocks_fail_loudly(content: list[dict[str, Any]], message: str) -> None:
+    body = {**BASE, "messages": [{"role": "user", "content": content}]}
+    with pytest.raises(TranslationError) as raised:
+        translate_request(body, model="m")
+    assert str(raised.value) == message
+
+
+# -- answers ----------------------------------------------------------------------------------
+
+
+def non_streamed(answer: Answer) -> Message:
+    status, body = translate_response(200, orjson.dumps(response(answer)), model="routed-model")
+    assert status == 200, body
+    return Message.model_validate_json(body)
+
+
+def test_non_streamed_reasoning_tool_answer() -> None:
+    message = non_streamed(ANSWERS["reasoning-tool"])
+    assert [b.model_dump(exclude_none=True) for b in message.content] == [
+        {"type": "thinking", "thinking": "Need to run it.", "signature": OURS},
+        {
+            "type": "tool_use",
+            "id": "call_bash01",
+            "name": "Bash",
+            "input": orjson.loads(BASH.arguments),
+        },
+    ]
+    assert message.id == "msg_resp_0a1b2c" and message.stop_reason == "tool_use"
+    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (176, 1024)
+    assert message.usage.output_tokens == 42
+
+
+def test_reasoning_without_encrypted_content_is_unsigned() -> None:
+    """Nothing could go back to the provider: a summary shows unsigned, a silent item not at all."""
+    message = non_streamed(ANSWERS["summary-without-encrypted"])
+    assert [b.model_dump(exclude_none=True) for b in message.content] == [
+        {"type": "thinking", "thinking": "Think.", "signature": ""},
+        {"type": "text", "text": "Done."},
+    ]
+    assert [b.type for b in non_streamed(Answer(reasoning=True, text="x")).content] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("usage", "want"),
+    [
+        (
+            {
+                "input_tokens": 1200,
+                "input_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 150},
+                "output_tokens": 42,
+            },
+            (50, 42, 1000, 150),
+        ),
+        (
+            {"input_tokens": 1024, "input_tokens_details": {"cached_tokens": 1024}},
+            (0, 0, 1024, 0),
+        ),
+        (None, (0, 0, 0, 0)),
+    ],
+)
+def test_usage_counts_cache_reads_and_writes_apart(
+    usage: dict[str, Any] | None, want: tuple[int, ...]
+) -> None:
+    u = non_streamed(Answer(text="x", usage=usage)).usage
+    assert (
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_input_tokens,
+        u.cache_creation_input_tokens,
+    ) == want
+
+
+@pytest.mark.parametrize(
+    ("name", "stop"),
+    [
+        ("max-tokens", "max_tokens"),
+        ("content-filter", "refusal"),
+        ("text", "end_turn"),
+        ("parallel", "tool_use"),
+    ],
+)
+def test_stop_reasons(name: str, stop: str) -> None:
+    assert non_streamed(ANSWERS[name]).stop_reason == stop
+
+
+def test_thinking_round_trips_into_the_next_request() -> None:
+    message = non_streamed(ANSWERS["codex-silent-reasoning"])
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "read it"},
+            {
+                "role": "assistant",
+                "content": [b.model_dump(exclude_none=True) for b in message.content],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": message.content[1].id, "content": "x"}
+                ],
+            },
+        ],
+    }
+    out = orjson.loads(translate_request(body, model="gpt-5.2-codex", contract=CODEX))
+    assert out["input"][1] == {
+        "type": "reasoning",
+        "id": "rs_0a1b2c",
+        "summary": [],
+        "encrypted_content": SECRET,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "want_status", "kind", "message"),
+    [
+        (
+            429,
+            b'{"error": {"message": "slow", "type": "requests", "code": "rate_limit_exceeded"}}',
+            429,
+            "rate_limit_error",
+            "slow",
+        ),
+        (
+            404,
+            b'{"error": {"message": "Item with id \'rs_1\' not found."}}',
+            404,
+            "not_found_error",
+            "Item with id 'rs_1' not found.",
+        ),
+        (500, b"<html>oops</html>", 500, "api_error", "upstream answered HTTP 500: oops"),
+        (
+            200,
+            b'{"id": "r", "status": "failed", "output": [], "error": {"code": "rate_limit_exceeded", "message": "m"}}',
+            429,
+            "rate_limit_error",
+            "m",
+        ),
+        (
+            200,
+            b'{"id": "r", "status": "failed", "output": [], "error": {"code": "invalid_prompt", "message": "m"}}',
+            400,
+            "invalid_request_error",
+            "m",
+        ),
+        (
+            200,
+            b'{"id": "r", "status": "failed", "output": [], "error": {"code": "server_error", "message": "m"}}',
+            500,
+            "api_error",
+            "m",
+        ),
+        (
+            200,
+            b'{"id": "r", "status": "failed", "output": []}',
+            500,
+            "api_error",
+            "the response failed",
+        ),
+        (
+            200,
+            b"not json",
+            502,
+            "api_error",
+            "invalid JSON from upstream: upstream answered HTTP 200: not json",
+        ),
+        (200, b'{"object": "list"}', 502, "api_error", "upstream answer has no output"),
+        (200, b'{"error": {"code": 429, "message": "busy"}}', 429, "rate_limit_error", "busy"),
+        (200, b'{"error": {"message": "odd"}}', 502, "api_error", "odd"),
+        (
+            200,
+            b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": ["x"]}]}',
+            502,
+            "api_error",
+            # the name ["x"] looked up in the tool names
+            "malformed answer from upstream: " + error_text(lambda: {}.get(["x"])),
+        ),
+    ],
+)
+def test_errors(status: int, body: bytes, want_status: int, kind: str, message: str) -> None:
+    got_status, got = translate_response(status, body, model="m")
+    assert (got_status, orjson.loads(got)["error"]) == (
+        want_status,
+        {"type": kind, "message": message},
+    )
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def translate(stream: bytes, cuts: list[int] = (), **kwargs: Any) -> bytes:
+    return feed_cut(stream, cuts, StreamTranslator, **kwargs)
+
+
+def compact(answer: Answer, size: int) -> bytes:
+    """A small stream: lifecycle events without their response bodies' optional fields."""
+    keep = ("id", "object", "status", "model", "output", "usage", "incomplete_details", "error")
+    items = events(answer, size=size)
+    for item in items:
+        if "response" in item:
+            item["response"] = {k: item["response"][k] for k in keep}
+    return sse(items, named=False)
+
+
+FRAMINGS = {
+    "named": lambda a: sse(events(a)),
+    "unnamed-crlf-nospace": lambda a: sse(events(a), newline="\r\n", space=False, named=False),
+    "one-char-deltas-cr": lambda a: sse(events(a, size=1), newline="\r"),
+    "whole-deltas": lambda a: sse(events(a, size=10_000)),
+}
+CASES = {f"{n}/{f}": frame(a) for n, a in ANSWERS.items() for f, frame in FRAMINGS.items()}
+SMALL = {
+    "text": compact(Answer(text="Hi é😀", usage=None), 3),
+    "reasoning-tool": compact(
+        Answer(summary=("plan",), encrypted="enc", calls=(BASH,), usage=None), 30
+    ),
+}
+
+
+def test_the_builders_agree_with_the_openai_sdk() -> None:
+    for answer in ANSWERS.values():
+        assert check_with_sdk(events(answer)) == response(answer)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_single_split_point_gives_the_same_bytes(name: str) -> None:
+    stream = SMALL[name]
+    whole = translate(stream)
+    for cut in range(1, len(stream)):
+        assert translate(stream, [cut]) == whole, cut
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(CASES)))
+def test_random_multi_splits_give_the_same_bytes(data: st.DataObject, name: str) -> None:
+    stream = CASES[name]
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30))
+    assert translate(stream, cuts) == translate(stream)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_streamed_message_matches_non_streamed(name: str) -> None:
+    answer = ANSWERS[name.partition("/")[0]]
+    streamed, plain = accumulate(translate(CASES[name])), non_streamed(answer)
+    assert [b.model_dump() for b in streamed.content] == [b.model_dump() for b in plain.content]
+    assert (streamed.stop_reason, streamed.id) == (plain.stop_reason, plain.id)
+    if answer.usage:
+        assert streamed.usage == plain.usage
+
+
+def test_expected_events_for_a_reasoning_tool_call() -> None:
+    answer = Answer(summary=("ab", "c"), encrypted="enc", calls=(BASH,))
+    got = [
+        (e["type"], e.get("index"), (e.get("delta") or e.get("content_block") or {}).get("type"))
+        for e in anthropic_events(translate(sse(events(answer, size=2))))
+    ]
+    assert got == [
+        ("message_start", None, None),
+        ("content_block_start", 0, "thinking"),
+        ("content_block_delta", 0, "thinking_delta"),  # "ab"
+        ("content_block_delta", 0, "thinking_delta"),  # "\n\n" between summary parts
+        ("content_block_delta", 0, "thinking_delta"),  # "c"
+        ("content_block_delta", 0, "signature_delta"),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, "tool_use"),
+        *[("content_block_delta", 1, "input_json_delta")] * -(-len(BASH.arguments) // 2),
+        ("content_block_stop", 1, None),
+        ("message_delta", None, None),
+        ("message_stop", None, None),
+    ]
+    evs = anthropic_events(translate(sse(events(answer, size=2))))
+    assert carried(evs[5]["delta"]["signature"]) == {
+        "reasoning_id": "rs_0a1b2c",
+        "encrypted_content": "enc",
+    }
+    assert evs[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+
+
+def test_expected_events_for_text() -> None:
+    evs = anthropic_events(
+        translate(sse(events(Answer(text="Hi there"), size=100)), input_tokens_estimate=9)
+    )
+    assert evs == [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_resp_0a1b2c",
+                "type": "message",
+                "role": "assistant",
+                "model": "routed-model",
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": 9,
+                    "output_tokens": 1,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                },
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hi there"},
+        },
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {
+                "input_tokens": 176,
+                "output_tokens": 42,
+                "cache_read_input_tokens": 1024,
+                "cache_creation_input_tokens": 0,
+            },
+        },
+        {"type": "message_stop"},
+    ]
+
+
+def test_interleaved_items_wait_for_their_turn() -> None:
+    """A whole message item arriving while a call streams is sent after the call, in one delta."""
+    items = events(Answer(text="a note in three deltas", calls=(BASH,), usage=None), size=8)
+    message = [e for e in items if e.get("output_index") == 0]
+    rest = [e for e in items if e not in message]
+    deltas = [i for i, e in enumerate(rest) if e["type"].endswith("arguments.delta")]
+    shuffled = rest[: deltas[1]] + message + rest[deltas[1] :]
+    out = translate(sse(shuffled))
+    message_out = accumulate(out)
+    assert [b.type for b in message_out.content] == ["tool_use", "text"]
+    assert message_out.content[0].input == orjson.loads(BASH.arguments)
+    assert message_out.content[1].text == "a note in three deltas"
+    text_deltas = [
+        e for e in anthropic_events(out) if e.get("delta", {}).get("type") == "text_delta"
+    ]
+    assert len(text_deltas) == 1
+
+
+def test_failed_response_mid_stream_is_an_error_event() -> None:
+    items = events(ANSWERS["text"])
+    failed = {
+        **response(ANSWERS["text"], status="failed", output=[]),
+        "error": {"code": "rate_limit_exceeded", "message": "slow down"},
+    }
+    stream = sse(
+        [*items[:-1], {"type": "response.failed", "sequence_number": 99, "response": failed}]
+    )
+    evs = anthropic_events(translate(stream))
+    assert evs[0]["type"] == "message_start"
+    assert evs[-1] == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+    }
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {
+            "type": "error",
+            "code": "server_error",
+            "message": "boom",
+            "param": None,
+            "sequence_number": 3,
+        },
+        {"error": {"code": "server_error", "message": "boom"}},  # typeless, as proxies send it
+    ],
+)
+def test_error_event_stops_the_stream(error: dict[str, Any]) -> None:
+    items = [*events(ANSWERS["text"])[:3], error, *events(ANSWERS["text"])[3:]]
+    evs = anthropic_events(translate(sse(items, named="type" in error)))
+    assert evs[-1] == {"type": "error", "error": {"type": "api_error", "message": "boom"}}
+    assert [e["type"] for e in evs].count("message_stop") == 0
+
+
+def test_an_error_event_that_is_not_json_still_ends_the_stream() -> None:
+    """Other data that isn't JSON is a proxy's keep-alive noise, skipped."""
+    items = events(ANSWERS["text"])
+    head = sse(items[:3]) + b"data: keep-alive\n\n"
+    evs = anthropic_events(translate(head + b"event: error\ndata: upstream exploded\n\n"))
+    assert evs[-1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "upstream exploded"},
+    }
+    assert accumulate(translate(head + sse(items[3:]))) == accumulate(translate(sse(items)))
+
+
+def test_http_error_on_a_streamed_request() -> None:
+    tr = StreamTranslator(model="m")
+    body = b'{"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}'
+    assert anthropic_events(tr.error(401, body)) == [
+        {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "Incorrect API key provided."},
+        }
+    ]
+    assert tr.finish() == b""
+
+
+def test_cut_stream_still_terminates() -> None:
+    stream = sse(events(ANSWERS["reasoning-tool"]))
+    cut = stream[: stream.index(b"response.function_call_arguments.done")]
+    message = accumulate(translate(cut))
+    assert [b.type for b in message.content] == ["thinking", "tool_use"]
+    assert message.stop_reason == "tool_use"
+    assert message.content[0].signature == OURS
+    assert message.content[1].input == orjson.loads(BASH.arguments)
+    early = accumulate(translate(stream[: stream.index(b"response.reasoning_summary_part.done")]))
+    assert early.content[0].signature == ""  # the finished reasoning item never arrived
+
+
+def test_nothing_at_all_is_an_error_event() -> None:
+    for stream in (b"", b": ping\n\n", b"\r\n"):
+        assert [e["type"] for e in anthropic_events(translate(stream))] == ["error"]
+
+
+def test_json_answer_to_a_streamed_request_is_replayed_as_events() -> None:
+    answer = ANSWERS["reasoning-tool"]
+    body = orjson.dumps(response(answer))
+    message = accumulate(translate(body, [len(body) // 2]))
+    plain = non_streamed(answer)
+    assert [b.model_dump() for b in message.content] == [b.model_dump() for b in plain.content]
+    # Its reasoning is signed for where it came from, as a streamed answer's is.
+    origin = "https://api.openai.com/v1|gpt-5.2"
+    signed = accumulate(translate(body, origin=origin))
+    assert signed.content[0].signature == ours(origin=origin) != OURS
+
+
+@pytest.mark.parametrize("left_out", [(".delta",), (".delta", "output_item.added")])
+def test_whole_items_without_deltas(left_out: tuple[str, ...]) -> None:
+    """Servers that send only `output_item.done` (no deltas, maybe not even `added`) still
+    give the whole answer."""
+    items = [e for e in events(ANSWERS["reasoning-tool"]) if not e["type"].endswith(left_out)]
+    message = accumulate(translate(sse(items)))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(ANSWERS["reasoning-tool"]).content
+    ]
+
+
+def test_the_sdk_message_stream_reads_translated_streams() -> None:
+    stream = translate(sse(events(ANSWERS["reasoning-tool"])))
+    client = sdk_client(stream)
+    request = {
+        "model": "claude-x",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with client.messages.stream(**request) as s:
+        final = s.get_final_message()
+    assert final.content[0].signature == OURS
