@@ -1,7 +1,7 @@
 """The ext_proc replies the sidecar sends, written as ProcessingResponse bytes.
 
-Each function writes one reply shape with `wire`'s primitives; tests/test_wire.py checks every
-shape byte for byte against the same reply built with the envoy-data-plane types. Field
+Each function writes one reply shape with `wire`'s primitives; tests/unit/proxy/test_wire.py
+checks every shape byte for byte against the same reply built with the envoy-data-plane types. Field
 numbers are envoy.service.ext_proc.v3's; enum values come from envoy-data-plane.
 """
 

@@ -214,7 +214,7 @@ def keep_freed_memory() -> bool:
     kept for good: `release_freed_memory` hands them back once the last big body is done,
     and the peak is bounded by the body budget (BODIES_AT_ONCE bodies read at once): 16
     concurrent 30 MB bodies peak under +800 MiB and settle under +250 MiB
-    (tests/test_limits.py). Returns False where the C library is not glibc.
+    (tests/e2e/test_limits.py). Returns False where the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -13,7 +13,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from extproc.translate import StreamTranslator
+from extproc.translate.openai_chat import StreamTranslator
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
 

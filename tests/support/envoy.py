@@ -22,7 +22,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 
 from extproc.commands.up import envoy_command
 from extproc.config import Config
-from extproc.proxy.envoy_config import render
+from extproc.control.envoy_config import render
 from extproc.proxy.server import SERVICE
 from extproc.proxy.wire import Phase, decode_request
 
