@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from extproc.commands.cli import main
-from extproc.commands.evaluate import load_cases
+from extproc.commands.evaluate import Case, load_cases
 from extproc.decisions.routing import routes_of
 from tests.support import ROOT
 from tests.support.captured import FIXTURES
@@ -28,15 +28,13 @@ TEXTS = {
 }
 
 
-def config(tmp_path: Path, model_dir: Path, name: str, descriptions: dict[str, str]) -> Path:
-    routes = "".join(
-        f"      - {{name: {n}, description: '{descriptions.get(n, d)}'}}\n" for n, d in ROUTES
-    )
+def config(tmp_path: Path, model_dir: Path, name: str, routes: list[tuple[str, str]]) -> Path:
+    preferences = "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in routes)
     path = tmp_path / name
     path.write_text(
         f"routing: {{model_dir: {model_dir}}}\n"
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n"
-        f"    routing_preferences:\n{routes}",
+        f"    routing_preferences:\n{preferences}",
         encoding="utf-8",
     )
     return path
@@ -66,8 +64,11 @@ def files(tmp_path: Path, tiny_router_dir: Path) -> dict[str, Path]:
     return {
         "cases": yaml_cases,
         "jsonl": jsonl_cases,
-        "a": config(tmp_path, tiny_router_dir, "a.yaml", {}),
-        "b": config(tmp_path, tiny_router_dir, "b.yaml", {"code_review": "poetry and songs"}),
+        "a": config(tmp_path, tiny_router_dir, "a.yaml", ROUTES),
+        # Without code_review: under "a" the tiny model sends every case with user text there.
+        "b": config(
+            tmp_path, tiny_router_dir, "b.yaml", [r for r in ROUTES if r[0] != "code_review"]
+        ),
     }
 
 
@@ -138,25 +139,42 @@ def test_text_report(capsys: pytest.CaptureFixture[str], files: dict[str, Path])
     assert out.count("\n    window: ") == wrong
 
 
+def answers(report: dict[str, Any], cases: list[Case]) -> dict[str, str]:
+    """Case name → the route a report's config gave it (a right answer is the expected one)."""
+    wrong = {w["case"]: w["got"] for w in report["wrong"]}
+    return {case.name: wrong.get(case.name, case.expected) for case in cases}
+
+
 def test_compare_two_configs(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
-    code, out, _ = run(
-        capsys, str(files["a"]), str(files["cases"]), "--compare", str(files["b"]), "--json"
-    )
+    """Config "b" has no code_review route: every case "a" sends there goes elsewhere under
+    "b", and the comparison lists each case whose route changed, with both routes."""
+    compared = files["cases"].with_name("compared.yaml")
+    kept = [
+        c for c in json.loads(files["cases"].read_text())["cases"] if c["route"] != "code_review"
+    ]
+    compared.write_text(json.dumps(kept), encoding="utf-8")
+    cases = load_cases(compared)
+    a, b = str(files["a"]), str(files["b"])
+    code, out, _ = run(capsys, a, str(compared), "--compare", b, "--json")
     assert code == 0
     record = json.loads(out)
     first, second = record["reports"]
-    check_report(first, 9)
-    check_report(second, 9)
-    assert [first["config"], second["config"]] == [str(files["a"]), str(files["b"])]
-    got_a = {w["case"]: w["got"] for w in first["wrong"]}
-    got_b = {w["case"]: w["got"] for w in second["wrong"]}
-    for change in record["changed"]:
-        assert change["a"] != change["b"]
-        assert got_a.get(change["case"], change["expected"]) == change["a"]
-        assert got_b.get(change["case"], change["expected"]) == change["b"]
-    code, out, _ = run(capsys, str(files["a"]), str(files["cases"]), "--compare", str(files["b"]))
-    assert code == 0 and out.startswith(f"A: {files['a']}\nB: {files['b']}\n")
-    assert f"changed ({len(record['changed'])}):" in out
+    check_report(first, 7)
+    check_report(second, 7)
+    assert [first["config"], second["config"]] == [a, b]
+    got_a, got_b = answers(first, cases), answers(second, cases)
+    assert [name for name, got in got_a.items() if got == "code_review"] == ["case 1", "case 2", "case 3", "case 4", "multi-turn", "captured"]  # fmt: skip
+    assert "code_review" not in got_b.values()
+    changed = [
+        {"case": c.name, "expected": c.expected, "a": got_a[c.name], "b": got_b[c.name]}
+        for c in cases
+        if got_a[c.name] != got_b[c.name]
+    ]
+    assert record["changed"] == changed
+    code, out, _ = run(capsys, a, str(compared), "--compare", b)
+    assert code == 0 and out.startswith(f"A: {a}\nB: {b}\n")
+    listed = [f"  {c['case']} (expected {c['expected']}): A {c['a']}, B {c['b']}" for c in changed]
+    assert out.split(f"changed ({len(changed)}):\n")[1].split("\n\n")[0].splitlines() == listed
 
 
 def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
