@@ -29,12 +29,16 @@ async def test_a_body_larger_than_the_budget_takes_all_of_it():
 
 async def test_first_come_first_served():
     budget = ByteBudget(100)
-    await budget.take(90)
+    await budget.take(85)
+    await budget.take(5)
     big = asyncio.create_task(budget.take(50))
     small = asyncio.create_task(budget.take(5))
     await asyncio.sleep(0)
-    assert not big.done() and not small.done()  # the small one doesn't jump the queue
-    budget.give(90)
+    assert not big.done() and not small.done()
+    budget.give(5)  # the small one would fit now, but it doesn't jump the queue
+    await asyncio.sleep(0)
+    assert (big.done(), small.done(), budget.free) == (False, False, 15)
+    budget.give(85)
     assert (await big, await small) == (50, 5)
 
 
@@ -49,3 +53,29 @@ async def test_a_cancelled_wait_gives_nothing_away_and_lets_the_next_in():
         await first
     assert await second == 20
     assert budget.free == 0
+
+
+@pytest.mark.parametrize("point", ["first in line", "second in line", "granted, not yet resumed"])
+async def test_a_cancelled_take_loses_no_bytes_and_lets_no_one_jump_the_queue(point: str):
+    """A request cancelled (the client went away) at any point of its wait: its bytes, if it
+    was given them, go to the next in line, and no one behind it overtakes anyone."""
+    budget = ByteBudget(100)
+    await budget.take(80)
+    first = asyncio.create_task(budget.take(50))
+    second = asyncio.create_task(budget.take(60))
+    await asyncio.sleep(0)
+    if point == "granted, not yet resumed":
+        budget.give(80)  # first is given its 50 bytes; second waits for 60
+        assert (budget.free, first.done(), second.done()) == (50, False, False)
+    cancelled, waiting = (second, first) if point == "second in line" else (first, second)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    if point != "granted, not yet resumed":
+        assert not waiting.done() and budget.free == 20
+        budget.give(80)
+    size = 60 if waiting is second else 50
+    assert budget.free == 100 - size  # granted at once, not left waiting
+    assert await waiting == size
+    budget.give(size)
+    assert budget.free == 100
