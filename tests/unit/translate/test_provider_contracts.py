@@ -65,6 +65,79 @@ def test_token_field_and_reasoning_per_family(kind, model, field, reasoning) -> 
     assert ("reasoning_effort" in out) is reasoning
 
 
+OPENAI = {"token_field": "max_completion_tokens", "prompt_cache_key": True, "file_parts": True}
+OPENAI_REASONING = {**OPENAI, "reasoning": True, "stop": False}
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "rules"),
+    [
+        # Each row of docs/translation.md's built-in table, for every glob it names, and the
+        # models just outside them.
+        ("openai", "gpt-4.1", OPENAI),
+        ("openai", "o1", OPENAI_REASONING),
+        ("openai", "o4-mini", OPENAI_REASONING),
+        ("openai", "gpt-5", OPENAI_REASONING),
+        ("openai", "gpt-5-codex", OPENAI_REASONING),
+        ("openai", "gpt-5.1", OPENAI_REASONING),
+        ("openai", "gpt-5.2", {**OPENAI_REASONING, "tools_effort": "drop"}),
+        ("openai", "gpt-5.5-pro", {**OPENAI_REASONING, "tools_effort": "drop"}),
+        ("openai", "gpt-5.6", {**OPENAI_REASONING, "tools_effort": "none"}),
+        ("openai", "gpt-5.9-mini", {**OPENAI_REASONING, "tools_effort": "none"}),
+        ("openai", "gpt-5-chat-latest", OPENAI),
+        ("openai", "gpt-5.6-chat-latest", OPENAI),
+        ("openrouter", "openai/gpt-5.2", {"file_parts": True}),
+        ("gemini", "gemini-2.5-pro", {"reasoning": True}),
+        ("gemini", "gemini-3-pro-preview", {"reasoning": True, "thought_signatures": True}),
+        ("gemini", "gemini-flash-latest", {"reasoning": True, "thought_signatures": True}),
+        ("gemini", "gemini-2.0-flash", {}),
+        ("xai", "grok-3-mini-fast", {"reasoning": True, "reasoning_levels": "low,high"}),
+        ("xai", "grok-3", {}),
+        ("xai", "grok-4-fast-reasoning", {"stop": False}),
+        ("groq", "openai/gpt-oss-120b", {"reasoning": True, "images": False}),
+        ("groq", "llama-3.3-70b-versatile", {}),
+        (
+            "mistral",
+            "mistral-large-latest",
+            {"short_tool_ids": True, "stream_options": False, "user_field": False},
+        ),
+        ("deepseek", "deepseek-chat", {"images": False}),
+        ("deepseek", "deepseek-reasoner", {"images": False, "reasoning_echo": True}),
+        ("deepseek", "deepseek-v4-pro", {"images": False, "reasoning_echo": True}),
+        ("moonshot", "kimi-k2-thinking-turbo", {"reasoning_echo": True, "images": False}),
+        ("moonshot", "kimi-k2.5", {"reasoning_echo": True}),
+        ("moonshot", "kimi-k2-0905-preview", {}),
+        ("ollama", "gpt-5", {}),
+        ("vllm", "deepseek-reasoner", {}),
+    ],
+)
+def test_every_built_in_row_applies_to_each_model_it_names(kind, model, rules) -> None:
+    assert contract_for(kind, model) == Contract(**rules)
+
+
+def test_user_rows_come_after_the_built_in_rows_and_a_provider_entry_has_the_last_word() -> None:
+    config = parse(
+        """
+llm_providers:
+  - model: openai/gpt-5.2
+  - model: openai/gpt-5.2-mini
+  - model: openai/o3
+    reasoning: true
+  - model: deepseek/deepseek-chat
+model_families:
+  - {provider: openai, model: "gpt-5.2*", tools_effort: none, stop: true}
+  - {provider: openai, model: "*", reasoning: false}
+  - {provider: openai, model: "*-mini", reasoning: true}
+  - {model: "deepseek-*", images: true}
+"""
+    )
+    gpt52, gpt52_mini, o3, deepseek = (p.contract for p in config.providers)
+    assert gpt52 == Contract(**OPENAI, tools_effort="none")
+    assert gpt52_mini == Contract(**{**OPENAI_REASONING, "tools_effort": "none", "stop": True})
+    assert o3 == Contract(**OPENAI_REASONING)
+    assert deepseek == COMMON
+
+
 @pytest.mark.parametrize(
     ("kind", "model"),
     [
