@@ -192,6 +192,12 @@ def test_pass_through_paths_are_an_allow_list():
             return error
 
     assert isinstance(reply("/api/event_logging/batch?x=1"), ProcessingResponse)
-    for refused in ("/v1/models", "/api/event_logging/../../v1/messages/batches", "/api/x"):
+    for refused in (
+        "/v1/models",
+        "/api/event_logging/../../v1/messages/batches",
+        "/api/x",
+        "/api/event_logging",  # the entry's prefix is /api/event_logging/, slash included
+        "/api/event_loggingX",
+    ):
         error = reply(refused)
         assert isinstance(error, GatewayError) and error.status == 404, refused
