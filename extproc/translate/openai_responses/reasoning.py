@@ -11,7 +11,7 @@ from extproc.translate import signatures
 from extproc.translate.anthropic_format import JSON
 
 
-def reasoning_item(block: JSON, origin: str = "") -> JSON | None:
+def reasoning_item(block: JSON, origin: str) -> JSON | None:
     """Our thinking block back into the `reasoning` item it came from; None for any other
     (Anthropic's signatures mean nothing to OpenAI, another provider or model can't decrypt
     this one's reasoning, and with `store: false` an item without `encrypted_content` is

@@ -63,6 +63,13 @@ def carried(signature: str) -> dict[str, str]:
 
 
 OURS = ours()
+
+
+def altered(**fields: Any) -> str:
+    """OURS with `fields` replaced, its origin tag kept: a state we never sign ourselves."""
+    return signatures.sign({**signatures.state(OURS), **fields})
+
+
 CODEX = contract_for("openai", "gpt-5.2-codex")
 GPT41 = contract_for("openai", "gpt-4.1")
 
@@ -184,11 +191,17 @@ def test_tool_loop_items_in_order() -> None:
         signatures.sign({"tool_use_id": "c1", "thought_signature": "g"}),  # Gemini's, via us
         signatures.sign({"reasoning_id": "rs_1"}),  # no encrypted content
         signatures.PREFIX + "not-base64!",
+        # Ours, for this origin, but altered: OpenAI refuses an item without both strings.
+        altered(encrypted_content=""),
+        altered(encrypted_content=5),
+        altered(reasoning_id=""),
+        altered(reasoning_id=7),
     ],
 )
 def test_foreign_or_broken_thinking_never_reaches_openai(signature: Any) -> None:
     block = {"type": "thinking", "thinking": "t", "signature": signature}
-    assert reasoning_item(block) is None
+    assert reasoning_item(block, origin="") is None
+    assert reasoning_item({**block, "signature": altered()}, origin="") is not None  # unaltered
     body = {
         **BASE,
         "messages": [
@@ -499,6 +512,16 @@ def test_unknown_blocks_fail_loudly(content: list[dict[str, Any]], message: str)
     with pytest.raises(TranslationError) as raised:
         translate_request(body, model="m")
     assert str(raised.value) == message
+
+
+def test_a_system_entry_in_messages_that_is_not_text_is_refused_with_its_place() -> None:
+    body = {
+        **BASE,
+        "messages": [{"role": "user", "content": "q"}, {"role": "system", "content": 5}],
+    }
+    with pytest.raises(TranslationError) as raised:
+        translate_request(body, model="m")
+    assert str(raised.value) == "messages.1.content: must be a string or a list of text blocks"
 
 
 # -- answers ----------------------------------------------------------------------------------
