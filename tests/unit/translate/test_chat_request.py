@@ -95,11 +95,11 @@ def test_mid_conversation_system_is_folded_into_the_system_message() -> None:
             {"role": "user", "content": "hi"},
             {"role": "system", "content": "agents: A, B"},
             {"role": "assistant", "content": "yes"},
-            {"role": "system", "content": [text("more")]},
+            {"role": "system", "content": [text("more"), text("rules")]},
         ],
     }
     assert tr(body)["messages"] == [
-        {"role": "system", "content": "top\n\nagents: A, B\n\nmore"},
+        {"role": "system", "content": "top\n\nagents: A, B\n\nmore\n\nrules"},
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "yes"},
     ]

@@ -353,6 +353,7 @@ def test_thinking_comes_back_as_reasoning_content_on_tool_call_turns() -> None:
     history = [
         turn({"type": "text", "text": "go"}),
         turn(
+            {"type": "thinking", "thinking": "", "signature": ""},
             {"type": "thinking", "thinking": "I should list.", "signature": ""},
             tool_use("call_1"),
             role="assistant",

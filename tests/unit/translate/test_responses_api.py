@@ -514,14 +514,18 @@ def test_unknown_blocks_fail_loudly(content: list[dict[str, Any]], message: str)
     assert str(raised.value) == message
 
 
-def test_a_system_entry_in_messages_that_is_not_text_is_refused_with_its_place() -> None:
-    body = {
-        **BASE,
-        "messages": [{"role": "user", "content": "q"}, {"role": "system", "content": 5}],
-    }
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [
+        ("system", "messages.1.content: must be a string or a list of text blocks"),
+        ("assistant", "messages.1.content: must be a string or a list of blocks"),
+    ],
+)
+def test_content_that_is_no_list_is_refused_with_its_place(role: str, message: str) -> None:
+    body = {**BASE, "messages": [{"role": "user", "content": "q"}, {"role": role, "content": 5}]}
     with pytest.raises(TranslationError) as raised:
         translate_request(body, model="m")
-    assert str(raised.value) == "messages.1.content: must be a string or a list of text blocks"
+    assert str(raised.value) == message
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -547,6 +551,16 @@ def test_non_streamed_reasoning_tool_answer() -> None:
     assert message.id == "msg_resp_0a1b2c" and message.stop_reason == "tool_use"
     assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (176, 1024)
     assert message.usage.output_tokens == 42
+
+
+def test_calls_without_a_call_id_get_ids_of_their_own() -> None:
+    """Distinct, from the response id, in the charset Anthropic accepts for tool_use ids."""
+    call = {"type": "function_call", "name": "Bash", "arguments": BASH.arguments}
+    answer = {"id": "resp_9", "status": "completed", "output": [call, call, call]}
+    status, body = translate_response(200, orjson.dumps(answer), model="m")
+    message = Message.model_validate_json(body)
+    assert status == 200 and message.id == "msg_resp_9"
+    assert [b.id for b in message.content if b.type == "tool_use"] == ["toolu_resp_9_0", "toolu_resp_9_1", "toolu_resp_9_2"]  # fmt: skip
 
 
 def test_reasoning_without_encrypted_content_is_unsigned() -> None:
