@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from extproc.commands.cli import main
-from extproc.commands.evaluate import Case, load_cases
+from extproc.commands.evaluate import load_cases
 from extproc.decisions.routing import routes_of
 from tests.support import ROOT
 from tests.support.captured import FIXTURES
@@ -139,12 +139,6 @@ def test_text_report(capsys: pytest.CaptureFixture[str], files: dict[str, Path])
     assert out.count("\n    window: ") == wrong
 
 
-def answers(report: dict[str, Any], cases: list[Case]) -> dict[str, str]:
-    """Case name → the route a report's config gave it (a right answer is the expected one)."""
-    wrong = {w["case"]: w["got"] for w in report["wrong"]}
-    return {case.name: wrong.get(case.name, case.expected) for case in cases}
-
-
 def test_compare_two_configs(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
     """Config "b" has no code_review route: every case "a" sends there goes elsewhere under
     "b", and the comparison lists each case whose route changed, with both routes."""
@@ -153,7 +147,6 @@ def test_compare_two_configs(capsys: pytest.CaptureFixture[str], files: dict[str
         c for c in json.loads(files["cases"].read_text())["cases"] if c["route"] != "code_review"
     ]
     compared.write_text(json.dumps(kept), encoding="utf-8")
-    cases = load_cases(compared)
     a, b = str(files["a"]), str(files["b"])
     code, out, _ = run(capsys, a, str(compared), "--compare", b, "--json")
     assert code == 0
@@ -162,19 +155,27 @@ def test_compare_two_configs(capsys: pytest.CaptureFixture[str], files: dict[str
     check_report(first, 7)
     check_report(second, 7)
     assert [first["config"], second["config"]] == [a, b]
-    got_a, got_b = answers(first, cases), answers(second, cases)
-    assert [name for name, got in got_a.items() if got == "code_review"] == ["case 1", "case 2", "case 3", "case 4", "multi-turn", "captured"]  # fmt: skip
-    assert "code_review" not in got_b.values()
-    changed = [
-        {"case": c.name, "expected": c.expected, "a": got_a[c.name], "b": got_b[c.name]}
-        for c in cases
-        if got_a[c.name] != got_b[c.name]
+    # Under "a" the tiny model answers code_review for every case with user text.
+    moved = [("case 1", "code_generation"), ("case 2", "code_generation"), ("case 3", "bug_fixing"), ("case 4", "bug_fixing"), ("multi-turn", "code_generation"), ("captured", "code_generation")]  # fmt: skip
+    assert record["changed"] == [
+        {"case": case, "expected": expected, "a": "code_review", "b": "code_generation"}
+        for case, expected in moved
     ]
-    assert record["changed"] == changed
     code, out, _ = run(capsys, a, str(compared), "--compare", b)
-    assert code == 0 and out.startswith(f"A: {a}\nB: {b}\n")
-    listed = [f"  {c['case']} (expected {c['expected']}): A {c['a']}, B {c['b']}" for c in changed]
-    assert out.split(f"changed ({len(changed)}):\n")[1].split("\n\n")[0].splitlines() == listed
+    assert code == 0
+    header, table, changed, _ = out.split("\n\n")
+    assert header == f"A: {a}\nB: {b}"
+    assert table.splitlines() == [
+        "  route                       A             B",
+        "  code_generation    0/4     0%    4/4   100%",
+        "  bug_fixing         0/2     0%    0/2     0%",
+        "  other              1/1   100%    1/1   100%",
+        "  all                1/7    14%    5/7    71%",
+    ]
+    assert changed.splitlines() == [
+        "changed (6):",
+        *(f"  {case} (expected {expected}): A code_review, B code_generation" for case, expected in moved),
+    ]  # fmt: skip
 
 
 def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
