@@ -4,6 +4,7 @@ accumulator (through the shared builders), and the strict Responses fake's rules
 
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import replace
 from typing import Any
@@ -563,6 +564,19 @@ def test_calls_without_a_call_id_get_ids_of_their_own() -> None:
     assert [b.id for b in message.content if b.type == "tool_use"] == ["toolu_resp_9_0", "toolu_resp_9_1", "toolu_resp_9_2"]  # fmt: skip
 
 
+def test_an_answer_without_an_id_gets_one_from_its_body() -> None:
+    """The same answer always gets the same id; another answer, another one."""
+
+    def message_id(text: str) -> str:
+        item = {"type": "message", "content": [{"type": "output_text", "text": text}]}
+        answer = orjson.dumps({"status": "completed", "output": [item]})
+        return Message.model_validate_json(translate_response(200, answer, model="m")[1]).id
+
+    first = message_id("hi")
+    assert re.fullmatch("msg_[0-9a-f]{24}", first)
+    assert message_id("hi") == first != message_id("ho")
+
+
 def test_reasoning_without_encrypted_content_is_unsigned() -> None:
     """Nothing could go back to the provider: a summary shows unsigned, a silent item not at all."""
     message = non_streamed(ANSWERS["summary-without-encrypted"])
@@ -699,6 +713,8 @@ def test_thinking_round_trips_into_the_next_request() -> None:
         (200, b'{"object": "list"}', 502, "api_error", "upstream answer has no output"),
         (200, b'{"error": {"code": 429, "message": "busy"}}', 429, "rate_limit_error", "busy"),
         (200, b'{"error": {"message": "odd"}}', 502, "api_error", "odd"),
+        # An error beside the output, whatever the status says.
+        (200, b'{"id": "r", "output": [], "error": {"message": "boom"}}', 500, "api_error", "boom"),
         (
             200,
             b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": ["x"]}]}',
