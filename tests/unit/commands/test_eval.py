@@ -139,6 +139,81 @@ def test_text_report(capsys: pytest.CaptureFixture[str], files: dict[str, Path])
     assert out.count("\n    window: ") == wrong
 
 
+TOOLS_ONLY = {"name": "tools only", "route": "other", "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]}]}  # fmt: skip
+
+
+def case_file(files: dict[str, Path], name: str, cases: list[dict[str, Any]]) -> str:
+    path = files["cases"].with_name(name)
+    path.write_text(json.dumps(cases), encoding="utf-8")
+    return str(path)
+
+
+def test_accuracy_confusion_and_wrong_windows_exactly(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path]
+) -> None:
+    """The tiny model answers code_review for each of these texts: one right, two wrong."""
+    cases = case_file(
+        files,
+        "thirds.yaml",
+        [
+            {"route": "other", "text": "write code"},
+            {"route": "other", "text": "fix the bug 日本"},
+            TOOLS_ONLY,
+            {"route": "code_review", "text": "review the code in parser.py"},
+        ],
+    )
+    code, out, _ = run(capsys, str(files["a"]), cases, "--json")
+    [report] = json.loads(out)["reports"]
+    assert code == 0
+    assert (report["correct"], report["accuracy"]) == (2, 0.5)
+    assert report["per_route"] == {
+        "code_review": {"correct": 1, "cases": 1, "accuracy": 1.0},
+        "other": {"correct": 1, "cases": 3, "accuracy": 0.3333},
+    }
+    assert [(w["case"], w["got"], w["window"]) for w in report["wrong"]] == [
+        ("case 1", "code_review", [{"role": "user", "content": "write code"}]),
+        ("case 2", "code_review", [{"role": "user", "content": "fix the bug 日本"}]),
+    ]
+    code, out, _ = run(capsys, str(files["a"]), cases)
+    assert code == 0
+    table, confusion, wrong, _ = out.split("\n\n")
+    assert table.splitlines() == [
+        f"{files['a']}: 4 cases",
+        "  route        cases  correct  accuracy",
+        "  code_review      1        1      100%",
+        "  other            3        1       33%",
+        "  all              4        2       50%",
+    ]
+    assert confusion.splitlines() == [
+        "confusion (rows: expected route, columns: the route it got)",
+        "                        1    2    3    4    5",
+        "  1 code_generation     .    .    .    .    .",
+        "  2 code_review         .    1    .    .    .",
+        "  3 bug_fixing          .    .    .    .    .",
+        "  4 general_chat        .    .    .    .    .",
+        "  5 other               .    2    .    .    1",
+    ]
+    assert wrong.splitlines() == [
+        "wrong (2):",
+        "  case 1: expected other, got code_review",
+        '    window: [{"role": "user", "content": "write code"}]',
+        "  case 2: expected other, got code_review",
+        '    window: [{"role": "user", "content": "fix the bug 日本"}]',
+    ]
+
+
+def test_latency_with_no_decision_and_with_one(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path]
+) -> None:
+    """A case without user text is no decision; one decision is its own p50 and p90."""
+    code, out, _ = run(capsys, str(files["a"]), case_file(files, "none.yaml", [TOOLS_ONLY]), "--json")  # fmt: skip
+    assert code == 0 and json.loads(out)["reports"][0]["latency_ms"] == {"p50": 0.0, "p90": 0.0}
+    one = case_file(files, "one.yaml", [{"route": "code_review", "text": "write code"}])
+    code, out, _ = run(capsys, str(files["a"]), one, "--json")
+    latency = json.loads(out)["reports"][0]["latency_ms"]
+    assert code == 0 and list(latency) == ["p50", "p90"] and latency["p50"] == latency["p90"] > 0
+
+
 def test_compare_two_configs(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) -> None:
     """Config "b" has no code_review route: every case "a" sends there goes elsewhere under
     "b", and the comparison lists each case whose route changed, with both routes."""
