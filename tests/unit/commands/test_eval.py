@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from extproc.commands import evaluate
 from extproc.commands.cli import main
-from extproc.commands.evaluate import load_cases
+from extproc.commands.evaluate import Case, CaseError, load_cases
 from extproc.decisions.routing import routes_of
 from tests.support import ROOT
 from tests.support.captured import FIXTURES
@@ -267,6 +268,58 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) 
     assert code == 2 and "case 1: give exactly one of `text`, `messages` or `request`" in err
     code, _, err = run(capsys, str(without_model(files["a"])), str(files["cases"]))
     assert code == 1 and "does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read the case file (No such file or directory)"),
+        ("- [\n", "not YAML (while parsing a flow node)"),
+        ("route: x\n", "expected a list of cases (or `cases:` holding one)"),
+        ("- {route: x, messages: hi}\n", "case 1: `messages` must be a list of {role, content}"),
+    ],
+)
+def test_a_broken_case_file_is_named_with_what_is_wrong(
+    tmp_path: Path, text: str | None, message: str
+) -> None:
+    path = tmp_path / "cases.yaml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(CaseError) as raised:
+        load_cases(path)
+    assert str(raised.value) == f"{path}: {message}"
+
+
+def test_cases_are_named_by_their_place_unless_named(tmp_path: Path) -> None:
+    body = {"messages": [{"role": "user", "content": "fix it"}]}
+    (tmp_path / "wrapped.json").write_text(json.dumps({"body": body}), encoding="utf-8")
+    (tmp_path / "bare.json").write_text(json.dumps(body), encoding="utf-8")
+    entries = [
+        {"route": "a", "text": "fix it"},
+        {"route": "a", "request": "wrapped.json", "name": "captured"},
+        {"route": "a", "request": "bare.json"},
+    ]
+    (tmp_path / "cases.yaml").write_text(json.dumps(entries), encoding="utf-8")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    for path, names in (("cases.yaml", ["case 1", "captured", "case 3"]), ("cases.jsonl", ["line 1", "captured", "line 3"])):  # fmt: skip
+        assert load_cases(tmp_path / path) == [Case(name, "a", body) for name in names]
+
+
+def test_each_decision_is_timed_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a clock that moves a quarter second per reading."""
+
+    class Router:
+        def classify(self, routes: Any, windows: list[Any]) -> list[str]:
+            return ["code_review"]
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    ticks = iter(range(100))
+    monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks) * 0.25)
+    cases = [Case("a", "code_review", {"messages": [{"role": "user", "content": "fix it"}]})]
+    [outcome] = evaluate.evaluate(Router(), ROUTES, cases, 1000)
+    assert (outcome.got, outcome.ms) == ("code_review", 250.0)
 
 
 def test_shipped_example_cases_cover_the_four_routes() -> None:
