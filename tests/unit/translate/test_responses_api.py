@@ -587,6 +587,27 @@ def test_reasoning_without_encrypted_content_is_unsigned() -> None:
     assert [b.type for b in non_streamed(Answer(reasoning=True, text="x")).content] == ["text"]
 
 
+def test_reasoning_shows_its_raw_text_without_a_summary_and_unsigned_without_id_or_content() -> (
+    None
+):
+    """Open-weight models send their reasoning as `content`; an item that lacks its id or
+    encrypted content could not go back, so its thinking block carries no signature."""
+    summary = [{"type": "summary_text", "text": "Think."}]
+    raw = [{"type": "reasoning_text", "text": "raw thought"}]
+    output = [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": raw},
+        {"type": "reasoning", "id": "rs_2", "summary": summary, "encrypted_content": ""},
+        {"type": "reasoning", "summary": summary, "encrypted_content": "gAAAA"},
+    ]
+    answer = orjson.dumps({"id": "r", "status": "completed", "output": output})
+    message = Message.model_validate_json(translate_response(200, answer, model="m")[1])
+    assert [(b.type, b.thinking, b.signature) for b in message.content] == [
+        ("thinking", "raw thought", ""),
+        ("thinking", "Think.", ""),
+        ("thinking", "Think.", ""),
+    ]
+
+
 @pytest.mark.parametrize(
     ("usage", "want"),
     [
