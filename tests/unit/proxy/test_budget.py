@@ -9,6 +9,18 @@ import pytest
 from extproc.proxy.budget import ByteBudget
 
 
+async def test_a_body_that_fits_is_taken_at_once_and_given_back_whole():
+    """Checked without awaiting the take: a wrong comparison fails here instead of hanging."""
+    budget = ByteBudget(100)
+    for size, free in ((60, 40), (40, 0)):  # the second fits exactly
+        task = asyncio.create_task(budget.take(size))
+        await asyncio.sleep(0)
+        assert (task.done(), budget.free) == (True, free)
+    budget.give(60)
+    budget.give(40)
+    assert budget.free == 100
+
+
 async def test_a_body_waits_until_earlier_ones_give_back_their_bytes():
     budget = ByteBudget(100)
     assert await budget.take(60) == 60
