@@ -55,6 +55,8 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
         ("```\n{'route': 'code_review'}\n```", "code_review"),
         ("{'route': 'bug_fixing'}", "bug_fixing"),
         ('The best route is {"route": "code_review"} because...', "code_review"),
+        ('{"route": "code_review", "why": {"confidence": 0.9}}', "code_review"),
+        ('{"route": "bug_fixing"} or maybe {"route": "code_review"}', "bug_fixing"),
         ('{"route": "other"}', OTHER),
         ('{"route": "unknown_route"}', OTHER),
         ('{"route": 3}', OTHER),
