@@ -204,6 +204,15 @@ def test_incomplete_directory(tmp_path: Path, model_dir: Path) -> None:
     assert str(tmp_path / "m") in str(err.value)
 
 
+def test_a_vocabulary_txt_is_a_vocabulary(tmp_path: Path, model_dir: Path) -> None:
+    """Converters write the vocabulary as vocabulary.json or vocabulary.txt."""
+    shutil.copytree(model_dir, tmp_path / "m")
+    (tmp_path / "m" / "vocabulary.json").rename(tmp_path / "m" / "vocabulary.txt")
+    (tmp_path / "m" / "model.bin").unlink()
+    with pytest.raises(RouterModelError, match=r"missing model\.bin;"):
+        ArchRouter(tmp_path / "m")
+
+
 def test_truncated_model_bin(tmp_path: Path, model_dir: Path) -> None:
     shutil.copytree(model_dir, tmp_path / "m")
     data = (tmp_path / "m" / "model.bin").read_bytes()
