@@ -39,7 +39,6 @@ class RouterModelError(Exception):
 class _RouteConfig:
     """Everything derived from one route config: computed once, reused for every request."""
 
-    names: tuple[str, ...]
     static_text: str
     static_ids: tuple[int, ...]
     static_tokens: list[str]
@@ -186,7 +185,6 @@ class ArchRouter:
             static_ids = self.encode(static_text)
             names = tuple(name for name, _ in routes)
             config = _RouteConfig(
-                names=names,
                 static_text=static_text,
                 static_ids=tuple(static_ids),
                 static_tokens=self.tokenizer.convert_ids_to_tokens(static_ids),
