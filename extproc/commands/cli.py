@@ -35,6 +35,9 @@ def _load(path: str, warn: bool = True) -> Config:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     rows = [("route", "model", "provider")]
+    rows += [
+        (f"rule {rule.name}", rule.provider.model, rule.provider.name) for rule in config.rules
+    ]
     rows += [(route.name, provider.model, provider.name) for route, provider in config.routes]
     default = config.default_provider
     rows.append(("(default / other)", default.model, default.name))
@@ -44,7 +47,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    print(f"{config.path}: OK ({len(config.providers)} providers, {len(config.routes)} routes)")
+    rules = f", {len(config.rules)} rules" if config.rules else ""
+    print(
+        f"{config.path}: OK ({len(config.providers)} providers, {len(config.routes)} routes{rules})"
+    )
     return 0
 
 
@@ -99,13 +105,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
 
-def _request_body(args: argparse.Namespace) -> dict[str, Any]:
-    """A Messages body from --text, or from a file holding a body or a captured request."""
+def _request(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """A Messages body from --text, or from a file holding a body or a captured request (with
+    its headers, which rules may read)."""
     if args.text is not None:
-        return {"model": args.model, "messages": [{"role": "user", "content": args.text}]}
+        return {"model": args.model, "messages": [{"role": "user", "content": args.text}]}, {}
     data = json.loads(Path(args.request).read_text(encoding="utf-8"))
-    body = data["body"] if isinstance(data.get("body"), dict) else data
-    return {**body, "model": args.model} if args.model else body
+    captured = isinstance(data.get("body"), dict)
+    body = data["body"] if captured else data
+    headers = data.get("headers") if captured and isinstance(data.get("headers"), dict) else {}
+    body = {**body, "model": args.model} if args.model else body
+    return body, {str(k).lower(): str(v) for k, v in headers.items()}
 
 
 def _router(config: Config, mode: str | None = None) -> Any:
@@ -130,36 +140,44 @@ def cmd_route(args: argparse.Namespace) -> int:
     from extproc.app import build_runtime, warm_up
     from extproc.decisions.decision import Decision, Request, decide
     from extproc.decisions.routing import RouterStage
+    from extproc.decisions.rules import Facts, first_rule, why_not
 
     config = _load(args.config)
     routing = config.routing
-    body = _request_body(args)
+    body, headers = _request(args)
     if args.show_prompt:
         return _show_prompt(config, body)
-    model = _router(config, args.mode)
-    if model is None:
-        return 1
+    facts = Facts(body, headers)
+    model = None
+    if config.routes and first_rule(config.rules, facts) is None:  # a rule needs no model
+        model = _router(config, args.mode)
+        if model is None:
+            return 1
     router = RouterStage(routing)
     router.attach(model)
     runtime = build_runtime(config, router)
-    request = Request(str(body.get("model", "")), body, "/v1/messages")
+    request = Request(str(body.get("model", "")), body, "/v1/messages", headers)
 
     async def decide_warm() -> Decision:
         # As the sidecar does before /ready: one-time device start-up and the route
         # config's static prefix are not part of a decision's milliseconds.
-        await warm_up(model, config)
+        if model is not None:
+            await warm_up(model, config)
         return await decide(config, request, runtime.stages)
 
     decision = asyncio.run(decide_warm())
     record = decision.metadata()
+    rules = {rule.name: why_not(rule, facts) or "holds" for rule in config.rules}
     if args.json:
-        print(json.dumps(record))
-    else:
-        print(
-            f"route: {record['route'] or '-'}\nmodel: {record['routed_model']}\n"
-            f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
-            f"router_ms: {record['router_ms']:.1f}"
-        )
+        print(json.dumps({**record, "kind": facts.kind, "rules": rules}))
+        return 0
+    print(
+        f"route: {record['route'] or '-'}\nmodel: {record['routed_model']}\n"
+        f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
+        f"router_ms: {record['router_ms']:.1f}\nkind: {facts.kind}"
+    )
+    for name, why in rules.items():
+        print(f"rule {name}: {why}")
     return 0
 
 

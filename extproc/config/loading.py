@@ -25,6 +25,7 @@ from extproc.config.checks import (
     read_section,
 )
 from extproc.config.reader import Checker, ConfigError, Problem, read_yaml
+from extproc.config.rules import read_rules
 from extproc.config.settings import Config, Listener, Routing, SidecarSettings
 
 DEFAULT_CONFIG = "config.yaml"
@@ -41,6 +42,7 @@ _TOP_KEYS = {
     "listener",
     "sidecar",
     "routing",
+    "rules",
     "version",
 }
 
@@ -65,6 +67,9 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     check_uniqueness(check, providers)
     names = {p.name for _, p in providers} | {p.model for _, p in providers}
     aliases = read_aliases(check, raw.get("model_aliases"), names)
+    by_name = {key: p for _, p in reversed(providers) for key in (p.name, p.model)}
+    route_names = {route.name for _, p in providers for route in p.routes}
+    rules = read_rules(check, raw.get("rules"), by_name, route_names)
     pass_through_paths = read_pass_through_paths(check, raw.get("pass_through_paths"))
     listener = read_section(check, raw, "listener", Listener)
     sidecar = read_section(check, raw, "sidecar", SidecarSettings)
@@ -87,6 +92,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         listener=listener,
         sidecar=sidecar,
         routing=routing,
+        rules=rules,
         warnings=tuple(check.warnings),
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
     )

@@ -7,10 +7,14 @@ import functools
 import ipaddress
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 from extproc.config.catalogue import Interface
 from extproc.config.contract import COMMON, Contract
 from extproc.config.pass_through import DEFAULT_PASS_THROUGH
+
+if TYPE_CHECKING:
+    from extproc.config.rules import Rule
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class Config:
     listener: Listener = field(default_factory=Listener)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     routing: Routing = field(default_factory=Routing)
+    rules: tuple[Rule, ...] = ()
+    """The `rules:` section, in order: the first that holds decides, before the router."""
     warnings: tuple[str, ...] = ()
     digest: str = ""
     """Of the file's text: tells which config a running sidecar has loaded."""
@@ -179,6 +185,11 @@ class Config:
     def provider_serving(self, upstream_model: str) -> Provider | None:
         """The provider serving this bare model name (`claude-x` for `anthropic/claude-x`)."""
         return next((p for p in self.providers if p.upstream_model == upstream_model), None)
+
+    @functools.cached_property
+    def rule_headers(self) -> tuple[str, ...]:
+        """The headers rules read, which Envoy must forward to the sidecar."""
+        return tuple(sorted({name for rule in self.rules for name, _ in rule.when.headers}))
 
     @functools.cached_property
     def routes(self) -> tuple[tuple[RoutePreference, Provider], ...]:

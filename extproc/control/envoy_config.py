@@ -58,7 +58,8 @@ def _seconds(value: float) -> str:
 
 
 def _forwarded_headers(config: Config) -> tuple[str, ...]:
-    return READ_HEADERS + (GATEWAY_KEY_HEADERS if config.gateway_keys else ())
+    keys = GATEWAY_KEY_HEADERS if config.gateway_keys else ()
+    return READ_HEADERS + keys + config.rule_headers
 
 
 def _extproc_filter(config: Config) -> dict[str, Any]:

@@ -5,8 +5,8 @@ tested against requests captured from the pinned version (tests/fixtures/claude-
 docs/router.md#request-kinds says which signal each kind has). A shape no signal
 recognises is a main turn, never an error.
 
-`body` is the routing view of a request (extproc.proxy.exchange's parse): `tools` entries
-may be raw JSON (msgspec.Raw) rather than dicts; everything else is plain JSON values.
+`body` is the routing view of a request (extproc.proxy.exchange's parse): `tools` entries,
+`system` and `thinking` may be raw JSON (msgspec.Raw), decoded here only when asked for.
 """
 
 from __future__ import annotations
@@ -70,9 +70,19 @@ def _last_user(body: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def _decoded(value: Any) -> Any:
+    """A raw field's value; None for text the sidecar can't read (the provider judges it)."""
+    if not isinstance(value, msgspec.Raw):
+        return value
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return None
+
+
 def _system_text(body: dict[str, Any]) -> str:
     """The first system block's text: Claude Code's billing line."""
-    system = body.get("system")
+    system = _decoded(body.get("system"))
     if isinstance(system, str):
         return system
     if isinstance(system, list) and system and isinstance(system[0], dict):
@@ -118,7 +128,7 @@ def _holds_image(block: dict[str, Any]) -> bool:
 def asks_thinking(body: dict[str, Any]) -> bool:
     """`thinking` enabled (a budget) or adaptive: Claude Code's main turns on models that
     think; its subagents, titles and web searches send `disabled` or none."""
-    thinking = body.get("thinking")
+    thinking = _decoded(body.get("thinking"))
     return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 

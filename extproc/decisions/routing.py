@@ -1,7 +1,9 @@
-"""The classifier as a decision stage: sticky cache, shared in-flight work, batching, fallback.
+"""The classifier as a decision stage: sticky cache, rules, shared in-flight work, batching,
+fallback.
 
 `RouterStage` sits between the explicit/alias stages and the requested/default
-ones. It never fails a request: a missing model, a timeout or an exception
+ones. The config's rules decide before the model runs (no model call), and their decisions
+are sticky like the router's. It never fails a request: a missing model, a timeout or an exception
 yields the fallback decision, labelled `fallback` with the reason in `note`.
 """
 
@@ -30,6 +32,7 @@ from extproc.decisions.router.window import (
     message_json,
     window_budget,
 )
+from extproc.decisions.rules import Facts, first_rule
 
 log = logging.getLogger("extproc.decisions.routing")
 
@@ -130,10 +133,18 @@ class Outcome:
     note: str = ""
     lasting: bool = True
     """False while the model is still loading: don't pin the turn to that fallback."""
+    rule: bool = False
+    """`route` is the name of the rule that decided the turn."""
 
 
 def routes_of(config: Config) -> Routes:
     return tuple((route.name, route.description) for route, _ in config.routes)
+
+
+def policy_of(config: Config) -> Routes:
+    """What a sticky outcome depends on: the routes, and the rules with their models."""
+    rules = tuple((rule.name, f"rule -> {rule.provider.name}") for rule in config.rules)
+    return routes_of(config) + rules
 
 
 def window_key(routes: Routes, window: Conversation) -> str:
@@ -175,22 +186,32 @@ class RouterStage:
 
     async def __call__(self, config: Config, request: Request) -> Decision | None:
         routes = routes_of(config)
-        if not routes or is_utility_call(request.body):
+        utility = is_utility_call(request.body)
+        if not config.rules and (not routes or utility):
             return None
         started = time.perf_counter()
-        window = conversation_window(request.body, self.window_tokens, self.count_tokens)
-        if not window:
-            return None
-        key = window_key(routes, window)
-        cached = self._sticky.get(key)
-        source: Source = "sticky"
-        if cached is None:
-            source = "router"
-            cached = await self._classify(key, routes, window)
-        else:
+        window = (
+            []
+            if utility
+            else conversation_window(request.body, self.window_tokens, self.count_tokens)
+        )
+        key = window_key(policy_of(config), window) if window else ""
+        cached = self._sticky.get(key) if key else None
+        if cached is not None:
             self._sticky.move_to_end(key)
+            elapsed = (time.perf_counter() - started) * 1000
+            return await self._decision(config, request, cached, "sticky", elapsed)
+        rule = first_rule(config.rules, Facts(request.body, request.headers))
+        if rule is not None:
+            if key:
+                self._remember(key, Outcome(rule.name, rule=True))
+            elapsed = (time.perf_counter() - started) * 1000
+            return Decision("rule", rule.provider, request.model, rule.name, elapsed)
+        if not routes or not window:
+            return None
+        outcome = await self._classify(key, routes, window)
         elapsed = (time.perf_counter() - started) * 1000
-        return await self._decision(config, request, cached, source, elapsed)
+        return await self._decision(config, request, outcome, "router", elapsed)
 
     async def _classify(self, key: str, routes: Routes, window: Conversation) -> Outcome:
         """Classify once per key: concurrent identical requests share one computation."""
@@ -226,6 +247,9 @@ class RouterStage:
     async def _decision(
         self, config: Config, request: Request, outcome: Outcome, source: Source, ms: float
     ) -> Decision:
+        if outcome.rule:
+            rule = next(rule for rule in config.rules if rule.name == outcome.route)
+            return Decision(source, rule.provider, request.model, rule.name, ms)
         owner = config.route_owners.get(outcome.route) if outcome.route else None
         if owner is not None:
             return Decision(source, owner, request.model, outcome.route, ms)

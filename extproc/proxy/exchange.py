@@ -221,7 +221,8 @@ class Exchange:
         runtime = self.runtime
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = runtime.token_stages if counting else runtime.stages
-        decision = await decide(runtime.config, Request(model, body, self.path_only), stages)
+        request = Request(model, body, self.path_only, self.headers)
+        decision = await decide(runtime.config, request, stages)
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -372,12 +373,16 @@ def _requested_model(body: dict[str, Any]) -> str:
 
 class _RoutingFields(msgspec.Struct):
     """The fields a routing decision reads. The rest (Claude Code's tool schemas and system
-    prompt: 70 of 77 KB on a first turn) is checked as JSON but never built as objects."""
+    prompt: 70 of 77 KB on a first turn) is checked as JSON but never built as objects:
+    `system` and `thinking` are kept raw, decoded only for a rule that asks what kind of
+    request it is (extproc.decisions.kinds)."""
 
     model: Any = msgspec.UNSET
     messages: Any = msgspec.UNSET
     tools: list[msgspec.Raw] | msgspec.UnsetType | None = msgspec.UNSET
     output_config: Any = msgspec.UNSET
+    system: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    thinking: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 _ROUTING_FIELDS = msgspec.json.Decoder(_RoutingFields)

@@ -88,3 +88,15 @@ def test_input_tokens_estimated_as_count_tokens_does():
     for name in ("first-turn", "subagent-custom", "interactive-title"):
         body = captured(name)["body"]
         assert kinds.estimated_input_tokens(routing_view(name)) == estimate_input_tokens(body)
+
+
+def test_a_system_prompt_the_sidecar_cannot_read_is_a_main_turn():
+    body, _ = _parse_body(b'{"model": "m", "messages": [], "system": "\xff", "thinking": "\xff"}')
+    assert kinds.request_kind(body) == "main" and not kinds.asks_thinking(body)
+
+
+def test_a_turn_that_offers_web_search_among_other_tools_is_not_a_web_search():
+    server_tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+    body = {"messages": [], "tools": [{"name": "Bash"}, server_tool]}
+    assert kinds.request_kind(body) == "main"
+    assert kinds.request_kind({**body, "tools": [server_tool]}) == "web_search"

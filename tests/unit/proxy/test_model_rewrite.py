@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
@@ -65,7 +66,8 @@ def test_routing_fields_only():
     body = {"model": "m", "messages": [], "output_config": {"format": {}}, **OTHER_FIELDS}
     view, span = _parse_body(orjson.dumps(body))
     assert span is not None
-    assert set(view) == {"model", "messages", "tools", "output_config"}
+    assert set(view) == {"model", "messages", "tools", "output_config", "system"}
+    assert msgspec.json.decode(view["system"]) == OTHER_FIELDS["system"], "kept raw, for rules"
     assert view["messages"] == [] and view["output_config"] == {"format": {}}
     assert len(view["tools"]) == 1
 
