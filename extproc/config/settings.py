@@ -186,6 +186,9 @@ class Config:
         """The provider serving this bare model name (`claude-x` for `anthropic/claude-x`)."""
         return next((p for p in self.providers if p.upstream_model == upstream_model), None)
 
+    def rule_named(self, name: str) -> Rule:
+        return next(rule for rule in self.rules if rule.name == name)
+
     @functools.cached_property
     def rule_headers(self) -> tuple[str, ...]:
         """The headers rules read, which Envoy must forward to the sidecar."""

@@ -133,18 +133,24 @@ class Outcome:
     note: str = ""
     lasting: bool = True
     """False while the model is still loading: don't pin the turn to that fallback."""
-    rule: bool = False
-    """`route` is the name of the rule that decided the turn."""
 
 
 def routes_of(config: Config) -> Routes:
     return tuple((route.name, route.description) for route, _ in config.routes)
 
 
-def policy_of(config: Config) -> Routes:
-    """What a sticky outcome depends on: the routes, and the rules with their models."""
-    rules = tuple((rule.name, f"rule -> {rule.provider.name}") for rule in config.rules)
-    return routes_of(config) + rules
+def turn_key(config: Config, window: Conversation, facts: Facts) -> str:
+    """The key of a turn a rule decided: the window, and what rules read that stays the same
+    through a turn's tool loop (the headers they name, the tool names), so that another
+    session whose first words are the same but whose headers or tools differ is not taken."""
+    rules = [(rule.name, rule.provider.name) for rule in config.rules]
+    headers = [(name, facts.headers.get(name)) for name in config.rule_headers]
+    facts_read = ["rules", rules, window, headers, facts.tool_names]
+    return hashlib.sha256(orjson.dumps(facts_read)).hexdigest()
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def window_key(routes: Routes, window: Conversation) -> str:
@@ -195,23 +201,48 @@ class RouterStage:
             if utility
             else conversation_window(request.body, self.window_tokens, self.count_tokens)
         )
-        key = window_key(policy_of(config), window) if window else ""
-        cached = self._sticky.get(key) if key else None
-        if cached is not None:
-            self._sticky.move_to_end(key)
-            elapsed = (time.perf_counter() - started) * 1000
-            return await self._decision(config, request, cached, "sticky", elapsed)
-        rule = first_rule(config.rules, Facts(request.body, request.headers))
-        if rule is not None:
-            if key:
-                self._remember(key, Outcome(rule.name, rule=True))
-            elapsed = (time.perf_counter() - started) * 1000
-            return Decision("rule", rule.provider, request.model, rule.name, elapsed)
+        key = window_key(routes, window) if window else ""
+        if config.rules:
+            decision = self._by_rule(config, request, window, key, started)
+            if decision is not None:
+                return decision
         if not routes or not window:
             return None
-        outcome = await self._classify(key, routes, window)
+        cached = self._sticky.get(key)
+        source: Source = "sticky"
+        if cached is None:
+            source = "router"
+            cached = await self._classify(key, routes, window)
+        else:
+            self._sticky.move_to_end(key)
         elapsed = (time.perf_counter() - started) * 1000
-        return await self._decision(config, request, outcome, "router", elapsed)
+        return await self._decision(config, request, cached, source, elapsed)
+
+    def _by_rule(
+        self, config: Config, request: Request, window: Conversation, key: str, started: float
+    ) -> Decision | None:
+        """The first rule that holds, or the turn's decision for a tool-loop request.
+
+        A new turn (a user's text, a subagent, a compaction...) reads the rules afresh. A
+        tool-loop request keeps its turn's model: the rule that decided the turn, else the
+        router's sticky decision; only a turn nothing decided yet reads the rules.
+        """
+        facts = Facts(request.body, request.headers)
+        turn = turn_key(config, window, facts) if window else ""
+        if facts.kind == "tool_result":
+            remembered = self._sticky.get(turn) if turn else None
+            if remembered is not None:
+                self._sticky.move_to_end(turn)
+                rule = config.rule_named(remembered.route or "")
+                return Decision("sticky", rule.provider, request.model, rule.name, _ms(started))
+            if key in self._sticky:
+                return None  # the router decided this turn: its sticky decision follows
+        rule = first_rule(config.rules, facts)
+        if rule is None:
+            return None
+        if turn:
+            self._remember(turn, Outcome(rule.name))
+        return Decision("rule", rule.provider, request.model, rule.name, _ms(started))
 
     async def _classify(self, key: str, routes: Routes, window: Conversation) -> Outcome:
         """Classify once per key: concurrent identical requests share one computation."""
@@ -247,9 +278,6 @@ class RouterStage:
     async def _decision(
         self, config: Config, request: Request, outcome: Outcome, source: Source, ms: float
     ) -> Decision:
-        if outcome.rule:
-            rule = next(rule for rule in config.rules if rule.name == outcome.route)
-            return Decision(source, rule.provider, request.model, rule.name, ms)
         owner = config.route_owners.get(outcome.route) if outcome.route else None
         if owner is not None:
             return Decision(source, owner, request.model, outcome.route, ms)

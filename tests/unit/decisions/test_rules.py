@@ -67,6 +67,13 @@ def fixture(name: str) -> dict:
     return body
 
 
+def tool_loop_of_first_turn() -> dict:
+    """The first-turn fixture's turn continued by a tool call and its result."""
+    tool_loop = fixture("tool-loop")
+    messages = [*fixture("first-turn")["messages"], *tool_loop["messages"][2:]]
+    return {**tool_loop, "messages": messages}
+
+
 def turn(text: str, **fields) -> dict:
     return {"model": "claude-opus-4-8", "messages": [{"role": "user", "content": text}], **fields}
 
@@ -125,12 +132,7 @@ async def test_a_rule_that_holds_costs_no_model_call_and_its_turn_stays_on_it():
     assert (first.source, first.route) == ("rule", "the rule")
     # The tool-loop request of that turn is a tool_result, not a main turn: the turn keeps
     # the model its rule chose.
-    tool_loop = captured("tool-loop")["body"]
-    follow_up = {
-        **tool_loop,
-        "messages": [*fixture("first-turn")["messages"], *tool_loop["messages"][2:]],
-    }
-    sticky = await decided(config, follow_up, stage=stage)
+    sticky = await decided(config, tool_loop_of_first_turn(), stage=stage)
     assert (sticky.source, sticky.route, sticky.routed_model) == (
         "sticky",
         "the rule",
@@ -168,3 +170,29 @@ async def test_rule_decisions_are_counted_by_rule_name():
     metrics = Metrics()
     metrics.record(await decided(config_with("{kind: compact}"), fixture("compact")))
     assert metrics.decisions.labels("the rule", "gemini/gemini-2.5-flash", "rule")._value.get() == 1
+
+
+async def test_a_session_with_the_same_words_but_other_headers_is_not_taken_by_the_rule():
+    """The sticky key is shared by the same words in two sessions: one team's rule must not
+    carry over to the other, and a sticky router decision must not hide a rule."""
+    config = config_with("{header: {x-team: 'infra-*'}}")
+    stage = RouterStage(config.routing)
+    stage.attach(CountingRouter())
+    infra = await decided(config, fixture("first-turn"), {"x-team": "infra-eu"}, stage=stage)
+    assert infra.source == "rule"
+    web_loop = await decided(config, tool_loop_of_first_turn(), {"x-team": "web"}, stage=stage)
+    assert (web_loop.source, web_loop.route) == ("router", "code review")
+    web = await decided(config, fixture("first-turn"), {"x-team": "web"}, stage=stage)
+    assert (web.source, web.route) == ("sticky", "code review")
+    infra_again = await decided(config, fixture("first-turn"), {"x-team": "infra-1"}, stage=stage)
+    assert infra_again.source == "rule"
+
+
+async def test_a_routed_turns_tool_loop_stays_routed_though_a_rule_now_holds():
+    config = config_with("{min_input_tokens: 19100}")
+    stage = RouterStage(config.routing)
+    stage.attach(CountingRouter())
+    first = await decided(config, fixture("first-turn"), stage=stage)  # about 19,045 tokens
+    assert first.source == "router"
+    loop = await decided(config, tool_loop_of_first_turn(), stage=stage)
+    assert (loop.source, loop.route) == ("sticky", "code review")
