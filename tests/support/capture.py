@@ -239,8 +239,13 @@ SCENARIOS: dict[str, list[Scenario]] = {
         )
     ],
     "explore-agent": [(["-p", "SPAWN-Explore to look around", "--allowedTools", "Agent"], None)],
+    "title": [(["-p", "write a python function that reverses a string"], None)],
     "thinking-enabled": [(["-p", "hello", "--model", "haiku"], None)],
 }
+
+
+SCENARIO_ENV = {"title": {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": ""}}
+"""The title call is one of the calls that variable turns off."""
 
 
 def run_scenario(name: str, steps: list[Scenario], out: Path, env_extra: dict[str, str]) -> int:
@@ -286,7 +291,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     chosen = argv[1:] or list(SCENARIOS)
     for name in chosen:
-        count = run_scenario(name, SCENARIOS[name], out, {})
+        count = run_scenario(name, SCENARIOS[name], out, SCENARIO_ENV.get(name, {}))
         print(f"{name}: {count} requests")
     return 0
 

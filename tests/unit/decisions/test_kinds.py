@@ -21,6 +21,7 @@ FIXTURE_KINDS = {
     "subagent-explore": "subagent",
     "compact": "compact",
     "interactive-title": "title",
+    "title": "title",
     "web-search": "web_search",
 }
 
