@@ -27,7 +27,7 @@ from typing import Any
 
 from tests.support.claude_code import CLAUDE_BIN
 from tests.support.fake_anthropic import sse_bytes, write_chunked
-from tests.support.fake_server import FakeServer
+from tests.support.fake_server import FakeServer, send_json
 
 EXAMPLE_KEY = "sk-ant-example-client-key"
 EXAMPLE_HOST = "127.0.0.1:18080"
@@ -137,32 +137,18 @@ class ScriptedAnthropic(FakeServer):
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         if handler.command != "POST":
             data = b'{"data": [], "has_more": false}' if handler.command == "GET" else b""
-            handler.send_response(200)
-            handler.send_header("content-type", "application/json")
-            handler.send_header("content-length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
+            send_json(handler, 200, data)
             return
         self.posts.append((handler.path, dict(handler.headers.items()), body))
         request = json.loads(body)
         if handler.path.split("?")[0].endswith("/count_tokens"):
-            data = b'{"input_tokens": 42}'
-            handler.send_response(200)
-            handler.send_header("content-type", "application/json")
-            handler.send_header("content-length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
+            send_json(handler, 200, b'{"input_tokens": 42}')
             return
         blocks, stop = script(request)
         events = _events(request.get("model", ""), blocks, stop)
         if not request.get("stream"):
             message = dict(events[0][1]["message"], content=blocks, stop_reason=stop)
-            data = json.dumps(message).encode()
-            handler.send_response(200)
-            handler.send_header("content-type", "application/json")
-            handler.send_header("content-length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
+            send_json(handler, 200, json.dumps(message).encode())
             return
         handler.send_response(200)
         handler.send_header("content-type", "text/event-stream; charset=utf-8")

@@ -28,6 +28,13 @@ def problems(text: str) -> list[str]:
     return [str(p) for p in caught.value.problems]
 
 
+def two_rules(earlier: str, later: str) -> str:
+    return (
+        f"  - {{name: first, model: cheap, when: {earlier}}}\n"
+        f"  - {{name: second, model: cheap, when: {later}}}\n"
+    )
+
+
 def test_each_condition_is_read():
     [rule] = rules(
         """\
@@ -120,11 +127,7 @@ def test_a_subagent_name_is_refused_saying_what_to_write_instead():
     ],
 )
 def test_a_rule_an_earlier_one_always_takes_is_refused(earlier, later):
-    text = (
-        f"  - {{name: first, model: cheap, when: {earlier}}}\n"
-        f"  - {{name: second, model: cheap, when: {later}}}\n"
-    )
-    assert problems(text) == [
+    assert problems(two_rules(earlier, later)) == [
         "config.yaml:10: rules[1].when: no request can reach this rule: rules[0] holds for "
         "every request it holds for, and comes first"
     ]
@@ -141,8 +144,4 @@ def test_a_rule_an_earlier_one_always_takes_is_refused(earlier, later):
     ],
 )
 def test_a_narrower_rule_first_leaves_the_later_one_reachable(earlier, later):
-    text = (
-        f"  - {{name: first, model: cheap, when: {earlier}}}\n"
-        f"  - {{name: second, model: cheap, when: {later}}}\n"
-    )
-    assert [rule.name for rule in rules(text)] == ["first", "second"]
+    assert [rule.name for rule in rules(two_rules(earlier, later))] == ["first", "second"]
