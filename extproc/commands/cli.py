@@ -168,13 +168,17 @@ def cmd_route(args: argparse.Namespace) -> int:
     decision = asyncio.run(decide_warm())
     record = decision.metadata()
     rules = {rule.name: why_not(rule, facts) or "holds" for rule in config.rules}
+    effort = decision.reasoning_effort or ""
     if args.json:
-        print(json.dumps({**record, "kind": facts.kind, "rules": rules}))
+        print(
+            json.dumps({**record, "reasoning_effort": effort, "kind": facts.kind, "rules": rules})
+        )
         return 0
     print(
         f"route: {record['route'] or '-'}\nmodel: {record['routed_model']}\n"
         f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
         f"router_ms: {record['router_ms']:.1f}\nkind: {facts.kind}"
+        + (f"\nreasoning_effort: {effort}" if effort else "")
     )
     for name, why in rules.items():
         print(f"rule {name}: {why}")

@@ -28,6 +28,7 @@ from extproc.config.settings import (
     RoutePreference,
     Routing,
     SidecarSettings,
+    effort_problem,
     is_ip,
 )
 
@@ -142,9 +143,10 @@ def read_provider(
     prefs = check.typed(entry.get("routing_preferences"), f"{where}.routing_preferences", list, [])
     for i, pref in enumerate(prefs):
         pwhere = f"{where}.routing_preferences[{i}]"
-        pref = check.mapping(pref, pwhere, {"name", "description"})
+        pref = check.mapping(pref, pwhere, {"name", "description", "reasoning_effort"})
         name = check.typed(pref.get("name"), f"{pwhere}.name", str, "")
         description = check.typed(pref.get("description"), f"{pwhere}.description", str, "")
+        effort = check.typed(pref.get("reasoning_effort"), f"{pwhere}.reasoning_effort", str, None)
         if not name or not description:
             check.error(pwhere, "a routing preference needs both name and description")
         elif not _ROUTE_NAME.match(name) or name == "other":
@@ -153,10 +155,10 @@ def read_provider(
                 f"{name!r} can't be a route name (1-64 characters, no quotes, not 'other')",
             )
         else:
-            routes.append(RoutePreference(name, description.strip()))
+            routes.append((pwhere, RoutePreference(name, description.strip(), effort)))
     reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
     overrides = {} if reasoning is None else {"reasoning": reasoning}
-    return Provider(
+    provider = Provider(
         name=check.typed(entry.get("name"), f"{where}.name", str, model),
         model=model,
         kind=kind.name,
@@ -166,12 +168,17 @@ def read_provider(
         access_key=key or None,
         missing_key_var=missing_var if not key else None,
         default=check.typed(entry.get("default"), f"{where}.default", bool, False),
-        routes=tuple(routes),
+        routes=tuple(route for _, route in routes),
         passes_client_auth=kind.passes_client_auth and client_auth,
         needs_key=kind.needs_key,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
         contract=contract_for(kind.name, upstream_model, families, **overrides),
     )
+    for pwhere, route in routes:
+        problem = route.reasoning_effort and effort_problem(provider, route.reasoning_effort)
+        if problem:
+            check.error(f"{pwhere}.reasoning_effort", problem)
+    return provider
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {

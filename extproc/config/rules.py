@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from extproc.config.reader import Checker
-from extproc.config.settings import Provider
+from extproc.config.settings import Provider, effort_problem
 
 Kind = Literal["main", "tool_result", "subagent", "compact", "title", "web_search"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -55,6 +55,7 @@ class Rule:
     name: str
     when: When
     provider: Provider
+    reasoning_effort: str | None = None
 
 
 def read_rules(
@@ -66,9 +67,10 @@ def read_rules(
     names: dict[str, str] = {}
     for i, entry in enumerate(check.typed(raw, "rules", list, [])):
         where = f"rules[{i}]"
-        entry = check.mapping(entry, where, {"name", "when", "model"})
+        entry = check.mapping(entry, where, {"name", "when", "model", "reasoning_effort"})
         name = check.typed(entry.get("name"), f"{where}.name", str, "")
         model = check.typed(entry.get("model"), f"{where}.model", str, "")
+        effort = check.typed(entry.get("reasoning_effort"), f"{where}.reasoning_effort", str, None)
         if not name:
             check.error(where, "a rule needs a name")
         elif name in names:
@@ -83,6 +85,10 @@ def read_rules(
         when = _read_when(check, entry.get("when"), f"{where}.when")
         if when is None or provider is None:
             continue
+        problem = effort and effort_problem(provider, effort)
+        if problem:
+            check.error(f"{where}.reasoning_effort", problem)
+            continue
         earlier = next((w for w, rule in rules if when.implies(rule.when)), None)
         if earlier is not None:
             check.error(
@@ -91,7 +97,7 @@ def read_rules(
                 "holds for, and comes first",
             )
             continue
-        rules.append((where, Rule(name, when, provider)))
+        rules.append((where, Rule(name, when, provider, effort)))
     return tuple(rule for _, rule in rules)
 
 

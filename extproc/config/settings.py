@@ -17,10 +17,29 @@ if TYPE_CHECKING:
     from extproc.config.rules import Rule
 
 
+EFFORTS = ("low", "medium", "high")
+"""What `reasoning_effort` may be on a route or a rule."""
+
+
 @dataclass(frozen=True)
 class RoutePreference:
     name: str
     description: str
+    reasoning_effort: str | None = None
+    """Set on the requests this route decides, in the provider's own terms (decisions/effort.py)."""
+
+
+def effort_problem(provider: Provider, effort: str) -> str | None:
+    """Why `provider` can't take `effort`, or None: one of EFFORTS, for a model that reasons
+    (an Anthropic-format one, or one whose contract says `reasoning`)."""
+    if effort not in EFFORTS:
+        return f"{effort!r} is not one of {', '.join(EFFORTS)}"
+    if provider.interface != "anthropic" and not provider.contract.reasoning:
+        return (
+            f"{provider.model} takes no reasoning effort (its model family has reasoning: false;"
+            " set `reasoning: true` on the provider if it does)"
+        )
+    return None
 
 
 @dataclass(frozen=True)

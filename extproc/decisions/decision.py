@@ -30,6 +30,8 @@ class Decision:
     router_ms: float = 0.0
     note: str = ""
     """Why a fallback happened (router missing, timed out, failed), for the log."""
+    reasoning_effort: str | None = None
+    """The deciding route's or rule's `reasoning_effort` (decisions/effort.py applies it)."""
 
     @property
     def routed_model(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from extproc.config import Config, Routing
+from extproc.config.rules import Rule
 from extproc.decisions import decision
 from extproc.decisions.decision import Decision, Request, Source
 from extproc.decisions.router.decoding import OTHER
@@ -153,6 +154,17 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def rule_decision(source: Source, rule: Rule, request: Request, started: float) -> Decision:
+    return Decision(
+        source,
+        rule.provider,
+        request.model,
+        rule.name,
+        _ms(started),
+        reasoning_effort=rule.reasoning_effort,
+    )
+
+
 def window_key(routes: Routes, window: Conversation) -> str:
     """Stable across processes and replicas: the same intent gets the same key everywhere."""
     return hashlib.sha256(orjson.dumps([routes, window])).hexdigest()
@@ -234,7 +246,7 @@ class RouterStage:
             if remembered is not None:
                 self._sticky.move_to_end(turn)
                 rule = config.rule_named(remembered.route or "")
-                return Decision("sticky", rule.provider, request.model, rule.name, _ms(started))
+                return rule_decision("sticky", rule, request, started)
             if key in self._sticky:
                 return None  # the router decided this turn: its sticky decision follows
         rule = first_rule(config.rules, facts)
@@ -242,7 +254,7 @@ class RouterStage:
             return None
         if turn:
             self._remember(turn, Outcome(rule.name))
-        return Decision("rule", rule.provider, request.model, rule.name, _ms(started))
+        return rule_decision("rule", rule, request, started)
 
     async def _classify(self, key: str, routes: Routes, window: Conversation) -> Outcome:
         """Classify once per key: concurrent identical requests share one computation."""
@@ -280,7 +292,9 @@ class RouterStage:
     ) -> Decision:
         owner = config.route_owners.get(outcome.route) if outcome.route else None
         if owner is not None:
-            return Decision(source, owner, request.model, outcome.route, ms)
+            route = next(r for r in owner.routes if r.name == outcome.route)
+            effort = route.reasoning_effort
+            return Decision(source, owner, request.model, route.name, ms, reasoning_effort=effort)
         after = await decision.decide(config, request, decision.AFTER_ROUTER)
         if outcome.route is None:
             # A reused fallback stays labelled sticky: the turn keeps the model it started on.

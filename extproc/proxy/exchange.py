@@ -21,6 +21,7 @@ import orjson
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
 from extproc.decisions.decision import Decision, Request, Stage, decide
+from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
@@ -237,8 +238,14 @@ class Exchange:
             f", route {decision.route}" if decision.route else "",
         )
         auth = auth_change(provider)
+        effort = decision.reasoning_effort
+        effortful = with_effort(full_body(raw), effort) if effort and not counting else None
         if provider.interface == "anthropic":
-            new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: unchanged
+            if effortful is None:
+                new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: same
+            else:  # written whole, as a body with another provider's thinking blocks is
+                cleaned = without_foreign_thinking(effortful) or effortful
+                new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:
@@ -246,7 +253,7 @@ class Exchange:
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, decision.metadata(), self.namespace)
         else:
-            new_body = [self.translate(full_body(raw), provider)]
+            new_body = [self.translate(effortful or full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
             # nothing to an OpenAI-style API and stay with us.
             changes = {"content-type": "application/json", "accept-encoding": "identity"}

@@ -19,7 +19,7 @@ llm_providers:
 routing: {model_dir: /nonexistent/router}
 rules:
   - {name: pictures, model: cheap, when: {images: true}}
-  - {name: compaction, model: gemini/gemini-2.5-flash, when: {kind: compact}}
+  - {name: compaction, model: gemini/gemini-2.5-flash, when: {kind: compact}, reasoning_effort: low}
 """
 
 
@@ -39,6 +39,7 @@ def test_route_names_the_rule_that_fired_without_loading_the_model(config, capsy
         "model: gemini/gemini-2.5-flash",
         "source: rule",
         "kind: compact",
+        "reasoning_effort: low",
         "rule pictures: the request holds no image",
         "rule compaction: holds",
     ]
