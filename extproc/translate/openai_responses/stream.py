@@ -12,6 +12,7 @@ from extproc.translate.anthropic_format import (
     MALFORMED,
     anthropic_tool_id,
     as_dict,
+    tool_name,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_signature
 from extproc.translate.openai_responses.response import (
@@ -150,8 +151,7 @@ class StreamTranslator(AnthropicStream):
         item = self._item(output_index, kind)
         if kind == "tool_use":
             item.tool_id = anthropic_tool_id(raw.get("call_id"), str(self._message_id), self._calls)
-            name = raw.get("name") or ""
-            item.name = self._tool_names.get(name, name)
+            item.name = tool_name(raw.get("name"), self._tool_names)
             self._calls += 1
         self._advance()
 

@@ -29,7 +29,6 @@ from tests.support.anthropic_sse import accumulate, sdk_client
 from tests.support.anthropic_sse import events as anthropic_events
 from tests.support.anthropic_sse import translate as feed_cut
 from tests.support.captured import captured
-from tests.support.exception_text import error_text
 from tests.support.fake_responses import refusal
 from tests.support.responses_streams import (
     ANSWERS,
@@ -667,8 +666,14 @@ def test_thinking_round_trips_into_the_next_request() -> None:
             b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": ["x"]}]}',
             502,
             "api_error",
-            # the name ["x"] looked up in the tool names
-            "malformed answer from upstream: " + error_text(lambda: {}.get(["x"])),
+            "malformed answer from upstream: a tool call's name must be a string, not list",
+        ),
+        (
+            200,
+            b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": 5}]}',
+            502,
+            "api_error",
+            "malformed answer from upstream: a tool call's name must be a string, not int",
         ),
     ],
 )
@@ -945,3 +950,23 @@ def test_the_sdk_message_stream_reads_translated_streams() -> None:
     with client.messages.stream(**request) as s:
         final = s.get_final_message()
     assert final.content[0].signature == OURS
+
+
+# -- stream edge cases: what lax servers send -------------------------------------------------
+
+
+def test_a_tool_name_that_is_not_a_string_ends_the_stream_with_an_error() -> None:
+    items = events(Answer(text="hi", calls=(BASH,)))
+    for item in items:
+        if item["type"].startswith("response.output_item.") and item["output_index"] == 1:
+            item["item"] = {**item["item"], "name": 5}
+    evs = anthropic_events(translate(sse(items)))
+    assert not [e for e in evs if e.get("content_block", {}).get("type") == "tool_use"]
+    assert evs[-1] == {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "malformed event from upstream: "
+            "a tool call's name must be a string, not int",
+        },
+    }
