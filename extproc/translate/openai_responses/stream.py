@@ -175,6 +175,8 @@ class StreamTranslator(AnthropicStream):
                 return
             self._added(output_index, raw)
             item = self._items[output_index]
+        if item.done is not None:
+            return  # a repeated `done`: its block may be closed already
         if not item.streamed:  # a server that sends only whole items
             whole = self._whole_text(item, raw)
             if whole:

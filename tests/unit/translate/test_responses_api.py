@@ -694,12 +694,24 @@ def translate(stream: bytes, cuts: list[int] = (), **kwargs: Any) -> bytes:
 
 def compact(answer: Answer, size: int) -> bytes:
     """A small stream: lifecycle events without their response bodies' optional fields."""
+    return sse(trimmed(events(answer, size=size)), named=False)
+
+
+def trimmed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`items` with their response bodies cut to the fields the translator reads."""
     keep = ("id", "object", "status", "model", "output", "usage", "incomplete_details", "error")
-    items = events(answer, size=size)
     for item in items:
         if "response" in item:
             item["response"] = {k: item["response"][k] for k in keep}
-    return sse(items, named=False)
+    return items
+
+
+def same_at_every_split_point(stream: bytes) -> bytes:
+    """The translation of `stream`, checked to be the same bytes however it is cut in two."""
+    whole = translate(stream)
+    for cut in range(1, len(stream)):
+        assert translate(stream, [cut]) == whole, cut
+    return whole
 
 
 FRAMINGS = {
@@ -724,10 +736,7 @@ def test_the_builders_agree_with_the_openai_sdk() -> None:
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_single_split_point_gives_the_same_bytes(name: str) -> None:
-    stream = SMALL[name]
-    whole = translate(stream)
-    for cut in range(1, len(stream)):
-        assert translate(stream, [cut]) == whole, cut
+    same_at_every_split_point(SMALL[name])
 
 
 @settings(max_examples=40, deadline=None)
@@ -970,3 +979,19 @@ def test_a_tool_name_that_is_not_a_string_ends_the_stream_with_an_error() -> Non
             "a tool call's name must be a string, not int",
         },
     }
+
+
+@pytest.mark.parametrize("deltas", [True, False])
+def test_a_repeated_output_item_done_sends_nothing_more(deltas: bool) -> None:
+    """The SDK would show the text twice, the second time after its block's stop."""
+    items = trimmed(events(Answer(text="Hi there", usage=None), size=3))
+    if not deltas:
+        items = [e for e in items if not e["type"].endswith(".delta")]
+    done = next(i for i, e in enumerate(items) if e["type"] == "response.output_item.done")
+    items.insert(done + 1, items[done])
+    out = same_at_every_split_point(sse(items, named=False))
+    assert accumulate(out).content[0].text == "Hi there"
+    texts = [
+        e["delta"]["text"] for e in anthropic_events(out) if e["type"] == "content_block_delta"
+    ]
+    assert "".join(texts) == "Hi there"
