@@ -995,3 +995,62 @@ def test_a_repeated_output_item_done_sends_nothing_more(deltas: bool) -> None:
         e["delta"]["text"] for e in anthropic_events(out) if e["type"] == "content_block_delta"
     ]
     assert "".join(texts) == "Hi there"
+
+
+def announced_late(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """`items` with each output item's `added` moved after the first `n` of its deltas."""
+    out = list(items)
+    for added in [e for e in items if e["type"] == "response.output_item.added"]:
+        index = added["output_index"]
+        deltas = [
+            i
+            for i, e in enumerate(out)
+            if e.get("output_index") == index and e["type"].endswith(".delta")
+        ]
+        out.remove(added)
+        out.insert(deltas[n - 1], added)
+    return out
+
+
+def test_deltas_before_their_item_is_announced_are_kept_for_it() -> None:
+    """A text's deltas stream at once; a call's wait for its name."""
+    answer = Answer(text="Hi there", calls=(Call("call_1", "Bash", '{"command":"ls"}'),))
+    items = announced_late(trimmed(events(replace(answer, usage=None), size=3)), n=2)
+    message = accumulate(same_at_every_split_point(sse(items, named=False)))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
+    ]
+
+
+def test_arguments_for_a_call_never_announced_end_in_an_error() -> None:
+    items = [e for e in events(Answer(text="hi", calls=(BASH,))) if e.get("output_index") != 1]
+    arguments = {"type": "response.function_call_arguments.delta", "output_index": 1}
+    items.insert(-1, {**arguments, "item_id": "fc_1", "delta": '{"command": "ls"}'})
+    evs = anthropic_events(translate(sse(items)))
+    assert not [e for e in evs if e.get("content_block", {}).get("type") == "tool_use"]
+    assert evs[-1]["error"] == {
+        "type": "api_error",
+        "message": "malformed event from upstream: "
+        "output item 1 has arguments but never named its call",
+    }
+
+
+def test_an_item_announced_as_another_kind_than_its_deltas_ends_in_an_error() -> None:
+    items = announced_late(events(Answer(text="Hi there")), n=1)
+    added = next(e for e in items if e["type"] == "response.output_item.added")
+    added["item"] = {"type": "function_call", "call_id": "c", "name": "Bash", "arguments": ""}
+    evs = anthropic_events(translate(sse(items)))
+    assert evs[-1]["error"] == {
+        "type": "api_error",
+        "message": "malformed event from upstream: "
+        "output item 0 is a function_call but its deltas were text",
+    }
+
+
+def test_a_repeated_output_item_added_changes_nothing() -> None:
+    """Calls without a call_id are numbered in order: a second `added` takes no number."""
+    answer = Answer(calls=(Call("", "Bash", "{}"), Call("", "Read", "{}")), usage=None)
+    items = events(answer)
+    again = [e for e in items if e["type"] == "response.output_item.added"]
+    doubled = [x for e in items for x in ([e, e] if e in again else [e])]
+    assert translate(sse(doubled)) == translate(sse(items))
