@@ -273,15 +273,15 @@ class Exchange:
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
         the answer."""
-        translator = translator_for(
-            provider.interface,
-            body,
-            upstream_model=provider.upstream_model,
-            contract=provider.contract,
-            max_tokens_cap=provider.max_tokens,
-            base_url=provider.base_url,
-        )
         try:
+            translator = translator_for(
+                provider.interface,
+                body,
+                upstream_model=provider.upstream_model,
+                contract=provider.contract,
+                max_tokens_cap=provider.max_tokens,
+                base_url=provider.base_url,
+            )
             translated = translator.request(body)
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None

@@ -30,6 +30,7 @@ from extproc.translate.openai_format import (
     chat_tool_choice,
     chat_tool_message,
     encode_request,
+    tool_names,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_item
 
@@ -54,6 +55,7 @@ def translate_request(
     sent back, as no other server could decrypt it.
     """
     raw_messages = request_messages(body)
+    tool_names(body, contract)  # refuses two tools the provider would see as one
     instructions = system_texts(body.get("system"))
     items: list[JSON] = []
     for i, role, content in raw_messages:

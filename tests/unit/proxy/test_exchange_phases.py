@@ -17,6 +17,7 @@ from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.proxy.exchange import Exchange, _parse_body, rewrite_model
 from extproc.proxy.wire import Phase
+from extproc.translate.openai_format import provider_tool_name
 
 
 def exchange_for(providers: str, preamble: str = "") -> Exchange:
@@ -343,6 +344,9 @@ def test_the_decision_is_logged_at_debug_level(caplog):
 
 
 JSON_TYPE = {"content-type": "application/json"}
+LONG_TOOL = "mcp__server__" + "t" * 60
+LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
+"""A tool literally named like that would reach the provider as the same function."""
 
 
 @pytest.mark.parametrize(
@@ -367,6 +371,20 @@ JSON_TYPE = {"content-type": "application/json"}
             400,
             "messages.0.role: unexpected value 'robot'",
         ),
+        (
+            {},
+            {
+                **ASKED,
+                "tools": [
+                    {"name": name, "input_schema": {"type": "object"}}
+                    for name in (LONG_TOOL, LONG_TOOL_SENT_AS)
+                ],
+            },
+            400,
+            f"tools: {LONG_TOOL!r} and {LONG_TOOL_SENT_AS!r} would both reach the provider as "
+            f"{LONG_TOOL_SENT_AS!r} (tool names longer than 64 characters, or with characters "
+            "other than A-Z a-z 0-9 _ -, are shortened); rename one of them",
+        ),
         ({":method": "GET"}, ASKED, 400, "/v1/messages takes POST"),
         ({}, None, 400, "the request has no body"),
         (
@@ -381,6 +399,7 @@ JSON_TYPE = {"content-type": "application/json"}
         "no model",
         "long model",
         "untranslatable",
+        "colliding tool names",
         "not POST",
         "no body",
         "not JSON",
