@@ -280,7 +280,9 @@ class Exchange:
                 upstream_model=provider.upstream_model,
                 contract=provider.contract,
                 max_tokens_cap=provider.max_tokens,
+                entry=provider.name,
                 base_url=provider.base_url,
+                access_key=provider.access_key,
             )
             translated = translator.request(body)
         except TranslationError as exc:

@@ -292,6 +292,30 @@ def test_responses_reasoning_goes_back_to_the_provider_that_wrote_it():
     }
 
 
+TEAMS = (
+    "  - name: team-a\n    model: openai/gpt-5.2-codex\n    access_key: sk-a\n"
+    "  - name: team-b\n    model: openai/gpt-5.2-codex\n    access_key: sk-b\n"
+)
+
+
+def test_responses_reasoning_never_goes_out_with_another_accounts_key():
+    """Two entries for one model with their own keys (two teams): reasoning from team A's
+    answer goes back to team A, never to OpenAI with team B's key."""
+    asked = {**ASKED, "model": "team-a"}
+    _, (answer,) = answered(exchange_for(TEAMS), asked, 200, "application/json", [REASONED])
+    content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
+    history = [*ASKED["messages"], {"role": "assistant", "content": content}]
+    next_turn = {**ASKED, "messages": [*history, {"role": "user", "content": "more"}]}
+    for team, kinds in [
+        ("team-a", ["message", "reasoning", "message", "message"]),
+        ("team-b", ["message", "message", "message"]),
+    ]:
+        sent = routed(exchange_for(TEAMS), {**next_turn, "model": team})
+        headers = {o.header.key: o.header.raw_value for o in sent.header_mutation.set_headers}
+        assert headers["authorization"] == f"Bearer sk-{team[-1]}".encode()
+        assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
+
+
 def routed(
     exchange: Exchange,
     body: dict,
