@@ -15,7 +15,7 @@ import orjson
 
 from extproc.errors import GatewayError
 from extproc.translate.errors import error_event
-from extproc.translate.sse import SSELineTooLong
+from extproc.translate.sse import SSEEventTooLarge
 from extproc.translate.stream import AnthropicStream
 from extproc.translate.translator import Translator
 
@@ -78,7 +78,7 @@ class ResponseTranslation:
                 chunk = self._inflate(self._decoder, chunk, end)
             if self._stream is not None:
                 return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
-        except (AnswerTooLarge, SSELineTooLong) as exc:
+        except (AnswerTooLarge, SSEEventTooLarge) as exc:
             self._failed = True
             message = f"The gateway stopped reading the provider's answer: {exc}."
             if self._stream is None:

@@ -15,12 +15,12 @@ Event = tuple[bytes, bytes]
 """(event name, data): the name is b"" when the event has no `event:` field."""
 
 
-LINE_MAX = 4 * 1024 * 1024
+EVENT_MAX = 4 * 1024 * 1024
 """The longest line the parser keeps: one Chat Completions chunk is a few hundred bytes, a
 whole JSON answer sent instead of a stream well under this."""
 
 
-class SSELineTooLong(ValueError):
+class SSEEventTooLarge(ValueError):
     """An upstream line grew past the parser's limit: the stream can't be read safely."""
 
 
@@ -34,19 +34,19 @@ class SSEParser:
     arrives: a line fed a few bytes at a time costs time linear in its length.
     """
 
-    __slots__ = ("_data", "_name", "_size", "_tail", "max_line")
+    __slots__ = ("_data", "_name", "_size", "_tail", "max_event")
 
-    def __init__(self, max_line: int = LINE_MAX) -> None:
+    def __init__(self, max_event: int = EVENT_MAX) -> None:
         self._tail: list[bytes] = []
         self._size = 0
         self._data: list[bytes] = []
         self._name = b""
-        self.max_line = max_line
+        self.max_event = max_event
 
     def feed(self, chunk: bytes) -> list[Event]:
         """Parse what can be parsed now; keep the unfinished line for the next call.
 
-        Raises SSELineTooLong when a line is longer than `max_line`.
+        Raises SSEEventTooLarge when a line is longer than `max_event`.
         """
         held_cr = bool(self._tail) and self._tail[-1].endswith(b"\r")
         if not held_cr and b"\n" not in chunk and b"\r" not in chunk:
@@ -87,13 +87,13 @@ class SSEParser:
         if not piece:
             return
         self._size += len(piece)
-        if self._size > self.max_line:
-            raise SSELineTooLong(f"the provider sent a line longer than {self.max_line} bytes")
+        if self._size > self.max_event:
+            raise SSEEventTooLarge(f"the provider sent a line longer than {self.max_event} bytes")
         self._tail.append(piece)
 
     def _line(self, line: bytes, events: list[Event]) -> None:
-        if len(line) > self.max_line:
-            raise SSELineTooLong(f"the provider sent a line longer than {self.max_line} bytes")
+        if len(line) > self.max_event:
+            raise SSEEventTooLarge(f"the provider sent a line longer than {self.max_event} bytes")
         if not line:
             if self._data:
                 events.append((self._name, b"\n".join(self._data)))

@@ -10,7 +10,7 @@ import pytest
 
 from extproc.errors import GatewayError
 from extproc.translate.response import INFLATED_MAX, ResponseTranslation
-from extproc.translate.sse import LINE_MAX
+from extproc.translate.sse import EVENT_MAX
 from extproc.translate.translator import ChatTranslator
 
 
@@ -72,8 +72,8 @@ def test_a_small_gzip_answer_still_inflates():
 def test_an_endless_sse_line_ends_the_stream_with_an_error_event():
     answer = translation(streaming=True, encoding="")
     out = answer.on_body(b'data: {"id": "x", "choices": []}\n\n', end=False)
-    for _ in range(LINE_MAX // 65536 + 1):
+    for _ in range(EVENT_MAX // 65536 + 1):
         out += answer.on_body(b"data: " + b"x" * 65536, end=False)
     out += answer.on_body(b"\n\n", end=True)
     [event] = error_events(out)
-    assert f"longer than {LINE_MAX} bytes" in event["error"]["message"]
+    assert f"longer than {EVENT_MAX} bytes" in event["error"]["message"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.translate.sse import SSELineTooLong, SSEParser, encode_event
+from extproc.translate.sse import SSEEventTooLarge, SSEParser, encode_event
 
 
 def parse(*pieces: bytes) -> list[tuple[bytes, bytes]]:
@@ -86,9 +86,9 @@ def test_a_line_fed_in_small_pieces_is_held_as_pieces_until_it_ends() -> None:
 
 @pytest.mark.parametrize("terminated", [False, True])
 def test_a_line_longer_than_the_limit_is_refused(terminated: bool) -> None:
-    parser = SSEParser(max_line=1000)
+    parser = SSEParser(max_event=1000)
     assert parser.feed(b"data: ok\n\n") == [(b"", b"ok")]
-    with pytest.raises(SSELineTooLong, match="longer than 1000 bytes"):
+    with pytest.raises(SSEEventTooLarge, match="longer than 1000 bytes"):
         if terminated:
             parser.feed(b"data: " + b"x" * 1000 + b"\n")
         else:
