@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 from extproc.translate.response import INFLATED_MAX
 from tests.support.fake_server import FakeServer
 from tests.support.gateway import Gateway, gateway_config, running_gateway
+from tests.support.gzip_bomb import gzip_bomb
 from tests.support.requests import KEY, assert_anthropic_error, chat
 
 # ------------------------------------------------------------------ helpers
@@ -183,13 +183,6 @@ def test_a_count_tokens_estimate_of_a_deep_body_is_a_400(gateway, fakes):
 
 
 # ------------------------------------------------------------------ a gateway with hostile parts
-
-
-def gzip_bomb(size: int) -> bytes:
-    """`size` newlines (blank SSE lines), gzipped: about 1/200 of that on the wire."""
-    packer = zlib.compressobj(1, wbits=31)
-    lines = b"\n" * (1 << 20)
-    return b"".join(packer.compress(lines) for _ in range(size >> 20)) + packer.flush()
 
 
 class GzipBomb(FakeServer):

@@ -12,14 +12,7 @@ from extproc.errors import GatewayError
 from extproc.translate.response import INFLATED_MAX, ResponseTranslation
 from extproc.translate.sse import EVENT_MAX
 from extproc.translate.translator import ChatTranslator
-
-
-def gzip_bomb(size: int) -> bytes:
-    """`size` bytes of SSE comment lines, gzipped: about 1/1000 of that on the wire. Comment
-    lines of 1 KiB (not blank lines) keep the parser's per-line work, and the test, short."""
-    packer = zlib.compressobj(1, wbits=31)
-    lines = (b":" + b" " * 1022 + b"\n") * 1024
-    return b"".join(packer.compress(lines) for _ in range(size >> 20)) + packer.flush()
+from tests.support.gzip_bomb import gzip_bomb
 
 
 @pytest.fixture(scope="module")
