@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from extproc.errors import GatewayError
-from extproc.translate.errors import error_event
-from extproc.translate.sse import SSEEventTooLarge
+from extproc.translate.errors import error_event, stopped_reading
 from extproc.translate.stream import AnthropicStream
 from extproc.translate.translator import Translator
 
@@ -78,9 +77,9 @@ class ResponseTranslation:
                 chunk = self._inflate(self._decoder, chunk, end)
             if self._stream is not None:
                 return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
-        except (AnswerTooLarge, SSEEventTooLarge) as exc:
+        except AnswerTooLarge as exc:
             self._failed = True
-            message = f"The gateway stopped reading the provider's answer: {exc}."
+            message = stopped_reading(exc)
             if self._stream is None:
                 raise GatewayError("api_error", message, status=502) from None
             return error_event("api_error", message)
