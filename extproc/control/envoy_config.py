@@ -264,18 +264,23 @@ def _anthropic_reply(condition: dict[str, Any], error_type: str, message: str) -
     }
 
 
-def _at_concurrency_limit() -> dict[str, Any]:
-    """A circuit breaker tripped: on a provider cluster (flag UO) or on the sidecar's, whose
-    overflow shows only in the response code details of the ext_proc error."""
-    overflow_details = {
+def _cel(expression: str) -> dict[str, Any]:
+    """A filter on what Envoy knows of the request, in CEL (response.code_details, say)."""
+    return {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
             "typed_config": {
                 "@type": _ext("access_loggers.filters.cel.v3.ExpressionFilter"),
-                "expression": "response.code_details.contains('overflow')",
+                "expression": expression,
             },
         }
     }
+
+
+def _at_concurrency_limit() -> dict[str, Any]:
+    """A circuit breaker tripped: on a provider cluster (flag UO) or on the sidecar's, whose
+    overflow shows only in the response code details of the ext_proc error."""
+    overflow_details = _cel("response.code_details.contains('overflow')")
     return {"or_filter": {"filters": [_flag_in("UO"), overflow_details]}}
 
 
@@ -284,7 +289,9 @@ def local_replies(config: Config) -> dict[str, Any]:
 
     First match wins; `%RESPONSE_CODE_DETAILS%` says what Envoy saw. The sidecar's replies
     are Anthropic JSON already and carry no response flag; of their statuses (400, 401, 404,
-    413, 429, 500, 529) only 413 is matched here, with the same error type.
+    413, 429, 500, 529) only 413 is matched here, with the same error type. Envoy's 500 for
+    an answer too large to buffer is matched by its details, and becomes a 502 like the
+    sidecar's own for an answer it won't read.
     """
     limit = config.listener.max_body_bytes
     details = "(%RESPONSE_CODE_DETAILS%)"
@@ -311,6 +318,17 @@ def local_replies(config: Config) -> dict[str, Any]:
                 "api_error",
                 f"The gateway could not reach the provider {details}",
             ),
+            # A translated answer that is not streamed is buffered whole, up to the route's
+            # limit; past it Envoy answers 500 in place of the provider's answer.
+            {
+                **_anthropic_reply(
+                    _cel("response.code_details == 'response_payload_too_large'"),
+                    "api_error",
+                    "The gateway stopped reading the provider's answer: it is larger than "
+                    f"{limit} bytes (listener.max_body_bytes) {details}",
+                ),
+                "status_code": 502,
+            },
             # What is left of 503s: the ext_proc call failed (status_on_error).
             _anthropic_reply(_status_is(503), "api_error", f"{sidecar_down} {details}"),
             _anthropic_reply(

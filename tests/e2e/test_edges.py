@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -19,8 +20,9 @@ import httpx
 import orjson
 import pytest
 
+from extproc.config import Listener
 from extproc.translate.response import INFLATED_MAX
-from tests.support.fake_server import FakeServer
+from tests.support.fake_server import FakeServer, send_json
 from tests.support.gateway import Gateway, gateway_config, running_gateway
 from tests.support.gzip_bomb import gzip_bomb
 from tests.support.requests import KEY, assert_anthropic_error, chat
@@ -200,11 +202,27 @@ class GzipBomb(FakeServer):
         handler.wfile.write(self.bomb)
 
 
+MAX_BODY_BYTES = Listener().max_body_bytes
+
+
+@dataclass(kw_only=True)
+class HugeAnswer(FakeServer):
+    """An OpenAI-format provider whose every answer is a JSON object of `size` bytes."""
+
+    size: int
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        head = b'{"id": "huge", "choices": [{"index": 0, "message": {"content": "'
+        tail = b'"}, "finish_reason": "stop"}]}'
+        send_json(handler, 200, head + b"x" * (self.size - len(head) - len(tail)) + tail)
+
+
 @pytest.fixture(scope="module")
 def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -> Iterator[Gateway]:
-    """2 s of silence end a stream; `bomb` answers gzip bombs; `unresolvable` is an
-    OpenAI-format provider whose host does not resolve."""
+    """2 s of silence end a stream; `bomb` answers gzip bombs; `huge` answers a byte more than
+    Envoy buffers; `unresolvable` is an OpenAI-format provider whose host does not resolve."""
     bomb = GzipBomb().start()
+    huge = HugeAnswer(size=MAX_BODY_BYTES + 1).start()
 
     def config_for(ports: dict[str, int]) -> str:
         config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
@@ -214,6 +232,10 @@ def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -
   - name: bomb
     model: openai/bomb
     base_url: {bomb.url}/v1
+    access_key: k
+  - name: huge
+    model: openai/huge
+    base_url: {huge.url}/v1
     access_key: k
   - name: unresolvable
     model: openai/unresolvable
@@ -226,6 +248,7 @@ model_aliases:
     with running_gateway(config_for, tmp_path_factory.mktemp("edge-gateway")) as gateway:
         yield gateway
     bomb.stop()
+    huge.stop()
 
 
 def send(gateway: Gateway, body: dict[str, Any]) -> httpx.Response:
@@ -244,6 +267,17 @@ def test_a_streamed_gzip_bomb_ends_in_an_error_event(edge_gateway):
     assert events[-1]["type"] == "error", events
     assert f"more than {INFLATED_MAX} bytes" in events[-1]["error"]["message"]
     assert send(edge_gateway, chat("openai/gpt-4.1")).status_code == 200
+
+
+def test_an_answer_larger_than_envoy_buffers_is_an_anthropic_error(edge_gateway):
+    """A translated answer that is not streamed is buffered whole; one byte past the limit,
+    Envoy answers in its place (a plain-text 500 before its local reply mapper knew it)."""
+    response = send(edge_gateway, chat("huge"))
+    message = assert_anthropic_error(response, 502, "api_error")
+    assert message == (
+        "The gateway stopped reading the provider's answer: it is larger than "
+        f"{MAX_BODY_BYTES} bytes (listener.max_body_bytes) (response_payload_too_large)"
+    )
 
 
 def test_an_unresolvable_translated_provider_is_api_error(edge_gateway):
