@@ -287,7 +287,11 @@ class Exchange:
             translated = translator.request(body)
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
-        self.translation = ResponseTranslation(translator, bool(body.get("stream")))
+        self.translation = ResponseTranslation(
+            translator,
+            bool(body.get("stream")),
+            whole_max=self.runtime.config.listener.max_body_bytes,
+        )
         return translated
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:

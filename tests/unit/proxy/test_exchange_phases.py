@@ -214,6 +214,21 @@ def test_a_gzipped_translated_answer_is_inflated_first():
     )
 
 
+def test_a_gzipped_whole_answer_is_held_to_the_body_limit():
+    """Envoy buffers at most listener.max_body_bytes of an uncompressed answer, and takes
+    no much larger reply from the sidecar: an inflated one is held to the same."""
+    exchange = exchange_for(CHAT_COMPLETIONS, "listener:\n  max_body_bytes: 4096\n")
+    content = {"content": "x" * 5000}
+    completion = orjson.dumps({"id": "c", "choices": [{"index": 0, "message": content}]})
+    with pytest.raises(GatewayError) as refused:
+        answered(exchange, ASKED, 200, "application/json", [gzip.compress(completion)], "gzip")
+    assert (refused.value.status, refused.value.message) == (
+        502,
+        "The gateway stopped reading the provider's answer: it is larger than 4096 bytes "
+        "(listener.max_body_bytes).",
+    )
+
+
 def test_log_tokens_reads_an_answer_without_content_type_as_json():
     exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
     exchange.runtime.config = parse(

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import orjson
 import pytest
 
+from extproc.config import Listener
 from extproc.errors import GatewayError
 from extproc.translate.response import INFLATED_MAX, ResponseTranslation
 from extproc.translate.sse import EVENT_MAX
@@ -35,13 +36,14 @@ def translation(
 
 
 def test_a_json_gzip_bomb_is_a_502_before_the_answer_starts(bomb):
+    """A whole answer is held to what Envoy would buffer (listener.max_body_bytes)."""
     answer = translation(streaming=False, encoding="gzip")
     assert answer.compressed
     with pytest.raises(GatewayError) as raised:
         answer.on_body(bomb[: len(bomb) // 2], end=False)
         answer.on_body(bomb[len(bomb) // 2 :], end=True)
     assert (raised.value.status, raised.value.error_type) == (502, "api_error")
-    assert f"more than {INFLATED_MAX} bytes" in raised.value.message
+    assert f"larger than {Listener.max_body_bytes} bytes" in raised.value.message
 
 
 def error_events(out: bytes) -> list[dict]:
@@ -146,3 +148,30 @@ def test_what_came_before_the_limit_is_sent_however_the_bytes_are_cut() -> None:
     assert b'"text":"hi"' in whole and error_events(whole) == [STOPPED]
     for cut in cuts:
         assert sent(cut) == whole, cut
+
+
+def test_a_whole_answer_that_inflates_past_what_envoy_takes_is_a_502() -> None:
+    """Envoy buffers an uncompressed answer only up to listener.max_body_bytes, and takes no
+    much larger reply from the sidecar (it called that "the sidecar is unavailable"); a
+    gzipped one is held to the same. A streamed answer is not held whole, so not limited."""
+    text = "x" * 5000
+    answer = {"id": "c", "choices": [{"message": {"role": "assistant", "content": text}}]}
+    packer = zlib.compressobj(wbits=31)
+    packed = packer.compress(orjson.dumps(answer)) + packer.flush()
+    whole = ResponseTranslation(
+        ChatTranslator(upstream_model="m", model="m"), streaming_requested=False, whole_max=4096
+    )
+    whole.on_headers(200, "gzip")
+    with pytest.raises(GatewayError) as raised:
+        whole.on_body(packed, end=True)
+    assert (raised.value.status, raised.value.error_type, raised.value.message) == (
+        502,
+        "api_error",
+        "The gateway stopped reading the provider's answer: it is larger than 4096 bytes "
+        "(listener.max_body_bytes).",
+    )
+    streamed = ResponseTranslation(
+        ChatTranslator(upstream_model="m", model="m"), streaming_requested=True, whole_max=4096
+    )
+    streamed.on_headers(200, "gzip")
+    assert b"x" * 5000 in streamed.on_body(packed, end=True)
