@@ -83,6 +83,8 @@ async def test_undecodable_body_gets_an_error_not_a_crash(sidecar):
     _, port, _ = sidecar
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.stream_stream(METHOD)()
+        await call.write(bytes(headers_message("/v1/messages")))
+        await call.read()
         await call.write(
             bytes(ProcessingRequest(request_body=HttpBody(body=b"\xff\xfe", end_of_stream=True)))
         )
