@@ -35,6 +35,10 @@ BODIES_AT_ONCE = 4
 """Bodies of `listener.max_body_bytes` the sidecar takes in at once (`budget.ByteBudget`)."""
 
 
+TOO_LONG = (b"414 URI Too Long", b"text/plain", b"request line too long\n")
+"""The health port's answer to a request line over 64 KiB."""
+
+
 class ExtProcServer:
     """Serves ext_proc streams and reports health; `runtime` may be swapped at any time."""
 
@@ -153,9 +157,13 @@ class ExtProcServer:
         """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest),
         `/credentials` (for `extproc claude`)."""
         try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
-            status, content_type, body = self._health_answer(path)
+            try:
+                request_line = await asyncio.wait_for(reader.readline(), 5)
+            except ValueError:  # no line end within the stream reader's limit (64 KiB)
+                status, content_type, body = TOO_LONG
+            else:
+                path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
+                status, content_type, body = self._health_answer(path)
             writer.write(
                 b"HTTP/1.1 "
                 + status
