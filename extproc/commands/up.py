@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ import envoy
 
 from extproc.commands.launch import gateway_url
 from extproc.commands.supervise import Supervised
-from extproc.config import Config, ConfigError, load
+from extproc.config import SIDECAR_SECRET_VAR, Config, ConfigError, load
 from extproc.control.envoy_config import render
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
@@ -38,6 +39,13 @@ DRAIN_S = 600
 """How long a hot-restarted Envoy lets open streams finish (Claude Code's own timeout)."""
 STOP_DRAIN_S = 30.0
 """How long SIGTERM lets open requests finish before both processes stop."""
+
+
+def share_sidecar_secret() -> None:
+    """Unless EXTPROC_SIDECAR_SECRET is set, make one for this run: the sidecar (a child
+    process) and every config this process loads, so every Envoy config it renders, read it
+    from the environment. Other local processes can then no longer use the gRPC port."""
+    os.environ.setdefault(SIDECAR_SECRET_VAR, secrets.token_urlsafe(32))
 
 
 class StartupError(Exception):

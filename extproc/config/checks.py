@@ -319,6 +319,29 @@ def check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:
         )
 
 
+_HEADER_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_sidecar_secret(
+    check: Checker, sidecar: SidecarSettings, secret: str, variable: str
+) -> None:
+    """The secret travels as a gRPC header value. Without one, a sidecar that other hosts can
+    reach answers them too, and its replies carry provider keys."""
+    if secret and not _HEADER_TOKEN.match(secret):
+        check.error(
+            "sidecar",
+            f"environment variable {variable} must be printable ASCII without spaces (Envoy "
+            "sends it as a gRPC header); `openssl rand -hex 32` makes one",
+        )
+    address = sidecar.bind_address
+    if not secret and is_ip(address) and not ipaddress.ip_address(address).is_loopback:
+        check.warn(
+            "sidecar.listen_address" if sidecar.listen_address else "sidecar.address",
+            f"the sidecar listens on {address} and {variable} is not set: anything that "
+            f"reaches port {sidecar.port} can ask it for provider keys (docs/reliability.md)",
+        )
+
+
 def check_routing(check: Checker, routing: Routing) -> None:
     """Each choice is one the router knows, and the window holds at least one message."""
     for key, allowed in (

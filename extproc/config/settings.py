@@ -155,6 +155,9 @@ class Config:
     warnings: tuple[str, ...] = ()
     digest: str = ""
     """Of the file's text: tells which config a running sidecar has loaded."""
+    sidecar_secret: str = field(default="", repr=False)
+    """What Envoy presents on every ext_proc stream and the sidecar checks (from the
+    environment, never from the file); empty: the sidecar serves any caller."""
 
     @property
     def default_provider(self) -> Provider:

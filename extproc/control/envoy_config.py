@@ -14,6 +14,7 @@ import yaml
 from extproc.config import Config, is_ip
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, origins
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
+from extproc.proxy.server import SECRET_METADATA
 
 EXTPROC_CLUSTER = "extproc"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"
@@ -61,6 +62,13 @@ def _forwarded_headers(config: Config) -> tuple[str, ...]:
     return READ_HEADERS + (GATEWAY_KEY_HEADERS if config.gateway_keys else ())
 
 
+def _secret_metadata(config: Config) -> dict[str, Any]:
+    """The sidecar's secret, sent by Envoy at the start of every ext_proc stream."""
+    if not config.sidecar_secret:
+        return {}
+    return {"initial_metadata": [{"key": SECRET_METADATA, "value": config.sidecar_secret}]}
+
+
 def _extproc_filter(config: Config) -> dict[str, Any]:
     # A fresh classification on a CPU takes about a second; Envoy's default 200 ms
     # would cut every one of them. Leave room for parsing multi-MB bodies too.
@@ -75,6 +83,7 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                     "max_receive_message_length": config.listener.max_body_bytes + 1024 * 1024,
                 },
                 "timeout": _seconds(message_timeout + 5),
+                **_secret_metadata(config),
             },
             "failure_mode_allow": config.sidecar.failure_mode_allow,
             # 503, not Envoy's default 500: a sidecar that can't be reached is a temporary

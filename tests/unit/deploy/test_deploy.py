@@ -233,6 +233,9 @@ def test_services_and_network_policy_fit_the_pods(cpu_config):
     grpc_rule, health_rule = policy["spec"]["ingress"]
     assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     assert grpc_rule["from"]  # only the Envoys listed
+    # An empty namespaceSelector admits a pod label from every namespace: anyone who may
+    # create a pod anywhere could reach the port, whose replies carry provider keys.
+    assert not any(peer.get("namespaceSelector") == {} for peer in grpc_rule["from"])
     assert health_rule["ports"] == [{"port": "health", "protocol": "TCP"}]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["egress"] == []  # the sidecar calls nothing; Envoy calls providers
@@ -262,6 +265,10 @@ def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_co
     manager = manager_of(bootstrap)
     assert manager["http_filters"][0] == pieces["http_filters"][0]
     assert manager["http_filters"][0]["disabled"] is True  # on for the claude host only
+    # Envoy presents the Secret's EXTPROC_SIDECAR_SECRET, without which the sidecar refuses it.
+    grpc_service = manager["http_filters"][0]["typed_config"]["grpc_service"]
+    secret = secret_env()["EXTPROC_SIDECAR_SECRET"]
+    assert grpc_service["initial_metadata"] == [{"key": "x-extproc-secret", "value": secret}]
     hosts = {h["name"]: h for h in manager["route_config"]["virtual_hosts"]}
     assert hosts["claude"]["routes"] == pieces["routes"]
     assert len(hosts) > 1

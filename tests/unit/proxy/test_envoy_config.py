@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from extproc.config import load, parse
+from extproc.config import SIDECAR_SECRET_VAR, load, parse
 from extproc.control.envoy_config import render
 from tests.support import ROOT
 from tests.support.envoy import validate
@@ -50,6 +50,26 @@ def test_rendered_config_passes_envoy_validate(tmp_path, name):
     result = validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+def ext_proc_filter(rendered: str) -> dict:
+    listener = yaml.safe_load(rendered)["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+
+
+def test_envoy_presents_the_sidecar_secret_on_every_ext_proc_stream(tmp_path, monkeypatch):
+    monkeypatch.setenv(SIDECAR_SECRET_VAR, "s3cret-0123456789abcdef")
+    rendered = render(parse(CONFIGS["committed"]))
+    grpc_service = ext_proc_filter(rendered)["typed_config"]["grpc_service"]
+    assert grpc_service["initial_metadata"] == [
+        {"key": "x-extproc-secret", "value": "s3cret-0123456789abcdef"}
+    ]
+    path = tmp_path / "envoy.yaml"
+    path.write_text(rendered, encoding="utf-8")
+    assert validate(path).returncode == 0
+    monkeypatch.delenv(SIDECAR_SECRET_VAR)
+    no_secret = ext_proc_filter(render(parse(CONFIGS["committed"])))
+    assert "initial_metadata" not in no_secret["typed_config"]["grpc_service"]
 
 
 def test_one_cluster_per_origin_with_tls_and_sni():
