@@ -22,6 +22,9 @@ DECISION_FIELDS = ("requested_model", "routed_model", "provider", "route", "sour
 # Known when the sidecar translated the answer (it reads the provider's usage), or counted it.
 METADATA_FIELDS = (*DECISION_FIELDS, "note", "input_tokens", "output_tokens")
 
+CLIENT_REQUEST_ID = "x-client-request-id"
+"""Where a client's own x-request-id goes: Envoy's replaces it (`_drop_client_headers`)."""
+
 ENVOY_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
     "method": "%REQ(:METHOD)%",
@@ -36,6 +39,7 @@ ENVOY_LOG_FORMAT: dict[str, str] = {
     "details": "%RESPONSE_CODE_DETAILS%",
     "session": "%REQ(X-CLAUDE-CODE-SESSION-ID)%",
     "request_id": "%REQ(X-REQUEST-ID)%",
+    "client_request_id": f"%REQ({CLIENT_REQUEST_ID.upper()})%",
 }
 
 
@@ -206,7 +210,10 @@ def _drop_client_headers() -> dict[str, Any]:
     runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
     request, even with failure_mode_allow. The listener is an edge: a client's x-envoy-*
     headers (x-envoy-original-path, which the access log shows; retry and timeout
-    overrides) are Envoy's own, not the client's."""
+    overrides) are Envoy's own, not the client's. So is x-request-id, the access log's
+    `request_id`: Envoy makes its own, and a client's is kept as x-client-request-id (an
+    empty value is not added)."""
+    keep_client_id = {"key": CLIENT_REQUEST_ID, "value": "%REQ(x-request-id)%"}
     return {
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
@@ -214,6 +221,13 @@ def _drop_client_headers() -> dict[str, Any]:
             "mutations": [
                 {"remove": CLUSTER_HEADER},
                 {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
+                {
+                    "append": {
+                        "header": keep_client_id,
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                },
+                {"remove": "x-request-id"},
             ],
         },
     }

@@ -139,6 +139,27 @@ def test_a_client_cannot_forge_envoy_headers(gateway, fakes):
         assert seen.headers.get("x-envoy-original-path") in (None, seen.path)
 
 
+def test_the_access_log_request_id_is_the_gateways_and_the_clients_is_kept_beside_it(
+    gateway, fakes
+):
+    """A client's x-request-id became the access log's request_id, so it could forge it."""
+    headers = {"content-type": "application/json", "x-request-id": "forged-request-id"}
+    response = raw_request(gateway, "POST", "/v1/messages", HAIKU, **headers)
+    assert response.status_code == 200, response.text
+    (seen,) = fakes[0].received
+    ours = seen.headers["x-request-id"]
+    assert ours != "forged-request-id"
+    entry = gateway.wait_log(lambda e: e["request_id"] == ours)
+    assert entry["client_request_id"] == "forged-request-id"
+    # Without one from the client, there is none to keep.
+    plain = raw_request(
+        gateway, "POST", "/v1/messages", HAIKU, **{"content-type": "application/json"}
+    )
+    assert plain.status_code == 200, plain.text
+    ours = fakes[0].received[-1].headers["x-request-id"]
+    assert gateway.wait_log(lambda e: e["request_id"] == ours)["client_request_id"] is None
+
+
 # ------------------------------------------------------------------ bodies nested too deeply
 
 

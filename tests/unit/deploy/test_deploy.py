@@ -445,7 +445,8 @@ def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
     assert mebibytes(client["spec"]["connection"]["bufferLimit"]) * 2**20 >= (
         cpu_config.listener.max_body_bytes
     )
-    assert client["spec"]["headers"]["earlyRequestHeaders"] == {"remove": [CLUSTER_HEADER]}
+    early = client["spec"]["headers"]["earlyRequestHeaders"]
+    assert early == {"remove": [CLUSTER_HEADER, "x-request-id"]}  # Envoy makes its own
     proxy = one("EnvoyProxy")
     (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     assert setting["format"]["json"] == access_log_format(cpu_config)
