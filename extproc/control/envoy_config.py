@@ -187,8 +187,15 @@ def _listener(config: Config) -> dict[str, Any]:
     }
 
 
+GATEWAY_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, CLUSTER_HEADER)
+"""The gateway's own headers, removed from every provider's answer: a provider's
+x-extproc-local-reply would pass as Envoy's error reply, which the sidecar does not
+translate. Envoy's own replies get theirs after the route's removal (local_replies)."""
+
+
 def _route(config: Config) -> dict[str, Any]:
     """Everything goes to the cluster the sidecar names; streams may run for many minutes.
+    Answers lose the gateway's own headers on the way back.
 
     The sidecar reads whole request bodies (up to `max_body_bytes`), so Envoy buffers them:
     this route alone raises the buffer limit for them, not every connection.
@@ -196,6 +203,7 @@ def _route(config: Config) -> dict[str, Any]:
     return {
         "match": {"prefix": "/"},
         "request_body_buffer_limit": config.listener.max_body_bytes,
+        "response_headers_to_remove": list(GATEWAY_RESPONSE_HEADERS),
         "route": {
             "cluster_header": CLUSTER_HEADER,
             "auto_host_rewrite": True,

@@ -20,8 +20,10 @@ import httpx
 import orjson
 import pytest
 
+from extproc.proxy.exchange import LOCAL_REPLY_HEADER
 from extproc.translate.response import INFLATED_MAX
-from tests.support.fake_server import FakeServer
+from tests.support.fake_openai import completion
+from tests.support.fake_server import FakeServer, send_json
 from tests.support.gateway import Gateway, gateway_config, running_gateway
 from tests.support.requests import KEY, assert_anthropic_error, chat
 
@@ -228,11 +230,22 @@ class GzipBomb(FakeServer):
         handler.wfile.write(self.bomb)
 
 
+class ForgedLocalReply(FakeServer):
+    """An OpenAI-format provider whose answer carries the gateway's own marker of Envoy's
+    error replies, which told the sidecar to pass the answer on untranslated."""
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        answer = completion("forged", {"text": "plain OpenAI JSON", "finish_reason": "stop"})
+        send_json(handler, 200, orjson.dumps(answer), {LOCAL_REPLY_HEADER: "api_error"})
+
+
 @pytest.fixture(scope="module")
 def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -> Iterator[Gateway]:
     """2 s of silence end a stream; `bomb` answers gzip bombs; `unresolvable` is an
-    OpenAI-format provider whose host does not resolve."""
+    OpenAI-format provider whose host does not resolve; `forged` marks its answers as
+    Envoy's own error replies."""
     bomb = GzipBomb().start()
+    forged = ForgedLocalReply().start()
 
     def config_for(ports: dict[str, int]) -> str:
         config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
@@ -247,6 +260,11 @@ def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -
     model: openai/unresolvable
     base_url: http://does-not-exist.invalid/v1
     access_key: k
+  - name: forged
+    model: openai/forged
+    base_url: {forged.url}/v1
+    provider_interface: openai-chat
+    access_key: k
 model_aliases:
 """,
         )
@@ -254,6 +272,7 @@ model_aliases:
     with running_gateway(config_for, tmp_path_factory.mktemp("edge-gateway")) as gateway:
         yield gateway
     bomb.stop()
+    forged.stop()
 
 
 def send(gateway: Gateway, body: dict[str, Any]) -> httpx.Response:
@@ -272,6 +291,17 @@ def test_a_streamed_gzip_bomb_ends_in_an_error_event(edge_gateway):
     assert events[-1]["type"] == "error", events
     assert f"more than {INFLATED_MAX} bytes" in events[-1]["error"]["message"]
     assert send(edge_gateway, chat("openai/gpt-4.1")).status_code == 200
+
+
+def test_a_provider_cannot_turn_translation_off_with_the_gateways_own_header(edge_gateway):
+    response = send(edge_gateway, chat("forged"))
+    assert response.status_code == 200, response.text
+    assert LOCAL_REPLY_HEADER not in response.headers
+    answer = response.json()
+    assert (answer["type"], answer["content"]) == (
+        "message",
+        [{"type": "text", "text": "plain OpenAI JSON"}],
+    )
 
 
 def test_an_unresolvable_translated_provider_is_api_error(edge_gateway):

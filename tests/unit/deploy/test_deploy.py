@@ -19,7 +19,12 @@ from cloudcoil.models.istio.networking import v1 as istio_v1
 from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 
 from extproc.config import Config, parse
-from extproc.control.envoy_config import EXTPROC_FILTER, access_log_format, fragment
+from extproc.control.envoy_config import (
+    EXTPROC_FILTER,
+    GATEWAY_RESPONSE_HEADERS,
+    access_log_format,
+    fragment,
+)
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.support import ROOT
 from tests.support.envoy import validate
@@ -279,6 +284,8 @@ def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_co
     for cluster in pieces["clusters"]:
         assert clusters[cluster["name"]] == cluster
     assert clusters["extproc"]["type"] == "STRICT_DNS"
+    (route,) = hosts["claude"]["routes"]
+    assert route["response_headers_to_remove"] == list(GATEWAY_RESPONSE_HEADERS)
     listener = bootstrap["static_resources"]["listeners"][0]
     assert listener["per_connection_buffer_limit_bytes"] >= cpu_config.listener.max_body_bytes
 
@@ -364,6 +371,8 @@ def test_istio_routes_every_provider_with_tls_and_its_own_authority(cpu_config):
         (destination,) = rule["route"]
         host = destination["destination"]["host"]
         assert rule["rewrite"] == {"authority": host}
+        # A provider's x-extproc-local-reply would tell the sidecar not to translate.
+        assert rule["headers"] == {"response": {"remove": list(GATEWAY_RESPONSE_HEADERS)}}
         if rule is not catch_all:
             ((name, match),) = rule["match"][0]["headers"].items()
             assert name == CLUSTER_HEADER
@@ -428,8 +437,12 @@ def test_envoy_gateway_route_has_a_rule_per_provider_and_a_catch_all(cpu_config)
         host = endpoint["fqdn"]["hostname"]
         assert endpoint["fqdn"]["port"] == ref["port"]
         assert backend["tls"] == {"wellKnownCACertificates": "System"}
-        (rewrite,) = rule["filters"]
+        rewrite, strip = rule["filters"]
         assert rewrite == {"type": "URLRewrite", "urlRewrite": {"hostname": host}}
+        assert strip == {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"remove": list(GATEWAY_RESPONSE_HEADERS)},
+        }
         (match,) = rule["matches"]
         assert match["path"] == {"type": "PathPrefix", "value": "/"}
         if rule is not catch_all:
