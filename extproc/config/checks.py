@@ -274,6 +274,12 @@ def read_aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, s
     return aliases
 
 
+def check_listener(check: Checker, listener: Listener) -> None:
+    """Envoy refuses a connection limit of 0 (and it would refuse every client)."""
+    if listener.max_connections < 1:
+        check.error("listener.max_connections", "must be at least 1")
+
+
 def check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) -> None:
     """Each port is bound once: two settings sharing one would fail only when `up` binds it."""
     used: dict[int, str] = {}

@@ -149,6 +149,8 @@ def _listener(config: Config) -> dict[str, Any]:
                             # Streams may stay open for many minutes; only silence ends them.
                             "stream_idle_timeout": _seconds(listener.idle_timeout_s),
                             "request_timeout": "0s",
+                            # A slow client's headers can't hold its connection for long.
+                            "request_headers_timeout": _seconds(listener.request_headers_timeout_s),
                             # One spelling per path (`//v1/./messages` is `/v1/messages`):
                             # the sidecar routes or allows paths by their exact text.
                             "normalize_path": True,
@@ -356,6 +358,12 @@ def local_replies(config: Config) -> dict[str, Any]:
                 f"The gateway's routing sidecar did not answer in time {details}",
             ),
             _anthropic_reply(
+                _all(_status_is(408), _unparsed()),
+                "timeout_error",
+                "The request's headers did not arrive within "
+                f"listener.request_headers_timeout_s {details}",
+            ),
+            _anthropic_reply(
                 _status_is(408),
                 "timeout_error",
                 f"The request was idle longer than listener.idle_timeout_s {details}",
@@ -440,13 +448,34 @@ def _extproc_cluster(config: Config) -> dict[str, Any]:
     }
 
 
+def _overload_manager(config: Config) -> dict[str, Any]:
+    """At most `listener.max_connections` client connections at once; past it, Envoy closes
+    each new one at once. The admin port is not counted (`extproc up` checks readiness there)."""
+    limit = {"max_active_downstream_connections": config.listener.max_connections}
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": _ext(
+                        "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+                    ),
+                    **limit,
+                },
+            }
+        ]
+    }
+
+
 def bootstrap(config: Config) -> dict[str, Any]:
     return {
         "admin": {
             "address": {
                 "socket_address": {"address": "127.0.0.1", "port_value": config.listener.admin_port}
-            }
+            },
+            "ignore_global_conn_limit": True,
         },
+        "overload_manager": _overload_manager(config),
         "static_resources": {
             "listeners": [_listener(config)],
             "clusters": _clusters(config),

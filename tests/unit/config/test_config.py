@@ -94,6 +94,11 @@ def test_unset_anthropic_key_means_client_credentials_pass_through(monkeypatch):
 
 ERRORS = [
     (
+        "no client connection allowed",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_connections: 0\n",
+        "config.yaml:4: listener.max_connections: must be at least 1",
+    ),
+    (
         "unknown top-level key",
         "llm_providers:\n  - model: openai/x\nrouters: {}\n",
         "config.yaml:3: routers: unknown key",
