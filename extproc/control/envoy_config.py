@@ -507,6 +507,8 @@ FRAGMENT_HEADER = """\
 # The route raises the buffer limit to {max_body} bytes for Claude Code's request bodies.
 # The HttpConnectionManager needs normalize_path and merge_slashes set to true (the
 # sidecar routes or passes paths by their exact text).
+# With EXTPROC_SIDECAR_SECRET set, the ext_proc filter carries it: keep this as private as
+# the provider keys.
 """
 
 
