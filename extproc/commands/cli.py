@@ -89,8 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from extproc.commands.up import StartupError, run
+    from extproc.commands.up import StartupError, run, share_sidecar_secret
 
+    share_sidecar_secret()
     config = _load(args.config)
     try:
         return run(config, log_level=args.envoy_log_level, workers=args.workers)

@@ -274,6 +274,12 @@ def read_aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, s
     return aliases
 
 
+def check_listener(check: Checker, listener: Listener) -> None:
+    """Envoy refuses a connection limit of 0 (and it would refuse every client)."""
+    if listener.max_connections < 1:
+        check.error("listener.max_connections", "must be at least 1")
+
+
 def check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) -> None:
     """Each port is bound once: two settings sharing one would fail only when `up` binds it."""
     used: dict[int, str] = {}
@@ -316,6 +322,29 @@ def check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:
             "sidecar.metadata_namespace",
             f"{sidecar.metadata_namespace!r} must be letters, digits, '.', '_' or '-' "
             "(it is written into Envoy's access log format)",
+        )
+
+
+_HEADER_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_sidecar_secret(
+    check: Checker, sidecar: SidecarSettings, secret: str, variable: str
+) -> None:
+    """The secret travels as a gRPC header value. Without one, a sidecar that other hosts can
+    reach answers them too, and its replies carry provider keys."""
+    if secret and not _HEADER_TOKEN.match(secret):
+        check.error(
+            "sidecar",
+            f"environment variable {variable} must be printable ASCII without spaces (Envoy "
+            "sends it as a gRPC header); `openssl rand -hex 32` makes one",
+        )
+    address = sidecar.bind_address
+    if not secret and is_ip(address) and not ipaddress.ip_address(address).is_loopback:
+        check.warn(
+            "sidecar.listen_address" if sidecar.listen_address else "sidecar.address",
+            f"the sidecar listens on {address} and {variable} is not set: anything that "
+            f"reaches port {sidecar.port} can ask it for provider keys (docs/reliability.md)",
         )
 
 

@@ -59,6 +59,13 @@ class Listener:
     max_concurrent_requests: int = 4096
     """Requests in flight at once to each provider, and at the sidecar (Envoy's circuit
     breakers, 1,024 by default); past it, 529 "gateway at its concurrency limit"."""
+    max_connections: int = 8192
+    """Client connections Envoy holds at once, idle ones included (its overload manager);
+    past it, a new one is closed at once. `extproc up` lowers it to what Envoy's open-files
+    limit can hold (extproc.control.connections)."""
+    request_headers_timeout_s: int = 10
+    """Time a client has to send a request's headers once it has begun (Envoy's
+    request_headers_timeout): a slower one gets 408 and its connection is closed. 0: none."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,9 @@ class Config:
     warnings: tuple[str, ...] = ()
     digest: str = ""
     """Of the file's text: tells which config a running sidecar has loaded."""
+    sidecar_secret: str = field(default="", repr=False)
+    """What Envoy presents on every ext_proc stream and the sidecar checks (from the
+    environment, never from the file); empty: the sidecar serves any caller."""
 
     @property
     def default_provider(self) -> Provider:

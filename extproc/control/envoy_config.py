@@ -14,12 +14,16 @@ import yaml
 from extproc.config import Config, is_ip
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, origins
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
+from extproc.proxy.server import SECRET_METADATA
 
 EXTPROC_CLUSTER = "extproc"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 DECISION_FIELDS = ("requested_model", "routed_model", "provider", "route", "source", "router_ms")
 # Known when the sidecar translated the answer (it reads the provider's usage), or counted it.
 METADATA_FIELDS = (*DECISION_FIELDS, "note", "input_tokens", "output_tokens")
+
+CLIENT_REQUEST_ID = "x-client-request-id"
+"""Where a client's own x-request-id goes: Envoy's replaces it (`_drop_client_headers`)."""
 
 ENVOY_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
@@ -35,6 +39,7 @@ ENVOY_LOG_FORMAT: dict[str, str] = {
     "details": "%RESPONSE_CODE_DETAILS%",
     "session": "%REQ(X-CLAUDE-CODE-SESSION-ID)%",
     "request_id": "%REQ(X-REQUEST-ID)%",
+    "client_request_id": f"%REQ({CLIENT_REQUEST_ID.upper()})%",
 }
 
 
@@ -61,6 +66,13 @@ def _forwarded_headers(config: Config) -> tuple[str, ...]:
     return READ_HEADERS + (GATEWAY_KEY_HEADERS if config.gateway_keys else ())
 
 
+def _secret_metadata(config: Config) -> dict[str, Any]:
+    """The sidecar's secret, sent by Envoy at the start of every ext_proc stream."""
+    if not config.sidecar_secret:
+        return {}
+    return {"initial_metadata": [{"key": SECRET_METADATA, "value": config.sidecar_secret}]}
+
+
 def _extproc_filter(config: Config) -> dict[str, Any]:
     # A fresh classification on a CPU takes about a second; Envoy's default 200 ms
     # would cut every one of them. Leave room for parsing multi-MB bodies too.
@@ -75,6 +87,7 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
                     "max_receive_message_length": config.listener.max_body_bytes + 1024 * 1024,
                 },
                 "timeout": _seconds(message_timeout + 5),
+                **_secret_metadata(config),
             },
             "failure_mode_allow": config.sidecar.failure_mode_allow,
             # 503, not Envoy's default 500: a sidecar that can't be reached is a temporary
@@ -136,6 +149,8 @@ def _listener(config: Config) -> dict[str, Any]:
                             # Streams may stay open for many minutes; only silence ends them.
                             "stream_idle_timeout": _seconds(listener.idle_timeout_s),
                             "request_timeout": "0s",
+                            # A slow client's headers can't hold its connection for long.
+                            "request_headers_timeout": _seconds(listener.request_headers_timeout_s),
                             # One spelling per path (`//v1/./messages` is `/v1/messages`):
                             # the sidecar routes or allows paths by their exact text.
                             "normalize_path": True,
@@ -174,8 +189,15 @@ def _listener(config: Config) -> dict[str, Any]:
     }
 
 
+GATEWAY_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, CLUSTER_HEADER)
+"""The gateway's own headers, removed from every provider's answer: a provider's
+x-extproc-local-reply would pass as Envoy's error reply, which the sidecar does not
+translate. Envoy's own replies get theirs after the route's removal (local_replies)."""
+
+
 def _route(config: Config) -> dict[str, Any]:
     """Everything goes to the cluster the sidecar names; streams may run for many minutes.
+    Answers lose the gateway's own headers on the way back.
 
     The sidecar reads whole request bodies (up to `max_body_bytes`), so Envoy buffers them:
     this route alone raises the buffer limit for them, not every connection.
@@ -183,6 +205,7 @@ def _route(config: Config) -> dict[str, Any]:
     return {
         "match": {"prefix": "/"},
         "request_body_buffer_limit": config.listener.max_body_bytes,
+        "response_headers_to_remove": list(GATEWAY_RESPONSE_HEADERS),
         "route": {
             "cluster_header": CLUSTER_HEADER,
             "auto_host_rewrite": True,
@@ -197,7 +220,10 @@ def _drop_client_headers() -> dict[str, Any]:
     runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
     request, even with failure_mode_allow. The listener is an edge: a client's x-envoy-*
     headers (x-envoy-original-path, which the access log shows; retry and timeout
-    overrides) are Envoy's own, not the client's."""
+    overrides) are Envoy's own, not the client's. So is x-request-id, the access log's
+    `request_id`: Envoy makes its own, and a client's is kept as x-client-request-id (an
+    empty value is not added)."""
+    keep_client_id = {"key": CLIENT_REQUEST_ID, "value": "%REQ(x-request-id)%"}
     return {
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
@@ -205,6 +231,13 @@ def _drop_client_headers() -> dict[str, Any]:
             "mutations": [
                 {"remove": CLUSTER_HEADER},
                 {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
+                {
+                    "append": {
+                        "header": keep_client_id,
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                },
+                {"remove": "x-request-id"},
             ],
         },
     }
@@ -343,6 +376,12 @@ def local_replies(config: Config) -> dict[str, Any]:
                 f"The gateway's routing sidecar did not answer in time {details}",
             ),
             _anthropic_reply(
+                _all(_status_is(408), _unparsed()),
+                "timeout_error",
+                "The request's headers did not arrive within "
+                f"listener.request_headers_timeout_s {details}",
+            ),
+            _anthropic_reply(
                 _status_is(408),
                 "timeout_error",
                 f"The request was idle longer than listener.idle_timeout_s {details}",
@@ -427,13 +466,34 @@ def _extproc_cluster(config: Config) -> dict[str, Any]:
     }
 
 
+def _overload_manager(config: Config) -> dict[str, Any]:
+    """At most `listener.max_connections` client connections at once; past it, Envoy closes
+    each new one at once. The admin port is not counted (`extproc up` checks readiness there)."""
+    limit = {"max_active_downstream_connections": config.listener.max_connections}
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": _ext(
+                        "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+                    ),
+                    **limit,
+                },
+            }
+        ]
+    }
+
+
 def bootstrap(config: Config) -> dict[str, Any]:
     return {
         "admin": {
             "address": {
                 "socket_address": {"address": "127.0.0.1", "port_value": config.listener.admin_port}
-            }
+            },
+            "ignore_global_conn_limit": True,
         },
+        "overload_manager": _overload_manager(config),
         "static_resources": {
             "listeners": [_listener(config)],
             "clusters": _clusters(config),
@@ -465,6 +525,8 @@ FRAGMENT_HEADER = """\
 # The route raises the buffer limit to {max_body} bytes for Claude Code's request bodies.
 # The HttpConnectionManager needs normalize_path and merge_slashes set to true (the
 # sidecar routes or passes paths by their exact text).
+# With EXTPROC_SIDECAR_SECRET set, the ext_proc filter carries it: keep this as private as
+# the provider keys.
 """
 
 

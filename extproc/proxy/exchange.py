@@ -149,6 +149,12 @@ class Exchange:
         """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
         if message.name == "request_headers":
             return self.on_request_headers(message.headers, message.end_of_stream)
+        if message.name and not self.path:
+            # Envoy sends a request's headers first. A stream that starts with anything else
+            # would skip the gateway-key check, and a body's reply carries a provider key.
+            raise GatewayError(
+                "api_error", f"ext_proc {message.name} came before the request's headers"
+            )
         if message.name == "request_body":
             return await self.on_request_body(message.body)
         if message.name == "response_headers":

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import hmac
 import logging
 import signal
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 
 import grpc
 import orjson
@@ -35,6 +36,12 @@ BODIES_AT_ONCE = 4
 """Bodies of `listener.max_body_bytes` the sidecar takes in at once (`budget.ByteBudget`)."""
 
 
+SECRET_METADATA = "x-extproc-secret"
+"""The gRPC metadata that carries the sidecar's secret (Envoy's grpc_service initial_metadata)."""
+TOO_LONG = (b"414 URI Too Long", b"text/plain", b"request line too long\n")
+"""The health port's answer to a request line over 64 KiB."""
+
+
 class ExtProcServer:
     """Serves ext_proc streams and reports health; `runtime` may be swapped at any time."""
 
@@ -48,6 +55,13 @@ class ExtProcServer:
     async def process(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
+        secret = self.runtime.config.sidecar_secret
+        if secret and not presents(context.invocation_metadata() or (), secret):
+            log.warning("refused an ext_proc stream from %s: no or wrong secret", context.peer())
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the ext_proc stream lacks the sidecar's secret ({SECRET_METADATA})",
+            )
         exchange = Exchange(self.runtime)
         open_streams = self.runtime.metrics.open_streams
         open_streams.inc()
@@ -153,9 +167,13 @@ class ExtProcServer:
         """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest),
         `/credentials` (for `extproc claude`)."""
         try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
-            status, content_type, body = self._health_answer(path)
+            try:
+                request_line = await asyncio.wait_for(reader.readline(), 5)
+            except ValueError:  # no line end within the stream reader's limit (64 KiB)
+                status, content_type, body = TOO_LONG
+            else:
+                path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
+                status, content_type, body = self._health_answer(path)
             writer.write(
                 b"HTTP/1.1 "
                 + status
@@ -200,6 +218,16 @@ class ExtProcServer:
             else:
                 log.info("stopping now; open streams are cut")
             await self._grpc.stop(grace)
+
+
+def presents(metadata: Iterable[tuple[str, str | bytes]], secret: str) -> bool:
+    """Whether a stream's metadata carries `secret`, compared in constant time."""
+    wanted = secret.encode()
+    return any(
+        key == SECRET_METADATA
+        and hmac.compare_digest(value.encode() if isinstance(value, str) else value, wanted)
+        for key, value in metadata
+    )
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h

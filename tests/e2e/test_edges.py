@@ -21,7 +21,9 @@ import orjson
 import pytest
 
 from extproc.config import Listener
+from extproc.proxy.exchange import LOCAL_REPLY_HEADER
 from extproc.translate.response import INFLATED_MAX
+from tests.support.fake_openai import completion
 from tests.support.fake_server import FakeServer, send_json
 from tests.support.gateway import Gateway, gateway_config, running_gateway
 from tests.support.gzip_bomb import gzip_bomb
@@ -141,6 +143,27 @@ def test_a_client_cannot_forge_envoy_headers(gateway, fakes):
         assert seen.headers.get("x-envoy-original-path") in (None, seen.path)
 
 
+def test_the_access_log_request_id_is_the_gateways_and_the_clients_is_kept_beside_it(
+    gateway, fakes
+):
+    """A client's x-request-id became the access log's request_id, so it could forge it."""
+    headers = {"content-type": "application/json", "x-request-id": "forged-request-id"}
+    response = raw_request(gateway, "POST", "/v1/messages", HAIKU, **headers)
+    assert response.status_code == 200, response.text
+    (seen,) = fakes[0].received
+    ours = seen.headers["x-request-id"]
+    assert ours != "forged-request-id"
+    entry = gateway.wait_log(lambda e: e["request_id"] == ours)
+    assert entry["client_request_id"] == "forged-request-id"
+    # Without one from the client, there is none to keep.
+    plain = raw_request(
+        gateway, "POST", "/v1/messages", HAIKU, **{"content-type": "application/json"}
+    )
+    assert plain.status_code == 200, plain.text
+    ours = fakes[0].received[-1].headers["x-request-id"]
+    assert gateway.wait_log(lambda e: e["request_id"] == ours)["client_request_id"] is None
+
+
 # ------------------------------------------------------------------ bodies nested too deeply
 
 
@@ -217,12 +240,23 @@ class HugeAnswer(FakeServer):
         send_json(handler, 200, head + b"x" * (self.size - len(head) - len(tail)) + tail)
 
 
+class ForgedLocalReply(FakeServer):
+    """An OpenAI-format provider whose answer carries the gateway's own marker of Envoy's
+    error replies, which told the sidecar to pass the answer on untranslated."""
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        answer = completion("forged", {"text": "plain OpenAI JSON", "finish_reason": "stop"})
+        send_json(handler, 200, orjson.dumps(answer), {LOCAL_REPLY_HEADER: "api_error"})
+
+
 @pytest.fixture(scope="module")
 def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -> Iterator[Gateway]:
     """2 s of silence end a stream; `bomb` answers gzip bombs; `huge` answers a byte more than
-    Envoy buffers; `unresolvable` is an OpenAI-format provider whose host does not resolve."""
+    Envoy buffers; `unresolvable` is an OpenAI-format provider whose host does not resolve;
+    `forged` marks its answers as Envoy's own error replies."""
     bomb = GzipBomb().start()
     huge = HugeAnswer(size=MAX_BODY_BYTES + 1).start()
+    forged = ForgedLocalReply().start()
 
     def config_for(ports: dict[str, int]) -> str:
         config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
@@ -241,6 +275,11 @@ def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -
     model: openai/unresolvable
     base_url: http://does-not-exist.invalid/v1
     access_key: k
+  - name: forged
+    model: openai/forged
+    base_url: {forged.url}/v1
+    provider_interface: openai-chat
+    access_key: k
 model_aliases:
 """,
         )
@@ -249,6 +288,7 @@ model_aliases:
         yield gateway
     bomb.stop()
     huge.stop()
+    forged.stop()
 
 
 def send(gateway: Gateway, body: dict[str, Any]) -> httpx.Response:
@@ -281,6 +321,17 @@ def test_an_answer_larger_than_envoy_buffers_is_an_anthropic_error(edge_gateway)
     assert message == (
         "The gateway stopped reading the provider's answer: it is larger than "
         f"{MAX_BODY_BYTES} bytes (listener.max_body_bytes) (response_payload_too_large)"
+    )
+
+
+def test_a_provider_cannot_turn_translation_off_with_the_gateways_own_header(edge_gateway):
+    response = send(edge_gateway, chat("forged"))
+    assert response.status_code == 200, response.text
+    assert LOCAL_REPLY_HEADER not in response.headers
+    answer = response.json()
+    assert (answer["type"], answer["content"]) == (
+        "message",
+        [{"type": "text", "text": "plain OpenAI JSON"}],
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 from tests.support.processes import envoy_pid
@@ -59,6 +62,36 @@ def test_up_serves_then_stops_both_processes_on_sigterm(tmp_path, fake_anthropic
             # SO_REUSEADDR, as servers bind: only a process still listening makes this fail.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
+
+
+def with_open_files(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def test_envoys_connection_limit_fits_its_open_files_limit(tmp_path, fake_anthropic, fake_deepseek):
+    """Past its open-files limit Envoy could not accept a client, yet nothing refused them
+    earlier; now the overload manager's limit leaves it the files for every connection's
+    provider connection too."""
+    chosen = ports()
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **chosen),
+        tmp_path,
+        chosen["listener"],
+        preexec_fn=functools.partial(with_open_files, 400),
+    )
+    try:
+        assert (
+            "warning: Envoy may open 400 files (ulimit -n): enough for 136 client connections at "
+            "once, not 8192 (listener.max_connections); raise the limit to serve more"
+        ) in gateway.output
+        [run_dir] = re.findall(r"\(envoy config: (.+)\)", "\n".join(gateway.output))
+        rendered = yaml.safe_load((Path(run_dir) / "envoy-0.yaml").read_text())
+        (monitor,) = rendered["overload_manager"]["resource_monitors"]
+        assert monitor["typed_config"]["max_active_downstream_connections"] == 136
+        body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{gateway.url}/v1/messages", json=body).status_code == 200
+    finally:
+        stop_gateway(gateway)
 
 
 def test_up_exits_when_envoy_dies(tmp_path, fake_anthropic, fake_deepseek):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.config import ConfigError, parse
+from extproc.config import SIDECAR_SECRET_VAR, ConfigError, parse
 from tests.support import ROOT
 
 SEED = """\
@@ -93,6 +93,11 @@ def test_unset_anthropic_key_means_client_credentials_pass_through(monkeypatch):
 
 
 ERRORS = [
+    (
+        "no client connection allowed",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_connections: 0\n",
+        "config.yaml:4: listener.max_connections: must be at least 1",
+    ),
     (
         "unknown top-level key",
         "llm_providers:\n  - model: openai/x\nrouters: {}\n",
@@ -350,3 +355,43 @@ def test_reasoning_summaries_are_turned_off_by_a_model_family_row() -> None:
     )
     contract = config.providers[0].contract
     assert contract.reasoning and not contract.reasoning_summaries
+
+
+SIDECAR_ON_EVERY_INTERFACE = """\
+llm_providers:
+  - model: openai/x
+    access_key: k
+sidecar:
+  address: extproc.llm.svc.cluster.local
+  listen_address: 0.0.0.0
+"""
+
+
+def test_the_sidecar_secret_comes_from_the_environment_and_is_never_shown(monkeypatch):
+    monkeypatch.setenv(SIDECAR_SECRET_VAR, "s3cret-0123456789abcdef")
+    config = parse(SIDECAR_ON_EVERY_INTERFACE)
+    assert config.sidecar_secret == "s3cret-0123456789abcdef"
+    assert "s3cret" not in repr(config)
+    assert config.warnings == ()
+
+
+def test_a_sidecar_other_hosts_reach_without_a_secret_is_a_warning(monkeypatch):
+    monkeypatch.delenv(SIDECAR_SECRET_VAR, raising=False)
+    assert parse(SIDECAR_ON_EVERY_INTERFACE).warnings == (
+        "config.yaml:6: sidecar.listen_address: the sidecar listens on 0.0.0.0 and "
+        "EXTPROC_SIDECAR_SECRET is not set: anything that reaches port 50051 can ask it for "
+        "provider keys (docs/reliability.md)",
+    )
+    assert parse("llm_providers:\n  - model: openai/x\n    access_key: k\n").warnings == ()
+
+
+def test_a_sidecar_secret_that_cannot_be_a_header_is_refused_without_showing_it(tmp_path):
+    text = "llm_providers:\n  - model: openai/x\n"
+    result = check(tmp_path, text, EXTPROC_SIDECAR_SECRET="top secret")
+    assert result.returncode == 2
+    assert "top secret" not in result.stdout + result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"error: {tmp_path}/config.yaml:1: sidecar: environment variable EXTPROC_SIDECAR_SECRET must be "
+        "printable ASCII without spaces (Envoy sends it as a gRPC header); `openssl rand -hex 32` "
+        "makes one"
+    )

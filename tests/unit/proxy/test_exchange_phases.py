@@ -505,6 +505,22 @@ def test_a_phase_the_filter_should_not_send_is_refused():
 GATED = "gateway_keys: [gk-team-0123456789]\n"
 
 
+@pytest.mark.parametrize("phase", ["request_body", "response_headers", "response_body"])
+def test_a_stream_that_does_not_start_with_the_request_headers_is_refused(phase):
+    """A body sent first skipped the gateway-key check, and its reply set the provider's key:
+    anyone reaching the gRPC port could read it (issue 23)."""
+    exchange = exchange_for(CHAT_COMPLETIONS, GATED)
+    first = Phase(phase, {":status": "200"}, body=orjson.dumps(ASKED), end_of_stream=True)
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(exchange.handle(first))
+    assert (refused.value.status, refused.value.error_type, refused.value.message) == (
+        500,
+        "api_error",
+        f"ext_proc {phase} came before the request's headers",
+    )
+    assert exchange.decision is None
+
+
 @pytest.mark.parametrize(
     ("credentials", "accepted"),
     [
