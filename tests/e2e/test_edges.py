@@ -255,7 +255,7 @@ def test_a_streamed_gzip_bomb_ends_in_an_error_event(edge_gateway):
 
 def test_an_unresolvable_translated_provider_is_api_error(edge_gateway):
     message = assert_anthropic_error(send(edge_gateway, chat("unresolvable")), 503, "api_error")
-    assert "could not reach the provider" in message
+    assert "its DNS lookup failed or has not answered yet" in message
 
 
 def sidecar_processes(gateway: Gateway) -> list[int]:
