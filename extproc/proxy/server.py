@@ -12,6 +12,8 @@ import ctypes
 import gc
 import logging
 import signal
+import urllib.error
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import grpc
@@ -38,9 +40,19 @@ BODIES_AT_ONCE = 4
 class ExtProcServer:
     """Serves ext_proc streams and reports health; `runtime` may be swapped at any time."""
 
-    def __init__(self, runtime: Runtime, *, ready: Callable[[], bool] = lambda: True):
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        ready: Callable[[], bool] = lambda: True,
+        envoy_admin: str | None = None,
+    ):
         self.runtime = runtime
         self.ready = ready
+        self.envoy_admin = envoy_admin
+        """Envoy's admin address (host:port) when `extproc up` runs Envoy beside this sidecar:
+        `/ready` then answers for Envoy too, so that a health check sees a listener that is
+        down or hung, not only the sidecar."""
         self._grpc: grpc.aio.Server | None = None
         self._health: asyncio.Server | None = None
         self.bodies = ByteBudget(BODIES_AT_ONCE * runtime.config.listener.max_body_bytes)
@@ -150,12 +162,16 @@ class ExtProcServer:
     async def _serve_health(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest),
-        `/credentials` (for `extproc claude`)."""
+        """`/healthz` (alive), `/ready` (router loaded; under `extproc up`, Envoy serving too),
+        `/ready/sidecar`, `/metrics`, `/config` (loaded digest), `/credentials` (for
+        `extproc claude`)."""
         try:
             request_line = await asyncio.wait_for(reader.readline(), 5)
             path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
-            status, content_type, body = self._health_answer(path)
+            if path in (b"/ready", b"/ready/sidecar"):
+                status, content_type, body = await self._ready_answer(path)
+            else:
+                status, content_type, body = self._health_answer(path)
             writer.write(
                 b"HTTP/1.1 "
                 + status
@@ -184,11 +200,21 @@ class ExtProcServer:
                 b"application/json",
                 orjson.dumps(credentials.summary(self.runtime.config)),
             )
-        if path == b"/healthz" or (path == b"/ready" and self.ready()):
+        if path == b"/healthz":
             return b"200 OK", text, b"ok\n"
-        if path == b"/ready":
-            return b"503 Service Unavailable", text, b"not ready\n"
         return b"404 Not Found", text, b"not found\n"
+
+    async def _ready_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
+        """`/ready/sidecar`: the router model is loaded (or known missing) and warmed up.
+        `/ready`: that, and Envoy serving when `extproc up` runs it (`envoy_admin`)."""
+        text = b"text/plain"
+        if not self.ready():
+            return b"503 Service Unavailable", text, b"not ready\n"
+        if path == b"/ready" and self.envoy_admin is not None:
+            state = await asyncio.to_thread(envoy_state, self.envoy_admin)
+            if state != "LIVE":
+                return b"503 Service Unavailable", text, f"not ready: envoy {state}\n".encode()
+        return b"200 OK", text, b"ok\n"
 
     async def stop(self, grace: float) -> None:
         """Stop accepting streams and let open ones finish, for up to `grace` seconds."""
@@ -200,6 +226,17 @@ class ExtProcServer:
             else:
                 log.info("stopping now; open streams are cut")
             await self._grpc.stop(grace)
+
+
+def envoy_state(admin: str) -> str:
+    """What Envoy's admin `/ready` says (LIVE once it serves), or that it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as response:
+            return response.read().decode().strip()
+    except urllib.error.HTTPError as error:  # 503 while it starts or drains: its state
+        return error.read().decode().strip() or f"answered {error.code}"
+    except OSError:
+        return f"does not answer on {admin}"
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
