@@ -76,11 +76,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from extproc.commands.workers import run_workers
 
-        return run_workers(config.path, args.workers, args.grace)
+        return run_workers(config.path, args.workers, args.grace, args.with_envoy)
     tune_for_serving()
 
     async def main() -> None:
-        sidecar = Sidecar(config, warn=args.config_warnings)
+        sidecar = Sidecar(config, warn=args.config_warnings, with_envoy=args.with_envoy)
         await sidecar.start(reuse_port=args.reuse_port)
         await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
 
@@ -352,6 +352,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-config-warnings", dest="config_warnings", action="store_false", help=argparse.SUPPRESS
     )
+    # Set by `extproc up`: /ready then answers for the Envoy it runs too.
+    p.add_argument("--with-envoy", action="store_true", help=argparse.SUPPRESS)
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy's own log level")
     p.add_argument("--workers", type=int, default=1, help="sidecar processes (see serve)")

@@ -289,12 +289,13 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level, open_files)
     serve = [sys.executable, "-m", "extproc", "serve", config.path, "--workers", str(workers)]
     serve.append("--no-config-warnings")  # printed here, once
+    serve.append("--with-envoy")  # /ready answers for Envoy too: what a health check needs
     # Before starting: an edit made while the processes start is applied once they are up.
     seen = _mtime(config.path)
     sidecar = Supervised("sidecar", serve)
     try:
-        # /ready: the router model is loaded (or known to be missing) and warmed up.
-        ready = f"{config.sidecar.health_url}/ready"
+        # /ready/sidecar: the router model is loaded (or known to be missing) and warmed up.
+        ready = f"{config.sidecar.health_url}/ready/sidecar"
         _wait_ready(ready, sidecar.process, "the sidecar (extproc serve)")
         first = envoys.start(config)
         _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")

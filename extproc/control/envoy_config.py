@@ -346,8 +346,16 @@ def local_replies(config: Config) -> dict[str, Any]:
             ),
             # No cluster chosen: the sidecar was skipped (failure_mode_allow) or gave none.
             _anthropic_reply(_flag_in("NC"), "api_error", f"{sidecar_down} {details}"),
+            # A provider's cluster has one host, found by DNS (or given as an address): no
+            # host at all means its DNS lookup failed or has not answered yet.
             _anthropic_reply(
-                _flag_in("UF", "UH", "DF", "URX", "UC", "UPE"),
+                _flag_in("UH"),
+                "api_error",
+                "The gateway has no address for the provider: its DNS lookup failed or has "
+                "not answered yet (%UPSTREAM_CLUSTER%, %RESPONSE_CODE_DETAILS%)",
+            ),
+            _anthropic_reply(
+                _flag_in("UF", "DF", "URX", "UC", "UPE"),
                 "api_error",
                 f"The gateway could not reach the provider {details}",
             ),
@@ -428,6 +436,10 @@ def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
         "connect_timeout": "10s",
         # Try IPv4 first: a `localhost` upstream bound to 127.0.0.1 otherwise fails on ::1.
         "dns_lookup_family": "V4_PREFERRED",
+        # Envoy starts serving without this provider's first DNS answer: a resolver that
+        # never answers must not keep the other providers from serving. Until it answers,
+        # requests routed here get a 503 that names DNS (flag UH: no address known).
+        "wait_for_warm_on_init": False,
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_BYTES,
         "circuit_breakers": _circuit_breakers(limit),
         "load_assignment": _one_endpoint(origin.cluster, origin.host, origin.port),

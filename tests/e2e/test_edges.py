@@ -337,7 +337,7 @@ def test_a_provider_cannot_turn_translation_off_with_the_gateways_own_header(edg
 
 def test_an_unresolvable_translated_provider_is_api_error(edge_gateway):
     message = assert_anthropic_error(send(edge_gateway, chat("unresolvable")), 503, "api_error")
-    assert "could not reach the provider" in message
+    assert "its DNS lookup failed or has not answered yet" in message
 
 
 def sidecar_processes(gateway: Gateway) -> list[int]:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
@@ -104,6 +105,38 @@ def test_up_exits_when_envoy_dies(tmp_path, fake_anthropic, fake_deepseek):
     os.kill(envoy_pid(gateway), signal.SIGKILL)
     assert gateway.process.wait(30) == 1
     assert any("envoy exited with code -9" in line for line in gateway.output)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ready_says_no_while_envoy_does_not_answer(
+    tmp_path, fake_anthropic, fake_deepseek, workers
+):
+    """What a container's health check asks: /ready answers for the Envoy `up` runs, not only
+    for the sidecar. A stopped Envoy's listener accepts connections and answers nothing."""
+    chosen = ports()
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **chosen),
+        tmp_path,
+        chosen["listener"],
+        args=("--workers", workers),
+    )
+    ready = f"http://127.0.0.1:{chosen['health']}/ready"
+    try:
+        assert httpx.get(ready).text == "ok\n"
+        envoy = envoy_pid(gateway)
+        os.kill(envoy, signal.SIGSTOP)
+        try:
+            stopped, sidecar_alone = httpx.get(ready, timeout=10), httpx.get(f"{ready}/sidecar")
+        finally:
+            os.kill(envoy, signal.SIGCONT)
+        assert (stopped.status_code, stopped.text) == (
+            503,
+            f"not ready: envoy does not answer on 127.0.0.1:{chosen['admin']}\n",
+        )
+        assert (sidecar_alone.status_code, sidecar_alone.text) == (200, "ok\n")
+        assert httpx.get(ready).text == "ok\n"
+    finally:
+        assert stop_gateway(gateway) == 0
 
 
 def test_key_warnings_print_once_and_again_on_a_reload(tmp_path, fake_anthropic, fake_deepseek):
