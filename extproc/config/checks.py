@@ -47,6 +47,8 @@ _PROVIDER_KEYS = {
     "routing_preferences",
     "max_tokens",
     "reasoning",
+    "fallbacks",
+    "context_window",
 }
 
 
@@ -155,7 +157,13 @@ def read_provider(
         else:
             routes.append(RoutePreference(name, description.strip()))
     reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
-    overrides = {} if reasoning is None else {"reasoning": reasoning}
+    overrides: dict[str, object] = {} if reasoning is None else {"reasoning": reasoning}
+    window = check.typed(entry.get("context_window"), f"{where}.context_window", int, None)
+    if window is not None and window < 1:
+        check.error(f"{where}.context_window", "must be a number of tokens (at least 1)")
+    elif window is not None:
+        overrides["context_window"] = window
+    fallbacks = check.typed(entry.get("fallbacks"), f"{where}.fallbacks", list, [])
     return Provider(
         name=check.typed(entry.get("name"), f"{where}.name", str, model),
         model=model,
@@ -171,6 +179,10 @@ def read_provider(
         needs_key=kind.needs_key,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
         contract=contract_for(kind.name, upstream_model, families, **overrides),
+        fallbacks=tuple(
+            check.typed(name, f"{where}.fallbacks[{i}]", str, "")
+            for i, name in enumerate(fallbacks)
+        ),
     )
 
 
@@ -257,6 +269,54 @@ def check_uniqueness(check: Checker, providers: list[tuple[str, Provider]]) -> N
             defaults.append(where)
     for where in defaults[1:]:
         check.error(f"{where}.default", f"only one provider may be the default ({defaults[0]} is)")
+
+
+def check_fallbacks(check: Checker, providers: list[tuple[str, Provider]]) -> None:
+    """Each fallback names a configured entry, and no chain of fallbacks comes back to where
+    it started (the candidates would then depend on where the walk began)."""
+    by_name = {key: p for _, p in providers for key in (p.name, p.model)}
+    places = {p.name: where for where, p in providers}
+    for where, provider in providers:
+        for i, name in enumerate(provider.fallbacks):
+            if name not in by_name:
+                choices = ", ".join(sorted(places))
+                check.error(
+                    f"{where}.fallbacks[{i}]", f"unknown fallback {name!r} (configured: {choices})"
+                )
+    reported: set[frozenset[str]] = set()
+    for where, provider in providers:
+        found = _cycle_from(provider, by_name)
+        if found and frozenset(found[1]) not in reported:
+            reported.add(frozenset(found[1]))
+            check.error(f"{where}.fallbacks[{found[0]}]", "fallback cycle: " + " → ".join(found[1]))
+
+
+def _cycle_from(start: Provider, by_name: dict[str, Provider]) -> tuple[int, list[str]] | None:
+    """A chain of fallbacks that leads from `start` back to it, with the index of the
+    fallback of `start` it begins with; None when there is none."""
+
+    def back(provider: Provider, path: list[str]) -> list[str] | None:
+        for name in provider.fallbacks:
+            fallback = by_name.get(name)
+            if fallback is None or (fallback.name in path and fallback.name != start.name):
+                continue
+            if fallback.name == start.name:
+                return [*path, start.name]
+            cycle = back(fallback, [*path, fallback.name])
+            if cycle:
+                return cycle
+        return None
+
+    for i, name in enumerate(start.fallbacks):
+        first = by_name.get(name)
+        if first is None:
+            continue
+        if first.name == start.name:
+            return i, [start.name, start.name]
+        cycle = back(first, [start.name, first.name])
+        if cycle:
+            return i, cycle
+    return None
 
 
 def read_aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, str]]:

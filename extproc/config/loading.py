@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from extproc.config.checks import (
+    check_fallbacks,
     check_listener,
     check_ports,
     check_routing,
@@ -69,6 +70,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
     check_uniqueness(check, providers)
+    check_fallbacks(check, providers)
     names = {p.name for _, p in providers} | {p.model for _, p in providers}
     aliases = read_aliases(check, raw.get("model_aliases"), names)
     pass_through_paths = read_pass_through_paths(check, raw.get("pass_through_paths"))

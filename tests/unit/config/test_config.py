@@ -191,6 +191,23 @@ ERRORS = [
         "llm_providers:\n  - model: openai/x\nrouting:\n  mode: fast\n",
         "config.yaml:4: routing.mode: 'fast' is not one of constrained, greedy",
     ),
+    (
+        "unknown fallback",
+        "llm_providers:\n  - model: openai/x\n    fallbacks:\n      - openai/y\n",
+        "config.yaml:4: llm_providers[0].fallbacks[0]: unknown fallback 'openai/y' (configured: openai/x)",
+    ),
+    (
+        "fallback cycle",
+        "llm_providers:\n  - model: openai/a\n    fallbacks: [b]\n"
+        "  - {name: b, model: openai/b, fallbacks: [c, openai/a]}\n"
+        "  - {name: c, model: openai/c}\n",
+        "config.yaml:3: llm_providers[0].fallbacks[0]: fallback cycle: openai/a → b → openai/a",
+    ),
+    (
+        "context window of no tokens",
+        "llm_providers:\n  - model: ollama/q\n    base_url: http://h\n    context_window: 0\n",
+        "config.yaml:4: llm_providers[0].context_window: must be a number of tokens (at least 1)",
+    ),
     ("not YAML", "llm_providers: [\n", "config.yaml:2: yaml:"),
     (
         "YAML explanation and column kept",
@@ -395,3 +412,66 @@ def test_a_sidecar_secret_that_cannot_be_a_header_is_refused_without_showing_it(
         "printable ASCII without spaces (Envoy sends it as a gRPC header); `openssl rand -hex 32` "
         "makes one"
     )
+
+
+CANDIDATES = """\
+llm_providers:
+  - model: deepseek/deepseek-chat
+    access_key: k
+    fallbacks: [kimi, gemini/gemini-3-pro-preview]
+  - name: kimi
+    model: moonshot/kimi-k2.5
+    access_key: k
+    fallbacks: [openai/gpt-4.1]
+  - model: gemini/gemini-3-pro-preview
+    access_key: k
+  - model: openai/gpt-4.1
+    access_key: k
+    fallbacks: [gemini/gemini-3-pro-preview]
+  - model: anthropic/claude-sonnet-4-5
+    default: true
+"""
+
+
+def test_candidates_are_the_fallbacks_in_order_depth_first_then_the_default() -> None:
+    config = parse(CANDIDATES)
+    chosen, _, gemini, _, sonnet = config.providers
+    assert [p.name for p in config.candidates(chosen)] == [
+        "deepseek/deepseek-chat",
+        "kimi",
+        "openai/gpt-4.1",  # kimi's own fallback, before the entry's next one
+        "gemini/gemini-3-pro-preview",  # gpt-4.1's, and the entry's own: once
+        "anthropic/claude-sonnet-4-5",
+    ]
+    assert config.candidates(gemini) == (gemini, sonnet)
+    assert config.candidates(sonnet) == (sonnet,)
+
+
+def test_context_window_on_an_entry_overrides_the_table() -> None:
+    config = parse(
+        "llm_providers:\n"
+        "  - {model: ollama/qwen3-coder, base_url: 'http://h:11434', context_window: 32768}\n"
+        "  - {model: deepseek/deepseek-chat, access_key: k}\n"
+        "  - {model: deepseek/deepseek-reasoner, access_key: k, context_window: 64000}\n"
+    )
+    ollama, chat, reasoner = (p.contract for p in config.providers)
+    assert ollama.context_window == 32768 and ollama.output_cap == 0
+    assert (chat.context_window, chat.output_cap, chat.images, chat.pdfs) == (
+        128_000,
+        8_000,
+        False,
+        False,
+    )
+    assert (reasoner.context_window, reasoner.output_cap) == (64_000, 64_000)
+
+
+def test_model_family_rows_set_the_facts() -> None:
+    config = parse(
+        "llm_providers:\n  - {model: 'acme/m-1', base_url: 'http://h', provider_interface: anthropic}\n"
+        "model_families:\n"
+        "  - {provider: acme, model: 'm-*', context_window: 50000, output_cap: 4096,"
+        " images: false, pdfs: false, server_tools: web_search}\n"
+    )
+    contract = config.providers[0].contract
+    assert (contract.context_window, contract.output_cap) == (50_000, 4096)
+    assert (contract.images, contract.pdfs, contract.server_tools) == (False, False, "web_search")
