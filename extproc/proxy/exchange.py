@@ -20,6 +20,7 @@ import orjson
 
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
+from extproc.decisions import capability
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
@@ -228,6 +229,7 @@ class Exchange:
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = runtime.token_stages if counting else runtime.stages
         decision = await decide(runtime.config, Request(model, body, self.path_only), stages)
+        decision = capability.choose(runtime.config, decision, capability.needs_of(body, len(raw)))
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -382,14 +384,21 @@ def _requested_model(body: dict[str, Any]) -> str:
     return model
 
 
+class _Tool(msgspec.Struct):
+    """A tool as routing reads it: its `type` alone (set for Anthropic's own tools)."""
+
+    type: Any = None
+
+
 class _RoutingFields(msgspec.Struct):
     """The fields a routing decision reads. The rest (Claude Code's tool schemas and system
     prompt: 70 of 77 KB on a first turn) is checked as JSON but never built as objects."""
 
     model: Any = msgspec.UNSET
     messages: Any = msgspec.UNSET
-    tools: list[msgspec.Raw] | msgspec.UnsetType | None = msgspec.UNSET
+    tools: list[_Tool] | msgspec.UnsetType | None = msgspec.UNSET
     output_config: Any = msgspec.UNSET
+    max_tokens: Any = msgspec.UNSET
 
 
 _ROUTING_FIELDS = msgspec.json.Decoder(_RoutingFields)
@@ -425,6 +434,8 @@ def _parse_body(raw: bytes | memoryview) -> tuple[dict[str, Any], Span | None]:
         for name in _RoutingFields.__struct_fields__
         if (value := getattr(fields, name)) is not msgspec.UNSET
     }
+    if isinstance(fields.tools, list):
+        body["tools"] = [{"type": tool.type} for tool in fields.tools]
     if first_model is not msgspec.UNSET:
         if "model" in body:
             span = None  # `model` twice: the provider would read the second
