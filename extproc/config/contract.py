@@ -121,6 +121,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
     # dated in docs/translation.md#model-facts. A family missing here is unknown: not checked.
     family("anthropic", "claude-sonnet-4-5*", context_window=200_000, output_cap=64_000),
     family("anthropic", "claude-opus-4-5*", context_window=200_000, output_cap=64_000),
+    family("anthropic", "claude-haiku-4-5*", context_window=200_000, output_cap=64_000),
+    family("gemini", "gemini-2.5-pro*", context_window=1_048_576, output_cap=65_535),
     family("gemini", "gemini-3*-pro-preview*", context_window=1_048_576, output_cap=65_536),
     family("deepseek", "deepseek-chat", context_window=128_000, output_cap=8_000),
     family("deepseek", "deepseek-reasoner", context_window=128_000, output_cap=64_000),
