@@ -2,8 +2,8 @@
 candidates that can, with that candidate's key alone, and the access log says why.
 
 The providers are strict fakes that refuse what the real APIs refuse: DeepSeek's a prompt
-over its 128k window (`context_length_exceeded`), and Ollama cuts one over its `num_ctx`
-without a word, as Ollama does.
+over its 128k window (`context_length_exceeded`), Anthropic's one over Claude's 200k ("prompt
+is too long"), and Ollama cuts one over its `num_ctx` without a word, as Ollama does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import running_gateway
 from tests.support.requests import KEY
 from tests.support.strict_providers import PROFILES, FakeProvider, prompt_tokens
@@ -33,6 +34,7 @@ def fakes() -> Iterator[dict[str, FakeProvider]]:
         "deepseek": FakeProvider(profile=profile("deepseek/deepseek-reasoner", key=DEEPSEEK_KEY)),
         "gemini": FakeProvider(profile=profile("gemini/gemini-3-pro-preview", key=GEMINI_KEY)),
         "ollama": FakeProvider(profile=profile("ollama/qwen3-coder", window=32_768)),
+        "anthropic": FakeAnthropic(window=200_000),
     }
     for fake in started.values():
         fake.start()
@@ -42,7 +44,7 @@ def fakes() -> Iterator[dict[str, FakeProvider]]:
 
 
 @pytest.fixture(scope="module")
-def gateway(fakes, fake_anthropic, tmp_path_factory):
+def gateway(fakes, tmp_path_factory):
     def config_for(ports: dict[str, int]) -> str:
         return f"""\
 listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
@@ -61,7 +63,8 @@ llm_providers:
     context_window: 32768
     fallbacks: [gemini/gemini-3-pro-preview]
   - model: anthropic/claude-haiku-4-5
-    base_url: {fake_anthropic.url}
+    base_url: {fakes["anthropic"].url}
+    fallbacks: [gemini/gemini-3-pro-preview]
     default: true
 """
 
@@ -75,8 +78,9 @@ llm_providers:
 def clean(fakes) -> None:
     for fake in fakes.values():
         fake.received.clear()
-        fake.refused.clear()
-        fake.cut.clear()
+    for name in ("deepseek", "gemini", "ollama"):
+        fakes[name].refused.clear()
+        fakes[name].cut.clear()
 
 
 def send(gateway, model: str, *content: dict) -> httpx.Response:
@@ -97,7 +101,7 @@ def served_by_gemini_alone(fakes, response: httpx.Response) -> dict:
     """The answer came from the Gemini fake, which got the one request, with its own key."""
     assert response.status_code == 200, response.text
     assert "event: message_stop" in response.text
-    assert [fake.received for name, fake in fakes.items() if name != "gemini"] == [[], []]
+    assert [fake.received for name, fake in fakes.items() if name != "gemini"] == [[], [], []]
     [received] = fakes["gemini"].received
     assert fakes["gemini"].refused == []
     assert received.headers["authorization"] == f"Bearer {GEMINI_KEY}"
@@ -132,6 +136,15 @@ def test_an_image_turn_routed_to_a_text_only_model_goes_to_one_that_reads_images
     entry = gateway.wait_log(lambda e: "reads no images" in (e.get("note") or ""))
     assert entry["note"] == "deepseek/deepseek-reasoner skipped: reads no images"
     assert entry["routed_model"] == "gemini/gemini-3-pro-preview"
+
+
+def test_a_request_too_long_for_claude_goes_to_its_fallback(gateway, fakes):
+    long = text(150_000)
+    # Anthropic's fake would answer "prompt is too long": over 200k by its own count.
+    assert prompt_tokens({"messages": [{"role": "user", "content": long["text"]}]}) > 200_000
+    served_by_gemini_alone(fakes, send(gateway, "claude-haiku-4-5", long))
+    entry = gateway.wait_log(lambda e: (e.get("note") or "").startswith("anthropic/claude-haiku"))
+    assert entry["note"].endswith(" input tokens + 8k max_tokens > 200k window")
 
 
 def test_a_request_over_an_ollama_num_ctx_goes_to_the_fallback_not_cut(gateway, fakes):
