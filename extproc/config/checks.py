@@ -275,11 +275,10 @@ def check_fallbacks(check: Checker, providers: list[tuple[str, Provider]]) -> No
     """Each fallback names a configured entry, and no chain of fallbacks comes back to where
     it started (the candidates would then depend on where the walk began)."""
     by_name = {key: p for _, p in providers for key in (p.name, p.model)}
-    places = {p.name: where for where, p in providers}
     for where, provider in providers:
         for i, name in enumerate(provider.fallbacks):
             if name not in by_name:
-                choices = ", ".join(sorted(places))
+                choices = ", ".join(sorted(p.name for _, p in providers))
                 check.error(
                     f"{where}.fallbacks[{i}]", f"unknown fallback {name!r} (configured: {choices})"
                 )
@@ -294,26 +293,23 @@ def check_fallbacks(check: Checker, providers: list[tuple[str, Provider]]) -> No
 def _cycle_from(start: Provider, by_name: dict[str, Provider]) -> tuple[int, list[str]] | None:
     """A chain of fallbacks that leads from `start` back to it, with the index of the
     fallback of `start` it begins with; None when there is none."""
+    explored: set[str] = set()  # entries that can't lead back: each is walked once
 
-    def back(provider: Provider, path: list[str]) -> list[str] | None:
-        for name in provider.fallbacks:
+    def walk(names: tuple[str, ...], path: list[str]) -> list[str] | None:
+        for name in names:
             fallback = by_name.get(name)
-            if fallback is None or (fallback.name in path and fallback.name != start.name):
+            if fallback is None or (fallback.name in explored and fallback.name != start.name):
                 continue
             if fallback.name == start.name:
                 return [*path, start.name]
-            cycle = back(fallback, [*path, fallback.name])
+            explored.add(fallback.name)
+            cycle = walk(fallback.fallbacks, [*path, fallback.name])
             if cycle:
                 return cycle
         return None
 
     for i, name in enumerate(start.fallbacks):
-        first = by_name.get(name)
-        if first is None:
-            continue
-        if first.name == start.name:
-            return i, [start.name, start.name]
-        cycle = back(first, [start.name, first.name])
+        cycle = walk((name,), [start.name])
         if cycle:
             return i, cycle
     return None
