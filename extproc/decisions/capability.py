@@ -108,7 +108,8 @@ def needs_of(body: dict[str, Any], size: int) -> Needs:
 
 
 def _thousands(tokens: int) -> str:
-    return f"{round(tokens / 1000)}k"
+    """141234 as `141k`; below a thousand, the number itself."""
+    return f"{round(tokens / 1000)}k" if tokens >= 1000 else str(tokens)
 
 
 def problem(provider: Provider, needs: Needs) -> str:

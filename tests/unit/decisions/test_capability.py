@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import orjson
 import pytest
+from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
+from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.capability import (
     BYTES_PER_TOKEN,
@@ -18,6 +21,8 @@ from extproc.decisions.capability import (
     problem,
 )
 from extproc.decisions.decision import Decision
+from extproc.decisions.routing import RouterStage
+from extproc.proxy.exchange import Exchange
 
 CONFIG = parse("""\
 llm_providers:
@@ -169,3 +174,38 @@ def test_when_no_candidate_fits_the_chosen_model_gets_it(needed: Needs) -> None:
     assert chosen.provider == GEMINI
     assert chosen.note.endswith("; no candidate fits, sent to gemini/gemini-3-pro-preview")
     assert chosen.note.count("skipped") == 2  # Gemini, then the default
+
+
+def test_the_exchange_sends_the_request_to_the_candidate_with_its_key() -> None:
+    """The body phase's reply: the fallback's cluster, path, model and key; the decision's
+    note for the access log."""
+    config = parse("""\
+llm_providers:
+  - model: ollama/qwen3-coder
+    base_url: http://10.0.0.1:11434
+    context_window: 1000
+    fallbacks: [big]
+  - name: big
+    model: openai/gpt-4.1
+    base_url: http://10.0.0.2:8080/v1
+    provider_interface: openai-chat
+    access_key: sk-big
+""")
+    exchange = Exchange(build_runtime(config, RouterStage(config.routing)))
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    exchange.on_request_headers(headers, False)
+    long = {
+        "model": "ollama/qwen3-coder",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "x" * 6000}],
+    }
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(long))))
+    mutation = reply.request_body.response.header_mutation
+    sent = {o.header.key: o.header.raw_value for o in mutation.set_headers}
+    assert sent["x-extproc-cluster"] == b"10_0_0_2_8080"
+    assert sent["authorization"] == b"Bearer sk-big"
+    assert orjson.loads(reply.request_body.response.body_mutation.body)["model"] == "gpt-4.1"
+    assert (
+        exchange.decision.note
+        == "ollama/qwen3-coder skipped: ~2k input tokens + 100 max_tokens > 1k window"
+    )
