@@ -82,11 +82,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from extproc.commands.workers import run_workers
 
-        return run_workers(config.path, args.workers, args.grace)
+        return run_workers(config.path, args.workers, args.grace, args.with_envoy)
     tune_for_serving()
 
     async def main() -> None:
-        sidecar = Sidecar(config, warn=args.config_warnings)
+        sidecar = Sidecar(config, warn=args.config_warnings, with_envoy=args.with_envoy)
         await sidecar.start(reuse_port=args.reuse_port)
         await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
 
@@ -95,8 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from extproc.commands.up import StartupError, run
+    from extproc.commands.up import StartupError, run, share_sidecar_secret
 
+    share_sidecar_secret()
     config = _load(args.config)
     try:
         return run(config, log_level=args.envoy_log_level, workers=args.workers)
@@ -147,7 +148,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     body, headers = _request(args)
     if args.show_prompt:
         return _show_prompt(config, body)
-    facts = Facts(body, headers)
+    size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    facts = Facts(body, headers, size)
     model = None
     if config.routes and first_rule(config.rules, facts) is None:  # a rule needs no model
         model = _router(config, args.mode)
@@ -156,7 +158,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     router = RouterStage(routing)
     router.attach(model)
     runtime = build_runtime(config, router)
-    request = Request(str(body.get("model", "")), body, "/v1/messages", headers)
+    request = Request(str(body.get("model", "")), body, "/v1/messages", headers, size)
 
     async def decide_warm() -> Decision:
         # As the sidecar does before /ready: one-time device start-up and the route
@@ -373,6 +375,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-config-warnings", dest="config_warnings", action="store_false", help=argparse.SUPPRESS
     )
+    # Set by `extproc up`: /ready then answers for the Envoy it runs too.
+    p.add_argument("--with-envoy", action="store_true", help=argparse.SUPPRESS)
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy's own log level")
     p.add_argument("--workers", type=int, default=1, help="sidecar processes (see serve)")

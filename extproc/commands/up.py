@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,7 +28,13 @@ import envoy
 
 from extproc.commands.launch import gateway_url
 from extproc.commands.supervise import Supervised
-from extproc.config import Config, ConfigError, load
+from extproc.config import SIDECAR_SECRET_VAR, Config, ConfigError, load
+from extproc.control.connections import (
+    files_needed,
+    fit_to_open_files,
+    raise_open_files_limit,
+    too_few_files,
+)
 from extproc.control.envoy_config import render
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
@@ -38,6 +45,13 @@ DRAIN_S = 600
 """How long a hot-restarted Envoy lets open streams finish (Claude Code's own timeout)."""
 STOP_DRAIN_S = 30.0
 """How long SIGTERM lets open requests finish before both processes stop."""
+
+
+def share_sidecar_secret() -> None:
+    """Unless EXTPROC_SIDECAR_SECRET is set, make one for this run: the sidecar (a child
+    process) and every config this process loads, so every Envoy config it renders, read it
+    from the environment. Other local processes can then no longer use the gRPC port."""
+    os.environ.setdefault(SIDECAR_SECRET_VAR, secrets.token_urlsafe(32))
 
 
 class StartupError(Exception):
@@ -182,13 +196,15 @@ class Envoys:
 
     run_dir: Path
     log_level: str
+    open_files: int
+    """Envoy's open-files limit: its connection limit is lowered to what this can hold."""
     epoch: int = 0
     current: subprocess.Popen[bytes] | None = None
     retired: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, config: Config) -> subprocess.Popen[bytes]:
         envoy_yaml = self.run_dir / f"envoy-{self.epoch}.yaml"
-        envoy_yaml.write_text(render(config), encoding="utf-8")
+        envoy_yaml.write_text(render(fit_to_open_files(config, self.open_files)), encoding="utf-8")
         command = envoy_command(envoy_yaml, self.log_level)
         base_id = self.run_dir / "base-id"
         drain = ["--drain-time-s", str(DRAIN_S), "--parent-shutdown-time-s", str(DRAIN_S + 30)]
@@ -266,15 +282,20 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level)
+    open_files = raise_open_files_limit(files_needed(config.listener))
+    shortfall = too_few_files(config.listener, open_files)
+    if shortfall:
+        print(f"warning: {shortfall}", file=sys.stderr, flush=True)
+    envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level, open_files)
     serve = [sys.executable, "-m", "extproc", "serve", config.path, "--workers", str(workers)]
     serve.append("--no-config-warnings")  # printed here, once
+    serve.append("--with-envoy")  # /ready answers for Envoy too: what a health check needs
     # Before starting: an edit made while the processes start is applied once they are up.
     seen = _mtime(config.path)
     sidecar = Supervised("sidecar", serve)
     try:
-        # /ready: the router model is loaded (or known to be missing) and warmed up.
-        ready = f"{config.sidecar.health_url}/ready"
+        # /ready/sidecar: the router model is loaded (or known to be missing) and warmed up.
+        ready = f"{config.sidecar.health_url}/ready/sidecar"
         _wait_ready(ready, sidecar.process, "the sidecar (extproc serve)")
         first = envoys.start(config)
         _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")

@@ -12,7 +12,13 @@ The configuration is a leaf: it imports nothing of the running gateway, which re
 
 from __future__ import annotations
 
-from extproc.config.loading import DEFAULT_CONFIG, LISTEN_ADDRESS_VAR, load, parse
+from extproc.config.loading import (
+    DEFAULT_CONFIG,
+    LISTEN_ADDRESS_VAR,
+    SIDECAR_SECRET_VAR,
+    load,
+    parse,
+)
 from extproc.config.reader import ConfigError, Problem
 from extproc.config.settings import (
     COMPUTE_TYPES,
@@ -35,6 +41,7 @@ __all__ = [
     "MIN_WINDOW_TOKENS",
     "ROUTER_DEVICES",
     "ROUTER_MODES",
+    "SIDECAR_SECRET_VAR",
     "Config",
     "ConfigError",
     "Listener",

@@ -48,6 +48,8 @@ _PROVIDER_KEYS = {
     "routing_preferences",
     "max_tokens",
     "reasoning",
+    "fallbacks",
+    "context_window",
 }
 
 
@@ -157,7 +159,13 @@ def read_provider(
         else:
             routes.append((pwhere, RoutePreference(name, description.strip(), effort)))
     reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
-    overrides = {} if reasoning is None else {"reasoning": reasoning}
+    overrides: dict[str, object] = {} if reasoning is None else {"reasoning": reasoning}
+    window = check.typed(entry.get("context_window"), f"{where}.context_window", int, None)
+    if window is not None and window < 1:
+        check.error(f"{where}.context_window", "must be a number of tokens (at least 1)")
+    elif window is not None:
+        overrides["context_window"] = window
+    fallbacks = check.typed(entry.get("fallbacks"), f"{where}.fallbacks", list, [])
     provider = Provider(
         name=check.typed(entry.get("name"), f"{where}.name", str, model),
         model=model,
@@ -173,6 +181,10 @@ def read_provider(
         needs_key=kind.needs_key,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
         contract=contract_for(kind.name, upstream_model, families, **overrides),
+        fallbacks=tuple(
+            check.typed(name, f"{where}.fallbacks[{i}]", str, "")
+            for i, name in enumerate(fallbacks)
+        ),
     )
     for pwhere, route in routes:
         problem = route.reasoning_effort and effort_problem(provider, route.reasoning_effort)
@@ -266,6 +278,50 @@ def check_uniqueness(check: Checker, providers: list[tuple[str, Provider]]) -> N
         check.error(f"{where}.default", f"only one provider may be the default ({defaults[0]} is)")
 
 
+def check_fallbacks(check: Checker, providers: list[tuple[str, Provider]]) -> None:
+    """Each fallback names a configured entry, and no chain of fallbacks comes back to where
+    it started (the candidates would then depend on where the walk began)."""
+    by_name = {key: p for _, p in providers for key in (p.name, p.model)}
+    for where, provider in providers:
+        for i, name in enumerate(provider.fallbacks):
+            if name not in by_name:
+                choices = ", ".join(sorted(p.name for _, p in providers))
+                check.error(
+                    f"{where}.fallbacks[{i}]", f"unknown fallback {name!r} (configured: {choices})"
+                )
+    reported: set[frozenset[str]] = set()
+    for where, provider in providers:
+        found = _cycle_from(provider, by_name)
+        if found and frozenset(found[1]) not in reported:
+            reported.add(frozenset(found[1]))
+            check.error(f"{where}.fallbacks[{found[0]}]", "fallback cycle: " + " → ".join(found[1]))
+
+
+def _cycle_from(start: Provider, by_name: dict[str, Provider]) -> tuple[int, list[str]] | None:
+    """A chain of fallbacks that leads from `start` back to it, with the index of the
+    fallback of `start` it begins with; None when there is none."""
+    explored: set[str] = set()  # entries that can't lead back: each is walked once
+
+    def walk(names: tuple[str, ...], path: list[str]) -> list[str] | None:
+        for name in names:
+            fallback = by_name.get(name)
+            if fallback is None or (fallback.name in explored and fallback.name != start.name):
+                continue
+            if fallback.name == start.name:
+                return [*path, start.name]
+            explored.add(fallback.name)
+            cycle = walk(fallback.fallbacks, [*path, fallback.name])
+            if cycle:
+                return cycle
+        return None
+
+    for i, name in enumerate(start.fallbacks):
+        cycle = walk((name,), [start.name])
+        if cycle:
+            return i, cycle
+    return None
+
+
 def read_aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, str]]:
     aliases = []
     for pattern, target in check.mapping(raw, "model_aliases", set(raw or {})).items():
@@ -279,6 +335,12 @@ def read_aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, s
             continue
         aliases.append((str(pattern), target))
     return aliases
+
+
+def check_listener(check: Checker, listener: Listener) -> None:
+    """Envoy refuses a connection limit of 0 (and it would refuse every client)."""
+    if listener.max_connections < 1:
+        check.error("listener.max_connections", "must be at least 1")
 
 
 def check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) -> None:
@@ -323,6 +385,29 @@ def check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:
             "sidecar.metadata_namespace",
             f"{sidecar.metadata_namespace!r} must be letters, digits, '.', '_' or '-' "
             "(it is written into Envoy's access log format)",
+        )
+
+
+_HEADER_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_sidecar_secret(
+    check: Checker, sidecar: SidecarSettings, secret: str, variable: str
+) -> None:
+    """The secret travels as a gRPC header value. Without one, a sidecar that other hosts can
+    reach answers them too, and its replies carry provider keys."""
+    if secret and not _HEADER_TOKEN.match(secret):
+        check.error(
+            "sidecar",
+            f"environment variable {variable} must be printable ASCII without spaces (Envoy "
+            "sends it as a gRPC header); `openssl rand -hex 32` makes one",
+        )
+    address = sidecar.bind_address
+    if not secret and is_ip(address) and not ipaddress.ip_address(address).is_loopback:
+        check.warn(
+            "sidecar.listen_address" if sidecar.listen_address else "sidecar.address",
+            f"the sidecar listens on {address} and {variable} is not set: anything that "
+            f"reaches port {sidecar.port} can ask it for provider keys (docs/reliability.md)",
         )
 
 

@@ -13,9 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from extproc.config.checks import (
+    check_fallbacks,
+    check_listener,
     check_ports,
     check_routing,
     check_sidecar,
+    check_sidecar_secret,
     check_uniqueness,
     read_aliases,
     read_families,
@@ -32,6 +35,10 @@ DEFAULT_CONFIG = "config.yaml"
 LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
 """When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
 0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
+
+SIDECAR_SECRET_VAR = "EXTPROC_SIDECAR_SECRET"
+"""The secret Envoy must present to the sidecar. Read from the environment only: config.yaml
+may live in a ConfigMap or a repository."""
 
 _TOP_KEYS = {
     "llm_providers",
@@ -65,6 +72,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
     check_uniqueness(check, providers)
+    check_fallbacks(check, providers)
     names = {p.name for _, p in providers} | {p.model for _, p in providers}
     aliases = read_aliases(check, raw.get("model_aliases"), names)
     by_name = {key: p for _, p in reversed(providers) for key in (p.name, p.model)}
@@ -72,8 +80,11 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     rules = read_rules(check, raw.get("rules"), by_name, route_names)
     pass_through_paths = read_pass_through_paths(check, raw.get("pass_through_paths"))
     listener = read_section(check, raw, "listener", Listener)
+    check_listener(check, listener)
     sidecar = read_section(check, raw, "sidecar", SidecarSettings)
     check_sidecar(check, sidecar)
+    sidecar_secret = os.environ.get(SIDECAR_SECRET_VAR, "")
+    check_sidecar_secret(check, sidecar, sidecar_secret, SIDECAR_SECRET_VAR)
     routing = read_section(check, raw, "routing", Routing)
     check_ports(check, listener, sidecar)
     listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
@@ -95,6 +106,7 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         rules=rules,
         warnings=tuple(check.warnings),
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        sidecar_secret=sidecar_secret,
     )
 
 

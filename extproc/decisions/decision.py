@@ -58,6 +58,8 @@ class Request:
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
     """The request headers Envoy forwards (lower-case names): those rules read among them."""
+    size: int = 0
+    """The body's length in bytes: rules' input-token estimate starts from it."""
 
 
 Stage = Callable[[Config, Request], Awaitable[Decision | None]]

@@ -5,8 +5,9 @@ tested against requests captured from the pinned version (tests/fixtures/claude-
 docs/router.md#request-kinds says which signal each kind has). A shape no signal
 recognises is a main turn, never an error.
 
-`body` is the routing view of a request (extproc.proxy.exchange's parse): `tools` entries,
-`system` and `thinking` may be raw JSON (msgspec.Raw), decoded here only when asked for.
+`body` is the routing view of a request (extproc.proxy.exchange's parse): each tool is only
+its `type` and `name`; `system` and `thinking` may be raw JSON (msgspec.Raw), decoded here
+only when asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import msgspec
 
 from extproc.config.rules import Kind
-from extproc.translate.token_estimate import CHARS_PER_TOKEN
 
 COMPACT_MARKER = "create a detailed summary of the conversation so far"
 """In the instructions Claude Code appends to the last user message to compact (/compact and
@@ -25,33 +25,13 @@ SUBAGENT_MARKER = "cc_is_subagent=true"
 """In the billing line (the first system block) of every request a subagent sends."""
 
 
-class _ToolHead(msgspec.Struct):
-    """What a rule reads of a tool: its name, and its type for server tools."""
-
-    name: str = ""
-    type: str = ""
-
-
-_TOOL_HEAD = msgspec.json.Decoder(_ToolHead)
-
-
-def tool_heads(body: dict[str, Any]) -> list[_ToolHead]:
-    """Each tool's name and type, reading only those two fields of a raw tool."""
-    heads = []
-    for tool in body.get("tools") or ():
-        if isinstance(tool, dict):
-            name, kind = tool.get("name"), tool.get("type")
-            heads.append(_ToolHead(name if isinstance(name, str) else "", kind or ""))
-            continue
-        try:
-            heads.append(_TOOL_HEAD.decode(tool))
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            heads.append(_ToolHead())
-    return heads
+def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = body.get("tools")
+    return [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
 
 
 def tool_names(body: dict[str, Any]) -> list[str]:
-    return [head.name for head in tool_heads(body) if head.name]
+    return [t["name"] for t in _tools(body) if isinstance(t.get("name"), str) and t["name"]]
 
 
 def _blocks(message: Any) -> list[dict[str, Any]]:
@@ -96,8 +76,8 @@ def request_kind(body: dict[str, Any]) -> Kind:
     output = body.get("output_config")
     if not body.get("tools") and isinstance(output, dict) and "format" in output:
         return "title"
-    heads = tool_heads(body)
-    if heads and all(head.type.startswith("web_search_") for head in heads):
+    tools = _tools(body)
+    if tools and all(str(t.get("type") or "").startswith("web_search_") for t in tools):
         return "web_search"
     last = _last_user(body)
     if any(COMPACT_MARKER in str(b.get("text", "")) for b in last if b.get("type") == "text"):
@@ -130,11 +110,3 @@ def asks_thinking(body: dict[str, Any]) -> bool:
     think; its subagents, titles and web searches send `disabled` or none."""
     thinking = _decoded(body.get("thinking"))
     return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
-
-
-def estimated_input_tokens(body: dict[str, Any]) -> int:
-    """As the local count_tokens answer counts (translate/token_estimate.py): one token per
-    four characters of system, messages and tools; msgspec writes raw tools as they came."""
-    parts = (body.get("system"), body.get("messages"), body.get("tools"))
-    size = sum(len(msgspec.json.encode(part)) for part in parts if part)
-    return max(1, size // CHARS_PER_TOKEN)

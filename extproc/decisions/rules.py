@@ -13,15 +13,17 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from extproc.config.rules import Rule
-from extproc.decisions import kinds
+from extproc.decisions import capability, kinds
 
 
 class Facts:
     """What the rules may read of one request."""
 
-    def __init__(self, body: dict[str, Any], headers: Mapping[str, str]):
+    def __init__(self, body: dict[str, Any], headers: Mapping[str, str], size: int):
         self.body = body
         self.headers = headers
+        self.size = size
+        """The body's length in bytes, which the input-token estimate starts from."""
 
     @functools.cached_property
     def kind(self) -> str:
@@ -41,7 +43,8 @@ class Facts:
 
     @functools.cached_property
     def input_tokens(self) -> int:
-        return kinds.estimated_input_tokens(self.body)
+        """The estimate the capability check makes (no tokenizer)."""
+        return capability.needs_of(self.body, self.size).input_tokens
 
 
 def why_not(rule: Rule, facts: Facts) -> str | None:

@@ -20,6 +20,7 @@ import orjson
 
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
+from extproc.decisions import capability
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
@@ -150,6 +151,12 @@ class Exchange:
         """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
         if message.name == "request_headers":
             return self.on_request_headers(message.headers, message.end_of_stream)
+        if message.name and not self.path:
+            # Envoy sends a request's headers first. A stream that starts with anything else
+            # would skip the gateway-key check, and a body's reply carries a provider key.
+            raise GatewayError(
+                "api_error", f"ext_proc {message.name} came before the request's headers"
+            )
         if message.name == "request_body":
             return await self.on_request_body(message.body)
         if message.name == "response_headers":
@@ -222,8 +229,9 @@ class Exchange:
         runtime = self.runtime
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = runtime.token_stages if counting else runtime.stages
-        request = Request(model, body, self.path_only, self.headers)
+        request = Request(model, body, self.path_only, self.headers, len(raw))
         decision = await decide(runtime.config, request, stages)
+        decision = capability.choose(runtime.config, decision, capability.needs_of(body, len(raw)))
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -281,19 +289,25 @@ class Exchange:
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
         the answer."""
-        translator = translator_for(
-            provider.interface,
-            body,
-            upstream_model=provider.upstream_model,
-            contract=provider.contract,
-            max_tokens_cap=provider.max_tokens,
-            base_url=provider.base_url,
-        )
         try:
+            translator = translator_for(
+                provider.interface,
+                body,
+                upstream_model=provider.upstream_model,
+                contract=provider.contract,
+                max_tokens_cap=provider.max_tokens,
+                entry=provider.name,
+                base_url=provider.base_url,
+                access_key=provider.access_key,
+            )
             translated = translator.request(body)
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
-        self.translation = ResponseTranslation(translator, bool(body.get("stream")))
+        self.translation = ResponseTranslation(
+            translator,
+            bool(body.get("stream")),
+            whole_max=self.runtime.config.listener.max_body_bytes,
+        )
         return translated
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
@@ -378,6 +392,14 @@ def _requested_model(body: dict[str, Any]) -> str:
     return model
 
 
+class _Tool(msgspec.Struct):
+    """A tool as routing reads it: its `type` (set for Anthropic's own tools) and its `name`
+    (rules may match it)."""
+
+    type: Any = None
+    name: Any = None
+
+
 class _RoutingFields(msgspec.Struct):
     """The fields a routing decision reads. The rest (Claude Code's tool schemas and system
     prompt: 70 of 77 KB on a first turn) is checked as JSON but never built as objects:
@@ -386,10 +408,11 @@ class _RoutingFields(msgspec.Struct):
 
     model: Any = msgspec.UNSET
     messages: Any = msgspec.UNSET
-    tools: list[msgspec.Raw] | msgspec.UnsetType | None = msgspec.UNSET
+    tools: list[_Tool] | msgspec.UnsetType | None = msgspec.UNSET
     output_config: Any = msgspec.UNSET
     system: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     thinking: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    max_tokens: Any = msgspec.UNSET
 
 
 _ROUTING_FIELDS = msgspec.json.Decoder(_RoutingFields)
@@ -425,6 +448,8 @@ def _parse_body(raw: bytes | memoryview) -> tuple[dict[str, Any], Span | None]:
         for name in _RoutingFields.__struct_fields__
         if (value := getattr(fields, name)) is not msgspec.UNSET
     }
+    if isinstance(fields.tools, list):
+        body["tools"] = [{"type": tool.type, "name": tool.name} for tool in fields.tools]
     if first_model is not msgspec.UNSET:
         if "model" in body:
             span = None  # `model` twice: the provider would read the second

@@ -16,6 +16,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
+from extproc.config import SIDECAR_SECRET_VAR
 from tests.support.ext_proc import METHOD, headers_message
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 from tests.support.processes import pid_running
@@ -63,6 +64,10 @@ def tcp_connections() -> list[tuple[int, int, str]]:
     return rows
 
 
+SECRET = "test-sidecar-secret-0123456789"
+"""Given to `extproc up`, which would otherwise make one that this test can't present."""
+
+
 def exchange(channel: grpc.Channel) -> list[ProcessingResponse]:
     """One Messages request, as Envoy sends it: headers, then the body."""
     body = orjson.dumps({"model": "deep", "max_tokens": 5, "messages": []})
@@ -73,7 +78,7 @@ def exchange(channel: grpc.Channel) -> list[ProcessingResponse]:
     process = channel.stream_stream(
         METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
     )
-    return list(process(iter(messages), timeout=10))
+    return list(process(iter(messages), metadata=(("x-extproc-secret", SECRET),), timeout=10))
 
 
 def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fakes, tmp_path):
@@ -82,6 +87,7 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
         gateway_config(fake_anthropic, fake_deepseek, **ports),
         tmp_path,
         ports["listener"],
+        env={SIDECAR_SECRET_VAR: SECRET},
         args=("--workers", "2"),
     )
     channels = [
@@ -131,6 +137,7 @@ def test_a_dead_worker_is_started_again_while_the_others_serve(
         gateway_config(fake_anthropic, fake_deepseek, **ports),
         tmp_path,
         ports["listener"],
+        env={SIDECAR_SECRET_VAR: SECRET},
         args=("--workers", "2"),
     )
     try:
@@ -164,6 +171,7 @@ def test_workers_of_a_killed_parent_stop_and_up_starts_new_ones(
         gateway_config(fake_anthropic, fake_deepseek, **ports),
         tmp_path,
         ports["listener"],
+        env={SIDECAR_SECRET_VAR: SECRET},
         args=("--workers", "2"),
     )
     try:

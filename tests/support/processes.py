@@ -31,11 +31,11 @@ def envoy_pid(gateway) -> int:
     return pid_running(f"{run_dir}/envoy-0.yaml")
 
 
-def serve(config: Path) -> subprocess.Popen[bytes]:
+def serve(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "extproc", "serve", str(config)],
         stderr=subprocess.DEVNULL,
-        env={**os.environ, **PROVIDER_KEYS},
+        env={**os.environ, **PROVIDER_KEYS, **(env or {})},
     )
 
 

@@ -53,18 +53,19 @@ def config_with(when: str) -> Config:
 async def decided(
     config: Config, body: dict, headers: dict | None = None, stage: RouterStage | None = None
 ) -> Decision:
+    """The decision for `body` sent as Claude Code writes it, read as the exchange reads it."""
     if stage is None:
         stage = RouterStage(config.routing)
         stage.attach(CountingRouter())
     runtime = build_runtime(config, stage)
-    request = Request(str(body.get("model")), body, "/v1/messages", headers or {})
+    raw = wire_body(body)
+    view, _ = _parse_body(raw)
+    request = Request(str(body.get("model")), view, "/v1/messages", headers or {}, len(raw))
     return await decide(config, request, runtime.stages)
 
 
 def fixture(name: str) -> dict:
-    """A captured request as the sidecar reads it (tools as raw JSON)."""
-    body, _ = _parse_body(wire_body(captured(name)["body"]))
-    return body
+    return captured(name)["body"]
 
 
 def tool_loop_of_first_turn() -> dict:
@@ -89,9 +90,9 @@ CASES = {
         turn([{"type": "text", "text": "hi"}, IMAGE]),
     ),
     "min_input_tokens": (
-        "{min_input_tokens: 1000}",
-        turn("x" * 4000),
-        turn("x" * 3900),
+        "{min_input_tokens: 1000}",  # a token per three bytes of the body
+        turn("x" * 3000),
+        turn("x" * 2900),
     ),
     "thinking": (
         "{thinking: true}",
@@ -189,10 +190,12 @@ async def test_a_session_with_the_same_words_but_other_headers_is_not_taken_by_t
 
 
 async def test_a_routed_turns_tool_loop_stays_routed_though_a_rule_now_holds():
-    config = config_with("{min_input_tokens: 19100}")
+    config = config_with("{min_input_tokens: 25600}")
     stage = RouterStage(config.routing)
     stage.attach(CountingRouter())
-    first = await decided(config, fixture("first-turn"), stage=stage)  # about 19,045 tokens
+    first = await decided(
+        config, fixture("first-turn"), stage=stage
+    )  # about 25,535 tokens; its tool loop 25,632
     assert first.source == "router"
     loop = await decided(config, tool_loop_of_first_turn(), stage=stage)
     assert (loop.source, loop.route) == ("sticky", "code review")
