@@ -11,13 +11,13 @@ from tests.support.gateway import routed_gateway_config, running_gateway
 
 RULES = """\
 rules:
-  - {name: compaction, model: deepseek/deepseek-chat, when: {kind: compact}}
-  - {name: subagents, model: deepseek/deepseek-chat, when: {kind: subagent}}
-  - {name: screenshots, model: deepseek/deepseek-chat, when: {images: true}}
-  - {name: team, model: deepseek/deepseek-chat, when: {header: {X-Team: 'infra-*'}}}
-  - {name: github, model: deepseek/deepseek-chat, when: {tools: 'mcp__github__*'}}
-  - {name: long, model: deepseek/deepseek-chat, when: {min_input_tokens: 20000}}
-  - {name: thinking, model: deepseek/deepseek-chat, when: {thinking: true}}
+  - {name: compaction, model: anthropic/claude-haiku-4-5, when: {kind: compact}}
+  - {name: subagents, model: anthropic/claude-haiku-4-5, when: {kind: subagent}}
+  - {name: screenshots, model: anthropic/claude-haiku-4-5, when: {images: true}}
+  - {name: team, model: anthropic/claude-haiku-4-5, when: {header: {X-Team: 'infra-*'}}}
+  - {name: github, model: anthropic/claude-haiku-4-5, when: {tools: 'mcp__github__*'}}
+  - {name: long, model: anthropic/claude-haiku-4-5, when: {min_input_tokens: 20000}}
+  - {name: thinking, model: anthropic/claude-haiku-4-5, when: {thinking: true}}
 """
 
 
@@ -57,17 +57,17 @@ def post(gateway, body: dict, headers: dict[str, str]) -> httpx.Response:
 
 @pytest.mark.parametrize("rule", CASES)
 def test_each_condition_sends_its_request_to_the_rules_model(rules_gateway, fakes, rule):
-    _, deepseek, _ = fakes
+    anthropic, _, _ = fakes
     body, headers = CASES[rule]
     response = post(rules_gateway, body, headers)
     assert response.status_code == 200, response.text
-    [seen] = deepseek.received
-    assert seen.json()["model"] == "deepseek-chat"
+    [seen] = [r for r in anthropic.received if r.method == "POST"]
+    assert seen.json()["model"] == "claude-haiku-4-5"
     entry = rules_gateway.wait_log(lambda e: e.get("request_id") == seen.headers["x-request-id"])
     assert (entry["source"], entry["route"], entry["routed_model"]) == (
         "rule",
         rule,
-        "deepseek/deepseek-chat",
+        "anthropic/claude-haiku-4-5",
     )
 
 
