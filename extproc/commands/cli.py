@@ -230,12 +230,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     for config in configs:
-        unknown = evaluate.unknown_labels(cases, routes_of(config))
+        unknown = evaluate.unknown_labels(cases, routes_of(config), config.rules)
         if unknown:
+            their_rules = ", ".join(rule.name for rule in config.rules)
             print(
                 f"error: {args.cases}: cases expect routes that {config.path} does not have: "
                 f"{', '.join(unknown)} (its routes: "
-                f"{', '.join(name for name, _ in routes_of(config)) or 'none'})",
+                f"{', '.join(name for name, _ in routes_of(config)) or 'none'}"
+                f"{'; its rules: ' + their_rules if their_rules else ''})",
                 file=sys.stderr,
             )
             return EXIT_CONFIG
@@ -252,8 +254,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # Device start-up and the route config's static prefix, as the sidecar before /ready.
         model.classify(routes, [[{"role": "user", "content": "warm up"}]])
         budget = window_budget(routing.window_tokens, model.device)
-        outcomes = evaluate.evaluate(model, routes, cases, budget)
-        reports.append(evaluate.Report(config.path, [name for name, _ in routes], outcomes))
+        outcomes = evaluate.evaluate(model, routes, cases, budget, config.rules)
+        rules = [rule.name for rule in config.rules]
+        reports.append(evaluate.Report(config.path, [name for name, _ in routes], outcomes, rules))
     if args.json:
         record: dict[str, Any] = {"reports": [report.as_json() for report in reports]}
         if len(reports) == 2:
