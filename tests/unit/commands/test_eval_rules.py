@@ -10,6 +10,7 @@ from extproc.commands import evaluate
 from extproc.commands.cli import main
 from extproc.config import parse
 from tests.support.captured import FIXTURES
+from tests.support.stub_router import FirstRoute
 from tests.support.tiny_model import ROUTES
 
 RULES = """\
@@ -17,19 +18,6 @@ rules:
   - {name: compaction, model: anthropic/claude-haiku-4-5, when: {kind: compact}}
   - {name: subagents, model: anthropic/claude-haiku-4-5, when: {kind: subagent}}
 """
-
-
-class FirstRoute:
-    """Answers every window with the first route, counting the windows."""
-
-    windows = 0
-
-    def classify(self, routes, windows):
-        self.windows += len(windows)
-        return [routes[0][0]] * len(windows)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4
 
 
 def case_file(tmp_path: Path) -> Path:

@@ -14,6 +14,7 @@ from extproc.decisions.routing import RouterStage
 from extproc.metrics import Metrics
 from extproc.proxy.exchange import _parse_body
 from tests.support.captured import captured, wire_body
+from tests.support.stub_router import FirstRoute
 
 CONFIG = """\
 llm_providers:
@@ -32,20 +33,6 @@ rules:
 """
 
 
-class CountingRouter:
-    """Answers every window with the only route, counting the windows it was given."""
-
-    def __init__(self) -> None:
-        self.windows = 0
-
-    def classify(self, routes, windows):
-        self.windows += len(windows)
-        return [routes[0][0]] * len(windows)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4
-
-
 def config_with(when: str) -> Config:
     return parse(CONFIG.format(when=when))
 
@@ -56,7 +43,7 @@ async def decided(
     """The decision for `body` sent as Claude Code writes it, read as the exchange reads it."""
     if stage is None:
         stage = RouterStage(config.routing)
-        stage.attach(CountingRouter())
+        stage.attach(FirstRoute())
     runtime = build_runtime(config, stage)
     raw = wire_body(body)
     view, _ = _parse_body(raw)
@@ -126,7 +113,7 @@ async def test_a_header_condition_reads_the_forwarded_header():
 
 async def test_a_rule_that_holds_costs_no_model_call_and_its_turn_stays_on_it():
     config = config_with("{kind: main}")
-    router = CountingRouter()
+    router = FirstRoute()
     stage = RouterStage(config.routing)
     stage.attach(router)
     first = await decided(config, fixture("first-turn"), stage=stage)
@@ -178,7 +165,7 @@ async def test_a_session_with_the_same_words_but_other_headers_is_not_taken_by_t
     carry over to the other, and a sticky router decision must not hide a rule."""
     config = config_with("{header: {x-team: 'infra-*'}}")
     stage = RouterStage(config.routing)
-    stage.attach(CountingRouter())
+    stage.attach(FirstRoute())
     infra = await decided(config, fixture("first-turn"), {"x-team": "infra-eu"}, stage=stage)
     assert infra.source == "rule"
     web_loop = await decided(config, tool_loop_of_first_turn(), {"x-team": "web"}, stage=stage)
@@ -192,7 +179,7 @@ async def test_a_session_with_the_same_words_but_other_headers_is_not_taken_by_t
 async def test_a_routed_turns_tool_loop_stays_routed_though_a_rule_now_holds():
     config = config_with("{min_input_tokens: 25600}")
     stage = RouterStage(config.routing)
-    stage.attach(CountingRouter())
+    stage.attach(FirstRoute())
     first = await decided(
         config, fixture("first-turn"), stage=stage
     )  # about 25,535 tokens; its tool loop 25,632
