@@ -104,13 +104,18 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     )
 
 
-def load(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
-    """Read and validate a config file."""
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A config file's text (`extproc up` keeps the text it accepted); a file that can't be
+    read is a ConfigError too."""
     file = os.fspath(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        return Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(file, 1, "file", exc.strerror or str(exc))]) from None
     except UnicodeDecodeError:
         raise ConfigError([Problem(file, 1, "file", "is not UTF-8 text")]) from None
-    return parse(text, file)
+
+
+def load(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
+    """Read and validate a config file."""
+    return parse(read_text(path), os.fspath(path))

@@ -500,7 +500,8 @@ def _overload_manager(config: Config) -> dict[str, Any]:
     }
 
 
-def bootstrap(config: Config) -> dict[str, Any]:
+def process_settings(config: Config) -> dict[str, Any]:
+    """What only a new Envoy process takes: its admin port and overload manager."""
     return {
         "admin": {
             "address": {
@@ -509,6 +510,12 @@ def bootstrap(config: Config) -> dict[str, Any]:
             "ignore_global_conn_limit": True,
         },
         "overload_manager": _overload_manager(config),
+    }
+
+
+def bootstrap(config: Config) -> dict[str, Any]:
+    return {
+        **process_settings(config),
         "static_resources": {
             "listeners": [listener(config)],
             "clusters": clusters(config),
