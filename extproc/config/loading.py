@@ -14,6 +14,7 @@ from pathlib import Path
 
 from extproc.config.checks import (
     check_fallbacks,
+    check_listen_address,
     check_listener,
     check_ports,
     check_routing,
@@ -82,8 +83,10 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     check_sidecar_secret(check, sidecar, sidecar_secret, SIDECAR_SECRET_VAR)
     routing = read_section(check, raw, "routing", Routing)
     check_ports(check, listener, sidecar)
+    check_listen_address(check, listener.address)
     listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
     if listen_address:
+        check_listen_address(check, listen_address, f"{LISTEN_ADDRESS_VAR}=")
         listener = replace(listener, address=listen_address)
         sidecar = replace(sidecar, health_address=listen_address)
     check_routing(check, routing)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 
 import anthropic
@@ -223,4 +224,34 @@ def test_an_edit_while_the_sidecar_is_down_reaches_it_and_envoy(untallied_gatewa
     assert upstream_of(gateway, fakes, "deepseek/deepseek-v4") == f"localhost_{deepseek}"
     edit(gateway, {"model: deepseek/deepseek-v4": "model: deepseek/deepseek-v5"}, "models applied")
     assert upstream_of(gateway, fakes, "deepseek/deepseek-v5") == f"localhost_{deepseek}"
+    finish(opened)
+
+
+def test_an_edit_that_fails_anywhere_keeps_the_gateway_serving(streaming_gateway, fakes):
+    """A base_url port out of range (`check` refuses it; it used to stop `extproc up`), then a
+    listener port Envoy can't bind (Envoy refuses it): each is reported, the last good
+    config stays in force, the open stream ends whole, and the next good edit applies."""
+    gateway, deepseek = streaming_gateway, port_of(fakes[1])
+    opened = streams(gateway, ("claude-sonnet-4-5", "PACE-1300"))
+    lines = edit(gateway, {fakes[1].url: "http://localhost:70000"}, "stays in force")
+    message = "base_url: port 70000 is out of range: must be between 1 and 65535"
+    assert any(message in line for line in lines), lines
+    assert upstream_of(gateway, fakes, "deepseek/deepseek-chat") == f"127_0_0_1_{deepseek}"
+
+    listener = f"port: {gateway.port}\n"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"port: {taken.getsockname()[1]}\n"
+        lines = edit(
+            gateway, {"localhost:70000": f"127.0.0.1:{deepseek}", listener: busy}, "stays in force"
+        )
+    assert any("Envoy rejected the new listeners.yaml" in line for line in lines), lines
+    assert upstream_of(gateway, fakes, "deepseek/deepseek-chat") == f"127_0_0_1_{deepseek}"
+
+    v4 = provider(
+        "deepseek/deepseek-v4", f"http://localhost:{deepseek}/anthropic", "TEST_DEEPSEEK_KEY"
+    )
+    edit(gateway, {busy: listener, **v4}, "models applied")
+    assert upstream_of(gateway, fakes, "deepseek/deepseek-v4") == f"localhost_{deepseek}"
     finish(opened)
