@@ -43,18 +43,6 @@ def streaming_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path):
         yield gw
 
 
-@pytest.fixture
-def untallied_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path):
-    """Without log_tokens: an Anthropic-format stream needs the sidecar only to be routed."""
-    with running_gateway(
-        lambda ports: gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports).replace(
-            "log_tokens: true", "log_tokens: false"
-        ),
-        tmp_path,
-    ) as gw:
-        yield gw
-
-
 def edit(gateway, replacements: dict[str, str], expect: str) -> list[str]:
     """Change config.yaml in one write; wait until `extproc up` says `expect`; the lines it
     printed meanwhile."""
@@ -205,12 +193,14 @@ def test_streams_outlast_edits_to_every_kind_of_cluster(streaming_gateway, fakes
     assert len(processes) == 2 and not any(p.startswith("Z") for p in processes), processes
 
 
-def test_an_edit_while_the_sidecar_is_down_reaches_it_and_envoy(untallied_gateway, fakes):
+def test_an_edit_while_the_sidecar_is_down_reaches_it_and_envoy(streaming_gateway, fakes):
     """The sidecar is SIGKILLed and a provider on a new origin saved at once: the sidecar
     comes back on its first backoff, and it and Envoy both have the new provider (the reload
     used to wait 10 s for it, then skip Envoy: `cluster_not_found`). Native streams, which
     the sidecar is done with, outlast the kill and two edits."""
-    gateway, deepseek = untallied_gateway, port_of(fakes[1])
+    gateway, deepseek = streaming_gateway, port_of(fakes[1])
+    # Without log_tokens, an Anthropic-format stream needs the sidecar only to be routed.
+    edit(gateway, {"log_tokens: true": "log_tokens: false"}, "models applied")
     opened = streams(
         gateway, ("claude-sonnet-4-5", "PACE-1300"), ("claude-sonnet-4-5", "PACE-1300")
     )
