@@ -37,7 +37,8 @@ def write_accepted(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _mtime(path: str) -> int:
+def modified(path: str) -> int:
+    """A file's modification time (0 when it is missing): what tells an edit."""
     try:
         return os.stat(path).st_mtime_ns
     except OSError:
@@ -68,19 +69,22 @@ class _Pending:
 class LiveConfig:
     """The config in force, the edits on their way, and the files that carry them."""
 
-    def __init__(self, config: Config, accepted: Path, files: EnvoyFiles, sidecar: Supervised):
+    def __init__(
+        self, config: Config, seen: int, accepted: Path, files: EnvoyFiles, sidecar: Supervised
+    ):
+        """`seen`: config.yaml's modification time when `config` was read from it."""
         self.config = config
+        self.seen = seen
         self.accepted = accepted
         self.files = files
         self.sidecar = sidecar
-        self.seen = _mtime(config.path)
         self.pending: _Pending | None = None
 
     def step(self) -> None:
         """One turn of `up`'s loop: take an edit, follow the sidecar, retire clusters."""
-        if _mtime(self.config.path) != self.seen:
+        if modified(self.config.path) != self.seen:
             time.sleep(SETTLE_S)
-            self.seen = _mtime(self.config.path)
+            self.seen = modified(self.config.path)
             self.edit()
         self.follow()
         try:

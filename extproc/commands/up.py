@@ -26,7 +26,7 @@ from pathlib import Path
 import envoy
 
 from extproc.commands.launch import gateway_url
-from extproc.commands.live_config import LiveConfig, get_text, write_accepted
+from extproc.commands.live_config import LiveConfig, get_text, modified, write_accepted
 from extproc.commands.supervise import Supervised
 from extproc.config import SIDECAR_SECRET_VAR, Config, parse, read_text
 from extproc.control.connections import files_needed, raise_open_files_limit, too_few_files
@@ -200,7 +200,9 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
         print(f"warning: {shortfall}", file=sys.stderr, flush=True)
     run_dir = Path(tempfile.mkdtemp(prefix="extproc-"))
     (run_dir / "envoy").mkdir()
-    # Read once: what the sidecar and Envoy start with is the text that passed the checks.
+    # Read once: what the sidecar and Envoy start with is the text that passed the checks;
+    # an edit saved from here on is applied once both are up.
+    seen = modified(config.path)
     text = read_text(config.path)
     config = parse(text, config.path)
     accepted = run_dir / "config.yaml"
@@ -226,7 +228,7 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
             file=sys.stderr,
             flush=True,
         )
-        live = LiveConfig(config, accepted, files, sidecar)
+        live = LiveConfig(config, seen, accepted, files, sidecar)
         while stopping is None:
             sidecar.check()
             if envoy_process.poll() is not None:

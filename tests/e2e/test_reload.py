@@ -18,7 +18,7 @@ from extproc.decisions.router.engine import ArchRouter
 from extproc.decisions.routing import routes_of
 from tests.support.conversations import conversations
 from tests.support.gateway import gateway_config, routed_gateway_config, running_gateway
-from tests.support.processes import children, run_folder, sidecar_pid
+from tests.support.processes import children, run_folder, sidecar_pid, wait_until
 from tests.support.requests import KEY, stream_in_background
 
 
@@ -245,3 +245,24 @@ def test_an_edit_that_fails_anywhere_keeps_the_gateway_serving(streaming_gateway
     edit(gateway, {busy: listener, **v4}, "models applied")
     assert upstream_of(gateway, fakes, "deepseek/deepseek-v4") == f"localhost_{deepseek}"
     finish(opened)
+
+
+def test_a_sidecar_that_restarts_while_an_edit_is_invalid_serves_the_last_good_config(
+    streaming_gateway, fakes
+):
+    """The sidecar reads `up`'s copy of the last config it accepted, never config.yaml as it
+    is: killed while the file holds an invalid edit, it comes back and serves (it used to read
+    the invalid file, exit, and be started again and again, every request a 503)."""
+    gateway = streaming_gateway
+    health = load(gateway.config_path).sidecar.health_url
+    edit(gateway, {"default: true": "default: maybe"}, "expected true or false")
+    before = len(gateway.output)
+    os.kill(sidecar_pid(gateway), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not any("restarting it in" in line for line in gateway.output[before:]):
+        assert time.monotonic() < deadline, "\n".join(gateway.output[before:])
+        time.sleep(0.1)
+    wait_until(f"{health}/ready")
+    deepseek = f"127_0_0_1_{port_of(fakes[1])}"
+    assert upstream_of(gateway, fakes, "deepseek/deepseek-chat") == deepseek
+    assert sum("sidecar" in line and "restarting it in" in line for line in gateway.output) == 1
