@@ -7,7 +7,8 @@ The configuration is a leaf: it imports nothing of the running gateway, which re
 - `catalogue`: what each `provider/` prefix means; `contract`: what each model family's API
   requires; `pass_through`: what a `pass_through_paths` entry may be;
 - `reader`: the YAML with each value's line, and the `Checker` that collects mistakes;
-- `checks`: one check per section; `loading`: `load` and `parse`, which run them all.
+- `checks`: one check per section; `loading`: `load` and `parse`, which run them all, and
+  `read_text`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from extproc.config.loading import (
     SIDECAR_SECRET_VAR,
     load,
     parse,
+    read_text,
 )
 from extproc.config.reader import ConfigError, Problem
 from extproc.config.settings import (
@@ -53,4 +55,5 @@ __all__ = [
     "is_ip",
     "load",
     "parse",
+    "read_text",
 ]

@@ -38,6 +38,26 @@ _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_BASE_URL = re.compile(r"^https?://(?P<host>[^/:\s]+)(:(?P<port>\d+))?(/[^\s?#]*)?$")
+"""Scheme, host, port, path: no user info, query or fragment (they would send requests
+elsewhere, or be dropped)."""
+_URL_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_URL_HOST = re.compile(rf"^(?=.{{1,253}}$){_URL_LABEL}(\.{_URL_LABEL})*\.?$")
+"""A DNS name (a Docker service's may hold `_`); IPv4 addresses match it too."""
+PORTS = (1, 65535)
+BOUNDS: dict[str, tuple[int, int | None]] = {
+    "listener.port": PORTS,
+    "listener.admin_port": PORTS,
+    "sidecar.port": PORTS,
+    "sidecar.health_port": PORTS,
+    "listener.max_body_bytes": (1, 2**30),
+    "listener.max_concurrent_requests": (1, 1_000_000),
+    "listener.idle_timeout_s": (0, 86_400),
+    "listener.request_headers_timeout_s": (0, 86_400),
+    "routing.timeout_ms": (0, 600_000),
+}
+"""What each number may be, where more than "not negative": ports that exist, and what Envoy's
+fields hold (sizes and counts of 32 bits, an ext_proc timeout under an hour), with room."""
 _PROVIDER_KEYS = {
     "model",
     "name",
@@ -70,10 +90,23 @@ def read_section(check: Checker, raw: dict[str, Any], name: str, cls: type) -> A
             value = int(value) if value and value.isdigit() else value
         kind = (int, str) if fields[key].type == "int | str" else type(default)
         kwargs[key] = check.typed(value, f"{name}.{key}", kind, default)
-        if isinstance(default, int) and not isinstance(default, bool) and kwargs[key] < 0:
-            check.error(f"{name}.{key}", "must not be negative")
+        bounds = BOUNDS.get(f"{name}.{key}", (0, None))
+        number = isinstance(default, int) and not isinstance(default, bool)
+        if number and not _in_range(kwargs[key], bounds):
+            check.error(f"{name}.{key}", _out_of_range(kwargs[key], bounds))
             kwargs[key] = default
     return cls(**kwargs)
+
+
+def _in_range(value: int, bounds: tuple[int, int | None]) -> bool:
+    low, high = bounds
+    return low <= value and (high is None or value <= high)
+
+
+def _out_of_range(value: int, bounds: tuple[int, int | None]) -> str:
+    low, high = bounds
+    allowed = f"must be between {low} and {high}" if high is not None else "must not be negative"
+    return f"{value} is out of range: {allowed}"
 
 
 def read_provider(
@@ -126,8 +159,15 @@ def read_provider(
     if not base_url:
         check.error(where, f"provider {kind_name!r} needs base_url (e.g. http://localhost:11434)")
         return None
-    if not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", base_url):
+    url = _BASE_URL.match(base_url)
+    if not url:
         check.error(f"{where}.base_url", f"{base_url!r} is not an http(s) URL")
+        return None
+    if not _URL_HOST.match(url["host"]):
+        check.error(f"{where}.base_url", f"{url['host']!r} is not a host name or IPv4 address")
+        return None
+    if url["port"] and not _in_range(int(url["port"]), PORTS):
+        check.error(f"{where}.base_url", f"port {_out_of_range(int(url['port']), PORTS)}")
         return None
     key_text = check.typed(entry.get("access_key"), f"{where}.access_key", str, "")
     key, missing_var = check.expand(key_text, f"{where}.access_key")
@@ -352,9 +392,20 @@ def check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) ->
         ("sidecar.port", sidecar.port),
         ("sidecar.health_port", sidecar.health_port),
     ):
-        if port and port in used:  # 0: any free port, never the same one twice
+        if port in used:
             check.error(where, f"port {port} is already used by {used[port]}")
         used.setdefault(port, where)
+
+
+def check_listen_address(check: Checker, address: str, source: str = "") -> None:
+    """Envoy binds the listener's address: an IP (a name would stop Envoy at start).
+    `source` names where it came from when not config.yaml."""
+    if not is_ip(address):
+        check.error(
+            "listener.address",
+            f"{source}{address!r} is not an IP address (Envoy listens on it: 127.0.0.1, or "
+            "0.0.0.0 for every interface)",
+        )
 
 
 def check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from extproc.config.checks import (
     check_fallbacks,
+    check_listen_address,
     check_listener,
     check_ports,
     check_routing,
@@ -87,8 +88,10 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     check_sidecar_secret(check, sidecar, sidecar_secret, SIDECAR_SECRET_VAR)
     routing = read_section(check, raw, "routing", Routing)
     check_ports(check, listener, sidecar)
+    check_listen_address(check, listener.address)
     listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
     if listen_address:
+        check_listen_address(check, listen_address, f"{LISTEN_ADDRESS_VAR}=")
         listener = replace(listener, address=listen_address)
         sidecar = replace(sidecar, health_address=listen_address)
     check_routing(check, routing)
@@ -110,13 +113,18 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     )
 
 
-def load(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
-    """Read and validate a config file."""
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A config file's text (`extproc up` keeps the text it accepted); a file that can't be
+    read is a ConfigError too."""
     file = os.fspath(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        return Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(file, 1, "file", exc.strerror or str(exc))]) from None
     except UnicodeDecodeError:
         raise ConfigError([Problem(file, 1, "file", "is not UTF-8 text")]) from None
-    return parse(text, file)
+
+
+def load(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
+    """Read and validate a config file."""
+    return parse(read_text(path), os.fspath(path))

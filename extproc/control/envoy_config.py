@@ -7,6 +7,8 @@ the sidecar's decision metadata.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import yaml
@@ -74,7 +76,7 @@ def _secret_metadata(config: Config) -> dict[str, Any]:
     return {"initial_metadata": [{"key": SECRET_METADATA, "value": config.sidecar_secret}]}
 
 
-def _extproc_filter(config: Config) -> dict[str, Any]:
+def _extproc_filter(config: Config, sidecar_cluster: str) -> dict[str, Any]:
     # A fresh classification on a CPU takes about a second; Envoy's default 200 ms
     # would cut every one of them. Leave room for parsing multi-MB bodies too.
     message_timeout = config.routing.timeout_ms / 1000 + 10
@@ -84,7 +86,7 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
             "@type": _ext("filters.http.ext_proc.v3.ExternalProcessor"),
             "grpc_service": {
                 "envoy_grpc": {
-                    "cluster_name": EXTPROC_CLUSTER,
+                    "cluster_name": sidecar_cluster,
                     "max_receive_message_length": config.listener.max_body_bytes + 1024 * 1024,
                 },
                 "timeout": _seconds(message_timeout + 5),
@@ -128,7 +130,8 @@ CONNECTION_BUFFER_BYTES = 1024 * 1024
 reading pins this much, not a whole body. Request bodies get `max_body_bytes` from the route."""
 
 
-def _listener(config: Config) -> dict[str, Any]:
+def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str, Any]:
+    """The one listener: ext_proc (talking to `sidecar_cluster`), then the router."""
     listener = config.listener
     return {
         "name": "llm",
@@ -174,7 +177,7 @@ def _listener(config: Config) -> dict[str, Any]:
                                 ],
                             },
                             "http_filters": [
-                                _extproc_filter(config),
+                                _extproc_filter(config, sidecar_cluster),
                                 {
                                     "name": "envoy.filters.http.router",
                                     "typed_config": {
@@ -456,13 +459,13 @@ def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
     return cluster
 
 
-def _extproc_cluster(config: Config) -> dict[str, Any]:
+def _extproc_cluster(config: Config, name: str) -> dict[str, Any]:
     """The sidecar, over HTTP/2. A name (a Kubernetes headless Service) is resolved to every
     address behind it, one endpoint each, so ext_proc streams spread across the replicas."""
     sidecar = config.sidecar
     by_name = {} if is_ip(sidecar.address) else {"dns_lookup_family": "V4_PREFERRED"}
     return {
-        "name": EXTPROC_CLUSTER,
+        "name": name,
         "type": "STATIC" if is_ip(sidecar.address) else "STRICT_DNS",
         **by_name,
         "connect_timeout": "1s",
@@ -475,7 +478,7 @@ def _extproc_cluster(config: Config) -> dict[str, Any]:
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
-        "load_assignment": _one_endpoint(EXTPROC_CLUSTER, sidecar.address, sidecar.port),
+        "load_assignment": _one_endpoint(name, sidecar.address, sidecar.port),
     }
 
 
@@ -498,7 +501,8 @@ def _overload_manager(config: Config) -> dict[str, Any]:
     }
 
 
-def bootstrap(config: Config) -> dict[str, Any]:
+def process_settings(config: Config) -> dict[str, Any]:
+    """What only a new Envoy process takes: its admin port and overload manager."""
     return {
         "admin": {
             "address": {
@@ -507,19 +511,37 @@ def bootstrap(config: Config) -> dict[str, Any]:
             "ignore_global_conn_limit": True,
         },
         "overload_manager": _overload_manager(config),
+    }
+
+
+def bootstrap(config: Config) -> dict[str, Any]:
+    return {
+        **process_settings(config),
         "static_resources": {
-            "listeners": [_listener(config)],
-            "clusters": _clusters(config),
+            "listeners": [listener(config)],
+            "clusters": clusters(config),
         },
     }
 
 
-def _clusters(config: Config) -> list[dict[str, Any]]:
+def clusters(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> list[dict[str, Any]]:
+    """The sidecar's cluster, named `sidecar_cluster`, then one per provider origin."""
     limit = config.listener.max_concurrent_requests
     return [
-        _extproc_cluster(config),
+        _extproc_cluster(config, sidecar_cluster),
         *(_provider_cluster(o, limit) for o in origins(config).values()),
     ]
+
+
+def versioned_sidecar_cluster(config: Config) -> str:
+    """A name for the sidecar's cluster that changes whenever its settings do.
+
+    Envoy resets every ext_proc stream on a cluster that is modified or removed (the gRPC
+    client belongs to the cluster), so a running Envoy gets a changed sidecar cluster as a
+    new one beside the old, which keeps the streams that older listeners opened on it.
+    """
+    settings = json.dumps(_extproc_cluster(config, EXTPROC_CLUSTER), sort_keys=True)
+    return f"{EXTPROC_CLUSTER}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
 def render(config: Config) -> str:
@@ -546,7 +568,7 @@ FRAGMENT_HEADER = """\
 def scoped_extproc_filter(config: Config) -> dict[str, Any]:
     """The ext_proc filter off by default, for a connection manager shared with other virtual
     hosts: the sidecar adds provider keys, so it must see no request but those it routes."""
-    return {**_extproc_filter(config), "disabled": True}
+    return {**_extproc_filter(config, EXTPROC_CLUSTER), "disabled": True}
 
 
 def enabled_route(config: Config) -> dict[str, Any]:
@@ -564,7 +586,7 @@ def fragment(config: Config) -> str:
     pieces = {
         "http_filters": [scoped_extproc_filter(config)],
         "routes": [enabled_route(config)],
-        "clusters": _clusters(config),
+        "clusters": clusters(config),
         "early_header_mutation_extensions": [_drop_client_headers()],
         "access_log_format": access_log_format(config),
     }

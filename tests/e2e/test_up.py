@@ -86,7 +86,7 @@ def test_envoys_connection_limit_fits_its_open_files_limit(tmp_path, fake_anthro
             "once, not 8192 (listener.max_connections); raise the limit to serve more"
         ) in gateway.output
         [run_dir] = re.findall(r"\(envoy config: (.+)\)", "\n".join(gateway.output))
-        rendered = yaml.safe_load((Path(run_dir) / "envoy-0.yaml").read_text())
+        rendered = yaml.safe_load((Path(run_dir) / "envoy" / "bootstrap.yaml").read_text())
         (monitor,) = rendered["overload_manager"]["resource_monitors"]
         assert monitor["typed_config"]["max_active_downstream_connections"] == 136
         body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}

@@ -220,6 +220,63 @@ ERRORS = [
         "llm_providers:\n  - model: openai/x\nlistener:\n  port: 9000\nsidecar:\n  health_port: 9000\n",
         "config.yaml:6: sidecar.health_port: port 9000 is already used by listener.port",
     ),
+    # What Envoy could not take: each used to pass `check` and stop `extproc up` (or fail
+    # `envoy --mode validate`, or go silently elsewhere).
+    (
+        "base_url port out of range",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://localhost:70000/v1\n",
+        "config.yaml:3: llm_providers[0].base_url: port 70000 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "base_url port 0",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://localhost:0/v1\n",
+        "config.yaml:3: llm_providers[0].base_url: port 0 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "base_url with user info",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://api.openai.com@evil.example/v1\n",
+        "config.yaml:3: llm_providers[0].base_url: 'api.openai.com@evil.example' is not a host name or IPv4 address",
+    ),
+    (
+        "base_url with a query",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://h/v1?key=1\n",
+        "config.yaml:3: llm_providers[0].base_url: 'http://h/v1?key=1' is not an http(s) URL",
+    ),
+    (
+        "listener port out of range",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  port: 70000\n",
+        "config.yaml:4: listener.port: 70000 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "sidecar port 0",
+        "llm_providers:\n  - model: openai/x\nsidecar:\n  port: 0\n",
+        "config.yaml:4: sidecar.port: 0 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "listener address a name",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  address: localhost\n",
+        "config.yaml:4: listener.address: 'localhost' is not an IP address",
+    ),
+    (
+        "body limit over 32 bits",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_body_bytes: 5000000000\n",
+        "config.yaml:4: listener.max_body_bytes: 5000000000 is out of range: must be between 1 and 1073741824",
+    ),
+    (
+        "no request at once",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_concurrent_requests: 0\n",
+        "config.yaml:4: listener.max_concurrent_requests: 0 is out of range: must be between 1 and 1000000",
+    ),
+    (
+        "router timeout past ext_proc's",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  timeout_ms: 3600000\n",
+        "config.yaml:4: routing.timeout_ms: 3600000 is out of range: must be between 0 and 600000",
+    ),
+    (
+        "idle timeout past a day",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  idle_timeout_s: 100000\n",
+        "config.yaml:4: listener.idle_timeout_s: 100000 is out of range: must be between 0 and 86400",
+    ),
 ]
 
 
@@ -475,3 +532,18 @@ def test_model_family_rows_set_the_facts() -> None:
     contract = config.providers[0].contract
     assert (contract.context_window, contract.output_cap) == (50_000, 4096)
     assert (contract.images, contract.pdfs, contract.server_tools) == (False, False, "web_search")
+
+
+def test_a_listen_address_override_that_is_not_an_ip_is_named(monkeypatch):
+    monkeypatch.setenv("EXTPROC_LISTEN_ADDRESS", "gateway.local")
+    with pytest.raises(ConfigError) as raised:
+        parse("llm_providers:\n  - model: openai/x\n")
+    assert str(raised.value) == (
+        "config.yaml:1: listener.address: EXTPROC_LISTEN_ADDRESS='gateway.local' is not an IP "
+        "address (Envoy listens on it: 127.0.0.1, or 0.0.0.0 for every interface)"
+    )
+
+
+def test_a_docker_service_name_with_an_underscore_is_a_host():
+    config = parse("llm_providers:\n  - model: ollama/q\n    base_url: http://my_ollama:11434\n")
+    assert config.providers[0].base_url == "http://my_ollama:11434"

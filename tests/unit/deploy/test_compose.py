@@ -2,7 +2,7 @@
 
 Checked statically, on every machine (tests/e2e/test_docker.py builds and runs the image
 where a Docker engine answers): the container runs
-`extproc up` (the command the other tests run natively, config watching and Envoy hot restart
+`extproc up` (the command the other tests run natively, config watching and delivery to Envoy
 included) on a config it can see change, every file exists, every published port is one the
 gateway listens on inside the container, and keys reach it without a hard-coded list.
 """

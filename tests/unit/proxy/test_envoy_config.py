@@ -10,7 +10,7 @@ import yaml
 
 from extproc.config import SIDECAR_SECRET_VAR, load, parse
 from extproc.control.connections import fit_to_open_files, too_few_files
-from extproc.control.envoy_config import render
+from extproc.control.envoy_config import clusters, render, versioned_sidecar_cluster
 from tests.support import ROOT
 from tests.support.envoy import validate
 
@@ -295,3 +295,21 @@ def test_a_slow_clients_headers_have_a_deadline():
     short = bootstrap_of("listener: {request_headers_timeout_s: 3}\n")
     manager = short["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     assert manager["typed_config"]["request_headers_timeout"] == "3s"
+
+
+def test_the_sidecar_cluster_is_renamed_exactly_when_its_settings_change():
+    """A running Envoy resets the ext_proc streams of a cluster it modifies, so `extproc up`
+    gives a changed sidecar cluster a new name; any other edit keeps the name."""
+    base = "llm_providers:\n  - model: openai/gpt-4.1\n"
+    name = versioned_sidecar_cluster(parse(base))
+    assert name.startswith("extproc-") and len(name) == len("extproc-") + 8
+    other_edits = (
+        "  - model: deepseek/deepseek-chat\nrouting: {timeout_ms: 9000}\ngateway_keys: [kkkkkkkkkkkkkkkk]\n",
+        "listener: {port: 8080, idle_timeout_s: 60}\n",
+    )
+    for more in other_edits:
+        assert versioned_sidecar_cluster(parse(base + more)) == name
+    for setting in ("max_concurrent_requests: 10", "max_body_bytes: 1048576"):
+        assert versioned_sidecar_cluster(parse(base + f"listener: {{{setting}}}\n")) != name
+    [cluster, *_] = clusters(parse(base), name)
+    assert cluster["name"] == cluster["load_assignment"]["cluster_name"] == name
