@@ -64,6 +64,11 @@ def wait_until(url: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def sidecar_config(gateway) -> Path:
+    """The copy of the config that `extproc up` last accepted, which its sidecar runs on."""
+    return run_folder(gateway) / "config.yaml"
+
+
 def sidecar_pid(gateway) -> int:
     """The sidecar `extproc up` runs, on the copy of the config it last accepted."""
-    return pid_running(f"extproc\0serve\0{run_folder(gateway)}/config.yaml")
+    return pid_running(f"extproc\0serve\0{sidecar_config(gateway)}")
