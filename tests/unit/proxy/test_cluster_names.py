@@ -13,7 +13,7 @@ from extproc.app import build_runtime
 from extproc.config import Config, parse
 from extproc.control.envoy_config import clusters
 from extproc.decisions.routing import RouterStage
-from extproc.providers.upstream import _origin, origins
+from extproc.providers.upstream import origin, origins
 from extproc.proxy.exchange import Exchange
 
 # Every spelling of one readable name, `a_b_c_8443`: each separator the rule turns into `_`,
@@ -51,16 +51,16 @@ def upstream(cluster: dict) -> tuple[str, str, int]:
 
 def test_the_origins_all_read_alike():
     """The premise of the next test: today's readable name can't tell these apart."""
-    assert {_origin(url).readable for url in ALIKE} == {"a_b_c_8443"}
+    assert {origin(p).readable for p in config_of(ALIKE).providers} == {"a_b_c_8443"}
 
 
 def test_each_provider_goes_to_its_own_origin_with_its_own_key():
     config = config_of(ALIKE)
     rendered = {c["name"]: c for c in clusters(config)}
     assert len(rendered) == 1 + len(ALIKE)  # the sidecar's, and one per origin
-    for i, url in enumerate(ALIKE):
-        headers = sent_to(config, f"openai/m{i}")
-        o = _origin(url)
+    for i, provider in enumerate(config.providers):
+        headers = sent_to(config, provider.model)
+        o = origin(provider)
         assert upstream(rendered[headers["x-extproc-cluster"]]) == (o.scheme, o.host, o.port)
         assert headers["authorization"] == f"Bearer key-{i}"
 
