@@ -52,12 +52,14 @@ BOUNDS: dict[str, tuple[int, int | None]] = {
     "sidecar.health_port": PORTS,
     "listener.max_body_bytes": (1, 2**30),
     "listener.max_concurrent_requests": (1, 1_000_000),
+    "listener.max_connections": (1, 2**63 - 1),
     "listener.idle_timeout_s": (0, 86_400),
     "listener.request_headers_timeout_s": (0, 86_400),
     "routing.timeout_ms": (0, 600_000),
 }
 """What each number may be, where more than "not negative": ports that exist, and what Envoy's
-fields hold (sizes and counts of 32 bits, an ext_proc timeout under an hour), with room."""
+fields hold (sizes and counts of 32 bits, an ext_proc timeout under an hour), with room; a
+connection limit of at least 1 (0 would refuse every client) that fits Envoy's int64."""
 _PROVIDER_KEYS = {
     "model",
     "name",
@@ -375,12 +377,6 @@ def read_aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, s
             continue
         aliases.append((str(pattern), target))
     return aliases
-
-
-def check_listener(check: Checker, listener: Listener) -> None:
-    """Envoy refuses a connection limit of 0 (and it would refuse every client)."""
-    if listener.max_connections < 1:
-        check.error("listener.max_connections", "must be at least 1")
 
 
 def check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) -> None:

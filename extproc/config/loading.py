@@ -15,7 +15,6 @@ from pathlib import Path
 from extproc.config.checks import (
     check_fallbacks,
     check_listen_address,
-    check_listener,
     check_ports,
     check_routing,
     check_sidecar,
@@ -81,7 +80,6 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
     rules = read_rules(check, raw.get("rules"), by_name, route_names)
     pass_through_paths = read_pass_through_paths(check, raw.get("pass_through_paths"))
     listener = read_section(check, raw, "listener", Listener)
-    check_listener(check, listener)
     sidecar = read_section(check, raw, "sidecar", SidecarSettings)
     check_sidecar(check, sidecar)
     sidecar_secret = os.environ.get(SIDECAR_SECRET_VAR, "")

@@ -433,9 +433,9 @@ def _circuit_breakers(limit: int) -> dict[str, Any]:
     return {"thresholds": [{"priority": "DEFAULT", **limits}]}
 
 
-def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
+def _provider_cluster(name: str, origin: Origin, limit: int) -> dict[str, Any]:
     cluster: dict[str, Any] = {
-        "name": origin.cluster,
+        "name": name,
         "type": "LOGICAL_DNS",
         "connect_timeout": "10s",
         # Try IPv4 first: a `localhost` upstream bound to 127.0.0.1 otherwise fails on ::1.
@@ -446,7 +446,7 @@ def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
         "wait_for_warm_on_init": False,
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_BYTES,
         "circuit_breakers": _circuit_breakers(limit),
-        "load_assignment": _one_endpoint(origin.cluster, origin.host, origin.port),
+        "load_assignment": _one_endpoint(name, origin.host, origin.port),
     }
     if origin.tls:
         cluster["transport_socket"] = {
@@ -529,7 +529,7 @@ def clusters(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> list[dic
     limit = config.listener.max_concurrent_requests
     return [
         _extproc_cluster(config, sidecar_cluster),
-        *(_provider_cluster(o, limit) for o in origins(config).values()),
+        *(_provider_cluster(name, o, limit) for name, o in origins(config).items()),
     ]
 
 

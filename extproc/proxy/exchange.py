@@ -25,7 +25,7 @@ from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
-from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
+from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
@@ -213,7 +213,7 @@ class Exchange:
             )
         auth = auth_change(anthropic)
         mutation = replies.header_mutation(
-            {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
+            {CLUSTER_HEADER: cluster_name(config, anthropic), **auth.set}, auth.remove
         )
         self.routed_by_headers = self.finished = True
         # The provider for the access log (no `source`: no model was decided).
@@ -267,7 +267,7 @@ class Exchange:
             changes = {"content-type": "application/json", "accept-encoding": "identity"}
             removed = ("anthropic-version", "anthropic-beta")
         headers = {
-            CLUSTER_HEADER: origin(provider).cluster,
+            CLUSTER_HEADER: cluster_name(runtime.config, provider),
             ":path": upstream_path(provider, self.path),
             # Envoy's convention for a rewritten path: the access log shows the client's.
             "x-envoy-original-path": self.path,

@@ -17,7 +17,7 @@ import yaml
 from extproc.commands.up import envoy_command
 from extproc.config import load
 from extproc.control.envoy_config import bootstrap, render
-from extproc.providers.upstream import origin
+from extproc.providers.upstream import cluster_name
 from tests.support.gateway import (
     STRICT_IDLE_S,
     gateway_config,
@@ -163,7 +163,8 @@ def test_sidecar_killed_then_restarted_under_a_running_envoy(
     envoy_yaml = tmp_path / "envoy.yaml"
     envoy_yaml.write_text(render(load(config)))
     health = f"http://127.0.0.1:{ports['health']}/ready"
-    deepseek_cluster = origin(load(config).provider_named("deepseek/deepseek-chat")).cluster
+    loaded = load(config)
+    deepseek_cluster = cluster_name(loaded, loaded.provider_named("deepseek/deepseek-chat"))
     sidecar = serve(config)
     envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{ports['listener']}/v1/messages"

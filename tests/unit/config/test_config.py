@@ -96,7 +96,14 @@ ERRORS = [
     (
         "no client connection allowed",
         "llm_providers:\n  - model: openai/x\nlistener:\n  max_connections: 0\n",
-        "config.yaml:4: listener.max_connections: must be at least 1",
+        "config.yaml:4: listener.max_connections: 0 is out of range: must be between 1 and "
+        "9223372036854775807",
+    ),
+    (
+        "more client connections than Envoy's int64 holds",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_connections: 9223372036854775808\n",
+        "config.yaml:4: listener.max_connections: 9223372036854775808 is out of range: must be "
+        "between 1 and 9223372036854775807",
     ),
     (
         "unknown top-level key",

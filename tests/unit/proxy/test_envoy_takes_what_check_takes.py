@@ -20,7 +20,9 @@ def mostly(good: st.SearchStrategy, edges: list) -> st.SearchStrategy:
 
 PORTS = mostly(st.integers(1, 65535), [0, 1, 65535, 65536, 70000])
 SIZES = mostly(st.integers(0, 2**30), [0, 1, 2**30, 2**30 + 1, 2**32, 2**63])
-GOOD_HOSTS = ["localhost", "api.example.com", "127.0.0.1", "a-b.c", "my_service", "h.", "x9"]
+CONNECTIONS = mostly(st.integers(1, 2**20), [0, 1, 2**63 - 1, 2**63])
+# `a-b.c`, `a.b_c` and `a_b.c` read alike: their clusters must still be distinct.
+GOOD_HOSTS = ["localhost", "api.example.com", "127.0.0.1", "a-b.c", "a.b_c", "a_b.c", "h.", "x9"]
 HOSTS = mostly(st.sampled_from(GOOD_HOSTS), ["host@evil", "a#b", "Ü.com", "-x.com", "x..y"])
 BASE_URLS = st.builds(
     lambda scheme, host, port, path: f"{scheme}://{host}{'' if port is None else f':{port}'}{path}",
@@ -51,6 +53,7 @@ CONFIGS = st.fixed_dictionaries(
                 "idle_timeout_s": SIZES,
                 "request_headers_timeout_s": SIZES,
                 "max_concurrent_requests": SIZES,
+                "max_connections": CONNECTIONS,
             },
         ),
         "sidecar": st.fixed_dictionaries(
