@@ -78,7 +78,7 @@ class Sidecar:
     the config they started with. The loaded model is kept unless its settings changed.
     """
 
-    def __init__(self, config: Config, warn: bool = True):
+    def __init__(self, config: Config, warn: bool = True, with_envoy: bool = False):
         self.config = config
         self.warn = warn
         """Log a reloaded config's warnings (off under `extproc up`, which prints them)."""
@@ -86,7 +86,9 @@ class Sidecar:
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
         runtime = build_runtime(config, self.router, self.metrics)
-        self.server = ExtProcServer(runtime, ready=self.loading.done)
+        # Under `extproc up`, Envoy's admin port is on this machine's loopback.
+        admin = f"127.0.0.1:{config.listener.admin_port}" if with_envoy else None
+        self.server = ExtProcServer(runtime, ready=self.loading.done, envoy_admin=admin)
 
     async def start(self, reuse_port: bool = False) -> None:
         sidecar = self.config.sidecar

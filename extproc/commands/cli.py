@@ -35,6 +35,9 @@ def _load(path: str, warn: bool = True) -> Config:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     rows = [("route", "model", "provider")]
+    rows += [
+        (f"rule {rule.name}", rule.provider.model, rule.provider.name) for rule in config.rules
+    ]
     rows += [(route.name, provider.model, provider.name) for route, provider in config.routes]
     default = config.default_provider
     rows.append(("(default / other)", default.model, default.name))
@@ -44,7 +47,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    print(f"{config.path}: OK ({len(config.providers)} providers, {len(config.routes)} routes)")
+    rules = f", {len(config.rules)} rules" if config.rules else ""
+    print(
+        f"{config.path}: OK ({len(config.providers)} providers, {len(config.routes)} routes{rules})"
+    )
     return 0
 
 
@@ -76,11 +82,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from extproc.commands.workers import run_workers
 
-        return run_workers(config.path, args.workers, args.grace)
+        return run_workers(config.path, args.workers, args.grace, args.with_envoy)
     tune_for_serving()
 
     async def main() -> None:
-        sidecar = Sidecar(config, warn=args.config_warnings)
+        sidecar = Sidecar(config, warn=args.config_warnings, with_envoy=args.with_envoy)
         await sidecar.start(reuse_port=args.reuse_port)
         await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
 
@@ -89,8 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from extproc.commands.up import StartupError, run
+    from extproc.commands.up import StartupError, run, share_sidecar_secret
 
+    share_sidecar_secret()
     config = _load(args.config)
     try:
         return run(config, log_level=args.envoy_log_level, workers=args.workers)
@@ -99,13 +106,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
 
-def _request_body(args: argparse.Namespace) -> dict[str, Any]:
-    """A Messages body from --text, or from a file holding a body or a captured request."""
+def _request(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """A Messages body from --text, or from a file holding a body or a captured request (with
+    its headers, which rules may read)."""
     if args.text is not None:
-        return {"model": args.model, "messages": [{"role": "user", "content": args.text}]}
+        return {"model": args.model, "messages": [{"role": "user", "content": args.text}]}, {}
     data = json.loads(Path(args.request).read_text(encoding="utf-8"))
-    body = data["body"] if isinstance(data.get("body"), dict) else data
-    return {**body, "model": args.model} if args.model else body
+    captured = isinstance(data.get("body"), dict)
+    body = data["body"] if captured else data
+    headers = data.get("headers") if captured and isinstance(data.get("headers"), dict) else {}
+    body = {**body, "model": args.model} if args.model else body
+    return body, {str(k).lower(): str(v) for k, v in headers.items()}
 
 
 def _router(config: Config, mode: str | None = None) -> Any:
@@ -130,36 +141,49 @@ def cmd_route(args: argparse.Namespace) -> int:
     from extproc.app import build_runtime, warm_up
     from extproc.decisions.decision import Decision, Request, decide
     from extproc.decisions.routing import RouterStage
+    from extproc.decisions.rules import Facts, first_rule, why_not
 
     config = _load(args.config)
     routing = config.routing
-    body = _request_body(args)
+    body, headers = _request(args)
     if args.show_prompt:
         return _show_prompt(config, body)
-    model = _router(config, args.mode)
-    if model is None:
-        return 1
+    size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+    facts = Facts(body, headers, size)
+    model = None
+    if config.routes and first_rule(config.rules, facts) is None:  # a rule needs no model
+        model = _router(config, args.mode)
+        if model is None:
+            return 1
     router = RouterStage(routing)
     router.attach(model)
     runtime = build_runtime(config, router)
-    request = Request(str(body.get("model", "")), body, "/v1/messages")
+    request = Request(str(body.get("model", "")), body, "/v1/messages", headers, size)
 
     async def decide_warm() -> Decision:
         # As the sidecar does before /ready: one-time device start-up and the route
         # config's static prefix are not part of a decision's milliseconds.
-        await warm_up(model, config)
+        if model is not None:
+            await warm_up(model, config)
         return await decide(config, request, runtime.stages)
 
     decision = asyncio.run(decide_warm())
     record = decision.metadata()
+    rules = {rule.name: why_not(rule, facts) or "holds" for rule in config.rules}
+    effort = decision.reasoning_effort or ""
     if args.json:
-        print(json.dumps(record))
-    else:
         print(
-            f"route: {record['route'] or '-'}\nmodel: {record['routed_model']}\n"
-            f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
-            f"router_ms: {record['router_ms']:.1f}"
+            json.dumps({**record, "reasoning_effort": effort, "kind": facts.kind, "rules": rules})
         )
+        return 0
+    print(
+        f"route: {record['route'] or '-'}\nmodel: {record['routed_model']}\n"
+        f"source: {record['source']}{' (' + record['note'] + ')' if record['note'] else ''}\n"
+        f"router_ms: {record['router_ms']:.1f}\nkind: {facts.kind}"
+        + (f"\nreasoning_effort: {effort}" if effort else "")
+    )
+    for name, why in rules.items():
+        print(f"rule {name}: {why}")
     return 0
 
 
@@ -206,12 +230,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     for config in configs:
-        unknown = evaluate.unknown_labels(cases, routes_of(config))
+        unknown = evaluate.unknown_labels(cases, routes_of(config), config.rules)
         if unknown:
+            their_rules = ", ".join(rule.name for rule in config.rules)
             print(
                 f"error: {args.cases}: cases expect routes that {config.path} does not have: "
                 f"{', '.join(unknown)} (its routes: "
-                f"{', '.join(name for name, _ in routes_of(config)) or 'none'})",
+                f"{', '.join(name for name, _ in routes_of(config)) or 'none'}"
+                f"{'; its rules: ' + their_rules if their_rules else ''})",
                 file=sys.stderr,
             )
             return EXIT_CONFIG
@@ -228,8 +254,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         # Device start-up and the route config's static prefix, as the sidecar before /ready.
         model.classify(routes, [[{"role": "user", "content": "warm up"}]])
         budget = window_budget(routing.window_tokens, model.device)
-        outcomes = evaluate.evaluate(model, routes, cases, budget)
-        reports.append(evaluate.Report(config.path, [name for name, _ in routes], outcomes))
+        outcomes = evaluate.evaluate(model, routes, cases, budget, config.rules)
+        rules = [rule.name for rule in config.rules]
+        reports.append(evaluate.Report(config.path, [name for name, _ in routes], outcomes, rules))
     if args.json:
         record: dict[str, Any] = {"reports": [report.as_json() for report in reports]}
         if len(reports) == 2:
@@ -351,6 +378,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-config-warnings", dest="config_warnings", action="store_false", help=argparse.SUPPRESS
     )
+    # Set by `extproc up`: /ready then answers for the Envoy it runs too.
+    p.add_argument("--with-envoy", action="store_true", help=argparse.SUPPRESS)
     p = command("up", cmd_up, "run Envoy and the sidecar together, in the foreground")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy's own log level")
     p.add_argument("--workers", type=int, default=1, help="sidecar processes (see serve)")

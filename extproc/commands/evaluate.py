@@ -1,11 +1,13 @@
 """`extproc eval`: run the real router on labelled examples and report how it did.
 
-A case file (YAML or JSONL) lists examples, each with the route it should get and one of
-``text`` (one user message), ``messages`` (a conversation, Anthropic Messages style) or
-``request`` (a captured request file: a Messages body, or ``{"body": ...}``; relative to the
-case file). Each example goes through the same window and classifier as a fresh decision in
-the sidecar; the report gives accuracy per route, the confusion table, the wrong examples
-with the window the router saw, and decision latency.
+A case file (YAML or JSONL) lists examples, each with the route (or rule) it should get and
+one of ``text`` (one user message), ``messages`` (a conversation, Anthropic Messages style)
+or ``request`` (a captured request file: a Messages body, or ``{"path", "headers", "body"}``
+as tests/support/capture.py writes them; relative to the case file). Each example meets the
+config's rules first, as in the sidecar; one no rule holds for goes through the same window
+and classifier as a fresh decision. The report gives accuracy per route and rule, how many
+cases rules decided, the confusion table, the wrong examples with the window the router saw,
+and the router's decision latency.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any, Protocol
 
 import yaml
 
+from extproc.config.rules import Rule
 from extproc.decisions.router.decoding import OTHER
 from extproc.decisions.router.window import conversation_window
+from extproc.decisions.rules import Facts, first_rule
 
 
 class CaseError(Exception):
@@ -38,11 +42,13 @@ class Router(Protocol):
 
 @dataclass(frozen=True)
 class Case:
-    """One labelled example: the Messages body it stands for and the route it should get."""
+    """One labelled example: the Messages body it stands for (with the headers of a captured
+    request) and the route or rule it should get."""
 
     name: str
     expected: str
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +57,8 @@ class Outcome:
     got: str
     window: list[dict[str, str]]
     ms: float
+    by_rule: bool = False
+    """A rule decided (no window, no model call)."""
 
 
 @dataclass
@@ -60,13 +68,23 @@ class Report:
     config: str
     routes: list[str]
     outcomes: list[Outcome] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
-        """Rows and columns of the confusion table: the routes, ``other``, then the rest."""
+        """Rows and columns of the confusion table: the rules, the routes, ``other``, then
+        the rest."""
         seen = [o.got for o in self.outcomes] + [o.case.expected for o in self.outcomes]
-        extra = sorted(set(seen) - {*self.routes, OTHER})
-        return [*self.routes, OTHER, *extra]
+        extra = sorted(set(seen) - {*self.rules, *self.routes, OTHER})
+        return [*self.rules, *self.routes, OTHER, *extra]
+
+    def by_source(self) -> dict[str, tuple[int, int]]:
+        """``rule`` and ``router`` → (correct, cases) of the decisions each made."""
+        table = {}
+        for source, by_rule in (("rule", True), ("router", False)):
+            made = [o for o in self.outcomes if o.by_rule == by_rule]
+            table[source] = (sum(o.got == o.case.expected for o in made), len(made))
+        return table
 
     def per_route(self) -> dict[str, tuple[int, int]]:
         """Expected route → (correct, cases), for routes that have cases."""
@@ -115,10 +133,19 @@ class Report:
                 route: {"correct": ok, "cases": n, "accuracy": round(ok / n, 4)}
                 for route, (ok, n) in self.per_route().items()
             },
+            "by_source": {
+                source: {"correct": ok, "cases": n} for source, (ok, n) in self.by_source().items()
+            },
             "confusion": self.confusion(),
             "latency_ms": {k: round(v, 1) for k, v in self.latency_ms().items()},
             "wrong": [
-                {"case": o.case.name, "expected": o.case.expected, "got": o.got, "window": o.window}
+                {
+                    "case": o.case.name,
+                    "expected": o.case.expected,
+                    "got": o.got,
+                    "source": "rule" if o.by_rule else "router",
+                    "window": o.window,
+                }
                 for o in self.wrong()
             ],
         }
@@ -174,16 +201,25 @@ def _case(where: str, name: str, entry: Any, base: Path) -> Case:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise CaseError(f"{where}: request {file}: {exc}") from None
-        body = data.get("body") if isinstance(data, dict) and "body" in data else data
+        captured = isinstance(data, dict) and "body" in data
+        body = data["body"] if captured else data
         if not isinstance(body, dict):
             raise CaseError(f"{where}: request {file} holds no Messages body")
+        headers = data.get("headers") if captured else None
+        if isinstance(headers, dict):
+            return Case(name, entry["route"], body, {k.lower(): str(v) for k, v in headers.items()})
     return Case(name, entry["route"], body)
 
 
 def evaluate(
-    router: Router, routes: Sequence[tuple[str, str]], cases: list[Case], window_tokens: int
+    router: Router,
+    routes: Sequence[tuple[str, str]],
+    cases: list[Case],
+    window_tokens: int,
+    rules: Sequence[Rule] = (),
 ) -> list[Outcome]:
-    """Classify each case's window alone (a fresh decision each), timing each decision.
+    """Each case's decision as a new turn gets it: the first rule that holds, else the
+    router on the case's window alone (a fresh decision each), timing each decision.
 
     A case without user text gets ``other`` without asking the model: the sidecar sends
     such a request to the requested or default model, as it does for ``other``.
@@ -191,15 +227,23 @@ def evaluate(
     outcomes = []
     for case in cases:
         started = time.perf_counter()
+        size = len(json.dumps(case.body, separators=(",", ":"), ensure_ascii=False).encode())
+        rule = first_rule(rules, Facts(case.body, case.headers, size))
+        if rule is not None:
+            ms = (time.perf_counter() - started) * 1000
+            outcomes.append(Outcome(case, rule.name, [], ms, by_rule=True))
+            continue
         window = conversation_window(case.body, window_tokens, router.count_tokens)
         got = router.classify(routes, [window])[0] if window else OTHER
         outcomes.append(Outcome(case, got, window, (time.perf_counter() - started) * 1000))
     return outcomes
 
 
-def unknown_labels(cases: list[Case], routes: Sequence[tuple[str, str]]) -> list[str]:
-    """Expected routes that the config does not have (``other`` is always known)."""
-    names = {name for name, _ in routes} | {OTHER}
+def unknown_labels(
+    cases: list[Case], routes: Sequence[tuple[str, str]], rules: Sequence[Rule] = ()
+) -> list[str]:
+    """Expected routes or rules that the config does not have (``other`` is always known)."""
+    names = {name for name, _ in routes} | {rule.name for rule in rules} | {OTHER}
     return sorted({case.expected for case in cases} - names)
 
 
@@ -213,6 +257,14 @@ def format_report(report: Report) -> str:
         lines.append(f"  {route:<{width}}  {n:>5}  {ok:>7}  {ok / n:>8.0%}")
     total = len(report.outcomes)
     lines.append(f"  {'all':<{width}}  {total:>5}  {report.correct:>7}  {report.accuracy:>8.0%}")
+    if report.rules:
+        lines.append(
+            "decided by "
+            + ", ".join(
+                f"the {source}: {n} ({ok} correct)"
+                for source, (ok, n) in report.by_source().items()
+            )
+        )
     lines += ["", "confusion (rows: expected route, columns: the route it got)"]
     labels = report.labels
     width = max(len(label) for label in labels) + len(str(len(labels))) + 1
@@ -223,8 +275,10 @@ def format_report(report: Report) -> str:
     wrong = report.wrong()
     lines += ["", f"wrong ({len(wrong)}):"]
     for outcome in wrong:
-        lines.append(f"  {outcome.case.name}: expected {outcome.case.expected}, got {outcome.got}")
-        lines.append(f"    window: {json.dumps(outcome.window, ensure_ascii=False)}")
+        got = f"{outcome.got} (rule)" if outcome.by_rule else outcome.got
+        lines.append(f"  {outcome.case.name}: expected {outcome.case.expected}, got {got}")
+        if not outcome.by_rule:
+            lines.append(f"    window: {json.dumps(outcome.window, ensure_ascii=False)}")
     latency = report.latency_ms()
     lines += ["", f"decision latency: p50 {latency['p50']:.0f} ms, p90 {latency['p90']:.0f} ms"]
     return "\n".join(lines)

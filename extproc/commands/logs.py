@@ -19,6 +19,7 @@ _COLORS = {
     "router": "32",
     "sticky": "36",
     "alias": "35",
+    "rule": "35",
     "explicit": "34",
     "requested": "37",
     "default": "33",

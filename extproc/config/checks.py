@@ -28,6 +28,7 @@ from extproc.config.settings import (
     RoutePreference,
     Routing,
     SidecarSettings,
+    effort_problem,
     is_ip,
 )
 
@@ -37,6 +38,28 @@ _ROUTE_NAME = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_BASE_URL = re.compile(r"^https?://(?P<host>[^/:\s]+)(:(?P<port>\d+))?(/[^\s?#]*)?$")
+"""Scheme, host, port, path: no user info, query or fragment (they would send requests
+elsewhere, or be dropped)."""
+_URL_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_URL_HOST = re.compile(rf"^(?=.{{1,253}}$){_URL_LABEL}(\.{_URL_LABEL})*\.?$")
+"""A DNS name (a Docker service's may hold `_`); IPv4 addresses match it too."""
+PORTS = (1, 65535)
+BOUNDS: dict[str, tuple[int, int | None]] = {
+    "listener.port": PORTS,
+    "listener.admin_port": PORTS,
+    "sidecar.port": PORTS,
+    "sidecar.health_port": PORTS,
+    "listener.max_body_bytes": (1, 2**30),
+    "listener.max_concurrent_requests": (1, 1_000_000),
+    "listener.max_connections": (1, 2**63 - 1),
+    "listener.idle_timeout_s": (0, 86_400),
+    "listener.request_headers_timeout_s": (0, 86_400),
+    "routing.timeout_ms": (0, 600_000),
+}
+"""What each number may be, where more than "not negative": ports that exist, and what Envoy's
+fields hold (sizes and counts of 32 bits, an ext_proc timeout under an hour), with room; a
+connection limit of at least 1 (0 would refuse every client) that fits Envoy's int64."""
 _PROVIDER_KEYS = {
     "model",
     "name",
@@ -47,6 +70,8 @@ _PROVIDER_KEYS = {
     "routing_preferences",
     "max_tokens",
     "reasoning",
+    "fallbacks",
+    "context_window",
 }
 
 
@@ -67,10 +92,23 @@ def read_section(check: Checker, raw: dict[str, Any], name: str, cls: type) -> A
             value = int(value) if value and value.isdigit() else value
         kind = (int, str) if fields[key].type == "int | str" else type(default)
         kwargs[key] = check.typed(value, f"{name}.{key}", kind, default)
-        if isinstance(default, int) and not isinstance(default, bool) and kwargs[key] < 0:
-            check.error(f"{name}.{key}", "must not be negative")
+        bounds = BOUNDS.get(f"{name}.{key}", (0, None))
+        number = isinstance(default, int) and not isinstance(default, bool)
+        if number and not _in_range(kwargs[key], bounds):
+            check.error(f"{name}.{key}", _out_of_range(kwargs[key], bounds))
             kwargs[key] = default
     return cls(**kwargs)
+
+
+def _in_range(value: int, bounds: tuple[int, int | None]) -> bool:
+    low, high = bounds
+    return low <= value and (high is None or value <= high)
+
+
+def _out_of_range(value: int, bounds: tuple[int, int | None]) -> str:
+    low, high = bounds
+    allowed = f"must be between {low} and {high}" if high is not None else "must not be negative"
+    return f"{value} is out of range: {allowed}"
 
 
 def read_provider(
@@ -123,8 +161,15 @@ def read_provider(
     if not base_url:
         check.error(where, f"provider {kind_name!r} needs base_url (e.g. http://localhost:11434)")
         return None
-    if not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", base_url):
+    url = _BASE_URL.match(base_url)
+    if not url:
         check.error(f"{where}.base_url", f"{base_url!r} is not an http(s) URL")
+        return None
+    if not _URL_HOST.match(url["host"]):
+        check.error(f"{where}.base_url", f"{url['host']!r} is not a host name or IPv4 address")
+        return None
+    if url["port"] and not _in_range(int(url["port"]), PORTS):
+        check.error(f"{where}.base_url", f"port {_out_of_range(int(url['port']), PORTS)}")
         return None
     key_text = check.typed(entry.get("access_key"), f"{where}.access_key", str, "")
     key, missing_var = check.expand(key_text, f"{where}.access_key")
@@ -142,9 +187,10 @@ def read_provider(
     prefs = check.typed(entry.get("routing_preferences"), f"{where}.routing_preferences", list, [])
     for i, pref in enumerate(prefs):
         pwhere = f"{where}.routing_preferences[{i}]"
-        pref = check.mapping(pref, pwhere, {"name", "description"})
+        pref = check.mapping(pref, pwhere, {"name", "description", "reasoning_effort"})
         name = check.typed(pref.get("name"), f"{pwhere}.name", str, "")
         description = check.typed(pref.get("description"), f"{pwhere}.description", str, "")
+        effort = check.typed(pref.get("reasoning_effort"), f"{pwhere}.reasoning_effort", str, None)
         if not name or not description:
             check.error(pwhere, "a routing preference needs both name and description")
         elif not _ROUTE_NAME.match(name) or name == "other":
@@ -153,10 +199,16 @@ def read_provider(
                 f"{name!r} can't be a route name (1-64 characters, no quotes, not 'other')",
             )
         else:
-            routes.append(RoutePreference(name, description.strip()))
+            routes.append((pwhere, RoutePreference(name, description.strip(), effort)))
     reasoning = check.typed(entry.get("reasoning"), f"{where}.reasoning", bool, None)
-    overrides = {} if reasoning is None else {"reasoning": reasoning}
-    return Provider(
+    overrides: dict[str, object] = {} if reasoning is None else {"reasoning": reasoning}
+    window = check.typed(entry.get("context_window"), f"{where}.context_window", int, None)
+    if window is not None and window < 1:
+        check.error(f"{where}.context_window", "must be a number of tokens (at least 1)")
+    elif window is not None:
+        overrides["context_window"] = window
+    fallbacks = check.typed(entry.get("fallbacks"), f"{where}.fallbacks", list, [])
+    provider = Provider(
         name=check.typed(entry.get("name"), f"{where}.name", str, model),
         model=model,
         kind=kind.name,
@@ -166,12 +218,21 @@ def read_provider(
         access_key=key or None,
         missing_key_var=missing_var if not key else None,
         default=check.typed(entry.get("default"), f"{where}.default", bool, False),
-        routes=tuple(routes),
+        routes=tuple(route for _, route in routes),
         passes_client_auth=kind.passes_client_auth and client_auth,
         needs_key=kind.needs_key,
         max_tokens=check.typed(entry.get("max_tokens"), f"{where}.max_tokens", int, None),
         contract=contract_for(kind.name, upstream_model, families, **overrides),
+        fallbacks=tuple(
+            check.typed(name, f"{where}.fallbacks[{i}]", str, "")
+            for i, name in enumerate(fallbacks)
+        ),
     )
+    for pwhere, route in routes:
+        problem = route.reasoning_effort and effort_problem(provider, route.reasoning_effort)
+        if problem:
+            check.error(f"{pwhere}.reasoning_effort", problem)
+    return provider
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -259,6 +320,50 @@ def check_uniqueness(check: Checker, providers: list[tuple[str, Provider]]) -> N
         check.error(f"{where}.default", f"only one provider may be the default ({defaults[0]} is)")
 
 
+def check_fallbacks(check: Checker, providers: list[tuple[str, Provider]]) -> None:
+    """Each fallback names a configured entry, and no chain of fallbacks comes back to where
+    it started (the candidates would then depend on where the walk began)."""
+    by_name = {key: p for _, p in providers for key in (p.name, p.model)}
+    for where, provider in providers:
+        for i, name in enumerate(provider.fallbacks):
+            if name not in by_name:
+                choices = ", ".join(sorted(p.name for _, p in providers))
+                check.error(
+                    f"{where}.fallbacks[{i}]", f"unknown fallback {name!r} (configured: {choices})"
+                )
+    reported: set[frozenset[str]] = set()
+    for where, provider in providers:
+        found = _cycle_from(provider, by_name)
+        if found and frozenset(found[1]) not in reported:
+            reported.add(frozenset(found[1]))
+            check.error(f"{where}.fallbacks[{found[0]}]", "fallback cycle: " + " → ".join(found[1]))
+
+
+def _cycle_from(start: Provider, by_name: dict[str, Provider]) -> tuple[int, list[str]] | None:
+    """A chain of fallbacks that leads from `start` back to it, with the index of the
+    fallback of `start` it begins with; None when there is none."""
+    explored: set[str] = set()  # entries that can't lead back: each is walked once
+
+    def walk(names: tuple[str, ...], path: list[str]) -> list[str] | None:
+        for name in names:
+            fallback = by_name.get(name)
+            if fallback is None or (fallback.name in explored and fallback.name != start.name):
+                continue
+            if fallback.name == start.name:
+                return [*path, start.name]
+            explored.add(fallback.name)
+            cycle = walk(fallback.fallbacks, [*path, fallback.name])
+            if cycle:
+                return cycle
+        return None
+
+    for i, name in enumerate(start.fallbacks):
+        cycle = walk((name,), [start.name])
+        if cycle:
+            return i, cycle
+    return None
+
+
 def read_aliases(check: Checker, raw: Any, names: set[str]) -> list[tuple[str, str]]:
     aliases = []
     for pattern, target in check.mapping(raw, "model_aliases", set(raw or {})).items():
@@ -283,9 +388,20 @@ def check_ports(check: Checker, listener: Listener, sidecar: SidecarSettings) ->
         ("sidecar.port", sidecar.port),
         ("sidecar.health_port", sidecar.health_port),
     ):
-        if port and port in used:  # 0: any free port, never the same one twice
+        if port in used:
             check.error(where, f"port {port} is already used by {used[port]}")
         used.setdefault(port, where)
+
+
+def check_listen_address(check: Checker, address: str, source: str = "") -> None:
+    """Envoy binds the listener's address: an IP (a name would stop Envoy at start).
+    `source` names where it came from when not config.yaml."""
+    if not is_ip(address):
+        check.error(
+            "listener.address",
+            f"{source}{address!r} is not an IP address (Envoy listens on it: 127.0.0.1, or "
+            "0.0.0.0 for every interface)",
+        )
 
 
 def check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:
@@ -316,6 +432,29 @@ def check_sidecar(check: Checker, sidecar: SidecarSettings) -> None:
             "sidecar.metadata_namespace",
             f"{sidecar.metadata_namespace!r} must be letters, digits, '.', '_' or '-' "
             "(it is written into Envoy's access log format)",
+        )
+
+
+_HEADER_TOKEN = re.compile(r"^[\x21-\x7e]+$")
+
+
+def check_sidecar_secret(
+    check: Checker, sidecar: SidecarSettings, secret: str, variable: str
+) -> None:
+    """The secret travels as a gRPC header value. Without one, a sidecar that other hosts can
+    reach answers them too, and its replies carry provider keys."""
+    if secret and not _HEADER_TOKEN.match(secret):
+        check.error(
+            "sidecar",
+            f"environment variable {variable} must be printable ASCII without spaces (Envoy "
+            "sends it as a gRPC header); `openssl rand -hex 32` makes one",
+        )
+    address = sidecar.bind_address
+    if not secret and is_ip(address) and not ipaddress.ip_address(address).is_loopback:
+        check.warn(
+            "sidecar.listen_address" if sidecar.listen_address else "sidecar.address",
+            f"the sidecar listens on {address} and {variable} is not set: anything that "
+            f"reaches port {sidecar.port} can ask it for provider keys (docs/reliability.md)",
         )
 
 

@@ -58,6 +58,15 @@ class Contract:
     reasoning_summaries: bool = True
     """Responses API: ask for reasoning summaries (shown as thinking). OpenAI refuses them for
     organizations it has not verified; a `model_families` row can turn them off."""
+    context_window: int = 0
+    """Tokens one request may hold, prompt and answer together; 0: unknown, not checked."""
+    output_cap: int = 0
+    """The most tokens one answer may hold; 0: unknown (the client's `max_tokens` counts)."""
+    pdfs: bool = True
+    """The model reads PDF documents (true where unknown: nothing is checked)."""
+    server_tools: str = "*"
+    """The Anthropic server tools the model runs, by type without its date (`web_search`),
+    comma-separated; `*` any of them (or unknown: nothing is checked), empty none."""
 
 
 COMMON = Contract()
@@ -103,11 +112,21 @@ FAMILIES: tuple[ModelFamily, ...] = (
     # Mistral's request body has no stream_options or user (a 422); it always streams usage.
     family("mistral", "*", short_tool_ids=True, stream_options=False, user_field=False),
     # Thinking modes that want their reasoning back on tool-call turns; text-only models.
-    family("deepseek", "deepseek-*", images=False),
+    family("deepseek", "deepseek-*", images=False, pdfs=False),
     family("deepseek", "deepseek-reasoner*", reasoning_echo=True),
     family("deepseek", "deepseek-v4*", reasoning_echo=True),
     family("moonshot", "kimi-k2*thinking*", reasoning_echo=True, images=False),
     family("moonshot", "kimi-k2.[5-9]*", reasoning_echo=True),
+    # What each model reads and how much: the provider's own model page for every value,
+    # dated in docs/translation.md#model-facts. A family missing here is unknown: not checked.
+    family("anthropic", "claude-sonnet-4-5*", context_window=200_000, output_cap=64_000),
+    family("anthropic", "claude-opus-4-5*", context_window=200_000, output_cap=64_000),
+    family("anthropic", "claude-haiku-4-5*", context_window=200_000, output_cap=64_000),
+    family("gemini", "gemini-2.5-pro*", context_window=1_048_576, output_cap=65_535),
+    family("gemini", "gemini-3*-pro-preview*", context_window=1_048_576, output_cap=65_536),
+    family("deepseek", "deepseek-chat", context_window=128_000, output_cap=8_000),
+    family("deepseek", "deepseek-reasoner", context_window=128_000, output_cap=64_000),
+    family("groq", "openai/gpt-oss-*", context_window=131_072, pdfs=False),
 )
 
 

@@ -13,9 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from extproc.config.checks import (
+    check_fallbacks,
+    check_listen_address,
     check_ports,
     check_routing,
     check_sidecar,
+    check_sidecar_secret,
     check_uniqueness,
     read_aliases,
     read_families,
@@ -25,12 +28,17 @@ from extproc.config.checks import (
     read_section,
 )
 from extproc.config.reader import Checker, ConfigError, Problem, read_yaml
+from extproc.config.rules import read_rules
 from extproc.config.settings import Config, Listener, Routing, SidecarSettings
 
 DEFAULT_CONFIG = "config.yaml"
 LISTEN_ADDRESS_VAR = "EXTPROC_LISTEN_ADDRESS"
 """When set, replaces listener.address and sidecar.health_address: the Docker image sets it to
 0.0.0.0 so that its published ports reach the gateway, whatever config.yaml is mounted."""
+
+SIDECAR_SECRET_VAR = "EXTPROC_SIDECAR_SECRET"
+"""The secret Envoy must present to the sidecar. Read from the environment only: config.yaml
+may live in a ConfigMap or a repository."""
 
 _TOP_KEYS = {
     "llm_providers",
@@ -41,6 +49,7 @@ _TOP_KEYS = {
     "listener",
     "sidecar",
     "routing",
+    "rules",
     "version",
 }
 
@@ -63,16 +72,24 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         if provider:
             providers.append((f"llm_providers[{i}]", provider))
     check_uniqueness(check, providers)
+    check_fallbacks(check, providers)
     names = {p.name for _, p in providers} | {p.model for _, p in providers}
     aliases = read_aliases(check, raw.get("model_aliases"), names)
+    by_name = {key: p for _, p in reversed(providers) for key in (p.name, p.model)}
+    route_names = {route.name for _, p in providers for route in p.routes}
+    rules = read_rules(check, raw.get("rules"), by_name, route_names)
     pass_through_paths = read_pass_through_paths(check, raw.get("pass_through_paths"))
     listener = read_section(check, raw, "listener", Listener)
     sidecar = read_section(check, raw, "sidecar", SidecarSettings)
     check_sidecar(check, sidecar)
+    sidecar_secret = os.environ.get(SIDECAR_SECRET_VAR, "")
+    check_sidecar_secret(check, sidecar, sidecar_secret, SIDECAR_SECRET_VAR)
     routing = read_section(check, raw, "routing", Routing)
     check_ports(check, listener, sidecar)
+    check_listen_address(check, listener.address)
     listen_address = os.environ.get(LISTEN_ADDRESS_VAR)
     if listen_address:
+        check_listen_address(check, listen_address, f"{LISTEN_ADDRESS_VAR}=")
         listener = replace(listener, address=listen_address)
         sidecar = replace(sidecar, health_address=listen_address)
     check_routing(check, routing)
@@ -87,18 +104,25 @@ def parse(text: str, file: str = DEFAULT_CONFIG) -> Config:
         listener=listener,
         sidecar=sidecar,
         routing=routing,
+        rules=rules,
         warnings=tuple(check.warnings),
         digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        sidecar_secret=sidecar_secret,
     )
 
 
-def load(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
-    """Read and validate a config file."""
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A config file's text (`extproc up` keeps the text it accepted); a file that can't be
+    read is a ConfigError too."""
     file = os.fspath(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        return Path(file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(file, 1, "file", exc.strerror or str(exc))]) from None
     except UnicodeDecodeError:
         raise ConfigError([Problem(file, 1, "file", "is not UTF-8 text")]) from None
-    return parse(text, file)
+
+
+def load(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
+    """Read and validate a config file."""
+    return parse(read_text(path), os.fspath(path))

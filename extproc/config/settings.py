@@ -7,16 +7,39 @@ import functools
 import ipaddress
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 from extproc.config.catalogue import Interface
 from extproc.config.contract import COMMON, Contract
 from extproc.config.pass_through import DEFAULT_PASS_THROUGH
+
+if TYPE_CHECKING:
+    from extproc.config.rules import Rule
+
+
+EFFORTS = ("low", "medium", "high")
+"""What `reasoning_effort` may be on a route or a rule."""
 
 
 @dataclass(frozen=True)
 class RoutePreference:
     name: str
     description: str
+    reasoning_effort: str | None = None
+    """Set on the requests this route decides, in the provider's own terms (decisions/effort.py)."""
+
+
+def effort_problem(provider: Provider, effort: str) -> str | None:
+    """Why `provider` can't take `effort`, or None: one of EFFORTS, for a model that reasons
+    (an Anthropic-format one, or one whose contract says `reasoning`)."""
+    if effort not in EFFORTS:
+        return f"{effort!r} is not one of {', '.join(EFFORTS)}"
+    if provider.interface != "anthropic" and not provider.contract.reasoning:
+        return (
+            f"{provider.model} takes no reasoning effort (its model family has reasoning: false;"
+            " set `reasoning: true` on the provider if it does)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,8 @@ class Provider:
     """Cap on the client's max_tokens (Claude Code asks 32k-64k; many models refuse that)."""
     contract: Contract = COMMON
     """What the model's API requires of a translated request (model_families, `reasoning`)."""
+    fallbacks: tuple[str, ...] = ()
+    """Entries (by `name` or `model`) that take a request this model can't, in order."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,13 @@ class Listener:
     max_concurrent_requests: int = 4096
     """Requests in flight at once to each provider, and at the sidecar (Envoy's circuit
     breakers, 1,024 by default); past it, 529 "gateway at its concurrency limit"."""
+    max_connections: int = 8192
+    """Client connections Envoy holds at once, idle ones included (its overload manager);
+    past it, a new one is closed at once. `extproc up` lowers it to what Envoy's open-files
+    limit can hold (extproc.control.connections)."""
+    request_headers_timeout_s: int = 10
+    """Time a client has to send a request's headers once it has begun (Envoy's
+    request_headers_timeout): a slower one gets 408 and its connection is closed. 0: none."""
 
 
 @dataclass(frozen=True)
@@ -152,9 +184,14 @@ class Config:
     listener: Listener = field(default_factory=Listener)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     routing: Routing = field(default_factory=Routing)
+    rules: tuple[Rule, ...] = ()
+    """The `rules:` section, in order: the first that holds decides, before the router."""
     warnings: tuple[str, ...] = ()
     digest: str = ""
     """Of the file's text: tells which config a running sidecar has loaded."""
+    sidecar_secret: str = field(default="", repr=False)
+    """What Envoy presents on every ext_proc stream and the sidecar checks (from the
+    environment, never from the file); empty: the sidecar serves any caller."""
 
     @property
     def default_provider(self) -> Provider:
@@ -180,6 +217,14 @@ class Config:
         """The provider serving this bare model name (`claude-x` for `anthropic/claude-x`)."""
         return next((p for p in self.providers if p.upstream_model == upstream_model), None)
 
+    def rule_named(self, name: str) -> Rule:
+        return next(rule for rule in self.rules if rule.name == name)
+
+    @functools.cached_property
+    def rule_headers(self) -> tuple[str, ...]:
+        """The headers rules read, which Envoy must forward to the sidecar."""
+        return tuple(sorted({name for rule in self.rules for name, _ in rule.when.headers}))
+
     @functools.cached_property
     def routes(self) -> tuple[tuple[RoutePreference, Provider], ...]:
         """Every route with its provider, in config order (read on every routed request)."""
@@ -189,3 +234,28 @@ class Config:
     def route_owners(self) -> dict[str, Provider]:
         """The provider each route name sends to."""
         return {route.name: provider for route, provider in self.routes}
+
+    def candidates(self, provider: Provider) -> tuple[Provider, ...]:
+        """Who may serve a request routed to `provider`, in the order they are tried: itself,
+        each of its fallbacks followed by that one's own, then the default model."""
+        return self._candidates.get(provider.name, (provider,))
+
+    @functools.cached_property
+    def _candidates(self) -> dict[str, tuple[Provider, ...]]:
+        """Each provider's candidates, worked out once per config (read on every request)."""
+        lists = {}
+        for provider in self.providers:
+            seen = {provider.name: provider}
+            self._add_fallbacks(provider, seen)
+            seen.setdefault(self.default_provider.name, self.default_provider)
+            lists[provider.name] = tuple(seen.values())
+        return lists
+
+    def _add_fallbacks(self, provider: Provider, seen: dict[str, Provider]) -> None:
+        """`provider`'s fallbacks, depth first, into `seen`, each provider once (so a cycle,
+        which `extproc check` refuses, can't loop here)."""
+        for name in provider.fallbacks:
+            fallback = self.provider_named(name)
+            if fallback is not None and fallback.name not in seen:
+                seen[fallback.name] = fallback
+                self._add_fallbacks(fallback, seen)

@@ -7,6 +7,8 @@ the sidecar's decision metadata.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import yaml
@@ -14,12 +16,16 @@ import yaml
 from extproc.config import Config, is_ip
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, origins
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
+from extproc.proxy.server import SECRET_METADATA
 
 EXTPROC_CLUSTER = "extproc"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 DECISION_FIELDS = ("requested_model", "routed_model", "provider", "route", "source", "router_ms")
 # Known when the sidecar translated the answer (it reads the provider's usage), or counted it.
 METADATA_FIELDS = (*DECISION_FIELDS, "note", "input_tokens", "output_tokens")
+
+CLIENT_REQUEST_ID = "x-client-request-id"
+"""Where a client's own x-request-id goes: Envoy's replaces it (`_drop_client_headers`)."""
 
 ENVOY_LOG_FORMAT: dict[str, str] = {
     "time": "%START_TIME%",
@@ -35,6 +41,7 @@ ENVOY_LOG_FORMAT: dict[str, str] = {
     "details": "%RESPONSE_CODE_DETAILS%",
     "session": "%REQ(X-CLAUDE-CODE-SESSION-ID)%",
     "request_id": "%REQ(X-REQUEST-ID)%",
+    "client_request_id": f"%REQ({CLIENT_REQUEST_ID.upper()})%",
 }
 
 
@@ -58,10 +65,18 @@ def _seconds(value: float) -> str:
 
 
 def _forwarded_headers(config: Config) -> tuple[str, ...]:
-    return READ_HEADERS + (GATEWAY_KEY_HEADERS if config.gateway_keys else ())
+    keys = GATEWAY_KEY_HEADERS if config.gateway_keys else ()
+    return READ_HEADERS + keys + config.rule_headers
 
 
-def _extproc_filter(config: Config) -> dict[str, Any]:
+def _secret_metadata(config: Config) -> dict[str, Any]:
+    """The sidecar's secret, sent by Envoy at the start of every ext_proc stream."""
+    if not config.sidecar_secret:
+        return {}
+    return {"initial_metadata": [{"key": SECRET_METADATA, "value": config.sidecar_secret}]}
+
+
+def _extproc_filter(config: Config, sidecar_cluster: str) -> dict[str, Any]:
     # A fresh classification on a CPU takes about a second; Envoy's default 200 ms
     # would cut every one of them. Leave room for parsing multi-MB bodies too.
     message_timeout = config.routing.timeout_ms / 1000 + 10
@@ -71,10 +86,11 @@ def _extproc_filter(config: Config) -> dict[str, Any]:
             "@type": _ext("filters.http.ext_proc.v3.ExternalProcessor"),
             "grpc_service": {
                 "envoy_grpc": {
-                    "cluster_name": EXTPROC_CLUSTER,
+                    "cluster_name": sidecar_cluster,
                     "max_receive_message_length": config.listener.max_body_bytes + 1024 * 1024,
                 },
                 "timeout": _seconds(message_timeout + 5),
+                **_secret_metadata(config),
             },
             "failure_mode_allow": config.sidecar.failure_mode_allow,
             # 503, not Envoy's default 500: a sidecar that can't be reached is a temporary
@@ -114,7 +130,8 @@ CONNECTION_BUFFER_BYTES = 1024 * 1024
 reading pins this much, not a whole body. Request bodies get `max_body_bytes` from the route."""
 
 
-def _listener(config: Config) -> dict[str, Any]:
+def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str, Any]:
+    """The one listener: ext_proc (talking to `sidecar_cluster`), then the router."""
     listener = config.listener
     return {
         "name": "llm",
@@ -136,6 +153,8 @@ def _listener(config: Config) -> dict[str, Any]:
                             # Streams may stay open for many minutes; only silence ends them.
                             "stream_idle_timeout": _seconds(listener.idle_timeout_s),
                             "request_timeout": "0s",
+                            # A slow client's headers can't hold its connection for long.
+                            "request_headers_timeout": _seconds(listener.request_headers_timeout_s),
                             # One spelling per path (`//v1/./messages` is `/v1/messages`):
                             # the sidecar routes or allows paths by their exact text.
                             "normalize_path": True,
@@ -158,7 +177,7 @@ def _listener(config: Config) -> dict[str, Any]:
                                 ],
                             },
                             "http_filters": [
-                                _extproc_filter(config),
+                                _extproc_filter(config, sidecar_cluster),
                                 {
                                     "name": "envoy.filters.http.router",
                                     "typed_config": {
@@ -174,8 +193,15 @@ def _listener(config: Config) -> dict[str, Any]:
     }
 
 
+GATEWAY_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, CLUSTER_HEADER)
+"""The gateway's own headers, removed from every provider's answer: a provider's
+x-extproc-local-reply would pass as Envoy's error reply, which the sidecar does not
+translate. Envoy's own replies get theirs after the route's removal (local_replies)."""
+
+
 def _route(config: Config) -> dict[str, Any]:
     """Everything goes to the cluster the sidecar names; streams may run for many minutes.
+    Answers lose the gateway's own headers on the way back.
 
     The sidecar reads whole request bodies (up to `max_body_bytes`), so Envoy buffers them:
     this route alone raises the buffer limit for them, not every connection.
@@ -183,6 +209,7 @@ def _route(config: Config) -> dict[str, Any]:
     return {
         "match": {"prefix": "/"},
         "request_body_buffer_limit": config.listener.max_body_bytes,
+        "response_headers_to_remove": list(GATEWAY_RESPONSE_HEADERS),
         "route": {
             "cluster_header": CLUSTER_HEADER,
             "auto_host_rewrite": True,
@@ -197,7 +224,10 @@ def _drop_client_headers() -> dict[str, Any]:
     runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
     request, even with failure_mode_allow. The listener is an edge: a client's x-envoy-*
     headers (x-envoy-original-path, which the access log shows; retry and timeout
-    overrides) are Envoy's own, not the client's."""
+    overrides) are Envoy's own, not the client's. So is x-request-id, the access log's
+    `request_id`: Envoy makes its own, and a client's is kept as x-client-request-id (an
+    empty value is not added)."""
+    keep_client_id = {"key": CLIENT_REQUEST_ID, "value": "%REQ(x-request-id)%"}
     return {
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
@@ -205,6 +235,13 @@ def _drop_client_headers() -> dict[str, Any]:
             "mutations": [
                 {"remove": CLUSTER_HEADER},
                 {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
+                {
+                    "append": {
+                        "header": keep_client_id,
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                },
+                {"remove": "x-request-id"},
             ],
         },
     }
@@ -264,18 +301,23 @@ def _anthropic_reply(condition: dict[str, Any], error_type: str, message: str) -
     }
 
 
-def _at_concurrency_limit() -> dict[str, Any]:
-    """A circuit breaker tripped: on a provider cluster (flag UO) or on the sidecar's, whose
-    overflow shows only in the response code details of the ext_proc error."""
-    overflow_details = {
+def _cel(expression: str) -> dict[str, Any]:
+    """A filter on what Envoy knows of the request, in CEL (response.code_details, say)."""
+    return {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
             "typed_config": {
                 "@type": _ext("access_loggers.filters.cel.v3.ExpressionFilter"),
-                "expression": "response.code_details.contains('overflow')",
+                "expression": expression,
             },
         }
     }
+
+
+def _at_concurrency_limit() -> dict[str, Any]:
+    """A circuit breaker tripped: on a provider cluster (flag UO) or on the sidecar's, whose
+    overflow shows only in the response code details of the ext_proc error."""
+    overflow_details = _cel("response.code_details.contains('overflow')")
     return {"or_filter": {"filters": [_flag_in("UO"), overflow_details]}}
 
 
@@ -284,7 +326,9 @@ def local_replies(config: Config) -> dict[str, Any]:
 
     First match wins; `%RESPONSE_CODE_DETAILS%` says what Envoy saw. The sidecar's replies
     are Anthropic JSON already and carry no response flag; of their statuses (400, 401, 404,
-    413, 429, 500, 529) only 413 is matched here, with the same error type.
+    413, 429, 500, 529) only 413 is matched here, with the same error type. Envoy's 500 for
+    an answer too large to buffer is matched by its details, and becomes a 502 like the
+    sidecar's own for an answer it won't read.
     """
     limit = config.listener.max_body_bytes
     details = "(%RESPONSE_CODE_DETAILS%)"
@@ -306,11 +350,30 @@ def local_replies(config: Config) -> dict[str, Any]:
             ),
             # No cluster chosen: the sidecar was skipped (failure_mode_allow) or gave none.
             _anthropic_reply(_flag_in("NC"), "api_error", f"{sidecar_down} {details}"),
+            # A provider's cluster has one host, found by DNS (or given as an address): no
+            # host at all means its DNS lookup failed or has not answered yet.
             _anthropic_reply(
-                _flag_in("UF", "UH", "DF", "URX", "UC", "UPE"),
+                _flag_in("UH"),
+                "api_error",
+                "The gateway has no address for the provider: its DNS lookup failed or has "
+                "not answered yet (%UPSTREAM_CLUSTER%, %RESPONSE_CODE_DETAILS%)",
+            ),
+            _anthropic_reply(
+                _flag_in("UF", "DF", "URX", "UC", "UPE"),
                 "api_error",
                 f"The gateway could not reach the provider {details}",
             ),
+            # A translated answer that is not streamed is buffered whole, up to the route's
+            # limit; past it Envoy answers 500 in place of the provider's answer.
+            {
+                **_anthropic_reply(
+                    _cel("response.code_details == 'response_payload_too_large'"),
+                    "api_error",
+                    "The gateway stopped reading the provider's answer: it is larger than "
+                    f"{limit} bytes (listener.max_body_bytes) {details}",
+                ),
+                "status_code": 502,
+            },
             # What is left of 503s: the ext_proc call failed (status_on_error).
             _anthropic_reply(_status_is(503), "api_error", f"{sidecar_down} {details}"),
             _anthropic_reply(
@@ -323,6 +386,12 @@ def local_replies(config: Config) -> dict[str, Any]:
                 _status_is(504),
                 "timeout_error",
                 f"The gateway's routing sidecar did not answer in time {details}",
+            ),
+            _anthropic_reply(
+                _all(_status_is(408), _unparsed()),
+                "timeout_error",
+                "The request's headers did not arrive within "
+                f"listener.request_headers_timeout_s {details}",
             ),
             _anthropic_reply(
                 _status_is(408),
@@ -364,16 +433,20 @@ def _circuit_breakers(limit: int) -> dict[str, Any]:
     return {"thresholds": [{"priority": "DEFAULT", **limits}]}
 
 
-def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
+def _provider_cluster(name: str, origin: Origin, limit: int) -> dict[str, Any]:
     cluster: dict[str, Any] = {
-        "name": origin.cluster,
+        "name": name,
         "type": "LOGICAL_DNS",
         "connect_timeout": "10s",
         # Try IPv4 first: a `localhost` upstream bound to 127.0.0.1 otherwise fails on ::1.
         "dns_lookup_family": "V4_PREFERRED",
+        # Envoy starts serving without this provider's first DNS answer: a resolver that
+        # never answers must not keep the other providers from serving. Until it answers,
+        # requests routed here get a 503 that names DNS (flag UH: no address known).
+        "wait_for_warm_on_init": False,
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_BYTES,
         "circuit_breakers": _circuit_breakers(limit),
-        "load_assignment": _one_endpoint(origin.cluster, origin.host, origin.port),
+        "load_assignment": _one_endpoint(name, origin.host, origin.port),
     }
     if origin.tls:
         cluster["transport_socket"] = {
@@ -386,13 +459,13 @@ def _provider_cluster(origin: Origin, limit: int) -> dict[str, Any]:
     return cluster
 
 
-def _extproc_cluster(config: Config) -> dict[str, Any]:
+def _extproc_cluster(config: Config, name: str) -> dict[str, Any]:
     """The sidecar, over HTTP/2. A name (a Kubernetes headless Service) is resolved to every
     address behind it, one endpoint each, so ext_proc streams spread across the replicas."""
     sidecar = config.sidecar
     by_name = {} if is_ip(sidecar.address) else {"dns_lookup_family": "V4_PREFERRED"}
     return {
-        "name": EXTPROC_CLUSTER,
+        "name": name,
         "type": "STATIC" if is_ip(sidecar.address) else "STRICT_DNS",
         **by_name,
         "connect_timeout": "1s",
@@ -405,30 +478,70 @@ def _extproc_cluster(config: Config) -> dict[str, Any]:
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
-        "load_assignment": _one_endpoint(EXTPROC_CLUSTER, sidecar.address, sidecar.port),
+        "load_assignment": _one_endpoint(name, sidecar.address, sidecar.port),
+    }
+
+
+def _overload_manager(config: Config) -> dict[str, Any]:
+    """At most `listener.max_connections` client connections at once; past it, Envoy closes
+    each new one at once. The admin port is not counted (`extproc up` checks readiness there)."""
+    limit = {"max_active_downstream_connections": config.listener.max_connections}
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": _ext(
+                        "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+                    ),
+                    **limit,
+                },
+            }
+        ]
+    }
+
+
+def process_settings(config: Config) -> dict[str, Any]:
+    """What only a new Envoy process takes: its admin port and overload manager."""
+    return {
+        "admin": {
+            "address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": config.listener.admin_port}
+            },
+            "ignore_global_conn_limit": True,
+        },
+        "overload_manager": _overload_manager(config),
     }
 
 
 def bootstrap(config: Config) -> dict[str, Any]:
     return {
-        "admin": {
-            "address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": config.listener.admin_port}
-            }
-        },
+        **process_settings(config),
         "static_resources": {
-            "listeners": [_listener(config)],
-            "clusters": _clusters(config),
+            "listeners": [listener(config)],
+            "clusters": clusters(config),
         },
     }
 
 
-def _clusters(config: Config) -> list[dict[str, Any]]:
+def clusters(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> list[dict[str, Any]]:
+    """The sidecar's cluster, named `sidecar_cluster`, then one per provider origin."""
     limit = config.listener.max_concurrent_requests
     return [
-        _extproc_cluster(config),
-        *(_provider_cluster(o, limit) for o in origins(config).values()),
+        _extproc_cluster(config, sidecar_cluster),
+        *(_provider_cluster(name, o, limit) for name, o in origins(config).items()),
     ]
+
+
+def versioned_sidecar_cluster(config: Config) -> str:
+    """A name for the sidecar's cluster that changes whenever its settings do.
+
+    Envoy resets every ext_proc stream on a cluster that is modified or removed (the gRPC
+    client belongs to the cluster), so a running Envoy gets a changed sidecar cluster as a
+    new one beside the old, which keeps the streams that older listeners opened on it.
+    """
+    settings = json.dumps(_extproc_cluster(config, EXTPROC_CLUSTER), sort_keys=True)
+    return f"{EXTPROC_CLUSTER}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
 def render(config: Config) -> str:
@@ -447,13 +560,15 @@ FRAGMENT_HEADER = """\
 # The route raises the buffer limit to {max_body} bytes for Claude Code's request bodies.
 # The HttpConnectionManager needs normalize_path and merge_slashes set to true (the
 # sidecar routes or passes paths by their exact text).
+# With EXTPROC_SIDECAR_SECRET set, the ext_proc filter carries it: keep this as private as
+# the provider keys.
 """
 
 
 def scoped_extproc_filter(config: Config) -> dict[str, Any]:
     """The ext_proc filter off by default, for a connection manager shared with other virtual
     hosts: the sidecar adds provider keys, so it must see no request but those it routes."""
-    return {**_extproc_filter(config), "disabled": True}
+    return {**_extproc_filter(config, EXTPROC_CLUSTER), "disabled": True}
 
 
 def enabled_route(config: Config) -> dict[str, Any]:
@@ -471,7 +586,7 @@ def fragment(config: Config) -> str:
     pieces = {
         "http_filters": [scoped_extproc_filter(config)],
         "routes": [enabled_route(config)],
-        "clusters": _clusters(config),
+        "clusters": clusters(config),
         "early_header_mutation_extensions": [_drop_client_headers()],
         "access_log_format": access_log_format(config),
     }

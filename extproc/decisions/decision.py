@@ -7,13 +7,15 @@ so adding or removing it does not reshape the rest.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from extproc.config import Config, Provider
 
-Source = Literal["explicit", "alias", "sticky", "router", "requested", "default", "fallback"]
+Source = Literal[
+    "explicit", "alias", "rule", "sticky", "router", "requested", "default", "fallback"
+]
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,12 @@ class Decision:
     provider: Provider
     requested_model: str
     route: str = ""
+    """The route, or the rule's name when a rule decided (`source: rule`, or `sticky` after)."""
     router_ms: float = 0.0
     note: str = ""
     """Why a fallback happened (router missing, timed out, failed), for the log."""
+    reasoning_effort: str | None = None
+    """The deciding route's or rule's `reasoning_effort` (decisions/effort.py applies it)."""
 
     @property
     def routed_model(self) -> str:
@@ -51,6 +56,10 @@ class Request:
     model: str
     body: dict[str, Any]
     path: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The request headers Envoy forwards (lower-case names): those rules read among them."""
+    size: int = 0
+    """The body's length in bytes: rules' input-token estimate starts from it."""
 
 
 Stage = Callable[[Config, Request], Awaitable[Decision | None]]

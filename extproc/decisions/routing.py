@@ -1,7 +1,9 @@
-"""The classifier as a decision stage: sticky cache, shared in-flight work, batching, fallback.
+"""The classifier as a decision stage: sticky cache, rules, shared in-flight work, batching,
+fallback.
 
 `RouterStage` sits between the explicit/alias stages and the requested/default
-ones. It never fails a request: a missing model, a timeout or an exception
+ones. The config's rules decide before the model runs (no model call), and their decisions
+are sticky like the router's. It never fails a request: a missing model, a timeout or an exception
 yields the fallback decision, labelled `fallback` with the reason in `note`.
 """
 
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 import orjson
 
 from extproc.config import Config, Routing
+from extproc.config.rules import Rule
 from extproc.decisions import decision
 from extproc.decisions.decision import Decision, Request, Source
 from extproc.decisions.router.decoding import OTHER
@@ -30,6 +33,7 @@ from extproc.decisions.router.window import (
     message_json,
     window_budget,
 )
+from extproc.decisions.rules import Facts, first_rule
 
 log = logging.getLogger("extproc.decisions.routing")
 
@@ -136,6 +140,31 @@ def routes_of(config: Config) -> Routes:
     return tuple((route.name, route.description) for route, _ in config.routes)
 
 
+def turn_key(config: Config, window: Conversation, facts: Facts) -> str:
+    """The key of a turn a rule decided: the window, and what rules read that stays the same
+    through a turn's tool loop (the headers they name, the tool names), so that another
+    session whose first words are the same but whose headers or tools differ is not taken."""
+    rules = [(rule.name, rule.provider.name) for rule in config.rules]
+    headers = [(name, facts.headers.get(name)) for name in config.rule_headers]
+    facts_read = ["rules", rules, window, headers, facts.tool_names]
+    return hashlib.sha256(orjson.dumps(facts_read)).hexdigest()
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def rule_decision(source: Source, rule: Rule, request: Request, started: float) -> Decision:
+    return Decision(
+        source,
+        rule.provider,
+        request.model,
+        rule.name,
+        _ms(started),
+        reasoning_effort=rule.reasoning_effort,
+    )
+
+
 def window_key(routes: Routes, window: Conversation) -> str:
     """Stable across processes and replicas: the same intent gets the same key everywhere."""
     return hashlib.sha256(orjson.dumps([routes, window])).hexdigest()
@@ -175,13 +204,22 @@ class RouterStage:
 
     async def __call__(self, config: Config, request: Request) -> Decision | None:
         routes = routes_of(config)
-        if not routes or is_utility_call(request.body):
+        utility = is_utility_call(request.body)
+        if not config.rules and (not routes or utility):
             return None
         started = time.perf_counter()
-        window = conversation_window(request.body, self.window_tokens, self.count_tokens)
-        if not window:
+        window = (
+            []
+            if utility
+            else conversation_window(request.body, self.window_tokens, self.count_tokens)
+        )
+        key = window_key(routes, window) if window else ""
+        if config.rules:
+            decision = self._by_rule(config, request, window, key, started)
+            if decision is not None:
+                return decision
+        if not routes or not window:
             return None
-        key = window_key(routes, window)
         cached = self._sticky.get(key)
         source: Source = "sticky"
         if cached is None:
@@ -191,6 +229,32 @@ class RouterStage:
             self._sticky.move_to_end(key)
         elapsed = (time.perf_counter() - started) * 1000
         return await self._decision(config, request, cached, source, elapsed)
+
+    def _by_rule(
+        self, config: Config, request: Request, window: Conversation, key: str, started: float
+    ) -> Decision | None:
+        """The first rule that holds, or the turn's decision for a tool-loop request.
+
+        A new turn (a user's text, a subagent, a compaction...) reads the rules afresh. A
+        tool-loop request keeps its turn's model: the rule that decided the turn, else the
+        router's sticky decision; only a turn nothing decided yet reads the rules.
+        """
+        facts = Facts(request.body, request.headers, request.size)
+        turn = turn_key(config, window, facts) if window else ""
+        if facts.kind == "tool_result":
+            remembered = self._sticky.get(turn) if turn else None
+            if remembered is not None:
+                self._sticky.move_to_end(turn)
+                rule = config.rule_named(remembered.route or "")
+                return rule_decision("sticky", rule, request, started)
+            if key in self._sticky:
+                return None  # the router decided this turn: its sticky decision follows
+        rule = first_rule(config.rules, facts)
+        if rule is None:
+            return None
+        if turn:
+            self._remember(turn, Outcome(rule.name))
+        return rule_decision("rule", rule, request, started)
 
     async def _classify(self, key: str, routes: Routes, window: Conversation) -> Outcome:
         """Classify once per key: concurrent identical requests share one computation."""
@@ -228,7 +292,9 @@ class RouterStage:
     ) -> Decision:
         owner = config.route_owners.get(outcome.route) if outcome.route else None
         if owner is not None:
-            return Decision(source, owner, request.model, outcome.route, ms)
+            route = next(r for r in owner.routes if r.name == outcome.route)
+            effort = route.reasoning_effort
+            return Decision(source, owner, request.model, route.name, ms, reasoning_effort=effort)
         after = await decision.decide(config, request, decision.AFTER_ROUTER)
         if outcome.route is None:
             # A reused fallback stays labelled sticky: the turn keeps the model it started on.

@@ -7,7 +7,9 @@ so the cluster a request is sent to always exists in the rendered config.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -54,9 +56,15 @@ class Origin:
     def tls(self) -> bool:
         return self.scheme == "https"
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What tells two upstreams apart (the path is each provider's own)."""
+        return self.scheme, self.host, self.port
+
     @functools.cached_property
-    def cluster(self) -> str:
-        """A readable, stable cluster name: `api.openai.com:443` → `api_openai_com_443`."""
+    def readable(self) -> str:
+        """`api.openai.com:443` → `api_openai_com_443`: its cluster's name, unless another
+        origin of the config reads the same (`a-b.c` and `a.b_c`, `http` and `https`)."""
         return re.sub(r"[^A-Za-z0-9]+", "_", f"{self.host}_{self.port}")
 
 
@@ -75,11 +83,50 @@ def _origin(base_url: str) -> Origin:
 
 def origins(config: Config) -> dict[str, Origin]:
     """Distinct upstream origins by cluster name, in config order."""
+    names = _cluster_names(_base_urls(config))
     out: dict[str, Origin] = {}
     for provider in config.providers:
         o = origin(provider)
-        out.setdefault(o.cluster, o)
+        out.setdefault(names[o.key], o)
     return out
+
+
+def cluster_name(config: Config, provider: Provider) -> str:
+    """The cluster `provider`'s requests go to: its own origin's, never another's."""
+    return _cluster_names(_base_urls(config))[origin(provider).key]
+
+
+def _base_urls(config: Config) -> tuple[str, ...]:
+    return tuple(p.base_url for p in config.providers)
+
+
+@functools.lru_cache(maxsize=16)
+def _cluster_names(base_urls: tuple[str, ...]) -> dict[tuple[str, str, int], str]:
+    """Each distinct origin's cluster name: its readable name where no other origin of the
+    config reads the same, else that name and a digest of the exact origin, for all of them.
+
+    Distinct by construction: readable names differ; a digested name ends in at least 8 hex
+    digits, and a readable one in a port of at most 5; digests are widened until they differ.
+    """
+    by_readable: dict[str, dict[tuple[str, str, int], Origin]] = defaultdict(dict)
+    for url in base_urls:
+        o = _origin(url)
+        by_readable[o.readable].setdefault(o.key, o)
+    names: dict[tuple[str, str, int], str] = {}
+    for readable, group in by_readable.items():
+        names.update(dict.fromkeys(group, readable) if len(group) == 1 else _digested(group))
+    return names
+
+
+def _digested(group: dict[tuple[str, str, int], Origin]) -> dict[tuple[str, str, int], str]:
+    """Origins that read alike, each named with the shortest digest prefix (8 hex digits at
+    least) that tells them apart."""
+    digests = {
+        key: hashlib.sha256(f"{o.scheme}://{o.host}:{o.port}".encode()).hexdigest()
+        for key, o in group.items()
+    }
+    width = next(w for w in range(8, 65) if len({d[:w] for d in digests.values()}) == len(group))
+    return {key: f"{group[key].readable}_{d[:width]}" for key, d in digests.items()}
 
 
 def upstream_path(provider: Provider, client_path: str) -> str:

@@ -20,10 +20,12 @@ import orjson
 
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
+from extproc.decisions import capability
 from extproc.decisions.decision import Decision, Request, Stage, decide
+from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
-from extproc.providers.upstream import CLUSTER_HEADER, auth_change, origin, upstream_path
+from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
@@ -149,6 +151,12 @@ class Exchange:
         """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
         if message.name == "request_headers":
             return self.on_request_headers(message.headers, message.end_of_stream)
+        if message.name and not self.path:
+            # Envoy sends a request's headers first. A stream that starts with anything else
+            # would skip the gateway-key check, and a body's reply carries a provider key.
+            raise GatewayError(
+                "api_error", f"ext_proc {message.name} came before the request's headers"
+            )
         if message.name == "request_body":
             return await self.on_request_body(message.body)
         if message.name == "response_headers":
@@ -205,7 +213,7 @@ class Exchange:
             )
         auth = auth_change(anthropic)
         mutation = replies.header_mutation(
-            {CLUSTER_HEADER: origin(anthropic).cluster, **auth.set}, auth.remove
+            {CLUSTER_HEADER: cluster_name(config, anthropic), **auth.set}, auth.remove
         )
         self.routed_by_headers = self.finished = True
         # The provider for the access log (no `source`: no model was decided).
@@ -221,7 +229,9 @@ class Exchange:
         runtime = self.runtime
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = runtime.token_stages if counting else runtime.stages
-        decision = await decide(runtime.config, Request(model, body, self.path_only), stages)
+        request = Request(model, body, self.path_only, self.headers, len(raw))
+        decision = await decide(runtime.config, request, stages)
+        decision = capability.choose(runtime.config, decision, capability.needs_of(body, len(raw)))
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -236,8 +246,14 @@ class Exchange:
             f", route {decision.route}" if decision.route else "",
         )
         auth = auth_change(provider)
+        effort = decision.reasoning_effort
+        effortful = with_effort(full_body(raw), effort) if effort and not counting else None
         if provider.interface == "anthropic":
-            new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: unchanged
+            if effortful is None:
+                new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: same
+            else:  # written whole, as a body with another provider's thinking blocks is
+                cleaned = without_foreign_thinking(effortful) or effortful
+                new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
             changes: dict[str, str] = {}
             removed: tuple[str, ...] = ()
         elif counting:
@@ -245,13 +261,13 @@ class Exchange:
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, decision.metadata(), self.namespace)
         else:
-            new_body = [self.translate(full_body(raw), provider)]
+            new_body = [self.translate(effortful or full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
             # nothing to an OpenAI-style API and stay with us.
             changes = {"content-type": "application/json", "accept-encoding": "identity"}
             removed = ("anthropic-version", "anthropic-beta")
         headers = {
-            CLUSTER_HEADER: origin(provider).cluster,
+            CLUSTER_HEADER: cluster_name(runtime.config, provider),
             ":path": upstream_path(provider, self.path),
             # Envoy's convention for a rewritten path: the access log shows the client's.
             "x-envoy-original-path": self.path,
@@ -273,19 +289,25 @@ class Exchange:
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
         the answer."""
-        translator = translator_for(
-            provider.interface,
-            body,
-            upstream_model=provider.upstream_model,
-            contract=provider.contract,
-            max_tokens_cap=provider.max_tokens,
-            base_url=provider.base_url,
-        )
         try:
+            translator = translator_for(
+                provider.interface,
+                body,
+                upstream_model=provider.upstream_model,
+                contract=provider.contract,
+                max_tokens_cap=provider.max_tokens,
+                entry=provider.name,
+                base_url=provider.base_url,
+                access_key=provider.access_key,
+            )
             translated = translator.request(body)
         except TranslationError as exc:
             raise GatewayError(exc.error_type, exc.message) from None
-        self.translation = ResponseTranslation(translator, bool(body.get("stream")))
+        self.translation = ResponseTranslation(
+            translator,
+            bool(body.get("stream")),
+            whole_max=self.runtime.config.listener.max_body_bytes,
+        )
         return translated
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
@@ -370,14 +392,27 @@ def _requested_model(body: dict[str, Any]) -> str:
     return model
 
 
+class _Tool(msgspec.Struct):
+    """A tool as routing reads it: its `type` (set for Anthropic's own tools) and its `name`
+    (rules may match it)."""
+
+    type: Any = None
+    name: Any = None
+
+
 class _RoutingFields(msgspec.Struct):
     """The fields a routing decision reads. The rest (Claude Code's tool schemas and system
-    prompt: 70 of 77 KB on a first turn) is checked as JSON but never built as objects."""
+    prompt: 70 of 77 KB on a first turn) is checked as JSON but never built as objects:
+    `system` and `thinking` are kept raw, decoded only for a rule that asks what kind of
+    request it is (extproc.decisions.kinds)."""
 
     model: Any = msgspec.UNSET
     messages: Any = msgspec.UNSET
-    tools: list[msgspec.Raw] | msgspec.UnsetType | None = msgspec.UNSET
+    tools: list[_Tool] | msgspec.UnsetType | None = msgspec.UNSET
     output_config: Any = msgspec.UNSET
+    system: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    thinking: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    max_tokens: Any = msgspec.UNSET
 
 
 _ROUTING_FIELDS = msgspec.json.Decoder(_RoutingFields)
@@ -413,6 +448,8 @@ def _parse_body(raw: bytes | memoryview) -> tuple[dict[str, Any], Span | None]:
         for name in _RoutingFields.__struct_fields__
         if (value := getattr(fields, name)) is not msgspec.UNSET
     }
+    if isinstance(fields.tools, list):
+        body["tools"] = [{"type": tool.type, "name": tool.name} for tool in fields.tools]
     if first_model is not msgspec.UNSET:
         if "model" in body:
             span = None  # `model` twice: the provider would read the second

@@ -10,9 +10,12 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import hmac
 import logging
 import signal
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+import urllib.error
+import urllib.request
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 
 import grpc
 import orjson
@@ -35,12 +38,28 @@ BODIES_AT_ONCE = 4
 """Bodies of `listener.max_body_bytes` the sidecar takes in at once (`budget.ByteBudget`)."""
 
 
+SECRET_METADATA = "x-extproc-secret"
+"""The gRPC metadata that carries the sidecar's secret (Envoy's grpc_service initial_metadata)."""
+TOO_LONG = (b"414 URI Too Long", b"text/plain", b"request line too long\n")
+"""The health port's answer to a request line over 64 KiB."""
+
+
 class ExtProcServer:
     """Serves ext_proc streams and reports health; `runtime` may be swapped at any time."""
 
-    def __init__(self, runtime: Runtime, *, ready: Callable[[], bool] = lambda: True):
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        ready: Callable[[], bool] = lambda: True,
+        envoy_admin: str | None = None,
+    ):
         self.runtime = runtime
         self.ready = ready
+        self.envoy_admin = envoy_admin
+        """Envoy's admin address (host:port) when `extproc up` runs Envoy beside this sidecar:
+        `/ready` then answers for Envoy too, so that a health check sees a listener that is
+        down or hung, not only the sidecar."""
         self._grpc: grpc.aio.Server | None = None
         self._health: asyncio.Server | None = None
         self.bodies = ByteBudget(BODIES_AT_ONCE * runtime.config.listener.max_body_bytes)
@@ -48,6 +67,13 @@ class ExtProcServer:
     async def process(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
+        secret = self.runtime.config.sidecar_secret
+        if secret and not presents(context.invocation_metadata() or (), secret):
+            log.warning("refused an ext_proc stream from %s: no or wrong secret", context.peer())
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the ext_proc stream lacks the sidecar's secret ({SECRET_METADATA})",
+            )
         exchange = Exchange(self.runtime)
         open_streams = self.runtime.metrics.open_streams
         open_streams.inc()
@@ -150,12 +176,20 @@ class ExtProcServer:
     async def _serve_health(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """`/healthz` (alive), `/ready` (router loaded), `/metrics`, `/config` (loaded digest),
-        `/credentials` (for `extproc claude`)."""
+        """`/healthz` (alive), `/ready` (router loaded; under `extproc up`, Envoy serving too),
+        `/ready/sidecar`, `/metrics`, `/config` (loaded digest), `/credentials` (for
+        `extproc claude`)."""
         try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
-            status, content_type, body = self._health_answer(path)
+            try:
+                request_line = await asyncio.wait_for(reader.readline(), 5)
+            except ValueError:  # no line end within the stream reader's limit (64 KiB)
+                status, content_type, body = TOO_LONG
+            else:
+                path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
+                if path in (b"/ready", b"/ready/sidecar"):
+                    status, content_type, body = await self._ready_answer(path)
+                else:
+                    status, content_type, body = self._health_answer(path)
             writer.write(
                 b"HTTP/1.1 "
                 + status
@@ -184,11 +218,21 @@ class ExtProcServer:
                 b"application/json",
                 orjson.dumps(credentials.summary(self.runtime.config)),
             )
-        if path == b"/healthz" or (path == b"/ready" and self.ready()):
+        if path == b"/healthz":
             return b"200 OK", text, b"ok\n"
-        if path == b"/ready":
-            return b"503 Service Unavailable", text, b"not ready\n"
         return b"404 Not Found", text, b"not found\n"
+
+    async def _ready_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
+        """`/ready/sidecar`: the router model is loaded (or known missing) and warmed up.
+        `/ready`: that, and Envoy serving when `extproc up` runs it (`envoy_admin`)."""
+        text = b"text/plain"
+        if not self.ready():
+            return b"503 Service Unavailable", text, b"not ready\n"
+        if path == b"/ready" and self.envoy_admin is not None:
+            state = await asyncio.to_thread(envoy_state, self.envoy_admin)
+            if state != "LIVE":
+                return b"503 Service Unavailable", text, f"not ready: envoy {state}\n".encode()
+        return b"200 OK", text, b"ok\n"
 
     async def stop(self, grace: float) -> None:
         """Stop accepting streams and let open ones finish, for up to `grace` seconds."""
@@ -200,6 +244,27 @@ class ExtProcServer:
             else:
                 log.info("stopping now; open streams are cut")
             await self._grpc.stop(grace)
+
+
+def presents(metadata: Iterable[tuple[str, str | bytes]], secret: str) -> bool:
+    """Whether a stream's metadata carries `secret`, compared in constant time."""
+    wanted = secret.encode()
+    return any(
+        key == SECRET_METADATA
+        and hmac.compare_digest(value.encode() if isinstance(value, str) else value, wanted)
+        for key, value in metadata
+    )
+
+
+def envoy_state(admin: str) -> str:
+    """What Envoy's admin `/ready` says (LIVE once it serves), or that it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as response:
+            return response.read().decode().strip()
+    except urllib.error.HTTPError as error:  # 503 while it starts or drains: its state
+        return error.read().decode().strip() or f"answered {error.code}"
+    except OSError:
+        return f"does not answer on {admin}"
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h

@@ -250,6 +250,17 @@ def tool_input(arguments: Any) -> JSON:
     return value if isinstance(value, dict) else {}
 
 
+def tool_name(name: Any, tool_names: dict[str, str]) -> str:
+    """The client's name for the tool a provider called `name` (a shortened name maps back
+    through `tool_names`); "" when it gave none. Any other type is a malformed answer: a
+    number would reach the client as the name (TypeError, one of MALFORMED)."""
+    if name is None:
+        return ""
+    if not isinstance(name, str):
+        raise TypeError(f"a tool call's name must be a string, not {type(name).__name__}")
+    return tool_names.get(name, name)
+
+
 def anthropic_message(
     message_id: str,
     model: str,

@@ -140,6 +140,11 @@ def error_event(error_type: str, message: str) -> bytes:
     return encode_event("error", error_payload(error_type, message))
 
 
+def stopped_reading(reason: Exception) -> str:
+    """The message for an answer the gateway stopped reading: it would hold too much."""
+    return f"The gateway stopped reading the provider's answer: {reason}."
+
+
 def http_error(status: int, body: bytes) -> tuple[int, str, str]:
     """(status for the client, Anthropic type, message) for a non-2xx upstream answer.
 

@@ -148,19 +148,30 @@ def provider_tool_name(name: str, limit: int) -> str:
 
 
 def tool_names(body: JSON, contract: Contract) -> dict[str, str]:
-    """Provider name → original for every tool name of the request that had to change."""
+    """Provider name → original for every tool name of the request that had to change.
+
+    Two of the request's names (its tools', its history's calls') that the provider would
+    see as one are refused (TranslationError): a long name and a tool literally named as its
+    shortened form, or two long names whose prefixes and 8-hex digests agree. The provider
+    would get two functions of one name, and every call to either would come back as one.
+    """
     names = [t.get("name") for t in as_list(body.get("tools")) if isinstance(t, dict)]
     for message in as_list(body.get("messages")):
         for block in as_list(message.get("content") if isinstance(message, dict) else None):
             if isinstance(block, dict) and block.get("type") == "tool_use":
                 names.append(block.get("name"))
-    out = {}
+    sent: dict[str, str] = {}
     for name in names:
         if isinstance(name, str) and name:
             short = provider_tool_name(name, contract.tool_name_max)
-            if short != name:
-                out[short] = name
-    return out
+            other = sent.setdefault(short, name)
+            if other != name:
+                raise TranslationError(
+                    f"tools: {other!r} and {name!r} would both reach the provider as {short!r} "
+                    f"(tool names longer than {contract.tool_name_max} characters, or with "
+                    "characters other than A-Z a-z 0-9 _ -, are shortened); rename one of them"
+                )
+    return {short: name for short, name in sent.items() if short != name}
 
 
 def chat_tool_choice(choice: Any, offered: set[str], contract: Contract) -> JSON:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from extproc.config.settings import Listener
 from extproc.errors import GatewayError
-from extproc.translate.errors import error_event
-from extproc.translate.sse import SSELineTooLong
+from extproc.translate.errors import error_event, stopped_reading
 from extproc.translate.stream import AnthropicStream
 from extproc.translate.translator import Translator
 
@@ -25,7 +25,7 @@ Completions chunks is about 16 MB; inflating the whole limit takes about 0.3 s o
 
 
 class AnswerTooLarge(ValueError):
-    """A compressed answer inflates past INFLATED_MAX."""
+    """A compressed answer inflates past INFLATED_MAX, or a whole one past `whole_max`."""
 
 
 @dataclass
@@ -33,6 +33,10 @@ class ResponseTranslation:
     translator: Translator
     """The exchange's translator (translator.translator_for), which translates the answer."""
     streaming_requested: bool
+    whole_max: int = Listener.max_body_bytes
+    """The most a whole (not streamed) answer may hold once inflated: the exchange passes
+    listener.max_body_bytes, the most Envoy buffers of an uncompressed one, and about the
+    most it takes back from the sidecar."""
     status: int = 200
     """The upstream's status."""
     client_status: int = 200
@@ -78,13 +82,17 @@ class ResponseTranslation:
                 chunk = self._inflate(self._decoder, chunk, end)
             if self._stream is not None:
                 return self._stream.feed(chunk) + (self._stream.finish() if end else b"")
-        except (AnswerTooLarge, SSELineTooLong) as exc:
+            self._buffer += chunk
+            if len(self._buffer) > self.whole_max:
+                limit = f"{self.whole_max} bytes (listener.max_body_bytes)"
+                raise AnswerTooLarge(f"it is larger than {limit}")
+        except AnswerTooLarge as exc:
             self._failed = True
-            message = f"The gateway stopped reading the provider's answer: {exc}."
+            self._buffer = bytearray()
+            message = stopped_reading(exc)
             if self._stream is None:
                 raise GatewayError("api_error", message, status=502) from None
             return error_event("api_error", message)
-        self._buffer += chunk
         if not end:
             return b""
         self.client_status, body = self.translator.response(self.status, bytes(self._buffer))
@@ -92,9 +100,10 @@ class ResponseTranslation:
         return body
 
     def _inflate(self, decoder: zlib._Decompress, chunk: bytes, end: bool) -> bytes:  # type: ignore[name-defined]
-        """Inflate at most what is left of INFLATED_MAX (plus one byte, to notice more)."""
-        room = INFLATED_MAX - self._inflated
-        out = decoder.decompress(chunk, room + 1)
+        """Inflate at most what is left of INFLATED_MAX (plus one byte, to notice more); of a
+        whole answer, no more than it may hold (`whole_max` says so in its own words)."""
+        limit = INFLATED_MAX if self._stream is not None else min(INFLATED_MAX, self.whole_max)
+        out = decoder.decompress(chunk, limit - self._inflated + 1)
         if end and not decoder.unconsumed_tail:
             out += decoder.flush()
         self._inflated += len(out)

@@ -9,6 +9,7 @@ client always gets a terminated message or one `event: error`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import orjson
 
@@ -19,7 +20,7 @@ from extproc.translate.anthropic_format import (
     anthropic_message_id,
     message_events,
 )
-from extproc.translate.sse import SSEParser, encode_event
+from extproc.translate.sse import Event, SSEEventTooLarge, SSEParser, encode_event
 
 
 class AnthropicStream:
@@ -36,7 +37,8 @@ class AnthropicStream:
         self._message_id = message_id
         self._input_estimate = input_tokens_estimate
         self._parser = SSEParser()
-        self._raw: list[bytes] | None = []  # the body, kept until an SSE event shows up
+        self._raw: list[bytes] | None = []  # the body, kept until an SSE event shows up (the
+        # parser's limit bounds it: its bytes are all bytes without a complete event)
         self._started = False
         self._done = False
         self._usage: JSON | None = None
@@ -54,22 +56,16 @@ class AnthropicStream:
             return b""
         if self._raw is not None:
             self._raw.append(data)
-        for name, payload in self._parser.feed(data):
-            self._raw = None
-            self._event(name, payload)
-            if self._done:
-                break
+        self._read(lambda: self._parser.feed(data))
         return self._take()
 
     def finish(self) -> bytes:
         """Upstream ended: flush, and always leave the client a terminated message."""
         if self._done:
             return b""
-        for name, payload in self._parser.close():
-            self._raw = None
-            self._event(name, payload)
-            if self._done:
-                return self._take()
+        self._read(self._parser.close)
+        if self._done:
+            return self._take()
         if self._raw is not None:  # not one SSE event came
             self._plain_json(b"".join(self._raw))
         elif self._started:
@@ -83,6 +79,22 @@ class AnthropicStream:
         _, kind, message = errors.http_error(status, body)
         self._fail(kind, message)
         return self._take()
+
+    def _read(self, parse: Callable[[], list[Event]]) -> None:
+        """Translate the events `parse` (the parser's feed or close) returns. Past the
+        parser's limit, what came before still counts, then the stream ends with an error."""
+        try:
+            events, too_large = parse(), None
+        except SSEEventTooLarge as exc:
+            events, too_large = exc.events, exc
+        for name, payload in events:
+            self._raw = None
+            self._event(name, payload)
+            if self._done:
+                return
+        if too_large is not None:
+            self._raw = None
+            self._fail("api_error", errors.stopped_reading(too_large))
 
     # -- for subclasses -------------------------------------------------------------------
 

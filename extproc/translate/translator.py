@@ -15,6 +15,7 @@ from extproc.config.contract import COMMON, Contract
 from extproc.translate import openai_chat, openai_responses
 from extproc.translate.anthropic_format import JSON
 from extproc.translate.openai_format import tool_names
+from extproc.translate.openai_responses.reasoning import reasoning_origin
 from extproc.translate.stream import AnthropicStream
 from extproc.translate.token_estimate import estimate_input_tokens
 
@@ -82,7 +83,8 @@ class ResponsesTranslator(_Exchange):
     """Anthropic Messages ⇄ OpenAI Responses (the `openai_responses` package)."""
 
     origin: str = ""
-    """The provider and model encrypted reasoning is signed for: it goes back only there."""
+    """The provider entry and account encrypted reasoning is signed for (`reasoning_origin`):
+    it goes back only there."""
 
     def request(self, body: JSON) -> bytes:
         return openai_responses.translate_request(
@@ -114,10 +116,14 @@ def translator_for(
     upstream_model: str,
     contract: Contract = COMMON,
     max_tokens_cap: int | None = None,
+    entry: str = "",
     base_url: str = "",
+    access_key: str | None = None,
 ) -> Translator:
     """The translator for a provider speaking `interface` (`openai` or `openai-responses`),
-    set up for the client's `body`. A provider speaking Anthropic Messages needs none."""
+    set up for the client's `body`. A provider speaking Anthropic Messages needs none.
+    `entry` (the provider's name), `base_url` and `access_key` say whose encrypted reasoning
+    a Responses provider may be sent."""
     exchange: JSON = {
         "upstream_model": upstream_model,
         "model": str(body.get("model", upstream_model)),
@@ -129,5 +135,6 @@ def translator_for(
     if interface == "openai":
         return ChatTranslator(**exchange)
     if interface == "openai-responses":
-        return ResponsesTranslator(**exchange, origin=f"{base_url} {upstream_model}")
+        origin = reasoning_origin(entry, base_url, upstream_model, access_key)
+        return ResponsesTranslator(**exchange, origin=origin)
     raise ValueError(f"no translator for the {interface!r} interface")

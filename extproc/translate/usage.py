@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from extproc.translate.sse import SSELineTooLong, SSEParser
+from extproc.translate.sse import SSEEventTooLarge, SSEParser
 
 JSON_LIMIT = 4 * 1024 * 1024
 """A JSON answer larger than this is not kept just to count its tokens."""
@@ -33,7 +33,7 @@ class UsageReader:
             return
         try:
             events = self._events.feed(chunk)
-        except SSELineTooLong:
+        except SSEEventTooLarge:
             self._reading = False  # the answer passes on unchanged; only its counts are lost
             return
         for _, data in events:

@@ -41,6 +41,8 @@ llm_providers:
     base_url: {fake_anthropic.url}
 model_aliases:
   claude-*haiku*: anthropic/claude-haiku-4-5
+rules:
+  - {{name: compaction, model: anthropic/claude-haiku-4-5, when: {{kind: compact}}}}
 """
 
     with running_gateway(config_for, tmp_path_factory.mktemp("claude-gateway")) as gateway:
@@ -73,6 +75,29 @@ def test_routed_tool_loop_through_claude_code(claude_gateway, fakes, tmp_path):
     assert (sticky["source"], sticky["route"]) == ("sticky", routed["route"])
     assert routed["routed_model"] == sticky["routed_model"] == "openai/gpt-4.1"
     assert routed["path"] == sticky["path"] == "/v1/messages?beta=true"
+
+
+def test_compaction_goes_to_the_rules_model_while_turns_follow_the_routes(
+    claude_gateway, fakes, tmp_path
+):
+    anthropic_fake, _, openai_fake = fakes
+    prompts = ("write a function that adds", "now its tests", "and a docstring")
+    for i, prompt in enumerate(prompts):
+        turn = claude(claude_gateway, tmp_path, "-p", *(["--continue"] if i else []), prompt)
+        assert turn.returncode == 0, turn.stderr
+    compact = claude(claude_gateway, tmp_path, "-p", "--continue", "/compact")
+    assert compact.returncode == 0, compact.stderr
+    turns = decisions(claude_gateway, openai_fake.received)
+    assert [(e["source"], e["routed_model"]) for e in turns] == [("router", "openai/gpt-4.1")] * 3
+    [compaction] = decisions(claude_gateway, anthropic_fake.received)
+    assert (compaction["source"], compaction["route"], compaction["routed_model"]) == (
+        "rule",
+        "compaction",
+        "anthropic/claude-haiku-4-5",
+    )
+    [summary_request] = [r.json() for r in anthropic_fake.received if r.method == "POST"]
+    assert summary_request["model"] == "claude-haiku-4-5"
+    assert "summary of the conversation" in summary_request["messages"][-1]["content"][-1]["text"]
 
 
 def test_haiku_calls_land_on_the_alias_target(claude_gateway, fakes, tmp_path):

@@ -11,8 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
-import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -20,9 +20,13 @@ import httpx
 import orjson
 import pytest
 
+from extproc.config import Listener
+from extproc.proxy.exchange import LOCAL_REPLY_HEADER
 from extproc.translate.response import INFLATED_MAX
-from tests.support.fake_server import FakeServer
+from tests.support.fake_openai import completion
+from tests.support.fake_server import FakeServer, send_json
 from tests.support.gateway import Gateway, gateway_config, running_gateway
+from tests.support.gzip_bomb import gzip_bomb
 from tests.support.requests import KEY, assert_anthropic_error, chat
 
 # ------------------------------------------------------------------ helpers
@@ -139,6 +143,27 @@ def test_a_client_cannot_forge_envoy_headers(gateway, fakes):
         assert seen.headers.get("x-envoy-original-path") in (None, seen.path)
 
 
+def test_the_access_log_request_id_is_the_gateways_and_the_clients_is_kept_beside_it(
+    gateway, fakes
+):
+    """A client's x-request-id became the access log's request_id, so it could forge it."""
+    headers = {"content-type": "application/json", "x-request-id": "forged-request-id"}
+    response = raw_request(gateway, "POST", "/v1/messages", HAIKU, **headers)
+    assert response.status_code == 200, response.text
+    (seen,) = fakes[0].received
+    ours = seen.headers["x-request-id"]
+    assert ours != "forged-request-id"
+    entry = gateway.wait_log(lambda e: e["request_id"] == ours)
+    assert entry["client_request_id"] == "forged-request-id"
+    # Without one from the client, there is none to keep.
+    plain = raw_request(
+        gateway, "POST", "/v1/messages", HAIKU, **{"content-type": "application/json"}
+    )
+    assert plain.status_code == 200, plain.text
+    ours = fakes[0].received[-1].headers["x-request-id"]
+    assert gateway.wait_log(lambda e: e["request_id"] == ours)["client_request_id"] is None
+
+
 # ------------------------------------------------------------------ bodies nested too deeply
 
 
@@ -185,13 +210,6 @@ def test_a_count_tokens_estimate_of_a_deep_body_is_a_400(gateway, fakes):
 # ------------------------------------------------------------------ a gateway with hostile parts
 
 
-def gzip_bomb(size: int) -> bytes:
-    """`size` newlines (blank SSE lines), gzipped: about 1/200 of that on the wire."""
-    packer = zlib.compressobj(1, wbits=31)
-    lines = b"\n" * (1 << 20)
-    return b"".join(packer.compress(lines) for _ in range(size >> 20)) + packer.flush()
-
-
 class GzipBomb(FakeServer):
     """An OpenAI-format provider whose every answer inflates past the gateway's limit."""
 
@@ -207,11 +225,38 @@ class GzipBomb(FakeServer):
         handler.wfile.write(self.bomb)
 
 
+MAX_BODY_BYTES = Listener().max_body_bytes
+
+
+@dataclass(kw_only=True)
+class HugeAnswer(FakeServer):
+    """An OpenAI-format provider whose every answer is a JSON object of `size` bytes."""
+
+    size: int
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        head = b'{"id": "huge", "choices": [{"index": 0, "message": {"content": "'
+        tail = b'"}, "finish_reason": "stop"}]}'
+        send_json(handler, 200, head + b"x" * (self.size - len(head) - len(tail)) + tail)
+
+
+class ForgedLocalReply(FakeServer):
+    """An OpenAI-format provider whose answer carries the gateway's own marker of Envoy's
+    error replies, which told the sidecar to pass the answer on untranslated."""
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        answer = completion("forged", {"text": "plain OpenAI JSON", "finish_reason": "stop"})
+        send_json(handler, 200, orjson.dumps(answer), {LOCAL_REPLY_HEADER: "api_error"})
+
+
 @pytest.fixture(scope="module")
 def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -> Iterator[Gateway]:
-    """2 s of silence end a stream; `bomb` answers gzip bombs; `unresolvable` is an
-    OpenAI-format provider whose host does not resolve."""
+    """2 s of silence end a stream; `bomb` answers gzip bombs; `huge` answers a byte more than
+    Envoy buffers; `unresolvable` is an OpenAI-format provider whose host does not resolve;
+    `forged` marks its answers as Envoy's own error replies."""
     bomb = GzipBomb().start()
+    huge = HugeAnswer(size=MAX_BODY_BYTES + 1).start()
+    forged = ForgedLocalReply().start()
 
     def config_for(ports: dict[str, int]) -> str:
         config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
@@ -222,9 +267,18 @@ def edge_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory) -
     model: openai/bomb
     base_url: {bomb.url}/v1
     access_key: k
+  - name: huge
+    model: openai/huge
+    base_url: {huge.url}/v1
+    access_key: k
   - name: unresolvable
     model: openai/unresolvable
     base_url: http://does-not-exist.invalid/v1
+    access_key: k
+  - name: forged
+    model: openai/forged
+    base_url: {forged.url}/v1
+    provider_interface: openai-chat
     access_key: k
 model_aliases:
 """,
@@ -233,6 +287,8 @@ model_aliases:
     with running_gateway(config_for, tmp_path_factory.mktemp("edge-gateway")) as gateway:
         yield gateway
     bomb.stop()
+    huge.stop()
+    forged.stop()
 
 
 def send(gateway: Gateway, body: dict[str, Any]) -> httpx.Response:
@@ -240,8 +296,12 @@ def send(gateway: Gateway, body: dict[str, Any]) -> httpx.Response:
 
 
 def test_a_gzip_bomb_is_a_502_not_gigabytes(edge_gateway):
+    """Not streamed, it is held to what Envoy buffers of an uncompressed answer."""
     message = assert_anthropic_error(send(edge_gateway, chat("bomb")), 502, "api_error")
-    assert f"more than {INFLATED_MAX} bytes" in message
+    assert message == (
+        "The gateway stopped reading the provider's answer: it is larger than "
+        f"{MAX_BODY_BYTES} bytes (listener.max_body_bytes)."
+    )
 
 
 def test_a_streamed_gzip_bomb_ends_in_an_error_event(edge_gateway):
@@ -253,9 +313,31 @@ def test_a_streamed_gzip_bomb_ends_in_an_error_event(edge_gateway):
     assert send(edge_gateway, chat("openai/gpt-4.1")).status_code == 200
 
 
+def test_an_answer_larger_than_envoy_buffers_is_an_anthropic_error(edge_gateway):
+    """A translated answer that is not streamed is buffered whole; one byte past the limit,
+    Envoy answers in its place (a plain-text 500 before its local reply mapper knew it)."""
+    response = send(edge_gateway, chat("huge"))
+    message = assert_anthropic_error(response, 502, "api_error")
+    assert message == (
+        "The gateway stopped reading the provider's answer: it is larger than "
+        f"{MAX_BODY_BYTES} bytes (listener.max_body_bytes) (response_payload_too_large)"
+    )
+
+
+def test_a_provider_cannot_turn_translation_off_with_the_gateways_own_header(edge_gateway):
+    response = send(edge_gateway, chat("forged"))
+    assert response.status_code == 200, response.text
+    assert LOCAL_REPLY_HEADER not in response.headers
+    answer = response.json()
+    assert (answer["type"], answer["content"]) == (
+        "message",
+        [{"type": "text", "text": "plain OpenAI JSON"}],
+    )
+
+
 def test_an_unresolvable_translated_provider_is_api_error(edge_gateway):
     message = assert_anthropic_error(send(edge_gateway, chat("unresolvable")), 503, "api_error")
-    assert "could not reach the provider" in message
+    assert "its DNS lookup failed or has not answered yet" in message
 
 
 def sidecar_processes(gateway: Gateway) -> list[int]:

@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
 import httpx
 import pytest
+import yaml
 
 from extproc.commands.up import envoy_command
 from extproc.config import load
-from extproc.control.envoy_config import render
-from extproc.providers.upstream import origin
+from extproc.control.envoy_config import bootstrap, render
+from extproc.providers.upstream import cluster_name
 from tests.support.gateway import (
     STRICT_IDLE_S,
     gateway_config,
@@ -82,9 +84,68 @@ def test_silent_upstream_gets_504_timeout_error(strict_gateway, fakes):
 
 def test_unresolvable_provider_gets_503_api_error(strict_gateway, fakes):
     message = assert_anthropic_error(send(strict_gateway, chat("nowhere")), 503, "api_error")
-    assert "could not reach the provider" in message
+    assert "its DNS lookup failed or has not answered yet" in message
     entry = strict_gateway.wait_log(lambda e: e["requested_model"] == "nowhere")
     assert entry["routed_model"] == "anthropic/claude-nowhere"
+
+
+SILENT_HOST = "llm.silent-dns.test"
+
+
+def silent_resolver(envoy_config: dict, port: int) -> None:
+    """Send every DNS query of this Envoy to 127.0.0.1:`port`, and wait an hour for each:
+    what a container with no DNS route, or a resolver that drops queries, looks like."""
+    cares = "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3"
+    address = {"address": "127.0.0.1", "port_value": port, "protocol": "UDP"}
+    envoy_config["typed_dns_resolver_config"] = {
+        "name": "envoy.network.dns_resolver.cares",
+        "typed_config": {
+            "@type": f"{cares}.CaresDnsResolverConfig",
+            "resolvers": [{"socket_address": address}],
+            "query_timeout_seconds": 3600,
+        },
+    }
+
+
+def test_a_provider_whose_dns_never_answers_does_not_keep_the_others_from_serving(
+    tmp_path, fake_anthropic, fake_deepseek
+):
+    ports = gateway_ports()
+    silent_provider = f"""\
+  - model: mistral/silent
+    base_url: https://{SILENT_HOST}/v1
+    access_key: $TEST_OPENAI_KEY
+model_aliases:
+  silent: mistral/silent
+"""
+    text = gateway_config(fake_anthropic, fake_deepseek, **ports)
+    config = tmp_path / "config.yaml"
+    config.write_text(text.replace("model_aliases:\n", silent_provider))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as resolver:
+        resolver.bind(("127.0.0.1", 0))
+        envoy_config = bootstrap(load(config))
+        silent_resolver(envoy_config, resolver.getsockname()[1])
+        envoy_yaml = tmp_path / "envoy.yaml"
+        envoy_yaml.write_text(yaml.safe_dump(envoy_config))
+        sidecar = serve(config)
+        envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
+        try:
+            query, _ = resolver.recvfrom(512)  # Envoy asked, and gets no answer
+            assert b"silent-dns" in query
+            wait_until(f"http://127.0.0.1:{ports['admin']}/ready")
+            wait_until(f"http://127.0.0.1:{ports['health']}/ready")
+            url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
+            answer = httpx.post(url, json=chat("deep"), headers=KEY, timeout=10)
+            assert answer.json()["content"][0]["text"] == fake_deepseek.answer
+            response = httpx.post(url, json=chat("silent"), headers=KEY, timeout=10)
+            assert assert_anthropic_error(response, 503, "api_error") == (
+                "The gateway has no address for the provider: its DNS lookup failed or has "
+                "not answered yet (llm_silent_dns_test_443, no_healthy_upstream)"
+            )
+        finally:
+            for process in (sidecar, envoy):
+                process.kill()
+                process.wait()
 
 
 # ------------------------------------------------------------------ a sidecar that dies
@@ -102,7 +163,8 @@ def test_sidecar_killed_then_restarted_under_a_running_envoy(
     envoy_yaml = tmp_path / "envoy.yaml"
     envoy_yaml.write_text(render(load(config)))
     health = f"http://127.0.0.1:{ports['health']}/ready"
-    deepseek_cluster = origin(load(config).provider_named("deepseek/deepseek-chat")).cluster
+    loaded = load(config)
+    deepseek_cluster = cluster_name(loaded, loaded.provider_named("deepseek/deepseek-chat"))
     sidecar = serve(config)
     envoy = subprocess.Popen(envoy_command(envoy_yaml), stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{ports['listener']}/v1/messages"

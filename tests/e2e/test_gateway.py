@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from extproc.config import parse
-from extproc.providers.upstream import origin
+from extproc.providers.upstream import cluster_name
 from tests.support.captured import captured, wire_body
 from tests.support.envoy import envoy_in_front, post_once_ready
 from tests.support.gateway import PROVIDER_KEYS, gateway_config, gateway_ports
@@ -196,7 +196,7 @@ def test_client_cannot_pick_the_cluster_itself(fake_anthropic, fake_deepseek, fa
     ports = gateway_ports()
     text = gateway_config(fake_anthropic, fake_deepseek, **ports)  # nothing serves the sidecar port
     config = parse(text.replace("sidecar:\n", "sidecar:\n  failure_mode_allow: true\n"))
-    deepseek = origin(config.provider_named("deepseek/deepseek-chat")).cluster
+    deepseek = cluster_name(config, config.provider_named("deepseek/deepseek-chat"))
     url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
     with envoy_in_front(config, tmp_path):
         response = post_once_ready(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -189,3 +190,81 @@ def test_requests_the_sidecar_is_done_with_leave_nothing_behind(native_gateway, 
         assert post_concurrently(native_gateway, body, 8) == {200}
     grown = settled_rss_mib(sidecar) - first
     assert grown < 40, f"+{grown:.0f} MiB after 128 more requests of 1 MB"
+
+
+# ------------------------------------------------------------------ slow and many clients
+
+CONNECTIONS = 4
+
+
+@pytest.fixture(scope="module")
+def guarded_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path_factory):
+    """At most CONNECTIONS client connections; a request's headers within a second."""
+
+    def config_for(ports: dict[str, int]) -> str:
+        config = gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports)
+        limits = f"  max_connections: {CONNECTIONS}\n  request_headers_timeout_s: 1\n"
+        return config.replace("  log_tokens: true\n", limits)
+
+    with running_gateway(config_for, tmp_path_factory.mktemp("guarded")) as gateway:
+        yield gateway
+
+
+def served(gateway) -> bool:
+    try:
+        return send(gateway, chat("deep")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def answered_connection(gateway) -> http.client.HTTPConnection:
+    """A kept-alive connection Envoy has surely accepted: it answered a request on it (its
+    workers accept in parallel, so a connection merely opened may not be counted yet)."""
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    connection.request("GET", "/v1/unknown")
+    assert connection.getresponse().read()
+    return connection
+
+
+def closed_unanswered(connection: socket.socket) -> bool:
+    connection.settimeout(10)
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_headers_get_408_and_the_connection_is_closed(guarded_gateway):
+    """Slow clients were never timed out: only the stream's 10 minutes of silence ended them."""
+    with socket.create_connection(("127.0.0.1", guarded_gateway.port), timeout=30) as client:
+        client.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: gateway\r\n")
+        answer = client.makefile("rb").read()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(body) == {
+        "type": "error",
+        "error": {
+            "type": "timeout_error",
+            "message": "The request's headers did not arrive within "
+            "listener.request_headers_timeout_s (request_header_timeout)",
+        },
+    }
+
+
+def test_past_the_connection_limit_a_new_connection_is_closed_until_one_is_freed(
+    guarded_gateway, fakes
+):
+    held = [answered_connection(guarded_gateway) for _ in range(CONNECTIONS)]
+    try:
+        with socket.create_connection(("127.0.0.1", guarded_gateway.port)) as extra:
+            extra.sendall(b"GET /v1/models HTTP/1.1\r\nhost: gateway\r\n\r\n")
+            assert closed_unanswered(extra)
+        assert not served(guarded_gateway)
+    finally:
+        held.pop().close()
+    deadline = time.monotonic() + 10
+    while not served(guarded_gateway):  # Envoy counts the freed connection out
+        assert time.monotonic() < deadline, "a freed connection slot was never reused"
+        time.sleep(0.1)
+    for connection in held:
+        connection.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import anthropic
 
 from extproc.config import load
-from tests.support.processes import pid_running
+from tests.support.processes import sidecar_pid
 from tests.support.requests import get
 
 CONVERSATIONS = 64
@@ -59,7 +59,7 @@ def wait_until_no_open_streams(metrics_url: str, timeout: float = 10) -> None:
 
 
 def test_64_concurrent_streaming_conversations(gateway, fakes):
-    sidecar = pid_running(f"extproc\0serve\0{gateway.config_path}")
+    sidecar = sidecar_pid(gateway)
     asyncio.run(run_load(gateway.url, 8))  # warm-up: connections, imports, caches
     baseline = rss_mib(sidecar)
 

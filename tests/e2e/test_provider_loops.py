@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from extproc.config.contract import contract_for
 from tests.support.claude_code import CLAUDE_BIN, USER_KEY, claude
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import running_gateway
 from tests.support.strict_providers import FINAL, PROFILES, FakeProvider, Profile
 
 STRICT_KEY = "sk-strict-test"
+REASONING = tuple(p for p in PROFILES if contract_for(p.kind, p.model).reasoning)
+"""The profiles whose model family reasons: a rule's reasoning_effort may name them."""
 BASE_PATHS = {
     "gemini": "/v1beta/openai",
     "groq": "/openai/v1",
@@ -49,6 +53,11 @@ def strict_gateway(strict_fakes, fake_anthropic: FakeAnthropic, tmp_path_factory
     if not (CLAUDE_BIN / "claude").exists():
         pytest.fail("Claude Code is not installed: run `npm ci` in the project root")
     entries = "".join(provider_entry(f.profile, f) for f in strict_fakes.values())
+    effort_rules = "".join(
+        f"  - {{name: 'low for {p.name}', model: {p.name}, reasoning_effort: low, "
+        f"when: {{header: {{x-effort-to: {p.name}}}}}}}\n"
+        for p in REASONING
+    )
 
     def config_for(ports: dict[str, int]) -> str:
         return f"""\
@@ -60,11 +69,35 @@ llm_providers:
     default: true
 {entries}model_aliases:
   claude-*haiku*: anthropic/claude-haiku-4-5
-"""
+rules:
+{effort_rules}"""
 
     workdir = tmp_path_factory.mktemp("strict-providers")
     with running_gateway(config_for, workdir, env={"TEST_STRICT_KEY": STRICT_KEY}) as gateway:
         yield gateway
+
+
+@pytest.mark.parametrize("profile", REASONING, ids=[p.name for p in REASONING])
+def test_a_rules_effort_reaches_a_strict_provider_in_its_own_field(
+    profile: Profile, strict_fakes, strict_gateway
+) -> None:
+    """Claude Code asks for adaptive thinking at `effort: high`; the rule asks for low."""
+    fake = strict_fakes[profile.name]
+    fake.received.clear()
+    fake.refused.clear()
+    body = {
+        "model": "claude-opus-4-8",
+        "max_tokens": 4096,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello"}],
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "high"},
+    }
+    headers = {"x-effort-to": profile.name, "anthropic-version": "2023-06-01"}
+    response = httpx.post(f"{strict_gateway.url}/v1/messages", json=body, headers=headers)
+    assert fake.refused == [] and response.status_code == 200, response.text
+    [received] = fake.received
+    assert received.json()["reasoning_effort"] == "low"
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.name for p in PROFILES])

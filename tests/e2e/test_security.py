@@ -13,7 +13,7 @@ import yaml
 
 from extproc.config import load, parse
 from extproc.control.envoy_config import render
-from extproc.providers.upstream import CLUSTER_HEADER, origin
+from extproc.providers.upstream import CLUSTER_HEADER, cluster_name
 from extproc.proxy import replies
 from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, READ_HEADERS
 from extproc.proxy.wire import Phase
@@ -106,7 +106,7 @@ llm_providers:
     access_key: k
 """
     )
-    steer = {"host": deepseek_host, CLUSTER_HEADER: origin(config.providers[1]).cluster}
+    steer = {"host": deepseek_host, CLUSTER_HEADER: cluster_name(config, config.providers[1])}
     url = f"http://127.0.0.1:{ports['listener']}/v1/messages"
     with envoy_in_front(config, tmp_path):
         response = post_once_ready(url, json=chat("deepseek/deepseek-chat"), headers=steer)
@@ -172,7 +172,7 @@ llm_providers:
     base_url: {upstream.url}
 """
     )
-    cluster = replies.header_mutation({CLUSTER_HEADER: origin(config.providers[0]).cluster})
+    cluster = replies.header_mutation({CLUSTER_HEADER: cluster_name(config, config.providers[0])})
     seen: list[Phase] = []
     server, processor_port = recording_processor(seen, replies.route_request_headers(cluster, {}))
     config = dataclasses.replace(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +84,8 @@ async def test_undecodable_body_gets_an_error_not_a_crash(sidecar):
     _, port, _ = sidecar
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.stream_stream(METHOD)()
+        await call.write(bytes(headers_message("/v1/messages")))
+        await call.read()
         await call.write(
             bytes(ProcessingRequest(request_body=HttpBody(body=b"\xff\xfe", end_of_stream=True)))
         )
@@ -94,3 +97,18 @@ async def test_undecodable_body_gets_an_error_not_a_crash(sidecar):
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="tunes glibc's allocator")
 def test_freed_body_buffers_stay_in_the_heap():
     assert keep_freed_memory() is True
+
+
+def test_a_request_line_over_64_kib_on_the_health_port_is_a_414_not_a_traceback(sidecar):
+    """asyncio's line reader stops at 64 KiB with a ValueError, which went unhandled."""
+    process, _, health = sidecar
+    with socket.create_connection(("127.0.0.1", health), timeout=10) as client:
+        client.sendall(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n")
+        answer = client.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 414 URI Too Long\r\n")
+    assert answer.endswith(b"\r\n\r\nrequest line too long\n")
+    assert get(f"http://127.0.0.1:{health}/healthz") == (200, "ok\n")
+    process.send_signal(signal.SIGTERM)
+    process.wait(15)
+    log = process.stderr.read()
+    assert "Traceback" not in log and "exception" not in log.lower()

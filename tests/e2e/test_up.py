@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+import yaml
 
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
 from tests.support.processes import envoy_pid
@@ -61,6 +65,36 @@ def test_up_serves_then_stops_both_processes_on_sigterm(tmp_path, fake_anthropic
             sock.bind(("127.0.0.1", port))
 
 
+def with_open_files(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def test_envoys_connection_limit_fits_its_open_files_limit(tmp_path, fake_anthropic, fake_deepseek):
+    """Past its open-files limit Envoy could not accept a client, yet nothing refused them
+    earlier; now the overload manager's limit leaves it the files for every connection's
+    provider connection too."""
+    chosen = ports()
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **chosen),
+        tmp_path,
+        chosen["listener"],
+        preexec_fn=functools.partial(with_open_files, 400),
+    )
+    try:
+        assert (
+            "warning: Envoy may open 400 files (ulimit -n): enough for 136 client connections at "
+            "once, not 8192 (listener.max_connections); raise the limit to serve more"
+        ) in gateway.output
+        [run_dir] = re.findall(r"\(envoy config: (.+)\)", "\n".join(gateway.output))
+        rendered = yaml.safe_load((Path(run_dir) / "envoy" / "bootstrap.yaml").read_text())
+        (monitor,) = rendered["overload_manager"]["resource_monitors"]
+        assert monitor["typed_config"]["max_active_downstream_connections"] == 136
+        body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{gateway.url}/v1/messages", json=body).status_code == 200
+    finally:
+        stop_gateway(gateway)
+
+
 def test_up_exits_when_envoy_dies(tmp_path, fake_anthropic, fake_deepseek):
     """Only the sidecar is restarted (tests/e2e/test_faults.py); without Envoy there is no
     gateway, so `up` stops the sidecar and says so."""
@@ -71,6 +105,38 @@ def test_up_exits_when_envoy_dies(tmp_path, fake_anthropic, fake_deepseek):
     os.kill(envoy_pid(gateway), signal.SIGKILL)
     assert gateway.process.wait(30) == 1
     assert any("envoy exited with code -9" in line for line in gateway.output)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ready_says_no_while_envoy_does_not_answer(
+    tmp_path, fake_anthropic, fake_deepseek, workers
+):
+    """What a container's health check asks: /ready answers for the Envoy `up` runs, not only
+    for the sidecar. A stopped Envoy's listener accepts connections and answers nothing."""
+    chosen = ports()
+    gateway = start_gateway(
+        gateway_config(fake_anthropic, fake_deepseek, **chosen),
+        tmp_path,
+        chosen["listener"],
+        args=("--workers", workers),
+    )
+    ready = f"http://127.0.0.1:{chosen['health']}/ready"
+    try:
+        assert httpx.get(ready).text == "ok\n"
+        envoy = envoy_pid(gateway)
+        os.kill(envoy, signal.SIGSTOP)
+        try:
+            stopped, sidecar_alone = httpx.get(ready, timeout=10), httpx.get(f"{ready}/sidecar")
+        finally:
+            os.kill(envoy, signal.SIGCONT)
+        assert (stopped.status_code, stopped.text) == (
+            503,
+            f"not ready: envoy does not answer on 127.0.0.1:{chosen['admin']}\n",
+        )
+        assert (sidecar_alone.status_code, sidecar_alone.text) == (200, "ok\n")
+        assert httpx.get(ready).text == "ok\n"
+    finally:
+        assert stop_gateway(gateway) == 0
 
 
 def test_key_warnings_print_once_and_again_on_a_reload(tmp_path, fake_anthropic, fake_deepseek):

@@ -16,9 +16,10 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingResponse,
 )
 
+from extproc.config import SIDECAR_SECRET_VAR
 from tests.support.ext_proc import METHOD, headers_message
 from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
-from tests.support.processes import pid_running
+from tests.support.processes import pid_running, sidecar_config
 
 CONNECTIONS = 16
 """The kernel spreads connections over the workers by a hash of their ports: 16 of them all
@@ -63,6 +64,10 @@ def tcp_connections() -> list[tuple[int, int, str]]:
     return rows
 
 
+SECRET = "test-sidecar-secret-0123456789"
+"""Given to `extproc up`, which would otherwise make one that this test can't present."""
+
+
 def exchange(channel: grpc.Channel) -> list[ProcessingResponse]:
     """One Messages request, as Envoy sends it: headers, then the body."""
     body = orjson.dumps({"model": "deep", "max_tokens": 5, "messages": []})
@@ -73,7 +78,7 @@ def exchange(channel: grpc.Channel) -> list[ProcessingResponse]:
     process = channel.stream_stream(
         METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
     )
-    return list(process(iter(messages), timeout=10))
+    return list(process(iter(messages), metadata=(("x-extproc-secret", SECRET),), timeout=10))
 
 
 def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fakes, tmp_path):
@@ -82,6 +87,7 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
         gateway_config(fake_anthropic, fake_deepseek, **ports),
         tmp_path,
         ports["listener"],
+        env={SIDECAR_SECRET_VAR: SECRET},
         args=("--workers", "2"),
     )
     channels = [
@@ -91,7 +97,7 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
         for _ in range(CONNECTIONS)
     ]
     try:
-        workers = worker_pids(gateway.config_path)
+        workers = worker_pids(sidecar_config(gateway))
         assert len(workers) == 2
         body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
         response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=10)
@@ -120,7 +126,7 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
         for channel in channels:
             channel.close()
         assert stop_gateway(gateway) == 0
-    assert worker_pids(gateway.config_path) == []
+    assert worker_pids(sidecar_config(gateway)) == []
 
 
 def test_a_dead_worker_is_started_again_while_the_others_serve(
@@ -131,14 +137,15 @@ def test_a_dead_worker_is_started_again_while_the_others_serve(
         gateway_config(fake_anthropic, fake_deepseek, **ports),
         tmp_path,
         ports["listener"],
+        env={SIDECAR_SECRET_VAR: SECRET},
         args=("--workers", "2"),
     )
     try:
-        first, second = worker_pids(gateway.config_path)
+        first, second = worker_pids(sidecar_config(gateway))
         os.kill(first, signal.SIGKILL)
         body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
         deadline = time.monotonic() + 15
-        while (pids := worker_pids(gateway.config_path)) in ([second], [first, second]):
+        while (pids := worker_pids(sidecar_config(gateway))) in ([second], [first, second]):
             # The other worker serves meanwhile (a connection to the dead one may get 503).
             response = httpx.post(f"{gateway.url}/v1/messages", json=body, timeout=10)
             assert response.status_code in (200, 503)
@@ -164,13 +171,16 @@ def test_workers_of_a_killed_parent_stop_and_up_starts_new_ones(
         gateway_config(fake_anthropic, fake_deepseek, **ports),
         tmp_path,
         ports["listener"],
+        env={SIDECAR_SECRET_VAR: SECRET},
         args=("--workers", "2"),
     )
     try:
-        old = set(worker_pids(gateway.config_path))
-        os.kill(pid_running(f"extproc\0serve\0{gateway.config_path}\0--workers"), signal.SIGKILL)
+        old = set(worker_pids(sidecar_config(gateway)))
+        os.kill(
+            pid_running(f"extproc\0serve\0{sidecar_config(gateway)}\0--workers"), signal.SIGKILL
+        )
         deadline = time.monotonic() + 20
-        while (pids := set(worker_pids(gateway.config_path))) & old or len(pids) != 2:
+        while (pids := set(worker_pids(sidecar_config(gateway)))) & old or len(pids) != 2:
             assert time.monotonic() < deadline, f"workers {pids}, before {old}"
             time.sleep(0.2)
         body = {"model": "deep", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}

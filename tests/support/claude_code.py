@@ -17,11 +17,12 @@ USER_KEY = "sk-ant-user-own-key"
 
 
 def claude(gateway, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`extproc claude ARGS` as a user runs it, in a fresh home and project directory."""
+    """`extproc claude ARGS` as a user runs it, in a home and project directory of its own
+    (the same ones again for the same `tmp_path`: `--continue` goes on with the session)."""
     home = tmp_path / "home"
     project = tmp_path / "project"
-    home.mkdir()
-    project.mkdir()
+    home.mkdir(exist_ok=True)
+    project.mkdir(exist_ok=True)
     env = {
         "PATH": f"{CLAUDE_BIN}{os.pathsep}{os.environ['PATH']}",
         "HOME": str(home),

@@ -8,8 +8,8 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import HttpHeaders, ProcessingRe
 METHOD = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
-def headers_message(path: str) -> ProcessingRequest:
-    pairs = {":path": path, ":method": "POST", "content-type": "application/json"}
+def headers_message(path: str, extra: dict[str, str] | None = None) -> ProcessingRequest:
+    pairs = {":path": path, ":method": "POST", "content-type": "application/json", **(extra or {})}
     return ProcessingRequest(
         request_headers=HttpHeaders(
             headers=HeaderMap(

@@ -133,6 +133,13 @@ def sse_bytes(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
     return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
 
+def prompt_tokens(request: dict[str, Any]) -> int:
+    """What the fakes count as a request's prompt: 4 characters of the JSON of its system
+    prompt, messages and tools a token. Real tokenizers differ (docs/translation.md#model-facts);
+    the gateway's own estimate counts more tokens than this."""
+    return len(json.dumps([request.get(k) for k in ("system", "messages", "tools")])) // 4
+
+
 USER_KEY_PREFIX = "sk-ant-"
 """How Anthropic's API keys start (sk-ant-api03-…)."""
 
@@ -147,6 +154,8 @@ class FakeAnthropic(FakeServer):
     401. None accepts any credential."""
 
     expected_key: str | None = None
+    window: int = 0
+    """When set, a prompt over it (`prompt_tokens`) gets Anthropic's 400 "prompt is too long"."""
     answer: str = "Hello from the fake provider ✓"
     sent: list[bytes] = field(default_factory=list)
     """The exact bytes of the last response body sent."""
@@ -204,6 +213,10 @@ class FakeAnthropic(FakeServer):
                     return
         if handler.path.split("?")[0].endswith("/count_tokens"):
             self._json(handler, 200, {"input_tokens": 42})
+            return
+        if self.window and (prompt := prompt_tokens(request)) > self.window:
+            too_long = f"prompt is too long: {prompt} tokens > {self.window} maximum"
+            self.error(handler, 400, "invalid_request_error", too_long)
             return
         if b"FAULT-HANG" in body:
             time.sleep(HANG_S)

@@ -17,6 +17,7 @@ import gzip
 import json
 import re
 import time
+import uuid
 import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -94,6 +95,12 @@ USAGE = {
 }
 
 
+def completion_id() -> str:
+    """A new id for each answer, as providers give: Claude Code groups a session's messages
+    by it (one id for every answer left /compact "not enough messages")."""
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
 def completion(model: str, answer: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.get("text")}
     if "reasoning" in answer:
@@ -103,7 +110,7 @@ def completion(model: str, answer: dict[str, Any]) -> dict[str, Any]:
             {k: v for k, v in c.items() if k != "index"} for c in answer["tool_calls"]
         ]
     return {
-        "id": "chatcmpl-fake123",
+        "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -114,10 +121,11 @@ def completion(model: str, answer: dict[str, Any]) -> dict[str, Any]:
 
 def chunks(model: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
     """The chunk sequence a real provider streams, fragments and all."""
+    answer_id = completion_id()
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
         return {
-            "id": "chatcmpl-fake123",
+            "id": answer_id,
             "object": "chat.completion.chunk",
             "created": 1764100000,
             "model": model,

@@ -38,6 +38,9 @@ class FakeServer:
     """Subclasses answer in `respond`; every request is in `received` first."""
 
     received: list[Received] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    """Where it listens: the loopback, or the host's side of a container network that a test
+    made (tests/e2e/test_docker.py)."""
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         raise NotImplementedError
@@ -60,7 +63,7 @@ class FakeServer:
 
             do_GET = do_HEAD = do_POST = handle_request
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((self.host, 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -71,7 +74,7 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
         self.server.shutdown()

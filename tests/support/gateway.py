@@ -88,8 +88,10 @@ def start_gateway(
     port: int,
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    preexec_fn: Callable[[], Any] | None = None,
 ) -> Gateway:
-    """`extproc up CONFIG ARGS` in `workdir`, once it says it is ready."""
+    """`extproc up CONFIG ARGS` in `workdir`, once it says it is ready; `preexec_fn` runs in
+    its process before it starts (to set its resource limits)."""
     config_path = workdir / "config.yaml"
     config_path.write_text(config_text, encoding="utf-8")
     access_log = workdir / "access.log"
@@ -99,6 +101,7 @@ def start_gateway(
         stderr=subprocess.PIPE,
         env={**os.environ, **PROVIDER_KEYS, "HF_HUB_OFFLINE": "1", **(env or {})},
         cwd=workdir,
+        preexec_fn=preexec_fn,
     )
     gateway = Gateway(process, port, access_log, config_path)
     ready = threading.Event()

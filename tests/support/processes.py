@@ -24,18 +24,36 @@ def pid_running(command_part: str) -> int:
     raise LookupError(command_part)
 
 
-def envoy_pid(gateway) -> int:
-    """The pid of the first Envoy that `extproc up` started for `gateway`."""
+def run_folder(gateway) -> Path:
+    """Where `extproc up` keeps Envoy's files and the sidecar's copy of the config."""
     ready = next(line for line in gateway.output if "gateway ready" in line)
-    run_dir = ready.rpartition("(envoy config: ")[2].rstrip(")")
-    return pid_running(f"{run_dir}/envoy-0.yaml")
+    return Path(ready.rpartition("(envoy config: ")[2].rstrip(")"))
 
 
-def serve(config: Path) -> subprocess.Popen[bytes]:
+def children(pid: int) -> list[str]:
+    """The state letter and name of each child process of `pid` (`Z`: exited, never reaped)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, parent = text[text.rindex(")") + 2 :].split()[:2]
+        if int(parent) == pid:
+            found.append(f"{state} {text[text.index('(') + 1 : text.rindex(')')]}")
+    return found
+
+
+def envoy_pid(gateway) -> int:
+    """The pid of the Envoy that `extproc up` runs for `gateway`."""
+    return pid_running(f"{run_folder(gateway)}/envoy/bootstrap.yaml")
+
+
+def serve(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "extproc", "serve", str(config)],
         stderr=subprocess.DEVNULL,
-        env={**os.environ, **PROVIDER_KEYS},
+        env={**os.environ, **PROVIDER_KEYS, **(env or {})},
     )
 
 
@@ -46,5 +64,11 @@ def wait_until(url: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def sidecar_config(gateway) -> Path:
+    """The copy of the config that `extproc up` last accepted, which its sidecar runs on."""
+    return run_folder(gateway) / "config.yaml"
+
+
 def sidecar_pid(gateway) -> int:
-    return pid_running(f"extproc\0serve\0{gateway.config_path}")
+    """The sidecar `extproc up` runs, on the copy of the config it last accepted."""
+    return pid_running(f"extproc\0serve\0{sidecar_config(gateway)}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.fake_anthropic import write_chunked
+from tests.support.fake_anthropic import prompt_tokens, write_chunked
 from tests.support.fake_server import FakeServer, send_json
 
 JSON = dict[str, Any]
@@ -47,6 +47,37 @@ class Rule:
     name: str
     check: Callable[[JSON, FakeProvider], str | None]
     status: int = 400
+    code: str | None = None
+    """The error's `code` in an OpenAI-style body."""
+
+
+def context_window(request: JSON, fake: FakeProvider) -> str | None:
+    """Each provider's own refusal of a prompt over its model's window. OpenAI-style APIs count
+    the requested completion too; Gemini and Mistral count the prompt alone."""
+    profile = fake.profile
+    prompt = prompt_tokens(request)
+    completion = request.get("max_completion_tokens") or request.get("max_tokens") or 0
+    window = profile.window
+    if not window:
+        return None
+    if profile.kind in ("gemini", "mistral") and prompt > window:
+        if profile.kind == "gemini":
+            return f"The input token count ({prompt}) exceeds the maximum number of tokens allowed ({window})."
+        return f"Prompt contains {prompt} tokens, too large for model with {window} maximum context length"
+    if profile.kind in ("gemini", "mistral") or prompt + completion <= window:
+        return None
+    if profile.kind == "moonshot":
+        return (
+            f"Your request exceeded model token limit: {window} (requested: {prompt + completion})"
+        )
+    return (
+        f"This model's maximum context length is {window} tokens. However, you requested "
+        f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the "
+        "completion). Please reduce the length of the messages or completion."
+    )
+
+
+WINDOW_RULE = Rule("context-window", context_window, code="context_length_exceeded")
 
 
 def _assistant_calls(request: JSON) -> list[JSON]:
@@ -218,6 +249,9 @@ class Profile:
     short_ids: bool = False  # Mistral's 9-character ids
     groq_usage: bool = False  # usage in x_groq on the last chunk
     done_marker: bool = True  # Gemini's endpoint may close without [DONE]
+    window: int = 0
+    """The model's context window in the fake's tokens (`prompt_tokens`); a longer prompt is
+    refused with the provider's error, or, for Ollama (`num_ctx`), cut as Ollama cuts it."""
 
     @property
     def name(self) -> str:
@@ -234,6 +268,7 @@ PROFILES: tuple[Profile, ...] = (
             Rule("no-max-tokens", no_max_tokens),
             Rule("no-effort-with-tools", no_effort_with_tools),
         ),
+        window=400_000,
     ),
     Profile(
         "openai",
@@ -253,6 +288,7 @@ PROFILES: tuple[Profile, ...] = (
             Rule("known-parameters", known_parameters),
             Rule("no-reasoning-effort", no_reasoning_effort),
         ),
+        window=1_047_576,
     ),
     Profile(
         "gemini",
@@ -262,8 +298,14 @@ PROFILES: tuple[Profile, ...] = (
         error_style="google",
         signatures=True,
         done_marker=False,
+        window=1_048_576,
     ),
-    Profile("xai", "grok-4", rules=(*COMMON_RULES, Rule("grok-4-reasoning", xai_reasoning))),
+    Profile(
+        "xai",
+        "grok-4",
+        rules=(*COMMON_RULES, Rule("grok-4-reasoning", xai_reasoning)),
+        window=256_000,
+    ),
     Profile(
         "mistral",
         "mistral-large-latest",
@@ -274,6 +316,7 @@ PROFILES: tuple[Profile, ...] = (
         ),
         error_style="mistral",
         short_ids=True,
+        window=131_072,
     ),
     Profile(
         "groq",
@@ -282,6 +325,7 @@ PROFILES: tuple[Profile, ...] = (
         rules=(*COMMON_RULES, Rule("groq-unsupported", groq_unsupported)),
         groq_usage=True,
         reasoning_field="reasoning",
+        window=131_072,
     ),
     Profile(
         "openrouter",
@@ -289,20 +333,30 @@ PROFILES: tuple[Profile, ...] = (
         path="/api/v1/chat/completions",
         rules=COMMON_RULES,
         reasoning_field="reasoning",
+        window=262_144,
     ),
     Profile(
         "moonshot",
         "kimi-k2-thinking",
         rules=THINKING_RULES,
         reasoning_field="reasoning_content",
+        window=262_144,
     ),
     Profile(
         "deepseek",
         "deepseek-reasoner",
         rules=THINKING_RULES,
         reasoning_field="reasoning_content",
+        window=131_072,
     ),
-    Profile("ollama", "qwen3-coder", key=None, rules=COMMON_RULES, parallel_at_index_0=True),
+    Profile(
+        "ollama",
+        "qwen3-coder",
+        key=None,
+        rules=COMMON_RULES,
+        parallel_at_index_0=True,
+        window=262_144,
+    ),
 )
 
 
@@ -325,8 +379,12 @@ class FakeProvider(FakeServer):
     """Per tool-call id: the signature or reasoning handed out with it."""
     refused: list[tuple[int, str]] = field(default_factory=list)
     """Every request refused, as (status, message): a test that expects none asserts []."""
+    cut: list[int] = field(default_factory=list)
+    """Ollama: how many messages each request lost to the window (0 when it fit)."""
 
-    def error(self, handler: BaseHTTPRequestHandler, status: int, message: str) -> None:
+    def error(
+        self, handler: BaseHTTPRequestHandler, status: int, message: str, code: str | None = None
+    ) -> None:
         self.refused.append((status, message))
         if self.profile.error_style == "google":
             code = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED"}.get(status, "INTERNAL")
@@ -343,8 +401,8 @@ class FakeProvider(FakeServer):
                 "error": {
                     "message": message,
                     "type": "invalid_request_error",
-                    "param": None,
-                    "code": None,
+                    "param": "messages" if code == "context_length_exceeded" else None,
+                    "code": code,
                 }
             }
         send_json(handler, status, json.dumps(payload).encode())
@@ -362,10 +420,15 @@ class FakeProvider(FakeServer):
         if request.get("model") != profile.model:
             self.error(handler, 404, f"The model `{request.get('model')}` does not exist.")
             return
-        for rule in profile.rules:
+        if profile.kind == "ollama":
+            request = self.cut_to_window(request)
+            rules = profile.rules
+        else:
+            rules = (*profile.rules, WINDOW_RULE)
+        for rule in rules:
             message = rule.check(request, self)
             if message is not None:
-                self.error(handler, rule.status, message)
+                self.error(handler, rule.status, message, rule.code)
                 return
         chunks = self.answer(request)
         handler.send_response(200)
@@ -376,6 +439,22 @@ class FakeProvider(FakeServer):
         if profile.done_marker:
             events.append(b"data: [DONE]\n\n")
         write_chunked(handler, events, body)
+
+    def cut_to_window(self, request: JSON) -> JSON:
+        """What Ollama's OpenAI endpoint does with a prompt over `num_ctx`: it drops the oldest
+        messages, keeping the system messages and the latest one, without an error."""
+        messages = list(request.get("messages", []))
+        dropped = 0
+        while prompt_tokens({**request, "messages": messages}) > self.profile.window:
+            oldest = next(
+                (i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"), None
+            )
+            if oldest is None:
+                break
+            del messages[oldest]
+            dropped += 1
+        self.cut.append(dropped)
+        return {**request, "messages": messages}
 
     def answer(self, request: JSON) -> list[JSON]:
         """The streamed chunks of the next step of the loop (always streamed: Claude Code is)."""

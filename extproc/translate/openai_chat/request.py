@@ -32,6 +32,7 @@ from extproc.translate.openai_format import (
     chat_tool_choice,
     chat_tool_message,
     encode_request,
+    tool_names,
 )
 
 _STOP_MAX = 4
@@ -51,6 +52,7 @@ def translate_request(
     requires beyond the common format (see extproc/config/contract.py).
     """
     raw_messages = request_messages(body)
+    tool_names(body, contract)  # refuses two tools the provider would see as one
     system = system_texts(body.get("system"))
     messages: list[JSON] = []
     turn: list[tuple[str, JSON]] = []  # the assistant turn being read, as (where, block)

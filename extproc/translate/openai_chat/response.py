@@ -17,6 +17,7 @@ from extproc.translate.anthropic_format import (
     anthropic_tool_id,
     as_dict,
     tool_input,
+    tool_name,
     usage_counts,
 )
 
@@ -141,12 +142,11 @@ def _message(data: JSON, choice: JSON, model: str, body: bytes, tool_names: dict
         signature = thought_signature(call)
         if signature:
             content.append(signature_block(tool_id, signature))
-        name = function.get("name") or ""
         content.append(
             {
                 "type": "tool_use",
                 "id": tool_id,
-                "name": tool_names.get(name, name),
+                "name": tool_name(function.get("name"), tool_names),
                 "input": tool_input(function.get("arguments")),
             }
         )

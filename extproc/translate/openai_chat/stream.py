@@ -14,6 +14,7 @@ from extproc.translate.anthropic_format import (
     MALFORMED,
     block_events,
     fallback_tool_id,
+    tool_name,
 )
 from extproc.translate.openai_chat.response import (
     anthropic_stop,
@@ -176,8 +177,8 @@ class StreamTranslator(AnthropicStream):
             return  # a fragment after a complete object: invalid anyway; drop it
         if not block.tool_id and tool_id:
             block.tool_id = tool_id
-        if not block.name and isinstance(name, str):
-            block.name = self._tool_names.get(name, name)
+        if not block.name:
+            block.name = tool_name(name, self._tool_names)
         if isinstance(args, str) and args:
             block.parts.append(args)
             if block is self._open:

@@ -1,6 +1,7 @@
 """Encrypted reasoning through Claude Code: an OpenAI `reasoning` item rides in the thinking
 block's `signature` (one of ours: signatures.py), so Claude Code sends it back unchanged, and
-only to the provider and model that wrote it (`origin`), as no other could decrypt it.
+only to the provider entry and account that wrote it (`origin`): no other server or model
+could decrypt it, and another account's key must never carry it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,17 @@ import hashlib
 
 from extproc.translate import signatures
 from extproc.translate.anthropic_format import JSON
+
+
+def reasoning_origin(entry: str, base_url: str, model: str, access_key: str | None) -> str:
+    """The `origin` a provider entry's reasoning is signed for: the entry (its name, base URL
+    and model) and the account its key belongs to. Two entries for one model with different
+    keys are two origins, so reasoning from team A's answer never goes out with team B's key;
+    a changed key drops the reasoning signed before it. The key only keys the digest: the
+    signature, which the client holds, tells nothing about it."""
+    account = hashlib.sha256((access_key or "").encode()).digest()
+    where = "\0".join((entry, base_url, model)).encode()
+    return hashlib.blake2b(where, key=account, digest_size=16).hexdigest()
 
 
 def reasoning_item(block: JSON, origin: str) -> JSON | None:
@@ -38,5 +50,5 @@ def reasoning_signature(item: JSON, origin: str) -> str:
 
 
 def _origin_tag(origin: str) -> str:
-    """A short stand-in for the origin (a URL and a model name) inside every signature."""
+    """A short stand-in for the origin (`reasoning_origin`) inside every signature."""
     return hashlib.blake2b(origin.encode(), digest_size=6).hexdigest()

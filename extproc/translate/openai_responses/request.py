@@ -30,6 +30,7 @@ from extproc.translate.openai_format import (
     chat_tool_choice,
     chat_tool_message,
     encode_request,
+    tool_names,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_item
 
@@ -50,10 +51,12 @@ def translate_request(
     An allow-list like the Chat Completions translator's, under the same `contract` (reasoning,
     tool-name length, PDFs, prompt_cache_key, user). `store: false` always: the gateway keeps
     no state, so reasoning travels encrypted inside the conversation instead. `origin` names
-    the provider and model (as the answer side was given it): only reasoning signed for it is
-    sent back, as no other server could decrypt it.
+    the provider entry and account (`reasoning_origin`, as the answer side was given it):
+    only reasoning signed for it is sent back, as no other server could decrypt it and no
+    other account may read it.
     """
     raw_messages = request_messages(body)
+    tool_names(body, contract)  # refuses two tools the provider would see as one
     instructions = system_texts(body.get("system"))
     items: list[JSON] = []
     for i, role, content in raw_messages:

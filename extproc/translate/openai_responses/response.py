@@ -18,6 +18,7 @@ from extproc.translate.anthropic_format import (
     as_dict,
     as_list,
     tool_input,
+    tool_name,
     usage_counts,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_signature
@@ -125,7 +126,7 @@ def _message(data: JSON, model: str, body: bytes, tool_names: dict[str, str], or
                 {
                     "type": "tool_use",
                     "id": anthropic_tool_id(item.get("call_id"), message_id, calls),
-                    "name": tool_names.get(item.get("name") or "", item.get("name") or ""),
+                    "name": tool_name(item.get("name"), tool_names),
                     "input": tool_input(item.get("arguments")),
                 }
             )

@@ -12,6 +12,7 @@ from extproc.translate.anthropic_format import (
     MALFORMED,
     anthropic_tool_id,
     as_dict,
+    tool_name,
 )
 from extproc.translate.openai_responses.reasoning import reasoning_signature
 from extproc.translate.openai_responses.response import (
@@ -36,6 +37,7 @@ class _Item:
     streamed: bool = False  # at least one delta arrived for it
     done: JSON | None = None  # the finished item, once `response.output_item.done` came
     index: int = -1  # Anthropic block index once started
+    announced: bool = False  # its `added` (or `done`) came: a call's id and name are known
 
 
 _KINDS = {"reasoning": "thinking", "message": "text", "function_call": "tool_use"}
@@ -53,7 +55,9 @@ class StreamTranslator(AnthropicStream):
 
     Each output item (reasoning, message, function call) becomes one block. Items arrive one
     after another; should an event for a later item come while an earlier one is open, it
-    waits and is sent when its turn comes, so blocks stay sequential.
+    waits and is sent when its turn comes, so blocks stay sequential. A delta that comes
+    before its item's `added` is kept for it (a call's block starts once its name is known);
+    a second `added` or `done` for an item changes nothing.
     """
 
     def __init__(
@@ -148,10 +152,15 @@ class StreamTranslator(AnthropicStream):
         if kind is None:
             return  # hosted tool calls (web search, ...) have no Anthropic block
         item = self._item(output_index, kind)
+        if item.kind != kind:
+            kinds = f"a {raw['type']} but its deltas were {item.kind}"
+            raise ValueError(f"output item {output_index} is {kinds}")
+        if item.announced:
+            return
+        item.announced = True
         if kind == "tool_use":
             item.tool_id = anthropic_tool_id(raw.get("call_id"), str(self._message_id), self._calls)
-            name = raw.get("name") or ""
-            item.name = self._tool_names.get(name, name)
+            item.name = tool_name(raw.get("name"), self._tool_names)
             self._calls += 1
         self._advance()
 
@@ -159,9 +168,9 @@ class StreamTranslator(AnthropicStream):
         delta = event.get("delta")
         if not isinstance(delta, str) or not delta:
             return
-        item = self._items.get(event["output_index"])
-        if item is None or item.kind != kind or item.done is not None:
-            return  # a delta for an item never announced, or already finished
+        item = self._item(event["output_index"], kind)
+        if item.kind != kind or item.done is not None:
+            return  # a delta of another kind than its item's, or after the item finished
         item.streamed = True
         item.parts.append(delta)
         if item.index >= 0:
@@ -169,12 +178,11 @@ class StreamTranslator(AnthropicStream):
 
     def _item_done(self, output_index: int, raw: JSON) -> None:
         item = self._items.get(output_index)
-        if item is None:
-            kind = _KINDS.get(raw.get("type"))  # type: ignore[arg-type]
-            if kind is None:
-                return
+        if item is None or not item.announced:  # a server that sends whole items, or no `added`
             self._added(output_index, raw)
-            item = self._items[output_index]
+            item = self._items.get(output_index)
+        if item is None or item.done is not None:
+            return  # a hosted tool's item, or a repeated `done` (its block may be closed)
         if not item.streamed:  # a server that sends only whole items
             whole = self._whole_text(item, raw)
             if whole:
@@ -198,6 +206,8 @@ class StreamTranslator(AnthropicStream):
         while self._open < len(self._order):
             item = self._items[self._order[self._open]]
             if item.index < 0:
+                if not item.announced and item.kind == "tool_use":
+                    return  # its block can't start before its id and name are known
                 self._start_block(item)
             if item.done is None:
                 return
@@ -232,6 +242,10 @@ class StreamTranslator(AnthropicStream):
         """Close every block, then message_delta (stop reason, usage) and message_stop."""
         for output_index in self._order[self._open :]:
             item = self._items[output_index]
+            if not item.announced and item.kind == "tool_use":
+                message = f"output item {output_index} has arguments but never named its call"
+                self._fail("api_error", f"malformed event from upstream: {message}")
+                return
             if item.done is None:
                 item.done = {}
         self._advance()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.config import ConfigError, parse
+from extproc.config import SIDECAR_SECRET_VAR, ConfigError, parse
 from tests.support import ROOT
 
 SEED = """\
@@ -93,6 +93,18 @@ def test_unset_anthropic_key_means_client_credentials_pass_through(monkeypatch):
 
 
 ERRORS = [
+    (
+        "no client connection allowed",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_connections: 0\n",
+        "config.yaml:4: listener.max_connections: 0 is out of range: must be between 1 and "
+        "9223372036854775807",
+    ),
+    (
+        "more client connections than Envoy's int64 holds",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_connections: 9223372036854775808\n",
+        "config.yaml:4: listener.max_connections: 9223372036854775808 is out of range: must be "
+        "between 1 and 9223372036854775807",
+    ),
     (
         "unknown top-level key",
         "llm_providers:\n  - model: openai/x\nrouters: {}\n",
@@ -186,6 +198,23 @@ ERRORS = [
         "llm_providers:\n  - model: openai/x\nrouting:\n  mode: fast\n",
         "config.yaml:4: routing.mode: 'fast' is not one of constrained, greedy",
     ),
+    (
+        "unknown fallback",
+        "llm_providers:\n  - model: openai/x\n    fallbacks:\n      - openai/y\n",
+        "config.yaml:4: llm_providers[0].fallbacks[0]: unknown fallback 'openai/y' (configured: openai/x)",
+    ),
+    (
+        "fallback cycle",
+        "llm_providers:\n  - model: openai/a\n    fallbacks: [b]\n"
+        "  - {name: b, model: openai/b, fallbacks: [c, openai/a]}\n"
+        "  - {name: c, model: openai/c}\n",
+        "config.yaml:3: llm_providers[0].fallbacks[0]: fallback cycle: openai/a → b → openai/a",
+    ),
+    (
+        "context window of no tokens",
+        "llm_providers:\n  - model: ollama/q\n    base_url: http://h\n    context_window: 0\n",
+        "config.yaml:4: llm_providers[0].context_window: must be a number of tokens (at least 1)",
+    ),
     ("not YAML", "llm_providers: [\n", "config.yaml:2: yaml:"),
     (
         "YAML explanation and column kept",
@@ -197,6 +226,63 @@ ERRORS = [
         "port used twice",
         "llm_providers:\n  - model: openai/x\nlistener:\n  port: 9000\nsidecar:\n  health_port: 9000\n",
         "config.yaml:6: sidecar.health_port: port 9000 is already used by listener.port",
+    ),
+    # What Envoy could not take: each used to pass `check` and stop `extproc up` (or fail
+    # `envoy --mode validate`, or go silently elsewhere).
+    (
+        "base_url port out of range",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://localhost:70000/v1\n",
+        "config.yaml:3: llm_providers[0].base_url: port 70000 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "base_url port 0",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://localhost:0/v1\n",
+        "config.yaml:3: llm_providers[0].base_url: port 0 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "base_url with user info",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://api.openai.com@evil.example/v1\n",
+        "config.yaml:3: llm_providers[0].base_url: 'api.openai.com@evil.example' is not a host name or IPv4 address",
+    ),
+    (
+        "base_url with a query",
+        "llm_providers:\n  - model: openai/x\n    base_url: http://h/v1?key=1\n",
+        "config.yaml:3: llm_providers[0].base_url: 'http://h/v1?key=1' is not an http(s) URL",
+    ),
+    (
+        "listener port out of range",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  port: 70000\n",
+        "config.yaml:4: listener.port: 70000 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "sidecar port 0",
+        "llm_providers:\n  - model: openai/x\nsidecar:\n  port: 0\n",
+        "config.yaml:4: sidecar.port: 0 is out of range: must be between 1 and 65535",
+    ),
+    (
+        "listener address a name",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  address: localhost\n",
+        "config.yaml:4: listener.address: 'localhost' is not an IP address",
+    ),
+    (
+        "body limit over 32 bits",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_body_bytes: 5000000000\n",
+        "config.yaml:4: listener.max_body_bytes: 5000000000 is out of range: must be between 1 and 1073741824",
+    ),
+    (
+        "no request at once",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  max_concurrent_requests: 0\n",
+        "config.yaml:4: listener.max_concurrent_requests: 0 is out of range: must be between 1 and 1000000",
+    ),
+    (
+        "router timeout past ext_proc's",
+        "llm_providers:\n  - model: openai/x\nrouting:\n  timeout_ms: 3600000\n",
+        "config.yaml:4: routing.timeout_ms: 3600000 is out of range: must be between 0 and 600000",
+    ),
+    (
+        "idle timeout past a day",
+        "llm_providers:\n  - model: openai/x\nlistener:\n  idle_timeout_s: 100000\n",
+        "config.yaml:4: listener.idle_timeout_s: 100000 is out of range: must be between 0 and 86400",
     ),
 ]
 
@@ -350,3 +436,121 @@ def test_reasoning_summaries_are_turned_off_by_a_model_family_row() -> None:
     )
     contract = config.providers[0].contract
     assert contract.reasoning and not contract.reasoning_summaries
+
+
+SIDECAR_ON_EVERY_INTERFACE = """\
+llm_providers:
+  - model: openai/x
+    access_key: k
+sidecar:
+  address: extproc.llm.svc.cluster.local
+  listen_address: 0.0.0.0
+"""
+
+
+def test_the_sidecar_secret_comes_from_the_environment_and_is_never_shown(monkeypatch):
+    monkeypatch.setenv(SIDECAR_SECRET_VAR, "s3cret-0123456789abcdef")
+    config = parse(SIDECAR_ON_EVERY_INTERFACE)
+    assert config.sidecar_secret == "s3cret-0123456789abcdef"
+    assert "s3cret" not in repr(config)
+    assert config.warnings == ()
+
+
+def test_a_sidecar_other_hosts_reach_without_a_secret_is_a_warning(monkeypatch):
+    monkeypatch.delenv(SIDECAR_SECRET_VAR, raising=False)
+    assert parse(SIDECAR_ON_EVERY_INTERFACE).warnings == (
+        "config.yaml:6: sidecar.listen_address: the sidecar listens on 0.0.0.0 and "
+        "EXTPROC_SIDECAR_SECRET is not set: anything that reaches port 50051 can ask it for "
+        "provider keys (docs/reliability.md)",
+    )
+    assert parse("llm_providers:\n  - model: openai/x\n    access_key: k\n").warnings == ()
+
+
+def test_a_sidecar_secret_that_cannot_be_a_header_is_refused_without_showing_it(tmp_path):
+    text = "llm_providers:\n  - model: openai/x\n"
+    result = check(tmp_path, text, EXTPROC_SIDECAR_SECRET="top secret")
+    assert result.returncode == 2
+    assert "top secret" not in result.stdout + result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"error: {tmp_path}/config.yaml:1: sidecar: environment variable EXTPROC_SIDECAR_SECRET must be "
+        "printable ASCII without spaces (Envoy sends it as a gRPC header); `openssl rand -hex 32` "
+        "makes one"
+    )
+
+
+CANDIDATES = """\
+llm_providers:
+  - model: deepseek/deepseek-chat
+    access_key: k
+    fallbacks: [kimi, gemini/gemini-3-pro-preview]
+  - name: kimi
+    model: moonshot/kimi-k2.5
+    access_key: k
+    fallbacks: [openai/gpt-4.1]
+  - model: gemini/gemini-3-pro-preview
+    access_key: k
+  - model: openai/gpt-4.1
+    access_key: k
+    fallbacks: [gemini/gemini-3-pro-preview]
+  - model: anthropic/claude-sonnet-4-5
+    default: true
+"""
+
+
+def test_candidates_are_the_fallbacks_in_order_depth_first_then_the_default() -> None:
+    config = parse(CANDIDATES)
+    chosen, _, gemini, _, sonnet = config.providers
+    assert [p.name for p in config.candidates(chosen)] == [
+        "deepseek/deepseek-chat",
+        "kimi",
+        "openai/gpt-4.1",  # kimi's own fallback, before the entry's next one
+        "gemini/gemini-3-pro-preview",  # gpt-4.1's, and the entry's own: once
+        "anthropic/claude-sonnet-4-5",
+    ]
+    assert config.candidates(gemini) == (gemini, sonnet)
+    assert config.candidates(sonnet) == (sonnet,)
+
+
+def test_context_window_on_an_entry_overrides_the_table() -> None:
+    config = parse(
+        "llm_providers:\n"
+        "  - {model: ollama/qwen3-coder, base_url: 'http://h:11434', context_window: 32768}\n"
+        "  - {model: deepseek/deepseek-chat, access_key: k}\n"
+        "  - {model: deepseek/deepseek-reasoner, access_key: k, context_window: 64000}\n"
+    )
+    ollama, chat, reasoner = (p.contract for p in config.providers)
+    assert ollama.context_window == 32768 and ollama.output_cap == 0
+    assert (chat.context_window, chat.output_cap, chat.images, chat.pdfs) == (
+        128_000,
+        8_000,
+        False,
+        False,
+    )
+    assert (reasoner.context_window, reasoner.output_cap) == (64_000, 64_000)
+
+
+def test_model_family_rows_set_the_facts() -> None:
+    config = parse(
+        "llm_providers:\n  - {model: 'acme/m-1', base_url: 'http://h', provider_interface: anthropic}\n"
+        "model_families:\n"
+        "  - {provider: acme, model: 'm-*', context_window: 50000, output_cap: 4096,"
+        " images: false, pdfs: false, server_tools: web_search}\n"
+    )
+    contract = config.providers[0].contract
+    assert (contract.context_window, contract.output_cap) == (50_000, 4096)
+    assert (contract.images, contract.pdfs, contract.server_tools) == (False, False, "web_search")
+
+
+def test_a_listen_address_override_that_is_not_an_ip_is_named(monkeypatch):
+    monkeypatch.setenv("EXTPROC_LISTEN_ADDRESS", "gateway.local")
+    with pytest.raises(ConfigError) as raised:
+        parse("llm_providers:\n  - model: openai/x\n")
+    assert str(raised.value) == (
+        "config.yaml:1: listener.address: EXTPROC_LISTEN_ADDRESS='gateway.local' is not an IP "
+        "address (Envoy listens on it: 127.0.0.1, or 0.0.0.0 for every interface)"
+    )
+
+
+def test_a_docker_service_name_with_an_underscore_is_a_host():
+    config = parse("llm_providers:\n  - model: ollama/q\n    base_url: http://my_ollama:11434\n")
+    assert config.providers[0].base_url == "http://my_ollama:11434"

@@ -1,7 +1,8 @@
 """docker-compose.yml and the Dockerfile name only commands, files and ports that exist.
 
-No Docker engine runs here, so this checks the wiring statically: the container runs
-`extproc up` (the command the other tests run natively, config watching and Envoy hot restart
+Checked statically, on every machine (tests/e2e/test_docker.py builds and runs the image
+where a Docker engine answers): the container runs
+`extproc up` (the command the other tests run natively, config watching and delivery to Envoy
 included) on a config it can see change, every file exists, every published port is one the
 gateway listens on inside the container, and keys reach it without a hard-coded list.
 """
@@ -46,7 +47,7 @@ def test_one_container_runs_extproc_up_as_natively():
     assert command[:2] == ["extproc", "up"]
     args = parser().parse_args(command[1:])
     assert args.func.__name__ == "cmd_up"
-    assert SERVICE["image"] == "extproc" and SERVICE["build"] == "."
+    assert SERVICE["image"] == "extproc" and SERVICE["build"]["context"] == "."
     converting = [shlex.split(run) for run in dockerfile_instructions("RUN") if "extproc " in run]
     assert [run[:3] for run in converting] == [["extproc", "model", "convert"]]
     parser().parse_args(converting[0][1:])
@@ -78,7 +79,9 @@ def test_published_ports_are_the_listener_and_health_ports(monkeypatch):
     assert image_env()[LISTEN_ADDRESS_VAR] == "0.0.0.0"
     exposed = {int(port) for port in dockerfile_instructions("EXPOSE")[0].split()}
     assert exposed == set(published)
-    assert f"{config.sidecar.health_url}/ready" in DOCKERFILE
+    [health_check] = re.findall(r"^HEALTHCHECK .*\\\n +CMD (.+)$", DOCKERFILE, flags=re.MULTILINE)
+    assert f"'127.0.0.1', {config.sidecar.health_port}" in health_check
+    assert "'/ready'" in health_check
 
 
 def test_provider_keys_come_from_an_env_file_not_a_fixed_list():
@@ -94,13 +97,25 @@ def test_stop_grace_covers_extproc_up_draining_then_stopping():
 
 
 def test_torch_comes_from_the_cpu_index():
-    installs = [run for run in dockerfile_instructions("RUN") if "torch" in run]
+    runs = dockerfile_instructions("RUN")
+    installs = [run for run in runs if "torch" in run]
     assert installs and all(
         "--index-url https://download.pytorch.org/whl/cpu" in i for i in installs
     )
-    assert dockerfile_instructions("RUN").index(installs[0]) < next(
-        i for i, run in enumerate(dockerfile_instructions("RUN")) if ".[convert]" in run
-    )
+    assert runs.index(installs[0]) < next(i for i, run in enumerate(runs) if "model convert" in run)
+
+
+def test_the_model_is_downloaded_unless_the_build_is_told_to_take_a_local_one():
+    args = SERVICE["build"]["args"]
+    assert args == {"ROUTER_MODEL_SOURCE": "${ROUTER_MODEL_SOURCE:-download}"}
+    assert "ARG ROUTER_MODEL_SOURCE=download" in DOCKERFILE.splitlines()
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", DOCKERFILE, flags=re.MULTILINE)
+    assert {"router-model-download", "router-model-local"} <= set(stages)
+    assert "FROM router-model-${ROUTER_MODEL_SOURCE} AS router-model" in DOCKERFILE.splitlines()
+
+
+LOCAL_MODEL = "models/router"
+"""The offline build's input, converted on the host by the user: not in the repository."""
 
 
 def test_copied_files_exist():
@@ -108,7 +123,13 @@ def test_copied_files_exist():
         if "--from" in copy:
             continue
         for source in copy.split()[:-1]:
-            assert (ROOT / source).exists(), source
+            assert source == LOCAL_MODEL or (ROOT / source).exists(), source
+    assert "/models/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_a_container_that_exits_is_started_again():
+    """`extproc up` exits when Envoy dies (tests/e2e/test_docker.py shows the restart)."""
+    assert SERVICE["restart"] == "unless-stopped"
 
 
 def test_model_lands_where_config_looks_for_it():

@@ -19,7 +19,12 @@ from cloudcoil.models.istio.networking import v1 as istio_v1
 from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 
 from extproc.config import Config, parse
-from extproc.control.envoy_config import EXTPROC_FILTER, access_log_format, fragment
+from extproc.control.envoy_config import (
+    EXTPROC_FILTER,
+    GATEWAY_RESPONSE_HEADERS,
+    access_log_format,
+    fragment,
+)
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.support import ROOT
 from tests.support.envoy import validate
@@ -233,6 +238,9 @@ def test_services_and_network_policy_fit_the_pods(cpu_config):
     grpc_rule, health_rule = policy["spec"]["ingress"]
     assert grpc_rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]
     assert grpc_rule["from"]  # only the Envoys listed
+    # An empty namespaceSelector admits a pod label from every namespace: anyone who may
+    # create a pod anywhere could reach the port, whose replies carry provider keys.
+    assert not any(peer.get("namespaceSelector") == {} for peer in grpc_rule["from"])
     assert health_rule["ports"] == [{"port": "health", "protocol": "TCP"}]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["egress"] == []  # the sidecar calls nothing; Envoy calls providers
@@ -262,6 +270,10 @@ def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_co
     manager = manager_of(bootstrap)
     assert manager["http_filters"][0] == pieces["http_filters"][0]
     assert manager["http_filters"][0]["disabled"] is True  # on for the claude host only
+    # Envoy presents the Secret's EXTPROC_SIDECAR_SECRET, without which the sidecar refuses it.
+    grpc_service = manager["http_filters"][0]["typed_config"]["grpc_service"]
+    secret = secret_env()["EXTPROC_SIDECAR_SECRET"]
+    assert grpc_service["initial_metadata"] == [{"key": "x-extproc-secret", "value": secret}]
     hosts = {h["name"]: h for h in manager["route_config"]["virtual_hosts"]}
     assert hosts["claude"]["routes"] == pieces["routes"]
     assert len(hosts) > 1
@@ -272,6 +284,8 @@ def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_co
     for cluster in pieces["clusters"]:
         assert clusters[cluster["name"]] == cluster
     assert clusters["extproc"]["type"] == "STRICT_DNS"
+    (route,) = hosts["claude"]["routes"]
+    assert route["response_headers_to_remove"] == list(GATEWAY_RESPONSE_HEADERS)
     listener = bootstrap["static_resources"]["listeners"][0]
     assert listener["per_connection_buffer_limit_bytes"] >= cpu_config.listener.max_body_bytes
 
@@ -357,6 +371,8 @@ def test_istio_routes_every_provider_with_tls_and_its_own_authority(cpu_config):
         (destination,) = rule["route"]
         host = destination["destination"]["host"]
         assert rule["rewrite"] == {"authority": host}
+        # A provider's x-extproc-local-reply would tell the sidecar not to translate.
+        assert rule["headers"] == {"response": {"remove": list(GATEWAY_RESPONSE_HEADERS)}}
         if rule is not catch_all:
             ((name, match),) = rule["match"][0]["headers"].items()
             assert name == CLUSTER_HEADER
@@ -421,8 +437,12 @@ def test_envoy_gateway_route_has_a_rule_per_provider_and_a_catch_all(cpu_config)
         host = endpoint["fqdn"]["hostname"]
         assert endpoint["fqdn"]["port"] == ref["port"]
         assert backend["tls"] == {"wellKnownCACertificates": "System"}
-        (rewrite,) = rule["filters"]
+        rewrite, strip = rule["filters"]
         assert rewrite == {"type": "URLRewrite", "urlRewrite": {"hostname": host}}
+        assert strip == {
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"remove": list(GATEWAY_RESPONSE_HEADERS)},
+        }
         (match,) = rule["matches"]
         assert match["path"] == {"type": "PathPrefix", "value": "/"}
         if rule is not catch_all:
@@ -438,7 +458,8 @@ def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
     assert mebibytes(client["spec"]["connection"]["bufferLimit"]) * 2**20 >= (
         cpu_config.listener.max_body_bytes
     )
-    assert client["spec"]["headers"]["earlyRequestHeaders"] == {"remove": [CLUSTER_HEADER]}
+    early = client["spec"]["headers"]["earlyRequestHeaders"]
+    assert early == {"remove": [CLUSTER_HEADER, "x-request-id"]}  # Envoy makes its own
     proxy = one("EnvoyProxy")
     (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     assert setting["format"]["json"] == access_log_format(cpu_config)

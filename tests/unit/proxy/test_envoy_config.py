@@ -8,8 +8,9 @@ import sys
 import pytest
 import yaml
 
-from extproc.config import load, parse
-from extproc.control.envoy_config import render
+from extproc.config import SIDECAR_SECRET_VAR, load, parse
+from extproc.control.connections import fit_to_open_files, too_few_files
+from extproc.control.envoy_config import clusters, render, versioned_sidecar_cluster
 from tests.support import ROOT
 from tests.support.envoy import validate
 
@@ -50,6 +51,26 @@ def test_rendered_config_passes_envoy_validate(tmp_path, name):
     result = validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+def ext_proc_filter(rendered: str) -> dict:
+    listener = yaml.safe_load(rendered)["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+
+
+def test_envoy_presents_the_sidecar_secret_on_every_ext_proc_stream(tmp_path, monkeypatch):
+    monkeypatch.setenv(SIDECAR_SECRET_VAR, "s3cret-0123456789abcdef")
+    rendered = render(parse(CONFIGS["committed"]))
+    grpc_service = ext_proc_filter(rendered)["typed_config"]["grpc_service"]
+    assert grpc_service["initial_metadata"] == [
+        {"key": "x-extproc-secret", "value": "s3cret-0123456789abcdef"}
+    ]
+    path = tmp_path / "envoy.yaml"
+    path.write_text(rendered, encoding="utf-8")
+    assert validate(path).returncode == 0
+    monkeypatch.delenv(SIDECAR_SECRET_VAR)
+    no_secret = ext_proc_filter(render(parse(CONFIGS["committed"])))
+    assert "initial_metadata" not in no_secret["typed_config"]["grpc_service"]
 
 
 def test_one_cluster_per_origin_with_tls_and_sni():
@@ -223,3 +244,72 @@ def test_metadata_namespace_is_the_filters_and_the_access_logs():
     assert (
         log_format["json_format"]["routed_model"] == "%DYNAMIC_METADATA(io.extproc:routed_model)%"
     )
+
+
+# ------------------------------------------------------------------ slow and many clients
+
+
+def bootstrap_of(listener: str = "") -> dict:
+    return yaml.safe_load(render(parse(f"llm_providers:\n  - model: openai/x\n{listener}")))
+
+
+def downstream_limit(bootstrap: dict) -> int:
+    (monitor,) = bootstrap["overload_manager"]["resource_monitors"]
+    assert monitor["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    return monitor["typed_config"]["max_active_downstream_connections"]
+
+
+def test_client_connections_are_limited_by_the_config():
+    """Envoy warned at every start that nothing limits downstream connections."""
+    assert downstream_limit(bootstrap_of()) == 8192
+    assert downstream_limit(bootstrap_of("listener: {max_connections: 50}\n")) == 50
+    # The admin port stays reachable at the limit: `extproc up` checks readiness there.
+    assert bootstrap_of()["admin"]["ignore_global_conn_limit"] is True
+
+
+def test_the_connection_limit_fits_envoys_open_files_limit():
+    config = parse("llm_providers:\n  - model: openai/x\n")
+    assert fit_to_open_files(config, 1024).listener.max_connections == (1024 - 128) // 2
+    assert fit_to_open_files(config, 100_000).listener.max_connections == 8192
+    assert too_few_files(config.listener, 100_000) is None
+    assert too_few_files(config.listener, 1024) == (
+        "Envoy may open 1024 files (ulimit -n): enough for 448 client connections at once, "
+        "not 8192 (listener.max_connections); raise the limit to serve more"
+    )
+
+
+def test_the_open_files_limit_is_raised_as_far_as_the_hard_limit_allows():
+    script = (
+        "import resource\n"
+        "from extproc.control.connections import raise_open_files_limit\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2048))\n"
+        "print(raise_open_files_limit(1000), raise_open_files_limit(5000), raise_open_files_limit(10))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.stdout.split() == ["1000", "2048", "2048"], result.stderr
+
+
+def test_a_slow_clients_headers_have_a_deadline():
+    manager = bootstrap_of()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert manager["typed_config"]["request_headers_timeout"] == "10s"
+    short = bootstrap_of("listener: {request_headers_timeout_s: 3}\n")
+    manager = short["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert manager["typed_config"]["request_headers_timeout"] == "3s"
+
+
+def test_the_sidecar_cluster_is_renamed_exactly_when_its_settings_change():
+    """A running Envoy resets the ext_proc streams of a cluster it modifies, so `extproc up`
+    gives a changed sidecar cluster a new name; any other edit keeps the name."""
+    base = "llm_providers:\n  - model: openai/gpt-4.1\n"
+    name = versioned_sidecar_cluster(parse(base))
+    assert name.startswith("extproc-") and len(name) == len("extproc-") + 8
+    other_edits = (
+        "  - model: deepseek/deepseek-chat\nrouting: {timeout_ms: 9000}\ngateway_keys: [kkkkkkkkkkkkkkkk]\n",
+        "listener: {port: 8080, idle_timeout_s: 60}\n",
+    )
+    for more in other_edits:
+        assert versioned_sidecar_cluster(parse(base + more)) == name
+    for setting in ("max_concurrent_requests: 10", "max_body_bytes: 1048576"):
+        assert versioned_sidecar_cluster(parse(base + f"listener: {{{setting}}}\n")) != name
+    [cluster, *_] = clusters(parse(base), name)
+    assert cluster["name"] == cluster["load_assignment"]["cluster_name"] == name

@@ -17,6 +17,7 @@ from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.proxy.exchange import Exchange, _parse_body, rewrite_model
 from extproc.proxy.wire import Phase
+from extproc.translate.openai_format import provider_tool_name
 
 
 def exchange_for(providers: str, preamble: str = "") -> Exchange:
@@ -213,6 +214,21 @@ def test_a_gzipped_translated_answer_is_inflated_first():
     )
 
 
+def test_a_gzipped_whole_answer_is_held_to_the_body_limit():
+    """Envoy buffers at most listener.max_body_bytes of an uncompressed answer, and takes
+    no much larger reply from the sidecar: an inflated one is held to the same."""
+    exchange = exchange_for(CHAT_COMPLETIONS, "listener:\n  max_body_bytes: 4096\n")
+    content = {"content": "x" * 5000}
+    completion = orjson.dumps({"id": "c", "choices": [{"index": 0, "message": content}]})
+    with pytest.raises(GatewayError) as refused:
+        answered(exchange, ASKED, 200, "application/json", [gzip.compress(completion)], "gzip")
+    assert (refused.value.status, refused.value.message) == (
+        502,
+        "The gateway stopped reading the provider's answer: it is larger than 4096 bytes "
+        "(listener.max_body_bytes).",
+    )
+
+
 def test_log_tokens_reads_an_answer_without_content_type_as_json():
     exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
     exchange.runtime.config = parse(
@@ -291,6 +307,30 @@ def test_responses_reasoning_goes_back_to_the_provider_that_wrote_it():
     }
 
 
+TEAMS = (
+    "  - name: team-a\n    model: openai/gpt-5.2-codex\n    access_key: sk-a\n"
+    "  - name: team-b\n    model: openai/gpt-5.2-codex\n    access_key: sk-b\n"
+)
+
+
+def test_responses_reasoning_never_goes_out_with_another_accounts_key():
+    """Two entries for one model with their own keys (two teams): reasoning from team A's
+    answer goes back to team A, never to OpenAI with team B's key."""
+    asked = {**ASKED, "model": "team-a"}
+    _, (answer,) = answered(exchange_for(TEAMS), asked, 200, "application/json", [REASONED])
+    content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
+    history = [*ASKED["messages"], {"role": "assistant", "content": content}]
+    next_turn = {**ASKED, "messages": [*history, {"role": "user", "content": "more"}]}
+    for team, kinds in [
+        ("team-a", ["message", "reasoning", "message", "message"]),
+        ("team-b", ["message", "message", "message"]),
+    ]:
+        sent = routed(exchange_for(TEAMS), {**next_turn, "model": team})
+        headers = {o.header.key: o.header.raw_value for o in sent.header_mutation.set_headers}
+        assert headers["authorization"] == f"Bearer sk-{team[-1]}".encode()
+        assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
+
+
 def routed(
     exchange: Exchange,
     body: dict,
@@ -343,6 +383,9 @@ def test_the_decision_is_logged_at_debug_level(caplog):
 
 
 JSON_TYPE = {"content-type": "application/json"}
+LONG_TOOL = "mcp__server__" + "t" * 60
+LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
+"""A tool literally named like that would reach the provider as the same function."""
 
 
 @pytest.mark.parametrize(
@@ -367,6 +410,20 @@ JSON_TYPE = {"content-type": "application/json"}
             400,
             "messages.0.role: unexpected value 'robot'",
         ),
+        (
+            {},
+            {
+                **ASKED,
+                "tools": [
+                    {"name": name, "input_schema": {"type": "object"}}
+                    for name in (LONG_TOOL, LONG_TOOL_SENT_AS)
+                ],
+            },
+            400,
+            f"tools: {LONG_TOOL!r} and {LONG_TOOL_SENT_AS!r} would both reach the provider as "
+            f"{LONG_TOOL_SENT_AS!r} (tool names longer than 64 characters, or with characters "
+            "other than A-Z a-z 0-9 _ -, are shortened); rename one of them",
+        ),
         ({":method": "GET"}, ASKED, 400, "/v1/messages takes POST"),
         ({}, None, 400, "the request has no body"),
         (
@@ -381,6 +438,7 @@ JSON_TYPE = {"content-type": "application/json"}
         "no model",
         "long model",
         "untranslatable",
+        "colliding tool names",
         "not POST",
         "no body",
         "not JSON",
@@ -445,6 +503,22 @@ def test_a_phase_the_filter_should_not_send_is_refused():
 
 
 GATED = "gateway_keys: [gk-team-0123456789]\n"
+
+
+@pytest.mark.parametrize("phase", ["request_body", "response_headers", "response_body"])
+def test_a_stream_that_does_not_start_with_the_request_headers_is_refused(phase):
+    """A body sent first skipped the gateway-key check, and its reply set the provider's key:
+    anyone reaching the gRPC port could read it (issue 23)."""
+    exchange = exchange_for(CHAT_COMPLETIONS, GATED)
+    first = Phase(phase, {":status": "200"}, body=orjson.dumps(ASKED), end_of_stream=True)
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(exchange.handle(first))
+    assert (refused.value.status, refused.value.error_type, refused.value.message) == (
+        500,
+        "api_error",
+        f"ext_proc {phase} came before the request's headers",
+    )
+    assert exchange.decision is None
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
@@ -65,9 +66,10 @@ def test_routing_fields_only():
     body = {"model": "m", "messages": [], "output_config": {"format": {}}, **OTHER_FIELDS}
     view, span = _parse_body(orjson.dumps(body))
     assert span is not None
-    assert set(view) == {"model", "messages", "tools", "output_config"}
+    assert set(view) == {"model", "messages", "tools", "output_config", "max_tokens", "system"}
+    assert msgspec.json.decode(view["system"]) == OTHER_FIELDS["system"], "kept raw, for rules"
     assert view["messages"] == [] and view["output_config"] == {"format": {}}
-    assert len(view["tools"]) == 1
+    assert view["tools"] == [{"type": None, "name": "Bash"}]  # its schema is not built
 
 
 @pytest.mark.parametrize(

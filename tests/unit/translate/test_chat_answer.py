@@ -92,6 +92,19 @@ def test_tool_call_ids_names_and_arguments_as_providers_send_them() -> None:
     ]
 
 
+def test_a_tool_name_that_is_not_a_string_is_a_malformed_answer() -> None:
+    call = {"id": "c1", "function": {"name": 5, "arguments": "{}"}}
+    body = {"id": "x", "choices": [{"index": 0, "message": {"tool_calls": [call]}}]}
+    assert err(200, orjson.dumps(body)) == (
+        502,
+        {
+            "type": "api_error",
+            "message": "malformed answer from upstream: "
+            "a tool call's name must be a string, not int",
+        },
+    )
+
+
 @pytest.mark.parametrize(
     ("finish", "has_tools", "stop_reason"),
     [

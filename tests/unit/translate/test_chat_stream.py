@@ -479,3 +479,24 @@ def test_a_call_waits_for_its_name_and_keeps_its_place() -> None:
         ("text", "after"),
     ]
     assert (message.content[1].id, message.content[1].name) == ("c1", "Bash")
+
+
+def test_a_tool_name_that_is_not_a_string_ends_the_stream_with_an_error() -> None:
+    numbered = {"index": 0, "id": "c1", "function": {"name": 5, "arguments": "{}"}}
+    stream = sse(
+        [
+            {"id": "x", "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+            {"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [numbered]}}]},
+            {"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        ]
+    )
+    evs = events(translate(stream))
+    assert not [e for e in evs if e.get("content_block", {}).get("type") == "tool_use"]
+    assert evs[-1] == {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "malformed chunk from upstream: "
+            "a tool call's name must be a string, not int",
+        },
+    }

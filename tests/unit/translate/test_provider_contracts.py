@@ -15,8 +15,9 @@ from extproc.translate import TranslationError, signatures
 from extproc.translate.openai_chat import translate_request, translate_response
 from extproc.translate.openai_chat.request import GEMINI_SIGNATURE_PLACEHOLDER
 from extproc.translate.openai_format import provider_tool_name, tool_names
+from extproc.translate.openai_responses import translate_request as responses_request
 from extproc.translate.response import ResponseTranslation
-from extproc.translate.translator import ChatTranslator
+from extproc.translate.translator import ChatTranslator, translator_for
 from tests.support.anthropic_sse import accumulate, events
 from tests.support.anthropic_sse import translate as stream
 from tests.support.exception_text import error_text
@@ -438,6 +439,45 @@ def test_long_tool_names_are_shortened_for_the_provider_and_restored() -> None:
     chunks = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
     message = accumulate(stream(chunks, tool_names=names))
     assert message.content[0].name == MCP_NAME
+
+
+STEM = "mcp__srv__" + "t" * 60
+DIGEST_TWINS = (f"{STEM}_36484", f"{STEM}_102351")
+"""Two long names whose shortened forms agree: the same 55-character prefix and the same 8 hex
+of SHA-256. Found by brute force with the rule itself: provider_tool_name(f"{STEM}_{i}", 64)
+for i = 0, 1, ... until a shortened form came twice (the first pair; 102,352 names, 0.5 s)."""
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(MCP_NAME, provider_tool_name(MCP_NAME, 64)), DIGEST_TWINS],
+    ids=["a tool named as another's shortened form", "two long names whose digests agree"],
+)
+@pytest.mark.parametrize("where", ["tools", "history"])
+@pytest.mark.parametrize(
+    "translate", [translate_request, responses_request], ids=["chat", "responses"]
+)
+def test_two_tools_the_provider_would_see_as_one_are_refused(
+    first, second, where, translate
+) -> None:
+    """Every call to either would come back as one of them."""
+    short = provider_tool_name(first, 64)
+    assert provider_tool_name(second, 64) == short
+    offered = [{"name": n, "input_schema": {"type": "object"}} for n in (first, second)]
+    body = {"messages": [turn({"type": "text", "text": "hi"})], "tools": offered}
+    if where == "history":
+        history = [turn(tool_use("c1", second), role="assistant"), turn(tool_result("c1"))]
+        body = {"messages": [*body["messages"], *history], "tools": offered[:1]}
+    with pytest.raises(TranslationError) as refused:
+        translate(body, model="m")
+    assert refused.value.message == (
+        f"tools: {first!r} and {second!r} would both reach the provider as {short!r} "
+        "(tool names longer than 64 characters, or with characters other than A-Z a-z 0-9 _ -, "
+        "are shortened); rename one of them"
+    )
+    assert refused.value.error_type == "invalid_request_error"
+    with pytest.raises(TranslationError):
+        translator_for("openai", body, upstream_model="m")
 
 
 # -- A 2xx answer that is an error -------------------------------------------------------------

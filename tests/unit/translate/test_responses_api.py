@@ -30,7 +30,6 @@ from tests.support.anthropic_sse import accumulate, sdk_client
 from tests.support.anthropic_sse import events as anthropic_events
 from tests.support.anthropic_sse import translate as feed_cut
 from tests.support.captured import captured
-from tests.support.exception_text import error_text
 from tests.support.fake_responses import refusal
 from tests.support.responses_streams import (
     ANSWERS,
@@ -741,8 +740,14 @@ def test_thinking_round_trips_into_the_next_request() -> None:
             b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": ["x"]}]}',
             502,
             "api_error",
-            # the name ["x"] looked up in the tool names
-            "malformed answer from upstream: " + error_text(lambda: {}.get(["x"])),
+            "malformed answer from upstream: a tool call's name must be a string, not list",
+        ),
+        (
+            200,
+            b'{"id": "r", "output": [{"type": "function_call", "call_id": "c", "name": 5}]}',
+            502,
+            "api_error",
+            "malformed answer from upstream: a tool call's name must be a string, not int",
         ),
     ],
 )
@@ -763,12 +768,24 @@ def translate(stream: bytes, cuts: list[int] = (), **kwargs: Any) -> bytes:
 
 def compact(answer: Answer, size: int) -> bytes:
     """A small stream: lifecycle events without their response bodies' optional fields."""
+    return sse(trimmed(events(answer, size=size)), named=False)
+
+
+def trimmed(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`items` with their response bodies cut to the fields the translator reads."""
     keep = ("id", "object", "status", "model", "output", "usage", "incomplete_details", "error")
-    items = events(answer, size=size)
     for item in items:
         if "response" in item:
             item["response"] = {k: item["response"][k] for k in keep}
-    return sse(items, named=False)
+    return items
+
+
+def same_at_every_split_point(stream: bytes) -> bytes:
+    """The translation of `stream`, checked to be the same bytes however it is cut in two."""
+    whole = translate(stream)
+    for cut in range(1, len(stream)):
+        assert translate(stream, [cut]) == whole, cut
+    return whole
 
 
 FRAMINGS = {
@@ -793,10 +810,7 @@ def test_the_builders_agree_with_the_openai_sdk() -> None:
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_single_split_point_gives_the_same_bytes(name: str) -> None:
-    stream = SMALL[name]
-    whole = translate(stream)
-    for cut in range(1, len(stream)):
-        assert translate(stream, [cut]) == whole, cut
+    same_at_every_split_point(SMALL[name])
 
 
 @settings(max_examples=40, deadline=None)
@@ -1019,3 +1033,98 @@ def test_the_sdk_message_stream_reads_translated_streams() -> None:
     with client.messages.stream(**request) as s:
         final = s.get_final_message()
     assert final.content[0].signature == OURS
+
+
+# -- stream edge cases: what lax servers send -------------------------------------------------
+
+
+def test_a_tool_name_that_is_not_a_string_ends_the_stream_with_an_error() -> None:
+    items = events(Answer(text="hi", calls=(BASH,)))
+    for item in items:
+        if item["type"].startswith("response.output_item.") and item["output_index"] == 1:
+            item["item"] = {**item["item"], "name": 5}
+    evs = anthropic_events(translate(sse(items)))
+    assert not [e for e in evs if e.get("content_block", {}).get("type") == "tool_use"]
+    assert evs[-1] == {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "malformed event from upstream: "
+            "a tool call's name must be a string, not int",
+        },
+    }
+
+
+@pytest.mark.parametrize("deltas", [True, False])
+def test_a_repeated_output_item_done_sends_nothing_more(deltas: bool) -> None:
+    """The SDK would show the text twice, the second time after its block's stop."""
+    items = trimmed(events(Answer(text="Hi there", usage=None), size=3))
+    if not deltas:
+        items = [e for e in items if not e["type"].endswith(".delta")]
+    done = next(i for i, e in enumerate(items) if e["type"] == "response.output_item.done")
+    items.insert(done + 1, items[done])
+    out = same_at_every_split_point(sse(items, named=False))
+    assert accumulate(out).content[0].text == "Hi there"
+    texts = [
+        e["delta"]["text"] for e in anthropic_events(out) if e["type"] == "content_block_delta"
+    ]
+    assert "".join(texts) == "Hi there"
+
+
+def announced_late(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """`items` with each output item's `added` moved after the first `n` of its deltas."""
+    out = list(items)
+    for added in [e for e in items if e["type"] == "response.output_item.added"]:
+        index = added["output_index"]
+        deltas = [
+            i
+            for i, e in enumerate(out)
+            if e.get("output_index") == index and e["type"].endswith(".delta")
+        ]
+        out.remove(added)
+        out.insert(deltas[n - 1], added)
+    return out
+
+
+def test_deltas_before_their_item_is_announced_are_kept_for_it() -> None:
+    """A text's deltas stream at once; a call's wait for its name."""
+    answer = Answer(text="Hi there", calls=(Call("call_1", "Bash", '{"command":"ls"}'),))
+    items = announced_late(trimmed(events(replace(answer, usage=None), size=3)), n=2)
+    message = accumulate(same_at_every_split_point(sse(items, named=False)))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
+    ]
+
+
+def test_arguments_for_a_call_never_announced_end_in_an_error() -> None:
+    items = [e for e in events(Answer(text="hi", calls=(BASH,))) if e.get("output_index") != 1]
+    arguments = {"type": "response.function_call_arguments.delta", "output_index": 1}
+    items.insert(-1, {**arguments, "item_id": "fc_1", "delta": '{"command": "ls"}'})
+    evs = anthropic_events(translate(sse(items)))
+    assert not [e for e in evs if e.get("content_block", {}).get("type") == "tool_use"]
+    assert evs[-1]["error"] == {
+        "type": "api_error",
+        "message": "malformed event from upstream: "
+        "output item 1 has arguments but never named its call",
+    }
+
+
+def test_an_item_announced_as_another_kind_than_its_deltas_ends_in_an_error() -> None:
+    items = announced_late(events(Answer(text="Hi there")), n=1)
+    added = next(e for e in items if e["type"] == "response.output_item.added")
+    added["item"] = {"type": "function_call", "call_id": "c", "name": "Bash", "arguments": ""}
+    evs = anthropic_events(translate(sse(items)))
+    assert evs[-1]["error"] == {
+        "type": "api_error",
+        "message": "malformed event from upstream: "
+        "output item 0 is a function_call but its deltas were text",
+    }
+
+
+def test_a_repeated_output_item_added_changes_nothing() -> None:
+    """Calls without a call_id are numbered in order: a second `added` takes no number."""
+    answer = Answer(calls=(Call("", "Bash", "{}"), Call("", "Read", "{}")), usage=None)
+    items = events(answer)
+    again = [e for e in items if e["type"] == "response.output_item.added"]
+    doubled = [x for e in items for x in ([e, e] if e in again else [e])]
+    assert translate(sse(doubled)) == translate(sse(items))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.translate.sse import SSELineTooLong, SSEParser, encode_event
+from extproc.translate.sse import SSEEventTooLarge, SSEParser, encode_event
 
 
 def parse(*pieces: bytes) -> list[tuple[bytes, bytes]]:
@@ -86,11 +86,61 @@ def test_a_line_fed_in_small_pieces_is_held_as_pieces_until_it_ends() -> None:
 
 @pytest.mark.parametrize("terminated", [False, True])
 def test_a_line_longer_than_the_limit_is_refused(terminated: bool) -> None:
-    parser = SSEParser(max_line=1000)
+    parser = SSEParser(max_event=1000)
     assert parser.feed(b"data: ok\n\n") == [(b"", b"ok")]
-    with pytest.raises(SSELineTooLong, match="longer than 1000 bytes"):
+    with pytest.raises(SSEEventTooLarge, match="more than 1000 bytes without completing an event"):
         if terminated:
             parser.feed(b"data: " + b"x" * 1000 + b"\n")
         else:
             for _ in range(200):
                 parser.feed(b"x" * 10)
+
+
+def read(max_event: int, *pieces: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The events of `pieces` fed one by one, and whether the parser gave up on them."""
+    parser = SSEParser(max_event=max_event)
+    events = []
+    try:
+        for piece in pieces:
+            events += parser.feed(piece)
+        events += parser.close()
+    except SSEEventTooLarge as exc:
+        return events + exc.events, True
+    return events, False
+
+
+# 47 + 47 + 8 bytes since the first event (each terminator counted as one byte), then its end.
+LONG_EVENT = b"data: " + b"x" * 40 + b"\n" + b"data: " + b"y" * 40 + b"\n" + b"data: z\n\n"
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_an_event_of_many_lines_counts_whole_against_the_limit(newline: bytes) -> None:
+    """Its lines together, not each line, at every split point; the events before it count."""
+    stream = (b"data: a\n\n" + LONG_EVENT + b"data: b\n\n").replace(b"\n", newline)
+    xyz = (b"", b"x" * 40 + b"\n" + b"y" * 40 + b"\nz")
+    assert read(102, stream) == ([(b"", b"a"), xyz, (b"", b"b")], False)
+    assert read(101, stream) == ([(b"", b"a")], True)
+    for limit in (101, 102):
+        for cut in range(len(stream) + 1):
+            assert read(limit, stream[:cut], stream[cut:]) == read(limit, stream), (limit, cut)
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [b"\n" * 2000, b": keep-alive\n\n" * 200, b"event: x\n" * 200, b"{\n" + b'  "a": 1,\n' * 200],
+    ids=["blank lines", "comments", "nameless events", "JSON, not SSE"],
+)
+def test_bytes_without_an_event_count_too(noise: bytes) -> None:
+    """A stream translator keeps a body until its first event (it may be plain JSON): what
+    comes without one is bounded like an event."""
+    assert read(1000, noise[: noise.rindex(b"\n", 0, 1000) + 1]) == ([], False)  # whole lines
+    assert read(1000, noise) == ([], True)
+    assert read(1000, noise[:900] + b"\ndata: a\n\n" + noise[:900]) == ([(b"", b"a")], False)
+
+
+def test_the_parser_forgets_what_it_held_when_it_gives_up() -> None:
+    parser = SSEParser(max_event=1000)
+    with pytest.raises(SSEEventTooLarge) as raised:
+        parser.feed(b"data: done\n\n" + b"data: " + b"x" * 600 + b"\n" + b"data: " + b"y" * 600)
+    assert raised.value.events == [(b"", b"done")]
+    assert parser.feed(b"data: new\n\n") == [(b"", b"new")]

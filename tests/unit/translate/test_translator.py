@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from extproc.translate import signatures
 from extproc.translate.translator import translator_for
 
 LONG_TOOL = "mcp__" + "x" * 80
@@ -60,12 +61,16 @@ def test_the_stream_translator_names_the_clients_model_and_estimates_input() -> 
     assert start["message"]["usage"]["input_tokens"] == translator.input_tokens_estimate > 1
 
 
-def test_encrypted_reasoning_is_bound_to_the_providers_url_and_model() -> None:
-    """The same answer signed at one base URL is not sent back to another."""
+def test_encrypted_reasoning_is_bound_to_the_provider_entry_and_its_key() -> None:
+    """An answer's reasoning goes back to the entry and key that got it, and nowhere else:
+    not to another base URL, not to another entry for the same model, and not with another
+    key (two teams' entries for one model)."""
+    team_a = {"upstream_model": "m", "entry": "team-a", "base_url": "https://a", "access_key": "ka"}
     reasoning = {"type": "reasoning", "id": "rs_1", "encrypted_content": "e", "summary": []}
-    here = translator_for("openai-responses", BODY, upstream_model="m", base_url="https://a")
+    here = translator_for("openai-responses", BODY, **team_a)
     _, body = here.response(200, orjson.dumps({"id": "r", "output": [reasoning]}))
     thinking = orjson.loads(body)["content"][0]
+    assert "ka" not in str(signatures.state(thinking["signature"]))
     history = {
         **BODY,
         "messages": [
@@ -74,11 +79,14 @@ def test_encrypted_reasoning_is_bound_to_the_providers_url_and_model() -> None:
             {"role": "user", "content": "again"},
         ],
     }
-    kinds = [i["type"] for i in orjson.loads(here.request(history))["input"]]
-    assert kinds == ["message", "reasoning", "message", "message"]
-    there = translator_for("openai-responses", BODY, upstream_model="m", base_url="https://b")
-    kinds = [i["type"] for i in orjson.loads(there.request(history))["input"]]
-    assert kinds == ["message", "message", "message"]
+
+    def sent_to(**where: str) -> list[str]:
+        translator = translator_for("openai-responses", BODY, **{**team_a, **where})
+        return [i["type"] for i in orjson.loads(translator.request(history))["input"]]
+
+    assert sent_to() == ["message", "reasoning", "message", "message"]
+    for elsewhere in ({"base_url": "https://b"}, {"entry": "team-b"}, {"access_key": "kb"}):
+        assert sent_to(**elsewhere) == ["message", "message", "message"], elsewhere
 
 
 def test_an_interface_without_a_translator_is_refused() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from extproc.translate.sse import LINE_MAX
+from extproc.translate.sse import EVENT_MAX
 from extproc.translate.usage import UsageReader
 from tests.support.fake_anthropic import message, sse_bytes, sse_events
 
@@ -31,6 +31,6 @@ def test_json_answer_and_garbage():
 
 def test_an_overlong_line_only_gives_up_the_counts():
     reader = UsageReader(streaming=True)
-    reader.feed(b"data: " + b"x" * LINE_MAX)
+    reader.feed(b"data: " + b"x" * EVENT_MAX)
     reader.feed(b"x\n\n" + b"".join(sse_bytes(sse_events("claude-x", "hi"))))
     assert reader.finish() == {}

@@ -1,0 +1,223 @@
+"""Envoy's clusters and listener as files it watches (CDS and LDS): how `extproc up` hands a
+config edit to the running Envoy, without a restart and without cutting a stream.
+
+Envoy reads `clusters.yaml` and `listeners.yaml` again whenever a file is renamed into their
+folder, so each is written beside and renamed over the old one. It applies a changed
+listener as a new one, the old one draining its connections for `--drain-time-s`. Each
+delivery waits for Envoy's answer in its admin stats: the file's version applied, or rejected
+(then the last good files are written back, or every later write would be rejected again).
+
+A cluster is never taken from under a request. Envoy resets the ext_proc streams of a
+modified or removed cluster, so a changed sidecar cluster comes under a new name
+(`versioned_sidecar_cluster`); a cluster the new config no longer needs is retired, and
+removed only once nothing can use it (`prune`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extproc.config import Config
+from extproc.control.connections import fit_to_open_files
+from extproc.control.envoy_check import envoy_refusal
+from extproc.control.envoy_config import (
+    clusters,
+    listener,
+    process_settings,
+    versioned_sidecar_cluster,
+)
+
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ACK_TIMEOUT_S = 10.0
+PRUNE_EVERY_S = 1.0
+Resource = dict[str, Any]
+
+
+class DeliveryError(Exception):
+    """Envoy did not take a delivery; the last good files are in force again."""
+
+
+@dataclass
+class Retired:
+    """A cluster the config no longer names, kept while something may still use it."""
+
+    resource: Resource
+    since: float
+    sidecar: bool
+    """The sidecar's own cluster: older listeners' connections may open streams on it until
+    their drain time is over. A provider's is used only by a sidecar on an older config."""
+
+
+@dataclass(frozen=True)
+class _Subscription:
+    """One watched file and the admin stats that tell what Envoy did with it."""
+
+    file: str
+    kind: str
+    stat: str
+
+    def document(self, resources: list[Resource], version: int) -> str:
+        typed = [{"@type": self.kind, **resource} for resource in resources]
+        return yaml.safe_dump({"version_info": str(version), "resources": typed}, sort_keys=False)
+
+
+CDS = _Subscription("clusters.yaml", CLUSTER_TYPE, "cluster_manager.cds")
+LDS = _Subscription("listeners.yaml", LISTENER_TYPE, "listener_manager.lds")
+
+
+class EnvoyFiles:
+    """The files of one Envoy in `folder`, and what that Envoy has in force. Its connection
+    limit is what `open_files` descriptors can hold (extproc.control.connections)."""
+
+    def __init__(self, folder: Path, admin_port: int, drain_s: float, open_files: int):
+        self.folder = folder
+        self.admin = f"http://127.0.0.1:{admin_port}"
+        self.drain_s = drain_s
+        self.open_files = open_files
+        self.version = 0
+        self.clusters: dict[str, Resource] = {}
+        self.listener: Resource = {}
+        self.sidecar_cluster = ""
+        self.retired: dict[str, Retired] = {}
+        self.next_prune = 0.0
+
+    def bootstrap(self, config: Config) -> Path:
+        """Write the first clusters and listener, and the bootstrap that points at them."""
+        config = self._fit(config)
+        self.sidecar_cluster, self.clusters, self.listener = _wanted(config)
+        self._write(CDS, list(self.clusters.values()))
+        self._write(LDS, [self.listener])
+        watched = {"watched_directory": {"path": str(self.folder)}}
+        source = {
+            name: {
+                "path_config_source": {"path": str(self.folder / sub.file), **watched},
+                "resource_api_version": "V3",
+            }
+            for name, sub in (("cds_config", CDS), ("lds_config", LDS))
+        }
+        document = {
+            "node": {"id": "extproc", "cluster": "extproc"},
+            **process_settings(config),
+            "dynamic_resources": source,
+        }
+        path = self.folder / "bootstrap.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        return path
+
+    def needs_new_process(self, old: Config, new: Config) -> bool:
+        """Whether `new` changes what only a new Envoy process takes (admin, overload)."""
+        return process_settings(self._fit(old)) != process_settings(self._fit(new))
+
+    def refusal(self, config: Config) -> str | None:
+        """Why Envoy would refuse `config` (`envoy --mode validate`), or None."""
+        return envoy_refusal(self._fit(config))
+
+    def deliver(self, config: Config) -> bool:
+        """Put `config`'s clusters, then its listener, in force; returns whether Envoy's
+        config changed. Raises DeliveryError when Envoy refuses (nothing changed then)."""
+        sidecar_cluster, wanted, new_listener = _wanted(self._fit(config))
+        now = time.monotonic()
+        retired = {name: r for name, r in self.retired.items() if name not in wanted}
+        for name, resource in self.clusters.items():
+            if name not in wanted and name not in retired:
+                retired[name] = Retired(resource, now, sidecar=name == self.sidecar_cluster)
+        merged = {**wanted, **{name: r.resource for name, r in retired.items()}}
+        clusters_changed = merged != self.clusters
+        if clusters_changed:
+            self._apply(CDS, list(merged.values()), list(self.clusters.values()))
+        if new_listener != self.listener:
+            try:
+                self._apply(LDS, [new_listener], [self.listener])
+            except DeliveryError:
+                if clusters_changed:  # none in use yet: the sidecar has not seen this config
+                    self._apply(CDS, list(self.clusters.values()), list(merged.values()))
+                raise
+        changed = clusters_changed or new_listener != self.listener
+        self.clusters, self.listener, self.retired = merged, new_listener, retired
+        self.sidecar_cluster = sidecar_cluster
+        return changed
+
+    def prune(self, sidecar_in_step: bool) -> None:
+        """Remove the retired clusters nothing uses any more (looked at about once a second;
+        after a failed removal, only once the drain time has passed)."""
+        now = time.monotonic()
+        if not self.retired or now < self.next_prune:
+            return
+        self.next_prune = now + self.drain_s
+        active = self._stats(r"upstream_rq_active$")
+        idle = {
+            name
+            for name, r in self.retired.items()
+            if active.get(f"cluster.{name}.upstream_rq_active") == "0"
+            and (now - r.since >= self.drain_s if r.sidecar else sidecar_in_step)
+        }
+        if idle:
+            kept = {name: c for name, c in self.clusters.items() if name not in idle}
+            self._apply(CDS, list(kept.values()), list(self.clusters.values()))
+            self.clusters = kept
+            self.retired = {name: r for name, r in self.retired.items() if name not in idle}
+        self.next_prune = now + PRUNE_EVERY_S
+
+    def _fit(self, config: Config) -> Config:
+        return fit_to_open_files(config, self.open_files)
+
+    def _apply(
+        self, sub: _Subscription, resources: list[Resource], in_force: list[Resource]
+    ) -> None:
+        """Write `resources` and wait for Envoy's answer. When it refuses them, `in_force`
+        goes back in the file: Envoy reads it again on every later write to the folder."""
+        try:
+            self._write_and_wait(sub, resources)
+        except DeliveryError:
+            self._write(sub, in_force)
+            raise
+
+    def _write_and_wait(self, sub: _Subscription, resources: list[Resource]) -> None:
+        counter, version_text = f"{sub.stat}.update_rejected", f"{sub.stat}.version_text"
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        rejected = self._stats(rf"^{sub.stat}\.update_rejected$").get(counter)
+        while rejected is None:
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"Envoy's admin ({self.admin}) does not answer")
+            time.sleep(0.05)
+            rejected = self._stats(rf"^{sub.stat}\.update_rejected$").get(counter)
+        version = self._write(sub, resources)
+        while time.monotonic() < deadline:
+            stats = self._stats(rf"^{sub.stat}\.(version_text|update_rejected)$")
+            if stats.get(version_text) == f'"{version}"':
+                return
+            if stats.get(counter, rejected) != rejected:
+                raise DeliveryError(f"Envoy rejected the new {sub.file} (its log above says why)")
+            time.sleep(0.05)
+        raise DeliveryError(f"Envoy did not apply the new {sub.file} in {ACK_TIMEOUT_S:.0f}s")
+
+    def _write(self, sub: _Subscription, resources: list[Resource]) -> int:
+        self.version += 1
+        temporary = self.folder / f".{sub.file}.new"
+        temporary.write_text(sub.document(resources, self.version), encoding="utf-8")
+        os.replace(temporary, self.folder / sub.file)
+        return self.version
+
+    def _stats(self, pattern: str) -> dict[str, str]:
+        url = f"{self.admin}/stats?filter={urllib.request.quote(pattern)}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return {}
+        return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def _wanted(config: Config) -> tuple[str, dict[str, Resource], Resource]:
+    """The sidecar cluster's name, the clusters by name, and the listener."""
+    sidecar = versioned_sidecar_cluster(config)
+    wanted = {c["name"]: c for c in clusters(config, sidecar)}
+    return sidecar, wanted, listener(config, sidecar)

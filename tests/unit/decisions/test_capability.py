@@ -1,0 +1,211 @@
+"""The feasibility check and the walk over a provider's candidates."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import orjson
+import pytest
+from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
+
+from extproc.app import build_runtime
+from extproc.config import parse
+from extproc.decisions.capability import (
+    BYTES_PER_TOKEN,
+    IMAGE_TOKENS,
+    PDF_PAGE_TOKENS,
+    Needs,
+    choose,
+    needs_of,
+    problem,
+)
+from extproc.decisions.decision import Decision
+from extproc.decisions.routing import RouterStage
+from extproc.proxy.exchange import Exchange
+
+CONFIG = parse("""\
+llm_providers:
+  - model: deepseek/deepseek-chat
+    access_key: k
+    fallbacks: [groq/openai/gpt-oss-120b, gemini/gemini-3-pro-preview]
+  - model: groq/openai/gpt-oss-120b
+    access_key: k
+  - model: gemini/gemini-3-pro-preview
+    access_key: k
+    max_tokens: 8192
+  - model: anthropic/claude-sonnet-4-5
+    default: true
+  - name: local
+    model: ollama/qwen3-coder
+    base_url: http://127.0.0.1:11434
+    context_window: 32768
+""")
+DEEPSEEK, GPT_OSS, GEMINI, SONNET, LOCAL = CONFIG.providers
+PNG = base64.b64encode(b"\x89PNG" + b"\0" * 3000).decode()
+TWO_PAGES = base64.b64encode(b"%PDF-1.4 /Type /Pages /Type /Page x /Type/Page y").decode()
+
+
+def body(*content: object, max_tokens: int = 32_000, tools: list | None = None) -> dict:
+    request: dict = {"model": "m", "max_tokens": max_tokens}
+    request["messages"] = [{"role": "user", "content": list(content)}]
+    if tools is not None:
+        request["tools"] = tools
+    return request
+
+
+def image(data: str = PNG) -> dict:
+    return {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}}
+
+
+def needs(request: dict) -> Needs:
+    return needs_of(request, len(orjson.dumps(request)))
+
+
+def test_the_estimate_is_the_body_over_three_bytes_a_token_without_its_media() -> None:
+    text = {"type": "text", "text": "x" * 30_000}
+    plain = body(text)
+    assert needs(plain).input_tokens == len(orjson.dumps(plain)) // BYTES_PER_TOKEN
+    with_media = body(
+        text,
+        image(),
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": TWO_PAGES},
+        },
+    )
+    size = len(orjson.dumps(with_media)) - len(PNG) - len(TWO_PAGES)
+    expected = size // BYTES_PER_TOKEN + IMAGE_TOKENS + 2 * PDF_PAGE_TOKENS
+    found = needs(with_media)
+    assert (found.input_tokens, found.images, found.pdfs) == (expected, True, True)
+    assert found.max_tokens == 32_000
+
+
+def test_an_image_inside_a_tool_result_counts() -> None:
+    result = {"type": "tool_result", "tool_use_id": "t", "content": [image()]}
+    assert needs(body(result)).images
+
+
+def test_server_tools_are_named_without_their_date() -> None:
+    tools = [{"type": None}, {"type": "custom"}, {"type": "web_search_20250305"}]
+    assert needs(body(tools=tools)).server_tools == ("web_search",)
+
+
+def test_a_long_request_does_not_fit_a_smaller_window() -> None:
+    # 128k window: 100k input fits with 8k of answer (DeepSeek's cap), 125k doesn't.
+    assert problem(DEEPSEEK, Needs(100_000, 32_000)) == ""
+    assert problem(DEEPSEEK, Needs(125_000, 32_000)) == (
+        "~125k input tokens + 8k max_tokens > 128k window"
+    )
+    assert problem(DEEPSEEK, Needs(130_000, 0)) == "~130k input tokens > 128k window"
+
+
+def test_the_entry_cap_counts_for_translated_requests() -> None:
+    # gpt-oss's window is 131,072 and its page gives no smaller output cap than that.
+    assert problem(GPT_OSS, Needs(100_000, 32_000)) == (
+        "~100k input tokens + 32k max_tokens > 131k window"
+    )
+    assert problem(GEMINI, Needs(1_040_000, 32_000)) == ""  # capped at 8192: it fits
+
+
+def test_an_unknown_window_is_not_checked() -> None:
+    assert SONNET.contract.context_window == 200_000  # known
+    assert (
+        problem(
+            parse("llm_providers:\n  - model: xai/grok-4\n    access_key: k\n").providers[0],
+            Needs(10**7, 0),
+        )
+        == ""
+    )
+
+
+def test_images_pdfs_and_server_tools_need_a_model_that_takes_them() -> None:
+    assert problem(DEEPSEEK, Needs(10, 0, images=True)) == "reads no images"
+    assert problem(GEMINI, Needs(10, 0, images=True)) == ""
+    assert problem(DEEPSEEK, Needs(10, 0, pdfs=True)) == "reads no PDFs"
+    assert problem(GEMINI, Needs(10, 0, pdfs=True)) == "reads no PDFs"  # no `file` parts there
+    assert problem(SONNET, Needs(10, 0, pdfs=True)) == ""
+    assert problem(GEMINI, Needs(10, 0, server_tools=("web_search",))) == (
+        "runs no web_search server tool"
+    )
+    assert problem(SONNET, Needs(10, 0, server_tools=("web_search",))) == ""
+
+
+def decision(provider, source="router", note="") -> Decision:
+    return Decision(source, provider, "claude-sonnet-4-5", "code", 1.0, note)
+
+
+def test_the_first_candidate_that_fits_gets_the_request() -> None:
+    chosen = choose(CONFIG, decision(DEEPSEEK), Needs(125_000, 32_000))
+    assert chosen.provider == GEMINI
+    assert chosen.note == (
+        "deepseek/deepseek-chat skipped: ~125k input tokens + 8k max_tokens > 128k window; "
+        "groq/openai/gpt-oss-120b skipped: ~125k input tokens + 32k max_tokens > 131k window"
+    )
+    assert (chosen.source, chosen.route) == ("router", "code")
+
+
+def test_an_image_goes_to_a_model_that_reads_it() -> None:
+    chosen = choose(CONFIG, decision(DEEPSEEK), Needs(1_000, 100, images=True))
+    assert chosen.provider == GEMINI
+    assert chosen.note == (
+        "deepseek/deepseek-chat skipped: reads no images; "
+        "groq/openai/gpt-oss-120b skipped: reads no images"
+    )
+
+
+def test_a_sticky_decision_that_outgrew_its_model_moves_on_and_keeps_its_note() -> None:
+    sticky = decision(LOCAL, source="sticky", note="router timed out after 5000 ms")
+    chosen = choose(CONFIG, sticky, Needs(40_000, 0))
+    assert (chosen.provider, chosen.source) == (SONNET, "sticky")  # the default, after none
+    assert chosen.note == (
+        "router timed out after 5000 ms; local skipped: ~40k input tokens > 33k window"
+    )
+
+
+def test_a_model_that_fits_is_kept_unchanged() -> None:
+    kept = decision(DEEPSEEK)
+    assert choose(CONFIG, kept, Needs(1_000, 32_000)) is kept
+
+
+@pytest.mark.parametrize("needed", [Needs(2_000_000, 0), Needs(300_000, 0, pdfs=True)])
+def test_when_no_candidate_fits_the_chosen_model_gets_it(needed: Needs) -> None:
+    chosen = choose(CONFIG, decision(GEMINI), needed)
+    assert chosen.provider == GEMINI
+    assert chosen.note.endswith("; no candidate fits, sent to gemini/gemini-3-pro-preview")
+    assert chosen.note.count("skipped") == 2  # Gemini, then the default
+
+
+def test_the_exchange_sends_the_request_to_the_candidate_with_its_key() -> None:
+    """The body phase's reply: the fallback's cluster, path, model and key; the decision's
+    note for the access log."""
+    config = parse("""\
+llm_providers:
+  - model: ollama/qwen3-coder
+    base_url: http://10.0.0.1:11434
+    context_window: 1000
+    fallbacks: [big]
+  - name: big
+    model: openai/gpt-4.1
+    base_url: http://10.0.0.2:8080/v1
+    provider_interface: openai-chat
+    access_key: sk-big
+""")
+    exchange = Exchange(build_runtime(config, RouterStage(config.routing)))
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    exchange.on_request_headers(headers, False)
+    long = {
+        "model": "ollama/qwen3-coder",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "x" * 6000}],
+    }
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(long))))
+    mutation = reply.request_body.response.header_mutation
+    sent = {o.header.key: o.header.raw_value for o in mutation.set_headers}
+    assert sent["x-extproc-cluster"] == b"10_0_0_2_8080"
+    assert sent["authorization"] == b"Bearer sk-big"
+    assert orjson.loads(reply.request_body.response.body_mutation.body)["model"] == "gpt-4.1"
+    assert (
+        exchange.decision.note
+        == "ollama/qwen3-coder skipped: ~2k input tokens + 100 max_tokens > 1k window"
+    )
