@@ -88,26 +88,67 @@ OPENAI_REASONING = {**OPENAI, "reasoning": True, "stop": False}
         ("openai", "gpt-5-chat-latest", OPENAI),
         ("openai", "gpt-5.6-chat-latest", OPENAI),
         ("openrouter", "openai/gpt-5.2", {"file_parts": True}),
-        ("gemini", "gemini-2.5-pro", {"reasoning": True}),
-        ("gemini", "gemini-3-pro-preview", {"reasoning": True, "thought_signatures": True}),
+        (
+            "gemini",
+            "gemini-2.5-pro",
+            {"reasoning": True, "context_window": 1_048_576, "output_cap": 65_535},
+        ),
+        ("gemini", "gemini-2.5-flash", {"reasoning": True}),
+        (
+            "gemini",
+            "gemini-3-pro-preview",
+            {
+                "reasoning": True,
+                "thought_signatures": True,
+                "context_window": 1_048_576,
+                "output_cap": 65_536,
+            },
+        ),
+        ("gemini", "gemini-3-flash-preview", {"reasoning": True, "thought_signatures": True}),
         ("gemini", "gemini-flash-latest", {"reasoning": True, "thought_signatures": True}),
         ("gemini", "gemini-2.0-flash", {}),
         ("xai", "grok-3-mini-fast", {"reasoning": True, "reasoning_levels": "low,high"}),
         ("xai", "grok-3", {}),
         ("xai", "grok-4-fast-reasoning", {"stop": False}),
-        ("groq", "openai/gpt-oss-120b", {"reasoning": True, "images": False}),
+        (
+            "groq",
+            "openai/gpt-oss-120b",
+            {"reasoning": True, "images": False, "context_window": 131_072, "pdfs": False},
+        ),
         ("groq", "llama-3.3-70b-versatile", {}),
         (
             "mistral",
             "mistral-large-latest",
             {"short_tool_ids": True, "stream_options": False, "user_field": False},
         ),
-        ("deepseek", "deepseek-chat", {"images": False}),
-        ("deepseek", "deepseek-reasoner", {"images": False, "reasoning_echo": True}),
-        ("deepseek", "deepseek-v4-pro", {"images": False, "reasoning_echo": True}),
+        (
+            "deepseek",
+            "deepseek-chat",
+            {"images": False, "pdfs": False, "context_window": 128_000, "output_cap": 8_000},
+        ),
+        (
+            "deepseek",
+            "deepseek-reasoner",
+            {
+                "images": False,
+                "pdfs": False,
+                "reasoning_echo": True,
+                "context_window": 128_000,
+                "output_cap": 64_000,
+            },
+        ),
+        ("deepseek", "deepseek-v4-pro", {"images": False, "pdfs": False, "reasoning_echo": True}),
         ("moonshot", "kimi-k2-thinking-turbo", {"reasoning_echo": True, "images": False}),
         ("moonshot", "kimi-k2.5", {"reasoning_echo": True}),
         ("moonshot", "kimi-k2-0905-preview", {}),
+        (
+            "anthropic",
+            "claude-sonnet-4-5-20250929",
+            {"context_window": 200_000, "output_cap": 64_000},
+        ),
+        ("anthropic", "claude-opus-4-5", {"context_window": 200_000, "output_cap": 64_000}),
+        ("anthropic", "claude-haiku-4-5", {"context_window": 200_000, "output_cap": 64_000}),
+        ("anthropic", "claude-opus-4-1", {}),
         ("ollama", "gpt-5", {}),
         ("vllm", "deepseek-reasoner", {}),
     ],
@@ -136,7 +177,7 @@ model_families:
     assert gpt52 == Contract(**OPENAI, tools_effort="none")
     assert gpt52_mini == Contract(**{**OPENAI_REASONING, "tools_effort": "none", "stop": True})
     assert o3 == Contract(**OPENAI_REASONING)
-    assert deepseek == COMMON
+    assert deepseek == Contract(pdfs=False, context_window=128_000, output_cap=8_000)
 
 
 @pytest.mark.parametrize(
