@@ -18,7 +18,13 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 
 from extproc.config import SIDECAR_SECRET_VAR
 from tests.support.ext_proc import METHOD, headers_message
-from tests.support.gateway import gateway_config, gateway_ports, start_gateway, stop_gateway
+from tests.support.gateway import (
+    Gateway,
+    gateway_config,
+    gateway_ports,
+    start_gateway,
+    stop_gateway,
+)
 from tests.support.processes import pid_running, sidecar_config
 
 CONNECTIONS = 16
@@ -81,7 +87,8 @@ def exchange(channel: grpc.Channel) -> list[ProcessingResponse]:
     return list(process(iter(messages), metadata=(("x-extproc-secret", SECRET),), timeout=10))
 
 
-def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fakes, tmp_path):
+def two_workers(fake_anthropic, fake_deepseek, tmp_path: Path) -> tuple[Gateway, dict[str, int]]:
+    """`extproc up --workers 2` started with the shared secret, and the ports it uses."""
     ports = gateway_ports()
     gateway = start_gateway(
         gateway_config(fake_anthropic, fake_deepseek, **ports),
@@ -90,6 +97,11 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
         env={SIDECAR_SECRET_VAR: SECRET},
         args=("--workers", "2"),
     )
+    return gateway, ports
+
+
+def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fakes, tmp_path):
+    gateway, ports = two_workers(fake_anthropic, fake_deepseek, tmp_path)
     channels = [
         grpc.insecure_channel(
             f"127.0.0.1:{ports['sidecar']}", options=[("grpc.use_local_subchannel_pool", 1)]
@@ -132,14 +144,7 @@ def test_two_workers_serve_and_stop_together(fake_anthropic, fake_deepseek, fake
 def test_a_dead_worker_is_started_again_while_the_others_serve(
     fake_anthropic, fake_deepseek, fakes, tmp_path
 ):
-    ports = gateway_ports()
-    gateway = start_gateway(
-        gateway_config(fake_anthropic, fake_deepseek, **ports),
-        tmp_path,
-        ports["listener"],
-        env={SIDECAR_SECRET_VAR: SECRET},
-        args=("--workers", "2"),
-    )
+    gateway, _ = two_workers(fake_anthropic, fake_deepseek, tmp_path)
     try:
         first, second = worker_pids(sidecar_config(gateway))
         os.kill(first, signal.SIGKILL)
@@ -166,14 +171,7 @@ def test_workers_of_a_killed_parent_stop_and_up_starts_new_ones(
     """Under `extproc up --workers 2`, the workers' parent SIGKILLed: its workers stop with
     it (no orphans left serving an old config on the shared ports) and `up` starts the
     parent again, with two new workers."""
-    ports = gateway_ports()
-    gateway = start_gateway(
-        gateway_config(fake_anthropic, fake_deepseek, **ports),
-        tmp_path,
-        ports["listener"],
-        env={SIDECAR_SECRET_VAR: SECRET},
-        args=("--workers", "2"),
-    )
+    gateway, _ = two_workers(fake_anthropic, fake_deepseek, tmp_path)
     try:
         old = set(worker_pids(sidecar_config(gateway)))
         os.kill(
