@@ -7,11 +7,15 @@ so adding or removing it does not reshape the rest.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from extproc.config import Config, Provider
+
+if TYPE_CHECKING:
+    from extproc.decisions.rules import Facts
 
 Source = Literal[
     "explicit", "alias", "rule", "sticky", "router", "requested", "default", "fallback"
@@ -60,6 +64,14 @@ class Request:
     """The request headers Envoy forwards (lower-case names): those rules read among them."""
     size: int = 0
     """The body's length in bytes: rules' input-token estimate starts from it."""
+
+    @functools.cached_property
+    def facts(self) -> Facts:
+        """What rules and the capability check read of the body, each worked out once."""
+        # Imported here: rules reads capability, which builds on this module's Decision.
+        from extproc.decisions.rules import Facts
+
+        return Facts(self.body, self.headers, self.size)
 
 
 Stage = Callable[[Config, Request], Awaitable[Decision | None]]

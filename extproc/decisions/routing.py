@@ -239,7 +239,7 @@ class RouterStage:
         tool-loop request keeps its turn's model: the rule that decided the turn, else the
         router's sticky decision; only a turn nothing decided yet reads the rules.
         """
-        facts = Facts(request.body, request.headers, request.size)
+        facts = request.facts
         turn = turn_key(config, window, facts) if window else ""
         if facts.kind == "tool_result":
             remembered = self._sticky.get(turn) if turn else None

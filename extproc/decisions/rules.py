@@ -42,9 +42,15 @@ class Facts:
         return kinds.tool_names(self.body)
 
     @functools.cached_property
+    def needs(self) -> capability.Needs:
+        """What a model must take to serve the request: read once, for the rules and then
+        for the capability check."""
+        return capability.needs_of(self.body, self.size)
+
+    @functools.cached_property
     def input_tokens(self) -> int:
         """The estimate the capability check makes (no tokenizer)."""
-        return capability.needs_of(self.body, self.size).input_tokens
+        return self.needs.input_tokens
 
 
 def why_not(rule: Rule, facts: Facts) -> str | None:

@@ -231,7 +231,7 @@ class Exchange:
         stages = runtime.token_stages if counting else runtime.stages
         request = Request(model, body, self.path_only, self.headers, len(raw))
         decision = await decide(runtime.config, request, stages)
-        decision = capability.choose(runtime.config, decision, capability.needs_of(body, len(raw)))
+        decision = capability.choose(runtime.config, decision, request.facts.needs)
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
