@@ -12,17 +12,24 @@ from extproc.decisions import decision
 from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.metrics import Metrics
 from extproc.proxy.exchange import Runtime
+from extproc.proxy.sessions import LastModels
 from extproc.proxy.server import ExtProcServer
 
 log = logging.getLogger("extproc")
 
 
-def build_runtime(config: Config, router: RouterStage, metrics: Metrics | None = None) -> Runtime:
+def build_runtime(
+    config: Config,
+    router: RouterStage,
+    metrics: Metrics | None = None,
+    sessions: LastModels | None = None,
+) -> Runtime:
     return Runtime(
         config=config,
         stages=(*decision.BEFORE_ROUTER, router, *decision.AFTER_ROUTER),
         token_stages=(*decision.BEFORE_ROUTER, *decision.AFTER_ROUTER),
         metrics=metrics or Metrics(),
+        sessions=sessions if sessions is not None else LastModels(),
     )
 
 
@@ -83,9 +90,10 @@ class Sidecar:
         self.warn = warn
         """Log a reloaded config's warnings (off under `extproc up`, which prints them)."""
         self.metrics = Metrics()
+        self.sessions = LastModels()
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
-        runtime = build_runtime(config, self.router, self.metrics)
+        runtime = build_runtime(config, self.router, self.metrics, self.sessions)
         # Under `extproc up`, Envoy's admin port is on this machine's loopback.
         admin = f"127.0.0.1:{config.listener.admin_port}" if with_envoy else None
         self.server = ExtProcServer(runtime, ready=self.loading.done, envoy_admin=admin)
@@ -114,7 +122,7 @@ class Sidecar:
             config = dataclasses.replace(config, sidecar=self.config.sidecar)
         reload_model = model_settings(config.routing) != model_settings(self.config.routing)
         self.router.routing = config.routing
-        self.server.runtime = build_runtime(config, self.router, self.metrics)
+        self.server.runtime = build_runtime(config, self.router, self.metrics, self.sessions)
         self.config = config
         if reload_model:
             self.loading = asyncio.create_task(load_router(self.router, config))

@@ -21,8 +21,17 @@ from extproc.proxy.server import SECRET_METADATA
 EXTPROC_CLUSTER = "extproc"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 DECISION_FIELDS = ("requested_model", "routed_model", "provider", "route", "source", "router_ms")
-# Known when the sidecar translated the answer (it reads the provider's usage), or counted it.
-METADATA_FIELDS = (*DECISION_FIELDS, "note", "input_tokens", "output_tokens")
+# Known when the sidecar translated the answer (it reads the provider's usage), or counted
+# it; `cost_usd` where the routed model has a price too. `switched_from`: the model this
+# Claude Code session used before, on its first request routed to another.
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cost_usd",
+)
+METADATA_FIELDS = (*DECISION_FIELDS, "note", "switched_from", *USAGE_FIELDS)
 
 CLIENT_REQUEST_ID = "x-client-request-id"
 """Where a client's own x-request-id goes: Envoy's replaces it (`_drop_client_headers`)."""

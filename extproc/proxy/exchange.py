@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -28,6 +28,7 @@ from extproc.metrics import Metrics
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
+from extproc.proxy.sessions import SESSION_HEADER, LastModels
 from extproc.proxy.wire import Phase
 from extproc.request_json import encode_request_json
 from extproc.translate import TranslationError, signatures, translator_for
@@ -47,6 +48,7 @@ READ_HEADERS = (
     "content-encoding",
     "content-length",
     LOCAL_REPLY_HEADER,
+    SESSION_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
@@ -68,6 +70,8 @@ class Runtime:
     token_stages: tuple[Stage, ...]
     """Decision stages for count_tokens: never worth a router call."""
     metrics: Metrics
+    sessions: LastModels = field(default_factory=LastModels)
+    """The model each Claude Code session used last (kept across reloads, like metrics)."""
 
 
 def _is_foreign_thinking(block: Any) -> bool:
@@ -235,6 +239,12 @@ class Exchange:
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
+        metadata = decision.metadata()
+        if not counting:
+            session = self.headers.get(SESSION_HEADER, "")
+            switched_from = runtime.sessions.switch(session, decision.routed_model)
+            if switched_from:
+                metadata["switched_from"] = switched_from
         # Debug only: Envoy's access log records every decision; a line per request here
         # cost ~7% of the sidecar's throughput.
         log.debug(
@@ -259,7 +269,7 @@ class Exchange:
         elif counting:
             self.finished = True
             estimate = count_tokens_estimate(full_body(raw))
-            return replies.local_answer(estimate, decision.metadata(), self.namespace)
+            return replies.local_answer(estimate, metadata, self.namespace)
         else:
             new_body = [self.translate(effortful or full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
@@ -284,7 +294,7 @@ class Exchange:
             (*length, *auth.remove, *removed),
             add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
         )
-        return replies.route_request_body(mutation, new_body, decision.metadata(), self.namespace)
+        return replies.route_request_body(mutation, new_body, metadata, self.namespace)
 
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
@@ -333,17 +343,28 @@ class Exchange:
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}
-            return replies.pass_response_body(counts, self.namespace)
+            return replies.pass_response_body(self.priced(counts), self.namespace)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
-        usage = self.translation.usage() if end_of_stream else {}
+        usage = self.priced(self.translation.usage()) if end_of_stream else {}
         if self.translation.client_status != self.translation.status:
             # A whole (buffered) answer whose translation changed its status: a 2xx body
             # holding an error. Headers have not left Envoy yet, so answer in its place.
             status = self.translation.client_status
             return replies.answer_instead(status, body, usage, self.namespace)
         return replies.replace_response_body(body, usage, self.namespace)
+
+    def priced(self, usage: dict[str, int]) -> dict[str, Any]:
+        """An answer's token counts for the access log, with their cost in USD where both the
+        counts and the routed model's price are known; the cost is counted in the metrics."""
+        decision = self.decision
+        price = decision.provider.price if decision is not None else None
+        if not usage or price is None or decision is None:
+            return usage
+        cost = price.cost(usage)
+        self.runtime.metrics.cost.labels(decision.provider.name, decision.route).inc(cost)
+        return {**usage, "cost_usd": round(cost, 8)}
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:
