@@ -12,8 +12,8 @@ from extproc.decisions import decision
 from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.metrics import Metrics
 from extproc.proxy.exchange import Runtime
-from extproc.proxy.sessions import LastModels
 from extproc.proxy.server import ExtProcServer
+from extproc.proxy.sessions import LastModels
 
 log = logging.getLogger("extproc")
 

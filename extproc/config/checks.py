@@ -251,10 +251,14 @@ def read_price(check: Checker, raw: Any, where: str) -> Price | None:
         return None
     values: dict[str, float] = {}
     for key in _PRICE_KEYS:
-        value = check.typed(entry.get(key), f"{where}.{key}", (int, float), None)
-        if value is not None and value < 0:
+        value = entry.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            check.error(f"{where}.{key}", f"expected USD per million tokens, got {value!r}")
+        elif value < 0:
             check.error(f"{where}.{key}", f"{value} is out of range: must not be negative")
-        elif value is not None:
+        else:
             values[key] = float(value)
     for key in ("input", "output"):
         if key not in values and entry.get(key) is None:
