@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -59,6 +60,23 @@ def access_log_format(config: Config) -> dict[str, str]:
     namespace = config.sidecar.metadata_namespace
     decision = {name: f"%DYNAMIC_METADATA({namespace}:{name})%" for name in METADATA_FIELDS}
     return {**ENVOY_LOG_FORMAT, **decision}
+
+
+USAGE_LUA = Path(__file__).with_name("usage.lua").read_text(encoding="utf-8")
+"""The Lua filter that reads token counts from answers the sidecar does not read."""
+
+
+def usage_filter(config: Config) -> dict[str, Any]:
+    """Envoy's Lua filter with usage.lua: token counts and cost of Anthropic-format answers,
+    read in Envoy as they pass (the sidecar asks for it in its decision metadata)."""
+    source = USAGE_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": _ext("filters.http.lua.v3.Lua"),
+            "default_source_code": {"inline_string": source},
+        },
+    }
 
 
 def _ext(name: str) -> str:
@@ -187,6 +205,7 @@ def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str
                             },
                             "http_filters": [
                                 _extproc_filter(config, sidecar_cluster),
+                                usage_filter(config),
                                 {
                                     "name": "envoy.filters.http.router",
                                     "typed_config": {

@@ -289,6 +289,9 @@ class Exchange:
             headers["content-length"] = str(sum(map(len, new_body)))
             length = ("content-length",)
         self.finished = self.translation is None and not runtime.config.listener.log_tokens
+        if self.finished:
+            # Envoy's Lua filter (control/usage.lua) reads this answer's counts, and prices them.
+            metadata["price"] = price_text(provider)
         mutation = replies.header_mutation(
             headers,
             (*length, *auth.remove, *removed),
@@ -365,6 +368,17 @@ class Exchange:
         cost = price.cost(usage)
         self.runtime.metrics.cost.labels(decision.provider.name, decision.route).inc(cost)
         return {**usage, "cost_usd": round(cost, 8)}
+
+
+def price_text(provider: Provider) -> str:
+    """The routed model's prices for usage.lua: USD per million tokens as "input,output,
+    cache_read,cache_write"; empty when unknown (counts without a cost)."""
+    price = provider.price
+    if price is None:
+        return ""
+    return ",".join(
+        f"{p:g}" for p in (price.input, price.output, price.cache_read, price.cache_write)
+    )
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:

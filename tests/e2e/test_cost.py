@@ -6,10 +6,14 @@ entry's `price:`); and the mark a Claude Code session gets when it is routed to 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import anthropic
+import httpx
+import pytest
 
-from tests.support.gateway import PROVIDER_KEYS
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.gateway import PROVIDER_KEYS, Gateway, running_gateway
 
 CLIENT_KEY = "sk-ant-client-own-key"
 
@@ -88,3 +92,72 @@ def test_a_session_routed_to_another_model_is_marked(gateway, fakes):
     assert first["session"] == moved["session"] == session
     assert (first["switched_from"], moved["switched_from"]) == (None, "anthropic/claude-sonnet-4-5")
     assert stayed["switched_from"] is None
+
+
+NATIVE = """\
+listener: {{port: {listener}, admin_port: {admin}}}
+sidecar: {{port: {sidecar}, health_port: {health}}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {url}
+    default: true
+  - model: anthropic/claude-3-haiku
+    base_url: {url}
+  - model: deepseek/deepseek-chat
+    base_url: {deepseek}/anthropic
+    access_key: $TEST_DEEPSEEK_KEY
+"""
+
+
+@pytest.fixture(scope="module")
+def native(
+    fake_anthropic: FakeAnthropic, fake_deepseek: FakeAnthropic, tmp_path_factory
+) -> Iterator[Gateway]:
+    """A gateway that never reads Anthropic-format answers in the sidecar (no log_tokens):
+    Envoy's Lua filter (extproc/control/usage.lua) counts them."""
+    workdir = tmp_path_factory.mktemp("native")
+    with running_gateway(
+        lambda ports: NATIVE.format(url=fake_anthropic.url, deepseek=fake_deepseek.url, **ports),
+        workdir,
+    ) as gateway:
+        yield gateway
+
+
+def test_without_log_tokens_envoy_counts_and_prices_a_stream(native, fake_anthropic):
+    """One event a word (PACE), each usage object cut in two chunks (SPLIT), with cache
+    counts in message_start: the same
+    (12 × 3 + 6 × 15 + 20,000 × 0.30 + 3,000 × 3.75) / 10⁶ = $0.017376, and the stream
+    reaches the client byte for byte."""
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "stream": True,
+        "messages": [{"role": "user", "content": "PACE-5 SPLIT CACHE-20000-3000"}],
+    }
+    headers = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
+    with httpx.stream("POST", f"{native.url}/v1/messages", json=body, headers=headers) as answer:
+        received = b"".join(answer.iter_raw())
+    assert received == b"".join(fake_anthropic.sent)
+    entry = logged(native, fake_anthropic)
+    assert (entry["input_tokens"], entry["output_tokens"]) == (12, 6)
+    assert entry["cache_read_input_tokens"] == 20000
+    assert entry["cache_creation_input_tokens"] == 3000
+    assert entry["cost_usd"] == 0.017376
+
+
+def test_without_log_tokens_a_json_answer_is_priced_too(native, fake_deepseek):
+    """deepseek-chat, JSON: (12 × 0.56 + 6 × 1.68) / 10⁶ = $0.0000168."""
+    client(native).messages.create(
+        model="deepseek/deepseek-chat", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    entry = logged(native, fake_deepseek)
+    assert (entry["input_tokens"], entry["output_tokens"]) == (12, 6)
+    assert entry["cost_usd"] == 0.0000168
+
+
+def test_without_a_price_the_counts_are_logged_alone(native, fake_anthropic):
+    client(native).messages.create(
+        model="claude-3-haiku", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    entry = logged(native, fake_anthropic)
+    assert (entry["input_tokens"], entry["output_tokens"], entry["cost_usd"]) == (12, 6, None)

@@ -11,7 +11,8 @@ Words in the request body pick a behaviour (both fakes read the same ones):
 "FAULT-RESET" aborts the connection halfway through the stream; "FAULT-HANG" is silent
 for 10 s; "FAULT-429" (with retry-after) and "FAULT-500" answer errors; "CACHE-<read>-<write>"
 reports that many prompt-cache reads and writes in the usage (in `message_start` when
-streamed, as Anthropic's API documents it).
+streamed, as Anthropic's API documents it); "SPLIT" sends each event that has a usage object
+in two chunks, cut inside it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def cache_usage(body: bytes) -> dict[str, int]:
         return {}
     read, write = (int(n) for n in found.groups())
     return {"cache_read_input_tokens": read, "cache_creation_input_tokens": write}
+
+
+def split_usage(chunk: bytes) -> list[bytes]:
+    """The chunk in two pieces cut inside its usage object's first key; whole without one."""
+    at = chunk.find(b'"usage"')
+    return [chunk] if at < 0 else [chunk[: at + 14], chunk[at + 14 :]]
 
 
 def reset(handler: BaseHTTPRequestHandler) -> None:
@@ -260,6 +267,8 @@ class FakeAnthropic(FakeServer):
         handler.end_headers()
         events = sse_events(model, answer, by_word=b"PACE-" in body, cache=cache_usage(body))
         chunks = sse_bytes(events)
+        if b"SPLIT" in body:
+            chunks = [part for chunk in chunks for part in split_usage(chunk)]
         self.sent = chunks  # before the last chunk leaves: a client may compare once it has it
         if not write_chunked(handler, chunks, body):
             self.sent = chunks[: len(chunks) // 2]
