@@ -155,8 +155,8 @@ def costs(entries: list[Entry], default_model: str, default_price: Price | None)
     counted = [e for e in entries if _usage(e)]
     if not counted:
         return [
-            "cost: no token counts in the log (translated answers have them; Anthropic-format "
-            "ones with listener.log_tokens)"
+            "cost: no token counts in the log (an Envoy without the gateway's Lua filter has "
+            "them only for translated answers, or with listener.log_tokens)"
         ]
     priced = [e for e in counted if _cost(e) is not None]
     tables = (("route", "route"), ("model", "routed_model"), ("session", "session"))

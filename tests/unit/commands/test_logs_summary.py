@@ -74,6 +74,6 @@ def test_a_default_model_without_a_price():
 def test_a_log_without_token_counts():
     entry = '{"status": 200, "source": "router", "route": "r", "routed_model": "m"}\n'
     assert logs.summary(logs.entries([entry])).splitlines()[-1] == (
-        "cost: no token counts in the log (translated answers have them; Anthropic-format "
-        "ones with listener.log_tokens)"
+        "cost: no token counts in the log (an Envoy without the gateway's Lua filter has "
+        "them only for translated answers, or with listener.log_tokens)"
     )
