@@ -17,7 +17,8 @@ are about the request (a prompt too long for the window, a bad key, a bad field)
 next request elsewhere would not help it, so they are answers like any other.
 
 Sans-I/O: callers say what happened and when (`now`: seconds since the epoch, the clock an
-HTTP-date is on); nothing here reads a clock or a socket. The table is per sidecar process:
+HTTP-date is on; a clock stepped back never makes a rest longer than it was set); nothing
+here reads a clock or a socket. The table is per sidecar process:
 `extproc serve --workers N` runs N tables that each learn on their own.
 """
 
@@ -70,6 +71,8 @@ class _Rest:
     streak: int
     """Failures in a row."""
     until: float
+    length: float
+    """The rest as it was set: a clock stepped back can't make it longer."""
     why: str
 
 
@@ -148,7 +151,7 @@ class Cooldowns:
         else:
             rest = min(BACKOFF_START_S * BACKOFF_FACTOR ** (streak - 1), BACKOFF_CAP_S)
             why = f"{failure}, {streak} failures in a row" if streak > 1 else str(failure)
-        self._rests[entry] = _Rest(streak, now + rest, why)
+        self._rests[entry] = _Rest(streak, now + rest, rest, why)
         while len(self._rests) > self._max_entries:
             del self._rests[next(iter(self._rests))]
 
@@ -161,4 +164,4 @@ class Cooldowns:
         rest = self._rests.get(entry)
         if rest is None or now >= rest.until:
             return NOT_COOLING
-        return Cooling(rest.until - now, rest.why)
+        return Cooling(min(rest.until - now, rest.length), rest.why)

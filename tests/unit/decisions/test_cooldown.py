@@ -30,6 +30,12 @@ def test_a_retry_after_in_seconds_sets_the_rest_exactly_until_its_deadline() -> 
     assert not table.cooling(GPT, NOW + 42)
 
 
+def test_a_clock_stepped_back_does_not_make_a_rest_longer() -> None:
+    table = Cooldowns()
+    table.failed(GPT, 429, "41", NOW)
+    assert table.cooling(GPT, NOW - 3600).seconds == 41
+
+
 def test_the_note_rounds_the_seconds_left_up() -> None:
     table = Cooldowns()
     table.failed(GPT, 429, "41", NOW)
