@@ -5,10 +5,12 @@ attempt first. This table remembers, per provider entry (its `name`), until when
 
 - A failure that says when to come back sets that time exactly: `retry-after-ms` (not a
   standard header: OpenAI and Anthropic send it, and their SDKs read it before the other),
-  else `retry-after`, in delta-seconds or as an HTTP-date (RFC 9110 §10.2.3). Never longer
-  than `MAX_RETRY_AFTER_S`; a date in the past or `0` means no rest at all.
+  else `retry-after`, in delta-seconds or as an HTTP-date (RFC 9110 §10.2.3). A date in the
+  past or `0` means no rest at all.
 - One that doesn't say: `BACKOFF_START_S`, doubled (`BACKOFF_FACTOR`) with each failure in a
-  row, at most `BACKOFF_CAP_S`.
+  row.
+- No rest is longer than `max_rest_s` (`listener.cooldown_max_s`, `MAX_REST_S` by default; 0:
+  providers never rest).
 - Any answer that is not a failure ends the streak and the rest: the provider answers.
 
 Failures are the provider's own trouble: 429, every 5xx (Anthropic's overloaded 529 too), and
@@ -31,15 +33,15 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-MAX_RETRY_AFTER_S = 600.0
-"""A provider's retry-after is honoured up to 10 minutes: past that (a quota that comes back
-in hours), one request every 10 minutes pays a failed attempt, and a wrong value can't keep
-a provider out of use for longer."""
+from extproc.config.settings import Listener
+
+MAX_REST_S = float(Listener.cooldown_max_s)
+"""The longest rest by default (300 s): a provider that stays down is tried again every 5
+minutes (after 9 failures in a row), one whose quota comes back in hours pays a failed
+attempt every 5 minutes, and a wrong retry-after can't keep it out of use for longer."""
 BACKOFF_START_S = 1.0
 """Rest after a first failure without retry-after: a single blip costs a second."""
 BACKOFF_FACTOR = 2.0
-BACKOFF_CAP_S = 300.0
-"""A provider that stays down is tried again every 5 minutes (after 9 failures in a row)."""
 MAX_ENTRIES = 1024
 """Providers remembered at once (config edits may rename entries): the one that failed least
 recently is forgotten first."""
@@ -117,7 +119,12 @@ class Cooldowns:
         self._max_entries = max_entries
 
     def record(
-        self, entry: str, outcome: int | str, headers: Mapping[str, str], now: float
+        self,
+        entry: str,
+        outcome: int | str,
+        headers: Mapping[str, str],
+        now: float,
+        max_rest_s: float = MAX_REST_S,
     ) -> None:
         """What one attempt at `entry` came to: its answer's status and headers (lower-case
         names; `retry-after`, `retry-after-ms` are read), or the reason it got no answer
@@ -126,7 +133,8 @@ class Cooldowns:
         if not is_failure(outcome):
             self.succeeded(entry)
             return
-        self.failed(entry, outcome, headers.get("retry-after"), now, headers.get("retry-after-ms"))
+        retry_after, retry_after_ms = headers.get("retry-after"), headers.get("retry-after-ms")
+        self.failed(entry, outcome, retry_after, now, retry_after_ms, max_rest_s)
 
     def failed(
         self,
@@ -135,6 +143,7 @@ class Cooldowns:
         retry_after: str | None,
         now: float,
         retry_after_ms: str | None = None,
+        max_rest_s: float = MAX_REST_S,
     ) -> None:
         """`entry` failed at `now` (a status or a reason), with these headers' values, if any.
         A status that is no failure (`is_failure`) is ignored."""
@@ -146,11 +155,12 @@ class Cooldowns:
         if asked is None:
             asked = retry_after_seconds(retry_after, now)
         if asked is not None:
-            rest = min(asked, MAX_RETRY_AFTER_S)
+            rest = asked
             why = f"{failure}, retry-after {_seconds(asked)} s"
         else:
-            rest = min(BACKOFF_START_S * BACKOFF_FACTOR ** (streak - 1), BACKOFF_CAP_S)
+            rest = BACKOFF_START_S * BACKOFF_FACTOR ** min(streak - 1, 64)
             why = f"{failure}, {streak} failures in a row" if streak > 1 else str(failure)
+        rest = min(rest, max_rest_s)
         self._rests[entry] = _Rest(streak, now + rest, rest, why)
         while len(self._rests) > self._max_entries:
             del self._rests[next(iter(self._rests))]

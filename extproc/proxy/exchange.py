@@ -245,8 +245,10 @@ class Exchange:
         stages = runtime.token_stages if counting else runtime.stages
         request = Request(model, body, self.path_only, self.headers, len(raw))
         decision = await decide(runtime.config, request, stages)
-        needs, cooldowns = request.facts.needs, runtime.cooldowns
-        decision = capability.choose(runtime.config, decision, needs, cooldowns, runtime.clock())
+        # listener.cooldown_max_s: 0 turns cooldowns off, rests already begun included.
+        cooldowns = runtime.cooldowns if runtime.config.listener.cooldown_max_s else None
+        needs, now = request.facts.needs, runtime.clock()
+        decision = capability.choose(runtime.config, decision, needs, cooldowns, now)
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -334,7 +336,10 @@ class Exchange:
                 self.runtime.metrics.upstream_errors.labels(provider, status).inc()
             outcome = ENVOY_FAILURES.get(status) if local else status
             if outcome is not None:
-                self.runtime.cooldowns.record(provider, outcome, headers, self.runtime.clock())
+                max_rest = self.runtime.config.listener.cooldown_max_s
+                self.runtime.cooldowns.record(
+                    provider, outcome, headers, self.runtime.clock(), max_rest
+                )
         if local:
             self.finished = True
             return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from extproc.decisions.cooldown import (
-    BACKOFF_CAP_S,
-    MAX_RETRY_AFTER_S,
+    MAX_REST_S,
     Cooldowns,
     retry_after_seconds,
 )
@@ -92,12 +91,21 @@ def test_a_garbage_retry_after_is_ignored_and_the_backoff_applies(value: str) ->
     assert (cooling.seconds, cooling.why) == (1, "429")
 
 
-def test_a_retry_after_is_honoured_up_to_its_cap() -> None:
+def test_a_retry_after_is_honoured_up_to_the_longest_rest() -> None:
     table = Cooldowns()
     table.failed(GPT, 429, "18000", NOW)  # a quota back in five hours
     cooling = table.cooling(GPT, NOW)
-    assert (cooling.seconds, cooling.why) == (MAX_RETRY_AFTER_S, "429, retry-after 18000 s")
-    assert MAX_RETRY_AFTER_S == 600
+    assert (cooling.seconds, cooling.why) == (MAX_REST_S, "429, retry-after 18000 s")
+    assert MAX_REST_S == 300
+    table.failed(GPT, 429, "18000", NOW, max_rest_s=60)  # listener.cooldown_max_s: 60
+    assert table.cooling(GPT, NOW).seconds == 60
+
+
+def test_a_longest_rest_of_0_means_providers_never_rest() -> None:
+    table = Cooldowns()
+    table.record(GPT, 429, {"retry-after": "30"}, NOW, max_rest_s=0)
+    table.record(GPT, 503, {}, NOW, max_rest_s=0)
+    assert not table.cooling(GPT, NOW)
 
 
 def test_failures_in_a_row_double_the_rest_up_to_the_cap() -> None:
@@ -107,8 +115,10 @@ def test_failures_in_a_row_double_the_rest_up_to_the_cap() -> None:
         table.failed(GPT, 503, None, NOW)
         rests.append(table.cooling(GPT, NOW).seconds)
     assert rests == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
-    assert BACKOFF_CAP_S == 300
     assert table.cooling(GPT, NOW).why == "503, 11 failures in a row"
+    for _ in range(2000):  # a provider down for days: the doubling never overflows
+        table.failed(GPT, 503, None, NOW)
+    assert table.cooling(GPT, NOW).seconds == 300
 
 
 def test_a_success_ends_the_streak() -> None:

@@ -11,11 +11,11 @@ import pytest
 from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
 from extproc.app import build_runtime
-from extproc.config import parse
+from extproc.config import Config, parse
 from extproc.decisions.routing import RouterStage
 from extproc.proxy.exchange import Exchange, Runtime
 
-CONFIG = parse("""\
+PROVIDERS = """\
 llm_providers:
   - model: openai/gpt-4.1
     base_url: http://10.0.0.2:8080/v1
@@ -25,7 +25,8 @@ llm_providers:
     base_url: http://10.0.0.3:8080
     access_key: sk-ant
     default: true
-""")
+"""
+CONFIG = parse(PROVIDERS)
 NOW = 1_796_000_000.0
 ASKED = {
     "model": "openai/gpt-4.1",
@@ -34,10 +35,9 @@ ASKED = {
 }
 
 
-def runtime_at(now: float) -> Runtime:
-    return dataclasses.replace(
-        build_runtime(CONFIG, RouterStage(CONFIG.routing)), clock=lambda: now
-    )
+def runtime_at(now: float, config: Config = CONFIG) -> Runtime:
+    runtime = build_runtime(config, RouterStage(config.routing))
+    return dataclasses.replace(runtime, clock=lambda: now)
 
 
 def send(runtime: Runtime, answer: dict[str, str] | None = None) -> tuple[Exchange, str]:
@@ -111,3 +111,13 @@ def test_the_providers_own_answer_ends_its_rest() -> None:
     assert not runtime.cooldowns.cooling("openai/gpt-4.1", NOW + 3)
     send(dataclasses.replace(runtime, clock=lambda: NOW + 3), {":status": "503"})
     assert runtime.cooldowns.cooling("openai/gpt-4.1", NOW + 3).why == "503"  # a new streak
+
+
+def test_a_longest_rest_of_0_turns_cooldowns_off_even_for_rests_begun() -> None:
+    runtime = runtime_at(NOW)
+    send(runtime, {":status": "429", "retry-after": "30"})
+    off = runtime_at(NOW, parse("listener: {cooldown_max_s: 0}\n" + PROVIDERS))
+    reloaded = dataclasses.replace(off, cooldowns=runtime.cooldowns)  # as app.Sidecar.reload
+    exchange, cluster = send(reloaded, {":status": "503"})
+    assert (cluster, exchange.decision.note) == ("10_0_0_2_8080", "")
+    assert not reloaded.cooldowns.cooling("openai/gpt-4.1", NOW)  # a 503: no rest either
