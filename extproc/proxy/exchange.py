@@ -13,7 +13,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,14 @@ class Runtime:
     """Kept across config changes (app.Sidecar): providers fail whatever the config says."""
     clock: Callable[[], float] = time.time
     """`now` for the cooldown table: seconds since the epoch (tests set their own)."""
+
+    def record_attempt(self, entry: str, outcome: int | str, headers: Mapping[str, str]) -> None:
+        """Tell the cooldown table how one attempt at provider entry `entry` ended: the
+        answer's status and headers (`retry-after`, `retry-after-ms`), or the reason no answer
+        came ("refused", "reset", "timeout") with no headers. Whoever sees an attempt end
+        calls this: the response headers phase here, a per-attempt handler of failover."""
+        max_rest = self.config.listener.cooldown_max_s
+        self.cooldowns.record(entry, outcome, headers, self.clock(), max_rest)
 
 
 def _is_foreign_thinking(block: Any) -> bool:
@@ -336,10 +344,7 @@ class Exchange:
                 self.runtime.metrics.upstream_errors.labels(provider, status).inc()
             outcome = ENVOY_FAILURES.get(status) if local else status
             if outcome is not None:
-                max_rest = self.runtime.config.listener.cooldown_max_s
-                self.runtime.cooldowns.record(
-                    provider, outcome, headers, self.runtime.clock(), max_rest
-                )
+                self.runtime.record_attempt(provider, outcome, headers)
         if local:
             self.finished = True
             return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format

@@ -121,3 +121,15 @@ def test_a_longest_rest_of_0_turns_cooldowns_off_even_for_rests_begun() -> None:
     exchange, cluster = send(reloaded, {":status": "503"})
     assert (cluster, exchange.decision.note) == ("10_0_0_2_8080", "")
     assert not reloaded.cooldowns.cooling("openai/gpt-4.1", NOW)  # a 503: no rest either
+
+
+def test_an_attempt_recorded_from_elsewhere_counts_the_same() -> None:
+    """What failover's per-attempt handler calls: a refused connection, then a 429 that says
+    when, each under the config's longest rest."""
+    runtime = runtime_at(NOW, parse("listener: {cooldown_max_s: 20}\n" + PROVIDERS))
+    runtime.record_attempt("openai/gpt-4.1", "refused", {})
+    exchange, cluster = send(runtime)
+    assert cluster == "10_0_0_3_8080"
+    assert exchange.decision.note == "openai/gpt-4.1 skipped: cooling down 1 s after refused"
+    runtime.record_attempt("openai/gpt-4.1", 429, {"retry-after": "60"})
+    assert runtime.cooldowns.cooling("openai/gpt-4.1", NOW).seconds == 20
