@@ -182,6 +182,8 @@ def chunks(model: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
 @dataclass(kw_only=True)
 class FakeOpenAI(FakeServer):
     expected_key: str
+    retry_after: str = "1"
+    """The `retry-after` of its error answers (seconds)."""
 
     @staticmethod
     def _json(
@@ -231,7 +233,7 @@ class FakeOpenAI(FakeServer):
         if "error" in answer:
             status, kind, code, message = answer["error"]
             error = {"message": message, "type": kind, "param": None, "code": code}
-            self._json(handler, status, {"error": error}, retry_after="1")
+            self._json(handler, status, {"error": error}, retry_after=self.retry_after)
             return
         model = request["model"]
         if "text" in answer:
