@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extproc.commands import logs
+from extproc.commands import cli, logs
 from extproc.config.prices import price_for
 from tests.support import ROOT
 
@@ -77,3 +77,29 @@ def test_a_log_without_token_counts():
         "cost: no token counts in the log (an Envoy without the gateway's Lua filter has "
         "them only for translated answers, or with listener.log_tokens)"
     )
+
+
+def test_the_command_prices_at_the_configs_default_model(tmp_path, capsys):
+    """`--config`: its default entry's price, its own `price:` included."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "llm_providers:\n"
+        "  - model: openai/gpt-4.1\n"
+        "    default: true\n"
+        "    price: {input: 2, output: 8, cache_read: 0.5}\n"
+    )
+    assert cli.main(["logs", str(RECORDED), "--summary", "--config", str(config)]) == 0
+    # 2000 × 2 + 500 × 8 = 8000; 200 × 2 + 300 × 8 + 1800 × 0.5 = 3700; 10 × 2 + 100 × 8 +
+    # 2500 × 2 = 5820; 10 × 2 + 50 × 8 + 2000 × 0.5 = 1420: $0.01894; 0.023985 - 0.01894 =
+    # $0.005045 more (27%).
+    assert capsys.readouterr().out.splitlines()[-3] == (
+        "what routing saved: $0.0240 spent; all on openai/gpt-4.1: $0.0189; "
+        "routing cost $0.0050 more (27%)"
+    )
+
+
+def test_without_a_readable_config_the_savings_are_unknown(tmp_path, capsys):
+    missing = tmp_path / "nowhere.yaml"
+    assert cli.main(["logs", str(RECORDED), "--summary", "--config", str(missing)]) == 0
+    line = capsys.readouterr().out.splitlines()[-3]
+    assert line.startswith(f"what routing saved: unknown, the default model ({missing}: ")
