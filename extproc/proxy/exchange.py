@@ -289,7 +289,9 @@ class Exchange:
             else:  # written whole, as a body with another provider's thinking blocks is
                 cleaned = without_foreign_thinking(effortful) or effortful
                 new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
-            changes: dict[str, str] = {}
+            # Its token counts are read as it passes (usage.lua, or log_tokens): compressed,
+            # they could not be (Anthropic's API gzips answers a client takes gzip for).
+            changes: dict[str, str] = {} if counting else {"accept-encoding": "identity"}
             removed: tuple[str, ...] = ()
         elif counting:
             self.finished = True

@@ -134,10 +134,17 @@ def test_without_log_tokens_envoy_counts_and_prices_a_stream(native, fake_anthro
         "stream": True,
         "messages": [{"role": "user", "content": "PACE-5 SPLIT CACHE-20000-3000"}],
     }
-    headers = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
+    headers = {
+        "x-api-key": CLIENT_KEY,
+        "anthropic-version": "2023-06-01",
+        "accept-encoding": "gzip, deflate, br, zstd",
+    }
     with httpx.stream("POST", f"{native.url}/v1/messages", json=body, headers=headers) as answer:
         received = b"".join(answer.iter_raw())
     assert received == b"".join(fake_anthropic.sent)
+    # Anthropic's API gzips an answer for a client that takes gzip (Claude Code does): the
+    # filter could read no counts in it, so the provider is asked for it uncompressed.
+    assert fake_anthropic.received[-1].headers["accept-encoding"] == "identity"
     entry = logged(native, fake_anthropic)
     assert (entry["input_tokens"], entry["output_tokens"]) == (12, 6)
     assert entry["cache_read_input_tokens"] == 20000
