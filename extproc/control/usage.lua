@@ -7,7 +7,9 @@
 -- unknown: the counts are logged without a cost). Counts are read from each `"usage"` object
 -- of the answer (message_start and message_delta events, or a JSON answer's own); a later
 -- count replaces an earlier one, as Anthropic's are cumulative. Text and tool input inside
--- a stream are JSON strings, whose quotes are escaped: they can't look like a count.
+-- a stream are JSON strings, whose quotes are escaped: they can't look like a count; in a
+-- JSON answer, `usage` comes after the content, so its counts are the last ones read. No
+-- envoy_on_request: Envoy then runs nothing on the request path.
 
 local NAMESPACE = "%NAMESPACE%"
 local COUNTS = {
@@ -17,9 +19,6 @@ local COUNTS = {
   "cache_creation_input_tokens",
 }
 local CARRY = 512 -- bytes kept from one chunk to the next: a usage object split between two
-
-function envoy_on_request(handle)
-end
 
 local function price_of(text)
   local prices = {}
