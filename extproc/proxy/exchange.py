@@ -316,7 +316,7 @@ class Exchange:
             headers["content-length"] = str(sum(map(len, new_body)))
             length = ("content-length",)
         self.finished = self.translation is None and not runtime.config.listener.log_tokens
-        if self.finished:
+        if self.finished and not counting:
             # Envoy's Lua filter (control/usage.lua) reads this answer's counts, and prices them.
             metadata["price"] = price_text(provider)
         mutation = replies.header_mutation(
@@ -395,10 +395,9 @@ class Exchange:
         """An answer's token counts for the access log, with their cost in USD where both the
         counts and the routed model's price are known; the cost is counted in the metrics."""
         decision = self.decision
-        price = decision.provider.price if decision is not None else None
-        if not usage or price is None or decision is None:
+        if not usage or decision is None or decision.provider.price is None:
             return usage
-        cost = price.cost(usage)
+        cost = decision.provider.price.cost(usage)
         self.runtime.metrics.cost.labels(decision.provider.name, decision.route).inc(cost)
         return {**usage, "cost_usd": round(cost, 8)}
 
@@ -409,9 +408,7 @@ def price_text(provider: Provider) -> str:
     price = provider.price
     if price is None:
         return ""
-    return ",".join(
-        f"{p:g}" for p in (price.input, price.output, price.cache_read, price.cache_write)
-    )
+    return ",".join(map(str, (price.input, price.output, price.cache_read, price.cache_write)))
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:
