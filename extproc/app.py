@@ -14,6 +14,7 @@ from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.metrics import Metrics
 from extproc.proxy.exchange import Runtime
 from extproc.proxy.server import ExtProcServer
+from extproc.proxy.sessions import LastModels
 
 log = logging.getLogger("extproc")
 
@@ -23,6 +24,7 @@ def build_runtime(
     router: RouterStage,
     metrics: Metrics | None = None,
     cooldowns: Cooldowns | None = None,
+    sessions: LastModels | None = None,
 ) -> Runtime:
     return Runtime(
         config=config,
@@ -30,6 +32,7 @@ def build_runtime(
         token_stages=(*decision.BEFORE_ROUTER, *decision.AFTER_ROUTER),
         metrics=metrics or Metrics(),
         cooldowns=cooldowns or Cooldowns(),
+        sessions=sessions if sessions is not None else LastModels(),
     )
 
 
@@ -92,9 +95,10 @@ class Sidecar:
         """Log a reloaded config's warnings (off under `extproc up`, which prints them)."""
         self.metrics = Metrics()
         self.cooldowns = Cooldowns()
+        self.sessions = LastModels()
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
-        runtime = build_runtime(config, self.router, self.metrics, self.cooldowns)
+        runtime = build_runtime(config, self.router, self.metrics, self.cooldowns, self.sessions)
         # Under `extproc up`, Envoy's admin port is on this machine's loopback.
         admin = f"127.0.0.1:{config.listener.admin_port}" if with_envoy else None
         self.server = ExtProcServer(runtime, ready=self.loading.done, envoy_admin=admin)
@@ -123,7 +127,9 @@ class Sidecar:
             config = dataclasses.replace(config, sidecar=self.config.sidecar)
         reload_model = model_settings(config.routing) != model_settings(self.config.routing)
         self.router.routing = config.routing
-        self.server.runtime = build_runtime(config, self.router, self.metrics, self.cooldowns)
+        self.server.runtime = build_runtime(
+            config, self.router, self.metrics, self.cooldowns, self.sessions
+        )
         self.config = config
         if reload_model:
             self.loading = asyncio.create_task(load_router(self.router, config))

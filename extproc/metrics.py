@@ -39,6 +39,14 @@ class Metrics:
             ("provider", "status"),
             registry=self.registry,
         )
+        self.cost = Counter(
+            "extproc_cost_usd",
+            "What answers cost, in USD, by provider entry and route (rule name for rule "
+            "decisions): answers whose tokens are known (translated ones, or all with "
+            "listener.log_tokens) and whose model has a price.",
+            ("provider", "route"),
+            registry=self.registry,
+        )
         self.cooling_skips = Counter(
             "extproc_cooling_skips",
             "Requests that went past a provider because it was cooling down after failures.",

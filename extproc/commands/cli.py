@@ -301,7 +301,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     with stream:
         lines = logs.follow(stream) if args.follow else stream
         if args.summary:
-            print(logs.summary(logs.entries(lines)))
+            print(logs.summary(logs.entries(lines), *_default_price(args.config)))
             return 0
         color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
         try:
@@ -310,6 +310,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def _default_price(path: str) -> tuple[str, object]:
+    """The default model of the config at `path` and its price (None: unknown), for the
+    summary's "what routing saved"; an unreadable config says so in its stead."""
+    try:
+        config = config_mod.load(path)
+    except (config_mod.ConfigError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"the default model ({path}: {first})", None
+    default = config.default_provider
+    return default.model, default.price
 
 
 def cmd_claude(argv: list[str]) -> int:
@@ -408,7 +420,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", nargs="?", default="-", help="log file, or - for stdin (default)")
     p.add_argument("-f", "--follow", action="store_true", help="keep reading as the file grows")
-    p.add_argument("--summary", action="store_true", help="totals and router latency percentiles")
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="totals, router latency percentiles, cost per route, model and session",
+    )
+    p.add_argument(
+        "--config",
+        default=config_mod.DEFAULT_CONFIG,
+        help="the config whose default model --summary prices the same tokens at",
+    )
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.set_defaults(func=cmd_logs)
     # Listed for --help; main() hands its arguments to cmd_claude untouched.

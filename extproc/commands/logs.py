@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from extproc.config.prices import Price
+
 Entry = dict[str, Any]
 
 _COLORS = {
@@ -94,8 +96,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def summary(all_entries: Iterable[Entry]) -> str:
-    """Decisions per route and model, per source, and router latency percentiles."""
+def summary(
+    all_entries: Iterable[Entry], default_model: str = "", default_price: Price | None = None
+) -> str:
+    """Decisions per route and model, per source, router latency percentiles, and what the
+    answers cost (against `default_model`, priced at `default_price`)."""
     seen = list(all_entries)
     if not seen:
         return "no decisions in the log yet"
@@ -114,7 +119,82 @@ def summary(all_entries: Iterable[Entry]) -> str:
             f"p50 {percentile(router, 0.5):.0f}ms, p90 {percentile(router, 0.9):.0f}ms, "
             f"p99 {percentile(router, 0.99):.0f}ms, mean {statistics.fmean(router):.0f}ms"
         )
-    return "\n".join(out)
+    return "\n".join(out + costs(seen, default_model, default_price))
+
+
+USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _usage(entry: Entry) -> dict[str, int]:
+    """An entry's token counts (Envoy logs an unknown one as null or `-`)."""
+    return {k: int(v) for k in USAGE if isinstance(v := entry.get(k), int | float)}
+
+
+def _cost(entry: Entry) -> float | None:
+    value = entry.get("cost_usd")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _cost_table(title: str, key: str, priced: list[Entry]) -> list[str]:
+    """`cost by <title>:` one row per value of `key`, most expensive first."""
+    totals: dict[str, list[float]] = {}
+    for entry in priced:
+        row = totals.setdefault(str(entry.get(key) or "-"), [0, 0.0])
+        row[0] += 1
+        row[1] += _cost(entry) or 0.0
+    width = max(len(title), *(len(name) for name in totals))
+    out = [f"cost by {title}:", f"  {title:<{width}}  requests  cost USD"]
+    for name, (n, usd) in sorted(totals.items(), key=lambda item: (-item[1][1], item[0])):
+        out.append(f"  {name:<{width}}  {int(n):>8}  {usd:>8.4f}")
+    return out
+
+
+def costs(entries: list[Entry], default_model: str, default_price: Price | None) -> list[str]:
+    """Cost per route, model and session; what the same tokens would have cost on the default
+    model; the share of input read from the provider's cache; what switches left uncached."""
+    counted = [e for e in entries if _usage(e)]
+    if not counted:
+        return [
+            "cost: no token counts in the log (an Envoy without the gateway's Lua filter has "
+            "them only for translated answers, or with listener.log_tokens)"
+        ]
+    priced = [e for e in counted if _cost(e) is not None]
+    tables = (("route", "route"), ("model", "routed_model"), ("session", "session"))
+    out = [row for title, key in tables if priced for row in _cost_table(title, key, priced)]
+    unpriced = len(counted) - len(priced)
+    if unpriced:
+        out.append(f"answers with tokens but no price (unknown; `price:` gives one): {unpriced}")
+    spent = sum(_cost(e) or 0.0 for e in priced)
+    if default_price is None:
+        out.append(
+            f"what routing saved: unknown, {default_model or 'the default model'} has no price"
+        )
+    else:
+        at_default = sum(default_price.cost(_usage(e)) for e in priced)
+        change = at_default - spent
+        verb = "saved" if change >= 0 else "cost"
+        share = f" ({abs(change) / at_default:.0%})" if at_default else ""
+        more = "" if change >= 0 else " more"
+        out.append(
+            f"what routing saved: ${spent:.4f} spent; all on {default_model}: ${at_default:.4f}; "
+            f"routing {verb} ${abs(change):.4f}{more}{share}"
+        )
+    totals = {k: sum(_usage(e).get(k, 0) for e in counted) for k in USAGE}
+    read = totals["cache_read_input_tokens"]
+    prompt = read + totals["input_tokens"] + totals["cache_creation_input_tokens"]
+    if prompt:
+        share = f"{read / prompt:.0%} ({read} of {prompt} tokens)"
+        out.append(f"input served from the provider's cache: {share}")
+    switched = [e for e in entries if e.get("switched_from")]
+    uncached = sum(
+        _usage(e).get("input_tokens", 0) + _usage(e).get("cache_creation_input_tokens", 0)
+        for e in switched
+    )
+    out.append(
+        f"model switches within a session: {len(switched)}, their {uncached} input tokens "
+        "not read from a cache"
+    )
+    return out
 
 
 def follow(stream: IO[str], poll_s: float = 0.25) -> Iterator[str]:

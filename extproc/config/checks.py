@@ -17,6 +17,7 @@ from extproc.config.contract import (
     contract_for,
 )
 from extproc.config.pass_through import DEFAULT_PASS_THROUGH, pattern_problem
+from extproc.config.prices import Price, price_for
 from extproc.config.reader import Checker
 from extproc.config.settings import (
     COMPUTE_TYPES,
@@ -73,7 +74,9 @@ _PROVIDER_KEYS = {
     "reasoning",
     "fallbacks",
     "context_window",
+    "price",
 }
+_PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
 
 
 def read_section(check: Checker, raw: dict[str, Any], name: str, cls: type) -> Any:
@@ -228,12 +231,43 @@ def read_provider(
             check.typed(name, f"{where}.fallbacks[{i}]", str, "")
             for i, name in enumerate(fallbacks)
         ),
+        price=read_price(check, entry.get("price"), f"{where}.price")
+        or price_for(kind.name, upstream_model),
     )
     for pwhere, route in routes:
         problem = route.reasoning_effort and effort_problem(provider, route.reasoning_effort)
         if problem:
             check.error(f"{pwhere}.reasoning_effort", problem)
     return provider
+
+
+def read_price(check: Checker, raw: Any, where: str) -> Price | None:
+    """An entry's own `price:` (USD per million tokens), or None when it has none or it is
+    wrong. `input` and `output` are required; a cache price left out is the input price (a
+    provider that bills cached tokens like any other)."""
+    if raw is None:
+        return None
+    entry = check.mapping(raw, where, set(_PRICE_KEYS))
+    if not isinstance(raw, dict):
+        return None
+    values: dict[str, float] = {}
+    for key in _PRICE_KEYS:
+        value = entry.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            check.error(f"{where}.{key}", f"expected USD per million tokens, got {value!r}")
+        elif value < 0:
+            check.error(f"{where}.{key}", f"{value} is out of range: must not be negative")
+        else:
+            values[key] = float(value)
+    for key in ("input", "output"):
+        if key not in values and entry.get(key) is None:
+            check.error(where, f"missing `{key}` (USD per million tokens)")
+    if "input" not in values or "output" not in values:
+        return None
+    cached = {key: values.get(key, values["input"]) for key in ("cache_read", "cache_write")}
+    return Price(values["input"], values["output"], **cached, source="config.yaml")
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from extproc.config.catalogue import Interface
 from extproc.config.contract import COMMON, Contract
 from extproc.config.pass_through import DEFAULT_PASS_THROUGH
+from extproc.config.prices import Price
 
 if TYPE_CHECKING:
     from extproc.config.rules import Rule
@@ -67,6 +68,8 @@ class Provider:
     """What the model's API requires of a translated request (model_families, `reasoning`)."""
     fallbacks: tuple[str, ...] = ()
     """Entries (by `name` or `model`) that take a request this model can't, in order."""
+    price: Price | None = None
+    """What its tokens cost (the price table, or the entry's `price:`); None: unknown."""
 
 
 @dataclass(frozen=True)

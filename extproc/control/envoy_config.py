@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,8 +22,17 @@ from extproc.proxy.server import SECRET_METADATA
 EXTPROC_CLUSTER = "extproc"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 DECISION_FIELDS = ("requested_model", "routed_model", "provider", "route", "source", "router_ms")
-# Known when the sidecar translated the answer (it reads the provider's usage), or counted it.
-METADATA_FIELDS = (*DECISION_FIELDS, "note", "input_tokens", "output_tokens")
+# Known when the sidecar translated the answer (it reads the provider's usage), or counted
+# it; `cost_usd` where the routed model has a price too. `switched_from`: the model this
+# Claude Code session used before, on its first request routed to another.
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cost_usd",
+)
+METADATA_FIELDS = (*DECISION_FIELDS, "note", "switched_from", *USAGE_FIELDS)
 
 CLIENT_REQUEST_ID = "x-client-request-id"
 """Where a client's own x-request-id goes: Envoy's replaces it (`_drop_client_headers`)."""
@@ -50,6 +60,23 @@ def access_log_format(config: Config) -> dict[str, str]:
     namespace = config.sidecar.metadata_namespace
     decision = {name: f"%DYNAMIC_METADATA({namespace}:{name})%" for name in METADATA_FIELDS}
     return {**ENVOY_LOG_FORMAT, **decision}
+
+
+USAGE_LUA = Path(__file__).with_name("usage.lua").read_text(encoding="utf-8")
+"""The Lua filter that reads token counts from answers the sidecar does not read."""
+
+
+def usage_filter(config: Config) -> dict[str, Any]:
+    """Envoy's Lua filter with usage.lua: token counts and cost of Anthropic-format answers,
+    read in Envoy as they pass (the sidecar asks for it in its decision metadata)."""
+    source = USAGE_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": _ext("filters.http.lua.v3.Lua"),
+            "default_source_code": {"inline_string": source},
+        },
+    }
 
 
 def _ext(name: str) -> str:
@@ -178,6 +205,7 @@ def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str
                             },
                             "http_filters": [
                                 _extproc_filter(config, sidecar_cluster),
+                                usage_filter(config),
                                 {
                                     "name": "envoy.filters.http.router",
                                     "typed_config": {

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -31,6 +31,7 @@ from extproc.metrics import Metrics
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
+from extproc.proxy.sessions import SESSION_HEADER, LastModels
 from extproc.proxy.wire import Phase
 from extproc.request_json import encode_request_json
 from extproc.translate import TranslationError, signatures, translator_for
@@ -52,6 +53,7 @@ READ_HEADERS = (
     "retry-after",
     "retry-after-ms",
     LOCAL_REPLY_HEADER,
+    SESSION_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 ENVOY_FAILURES = {503: "unreachable", 504: "timeout"}
@@ -82,6 +84,8 @@ class Runtime:
     """Kept across config changes (app.Sidecar): providers fail whatever the config says."""
     clock: Callable[[], float] = time.time
     """`now` for the cooldown table: seconds since the epoch (tests set their own)."""
+    sessions: LastModels = field(default_factory=LastModels)
+    """The model each Claude Code session used last (kept across reloads, like metrics)."""
 
     def record_attempt(self, entry: str, outcome: int | str, headers: Mapping[str, str]) -> None:
         """Tell the cooldown table how one attempt at provider entry `entry` ended: the
@@ -260,6 +264,12 @@ class Exchange:
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
+        metadata = decision.metadata()
+        if not counting:
+            session = self.headers.get(SESSION_HEADER, "")
+            switched_from = runtime.sessions.switch(session, decision.routed_model)
+            if switched_from:
+                metadata["switched_from"] = switched_from
         # Debug only: Envoy's access log records every decision; a line per request here
         # cost ~7% of the sidecar's throughput.
         log.debug(
@@ -279,12 +289,14 @@ class Exchange:
             else:  # written whole, as a body with another provider's thinking blocks is
                 cleaned = without_foreign_thinking(effortful) or effortful
                 new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
-            changes: dict[str, str] = {}
+            # Its token counts are read as it passes (usage.lua, or log_tokens): compressed,
+            # they could not be (Anthropic's API gzips answers a client takes gzip for).
+            changes: dict[str, str] = {} if counting else {"accept-encoding": "identity"}
             removed: tuple[str, ...] = ()
         elif counting:
             self.finished = True
             estimate = count_tokens_estimate(full_body(raw))
-            return replies.local_answer(estimate, decision.metadata(), self.namespace)
+            return replies.local_answer(estimate, metadata, self.namespace)
         else:
             new_body = [self.translate(effortful or full_body(raw), provider)]
             # We read this response, so ask for it uncompressed; Anthropic headers mean
@@ -304,12 +316,15 @@ class Exchange:
             headers["content-length"] = str(sum(map(len, new_body)))
             length = ("content-length",)
         self.finished = self.translation is None and not runtime.config.listener.log_tokens
+        if self.finished and not counting:
+            # Envoy's Lua filter (control/usage.lua) reads this answer's counts, and prices them.
+            metadata["price"] = price_text(provider)
         mutation = replies.header_mutation(
             headers,
             (*length, *auth.remove, *removed),
             add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
         )
-        return replies.route_request_body(mutation, new_body, decision.metadata(), self.namespace)
+        return replies.route_request_body(mutation, new_body, metadata, self.namespace)
 
     def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
         """Anthropic Messages → Chat Completions or Responses, remembering how to translate
@@ -364,17 +379,36 @@ class Exchange:
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}
-            return replies.pass_response_body(counts, self.namespace)
+            return replies.pass_response_body(self.priced(counts), self.namespace)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
-        usage = self.translation.usage() if end_of_stream else {}
+        usage = self.priced(self.translation.usage()) if end_of_stream else {}
         if self.translation.client_status != self.translation.status:
             # A whole (buffered) answer whose translation changed its status: a 2xx body
             # holding an error. Headers have not left Envoy yet, so answer in its place.
             status = self.translation.client_status
             return replies.answer_instead(status, body, usage, self.namespace)
         return replies.replace_response_body(body, usage, self.namespace)
+
+    def priced(self, usage: dict[str, int]) -> dict[str, Any]:
+        """An answer's token counts for the access log, with their cost in USD where both the
+        counts and the routed model's price are known; the cost is counted in the metrics."""
+        decision = self.decision
+        if not usage or decision is None or decision.provider.price is None:
+            return usage
+        cost = decision.provider.price.cost(usage)
+        self.runtime.metrics.cost.labels(decision.provider.name, decision.route).inc(cost)
+        return {**usage, "cost_usd": round(cost, 8)}
+
+
+def price_text(provider: Provider) -> str:
+    """The routed model's prices for usage.lua: USD per million tokens as "input,output,
+    cache_read,cache_write"; empty when unknown (counts without a cost)."""
+    price = provider.price
+    if price is None:
+        return ""
+    return ",".join(map(str, (price.input, price.output, price.cache_read, price.cache_write)))
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:

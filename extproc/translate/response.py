@@ -18,6 +18,7 @@ from extproc.errors import GatewayError
 from extproc.translate.errors import error_event, stopped_reading
 from extproc.translate.stream import AnthropicStream
 from extproc.translate.translator import Translator
+from extproc.translate.usage import COUNTS
 
 INFLATED_MAX = 64 * 1024 * 1024
 """The most a compressed answer may inflate to. A streamed answer of 64k tokens in Chat
@@ -116,4 +117,4 @@ class ResponseTranslation:
         usage = self._stream.usage if self._stream is not None else self._usage
         if not isinstance(usage, dict):
             return {}
-        return {k: usage[k] for k in ("input_tokens", "output_tokens") if k in usage}
+        return {k: usage[k] for k in COUNTS if k in usage}

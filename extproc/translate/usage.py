@@ -1,8 +1,10 @@
 """Token counts read from an Anthropic-format answer as it passes, for the access log.
 
 Sans-I/O like the translators: chunks in, counts out; the answer itself is not changed.
-Streams carry usage in `message_start` (input) and `message_delta` (output so far);
-a JSON answer carries it in its top-level `usage`.
+Streams carry usage in `message_start` (input, cache reads and writes) and `message_delta`
+(cumulative counts: output so far, and on Anthropic's API the input and cache counts again);
+a JSON answer carries it in its top-level `usage`. A later event's count replaces an earlier
+one's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import orjson
 
 from extproc.translate.sse import SSEEventTooLarge, SSEParser
 
+COUNTS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+"""Anthropic's usage fields: input apart from the cache, output, cache reads, cache writes."""
 JSON_LIMIT = 4 * 1024 * 1024
 """A JSON answer larger than this is not kept just to count its tokens."""
 
@@ -58,6 +62,6 @@ class UsageReader:
         message = event.get("message")
         usage = event.get("usage") or (message.get("usage") if isinstance(message, dict) else None)
         if isinstance(usage, dict):
-            for key in ("input_tokens", "output_tokens"):
+            for key in COUNTS:
                 if isinstance(usage.get(key), int):
                     self.counts[key] = usage[key]

@@ -83,6 +83,13 @@ def test_ttfb_bench_times_every_path():
     ]
 
 
+def test_usage_bench_prices_every_answer_it_reads():
+    lines = smoke("usage_bench.py")
+    header = next(i for i, line in enumerate(lines) if line.startswith("gateway "))
+    rows = [line.split() for line in lines[header + 1 :]]
+    assert [(row[0], row[-1]) for row in rows] == [("lua", "3"), ("sidecar", "3")]
+
+
 @pytest.mark.skipif(
     shutil.which("wrk") is None, reason="datapath_bench needs wrk: apt-get install wrk"
 )

@@ -9,7 +9,10 @@ Words in the request body pick a behaviour (both fakes read the same ones):
 "MARK-<id>" is echoed at the end of the answer (which request an answer belongs to);
 "PACE-<ms>" streams one event per word, <ms> apart; "SLOW" pauses 0.4 s between events;
 "FAULT-RESET" aborts the connection halfway through the stream; "FAULT-HANG" is silent
-for 10 s; "FAULT-429" (with retry-after) and "FAULT-500" answer errors.
+for 10 s; "FAULT-429" (with retry-after) and "FAULT-500" answer errors; "CACHE-<read>-<write>"
+reports that many prompt-cache reads and writes in the usage (in `message_start` when
+streamed, as Anthropic's API documents it); "SPLIT" sends each event that has a usage object
+in two chunks, cut inside it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.support.fake_server import FakeServer, send_json
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _MARKER = re.compile(rb"MARK-[0-9A-Za-z]+")
 _PACE = re.compile(rb"PACE-(\d+)")
+_CACHE = re.compile(rb"CACHE-(\d+)-(\d+)")
 HANG_S = 10.0
 
 
@@ -47,6 +51,21 @@ def pace_s(body: bytes) -> float:
     """Seconds between streamed events: PACE-<ms>, SLOW (0.4 s), else none."""
     pace = _PACE.search(body)
     return int(pace.group(1)) / 1000 if pace else 0.4 if b"SLOW" in body else 0.0
+
+
+def cache_usage(body: bytes) -> dict[str, int]:
+    """The cache counts a CACHE-<read>-<write> word asks for; none without it."""
+    found = _CACHE.search(body)
+    if not found:
+        return {}
+    read, write = (int(n) for n in found.groups())
+    return {"cache_read_input_tokens": read, "cache_creation_input_tokens": write}
+
+
+def split_usage(chunk: bytes) -> list[bytes]:
+    """The chunk in two pieces cut inside its usage object's first key; whole without one."""
+    at = chunk.find(b'"usage"')
+    return [chunk] if at < 0 else [chunk[: at + 14], chunk[at + 14 :]]
 
 
 def reset(handler: BaseHTTPRequestHandler) -> None:
@@ -73,7 +92,7 @@ def write_chunked(handler: BaseHTTPRequestHandler, pieces: list[bytes], body: by
     return True
 
 
-def message(model: str, text: str) -> dict[str, Any]:
+def message(model: str, text: str, cache: dict[str, int] | None = None) -> dict[str, Any]:
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
         "type": "message",
@@ -82,16 +101,18 @@ def message(model: str, text: str) -> dict[str, Any]:
         "content": [{"type": "text", "text": text}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 6},
+        "usage": {"input_tokens": 12, "output_tokens": 6, **(cache or {})},
     }
 
 
-def sse_events(model: str, text: str, by_word: bool = False) -> list[tuple[str, dict[str, Any]]]:
+def sse_events(
+    model: str, text: str, by_word: bool = False, cache: dict[str, int] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """The event sequence Anthropic streams for a one-block text answer (in two deltas, or
     one a word)."""
     start = message(model, "")
     start["content"], start["stop_reason"] = [], None
-    start["usage"] = {"input_tokens": 12, "output_tokens": 1}
+    start["usage"] = {"input_tokens": 12, "output_tokens": 1, **(cache or {})}
     half = len(text) // 2
     parts = re.findall(r"\S+\s*", text) if by_word else (text[:half], text[half:])
     return [
@@ -236,7 +257,7 @@ class FakeAnthropic(FakeServer):
         model = request.get("model", "")
         answer = echoed(self.answer, body)
         if not request.get("stream"):
-            self._json(handler, 200, message(model, answer))
+            self._json(handler, 200, message(model, answer, cache_usage(body)))
             return
         handler.send_response(200)
         handler.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -244,7 +265,10 @@ class FakeAnthropic(FakeServer):
         handler.send_header("request-id", f"req_{uuid.uuid4().hex[:20]}")
         handler.send_header("transfer-encoding", "chunked")
         handler.end_headers()
-        chunks = sse_bytes(sse_events(model, answer, by_word=b"PACE-" in body))
+        events = sse_events(model, answer, by_word=b"PACE-" in body, cache=cache_usage(body))
+        chunks = sse_bytes(events)
+        if b"SPLIT" in body:
+            chunks = [part for chunk in chunks for part in split_usage(chunk)]
         self.sent = chunks  # before the last chunk leaves: a client may compare once it has it
         if not write_chunked(handler, chunks, body):
             self.sent = chunks[: len(chunks) // 2]

@@ -309,7 +309,12 @@ def test_an_answer_inflates_whatever_its_encoding_is_called(encoding: str, pack:
     assert translation.compressed == bool(encoding)
     out = translation.on_body(wire[:5], end=False) + translation.on_body(wire[5:], end=True)
     assert Message.model_validate_json(out).content[0].text == ANSWERS["text"].text
-    assert translation.usage() == {"input_tokens": 176, "output_tokens": 42}
+    assert translation.usage() == {
+        "input_tokens": 176,
+        "output_tokens": 42,
+        "cache_read_input_tokens": 1024,
+        "cache_creation_input_tokens": 0,
+    }
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -1,0 +1,74 @@
+-- Token counts and cost of an Anthropic-format answer that the sidecar does not read, for
+-- Envoy's access log. It runs inside Envoy, on the answer's chunks as they pass, so a stream
+-- costs no round trip to the sidecar per chunk (what listener.log_tokens costs).
+--
+-- The sidecar asks for it per request: its decision metadata then holds `price`, the routed
+-- model's USD per million tokens as "input,output,cache_read,cache_write" (empty when
+-- unknown: the counts are logged without a cost). Counts are read from each `"usage"` object
+-- of the answer (message_start and message_delta events, or a JSON answer's own); a later
+-- count replaces an earlier one, as Anthropic's are cumulative. Text and tool input inside
+-- a stream are JSON strings, whose quotes are escaped: they can't look like a count; in a
+-- JSON answer, `usage` comes after the content, so its counts are the last ones read. No
+-- envoy_on_request: Envoy then runs nothing on the request path.
+
+local NAMESPACE = "%NAMESPACE%"
+local COUNTS = {
+  "input_tokens",
+  "output_tokens",
+  "cache_read_input_tokens",
+  "cache_creation_input_tokens",
+}
+local CARRY = 512 -- bytes kept from one chunk to the next: a usage object split between two
+
+local function price_of(text)
+  local prices = {}
+  for number in string.gmatch(text, "[^,]+") do
+    prices[#prices + 1] = tonumber(number)
+  end
+  if #prices == 4 then
+    return prices
+  end
+  return nil
+end
+
+local function read_counts(text, counts)
+  for _, name in ipairs(COUNTS) do
+    for value in string.gmatch(text, '"' .. name .. '"%s*:%s*(%d+)') do
+      counts[name] = tonumber(value)
+    end
+  end
+end
+
+function envoy_on_response(handle)
+  local metadata = handle:streamInfo():dynamicMetadata():get(NAMESPACE)
+  local price_text = metadata and metadata["price"]
+  local status = tonumber(handle:headers():get(":status") or "0")
+  if price_text == nil or status < 200 or status >= 300 then
+    return
+  end
+  local counts = {}
+  local carried = ""
+  for chunk in handle:bodyChunks() do
+    local text = carried .. chunk:getBytes(0, chunk:length())
+    if string.find(text, '"usage"', 1, true) then
+      read_counts(text, counts)
+    end
+    carried = string.sub(text, -CARRY)
+  end
+  local found = false
+  local dynamic = handle:streamInfo():dynamicMetadata()
+  for _, name in ipairs(COUNTS) do
+    if counts[name] then
+      dynamic:set(NAMESPACE, name, counts[name])
+      found = true
+    end
+  end
+  local prices = price_of(price_text)
+  if found and prices then
+    local cost = ((counts.input_tokens or 0) * prices[1]
+      + (counts.output_tokens or 0) * prices[2]
+      + (counts.cache_read_input_tokens or 0) * prices[3]
+      + (counts.cache_creation_input_tokens or 0) * prices[4]) / 1000000
+    dynamic:set(NAMESPACE, "cost_usd", tonumber(string.format("%.8f", cost)))
+  end
+end

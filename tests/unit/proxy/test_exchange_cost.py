@@ -1,0 +1,143 @@
+"""An exchange's answer metadata: token counts with their cost, and the cost counter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
+
+from extproc.app import build_runtime
+from extproc.config import parse
+from extproc.decisions.routing import RouterStage
+from extproc.proxy.exchange import Exchange
+from extproc.proxy.wire import Phase
+
+CONFIG = """\
+listener: {log_tokens: true}
+llm_providers:
+  - model: anthropic/claude-haiku-4-5
+    access_key: k
+  - model: groq/llama-3.3-70b-versatile
+    access_key: k
+    price: {input: 0.5, output: 0.75}
+  - model: mistral/mistral-large-latest
+    access_key: k
+"""
+ASKED = {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def fields(reply: ProcessingResponse) -> dict:
+    """The dynamic metadata a reply sets, as plain values."""
+    if not reply.dynamic_metadata:
+        return {}
+    [namespace] = reply.dynamic_metadata.fields.values()
+    return {
+        key: value.number_value if value.string_value is None else value.string_value
+        for key, value in namespace.struct_value.fields.items()
+    }
+
+
+def exchange(runtime, model: str, answer: list[bytes], session: str = "") -> tuple[dict, dict]:
+    """The metadata of the request-body reply and of the last answer chunk's reply."""
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    if session:
+        headers["x-claude-code-session-id"] = session
+    phases = [
+        Phase("request_headers", headers),
+        Phase("request_body", body=orjson.dumps({"model": model, **ASKED}), end_of_stream=True),
+        Phase("response_headers", {":status": "200", "content-type": "application/json"}),
+        *(
+            Phase("response_body", body=chunk, end_of_stream=i == len(answer) - 1)
+            for i, chunk in enumerate(answer)
+        ),
+    ]
+    current = Exchange(runtime)
+
+    async def send() -> list[ProcessingResponse]:
+        return [ProcessingResponse.parse(await current.handle(phase)) for phase in phases]
+
+    _, routed, _, *chunks = asyncio.run(send())
+    return fields(routed), fields(chunks[-1])
+
+
+def runtime():
+    config = parse(CONFIG)
+    return build_runtime(config, RouterStage(config.routing))
+
+
+ANTHROPIC = orjson.dumps(
+    {
+        "type": "message",
+        "usage": {
+            "input_tokens": 100,
+            "output_tokens": 40,
+            "cache_read_input_tokens": 5000,
+            "cache_creation_input_tokens": 1000,
+        },
+    }
+)
+CHAT = orjson.dumps(
+    {
+        "id": "c1",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": 1200,
+            "completion_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 1000},
+        },
+    }
+)
+
+
+def test_a_native_answer_with_cache_reads_and_writes():
+    """claude-haiku-4-5: $1 in, $5 out, $0.10 a cache read, $1.25 a cache write:
+    (100 × 1 + 40 × 5 + 5,000 × 0.10 + 1,000 × 1.25) / 10⁶ = $0.00205."""
+    gateway = runtime()
+    _, answered = exchange(gateway, "anthropic/claude-haiku-4-5", [ANTHROPIC[:30], ANTHROPIC[30:]])
+    assert answered == {
+        "input_tokens": 100,
+        "output_tokens": 40,
+        "cache_read_input_tokens": 5000,
+        "cache_creation_input_tokens": 1000,
+        "cost_usd": 0.00205,
+    }
+    cost = gateway.metrics.cost.labels("anthropic/claude-haiku-4-5", "")._value.get()
+    assert cost == 0.00205
+
+
+def test_a_translated_answer_splits_the_cached_prompt_tokens_out():
+    """Chat Completions' prompt_tokens include the cached ones: 200 uncached at $0.50 and,
+    with no cache price given, 1,000 cached at the same $0.50; 30 out at $0.75:
+    (200 × 0.5 + 1,000 × 0.5 + 30 × 0.75) / 10⁶ = $0.0006225."""
+    _, answered = exchange(runtime(), "groq/llama-3.3-70b-versatile", [CHAT])
+    assert answered == {
+        "input_tokens": 200,
+        "output_tokens": 30,
+        "cache_read_input_tokens": 1000,
+        "cache_creation_input_tokens": 0,
+        "cost_usd": 0.0006225,
+    }
+
+
+def test_a_model_without_a_price_gets_its_tokens_but_no_cost():
+    gateway = runtime()
+    _, answered = exchange(gateway, "mistral/mistral-large-latest", [CHAT])
+    assert "cost_usd" not in answered and answered["input_tokens"] == 200
+    assert 'extproc_cost_usd_total{provider="mistral' not in gateway.metrics.exposition().decode()
+
+
+def test_the_first_request_on_another_model_names_the_model_the_session_left():
+    gateway = runtime()
+    answer = [ANTHROPIC]
+    first, _ = exchange(gateway, "anthropic/claude-haiku-4-5", answer, session="s1")
+    other_session, _ = exchange(gateway, "groq/llama-3.3-70b-versatile", [CHAT], session="s2")
+    moved, _ = exchange(gateway, "groq/llama-3.3-70b-versatile", [CHAT], session="s1")
+    stayed, _ = exchange(gateway, "groq/llama-3.3-70b-versatile", [CHAT], session="s1")
+    assert "switched_from" not in first and "switched_from" not in other_session
+    assert moved["switched_from"] == "anthropic/claude-haiku-4-5"
+    assert "switched_from" not in stayed
