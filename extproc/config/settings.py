@@ -91,6 +91,9 @@ class Listener:
     request_headers_timeout_s: int = 10
     """Time a client has to send a request's headers once it has begun (Envoy's
     request_headers_timeout): a slower one gets 408 and its connection is closed. 0: none."""
+    decision_headers: bool = True
+    """Answers carry the decision (x-extproc-model, -route, -source), added by Envoy from the
+    decision metadata; false leaves them out (control/envoy_config.py DECISION_HEADERS)."""
 
 
 @dataclass(frozen=True)
