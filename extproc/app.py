@@ -13,16 +13,23 @@ from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.metrics import Metrics
 from extproc.proxy.exchange import Runtime
 from extproc.proxy.server import ExtProcServer
+from extproc.proxy.sessions import SessionStore
 
 log = logging.getLogger("extproc")
 
 
-def build_runtime(config: Config, router: RouterStage, metrics: Metrics | None = None) -> Runtime:
+def build_runtime(
+    config: Config,
+    router: RouterStage,
+    metrics: Metrics | None = None,
+    sessions: SessionStore | None = None,
+) -> Runtime:
     return Runtime(
         config=config,
         stages=(*decision.BEFORE_ROUTER, router, *decision.AFTER_ROUTER),
         token_stages=(*decision.BEFORE_ROUTER, *decision.AFTER_ROUTER),
         metrics=metrics or Metrics(),
+        sessions=sessions or SessionStore(),
     )
 
 
@@ -83,9 +90,11 @@ class Sidecar:
         self.warn = warn
         """Log a reloaded config's warnings (off under `extproc up`, which prints them)."""
         self.metrics = Metrics()
+        self.sessions = SessionStore()
+        """Kept across reloads, as the metrics are: the status line outlives a config change."""
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
-        runtime = build_runtime(config, self.router, self.metrics)
+        runtime = build_runtime(config, self.router, self.metrics, self.sessions)
         # Under `extproc up`, Envoy's admin port is on this machine's loopback.
         admin = f"127.0.0.1:{config.listener.admin_port}" if with_envoy else None
         self.server = ExtProcServer(runtime, ready=self.loading.done, envoy_admin=admin)
@@ -114,7 +123,7 @@ class Sidecar:
             config = dataclasses.replace(config, sidecar=self.config.sidecar)
         reload_model = model_settings(config.routing) != model_settings(self.config.routing)
         self.router.routing = config.routing
-        self.server.runtime = build_runtime(config, self.router, self.metrics)
+        self.server.runtime = build_runtime(config, self.router, self.metrics, self.sessions)
         self.config = config
         if reload_model:
             self.loading = asyncio.create_task(load_router(self.router, config))

@@ -28,6 +28,8 @@ from extproc.metrics import Metrics
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
+from extproc.proxy.sessions import HEADER as SESSION_HEADER
+from extproc.proxy.sessions import SessionStore
 from extproc.proxy.wire import Phase
 from extproc.request_json import encode_request_json
 from extproc.translate import TranslationError, signatures, translator_for
@@ -47,6 +49,7 @@ READ_HEADERS = (
     "content-encoding",
     "content-length",
     LOCAL_REPLY_HEADER,
+    SESSION_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
@@ -68,6 +71,8 @@ class Runtime:
     token_stages: tuple[Stage, ...]
     """Decision stages for count_tokens: never worth a router call."""
     metrics: Metrics
+    sessions: SessionStore
+    """Each Claude Code session's latest decision, for the status line."""
 
 
 def _is_foreign_thinking(block: Any) -> bool:
@@ -193,6 +198,11 @@ class Exchange:
         return self.runtime.config.sidecar.metadata_namespace
 
     @property
+    def session(self) -> str:
+        """Claude Code's session id, when the client sent one."""
+        return self.headers.get(SESSION_HEADER, "")
+
+    @property
     def path_only(self) -> str:
         return self.path.partition("?")[0]
 
@@ -234,6 +244,8 @@ class Exchange:
         decision = capability.choose(runtime.config, decision, request.facts.needs)
         self.decision = decision
         runtime.metrics.record(decision)
+        if self.session and not counting:
+            runtime.sessions.decided(self.session, decision)
         provider = decision.provider
         # Debug only: Envoy's access log records every decision; a line per request here
         # cost ~7% of the sidecar's throughput.
@@ -333,17 +345,24 @@ class Exchange:
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}
+            self.answered(counts)
             return replies.pass_response_body(counts, self.namespace)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
         usage = self.translation.usage() if end_of_stream else {}
+        self.answered(usage)
         if self.translation.client_status != self.translation.status:
             # A whole (buffered) answer whose translation changed its status: a 2xx body
             # holding an error. Headers have not left Envoy yet, so answer in its place.
             status = self.translation.client_status
             return replies.answer_instead(status, body, usage, self.namespace)
         return replies.replace_response_body(body, usage, self.namespace)
+
+    def answered(self, usage: dict[str, int]) -> None:
+        """The answer's token counts (known at its end) go to the session's record."""
+        if usage and self.session:
+            self.runtime.sessions.answered(self.session, usage)
 
 
 def _check_gateway_key(keys: tuple[str, ...], headers: dict[str, str]) -> None:

@@ -1,0 +1,108 @@
+"""The latest decision of each Claude Code session, for `extproc statusline`.
+
+Claude Code sends its session id on every request (`x-claude-code-session-id`). The sidecar
+keeps, per session, what the status line shows: the model, route and source of the latest
+decision, the router's milliseconds, that answer's tokens and the session's cost, never any
+request content. The store is bounded: the least recently seen session goes first past
+`MAX_SESSIONS`, and a session not seen for `EXPIRES_S` is gone. The health port serves it
+at `/sessions/<id>` (extproc.proxy.server).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from extproc.decisions.decision import Decision
+
+HEADER = "x-claude-code-session-id"
+PATH = "/sessions/"
+"""The health port's path for a session: PATH + its id."""
+MAX_SESSIONS = 1000
+EXPIRES_S = 12 * 3600
+_SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+"""What a session id may look like (Claude Code's are UUIDs): anything else is not kept."""
+
+
+@dataclass
+class SessionRecord:
+    """What the status line shows of one session."""
+
+    model: str
+    route: str
+    source: str
+    router_ms: float
+    requests: int = 1
+    """Decisions made for this session so far."""
+    input_tokens: int | None = None
+    """Of the latest answer, when the sidecar read its usage (translated, or log_tokens)."""
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    """The session's cost so far, once any answer's cost is known (`SessionStore.answered`)."""
+    seen: float = 0.0
+    """When the session last sent a request (the store's clock)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "seen"}
+
+
+class SessionStore:
+    """Session id → its latest decision, least recently seen first; shared across config
+    reloads (extproc.app.Sidecar hands the same store to every runtime)."""
+
+    def __init__(
+        self,
+        max_sessions: int = MAX_SESSIONS,
+        expires_s: float = EXPIRES_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.max_sessions = max_sessions
+        self.expires_s = expires_s
+        self.clock = clock
+        self._sessions: OrderedDict[str, SessionRecord] = OrderedDict()
+
+    def decided(self, session: str, decision: Decision) -> None:
+        """A request of `session` was decided: it becomes the session's latest."""
+        if not _SESSION_ID.fullmatch(session):
+            return
+        self._expire()
+        previous = self._sessions.pop(session, None)
+        self._sessions[session] = SessionRecord(
+            model=decision.routed_model,
+            route=decision.route,
+            source=decision.source,
+            router_ms=round(decision.router_ms, 2),
+            requests=previous.requests + 1 if previous else 1,
+            cost_usd=previous.cost_usd if previous else None,
+            seen=self.clock(),
+        )
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+
+    def answered(self, session: str, usage: dict[str, int], cost_usd: float | None = None) -> None:
+        """The latest answer's token counts, and its cost (added to the session's) if known."""
+        record = self._sessions.get(session)
+        if record is None:
+            return
+        record.input_tokens = usage.get("input_tokens", record.input_tokens)
+        record.output_tokens = usage.get("output_tokens", record.output_tokens)
+        if cost_usd is not None:
+            record.cost_usd = (record.cost_usd or 0.0) + cost_usd
+
+    def get(self, session: str) -> SessionRecord | None:
+        """The session's record, or None when it is unknown or expired."""
+        self._expire()
+        return self._sessions.get(session)
+
+    def _expire(self) -> None:
+        """Drop the sessions not seen for `expires_s`: the oldest come first."""
+        oldest = self.clock() - self.expires_s
+        while self._sessions:
+            session, record = next(iter(self._sessions.items()))
+            if record.seen > oldest:
+                return
+            del self._sessions[session]
