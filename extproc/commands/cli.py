@@ -1,9 +1,11 @@
-"""The `extproc` command: check, serve, render-envoy, up, route, eval, model convert."""
+"""The `extproc` command: check, serve, render-envoy, up, route, eval, model convert.
+
+Each command imports what it needs when it runs: `extproc statusline` runs after every
+Claude Code message and must not pay for the config modules it does not use."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import logging
@@ -11,16 +13,19 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from extproc import config as config_mod
-from extproc.config import Config, ConfigError
+if TYPE_CHECKING:
+    from extproc.config import Config
 
 EXIT_CONFIG = 2
 
 
 def _load(path: str, warn: bool = True) -> Config:
     """Load the config or exit 2 with every problem on its own line."""
+    from extproc import config as config_mod
+    from extproc.config import ConfigError
+
     try:
         config = config_mod.load(path)
     except ConfigError as exc:
@@ -75,6 +80,8 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from extproc.app import Sidecar
     from extproc.proxy.server import serve_until_signalled, tune_for_serving
 
@@ -138,6 +145,8 @@ def _router(config: Config, mode: str | None = None) -> Any:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    import asyncio
+
     from extproc.app import build_runtime, warm_up
     from extproc.decisions.decision import Decision, Request, decide
     from extproc.decisions.routing import RouterStage
@@ -318,8 +327,9 @@ def cmd_claude(argv: list[str]) -> int:
     Parsed by hand: claude's own flags (-p, -c, --model, ...) must pass through untouched.
     """
     from extproc.commands.launch import LaunchError, launch
+    from extproc.config import DEFAULT_CONFIG
 
-    path = config_mod.DEFAULT_CONFIG
+    path = DEFAULT_CONFIG
     if argv[:1] == ["--config"] and len(argv) > 1:
         path, argv = argv[1], argv[2:]
     elif argv[:1] and argv[0].startswith("--config="):
@@ -344,6 +354,8 @@ def _version() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    from extproc import config as config_mod
+
     top = argparse.ArgumentParser(
         prog="extproc",
         description="Preference-aware model routing for Claude Code, as an Envoy ext_proc sidecar.",
@@ -411,8 +423,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", action="store_true", help="totals and router latency percentiles")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.set_defaults(func=cmd_logs)
-    # Listed for --help; main() hands its arguments to cmd_claude untouched.
-    sub.add_parser("claude", help="run Claude Code through the gateway: [--config FILE] ARGS...")
+    # Listed for --help; main() hands their arguments to cmd_claude and statusline untouched.
+    sub.add_parser(
+        "claude",
+        help="run Claude Code through the gateway: [--config FILE] [--no-statusline] ARGS...",
+    )
+    sub.add_parser(
+        "statusline",
+        help="one line on this Claude Code session's routing, for its statusLine setting: "
+        "[--health URL | --config FILE]",
+    )
 
     model = sub.add_parser("model", help="router model files")
     model_sub = model.add_subparsers(dest="model_command", required=True)
@@ -432,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["claude"]:
         return cmd_claude(argv[1:])
+    if argv[:1] == ["statusline"]:
+        from extproc.commands import statusline
+
+        return statusline.main(argv[1:])
     args = parser().parse_args(argv)
     # Our own log at INFO; other libraries' (the Hub client's line per HTTP request, torch's
     # exit statistics) only from WARNING, unless -v.
