@@ -322,7 +322,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_claude(argv: list[str]) -> int:
-    """`extproc claude [--config FILE] [--] ARGS...`: everything else belongs to claude.
+    """`extproc claude [--config FILE] [--no-statusline] [--] ARGS...`: everything else
+    belongs to claude.
 
     Parsed by hand: claude's own flags (-p, -c, --model, ...) must pass through untouched.
     """
@@ -330,15 +331,21 @@ def cmd_claude(argv: list[str]) -> int:
     from extproc.config import DEFAULT_CONFIG
 
     path = DEFAULT_CONFIG
-    if argv[:1] == ["--config"] and len(argv) > 1:
-        path, argv = argv[1], argv[2:]
-    elif argv[:1] and argv[0].startswith("--config="):
-        path, argv = argv[0].partition("=")[2], argv[1:]
+    statusline = True
+    while argv:
+        if argv[0] == "--config" and len(argv) > 1:
+            path, argv = argv[1], argv[2:]
+        elif argv[0].startswith("--config="):
+            path, argv = argv[0].partition("=")[2], argv[1:]
+        elif argv[0] == "--no-statusline":
+            statusline, argv = False, argv[1:]
+        else:
+            break
     if argv[:1] == ["--"]:
         argv = argv[1:]
     try:
         # Key warnings describe this terminal's environment; the gateway's is what counts.
-        launch(_load(path, warn=False), argv)
+        launch(_load(path, warn=False), argv, statusline=statusline)
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
     return 1
