@@ -20,7 +20,7 @@ import orjson
 
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
-from extproc.decisions import capability
+from extproc.decisions import capability, kinds
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
@@ -244,7 +244,8 @@ class Exchange:
         decision = capability.choose(runtime.config, decision, request.facts.needs)
         self.decision = decision
         runtime.metrics.record(decision)
-        if self.session and not counting:
+        if self.session and not counting and not kinds.is_title(body):
+            # The title call answers in the background: the turn's model is the one to show.
             runtime.sessions.decided(self.session, decision)
         provider = decision.provider
         # Debug only: Envoy's access log records every decision; a line per request here

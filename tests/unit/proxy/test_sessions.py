@@ -101,12 +101,13 @@ def test_an_id_that_is_not_a_session_id_is_not_kept():
         assert store.get(odd) is None
 
 
-def run_exchange(exchange: Exchange, path: str, session: str) -> None:
+def run_exchange(exchange: Exchange, path: str, session: str, **extra: object) -> None:
     headers = {":path": path, ":method": "POST", "x-claude-code-session-id": session}
     body = {
         "model": "claude-haiku-4-5",
         "max_tokens": 5,
         "messages": [{"role": "user", "content": SECRET_WORDS}],
+        **extra,
     }
 
     async def send() -> None:
@@ -140,3 +141,17 @@ def test_token_counts_are_not_a_sessions_latest_decision():
     runtime = build_runtime(CONFIG, RouterStage(CONFIG.routing))
     run_exchange(Exchange(runtime), "/v1/messages/count_tokens", SESSION)
     assert runtime.sessions.get(SESSION) is None
+
+
+def test_the_session_title_call_is_not_the_turns_decision():
+    runtime = build_runtime(CONFIG, RouterStage(CONFIG.routing))
+    runtime.sessions.decided(SESSION, decision("anthropic/claude-sonnet-4-5", "code_review"))
+    title = {"output_config": {"format": {"type": "json_schema", "schema": {}}}}
+    run_exchange(Exchange(runtime), "/v1/messages", SESSION, **title)
+    record = runtime.sessions.get(SESSION)
+    assert record is not None
+    assert (record.model, record.route, record.requests) == (
+        "anthropic/claude-sonnet-4-5",
+        "code_review",
+        1,
+    )
