@@ -6,9 +6,7 @@ Claude Code message and must not pay for the config modules it does not use."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
 import os
 import signal
 import sys
@@ -60,6 +58,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from extproc.control.envoy_config import fragment, render
 
     config = _load(args.config)
@@ -463,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         from extproc.commands import statusline
 
         return statusline.main(argv[1:])
+    import logging
+
     args = parser().parse_args(argv)
     # Our own log at INFO; other libraries' (the Hub client's line per HTTP request, torch's
     # exit statistics) only from WARNING, unless -v.
