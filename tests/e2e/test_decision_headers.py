@@ -17,6 +17,16 @@ def decision(response: httpx.Response) -> dict[str, str]:
     return {name: response.headers[name] for name in DECISION if name in response.headers}
 
 
+def one_provider(ports: dict[str, int], base_url: str, listener: str = "") -> str:
+    """A gateway whose one provider, Claude at `base_url`, is asked for by name."""
+    return f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, {listener}}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+llm_providers:
+  - {{model: anthropic/claude-sonnet-4-5, base_url: "{base_url}", access_key: $TEST_ANTHROPIC_KEY}}
+"""
+
+
 def assert_no_secret(response: httpx.Response, *upstreams: str) -> None:
     """No provider key and no provider address in any header of the answer."""
     headers = str(list(response.headers.multi_items()))
@@ -86,15 +96,7 @@ def test_the_sidecars_own_answers_carry_the_decision(gateway, fakes):
 def test_envoys_own_reply_for_an_unreachable_provider_carries_the_decision(tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"
 
-    def config_for(ports: dict[str, int]) -> str:
-        return f"""\
-listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
-sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
-llm_providers:
-  - {{model: anthropic/claude-sonnet-4-5, base_url: "{closed}", access_key: $TEST_ANTHROPIC_KEY}}
-"""
-
-    with running_gateway(config_for, tmp_path) as gateway:
+    with running_gateway(lambda ports: one_provider(ports, closed), tmp_path) as gateway:
         response = send(gateway, chat())
     assert response.status_code == 503, response.text
     assert decision(response) == {
@@ -106,12 +108,7 @@ llm_providers:
 
 def test_no_decision_headers_when_the_operator_turns_them_off(tmp_path, fake_anthropic):
     def config_for(ports: dict[str, int]) -> str:
-        return f"""\
-listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, decision_headers: false}}
-sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
-llm_providers:
-  - {{model: anthropic/claude-sonnet-4-5, base_url: "{fake_anthropic.url}", access_key: $TEST_ANTHROPIC_KEY}}
-"""
+        return one_provider(ports, fake_anthropic.url, "decision_headers: false")
 
     with running_gateway(config_for, tmp_path) as gateway:
         response = send(gateway, chat())

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.support.claude_code import CLAUDE_BIN, Terminal
+from tests.support.claude_code import CLAUDE_BIN, Terminal, claude_gateway_config
 from tests.support.gateway import running_gateway
 from tests.support.tiny_model import ROUTES
 
@@ -22,31 +22,12 @@ def statusline_gateway(fake_anthropic, fake_openai, tiny_router_dir, tmp_path_fa
     Anthropic fake, by a rule. Every key is the gateway's."""
     if not (CLAUDE_BIN / "claude").exists():
         pytest.fail("Claude Code is not installed: run `npm ci` in the project root")
-    routes = "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
 
     def config_for(ports: dict[str, int]) -> str:
-        return f"""\
-listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
-sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
-routing: {{model_dir: {tiny_router_dir}}}
-llm_providers:
-  - model: openai/gpt-4.1
-    base_url: {fake_openai.url}/v1
-    provider_interface: openai-chat
-    access_key: $TEST_OPENAI_KEY
-    routing_preferences:
-{routes}  - model: anthropic/claude-sonnet-4-5
-    base_url: {fake_anthropic.url}
-    access_key: $TEST_ANTHROPIC_KEY
-    default: true
-  - model: anthropic/claude-haiku-4-5
-    base_url: {fake_anthropic.url}
-    access_key: $TEST_ANTHROPIC_KEY
-model_aliases:
-  claude-*haiku*: anthropic/claude-haiku-4-5
-rules:
-  - {{name: big pastes, model: anthropic/claude-sonnet-4-5, when: {{min_input_tokens: {BIG}}}}}
-"""
+        big = f"{{name: big pastes, model: anthropic/claude-sonnet-4-5, when: {{min_input_tokens: {BIG}}}}}"
+        return claude_gateway_config(
+            fake_anthropic, fake_openai, tiny_router_dir, ports, "$TEST_ANTHROPIC_KEY", big
+        )
 
     with running_gateway(config_for, tmp_path_factory.mktemp("statusline-gateway")) as gateway:
         yield gateway

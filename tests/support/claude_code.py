@@ -126,3 +126,35 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+
+
+def claude_gateway_config(
+    fake_anthropic, fake_openai, model_dir: Path, ports: dict[str, int], claude_key: str, rule: str
+) -> str:
+    """Every route of the tiny router leads to the OpenAI-format fake; Claude's own models go
+    to the Anthropic fake, on `claude_key` (an `access_key` value; empty: the user's own key
+    passes through); `rule` is the one entry of `rules:`."""
+    from tests.support.tiny_model import ROUTES
+
+    routes = "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
+    key = f"\n    access_key: {claude_key}" if claude_key else ""
+    return f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+routing: {{model_dir: {model_dir}}}
+llm_providers:
+  - model: openai/gpt-4.1
+    base_url: {fake_openai.url}/v1
+    provider_interface: openai-chat
+    access_key: $TEST_OPENAI_KEY
+    routing_preferences:
+{routes}  - model: anthropic/claude-sonnet-4-5
+    base_url: {fake_anthropic.url}{key}
+    default: true
+  - model: anthropic/claude-haiku-4-5
+    base_url: {fake_anthropic.url}{key}
+model_aliases:
+  claude-*haiku*: anthropic/claude-haiku-4-5
+rules:
+  - {rule}
+"""
