@@ -155,3 +155,26 @@ def test_the_session_title_call_is_not_the_turns_decision():
         "code_review",
         1,
     )
+
+
+def test_a_config_reload_keeps_the_sessions(tmp_path):
+    from extproc.app import Sidecar
+
+    path = tmp_path / "config.yaml"
+    text = (
+        f"routing: {{model_dir: {tmp_path / 'none'}}}\nllm_providers:\n  - model: openai/gpt-4.1\n"
+    )
+    path.write_text(text, encoding="utf-8")
+
+    async def reloaded() -> SessionStore:
+        sidecar = Sidecar(parse(text, str(path)), warn=False)
+        await sidecar.loading
+        sidecar.server.runtime.sessions.decided(SESSION, decision())
+        path.write_text(text + "  - model: openai/o4-mini\n", encoding="utf-8")
+        sidecar.reload()
+        await sidecar.loading
+        assert len(sidecar.server.runtime.config.providers) == 2  # the new config is in force
+        return sidecar.server.runtime.sessions
+
+    record = asyncio.run(reloaded()).get(SESSION)
+    assert record is not None and record.model == "openai/gpt-4.1"
