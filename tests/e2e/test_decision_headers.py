@@ -85,6 +85,9 @@ def test_the_sidecars_own_answers_carry_the_decision(gateway, fakes):
         "x-extproc-model": "openai/gpt-4.1",
         "x-extproc-source": "explicit",
     }
+    malformed = httpx.post(f"{gateway.url}/v1/messages", content=b"{", headers=KEY, timeout=20)
+    assert malformed.status_code == 400, malformed.text
+    assert decision(malformed) == {"x-extproc-source": "rejected"}
     refused = send(gateway, chat("deepseek/deepseek-reasoner"))  # its key variable is unset
     assert refused.status_code == 401, refused.text
     assert decision(refused) == {
