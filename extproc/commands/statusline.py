@@ -67,6 +67,8 @@ def status_line(stdin: str, health_url: str) -> str:
         status, body = fetch(health_url, SESSIONS_PATH + quote(session, safe=""))
     except OSError:
         return f"extproc: gateway not reachable at {health_url}"
+    except ValueError:  # a port that is not a number
+        return f"extproc: {health_url} is not a health URL (http://HOST:PORT)"
     if status == 404:
         return "extproc: no routed request yet in this session"
     try:
@@ -78,14 +80,15 @@ def status_line(stdin: str, health_url: str) -> str:
     return describe(record)
 
 
-def health_url_of(config_path: str) -> str:
-    """The health port of the config at `config_path` (loading it costs tens of ms)."""
+def health_url_of(config_path: str) -> str | None:
+    """The health URL in the config at `config_path` (loading it costs tens of ms), or None
+    when it can't be loaded."""
     from extproc.config import ConfigError, load
 
     try:
         return load(config_path).sidecar.health_url
-    except ConfigError:
-        return DEFAULT_HEALTH_URL
+    except (ConfigError, OSError):
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -100,5 +103,8 @@ def main(argv: list[str]) -> int:
     where.add_argument("--config", help="read the health URL from this config file")
     args = parser.parse_args(argv)
     health_url = health_url_of(args.config) if args.config else args.health
-    print(status_line(sys.stdin.read(), health_url))
+    if health_url is None:
+        print(f"extproc: {args.config} is not a config that loads (extproc check says why)")
+    else:
+        print(status_line(sys.stdin.read(), health_url))
     return 0

@@ -144,3 +144,13 @@ def test_its_imports_stay_small():
         "extproc.commands.cli",
         "extproc.commands.statusline",
     ]
+
+
+def test_a_health_url_or_config_it_cannot_use():
+    stdin = json.dumps(CLAUDE_JSON)
+    assert statusline(stdin, "--health", "http://127.0.0.1:port") == (
+        "extproc: http://127.0.0.1:port is not a health URL (http://HOST:PORT)"
+    )
+    assert statusline(stdin, "--config", "/nonexistent/config.yaml") == (
+        "extproc: /nonexistent/config.yaml is not a config that loads (extproc check says why)"
+    )
