@@ -91,6 +91,9 @@ class Listener:
     request_headers_timeout_s: int = 10
     """Time a client has to send a request's headers once it has begun (Envoy's
     request_headers_timeout): a slower one gets 408 and its connection is closed. 0: none."""
+    cooldown_max_s: int = 300
+    """The longest a failing provider rests, skipped by the requests routed to it
+    (extproc.decisions.cooldown); 0: providers never rest."""
     decision_headers: bool = True
     """Answers carry the decision (x-extproc-model, -route, -source), added by Envoy from the
     decision metadata; false leaves them out (control/envoy_config.py DECISION_HEADERS)."""

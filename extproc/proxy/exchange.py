@@ -12,6 +12,8 @@ import asyncio
 import hmac
 import logging
 import re
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import orjson
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
 from extproc.decisions import capability, kinds
+from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
@@ -48,10 +51,16 @@ READ_HEADERS = (
     "content-type",
     "content-encoding",
     "content-length",
+    "retry-after",
+    "retry-after-ms",
     LOCAL_REPLY_HEADER,
     SESSION_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
+ENVOY_FAILURES = {503: "unreachable", 504: "timeout"}
+"""Envoy's own replies that mean the provider failed (control/envoy_config.py's mapper): it
+could not be reached (refused, reset, no address) or stayed silent. Its others (413, its own
+concurrency limit's 529, an answer too large) say nothing of the provider's health."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
 MODEL_NAME_MAX = 256
@@ -62,8 +71,9 @@ Span = tuple[int, int]
 
 @dataclass
 class Runtime:
-    """What every exchange reads: the config, the decision stages built from it and the
-    metrics they count into; replaced as a whole when the config changes."""
+    """What every exchange reads: the config, the decision stages built from it, the metrics
+    they count into and the cooldown table; rebuilt when the config changes, around the same
+    metrics and table."""
 
     config: Config
     stages: tuple[Stage, ...]
@@ -71,8 +81,21 @@ class Runtime:
     token_stages: tuple[Stage, ...]
     """Decision stages for count_tokens: never worth a router call."""
     metrics: Metrics
+    cooldowns: Cooldowns
+    """Kept across config changes (app.Sidecar): providers fail whatever the config says."""
     sessions: SessionStore
-    """Each Claude Code session's latest decision, for the status line."""
+    """Each Claude Code session's latest decision, for the status line; kept across config
+    changes too."""
+    clock: Callable[[], float] = time.time
+    """`now` for the cooldown table: seconds since the epoch (tests set their own)."""
+
+    def record_attempt(self, entry: str, outcome: int | str, headers: Mapping[str, str]) -> None:
+        """Tell the cooldown table how one attempt at provider entry `entry` ended: the
+        answer's status and headers (`retry-after`, `retry-after-ms`), or the reason no answer
+        came ("refused", "reset", "timeout") with no headers. Whoever sees an attempt end
+        calls this: the response headers phase here, a per-attempt handler of failover."""
+        max_rest = self.config.listener.cooldown_max_s
+        self.cooldowns.record(entry, outcome, headers, self.clock(), max_rest)
 
 
 def _is_foreign_thinking(block: Any) -> bool:
@@ -241,7 +264,10 @@ class Exchange:
         stages = runtime.token_stages if counting else runtime.stages
         request = Request(model, body, self.path_only, self.headers, len(raw))
         decision = await decide(runtime.config, request, stages)
-        decision = capability.choose(runtime.config, decision, request.facts.needs)
+        # listener.cooldown_max_s: 0 turns cooldowns off, rests already begun included.
+        cooldowns = runtime.cooldowns if runtime.config.listener.cooldown_max_s else None
+        needs, now = request.facts.needs, runtime.clock()
+        decision = capability.choose(runtime.config, decision, needs, cooldowns, now)
         self.decision = decision
         runtime.metrics.record(decision)
         if self.session and not counting and not kinds.is_title(body):
@@ -325,9 +351,15 @@ class Exchange:
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
-        if status >= 400 and self.decision is not None:
-            self.runtime.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
-        if LOCAL_REPLY_HEADER in headers:
+        local = LOCAL_REPLY_HEADER in headers
+        if self.decision is not None:
+            provider = self.decision.provider.name
+            if status >= 400:
+                self.runtime.metrics.upstream_errors.labels(provider, status).inc()
+            outcome = ENVOY_FAILURES.get(status) if local else status
+            if outcome is not None:
+                self.runtime.record_attempt(provider, outcome, headers)
+        if local:
             self.finished = True
             return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format
         if self.translation is None:
