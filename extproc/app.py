@@ -14,7 +14,7 @@ from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.metrics import Metrics
 from extproc.proxy.exchange import Runtime
 from extproc.proxy.server import ExtProcServer
-from extproc.proxy.sessions import LastModels
+from extproc.proxy.sessions import SessionStore
 
 log = logging.getLogger("extproc")
 
@@ -24,7 +24,7 @@ def build_runtime(
     router: RouterStage,
     metrics: Metrics | None = None,
     cooldowns: Cooldowns | None = None,
-    sessions: LastModels | None = None,
+    sessions: SessionStore | None = None,
 ) -> Runtime:
     return Runtime(
         config=config,
@@ -32,7 +32,7 @@ def build_runtime(
         token_stages=(*decision.BEFORE_ROUTER, *decision.AFTER_ROUTER),
         metrics=metrics or Metrics(),
         cooldowns=cooldowns or Cooldowns(),
-        sessions=sessions if sessions is not None else LastModels(),
+        sessions=sessions if sessions is not None else SessionStore(),
     )
 
 
@@ -95,7 +95,9 @@ class Sidecar:
         """Log a reloaded config's warnings (off under `extproc up`, which prints them)."""
         self.metrics = Metrics()
         self.cooldowns = Cooldowns()
-        self.sessions = LastModels()
+        self.sessions = SessionStore()
+        """Kept across reloads, as the metrics and cooldowns are: the status line outlives a
+        config change."""
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
         runtime = build_runtime(config, self.router, self.metrics, self.cooldowns, self.sessions)

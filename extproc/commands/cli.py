@@ -1,26 +1,29 @@
-"""The `extproc` command: check, serve, render-envoy, up, route, eval, model convert."""
+"""The `extproc` command: check, serve, render-envoy, up, route, eval, model convert.
+
+Each command imports what it needs when it runs: `extproc statusline` runs after every
+Claude Code message and must not pay for the config modules it does not use."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import json
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from extproc import config as config_mod
-from extproc.config import Config, ConfigError
+if TYPE_CHECKING:
+    from extproc.config import Config
 
 EXIT_CONFIG = 2
 
 
 def _load(path: str, warn: bool = True) -> Config:
     """Load the config or exit 2 with every problem on its own line."""
+    from extproc import config as config_mod
+    from extproc.config import ConfigError
+
     try:
         config = config_mod.load(path)
     except ConfigError as exc:
@@ -55,6 +58,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from extproc.control.envoy_config import fragment, render
 
     config = _load(args.config)
@@ -75,6 +80,8 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from extproc.app import Sidecar
     from extproc.proxy.server import serve_until_signalled, tune_for_serving
 
@@ -138,6 +145,8 @@ def _router(config: Config, mode: str | None = None) -> Any:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    import asyncio
+
     from extproc.app import build_runtime, warm_up
     from extproc.decisions.decision import Decision, Request, decide
     from extproc.decisions.routing import RouterStage
@@ -315,6 +324,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def _default_price(path: str) -> tuple[str, object]:
     """The default model of the config at `path` and its price (None: unknown), for the
     summary's "what routing saved"; an unreadable config says so in its stead."""
+    from extproc import config as config_mod
+
     try:
         config = config_mod.load(path)
     except (config_mod.ConfigError, OSError) as exc:
@@ -325,22 +336,30 @@ def _default_price(path: str) -> tuple[str, object]:
 
 
 def cmd_claude(argv: list[str]) -> int:
-    """`extproc claude [--config FILE] [--] ARGS...`: everything else belongs to claude.
+    """`extproc claude [--config FILE] [--no-statusline] [--] ARGS...`: everything else
+    belongs to claude.
 
     Parsed by hand: claude's own flags (-p, -c, --model, ...) must pass through untouched.
     """
     from extproc.commands.launch import LaunchError, launch
+    from extproc.config import DEFAULT_CONFIG
 
-    path = config_mod.DEFAULT_CONFIG
-    if argv[:1] == ["--config"] and len(argv) > 1:
-        path, argv = argv[1], argv[2:]
-    elif argv[:1] and argv[0].startswith("--config="):
-        path, argv = argv[0].partition("=")[2], argv[1:]
+    path = DEFAULT_CONFIG
+    statusline = True
+    while argv:
+        if argv[0] == "--config" and len(argv) > 1:
+            path, argv = argv[1], argv[2:]
+        elif argv[0].startswith("--config="):
+            path, argv = argv[0].partition("=")[2], argv[1:]
+        elif argv[0] == "--no-statusline":
+            statusline, argv = False, argv[1:]
+        else:
+            break
     if argv[:1] == ["--"]:
         argv = argv[1:]
     try:
         # Key warnings describe this terminal's environment; the gateway's is what counts.
-        launch(_load(path, warn=False), argv)
+        launch(_load(path, warn=False), argv, statusline=statusline)
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
     return 1
@@ -356,6 +375,8 @@ def _version() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    from extproc import config as config_mod
+
     top = argparse.ArgumentParser(
         prog="extproc",
         description="Preference-aware model routing for Claude Code, as an Envoy ext_proc sidecar.",
@@ -432,8 +453,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.set_defaults(func=cmd_logs)
-    # Listed for --help; main() hands its arguments to cmd_claude untouched.
-    sub.add_parser("claude", help="run Claude Code through the gateway: [--config FILE] ARGS...")
+    # Listed for --help; main() hands their arguments to cmd_claude and statusline untouched.
+    sub.add_parser(
+        "claude",
+        help="run Claude Code through the gateway: [--config FILE] [--no-statusline] ARGS...",
+    )
+    sub.add_parser(
+        "statusline",
+        help="one line on this Claude Code session's routing, for its statusLine setting: "
+        "[--health URL | --config FILE]",
+    )
 
     model = sub.add_parser("model", help="router model files")
     model_sub = model.add_subparsers(dest="model_command", required=True)
@@ -453,6 +482,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["claude"]:
         return cmd_claude(argv[1:])
+    if argv[:1] == ["statusline"]:
+        from extproc.commands import statusline
+
+        return statusline.main(argv[1:])
+    import logging
+
     args = parser().parse_args(argv)
     # Our own log at INFO; other libraries' (the Hub client's line per HTTP request, torch's
     # exit statistics) only from WARNING, unless -v.

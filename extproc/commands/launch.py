@@ -3,11 +3,17 @@
 It only sets environment variables and replaces itself with `claude`, so the
 terminal, signals and exit code are Claude Code's own. What credentials Claude Code
 needs is the running gateway's answer (`/credentials`), not this terminal's guess.
+
+It also shows the gateway's routing in Claude Code's status line (`extproc statusline`),
+through `--settings` on the command line: the user's settings files are never written.
+`--settings` outranks them, so a status line of the user's own is looked for first and kept.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -97,7 +103,50 @@ def find_claude(config: Config, claude: str = "claude") -> str | None:
     return shutil.which(claude)
 
 
-def launch(config: Config, args: list[str], claude: str = "claude") -> None:
+def settings_files(environ: Mapping[str, str], project: Path) -> list[Path]:
+    """The settings files where a user keeps a statusLine: their own and the project's."""
+    home = Path(environ.get("CLAUDE_CONFIG_DIR") or Path(environ.get("HOME", "~")) / ".claude")
+    return [
+        home.expanduser() / "settings.json",
+        project / ".claude" / "settings.json",
+        project / ".claude" / "settings.local.json",
+    ]
+
+
+def own_status_line(files: list[Path]) -> Path | None:
+    """The first of `files` that sets a statusLine (unreadable ones are skipped)."""
+    for path in files:
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(settings, dict) and settings.get("statusLine"):
+            return path
+    return None
+
+
+def statusline_settings(config: Config) -> str:
+    """`--settings` JSON that runs `extproc statusline` against this gateway's health port."""
+    command = [sys.executable, "-m", "extproc", "statusline", "--health"]
+    command.append(config.sidecar.health_url)
+    status_line = {"type": "command", "command": shlex.join(command), "padding": 0}
+    return json.dumps({"statusLine": status_line})
+
+
+def claude_arguments(
+    config: Config, args: list[str], environ: Mapping[str, str], project: Path, statusline: bool
+) -> list[str]:
+    """Claude Code's arguments: the user's, after `--settings` with our status line unless
+    it is turned off, the user has a status line of their own, or passes `--settings`."""
+    theirs = any(arg == "--settings" or arg.startswith("--settings=") for arg in args)
+    if not statusline or theirs or own_status_line(settings_files(environ, project)):
+        return list(args)
+    return ["--settings", statusline_settings(config), *args]
+
+
+def launch(
+    config: Config, args: list[str], claude: str = "claude", statusline: bool = True
+) -> None:
     """Replace this process with Claude Code talking to the gateway."""
     executable = find_claude(config, claude)
     if executable is None:
@@ -113,4 +162,5 @@ def launch(config: Config, args: list[str], claude: str = "claude") -> None:
             file=sys.stderr,
         )
     env = claude_environment(config, os.environ, gateway)
-    os.execve(executable, [executable, *args], env)
+    arguments = claude_arguments(config, args, os.environ, Path.cwd(), statusline)
+    os.execve(executable, [executable, *arguments], env)

@@ -97,6 +97,9 @@ class Listener:
     cooldown_max_s: int = 300
     """The longest a failing provider rests, skipped by the requests routed to it
     (extproc.decisions.cooldown); 0: providers never rest."""
+    decision_headers: bool = True
+    """Answers carry the decision (x-extproc-model, -route, -source), added by Envoy from the
+    decision metadata; false leaves them out (control/envoy_config.py DECISION_HEADERS)."""
 
 
 @dataclass(frozen=True)

@@ -221,20 +221,41 @@ def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str
     }
 
 
-GATEWAY_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, CLUSTER_HEADER)
+DECISION_HEADERS = {
+    "x-extproc-model": "routed_model",
+    "x-extproc-route": "route",
+    "x-extproc-source": "source",
+}
+"""The decision on every answer: header name → the decision metadata field it carries. Envoy
+adds them from the metadata (no sidecar call); one with no value (no route when the default
+decided, nothing on a pass-through path) is left out."""
+GATEWAY_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, CLUSTER_HEADER, *DECISION_HEADERS)
 """The gateway's own headers, removed from every provider's answer: a provider's
 x-extproc-local-reply would pass as Envoy's error reply, which the sidecar does not
-translate. Envoy's own replies get theirs after the route's removal (local_replies)."""
+translate, and its x-extproc-model would pass as the decision. Envoy's own replies get
+theirs after the route's removal (local_replies)."""
+
+
+def decision_headers(config: Config) -> list[dict[str, Any]]:
+    """The route's response_headers_to_add: the decision, from Envoy's dynamic metadata."""
+    namespace = config.sidecar.metadata_namespace
+    return [
+        {
+            "header": {"key": name, "value": f"%DYNAMIC_METADATA({namespace}:{field})%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+        for name, field in DECISION_HEADERS.items()
+    ]
 
 
 def _route(config: Config) -> dict[str, Any]:
     """Everything goes to the cluster the sidecar names; streams may run for many minutes.
-    Answers lose the gateway's own headers on the way back.
+    Answers lose the gateway's own headers on the way back, and gain the decision's.
 
     The sidecar reads whole request bodies (up to `max_body_bytes`), so Envoy buffers them:
     this route alone raises the buffer limit for them, not every connection.
     """
-    return {
+    route: dict[str, Any] = {
         "match": {"prefix": "/"},
         "request_body_buffer_limit": config.listener.max_body_bytes,
         "response_headers_to_remove": list(GATEWAY_RESPONSE_HEADERS),
@@ -245,6 +266,9 @@ def _route(config: Config) -> dict[str, Any]:
             "idle_timeout": _seconds(config.listener.idle_timeout_s),
         },
     }
+    if config.listener.decision_headers:
+        route["response_headers_to_add"] = decision_headers(config)
+    return route
 
 
 def _drop_client_headers() -> dict[str, Any]:

@@ -71,10 +71,15 @@ def _system_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def is_title(body: dict[str, Any]) -> bool:
+    """The session-title call: no tools, and JSON output asked for."""
+    output = body.get("output_config")
+    return not body.get("tools") and isinstance(output, dict) and "format" in output
+
+
 def request_kind(body: dict[str, Any]) -> Kind:
     """Which of Claude Code's requests this is (see KINDS); `main` when nothing says else."""
-    output = body.get("output_config")
-    if not body.get("tools") and isinstance(output, dict) and "format" in output:
+    if is_title(body):
         return "title"
     tools = _tools(body)
     if tools and all(str(t.get("type") or "").startswith("web_search_") for t in tools):

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -22,7 +22,7 @@ import orjson
 
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
-from extproc.decisions import capability
+from extproc.decisions import capability, kinds
 from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
@@ -31,7 +31,8 @@ from extproc.metrics import Metrics
 from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
-from extproc.proxy.sessions import SESSION_HEADER, LastModels
+from extproc.proxy.sessions import HEADER as SESSION_HEADER
+from extproc.proxy.sessions import SessionStore
 from extproc.proxy.wire import Phase
 from extproc.request_json import encode_request_json
 from extproc.translate import TranslationError, signatures, translator_for
@@ -82,10 +83,11 @@ class Runtime:
     metrics: Metrics
     cooldowns: Cooldowns
     """Kept across config changes (app.Sidecar): providers fail whatever the config says."""
+    sessions: SessionStore
+    """Each Claude Code session's latest decision, for the status line; kept across config
+    changes too."""
     clock: Callable[[], float] = time.time
     """`now` for the cooldown table: seconds since the epoch (tests set their own)."""
-    sessions: LastModels = field(default_factory=LastModels)
-    """The model each Claude Code session used last (kept across reloads, like metrics)."""
 
     def record_attempt(self, entry: str, outcome: int | str, headers: Mapping[str, str]) -> None:
         """Tell the cooldown table how one attempt at provider entry `entry` ended: the
@@ -219,6 +221,11 @@ class Exchange:
         return self.runtime.config.sidecar.metadata_namespace
 
     @property
+    def session(self) -> str:
+        """Claude Code's session id, when the client sent one."""
+        return self.headers.get(SESSION_HEADER, "")
+
+    @property
     def path_only(self) -> str:
         return self.path.partition("?")[0]
 
@@ -265,9 +272,10 @@ class Exchange:
         runtime.metrics.record(decision)
         provider = decision.provider
         metadata = decision.metadata()
-        if not counting:
-            session = self.headers.get(SESSION_HEADER, "")
-            switched_from = runtime.sessions.switch(session, decision.routed_model)
+        if self.session and not counting and not kinds.is_title(body):
+            # The title call answers in the background: the turn's model is the one to show,
+            # and the one whose prompt cache a switch throws away.
+            switched_from = runtime.sessions.decided(self.session, decision)
             if switched_from:
                 metadata["switched_from"] = switched_from
         # Debug only: Envoy's access log records every decision; a line per request here
@@ -379,11 +387,12 @@ class Exchange:
         if self.usage is not None:
             self.usage.feed(chunk)
             counts = self.usage.finish() if end_of_stream else {}
-            return replies.pass_response_body(self.priced(counts), self.namespace)
+            counts = self.answered(counts)
+            return replies.pass_response_body(counts, self.namespace)
         if self.translation is None:
             raise GatewayError("api_error", "unexpected response body; check processing_mode")
         body = self.translation.on_body(chunk, end_of_stream)
-        usage = self.priced(self.translation.usage()) if end_of_stream else {}
+        usage = self.answered(self.translation.usage()) if end_of_stream else {}
         if self.translation.client_status != self.translation.status:
             # A whole (buffered) answer whose translation changed its status: a 2xx body
             # holding an error. Headers have not left Envoy yet, so answer in its place.
@@ -391,15 +400,20 @@ class Exchange:
             return replies.answer_instead(status, body, usage, self.namespace)
         return replies.replace_response_body(body, usage, self.namespace)
 
-    def priced(self, usage: dict[str, int]) -> dict[str, Any]:
-        """An answer's token counts for the access log, with their cost in USD where both the
-        counts and the routed model's price are known; the cost is counted in the metrics."""
+    def answered(self, usage: dict[str, int]) -> dict[str, Any]:
+        """An answer's token counts (known at its end) for the access log, with their cost in
+        USD where both the counts and the routed model's price are known; the cost is counted
+        in the metrics, and both go to the session's record."""
         decision = self.decision
-        if not usage or decision is None or decision.provider.price is None:
+        if not usage or decision is None:
             return usage
-        cost = decision.provider.price.cost(usage)
-        self.runtime.metrics.cost.labels(decision.provider.name, decision.route).inc(cost)
-        return {**usage, "cost_usd": round(cost, 8)}
+        cost = None
+        if decision.provider.price is not None:
+            cost = decision.provider.price.cost(usage)
+            self.runtime.metrics.cost.labels(decision.provider.name, decision.route).inc(cost)
+        if self.session:
+            self.runtime.sessions.answered(self.session, usage, cost)
+        return usage if cost is None else {**usage, "cost_usd": round(cost, 8)}
 
 
 def price_text(provider: Provider) -> str:

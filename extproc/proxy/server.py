@@ -22,7 +22,7 @@ import orjson
 
 from extproc.errors import GatewayError
 from extproc.providers import credentials
-from extproc.proxy import replies
+from extproc.proxy import replies, sessions
 from extproc.proxy.budget import ByteBudget
 from extproc.proxy.exchange import Exchange, Runtime
 from extproc.proxy.wire import Phase, decode_request
@@ -178,7 +178,8 @@ class ExtProcServer:
     ) -> None:
         """`/healthz` (alive), `/ready` (router loaded; under `extproc up`, Envoy serving too),
         `/ready/sidecar`, `/metrics`, `/config` (loaded digest), `/credentials` (for
-        `extproc claude`)."""
+        `extproc claude`), `/sessions/<id>` (a session's latest decision, for
+        `extproc statusline`)."""
         try:
             try:
                 request_line = await asyncio.wait_for(reader.readline(), 5)
@@ -220,6 +221,10 @@ class ExtProcServer:
             )
         if path == b"/healthz":
             return b"200 OK", text, b"ok\n"
+        if path.startswith(sessions.PATH.encode()):
+            record = self.runtime.sessions.get(path[len(sessions.PATH) :].decode("latin-1"))
+            if record is not None:
+                return b"200 OK", b"application/json", orjson.dumps(record.as_json())
         return b"404 Not Found", text, b"not found\n"
 
     async def _ready_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:

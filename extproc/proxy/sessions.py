@@ -1,39 +1,117 @@
-"""Which model each Claude Code session used last, to see a switch of models mid-session.
+"""The latest decision of each Claude Code session: for `extproc statusline`, and to see a
+switch of models mid-session.
 
-A provider's prompt cache belongs to one model: a session moved to another model pays for
-its whole context again (uncached, or as a cache write). The access log marks the first
-request after such a switch (`switched_from`), so that `extproc logs --summary` can count
-what switching cost. Sessions are told apart by the `X-Claude-Code-Session-Id` header Claude
-Code sends on every request. Only the model name is kept, for the most recent `limit`
-sessions: a bounded, least-recently-used memory, never request content.
+Claude Code sends its session id on every request (`x-claude-code-session-id`). The sidecar
+keeps, per session, what the status line shows: the model, route and source of the latest
+decision, the router's milliseconds, that answer's tokens and the session's cost, never any
+request content. A provider's prompt cache belongs to one model: a session moved to another
+model pays for its whole context again, so the access log marks the first request after
+such a switch (`switched_from`) for `extproc logs --summary` to count. The store is
+bounded: the least recently seen session goes first past `MAX_SESSIONS`, and a session not
+seen for `EXPIRES_S` is gone. The health port serves it at `/sessions/<id>`
+(extproc.proxy.server).
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
-SESSION_HEADER = "x-claude-code-session-id"
-SESSIONS_MAX = 4096
-"""Sessions remembered at once; past it the least recently seen is forgotten. A session
-forgotten and seen again counts as new: no switch is reported for its next request."""
+from extproc.decisions.decision import Decision
+
+HEADER = "x-claude-code-session-id"
+PATH = "/sessions/"
+"""The health port's path for a session: PATH + its id."""
+MAX_SESSIONS = 1000
+EXPIRES_S = 12 * 3600
+_SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+"""What a session id may look like (Claude Code's are UUIDs): anything else is not kept."""
 
 
-class LastModels:
-    """session id → the model its latest request was routed to, least recent first."""
+@dataclass
+class SessionRecord:
+    """What the status line shows of one session."""
 
-    def __init__(self, limit: int = SESSIONS_MAX) -> None:
-        self.limit = limit
-        self._models: OrderedDict[str, str] = OrderedDict()
+    model: str
+    route: str
+    source: str
+    router_ms: float
+    requests: int = 1
+    """Decisions made for this session so far."""
+    input_tokens: int | None = None
+    """Of the latest answer, when the sidecar read its usage (translated, or log_tokens)."""
+    output_tokens: int | None = None
+    cost_usd: float | None = None
+    """The session's cost so far, once any answer's cost is known (`SessionStore.answered`)."""
+    seen: float = 0.0
+    """When the session last sent a request (the store's clock)."""
 
-    def switch(self, session: str, model: str) -> str | None:
-        """Record that `session` now uses `model`; the model it used before, if that differs."""
-        if not session:
+    def as_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "seen"}
+
+
+class SessionStore:
+    """Session id → its latest decision, least recently seen first; shared across config
+    reloads (extproc.app.Sidecar hands the same store to every runtime)."""
+
+    def __init__(
+        self,
+        max_sessions: int = MAX_SESSIONS,
+        expires_s: float = EXPIRES_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.max_sessions = max_sessions
+        self.expires_s = expires_s
+        self.clock = clock
+        self._sessions: OrderedDict[str, SessionRecord] = OrderedDict()
+
+    def decided(self, session: str, decision: Decision) -> str | None:
+        """A request of `session` was decided: it becomes the session's latest. Returns the
+        model the session used before when this decision switches it to another one (a
+        session forgotten or expired and seen again counts as new: no switch)."""
+        if not _SESSION_ID.fullmatch(session):
             return None
-        previous = self._models.pop(session, None)
-        self._models[session] = model
-        if len(self._models) > self.limit:
-            self._models.popitem(last=False)
-        return previous if previous not in (None, model) else None
+        self._expire()
+        previous = self._sessions.pop(session, None)
+        self._sessions[session] = SessionRecord(
+            model=decision.routed_model,
+            route=decision.route,
+            source=decision.source,
+            router_ms=round(decision.router_ms, 2),
+            requests=previous.requests + 1 if previous else 1,
+            cost_usd=previous.cost_usd if previous else None,
+            seen=self.clock(),
+        )
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        if previous is None or previous.model == decision.routed_model:
+            return None
+        return previous.model
 
-    def __len__(self) -> int:
-        return len(self._models)
+    def answered(self, session: str, usage: dict[str, int], cost_usd: float | None = None) -> None:
+        """The latest answer's token counts, and its cost (added to the session's) if known."""
+        record = self._sessions.get(session)
+        if record is None:
+            return
+        record.input_tokens = usage.get("input_tokens", record.input_tokens)
+        record.output_tokens = usage.get("output_tokens", record.output_tokens)
+        if cost_usd is not None:
+            record.cost_usd = (record.cost_usd or 0.0) + cost_usd
+
+    def get(self, session: str) -> SessionRecord | None:
+        """The session's record, or None when it is unknown or expired."""
+        self._expire()
+        return self._sessions.get(session)
+
+    def _expire(self) -> None:
+        """Drop the sessions not seen for `expires_s`: the oldest come first."""
+        oldest = self.clock() - self.expires_s
+        while self._sessions:
+            session, record = next(iter(self._sessions.items()))
+            if record.seen > oldest:
+                return
+            del self._sessions[session]

@@ -115,3 +115,18 @@ def test_datapath_bench_measures_every_path_up_to_4_mb():
         for size, unit in (("78", "KB"), ("4", "MB"))
         for path in ("direct", "noop", "echo", "ours")
     ]
+
+
+def test_statusline_bench_times_each_case():
+    lines = smoke("statusline_bench.py")
+    header = lines.index(f"{'case':<28} {'median ms':>10} {'p90 ms':>8}  prints")
+    rows = [line[:28].rstrip() for line in lines[header + 1 : header + 5]]
+    assert rows == [
+        "python -c pass (baseline)",
+        "statusline, known session",
+        "statusline, gateway down",
+        "statusline --config FILE",
+    ]
+    assert lines[header + 2].endswith(
+        "→ gpt-5.2-codex · code generation · router 412 ms · $0.84 this session"
+    )

@@ -11,7 +11,13 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.support.claude_code import CLAUDE_BIN, USER_KEY, claude, decisions
+from tests.support.claude_code import (
+    CLAUDE_BIN,
+    USER_KEY,
+    claude,
+    claude_gateway_config,
+    decisions,
+)
 from tests.support.gateway import PROVIDER_KEYS, free_port, running_gateway
 from tests.support.tiny_model import ROUTES
 
@@ -21,29 +27,12 @@ def claude_gateway(fake_anthropic, fake_openai, tiny_router_dir, tmp_path_factor
     """Every route leads to the OpenAI-format fake; Claude's own models go to the Anthropic fake."""
     if not (CLAUDE_BIN / "claude").exists():
         pytest.fail("Claude Code is not installed: run `npm ci` in the project root")
-    routes = "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
 
     def config_for(ports: dict[str, int]) -> str:
-        return f"""\
-listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
-sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
-routing: {{model_dir: {tiny_router_dir}}}
-llm_providers:
-  - model: openai/gpt-4.1
-    base_url: {fake_openai.url}/v1
-    provider_interface: openai-chat
-    access_key: $TEST_OPENAI_KEY
-    routing_preferences:
-{routes}  - model: anthropic/claude-sonnet-4-5
-    base_url: {fake_anthropic.url}
-    default: true
-  - model: anthropic/claude-haiku-4-5
-    base_url: {fake_anthropic.url}
-model_aliases:
-  claude-*haiku*: anthropic/claude-haiku-4-5
-rules:
-  - {{name: compaction, model: anthropic/claude-haiku-4-5, when: {{kind: compact}}}}
-"""
+        compaction = "{name: compaction, model: anthropic/claude-haiku-4-5, when: {kind: compact}}"
+        return claude_gateway_config(
+            fake_anthropic, fake_openai, tiny_router_dir, ports, "", compaction
+        )
 
     with running_gateway(config_for, tmp_path_factory.mktemp("claude-gateway")) as gateway:
         yield gateway

@@ -10,7 +10,7 @@ import yaml
 
 from extproc.config import SIDECAR_SECRET_VAR, load, parse
 from extproc.control.connections import fit_to_open_files, too_few_files
-from extproc.control.envoy_config import clusters, render, versioned_sidecar_cluster
+from extproc.control.envoy_config import clusters, fragment, render, versioned_sidecar_cluster
 from tests.support import ROOT
 from tests.support.envoy import validate
 
@@ -313,3 +313,39 @@ def test_the_sidecar_cluster_is_renamed_exactly_when_its_settings_change():
         assert versioned_sidecar_cluster(parse(base + f"listener: {{{setting}}}\n")) != name
     [cluster, *_] = clusters(parse(base), name)
     assert cluster["name"] == cluster["load_assignment"]["cluster_name"] == name
+
+
+# ------------------------------------------------------------------ the decision on the answer
+
+
+def routes_of(config_text: str) -> dict[str, dict]:
+    """The gateway's route as `render` and as `fragment` write it."""
+    config = parse(config_text)
+    manager = yaml.safe_load(render(config))["static_resources"]["listeners"][0]
+    manager = manager["filter_chains"][0]["filters"][0]["typed_config"]
+    rendered = manager["route_config"]["virtual_hosts"][0]["routes"][0]
+    return {"render": rendered, "fragment": yaml.safe_load(fragment(config))["routes"][0]}
+
+
+def test_answers_carry_the_decision_from_the_metadata_and_providers_cannot_forge_it():
+    for route in routes_of(IN_A_POD).values():
+        assert route["response_headers_to_add"] == [
+            {
+                "header": {"key": name, "value": f"%DYNAMIC_METADATA(io.extproc:{field})%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+            for name, field in [
+                ("x-extproc-model", "routed_model"),
+                ("x-extproc-route", "route"),
+                ("x-extproc-source", "source"),
+            ]
+        ]
+        removed = route["response_headers_to_remove"]
+        assert {"x-extproc-model", "x-extproc-route", "x-extproc-source"} <= set(removed)
+
+
+def test_an_operator_can_leave_the_decision_headers_out():
+    config = "listener: {decision_headers: false}\nllm_providers:\n  - model: openai/x\n"
+    for route in routes_of(config).values():
+        assert "response_headers_to_add" not in route
+        assert "x-extproc-model" in route["response_headers_to_remove"]  # still not forged
