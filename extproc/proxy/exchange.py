@@ -327,6 +327,8 @@ class Exchange:
         if self.finished and not counting:
             # Envoy's Lua filter (control/usage.lua) reads this answer's counts, and prices them.
             metadata["price"] = price_text(provider)
+            if self.session:  # and reports them to the session's record
+                metadata["session"] = self.session
         mutation = replies.header_mutation(
             headers,
             (*length, *auth.remove, *removed),
