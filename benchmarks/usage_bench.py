@@ -10,9 +10,11 @@ and, with `--before DIR` (a checkout of an earlier commit, e.g. `git archive mai
   before   - that tree, log_tokens off: nothing reads the answer (no counts at all);
   before+log_tokens - that tree, log_tokens on.
 Each round sends every gateway the same number of sequential streaming requests on one
-connection, in turn, so that the machine's load falls on all of them alike. Reported per
-answer: the median time to the whole answer, and the CPU time the gateway's processes
-(Envoy, sidecar) spent, from /proc.
+connection, in turn, so that the machine's load falls on all of them alike; all in one Claude
+Code session (its header), so that this tree's Lua filter reports each answer to the
+session's record too (one asynchronous call after the answer). Reported per answer: the
+median time to the whole answer, and the CPU time the gateway's processes (Envoy, sidecar)
+spent, from /proc; and the session's cost on the health port at the end.
 
     python benchmarks/usage_bench.py [--words 400] [--requests 40] [--rounds 5] [--before DIR]
     python benchmarks/usage_bench.py --smoke
@@ -49,7 +51,8 @@ BODY = {
     "stream": True,
     "messages": [{"role": "user", "content": "PACE-0 CACHE-20000-3000"}],
 }
-HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+SESSION = "usage-bench"
+HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01", "x-claude-code-session-id": SESSION}
 
 
 def answer_time(client: httpx.Client, url: str) -> float:
@@ -76,6 +79,7 @@ def main() -> None:
         trees += [("before", args.before, "false"), ("before+log_tokens", args.before, "true")]
     workdir = Path(tempfile.mkdtemp(prefix="usage-bench-"))
     gateways = {}
+    health: dict[str, int] = {}
     try:
         for name, tree, log_tokens in trees:
             ports = gateway_ports()
@@ -83,6 +87,7 @@ def main() -> None:
             config = CONFIG.format(url=fake.url, log_tokens=log_tokens, **ports)
             env = {"PYTHONPATH": str(tree.resolve())} if tree else None
             gateways[name] = start_gateway(config, workdir / name, ports["listener"], env=env)
+            health[name] = ports["health"]
         times: dict[str, list[float]] = {name: [] for name in gateways}
         cpu: dict[str, float] = dict.fromkeys(gateways, 0.0)
         with httpx.Client(timeout=60) as client:
@@ -99,6 +104,10 @@ def main() -> None:
             name: sum(1 for e in g.log_lines() if isinstance(e.get("cost_usd"), int | float))
             for name, g in gateways.items()
         }
+        session_cost = {
+            name: httpx.get(f"http://127.0.0.1:{port}/sessions/{SESSION}").json()["cost_usd"]
+            for name, port in health.items()
+        }
     finally:
         for gateway in gateways.values():
             stop_gateway(gateway)
@@ -109,11 +118,18 @@ def main() -> None:
         f"event), {args.rounds} rounds, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}"
     )
-    print(f"{'gateway':<20} {'answer p50 ms':>14} {'gateway CPU ms/answer':>22} {'with cost':>10}")
+    print(
+        f"{'gateway':<20} {'answer p50 ms':>14} {'gateway CPU ms/answer':>22} {'with cost':>10}"
+        f" {'session $':>10}"
+    )
     for name in gateways:
         p50 = statistics.median(times[name]) * 1000
         per_answer = cpu[name] / len(times[name]) * 1000
-        print(f"{name:<20} {p50:>14.2f} {per_answer:>22.2f} {counted[name]:>10}")
+        cost = session_cost[name]
+        print(
+            f"{name:<20} {p50:>14.2f} {per_answer:>22.2f} {counted[name]:>10}"
+            f" {'-' if cost is None else f'{cost:.4f}':>10}"
+        )
 
 
 if __name__ == "__main__":
