@@ -5,6 +5,8 @@ chunk, as a provider streams tokens), and real gateways (`extproc up`: Envoy + s
 the same config but for how the counts are read:
   lua      - this tree, listener.log_tokens off: Envoy's Lua filter (extproc/control/usage.lua)
              reads them in Envoy;
+  lua-no-session - the same, for requests without Claude Code's session header: the
+             filter then makes no report (the report's own cost, in one tree);
   sidecar  - this tree, log_tokens on: the sidecar reads every chunk (a round trip each);
 and, with `--before DIR` (a checkout of an earlier commit, e.g. `git archive main`):
   before   - that tree, log_tokens off: nothing reads the answer (no counts at all);
@@ -52,15 +54,22 @@ BODY = {
     "messages": [{"role": "user", "content": "PACE-0 CACHE-20000-3000"}],
 }
 SESSION = "usage-bench"
-HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01", "x-claude-code-session-id": SESSION}
+HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+IN_SESSION = {**HEADERS, "x-claude-code-session-id": SESSION}
 
 
-def answer_time(client: httpx.Client, url: str) -> float:
+def answer_time(client: httpx.Client, url: str, headers: dict[str, str]) -> float:
     started = time.perf_counter()
-    with client.stream("POST", url, json=BODY, headers=HEADERS) as response:
+    with client.stream("POST", url, json=BODY, headers=headers) as response:
         for _ in response.iter_raw():
             pass
     return time.perf_counter() - started
+
+
+def session_cost_at(health_port: int) -> float | None:
+    """The session's cost on a gateway's health port (None: no session or no cost)."""
+    answer = httpx.get(f"http://127.0.0.1:{health_port}/sessions/{SESSION}")
+    return answer.json()["cost_usd"] if answer.status_code == 200 else None
 
 
 def main() -> None:
@@ -74,14 +83,22 @@ def main() -> None:
     if args.smoke:
         args.words, args.requests, args.rounds = 50, 2, 1
     fake = FakeAnthropic(answer=" ".join(["word"] * args.words)).start()
-    trees = [("lua", None, "false"), ("sidecar", None, "true")]
+    trees = [
+        ("lua", None, "false", IN_SESSION),
+        ("lua-no-session", None, "false", HEADERS),
+        ("sidecar", None, "true", IN_SESSION),
+    ]
     if args.before:
-        trees += [("before", args.before, "false"), ("before+log_tokens", args.before, "true")]
+        trees += [
+            ("before", args.before, "false", IN_SESSION),
+            ("before+log_tokens", args.before, "true", IN_SESSION),
+        ]
     workdir = Path(tempfile.mkdtemp(prefix="usage-bench-"))
     gateways = {}
     health: dict[str, int] = {}
     try:
-        for name, tree, log_tokens in trees:
+        headers = {name: sent for name, *_, sent in trees}
+        for name, tree, log_tokens, _ in trees:
             ports = gateway_ports()
             (workdir / name).mkdir()
             config = CONFIG.format(url=fake.url, log_tokens=log_tokens, **ports)
@@ -91,23 +108,21 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in gateways}
         cpu: dict[str, float] = dict.fromkeys(gateways, 0.0)
         with httpx.Client(timeout=60) as client:
-            for gateway in gateways.values():  # warm up
-                answer_time(client, f"{gateway.url}/v1/messages")
+            for name, gateway in gateways.items():  # warm up
+                answer_time(client, f"{gateway.url}/v1/messages", headers[name])
             for _ in range(args.rounds):
                 for name, gateway in gateways.items():
                     url = f"{gateway.url}/v1/messages"
                     before = process_tree_cpu(gateway.process.pid)
-                    times[name] += [answer_time(client, url) for _ in range(args.requests)]
+                    sent = headers[name]
+                    times[name] += [answer_time(client, url, sent) for _ in range(args.requests)]
                     cpu[name] += process_tree_cpu(gateway.process.pid) - before
         time.sleep(1.5)  # Envoy flushes its access log about once a second
         counted = {
             name: sum(1 for e in g.log_lines() if isinstance(e.get("cost_usd"), int | float))
             for name, g in gateways.items()
         }
-        session_cost = {
-            name: httpx.get(f"http://127.0.0.1:{port}/sessions/{SESSION}").json()["cost_usd"]
-            for name, port in health.items()
-        }
+        session_cost = {name: session_cost_at(port) for name, port in health.items()}
     finally:
         for gateway in gateways.values():
             stop_gateway(gateway)

@@ -1,5 +1,6 @@
 """The real Claude Code, interactive in tmux, run by `extproc claude`: its status line shows
-the gateway's decision for the session, and follows it when a later turn goes elsewhere."""
+the gateway's decision for the session, follows it when a later turn goes elsewhere, and
+counts the cost of an Anthropic-format answer, which only Envoy reads."""
 
 from __future__ import annotations
 
@@ -53,8 +54,10 @@ def test_the_status_line_shows_the_routed_model_and_follows_a_later_turn(
         assert first.startswith(f"→ gpt-4.1 · {route} · router ") and first.endswith(" ms")
 
         terminal.paste("the quick brown fox jumps over the lazy dog " * 1400)
-        later = status_line(terminal.wait_for("→ claude-sonnet-4-5"))
-        assert later == "→ claude-sonnet-4-5 · big pastes"
+        # The Anthropic-format answer is priced in Envoy, which reports it to the sidecar
+        # (usage.lua): the fake's 12 in, 6 out at $3 and $15 a million, $0.000126.
+        later = status_line(terminal.wait_for("→ claude-sonnet-4-5 · big pastes · "))
+        assert later == "→ claude-sonnet-4-5 · big pastes · <$0.01 this session"
     finally:
         terminal.close()
     statusline_gateway.wait_log(lambda e: e.get("source") == "rule")
