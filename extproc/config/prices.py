@@ -60,15 +60,22 @@ class PriceRow:
 _ANTHROPIC = "https://platform.claude.com/docs/en/about-claude/pricing"
 _DEEPSEEK = "https://api-docs.deepseek.com/quick_start/pricing"
 _READ = "2026-12-07"
-# The other providers' own pricing pages were not among the search tools' pages. These
-# rows hold the figures on which two price files, maintained apart from each other, agree
-# (each read from the package on PyPI); a family on which they differ, or that only one
-# lists, stays unknown.
+# The other providers' own pricing pages were not among the search tools' pages (OpenAI's
+# only in a transcription, older than these prices). These rows hold the figures on which
+# two price files, maintained apart from each other, agree (each read from its package on
+# PyPI); a family on which they differ, or that only one lists, stays unknown.
 _TWO_FILES = (
     "LiteLLM 1.110.2 model_prices_and_context_window_backup.json, agreeing with "
     "pydantic genai-prices 0.2.5 (prices in force on 2026-12-07)"
 )
-_COPILOT_TOO = f"{_TWO_FILES} and with GitHub Docs' Copilot models-and-pricing.yml"
+_COPILOT = "GitHub Docs' Copilot models-and-pricing.yml"
+_COPILOT_TOO = f"{_TWO_FILES} and with {_COPILOT}"
+# A transcription of OpenAI's pricing page (its Standard tab) kept in a public repository.
+_OPENAI_PAGE = (
+    "OpenAI's pricing page as transcribed on 2026-02-07 in karstenheld3/SharePoint-GPT-Middleware"
+)
+_OPENAI_PAGE_TOO = f"{_TWO_FILES} and with {_OPENAI_PAGE}"
+_BOTH_PAGES = f"{_TWO_FILES}, with {_COPILOT} and with {_OPENAI_PAGE}"
 
 
 def _no_write_charge(input: float, output: float, cache_read: float, source: str) -> Price:
@@ -92,8 +99,8 @@ PRICES: tuple[PriceRow, ...] = (
     PriceRow("ollama", "*", Price(0, 0, 0, 0, "runs locally: no per-token charge", _READ)),
     # OpenAI: the prices up to 272k input tokens (GPT-5.4 and later cost more above).
     # The pro models list no cached-input price: a cached token costs what input does.
-    PriceRow("openai", "gpt-5-pro*", _no_write_charge(15, 120, 15, _TWO_FILES)),
-    PriceRow("openai", "gpt-5.2-pro*", _no_write_charge(21, 168, 21, _TWO_FILES)),
+    PriceRow("openai", "gpt-5-pro*", _no_write_charge(15, 120, 15, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-5.2-pro*", _no_write_charge(21, 168, 21, _OPENAI_PAGE_TOO)),
     PriceRow("openai", "gpt-5.[45]-pro*", _no_write_charge(30, 180, 30, _TWO_FILES)),
     PriceRow("openai", "gpt-5*-pro*", None),
     # GPT-5.6 charges for cache writes (the Responses API's `cache_write_tokens`).
@@ -108,28 +115,28 @@ PRICES: tuple[PriceRow, ...] = (
     PriceRow("openai", "gpt-5.4", _no_write_charge(2.5, 15, 0.25, _COPILOT_TOO)),
     PriceRow("openai", "gpt-5.4-[0-9]*", _no_write_charge(2.5, 15, 0.25, _COPILOT_TOO)),
     PriceRow("openai", "gpt-5.3-codex*", _no_write_charge(1.75, 14, 0.175, _COPILOT_TOO)),
-    PriceRow("openai", "gpt-5.2*", _no_write_charge(1.75, 14, 0.175, _TWO_FILES)),
-    PriceRow("openai", "gpt-5.1-codex-mini*", _no_write_charge(0.25, 2, 0.025, _TWO_FILES)),
-    PriceRow("openai", "gpt-5.1*", _no_write_charge(1.25, 10, 0.125, _TWO_FILES)),
-    PriceRow("openai", "gpt-5-mini*", _no_write_charge(0.25, 2, 0.025, _COPILOT_TOO)),
-    PriceRow("openai", "gpt-5-nano*", _no_write_charge(0.05, 0.4, 0.005, _TWO_FILES)),
-    PriceRow("openai", "gpt-5", _no_write_charge(1.25, 10, 0.125, _TWO_FILES)),
+    PriceRow("openai", "gpt-5.2*", _no_write_charge(1.75, 14, 0.175, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-5.1-codex-mini*", _no_write_charge(0.25, 2, 0.025, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-5.1*", _no_write_charge(1.25, 10, 0.125, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-5-mini*", _no_write_charge(0.25, 2, 0.025, _BOTH_PAGES)),
+    PriceRow("openai", "gpt-5-nano*", _no_write_charge(0.05, 0.4, 0.005, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-5", _no_write_charge(1.25, 10, 0.125, _OPENAI_PAGE_TOO)),
     PriceRow("openai", "gpt-5-[0-9]*", _no_write_charge(1.25, 10, 0.125, _TWO_FILES)),
-    PriceRow("openai", "gpt-5-codex*", _no_write_charge(1.25, 10, 0.125, _TWO_FILES)),
-    PriceRow("openai", "gpt-5-chat*", _no_write_charge(1.25, 10, 0.125, _TWO_FILES)),
-    PriceRow("openai", "gpt-4.1-mini*", _no_write_charge(0.4, 1.6, 0.1, _TWO_FILES)),
-    PriceRow("openai", "gpt-4.1-nano*", _no_write_charge(0.1, 0.4, 0.025, _TWO_FILES)),
-    PriceRow("openai", "gpt-4.1*", _no_write_charge(2, 8, 0.5, _TWO_FILES)),
-    PriceRow("openai", "o1-pro*", _no_write_charge(150, 600, 150, _TWO_FILES)),
-    PriceRow("openai", "o1", _no_write_charge(15, 60, 7.5, _TWO_FILES)),
+    PriceRow("openai", "gpt-5-codex*", _no_write_charge(1.25, 10, 0.125, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-5-chat*", _no_write_charge(1.25, 10, 0.125, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-4.1-mini*", _no_write_charge(0.4, 1.6, 0.1, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-4.1-nano*", _no_write_charge(0.1, 0.4, 0.025, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "gpt-4.1*", _no_write_charge(2, 8, 0.5, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "o1-pro*", _no_write_charge(150, 600, 150, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "o1", _no_write_charge(15, 60, 7.5, _OPENAI_PAGE_TOO)),
     PriceRow("openai", "o1-[0-9]*", _no_write_charge(15, 60, 7.5, _TWO_FILES)),
-    PriceRow("openai", "o3-pro*", _no_write_charge(20, 80, 20, _TWO_FILES)),
-    PriceRow("openai", "o3-mini*", _no_write_charge(1.1, 4.4, 0.55, _TWO_FILES)),
-    PriceRow("openai", "o3-deep-research*", _no_write_charge(10, 40, 2.5, _TWO_FILES)),
-    PriceRow("openai", "o3", _no_write_charge(2, 8, 0.5, _TWO_FILES)),
+    PriceRow("openai", "o3-pro*", _no_write_charge(20, 80, 20, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "o3-mini*", _no_write_charge(1.1, 4.4, 0.55, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "o3-deep-research*", _no_write_charge(10, 40, 2.5, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "o3", _no_write_charge(2, 8, 0.5, _OPENAI_PAGE_TOO)),
     PriceRow("openai", "o3-[0-9]*", _no_write_charge(2, 8, 0.5, _TWO_FILES)),
-    PriceRow("openai", "o4-mini-deep-research*", _no_write_charge(2, 8, 0.5, _TWO_FILES)),
-    PriceRow("openai", "o4-mini*", _no_write_charge(1.1, 4.4, 0.275, _TWO_FILES)),
+    PriceRow("openai", "o4-mini-deep-research*", _no_write_charge(2, 8, 0.5, _OPENAI_PAGE_TOO)),
+    PriceRow("openai", "o4-mini*", _no_write_charge(1.1, 4.4, 0.275, _OPENAI_PAGE_TOO)),
     # Gemini: the prices up to 200k input tokens; a cache read at the context-caching price
     # (its storage per hour, for an explicit cache, is not counted). The `-latest` aliases
     # move to newer models, so they have no row.
