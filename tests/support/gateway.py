@@ -212,7 +212,7 @@ llm_providers:
     provider_interface: openai-chat
     access_key: $TEST_OPENAI_KEY
     max_tokens: 8192
-    price: {{input: 2, output: 8, cache_read: 0.5}}
+    price: {{input: 1, output: 4, cache_read: 0.25}}
   - model: openai/o4-mini
     base_url: {openai_url}/v1
     provider_interface: openai-chat
