@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.support.fake_anthropic import echoed, write_chunked
-from tests.support.fake_server import FakeServer, send_json
+from tests.support.fake_server import FakeServer, openai_failure, send_json
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -162,6 +162,9 @@ def chunks(model: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
 @dataclass(kw_only=True)
 class FakeOpenAI(FakeServer):
     expected_key: str
+
+    def failure_body(self, status: int) -> bytes:
+        return openai_failure(status)
 
     @staticmethod
     def _json(

@@ -1,4 +1,5 @@
-"""What the fake providers share: a threaded HTTP/1.1 server that records every request."""
+"""What the fake providers share: a threaded HTTP/1.1 server that records every request, and
+the ways a provider fails before answering (`failure`), which failover is tested against."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Literal, Self
+
+Failure = Literal["429", "503", "529", "silent"]
+"""How a fake told to fail answers every request: that status with its provider's own error
+body (429 with `retry-after`), or, `silent`, not at all (the connection stays open)."""
 
 
 @dataclass
@@ -41,6 +46,28 @@ class FakeServer:
     host: str = "127.0.0.1"
     """Where it listens: the loopback, or the host's side of a container network that a test
     made (tests/e2e/test_docker.py)."""
+    failure: Failure | None = None
+    """Set to make every later request fail this way (the request is still recorded)."""
+    retry_after: str = "7"
+    """The `retry-after` of a 429 failure, in seconds."""
+    released: threading.Event = field(default_factory=threading.Event)
+    """Set by `stop`: ends the waits of requests a silent fake holds."""
+
+    def failure_body(self, status: int) -> bytes:
+        """The provider's own error body for `status` (429, 503, 529)."""
+        raise NotImplementedError
+
+    def fail(self, handler: BaseHTTPRequestHandler, failure: Failure) -> None:
+        if failure == "silent":
+            self.released.wait()
+            return
+        status = int(failure)
+        headers = {"retry-after": self.retry_after} if status == 429 else {}
+        send_json(handler, status, self.failure_body(status), headers)
+
+    def refuse_connections(self) -> None:
+        """Stop listening: from now on a connection to `url` is refused (nothing listens)."""
+        self.stop()
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         raise NotImplementedError
@@ -59,7 +86,10 @@ class FakeServer:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 fake.received.append(Received(self.command, self.path, headers, body))
-                fake.respond(self, body)
+                if fake.failure is not None:
+                    fake.fail(self, fake.failure)
+                else:
+                    fake.respond(self, body)
 
             do_GET = do_HEAD = do_POST = handle_request
 
@@ -77,5 +107,21 @@ class FakeServer:
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+OPENAI_FAILURES = {
+    429: ("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
+    503: ("The server is overloaded or not ready yet.", "server_error", None),
+}
+"""A failing OpenAI's message, type and code, by status (OpenAI's error codes guide,
+https://platform.openai.com/docs/guides/error-codes: 429 rate limit, 503 overloaded)."""
+
+
+def openai_failure(status: int) -> bytes:
+    """OpenAI's error body for a 429 or 503; no OpenAI-format API answers 529."""
+    message, kind, code = OPENAI_FAILURES[status]
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return json.dumps({"error": error}).encode()
