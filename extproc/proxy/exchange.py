@@ -49,6 +49,9 @@ READ_HEADERS = (
     LOCAL_REPLY_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
+UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path")
+"""What a failover attempt's handler reads: the client's path is in x-envoy-original-path
+once the downstream exchange rewrote it."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
 MODEL_NAME_MAX = 256
