@@ -25,7 +25,13 @@ from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
-from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
+from extproc.providers.upstream import (
+    CLUSTER_HEADER,
+    AuthChange,
+    auth_change,
+    cluster_name,
+    upstream_path,
+)
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.wire import Phase
@@ -134,6 +140,96 @@ def rewrite_model(
         return [encode_request_json({**full_body(raw), "model": model})]
     start, end = span
     return [bytes(raw[:start]), orjson.dumps(model), memoryview(raw)[end:]]
+
+
+@dataclass
+class ProviderRequest:
+    """The client's request as one provider takes it: what Envoy sends in its place."""
+
+    body: replies.Body | None
+    """None: the body as it came."""
+    headers: dict[str, str]
+    remove: tuple[str, ...]
+    add_if_absent: dict[str, str] | None
+    translation: ResponseTranslation | None
+    """How to translate the answer back, for a provider that speaks another API."""
+
+
+def provider_request(
+    config: Config,
+    provider: Provider,
+    auth: AuthChange,
+    raw: bytes | memoryview,
+    body: dict[str, Any],
+    span: Span | None,
+    client_path: str,
+    effort: str | None,
+    *,
+    keep_anthropic_headers: bool = False,
+) -> ProviderRequest:
+    """The rewrite of a Messages request for `provider`: model, path, credentials (`auth`),
+    reasoning effort, another provider's thinking blocks dropped, translation. Both the
+    downstream exchange and a failover attempt (extproc/proxy/attempt.py) use it.
+
+    `keep_anthropic_headers`: a translated request keeps the client's anthropic-* headers
+    (a failover attempt: its removal would reach a later Anthropic-format candidate too).
+    """
+    effortful = with_effort(full_body(raw), effort) if effort else None
+    translation = None
+    add_if_absent = None
+    if provider.interface == "anthropic":
+        if effortful is None:
+            new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: same
+        else:  # written whole, as a body with another provider's thinking blocks is
+            cleaned = without_foreign_thinking(effortful) or effortful
+            new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
+        changes: dict[str, str] = {}
+        removed: tuple[str, ...] = ()
+        add_if_absent = {"anthropic-version": "2023-06-01"}
+    else:
+        translated, translation = translate(config, effortful or full_body(raw), provider)
+        new_body = [translated]
+        # We read this response, so ask for it uncompressed; Anthropic headers mean
+        # nothing to an OpenAI-style API and stay with us.
+        changes = {"content-type": "application/json", "accept-encoding": "identity"}
+        removed = () if keep_anthropic_headers else ("anthropic-version", "anthropic-beta")
+    headers = {
+        ":path": upstream_path(provider, client_path),
+        # Envoy's convention for a rewritten path: the access log shows the client's.
+        "x-envoy-original-path": client_path,
+        **changes,
+        **auth.set,
+    }
+    length: tuple[str, ...] = ()
+    if new_body is not None:
+        headers["content-length"] = str(sum(map(len, new_body)))
+        length = ("content-length",)
+    return ProviderRequest(
+        new_body, headers, (*length, *auth.remove, *removed), add_if_absent, translation
+    )
+
+
+def translate(
+    config: Config, body: dict[str, Any], provider: Provider
+) -> tuple[bytes, ResponseTranslation]:
+    """Anthropic Messages → Chat Completions or Responses, and how to translate the answer."""
+    try:
+        translator = translator_for(
+            provider.interface,
+            body,
+            upstream_model=provider.upstream_model,
+            contract=provider.contract,
+            max_tokens_cap=provider.max_tokens,
+            entry=provider.name,
+            base_url=provider.base_url,
+            access_key=provider.access_key,
+        )
+        translated = translator.request(body)
+    except TranslationError as exc:
+        raise GatewayError(exc.error_type, exc.message) from None
+    return translated, ResponseTranslation(
+        translator, bool(body.get("stream")), whole_max=config.listener.max_body_bytes
+    )
 
 
 class Exchange:
@@ -248,70 +344,24 @@ class Exchange:
             decision.source,
             f", route {decision.route}" if decision.route else "",
         )
-        auth = auth_change(provider)
-        effort = decision.reasoning_effort
-        effortful = with_effort(full_body(raw), effort) if effort and not counting else None
-        if provider.interface == "anthropic":
-            if effortful is None:
-                new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: same
-            else:  # written whole, as a body with another provider's thinking blocks is
-                cleaned = without_foreign_thinking(effortful) or effortful
-                new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
-            changes: dict[str, str] = {}
-            removed: tuple[str, ...] = ()
-        elif counting:
+        if counting and provider.interface != "anthropic":
             self.finished = True
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, decision.metadata(), self.namespace)
-        else:
-            new_body = [self.translate(effortful or full_body(raw), provider)]
-            # We read this response, so ask for it uncompressed; Anthropic headers mean
-            # nothing to an OpenAI-style API and stay with us.
-            changes = {"content-type": "application/json", "accept-encoding": "identity"}
-            removed = ("anthropic-version", "anthropic-beta")
-        headers = {
-            CLUSTER_HEADER: cluster_name(runtime.config, provider),
-            ":path": upstream_path(provider, self.path),
-            # Envoy's convention for a rewritten path: the access log shows the client's.
-            "x-envoy-original-path": self.path,
-            **changes,
-            **auth.set,
-        }
-        length: tuple[str, ...] = ()
-        if new_body is not None:
-            headers["content-length"] = str(sum(map(len, new_body)))
-            length = ("content-length",)
+        effort = None if counting else decision.reasoning_effort
+        rewrite = provider_request(
+            runtime.config, provider, auth_change(provider), raw, body, span, self.path, effort
+        )
+        self.translation = rewrite.translation
         self.finished = self.translation is None and not runtime.config.listener.log_tokens
         mutation = replies.header_mutation(
-            headers,
-            (*length, *auth.remove, *removed),
-            add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
+            {CLUSTER_HEADER: cluster_name(runtime.config, provider), **rewrite.headers},
+            rewrite.remove,
+            add_if_absent=rewrite.add_if_absent,
         )
-        return replies.route_request_body(mutation, new_body, decision.metadata(), self.namespace)
-
-    def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
-        """Anthropic Messages → Chat Completions or Responses, remembering how to translate
-        the answer."""
-        try:
-            translator = translator_for(
-                provider.interface,
-                body,
-                upstream_model=provider.upstream_model,
-                contract=provider.contract,
-                max_tokens_cap=provider.max_tokens,
-                entry=provider.name,
-                base_url=provider.base_url,
-                access_key=provider.access_key,
-            )
-            translated = translator.request(body)
-        except TranslationError as exc:
-            raise GatewayError(exc.error_type, exc.message) from None
-        self.translation = ResponseTranslation(
-            translator,
-            bool(body.get("stream")),
-            whole_max=self.runtime.config.listener.max_body_bytes,
+        return replies.route_request_body(
+            mutation, rewrite.body, decision.metadata(), self.namespace
         )
-        return translated
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
