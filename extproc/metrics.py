@@ -39,6 +39,14 @@ class Metrics:
             ("provider", "status"),
             registry=self.registry,
         )
+        self.failovers = Counter(
+            "extproc_failovers",
+            "Requests that moved on from a candidate, by that candidate's entry and why: its "
+            "status, context_too_long, or unseen (no answer the sidecar read: a refused or "
+            "silent provider, or a native head, whose answer goes past the sidecar).",
+            ("provider", "reason"),
+            registry=self.registry,
+        )
         self.open_streams = Gauge(
             "extproc_open_streams", "ext_proc streams open now.", registry=self.registry
         )

@@ -441,6 +441,21 @@ def _at_concurrency_limit() -> dict[str, Any]:
     return {"or_filter": {"filters": [_flag_in("UO"), overflow_details]}}
 
 
+def _with_retry_after(config: Config, mapper: dict[str, Any]) -> dict[str, Any]:
+    """With failover, `mapper` also carries the soonest retry-after that the chain's failed
+    answers gave (the failover attempts write it, extproc/proxy/attempt.py): the last
+    candidate got no answer, the client still learns when to come back. Envoy leaves an
+    empty value out."""
+    if not chains(config):
+        return mapper
+    value = f"%DYNAMIC_METADATA({config.sidecar.metadata_namespace}:retry_after)%"
+    retry_after = {
+        "header": {"key": "retry-after", "value": value},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+    return {**mapper, "headers_to_add": [*mapper["headers_to_add"], retry_after]}
+
+
 def local_replies(config: Config) -> dict[str, Any]:
     """Envoy's own error replies in Anthropic's format, so SDKs and Claude Code show why.
 
@@ -478,10 +493,13 @@ def local_replies(config: Config) -> dict[str, Any]:
                 "The gateway has no address for the provider: its DNS lookup failed or has "
                 "not answered yet (%UPSTREAM_CLUSTER%, %RESPONSE_CODE_DETAILS%)",
             ),
-            _anthropic_reply(
-                _flag_in("UF", "DF", "URX", "UC", "UPE"),
-                "api_error",
-                f"The gateway could not reach the provider {details}",
+            _with_retry_after(
+                config,
+                _anthropic_reply(
+                    _flag_in("UF", "DF", "URX", "UC", "UPE"),
+                    "api_error",
+                    f"The gateway could not reach the provider {details}",
+                ),
             ),
             # A translated answer that is not streamed is buffered whole, up to the route's
             # limit; past it Envoy answers 500 in place of the provider's answer.

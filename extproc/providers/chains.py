@@ -27,6 +27,9 @@ CHAIN_HEADER = "x-extproc-chain"
 FAILOVER_HEADER = "x-extproc-failover"
 """Set by the sidecar on a provider's answer that should move to the next candidate although
 its status alone would not (a context-too-long 400); the chain routes retry on it."""
+CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA = "chain", "head", "effort"
+"""What the downstream exchange tells each failover attempt, in the decision's dynamic
+metadata: the chain header's value, the head's entry, the decided reasoning effort."""
 FAILOVER_PREFIX = "fo__"
 NATIVE_PREFIX = "p__"
 STREAMED = ";stream"
@@ -65,9 +68,10 @@ def slots(config: Config, chain: tuple[Provider, ...]) -> tuple[str, ...]:
 
 def chain_of(config: Config, routed: Provider, chosen: Provider) -> tuple[Provider, ...]:
     """The chain of a request routed to `routed` and, after the capability check, sent to
-    `chosen`: `chosen` and the candidates of `routed` after it."""
+    `chosen`: `chosen` and the candidates of `routed` after it (`chosen` alone without
+    failover)."""
     names = [p.name for p in config.candidates(routed)]
-    if chosen.name not in names:
+    if not config.listener.failover or chosen.name not in names:
         return (chosen,)
     return config.candidates(routed)[names.index(chosen.name) :]
 

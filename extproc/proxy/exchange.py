@@ -12,7 +12,8 @@ import asyncio
 import hmac
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -25,6 +26,14 @@ from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
+from extproc.providers.chains import (
+    CHAIN_HEADER,
+    CHAIN_METADATA,
+    EFFORT_METADATA,
+    HEAD_METADATA,
+    chain_of,
+    chain_value,
+)
 from extproc.providers.upstream import (
     CLUSTER_HEADER,
     AuthChange,
@@ -55,15 +64,16 @@ READ_HEADERS = (
     LOCAL_REPLY_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
-UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path")
+UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path", "retry-after")
 """What a failover attempt's handler reads: the client's path is in x-envoy-original-path
-once the downstream exchange rewrote it."""
+once the downstream exchange rewrote it; a failed answer's retry-after."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
 MODEL_NAME_MAX = 256
 # `model` as the body's first key: its value (group 1) and what follows it (group 2).
 _MODEL_FIRST = re.compile(rb'\s*\{\s*"model"\s*:\s*("(?:[^"\\]|\\.)*")\s*([,}])\s*')
 Span = tuple[int, int]
+FailureHook = Callable[[Provider, str, float | None], None]
 
 
 @dataclass
@@ -77,6 +87,10 @@ class Runtime:
     token_stages: tuple[Stage, ...]
     """Decision stages for count_tokens: never worth a router call."""
     metrics: Metrics
+    attempt_failed: FailureHook = field(default=lambda entry, reason, retry_after: None)
+    """Called when a candidate's attempt failed (extproc/proxy/attempt.py), with its
+    provider entry, the reason (its status, `context_too_long`, or `unseen`) and its
+    retry-after in seconds: where a cooldown table learns which providers fail."""
 
 
 def _is_foreign_thinking(block: Any) -> bool:
@@ -246,6 +260,11 @@ class Exchange:
         """Envoy needs nothing more from the sidecar for this request: the server then ends
         the gRPC stream, and Envoy carries on without it (a sidecar crash can't cut it)."""
 
+    @property
+    def body_due(self) -> bool:
+        """The next message is a Messages request's body: the server reads it within budget."""
+        return bool(self.headers) and self.is_messages and self.decision is None
+
     async def handle(self, message: Phase) -> bytes:
         """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
         if message.name == "request_headers":
@@ -329,8 +348,8 @@ class Exchange:
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = runtime.token_stages if counting else runtime.stages
         request = Request(model, body, self.path_only, self.headers, len(raw))
-        decision = await decide(runtime.config, request, stages)
-        decision = capability.choose(runtime.config, decision, request.facts.needs)
+        routed = await decide(runtime.config, request, stages)
+        decision = capability.choose(runtime.config, routed, request.facts.needs)
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -349,6 +368,9 @@ class Exchange:
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, decision.metadata(), self.namespace)
         effort = None if counting else decision.reasoning_effort
+        chain = () if counting else chain_of(runtime.config, routed.provider, provider)
+        if len(chain) > 1:
+            return self.send_on_chain(raw, body, span, chain, effort)
         rewrite = provider_request(
             runtime.config, provider, auth_change(provider), raw, body, span, self.path, effort
         )
@@ -362,6 +384,45 @@ class Exchange:
         return replies.route_request_body(
             mutation, rewrite.body, decision.metadata(), self.namespace
         )
+
+    def send_on_chain(
+        self,
+        raw: bytes | memoryview,
+        body: dict[str, Any],
+        span: Span | None,
+        chain: tuple[Provider, ...],
+        effort: str | None,
+    ) -> bytes:
+        """Send the request on its failover chain's route (providers/chains.py).
+
+        A native head is rewritten here, as without failover: a request that never fails
+        over costs what it did, and its answer does not wait on the sidecar. A translated
+        head is left as the client sent it: Envoy keeps that body for each attempt, and its
+        `fo__` slot's upstream handler translates it (a translated body would be of no use
+        to a later Anthropic-format candidate).
+        """
+        assert self.decision is not None
+        config = self.runtime.config
+        head = chain[0]
+        chain_header = {CHAIN_HEADER: chain_value(config, chain, body.get("stream") is True)}
+        decided = {
+            **self.decision.metadata(),
+            CHAIN_METADATA: chain_header[CHAIN_HEADER],
+            HEAD_METADATA: head.name,
+            EFFORT_METADATA: effort or "",
+        }
+        self.finished = not config.listener.log_tokens
+        if head.interface != "anthropic":
+            auth_change(head)  # a key it lacks is refused here, as without failover
+            mutation = replies.header_mutation(chain_header)
+            return replies.route_request_body(mutation, None, decided, self.namespace)
+        rewrite = provider_request(
+            config, head, auth_change(head), raw, body, span, self.path, effort
+        )
+        mutation = replies.header_mutation(
+            {**chain_header, **rewrite.headers}, rewrite.remove, add_if_absent=rewrite.add_if_absent
+        )
+        return replies.route_request_body(mutation, rewrite.body, decided, self.namespace)
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
@@ -466,6 +527,8 @@ class _RoutingFields(msgspec.Struct):
     system: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     thinking: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     max_tokens: Any = msgspec.UNSET
+    stream: Any = msgspec.UNSET
+    """Picks the failover route: only a streamed answer's headers come before it is written."""
 
 
 _ROUTING_FIELDS = msgspec.json.Decoder(_RoutingFields)

@@ -39,18 +39,35 @@ class Phase:
     body: bytes | memoryview = b""
     """A view into the received message: a body of megabytes is not copied to be read."""
     end_of_stream: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+    """The string attributes Envoy sent (`xds.cluster_name` for a failover attempt)."""
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Dynamic metadata forwarded to the sidecar, by namespace: its string values."""
 
 
 def decode_request(raw: bytes) -> Phase:
-    """The phase, headers or body, and end_of_stream of a ProcessingRequest.
+    """The phase, headers or body, end_of_stream, attributes and metadata of a
+    ProcessingRequest.
 
     Raises ValueError (or IndexError) on bytes that are not a protobuf message.
     """
+    phase = Phase("")
     for number, start, end in _fields(raw, 0, len(raw)):
-        name = PHASES.get(number)
-        if name is None or end < 0:
+        if end < 0:
             continue
-        phase = Phase(name)
+        if number == _METADATA_CONTEXT:
+            for entry, a, b in _fields(raw, start, end):
+                if entry == 1 and b >= 0:
+                    key, fields = _struct_entry(raw, a, b)
+                    phase.metadata[key] = fields
+            continue
+        if number == _ATTRIBUTES:
+            phase.attributes.update(_struct_entry(raw, start, end)[1])
+            continue
+        name = PHASES.get(number)
+        if name is None:
+            continue
+        phase.name = name
         for inner, a, b in _fields(raw, start, end):
             if b < 0:
                 if (inner == 3 and number < 4) or (inner == 2 and number >= 4):
@@ -59,8 +76,41 @@ def decode_request(raw: bytes) -> Phase:
                 phase.headers = _header_map(raw, a, b)
             elif inner == 1:
                 phase.body = memoryview(raw)[a:b]
-        return phase
-    return Phase("")
+    return phase
+
+
+_METADATA_CONTEXT, _ATTRIBUTES = 8, 9
+"""ProcessingRequest's metadata_context (Metadata{filter_metadata=1: map<string, Struct>})
+and attributes (map<string, Struct>), sent to the upstream filter of failover attempts."""
+
+
+def _struct_entry(buf: bytes, start: int, end: int) -> tuple[str, dict[str, str]]:
+    """A map<string, Struct> entry: its key and the Struct's string values (others left out)."""
+    key = ""
+    fields: dict[str, str] = {}
+    for number, a, b in _fields(buf, start, end):
+        if number == 1 and b >= 0:
+            key = buf[a:b].decode("utf-8", "replace")
+        elif number == 2 and b >= 0:
+            for field_number, s, e in _fields(buf, a, b):
+                if field_number == 1 and e >= 0:
+                    name, value = _string_value(buf, s, e)
+                    if value is not None:
+                        fields[name] = value
+    return key, fields
+
+
+def _string_value(buf: bytes, start: int, end: int) -> tuple[str, str | None]:
+    """A Struct's map entry {key=1, value=2: Value{string_value=3}}: its key and string."""
+    name, value = "", None
+    for number, a, b in _fields(buf, start, end):
+        if number == 1 and b >= 0:
+            name = buf[a:b].decode("utf-8", "replace")
+        elif number == 2 and b >= 0:
+            for inner, s, e in _fields(buf, a, b):
+                if inner == 3 and e >= 0:
+                    value = buf[s:e].decode("utf-8", "replace")
+    return name, value
 
 
 def _header_map(buf: bytes, start: int, end: int) -> dict[str, str]:

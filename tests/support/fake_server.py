@@ -3,7 +3,9 @@ the ways a provider fails before answering (`failure`), which failover is tested
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +53,7 @@ class FakeServer:
     retry_after: str = "7"
     """The `retry-after` of a 429 failure, in seconds."""
     released: threading.Event = field(default_factory=threading.Event)
+    connections: set[socket.socket] = field(default_factory=set)
     """Set by `stop`: ends the waits of requests a silent fake holds."""
 
     def failure_body(self, status: int) -> bytes:
@@ -66,8 +69,12 @@ class FakeServer:
         send_json(handler, status, self.failure_body(status), headers)
 
     def refuse_connections(self) -> None:
-        """Stop listening: from now on a connection to `url` is refused (nothing listens)."""
+        """Stop listening and close the connections open now (a client's pool may hold
+        some): a connection to `url` is refused, as nothing listens, until `start`."""
         self.stop()
+        for connection in list(self.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         raise NotImplementedError
@@ -82,6 +89,14 @@ class FakeServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                fake.connections.add(self.connection)
+
+            def finish(self) -> None:
+                fake.connections.discard(self.connection)
+                super().finish()
+
             def handle_request(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -93,7 +108,10 @@ class FakeServer:
 
             do_GET = do_HEAD = do_POST = handle_request
 
-        self.server = ThreadingHTTPServer((self.host, 0), Handler)
+        # Started again after refuse_connections: on the same port, which configs name.
+        port = self.server.server_address[1] if hasattr(self, "server") else 0
+        self.released = threading.Event()
+        self.server = ThreadingHTTPServer((self.host, port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
