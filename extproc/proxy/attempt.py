@@ -30,7 +30,13 @@ from extproc.providers.chains import (
 )
 from extproc.providers.upstream import CLIENT_AUTH_HEADERS, AuthChange, auth_change
 from extproc.proxy import replies
-from extproc.proxy.exchange import Exchange, Runtime, _parse_body, provider_request
+from extproc.proxy.exchange import (
+    ANTHROPIC_HEADERS,
+    Exchange,
+    Runtime,
+    _parse_body,
+    provider_request,
+)
 from extproc.proxy.wire import Phase
 
 log = logging.getLogger("extproc")
@@ -88,6 +94,8 @@ class Attempt(Exchange):
         self.held_status = 0
         """A 400 whose body is read (its headers held) to tell a context-too-long one."""
         self.client_headers: dict[str, str] = {}
+        self.client_anthropic: dict[str, str] = {}
+        """The client's anthropic-* headers, as they came or as an earlier attempt kept them."""
 
     @property
     def body_due(self) -> bool:
@@ -118,6 +126,11 @@ class Attempt(Exchange):
         self.slots = decided.get(CHAIN_METADATA, "").removesuffix(STREAMED).split(",")
         self.effort = decided.get(EFFORT_METADATA) or None
         self.retry_after = _seconds(decided.get(RETRY_AFTER, ""))
+        self.client_anthropic = {
+            name: value
+            for name in ANTHROPIC_HEADERS
+            if (value := self.headers.get(name) or decided.get(_client_key(name)))
+        }
         position = self.slots.index(self.slot) if self.slot in self.slots else 0
         head = config.provider_named(decided.get(HEAD_METADATA, ""))
         earlier = [slot_provider(config, s) for s in self.slots[1:position]]
@@ -159,15 +172,21 @@ class Attempt(Exchange):
             span,
             self.path,
             self.effort,
-            keep_anthropic_headers=True,
         )
         self.translation = rewrite.translation
+        # A translated attempt removes the client's anthropic-* headers, for this attempt and
+        # the next ones: they are kept in the metadata, and a native attempt restores them.
+        restored = self.client_anthropic if candidate.interface == "anthropic" else {}
         mutation = replies.header_mutation(
-            rewrite.headers, rewrite.remove, add_if_absent=rewrite.add_if_absent
+            {**restored, **rewrite.headers}, rewrite.remove, add_if_absent=rewrite.add_if_absent
         )
-        answered_by = {"provider": candidate.name, "routed_model": candidate.model}
+        fields = {
+            "provider": candidate.name,
+            "routed_model": candidate.model,
+            **{_client_key(name): value for name, value in self.client_anthropic.items()},
+        }
         return replies.route_request_body(
-            mutation, rewrite.body, answered_by, self.namespace, clear_route_cache=False
+            mutation, rewrite.body, fields, self.namespace, clear_route_cache=False
         )
 
     def on_answer_headers(self, headers: dict[str, str]) -> bytes:
@@ -225,3 +244,7 @@ class Attempt(Exchange):
 
 def _failure_key(slot: str) -> str:
     return f"failed:{slot}"
+
+
+def _client_key(header: str) -> str:
+    return f"client:{header}"

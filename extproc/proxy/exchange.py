@@ -64,9 +64,11 @@ READ_HEADERS = (
     LOCAL_REPLY_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
-UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path", "retry-after")
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path", "retry-after", *ANTHROPIC_HEADERS)
 """What a failover attempt's handler reads: the client's path is in x-envoy-original-path
-once the downstream exchange rewrote it; a failed answer's retry-after."""
+once the downstream exchange rewrote it; a failed answer's retry-after; the client's
+anthropic-* headers, which a translated attempt removes and a later native one restores."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
 MODEL_NAME_MAX = 256
@@ -178,15 +180,10 @@ def provider_request(
     span: Span | None,
     client_path: str,
     effort: str | None,
-    *,
-    keep_anthropic_headers: bool = False,
 ) -> ProviderRequest:
     """The rewrite of a Messages request for `provider`: model, path, credentials (`auth`),
     reasoning effort, another provider's thinking blocks dropped, translation. Both the
     downstream exchange and a failover attempt (extproc/proxy/attempt.py) use it.
-
-    `keep_anthropic_headers`: a translated request keeps the client's anthropic-* headers
-    (a failover attempt: its removal would reach a later Anthropic-format candidate too).
     """
     effortful = with_effort(full_body(raw), effort) if effort else None
     translation = None
@@ -206,7 +203,7 @@ def provider_request(
         # We read this response, so ask for it uncompressed; Anthropic headers mean
         # nothing to an OpenAI-style API and stay with us.
         changes = {"content-type": "application/json", "accept-encoding": "identity"}
-        removed = () if keep_anthropic_headers else ("anthropic-version", "anthropic-beta")
+        removed = ANTHROPIC_HEADERS
     headers = {
         ":path": upstream_path(provider, client_path),
         # Envoy's convention for a rewritten path: the access log shows the client's.

@@ -189,7 +189,7 @@ def test_a_context_too_long_400_moves_on_to_the_next_candidate(gateway, fakes):
     [served] = fakes["sonnet"].received
     assert served.headers["x-api-key"] == SONNET_KEY
     assert OPUS_KEY not in str(served.headers) and OPENAI_KEY not in str(served.headers)
-    attempt = gateway.wait_log(lambda e: e.get("log") == "attempt" and e["status"] == 400)
+    attempt = gateway.wait_log(lambda e: e["status"] == 400, attempts=True)
     assert attempt["candidate"] == "fo__anthropic_claude-opus-4-1"
     assert attempt["failover"] == "context_too_long"
 

@@ -62,20 +62,25 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log_lines(self) -> list[dict[str, Any]]:
+    def log_lines(self, attempts: bool = False) -> list[dict[str, Any]]:
+        """The access log's request lines, or with `attempts` its lines of failed attempts
+        (`"log": "attempt"`, written with failover)."""
         lines = []
         for line in self.access_log.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                lines.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue
+            if (entry.get("log") == "attempt") == attempts:
+                lines.append(entry)
         return lines
 
-    def wait_log(self, predicate, timeout: float = 10.0) -> dict[str, Any]:
-        """The first access-log entry matching `predicate` (Envoy flushes about once a second)."""
+    def wait_log(self, predicate, timeout: float = 10.0, attempts: bool = False) -> dict[str, Any]:
+        """The first access-log entry matching `predicate` (Envoy flushes about once a second);
+        with `attempts`, the first line of a failed attempt."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for entry in self.log_lines():
+            for entry in self.log_lines(attempts):
                 if predicate(entry):
                     return entry
             time.sleep(0.1)
