@@ -9,6 +9,7 @@ from pathlib import Path
 
 from extproc.config import Config, ConfigError, Routing, load
 from extproc.decisions import decision
+from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.routing import Classifier, RouterStage, routes_of
 from extproc.metrics import Metrics
 from extproc.proxy.exchange import Runtime
@@ -17,12 +18,18 @@ from extproc.proxy.server import ExtProcServer
 log = logging.getLogger("extproc")
 
 
-def build_runtime(config: Config, router: RouterStage, metrics: Metrics | None = None) -> Runtime:
+def build_runtime(
+    config: Config,
+    router: RouterStage,
+    metrics: Metrics | None = None,
+    cooldowns: Cooldowns | None = None,
+) -> Runtime:
     return Runtime(
         config=config,
         stages=(*decision.BEFORE_ROUTER, router, *decision.AFTER_ROUTER),
         token_stages=(*decision.BEFORE_ROUTER, *decision.AFTER_ROUTER),
         metrics=metrics or Metrics(),
+        cooldowns=cooldowns or Cooldowns(),
     )
 
 
@@ -75,7 +82,8 @@ class Sidecar:
     """The running sidecar: server, router stage and config, reloadable on SIGHUP.
 
     A reload swaps the runtime the server hands to *new* exchanges; open streams keep
-    the config they started with. The loaded model is kept unless its settings changed.
+    the config they started with. The loaded model is kept unless its settings changed, and
+    the metrics and the cooldown table are kept always.
     """
 
     def __init__(self, config: Config, warn: bool = True, with_envoy: bool = False):
@@ -83,9 +91,10 @@ class Sidecar:
         self.warn = warn
         """Log a reloaded config's warnings (off under `extproc up`, which prints them)."""
         self.metrics = Metrics()
+        self.cooldowns = Cooldowns()
         self.router = RouterStage(config.routing)
         self.loading = asyncio.create_task(load_router(self.router, config))
-        runtime = build_runtime(config, self.router, self.metrics)
+        runtime = build_runtime(config, self.router, self.metrics, self.cooldowns)
         # Under `extproc up`, Envoy's admin port is on this machine's loopback.
         admin = f"127.0.0.1:{config.listener.admin_port}" if with_envoy else None
         self.server = ExtProcServer(runtime, ready=self.loading.done, envoy_admin=admin)
@@ -114,7 +123,7 @@ class Sidecar:
             config = dataclasses.replace(config, sidecar=self.config.sidecar)
         reload_model = model_settings(config.routing) != model_settings(self.config.routing)
         self.router.routing = config.routing
-        self.server.runtime = build_runtime(config, self.router, self.metrics)
+        self.server.runtime = build_runtime(config, self.router, self.metrics, self.cooldowns)
         self.config = config
         if reload_model:
             self.loading = asyncio.create_task(load_router(self.router, config))

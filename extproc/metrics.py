@@ -47,6 +47,12 @@ class Metrics:
             ("provider", "reason"),
             registry=self.registry,
         )
+        self.cooling_skips = Counter(
+            "extproc_cooling_skips",
+            "Requests that went past a provider because it was cooling down after failures.",
+            ("provider",),
+            registry=self.registry,
+        )
         self.open_streams = Gauge(
             "extproc_open_streams", "ext_proc streams open now.", registry=self.registry
         )
@@ -57,6 +63,8 @@ class Metrics:
             self.router_latency.observe(decision.router_ms / 1000)
         if decision.source == "fallback":
             self.fallbacks.labels(_reason(decision.note)).inc()
+        for provider in decision.cooled:
+            self.cooling_skips.labels(provider).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -56,6 +56,7 @@ BOUNDS: dict[str, tuple[int, int | None]] = {
     "listener.idle_timeout_s": (0, 86_400),
     "listener.request_headers_timeout_s": (0, 86_400),
     "listener.failover_timeout_s": (0, 86_400),
+    "listener.cooldown_max_s": (0, 86_400),
     "routing.timeout_ms": (0, 600_000),
 }
 """What each number may be, where more than "not negative": ports that exist, and what Envoy's

@@ -99,6 +99,9 @@ class Listener:
     """How long a streamed request waits for a provider's answer to begin (its response
     headers) before it moves to the next candidate (docs/reliability.md#failover). Not for
     whole answers, whose headers come only once the whole answer is written. 0: no limit."""
+    cooldown_max_s: int = 300
+    """The longest a failing provider rests, skipped by the requests routed to it
+    (extproc.decisions.cooldown); 0: providers never rest."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ only to a model that reads them, Anthropic's server tools only to a model that r
 first candidate that fits gets the request, and the decision's note says why each one before
 it was skipped. When none fits, the chosen model gets it as before, so that the provider's own
 error reaches the user: nothing is ever cut. A fact nobody knows (0, `*`) is not checked.
+A candidate cooling down after failures (`extproc/decisions/cooldown.py`) is skipped the same
+way, with the same kind of note.
 
 The estimate is cheap and local (no tokenizer, no model call): the body's size in bytes, less
 the base64 of its images and PDFs, over `BYTES_PER_TOKEN`, plus a fixed cost per image and
@@ -23,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from extproc.config import Config, Provider
+from extproc.decisions.cooldown import NOT_COOLING, Cooldowns
 from extproc.decisions.decision import Decision
 
 BYTES_PER_TOKEN = 3
@@ -140,21 +143,42 @@ def problem(provider: Provider, needs: Needs) -> str:
     return f"~{_thousands(needs.input_tokens)} input tokens{asked} > {_thousands(window)} window"
 
 
-def choose(config: Config, decision: Decision, needs: Needs) -> Decision:
-    """The decision with the first of its provider's candidates that can take the request,
-    the note saying why each one before it was skipped; unchanged when the chosen one can or
-    when none can (then the note says so)."""
-    why = problem(decision.provider, needs)
-    if not why:
-        return decision
-    skipped = [f"{decision.provider.name} skipped: {why}"]
-    for candidate in config.candidates(decision.provider)[1:]:
+def choose(
+    config: Config,
+    decision: Decision,
+    needs: Needs,
+    cooldowns: Cooldowns | None = None,
+    now: float = 0.0,
+) -> Decision:
+    """The decision with the first of its provider's candidates that can take the request and
+    is not cooling down (`cooldowns` at `now`), the note saying why each one before it was
+    skipped; unchanged when the chosen one can.
+
+    When every candidate is skipped, the first that can take it gets it although it rests (a
+    cooldown is a guess, a window is not), else the chosen one: the request is never refused
+    here, and the provider's own error reaches the user.
+    """
+    skipped: list[str] = []
+    cooled: list[str] = []
+    fits: Provider | None = None
+    for candidate in config.candidates(decision.provider):
         why = problem(candidate, needs)
         if not why:
-            return replace(decision, provider=candidate, note=_joined(decision.note, skipped))
+            resting = cooldowns.cooling(candidate.name, now) if cooldowns else NOT_COOLING
+            if not resting:
+                if not skipped:
+                    return decision
+                note = _joined(decision.note, skipped)
+                return replace(decision, provider=candidate, note=note, cooled=tuple(cooled))
+            fits = fits or candidate
+            cooled.append(candidate.name)
+            why = resting.note
         skipped.append(f"{candidate.name} skipped: {why}")
-    skipped.append(f"no candidate fits, sent to {decision.provider.name}")
-    return replace(decision, note=_joined(decision.note, skipped))
+    if fits is None:
+        skipped.append(f"no candidate fits, sent to {decision.provider.name}")
+        return replace(decision, note=_joined(decision.note, skipped))
+    skipped.append(f"every candidate that fits is cooling down, sent to {fits.name}")
+    return replace(decision, provider=fits, note=_joined(decision.note, skipped))
 
 
 def _joined(note: str, skipped: list[str]) -> str:

@@ -36,6 +36,8 @@ class Decision:
     """Why a fallback happened (router missing, timed out, failed), for the log."""
     reasoning_effort: str | None = None
     """The deciding route's or rule's `reasoning_effort` (decisions/effort.py applies it)."""
+    cooled: tuple[str, ...] = ()
+    """Candidates passed over because they were cooling down (the metrics count them)."""
 
     @property
     def routed_model(self) -> str:

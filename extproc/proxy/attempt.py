@@ -42,6 +42,9 @@ from extproc.proxy.wire import Phase
 log = logging.getLogger("extproc")
 
 SLOT_ATTRIBUTE = "xds.cluster_name"
+UNSEEN = "unseen"
+"""The reason of a failed attempt whose answer no handler read: a native head's, or one
+that got none (refused, reset, silent)."""
 RETRY_AFTER = "retry_after"
 """The soonest retry-after of the chain's failed answers, in seconds (dynamic metadata):
 Envoy's own 503 after a last attempt that got no answer carries it (control/envoy_config.py)."""
@@ -144,9 +147,9 @@ class Attempt(Exchange):
     def _count_failover(self, failed: Provider, reason: str | None) -> None:
         """The attempt before this one failed: count it; one whose answer no handler saw (a
         native head, a refused connection, a timeout) is news for the cooldown table too."""
-        self.runtime.metrics.failovers.labels(failed.name, reason or "unseen").inc()
+        self.runtime.metrics.failovers.labels(failed.name, reason or UNSEEN).inc()
         if reason is None:
-            self.runtime.attempt_failed(failed, "unseen", None)
+            self.runtime.record_attempt(failed.name, UNSEEN, {})
 
     def credentials(self, candidate: Provider) -> AuthChange:
         """The candidate's own key; the client's credentials only where every earlier
@@ -194,6 +197,8 @@ class Attempt(Exchange):
         status = int(headers.get(":status", "200"))
         if status >= 400:
             self.runtime.metrics.upstream_errors.labels(self.candidate.name, status).inc()
+        # Every answer, a success too (it ends a streak of failures), for the cooldown table.
+        self.runtime.record_attempt(self.candidate.name, status, headers)
         if self.translation is not None:
             encoding = headers.get("content-encoding", "")
             self.client_headers = self.translation.on_headers(status, encoding)
@@ -214,10 +219,8 @@ class Attempt(Exchange):
         )
 
     def _failure(self, reason: str, retry_after: str) -> dict[str, str]:
-        """Tell the cooldown hook, and the next attempts (metadata), that this one failed."""
-        assert self.candidate is not None
+        """Tell the next attempts (metadata) that this one failed, and its retry-after."""
         seconds = _seconds(retry_after)
-        self.runtime.attempt_failed(self.candidate, reason, seconds)
         fields = {_failure_key(self.slot): reason}
         known = [s for s in (self.retry_after, seconds) if s is not None]
         if known:

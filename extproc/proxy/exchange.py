@@ -12,8 +12,9 @@ import asyncio
 import hmac
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ import orjson
 from extproc.config import Config, Provider
 from extproc.config.checks import CONTROL_CHARACTERS
 from extproc.decisions import capability
+from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
@@ -61,6 +63,8 @@ READ_HEADERS = (
     "content-type",
     "content-encoding",
     "content-length",
+    "retry-after",
+    "retry-after-ms",
     LOCAL_REPLY_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
@@ -69,19 +73,23 @@ UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path", "retry-after", 
 """What a failover attempt's handler reads: the client's path is in x-envoy-original-path
 once the downstream exchange rewrote it; a failed answer's retry-after; the client's
 anthropic-* headers, which a translated attempt removes and a later native one restores."""
+ENVOY_FAILURES = {503: "unreachable", 504: "timeout"}
+"""Envoy's own replies that mean the provider failed (control/envoy_config.py's mapper): it
+could not be reached (refused, reset, no address) or stayed silent. Its others (413, its own
+concurrency limit's 529, an answer too large) say nothing of the provider's health."""
 GATEWAY_KEY_HEADERS = ("x-api-key", "authorization")
 """Forwarded only when gateway_keys are set: otherwise the sidecar never sees credentials."""
 MODEL_NAME_MAX = 256
 # `model` as the body's first key: its value (group 1) and what follows it (group 2).
 _MODEL_FIRST = re.compile(rb'\s*\{\s*"model"\s*:\s*("(?:[^"\\]|\\.)*")\s*([,}])\s*')
 Span = tuple[int, int]
-FailureHook = Callable[[Provider, str, float | None], None]
 
 
 @dataclass
 class Runtime:
-    """What every exchange reads: the config, the decision stages built from it and the
-    metrics they count into; replaced as a whole when the config changes."""
+    """What every exchange reads: the config, the decision stages built from it, the metrics
+    they count into and the cooldown table; rebuilt when the config changes, around the same
+    metrics and table."""
 
     config: Config
     stages: tuple[Stage, ...]
@@ -89,10 +97,18 @@ class Runtime:
     token_stages: tuple[Stage, ...]
     """Decision stages for count_tokens: never worth a router call."""
     metrics: Metrics
-    attempt_failed: FailureHook = field(default=lambda entry, reason, retry_after: None)
-    """Called when a candidate's attempt failed (extproc/proxy/attempt.py), with its
-    provider entry, the reason (its status, `context_too_long`, or `unseen`) and its
-    retry-after in seconds: where a cooldown table learns which providers fail."""
+    cooldowns: Cooldowns
+    """Kept across config changes (app.Sidecar): providers fail whatever the config says."""
+    clock: Callable[[], float] = time.time
+    """`now` for the cooldown table: seconds since the epoch (tests set their own)."""
+
+    def record_attempt(self, entry: str, outcome: int | str, headers: Mapping[str, str]) -> None:
+        """Tell the cooldown table how one attempt at provider entry `entry` ended: the
+        answer's status and headers (`retry-after`, `retry-after-ms`), or the reason no answer
+        came ("refused", "reset", "timeout") with no headers. Whoever sees an attempt end
+        calls this: the response headers phase here, a per-attempt handler of failover."""
+        max_rest = self.config.listener.cooldown_max_s
+        self.cooldowns.record(entry, outcome, headers, self.clock(), max_rest)
 
 
 def _is_foreign_thinking(block: Any) -> bool:
@@ -253,6 +269,9 @@ class Exchange:
         self.decision: Decision | None = None
         self.translation: ResponseTranslation | None = None
         self.usage: UsageReader | None = None
+        self.chained = False
+        """Sent on a failover chain: the answer may be any candidate's, whose attempt
+        reported it (extproc/proxy/attempt.py), so this exchange does not."""
         self.finished = False
         """Envoy needs nothing more from the sidecar for this request: the server then ends
         the gRPC stream, and Envoy carries on without it (a sidecar crash can't cut it)."""
@@ -346,7 +365,10 @@ class Exchange:
         stages = runtime.token_stages if counting else runtime.stages
         request = Request(model, body, self.path_only, self.headers, len(raw))
         routed = await decide(runtime.config, request, stages)
-        decision = capability.choose(runtime.config, routed, request.facts.needs)
+        # listener.cooldown_max_s: 0 turns cooldowns off, rests already begun included.
+        cooldowns = runtime.cooldowns if runtime.config.listener.cooldown_max_s else None
+        needs, now = request.facts.needs, runtime.clock()
+        decision = capability.choose(runtime.config, routed, needs, cooldowns, now)
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -401,6 +423,7 @@ class Exchange:
         assert self.decision is not None
         config = self.runtime.config
         head = chain[0]
+        self.chained = True
         chain_header = {CHAIN_HEADER: chain_value(config, chain, body.get("stream") is True)}
         decided = {
             **self.decision.metadata(),
@@ -423,9 +446,15 @@ class Exchange:
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
-        if status >= 400 and self.decision is not None:
-            self.runtime.metrics.upstream_errors.labels(self.decision.provider.name, status).inc()
-        if LOCAL_REPLY_HEADER in headers:
+        local = LOCAL_REPLY_HEADER in headers
+        if self.decision is not None and not self.chained:
+            provider = self.decision.provider.name
+            if status >= 400:
+                self.runtime.metrics.upstream_errors.labels(provider, status).inc()
+            outcome = ENVOY_FAILURES.get(status) if local else status
+            if outcome is not None:
+                self.runtime.record_attempt(provider, outcome, headers)
+        if local:
             self.finished = True
             return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format
         if self.translation is None:

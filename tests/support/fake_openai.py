@@ -5,6 +5,7 @@ usage-only final chunk (`choices: []`, as `stream_options.include_usage` asks)
 and `data: [DONE]`. Errors are OpenAI error bodies with their status codes.
 What it answers depends on the last user message, so one server plays every case:
 "TOOL" (one tool call), "PARALLEL" (two), "THINK" (reasoning then text),
+"GROW" (a Bash `cat big.txt` per turn, GROW_CALLS times: a session that keeps growing),
 "RATELIMIT" (429), "BROKEN" (500), "ERROR-IN-200" (a rate-limit error object sent with
 status 200, as some OpenAI-compatible servers do); after a tool result it answers with text.
 "GZIP" anywhere makes it gzip the answer even though the gateway asked for identity.
@@ -41,6 +42,23 @@ def _last_user_text(request: dict[str, Any]) -> str:
     return ""
 
 
+GROW_CALLS = 8
+
+
+def _first_user_text(request: dict[str, Any]) -> str:
+    first = next((m for m in request.get("messages", []) if m["role"] == "user"), None)
+    return str(first["content"]) if first else ""
+
+
+def _grow(request: dict[str, Any]) -> dict[str, Any] | None:
+    """Another `cat big.txt` while the session has had fewer than GROW_CALLS results."""
+    done = sum(m["role"] == "tool" for m in request.get("messages", []))
+    if "GROW" not in _first_user_text(request) or done >= GROW_CALLS:
+        return None
+    call = {**_tool_call(0, "Bash", {"command": "cat big.txt"}), "id": f"call_grow_{done}"}
+    return {"tool_calls": [call], "finish_reason": "tool_calls"}
+
+
 def _tool_call(index: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {
         "index": index,
@@ -61,6 +79,8 @@ def plan(request: dict[str, Any]) -> dict[str, Any]:
         return {
             "error": (500, "server_error", None, "The server had an error processing your request.")
         }
+    if (grow := _grow(request)) is not None:
+        return grow
     if text.startswith("TOOL_RESULT"):
         return {
             "text": f"The tool said: {text.removeprefix('TOOL_RESULT ')}",
@@ -162,6 +182,8 @@ def chunks(model: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
 @dataclass(kw_only=True)
 class FakeOpenAI(FakeServer):
     expected_key: str
+    retry_after: str = "1"
+    """The `retry-after` of its error answers (seconds)."""
 
     def failure_body(self, status: int) -> bytes:
         return openai_failure(status)
@@ -214,7 +236,7 @@ class FakeOpenAI(FakeServer):
         if "error" in answer:
             status, kind, code, message = answer["error"]
             error = {"message": message, "type": kind, "param": None, "code": code}
-            self._json(handler, status, {"error": error}, retry_after="1")
+            self._json(handler, status, {"error": error}, retry_after=self.retry_after)
             return
         model = request["model"]
         if "text" in answer:

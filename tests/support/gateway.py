@@ -178,13 +178,17 @@ def gateway_config(
     openai: FakeOpenAI | None = None,
     **ports: int,
 ) -> str:
-    """A config whose providers are the local fakes; ports are free ones."""
+    """A config whose providers are the local fakes; ports are free ones. Providers never rest
+    after failing (`cooldown_max_s: 0`): the tests that share this gateway provoke errors one
+    after another and expect each from the provider they asked (tests/e2e/test_cooldown.py
+    has a gateway of its own)."""
     openai_url = openai.url if openai else "http://127.0.0.1:9"
     return f"""\
 listener:
   port: {ports["listener"]}
   admin_port: {ports["admin"]}
   log_tokens: true
+  cooldown_max_s: 0
 sidecar:
   port: {ports["sidecar"]}
   health_port: {ports["health"]}

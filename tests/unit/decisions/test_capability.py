@@ -20,6 +20,7 @@ from extproc.decisions.capability import (
     needs_of,
     problem,
 )
+from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.decision import Decision
 from extproc.decisions.routing import RouterStage
 from extproc.proxy.exchange import Exchange
@@ -43,6 +44,7 @@ llm_providers:
 """)
 DEEPSEEK, GPT_OSS, GEMINI, SONNET, LOCAL = CONFIG.providers
 PNG = base64.b64encode(b"\x89PNG" + b"\0" * 3000).decode()
+NOW = 1_796_000_000.0
 TWO_PAGES = base64.b64encode(b"%PDF-1.4 /Type /Pages /Type /Page x /Type/Page y").decode()
 
 
@@ -209,3 +211,45 @@ llm_providers:
         exchange.decision.note
         == "ollama/qwen3-coder skipped: ~2k input tokens + 100 max_tokens > 1k window"
     )
+
+
+def test_a_cooling_candidate_is_skipped_like_one_that_does_not_fit() -> None:
+    cooldowns = Cooldowns()
+    cooldowns.failed(GPT_OSS.name, 429, "41", NOW)
+    # DeepSeek's window can't take it, gpt-oss's can.
+    chosen = choose(CONFIG, decision(DEEPSEEK), Needs(125_000, 4_000), cooldowns, NOW + 1)
+    assert chosen.provider == GEMINI
+    assert chosen.note == (
+        "deepseek/deepseek-chat skipped: ~125k input tokens + 4k max_tokens > 128k window; "
+        "groq/openai/gpt-oss-120b skipped: cooling down 40 s after 429, retry-after 41 s"
+    )
+    assert chosen.cooled == (GPT_OSS.name,)
+
+
+def test_the_chosen_model_cooling_sends_the_request_to_its_next_candidate() -> None:
+    cooldowns = Cooldowns()
+    cooldowns.failed(DEEPSEEK.name, 503, None, NOW)
+    chosen = choose(CONFIG, decision(DEEPSEEK), Needs(1_000, 100), cooldowns, NOW)
+    assert (chosen.provider, chosen.cooled) == (GPT_OSS, (DEEPSEEK.name,))
+    assert chosen.note == "deepseek/deepseek-chat skipped: cooling down 1 s after 503"
+    assert choose(CONFIG, decision(DEEPSEEK), Needs(1_000, 100), cooldowns, NOW + 1).provider == (
+        DEEPSEEK  # its rest is over
+    )
+
+
+def test_when_every_candidate_that_fits_is_cooling_the_first_of_them_gets_it() -> None:
+    """A cooldown is a guess, a window is not: never refused, never sent where it can't fit."""
+    cooldowns = Cooldowns()
+    for provider in (GPT_OSS, GEMINI, SONNET):
+        cooldowns.failed(provider.name, 429, "30", NOW)
+    chosen = choose(CONFIG, decision(DEEPSEEK), Needs(125_000, 32_000), cooldowns, NOW)
+    assert (chosen.provider, chosen.cooled) == (GEMINI, ())
+    assert chosen.note.endswith(
+        "; anthropic/claude-sonnet-4-5 skipped: cooling down 30 s after 429, retry-after 30 s; "
+        "every candidate that fits is cooling down, sent to gemini/gemini-3-pro-preview"
+    )
+    everyone = Cooldowns()
+    everyone.failed(DEEPSEEK.name, 429, "30", NOW)
+    for provider in (GPT_OSS, GEMINI, SONNET):
+        everyone.failed(provider.name, 429, "30", NOW)
+    assert choose(CONFIG, decision(DEEPSEEK), Needs(1_000, 100), everyone, NOW).provider == DEEPSEEK

@@ -38,18 +38,20 @@ OPENAI_CHAIN = "fo__openai_gpt-4.1,fo__anthropic_claude-sonnet-4-5"
 
 
 class Hook:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, float | None]] = []
+    """Stands for Runtime.record_attempt: what the cooldown table is told."""
 
-    def __call__(self, provider, reason, retry_after) -> None:
-        self.calls.append((provider.name, reason, retry_after))
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int | str, str | None]] = []
+
+    def __call__(self, entry, outcome, headers) -> None:
+        self.calls.append((entry, outcome, headers.get("retry-after")))
 
 
 def runtime(hook: Hook | None = None):
     config = parse(CONFIG)
     built = build_runtime(config, RouterStage(config.routing))
     if hook is not None:
-        built.attempt_failed = hook
+        built.record_attempt = hook
     return built
 
 
@@ -155,7 +157,7 @@ def test_a_failed_answer_is_reported_and_its_retry_after_passed_on():
     reply = answer(attempt, 429, {"retry-after": "7"})
     assert hook.calls == [
         ("openai/gpt-4.1", "unseen", None),
-        ("anthropic/claude-sonnet-4-5", "429", 7.0),
+        ("anthropic/claude-sonnet-4-5", 429, "7"),
     ]
     metadata = reply.dynamic_metadata.to_dict()[NAMESPACE]
     assert metadata == {"failed:fo__anthropic_claude-sonnet-4-5": "429", "retry_after": "7"}
@@ -191,7 +193,8 @@ def test_a_context_too_long_400_is_marked_for_the_next_candidate():
     assert {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}[
         "x-extproc-failover"
     ] == "context_too_long"
-    assert hook.calls[-1] == ("openai/gpt-4.1", "context_too_long", None)
+    # A 400 says nothing of the provider's health: the cooldown table hears it as it is.
+    assert hook.calls[-1] == ("openai/gpt-4.1", 400, None)
 
 
 def test_another_400_is_not_marked():

@@ -1,0 +1,126 @@
+"""Through the real Envoy: a provider that answered 429 rests for its `retry-after`. The
+requests routed to it meanwhile go to its next candidate without reaching it, the access log
+says why, and once the rest is over it gets them again.
+
+The rested providers are translated (the sidecar reads their answers, so it sees the 429, and
+Envoy's own 503 when a connection is refused); the fake says `retry-after: 2`, so that the test
+waits seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from extproc.config import load
+from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.gateway import PROVIDER_KEYS, Gateway, free_port, running_gateway
+from tests.support.requests import assert_anthropic_error, chat, send
+
+RETRY_AFTER_S = 2
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[tuple[FakeOpenAI, FakeAnthropic]]:
+    openai = FakeOpenAI(
+        expected_key=PROVIDER_KEYS["TEST_OPENAI_KEY"], retry_after=str(RETRY_AFTER_S)
+    ).start()
+    anthropic = FakeAnthropic(expected_key=PROVIDER_KEYS["TEST_ANTHROPIC_KEY"]).start()
+    yield openai, anthropic
+    openai.stop()
+    anthropic.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(fakes, tmp_path_factory) -> Iterator[Gateway]:
+    openai, anthropic = fakes
+
+    def config_for(ports: dict[str, int]) -> str:
+        return f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+llm_providers:
+  - model: openai/gpt-4.1
+    base_url: {openai.url}/v1
+    provider_interface: openai-chat
+    access_key: $TEST_OPENAI_KEY
+    fallbacks: [anthropic/claude-haiku-4-5]
+  - model: openai/o4-mini
+    base_url: http://127.0.0.1:{free_port()}/v1
+    provider_interface: openai-chat
+    access_key: $TEST_OPENAI_KEY
+    fallbacks: [anthropic/claude-haiku-4-5]
+  - model: anthropic/claude-haiku-4-5
+    base_url: {anthropic.url}
+    access_key: $TEST_ANTHROPIC_KEY
+    default: true
+"""
+
+    with running_gateway(config_for, tmp_path_factory.mktemp("cooldown")) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clean(fakes) -> None:
+    for fake in fakes:
+        fake.received.clear()
+
+
+def cooling_skips(gateway: Gateway) -> dict[str, float]:
+    """The sidecar's count of requests that went past each provider while it rested."""
+    health = load(gateway.config_path).sidecar.health_port
+    text = httpx.get(f"http://127.0.0.1:{health}/metrics", timeout=5).text
+    return {
+        sample.labels["provider"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "extproc_cooling_skips"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_a_provider_rests_for_its_retry_after_then_gets_requests_again(gateway, fakes):
+    openai, anthropic = fakes
+    limited = send(gateway, chat("openai/gpt-4.1", "RATELIMIT"))
+    answered_at = time.monotonic()
+    assert_anthropic_error(limited, 429, "rate_limit_error")
+    assert limited.headers["retry-after"] == str(RETRY_AFTER_S)
+    assert (len(openai.received), len(anthropic.received)) == (1, 0)
+
+    # Within its rest (the sidecar started it before the client had the 429).
+    resting = send(gateway, chat("openai/gpt-4.1", "hello while resting"))
+    assert resting.status_code == 200, resting.text
+    assert (len(openai.received), len(anthropic.received)) == (1, 1)
+    assert anthropic.received[0].headers["x-api-key"] == PROVIDER_KEYS["TEST_ANTHROPIC_KEY"]
+    entry = gateway.wait_log(lambda e: e.get("routed_model") == "anthropic/claude-haiku-4-5")
+    assert entry["requested_model"] == "openai/gpt-4.1"
+    # The seconds left depend on how long the request took to arrive: 2 s or 1 s.
+    assert entry["note"].startswith("openai/gpt-4.1 skipped: cooling down ")
+    assert entry["note"].endswith(f" s after 429, retry-after {RETRY_AFTER_S} s")
+    assert cooling_skips(gateway)["openai/gpt-4.1"] == 1
+
+    time.sleep(max(0.0, answered_at + RETRY_AFTER_S + 0.2 - time.monotonic()))
+    back = send(gateway, chat("openai/gpt-4.1", "hello again"))
+    assert back.status_code == 200, back.text
+    assert (len(openai.received), len(anthropic.received)) == (2, 1)
+    assert "Hello from the OpenAI-format fake" in back.json()["content"][0]["text"]
+
+
+def test_a_provider_that_refuses_connections_rests_too(gateway, fakes):
+    """Envoy's own 503 for a refused connection counts against the provider: no retry-after,
+    so the first rest is the backoff's 1 s, in which the next request comes."""
+    _, anthropic = fakes
+    refused = send(gateway, chat("openai/o4-mini", "hello"))
+    assert_anthropic_error(refused, 503, "api_error")
+    assert anthropic.received == []
+    resting = send(gateway, chat("openai/o4-mini", "hello while resting"))
+    assert resting.status_code == 200, resting.text
+    assert len(anthropic.received) == 1
+    entry = gateway.wait_log(lambda e: (e.get("note") or "").startswith("openai/o4-mini"))
+    assert entry["note"] == "openai/o4-mini skipped: cooling down 1 s after unreachable"
+    assert cooling_skips(gateway)["openai/o4-mini"] == 1
