@@ -54,6 +54,8 @@ class FakeServer:
     """The `retry-after` of a 429 failure, in seconds."""
     released: threading.Event = field(default_factory=threading.Event)
     connections: set[socket.socket] = field(default_factory=set)
+    holder: socket.socket | None = None
+    """Keeps the port while connections are refused (`refuse_connections`)."""
     """Set by `stop`: ends the waits of requests a silent fake holds."""
 
     def failure_body(self, status: int) -> bytes:
@@ -75,6 +77,11 @@ class FakeServer:
         for connection in list(self.connections):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+        # The port stays taken, bound but not listening (a connection to it is refused), so
+        # that no other server gets it before `start` listens there again.
+        self.holder = socket.socket()
+        self.holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.holder.bind((self.host, self.port))
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         raise NotImplementedError
@@ -110,6 +117,9 @@ class FakeServer:
 
         # Started again after refuse_connections: on the same port, which configs name.
         port = self.server.server_address[1] if hasattr(self, "server") else 0
+        if self.holder is not None:
+            self.holder.close()
+            self.holder = None
         self.released = threading.Event()
         self.server = ThreadingHTTPServer((self.host, port), Handler)
         self.server.daemon_threads = True
@@ -126,6 +136,9 @@ class FakeServer:
 
     def stop(self) -> None:
         self.released.set()
+        if self.holder is not None:
+            self.holder.close()
+            self.holder = None
         self.server.shutdown()
         self.server.server_close()
 

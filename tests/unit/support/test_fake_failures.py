@@ -109,7 +109,7 @@ def test_a_failing_fake_answers_its_providers_status_and_error(make, failure, bo
         error = _post(fake)
         assert error.code == int(failure)
         assert json.loads(error.read()) == body
-        assert error.headers.get("retry-after") == ("7" if failure == "429" else None)
+        assert error.headers.get("retry-after") == (fake.retry_after if failure == "429" else None)
         assert len(fake.received) == 1
     finally:
         fake.stop()
