@@ -69,7 +69,7 @@ READ_HEADERS = (
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
-UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path", "retry-after", *ANTHROPIC_HEADERS)
+UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path", *ANTHROPIC_HEADERS)
 """What a failover attempt's handler reads: the client's path is in x-envoy-original-path
 once the downstream exchange rewrote it; a failed answer's retry-after; the client's
 anthropic-* headers, which a translated attempt removes and a later native one restores."""
