@@ -71,6 +71,9 @@ llm_providers:
   - model: anthropic/claude-opus-4-1
     base_url: {fakes["opus"].url}
     access_key: $OPUS_KEY
+  - model: anthropic/claude-3-7-sonnet
+    base_url: http://nowhere.invalid
+    access_key: $OPUS_KEY
 """
 
     workdir = tmp_path_factory.mktemp("failover")
@@ -177,6 +180,18 @@ def test_a_failing_translated_head_is_served_by_the_native_next_candidate(
     if how != "refused":
         [head] = fakes["openai"].received
         assert head.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_a_provider_without_an_address_is_served_by_the_next_candidate(gateway, fakes, streamed):
+    """Its DNS lookup fails: its slot has no host, the attempt fails at once on the fail-fast
+    cluster, and the default answers."""
+    response = send(gateway, "anthropic/claude-3-7-sonnet", streamed)
+    assert "from sonnet" in answer_text(response, streamed)
+    [served] = fakes["sonnet"].received
+    assert served.headers["x-api-key"] == SONNET_KEY and OPUS_KEY not in str(served.headers)
+    entry = gateway.wait_log(lambda e: e["requested_model"] == "anthropic/claude-3-7-sonnet")
+    assert (entry["attempts"], entry["upstream"]) == (2, "fo__anthropic_claude-sonnet-4-5")
 
 
 def test_a_context_too_long_400_moves_on_to_the_next_candidate(gateway, fakes):

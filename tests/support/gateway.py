@@ -179,14 +179,16 @@ def gateway_config(
     **ports: int,
 ) -> str:
     """A config whose providers are the local fakes; ports are free ones. Providers never rest
-    after failing (`cooldown_max_s: 0`): the tests that share this gateway provoke errors one
-    after another and expect each from the provider they asked (tests/e2e/test_cooldown.py
-    has a gateway of its own)."""
+    after failing (`cooldown_max_s: 0`), nor does a failed request move on to another
+    (`failover: false`): the tests that share this gateway provoke errors one after another
+    and expect each from the provider they asked (tests/e2e/test_cooldown.py and
+    tests/e2e/test_failover.py have gateways of their own)."""
     openai_url = openai.url if openai else "http://127.0.0.1:9"
     return f"""\
 listener:
   port: {ports["listener"]}
   admin_port: {ports["admin"]}
+  failover: false
   log_tokens: true
   cooldown_max_s: 0
 sidecar:
