@@ -15,8 +15,6 @@ a provider's context-too-long 400 gets `x-extproc-failover`, on which the route 
 
 from __future__ import annotations
 
-import logging
-
 from extproc.config import Provider
 from extproc.errors import GatewayError
 from extproc.providers.chains import (
@@ -38,8 +36,6 @@ from extproc.proxy.exchange import (
     provider_request,
 )
 from extproc.proxy.wire import Phase
-
-log = logging.getLogger("extproc")
 
 SLOT_ATTRIBUTE = "xds.cluster_name"
 UNSEEN = "unseen"
