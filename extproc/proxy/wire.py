@@ -86,31 +86,26 @@ and attributes (map<string, Struct>), sent to the upstream filter of failover at
 
 def _struct_entry(buf: bytes, start: int, end: int) -> tuple[str, dict[str, str]]:
     """A map<string, Struct> entry: its key and the Struct's string values (others left out)."""
-    key = ""
+    key, a, b = _map_entry(buf, start, end)
     fields: dict[str, str] = {}
+    for number, s, e in _fields(buf, a, b):  # Struct{fields=1: map<string, Value>}
+        if number == 1 and e >= 0:
+            name, vs, ve = _map_entry(buf, s, e)
+            for inner, x, y in _fields(buf, vs, ve):  # Value{string_value=3}
+                if inner == 3 and y >= 0:
+                    fields[name] = buf[x:y].decode("utf-8", "replace")
+    return key, fields
+
+
+def _map_entry(buf: bytes, start: int, end: int) -> tuple[str, int, int]:
+    """A map entry {key=1: string, value=2: message}: its key and where its value lies."""
+    key, value_start, value_end = "", 0, 0
     for number, a, b in _fields(buf, start, end):
         if number == 1 and b >= 0:
             key = buf[a:b].decode("utf-8", "replace")
         elif number == 2 and b >= 0:
-            for field_number, s, e in _fields(buf, a, b):
-                if field_number == 1 and e >= 0:
-                    name, value = _string_value(buf, s, e)
-                    if value is not None:
-                        fields[name] = value
-    return key, fields
-
-
-def _string_value(buf: bytes, start: int, end: int) -> tuple[str, str | None]:
-    """A Struct's map entry {key=1, value=2: Value{string_value=3}}: its key and string."""
-    name, value = "", None
-    for number, a, b in _fields(buf, start, end):
-        if number == 1 and b >= 0:
-            name = buf[a:b].decode("utf-8", "replace")
-        elif number == 2 and b >= 0:
-            for inner, s, e in _fields(buf, a, b):
-                if inner == 3 and e >= 0:
-                    value = buf[s:e].decode("utf-8", "replace")
-    return name, value
+            value_start, value_end = a, b
+    return key, value_start, value_end
 
 
 def _header_map(buf: bytes, start: int, end: int) -> dict[str, str]:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_server import started
 from tests.support.gateway import running_gateway
 from tests.support.processes import sidecar_pid
 from tests.support.requests import KEY, assert_anthropic_error, stream_in_background
@@ -32,17 +33,15 @@ FAILOVER_TIMEOUT_S = 2
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict]:
-    started = {
-        "haiku": FakeAnthropic(answer="from haiku"),
-        "openai": FakeOpenAI(expected_key=OPENAI_KEY),
-        "opus": FakeAnthropic(expected_key=OPUS_KEY, window=3000, answer="from opus"),
-        "sonnet": FakeAnthropic(expected_key=SONNET_KEY, answer="from sonnet"),
-    }
-    for fake in started.values():
-        fake.start()
-    yield started
-    for fake in started.values():
-        fake.stop()
+    with started(
+        {
+            "haiku": FakeAnthropic(answer="from haiku"),
+            "openai": FakeOpenAI(expected_key=OPENAI_KEY),
+            "opus": FakeAnthropic(expected_key=OPUS_KEY, window=3000, answer="from opus"),
+            "sonnet": FakeAnthropic(expected_key=SONNET_KEY, answer="from sonnet"),
+        }
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import contextlib
 import json
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
@@ -156,3 +158,15 @@ def openai_failure(status: int) -> bytes:
     message, kind, code = OPENAI_FAILURES[status]
     error = {"message": message, "type": kind, "param": None, "code": code}
     return json.dumps({"error": error}).encode()
+
+
+@contextmanager
+def started(fakes: dict[str, FakeServer]) -> Iterator[dict[str, FakeServer]]:
+    """The fakes started, and stopped after."""
+    for fake in fakes.values():
+        fake.start()
+    try:
+        yield fakes
+    finally:
+        for fake in fakes.values():
+            fake.stop()
