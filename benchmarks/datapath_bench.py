@@ -11,7 +11,9 @@ answering with a fixed body, so the upstream costs next to nothing):
             mutation: the floor of any ext_proc that rewrites the body (ours must, for `model`);
   ours    - ext_proc to `extproc serve` with routes configured and decisions sticky; the
             routed model differs from the one the body asks for, so every body is rewritten
-            and sent back (`--same-model`: the body already names it and is not).
+            and sent back (`--same-model`: the body already names it and is not);
+            `--fallback`: the routed model has a fallback, so its requests go out on a
+            failover chain route (docs/reliability.md#failover).
 Bodies: the captured Claude Code first turn (78 KB) and 1 MB / 4 MB variants of it.
 Load from wrk (Debian package `wrk`): p50/p99 at 1 connection, throughput at 16, and the CPU
 time Envoy and the ext_proc server spent per request at 16 (from /proc: where the time goes).
@@ -99,7 +101,26 @@ def noop_server(port: int, echo: bool = False) -> None:
     asyncio.run(main())
 
 
-def front_envoy(config_text: str, ports: dict[str, int]) -> dict:
+CHAT_ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4.1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "ok"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+)
+"""The upstream's answer with `--translated`: a Chat Completion the sidecar translates."""
+
+
+def front_envoy(config_text: str, ports: dict[str, int], answer_body: str = "{}") -> dict:
     """Our rendered bootstrap plus a `direct` listener, a `noop` one and the upstream."""
     config = parse(config_text)
     bootstrap = yaml.safe_load(render(config))
@@ -120,13 +141,13 @@ def front_envoy(config_text: str, ports: dict[str, int]) -> dict:
 
     # Our route with its limits (request_body_buffer_limit: the listener's own buffer limit
     # is 1 MiB), sent to the upstream: a body ours accepts is accepted on every path.
-    our_route = manager["route_config"]["virtual_hosts"][0]["routes"][0]
+    our_route = manager["route_config"]["virtual_hosts"][0]["routes"][-1]  # after any chains
     to_upstream = {**our_route, "route": {"cluster": "upstream"}}
     noop_filter = json.loads(json.dumps(manager["http_filters"][0]))
     noop_filter["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = "noop"
     answer = {
         **{key: value for key, value in our_route.items() if key != "route"},
-        "direct_response": {"status": 200, "body": {"inline_string": "{}"}},
+        "direct_response": {"status": 200, "body": {"inline_string": answer_body}},
     }
     # The upstream reads the whole body before answering, or it would close the connection.
     read_body = {
@@ -215,6 +236,18 @@ def main() -> None:
         "--same-model", action="store_true", help="route to the model the body asks for"
     )
     parser.add_argument(
+        "--translated",
+        action="store_true",
+        help="route to an OpenAI-format model (Chat Completions): the body is translated, and "
+        "the answer too",
+    )
+    parser.add_argument(
+        "--fallback",
+        action="store_true",
+        help="give the routed model a fallback (another entry, the default): its requests go "
+        "out on a failover chain route",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="1 s a cell, 78 KB and 4 MB: checks that every path answers (CI)",
@@ -226,18 +259,36 @@ def main() -> None:
     names = ("listener", "admin", "sidecar", "health", "direct", "noop", "echo", "upstream")
     names += ("noop_grpc", "echo_grpc")
     ports = {name: free_port() for name in names}
+    upstream = f"http://127.0.0.1:{ports['upstream']}"
+    if args.translated:
+        routed = "openai/gpt-4.1"
+        entry = f"{upstream}/v1\n    provider_interface: openai\n    access_key: sk-bench"
+    else:
+        routed = f"anthropic/{'claude-opus-4-8' if args.same_model else 'claude-sonnet-4-5'}"
+        entry = upstream
     config_text = f"""\
 listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, max_body_bytes: 16777216}}
 sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
 routing: {{model_dir: {tmp / "no-model"}}}
 llm_providers:
-  - model: anthropic/{"claude-opus-4-8" if args.same_model else "claude-sonnet-4-5"}
-    base_url: http://127.0.0.1:{ports["upstream"]}
+  - model: {routed}
+    base_url: {entry}
     routing_preferences:
       - {{name: code, description: writing code}}
 """
+    if args.fallback:
+        # Another entry is the default, so the routed model's candidates are two; an alias
+        # keeps the routing as it was (the router has no model here: the default would win).
+        config_text += f"""\
+  - model: anthropic/claude-haiku-4-5
+    base_url: {upstream}
+    default: true
+model_aliases:
+  claude-opus-4-8: {routed}
+"""
     (tmp / "config.yaml").write_text(config_text)
-    (tmp / "envoy.yaml").write_text(yaml.safe_dump(front_envoy(config_text, ports)))
+    answer_body = CHAT_ANSWER if args.translated else "{}"
+    (tmp / "envoy.yaml").write_text(yaml.safe_dump(front_envoy(config_text, ports, answer_body)))
     threading.Thread(target=noop_server, args=(ports["noop_grpc"],), daemon=True).start()
     threading.Thread(target=noop_server, args=(ports["echo_grpc"], True), daemon=True).start()
     sidecar = subprocess.Popen(

@@ -47,6 +47,14 @@ class Metrics:
             ("provider", "route"),
             registry=self.registry,
         )
+        self.failovers = Counter(
+            "extproc_failovers",
+            "Requests that moved on from a candidate, by that candidate's entry and why: its "
+            "status, context_too_long, or unseen (no answer the sidecar read: a refused or "
+            "silent provider, or a native head, whose answer goes past the sidecar).",
+            ("provider", "reason"),
+            registry=self.registry,
+        )
         self.cooling_skips = Counter(
             "extproc_cooling_skips",
             "Requests that went past a provider because it was cooling down after failures.",

@@ -56,6 +56,7 @@ BOUNDS: dict[str, tuple[int, int | None]] = {
     "listener.max_connections": (1, 2**63 - 1),
     "listener.idle_timeout_s": (0, 86_400),
     "listener.request_headers_timeout_s": (0, 86_400),
+    "listener.failover_timeout_s": (0, 86_400),
     "listener.cooldown_max_s": (0, 86_400),
     "routing.timeout_ms": (0, 600_000),
 }

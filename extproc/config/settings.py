@@ -94,6 +94,14 @@ class Listener:
     request_headers_timeout_s: int = 10
     """Time a client has to send a request's headers once it has begun (Envoy's
     request_headers_timeout): a slower one gets 408 and its connection is closed. 0: none."""
+    failover: bool = True
+    """A request that fails before its answer begins moves to its decision's next candidate
+    (docs/reliability.md#failover). False where Envoy's config is not rendered whole by
+    extproc (the mesh examples: their Envoy has no chain routes)."""
+    failover_timeout_s: int = 30
+    """How long a streamed request waits for a provider's answer to begin (its response
+    headers) before it moves to the next candidate (docs/reliability.md#failover). Not for
+    whole answers, whose headers come only once the whole answer is written. 0: no limit."""
     cooldown_max_s: int = 300
     """The longest a failing provider rests, skipped by the requests routed to it
     (extproc.decisions.cooldown); 0: providers never rest."""

@@ -14,9 +14,24 @@ from typing import Any
 
 import yaml
 
-from extproc.config import Config, is_ip
-from extproc.providers.upstream import CLUSTER_HEADER, Origin, origins
-from extproc.proxy.exchange import GATEWAY_KEY_HEADERS, LOCAL_REPLY_HEADER, READ_HEADERS
+from extproc.config import Config, Provider, is_ip
+from extproc.providers.chains import (
+    CHAIN_HEADER,
+    FAILOVER_HEADER,
+    FAILOVER_PREFIX,
+    STREAMED,
+    chains,
+    failover_slot,
+    head_slot,
+    slots,
+)
+from extproc.providers.upstream import CLUSTER_HEADER, Origin, cluster_name, origins
+from extproc.proxy.exchange import (
+    GATEWAY_KEY_HEADERS,
+    LOCAL_REPLY_HEADER,
+    READ_HEADERS,
+    UPSTREAM_READ_HEADERS,
+)
 from extproc.proxy.server import SECRET_METADATA
 
 EXTPROC_CLUSTER = "extproc"
@@ -56,10 +71,27 @@ ENVOY_LOG_FORMAT: dict[str, str] = {
 
 
 def access_log_format(config: Config) -> dict[str, str]:
-    """The JSON access-log fields: Envoy's own, and the sidecar's decision metadata."""
+    """The JSON access-log fields: Envoy's own, and the sidecar's decision metadata; with
+    failover, how many attempts the request took."""
     namespace = config.sidecar.metadata_namespace
     decision = {name: f"%DYNAMIC_METADATA({namespace}:{name})%" for name in METADATA_FIELDS}
-    return {**ENVOY_LOG_FORMAT, **decision}
+    attempts = {"attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"} if chains(config) else {}
+    return {**ENVOY_LOG_FORMAT, **attempts, **decision}
+
+
+ATTEMPT_LOG_FORMAT: dict[str, str] = {
+    "time": "%START_TIME%",
+    "log": "attempt",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "candidate": "%UPSTREAM_CLUSTER%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    "retry_after": "%RESP(RETRY-AFTER)%",
+    "failover": f"%RESP({FAILOVER_HEADER.upper()})%",
+}
+"""One line per failed attempt (Router.upstream_log): the candidate is its chain slot."""
 
 
 USAGE_LUA = Path(__file__).with_name("usage.lua").read_text(encoding="utf-8")
@@ -201,7 +233,7 @@ def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str
                             # the sidecar routes or allows paths by their exact text.
                             "normalize_path": True,
                             "merge_slashes": True,
-                            "early_header_mutation_extensions": [_drop_client_headers()],
+                            "early_header_mutation_extensions": [_drop_client_headers(config)],
                             "local_reply_config": local_replies(config),
                             "access_log": [
                                 {
@@ -215,18 +247,13 @@ def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str
                             "route_config": {
                                 "name": "llm",
                                 "virtual_hosts": [
-                                    {"name": "llm", "domains": ["*"], "routes": [_route(config)]}
+                                    {"name": "llm", "domains": ["*"], "routes": routes(config)}
                                 ],
                             },
                             "http_filters": [
                                 _extproc_filter(config, sidecar_cluster),
                                 usage_filter(config),
-                                {
-                                    "name": "envoy.filters.http.router",
-                                    "typed_config": {
-                                        "@type": _ext("filters.http.router.v3.Router")
-                                    },
-                                },
+                                _router(config),
                             ],
                         },
                     }
@@ -281,15 +308,105 @@ def _route(config: Config) -> dict[str, Any]:
             "idle_timeout": _seconds(config.listener.idle_timeout_s),
         },
     }
+    return _with_decision_headers(config, route)
+
+
+def _with_decision_headers(config: Config, route: dict[str, Any]) -> dict[str, Any]:
+    """`route`, its answers carrying the decision (listener.decision_headers)."""
     if config.listener.decision_headers:
         route["response_headers_to_add"] = decision_headers(config)
     return route
 
 
-def _drop_client_headers() -> dict[str, Any]:
+def routes(config: Config) -> list[dict[str, Any]]:
+    """The chain routes (none without failover), then the cluster-header route."""
+    return [*chain_routes(config), _route(config)]
+
+
+def _router(config: Config) -> dict[str, Any]:
+    """The router; with failover, it logs each failed attempt (a failure flag, or a status
+    of 400 and up) as one JSON line beside the access log."""
+    router: dict[str, Any] = {"@type": _ext("filters.http.router.v3.Router")}
+    if chains(config):
+        failed = {"or_filter": {"filters": [_status_at_least(400), _flag_in()]}}
+        router["upstream_log"] = [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "filter": failed,
+                "typed_config": {
+                    "@type": _ext("access_loggers.stream.v3.StdoutAccessLog"),
+                    "log_format": {"json_format": ATTEMPT_LOG_FORMAT},
+                },
+            }
+        ]
+    return {"name": "envoy.filters.http.router", "typed_config": router}
+
+
+RETRY_ON = "connect-failure,reset,refused-stream,retriable-status-codes,retriable-headers,5xx"
+"""What moves a request to its next candidate: no connection, a reset before the answer, a
+5xx, and (below) 429, 529 and the sidecar's mark on a provider's context-too-long 400."""
+
+
+def chain_routes(config: Config) -> list[dict[str, Any]]:
+    """One route per chain and kind of request (streamed or whole), matched on the chain
+    header the sidecar sets. Attempt N goes to the chain's slot N (the priority-group cluster
+    specifier, taking a fresh cluster on each retry); Envoy retries only before the answer's
+    headers have reached the client. Streamed requests also move on after
+    `listener.failover_timeout_s` without an answer; whole answers send their headers only
+    when done, so theirs is the listener's idle timeout, as without failover."""
+    out = []
+    for chain in chains(config):
+        names = slots(config, chain)
+        groups = [
+            {"name": f"attempt{i + 1}", "clusters": [{"cluster_name": name, "weight": 1}]}
+            for i, name in enumerate(names)
+        ]
+        for streamed in (True, False):
+            retry: dict[str, Any] = {
+                "retry_on": RETRY_ON,
+                "retriable_status_codes": [429, 529],
+                "retriable_headers": [{"name": FAILOVER_HEADER, "present_match": True}],
+                "num_retries": len(names) - 1,
+                "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+                "refresh_cluster_on_retry": True,
+            }
+            if streamed and config.listener.failover_timeout_s:
+                retry["per_try_timeout"] = _seconds(config.listener.failover_timeout_s)
+            value = ",".join(names) + (STREAMED if streamed else "")
+            plugin = {
+                "name": "envoy.router.cluster_specifier_plugin.priority_group",
+                "typed_config": {
+                    "@type": _ext(
+                        "router.cluster_specifiers.priority_group.v3.PriorityGroupClusterSpecifier"
+                    ),
+                    "priority_groups": groups,
+                },
+            }
+            route = {
+                "match": {
+                    "prefix": "/",
+                    "headers": [{"name": CHAIN_HEADER, "string_match": {"exact": value}}],
+                },
+                "request_body_buffer_limit": config.listener.max_body_bytes,
+                "request_headers_to_remove": [CHAIN_HEADER],
+                "response_headers_to_remove": [*GATEWAY_RESPONSE_HEADERS, FAILOVER_HEADER],
+                "route": {
+                    "inline_cluster_specifier_plugin": {"extension": plugin},
+                    "auto_host_rewrite": True,
+                    "timeout": "0s",
+                    "idle_timeout": _seconds(config.listener.idle_timeout_s),
+                    "retry_policy": retry,
+                },
+            }
+            out.append(_with_decision_headers(config, route))
+    return out
+
+
+def _drop_client_headers(config: Config) -> dict[str, Any]:
     """Headers only the gateway may set, removed from the client's request before any filter
     runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
-    request, even with failure_mode_allow. The listener is an edge: a client's x-envoy-*
+    request, even with failure_mode_allow; nor can its own x-extproc-chain (with failover).
+    The listener is an edge: a client's x-envoy-*
     headers (x-envoy-original-path, which the access log shows; retry and timeout
     overrides) are Envoy's own, not the client's. So is x-request-id, the access log's
     `request_id`: Envoy makes its own, and a client's is kept as x-client-request-id (an
@@ -301,6 +418,7 @@ def _drop_client_headers() -> dict[str, Any]:
             "@type": _ext("http.early_header_mutation.header_mutation.v3.HeaderMutation"),
             "mutations": [
                 {"remove": CLUSTER_HEADER},
+                *([{"remove": CHAIN_HEADER}] if chains(config) else []),
                 {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
                 {
                     "append": {
@@ -320,7 +438,13 @@ def _status_is(status: int) -> dict[str, Any]:
 
 
 def _flag_in(*flags: str) -> dict[str, Any]:
+    """Any of `flags`; with none named, any flag at all."""
     return {"response_flag_filter": {"flags": list(flags)}}
+
+
+def _status_at_least(status: int) -> dict[str, Any]:
+    value = {"default_value": status, "runtime_key": f"extproc.attempt_log.{status}"}
+    return {"status_code_filter": {"comparison": {"op": "GE", "value": value}}}
 
 
 def _routed(config: Config) -> dict[str, Any]:
@@ -388,6 +512,21 @@ def _at_concurrency_limit() -> dict[str, Any]:
     return {"or_filter": {"filters": [_flag_in("UO"), overflow_details]}}
 
 
+def _with_retry_after(config: Config, mapper: dict[str, Any]) -> dict[str, Any]:
+    """With failover, `mapper` also carries the soonest retry-after that the chain's failed
+    answers gave (the failover attempts write it, extproc/proxy/attempt.py): the last
+    candidate got no answer, the client still learns when to come back. Envoy leaves an
+    empty value out."""
+    if not chains(config):
+        return mapper
+    value = f"%DYNAMIC_METADATA({config.sidecar.metadata_namespace}:retry_after)%"
+    retry_after = {
+        "header": {"key": "retry-after", "value": value},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+    return {**mapper, "headers_to_add": [*mapper["headers_to_add"], retry_after]}
+
+
 def local_replies(config: Config) -> dict[str, Any]:
     """Envoy's own error replies in Anthropic's format, so SDKs and Claude Code show why.
 
@@ -425,10 +564,13 @@ def local_replies(config: Config) -> dict[str, Any]:
                 "The gateway has no address for the provider: its DNS lookup failed or has "
                 "not answered yet (%UPSTREAM_CLUSTER%, %RESPONSE_CODE_DETAILS%)",
             ),
-            _anthropic_reply(
-                _flag_in("UF", "DF", "URX", "UC", "UPE"),
-                "api_error",
-                f"The gateway could not reach the provider {details}",
+            _with_retry_after(
+                config,
+                _anthropic_reply(
+                    _flag_in("UF", "DF", "URX", "UC", "UPE"),
+                    "api_error",
+                    f"The gateway could not reach the provider {details}",
+                ),
             ),
             # A translated answer that is not streamed is buffered whole, up to the route's
             # limit; past it Envoy answers 500 in place of the provider's answer.
@@ -494,13 +636,17 @@ def _one_endpoint(cluster: str, host: str, port: int) -> dict[str, Any]:
     }
 
 
-def _circuit_breakers(limit: int) -> dict[str, Any]:
-    """At most `limit` requests in flight (Envoy's default is 1,024 of each)."""
+def _circuit_breakers(limit: int, retries: bool = False) -> dict[str, Any]:
+    """At most `limit` requests in flight (Envoy's default is 1,024 of each); with `retries`
+    (failover), as many retries: Envoy's default of 3 at once would hand an outage under
+    load to the clients (upstream_rq_retry_overflow)."""
     limits = {"max_connections": limit, "max_pending_requests": limit, "max_requests": limit}
+    if retries:
+        limits["max_retries"] = limit
     return {"thresholds": [{"priority": "DEFAULT", **limits}]}
 
 
-def _provider_cluster(name: str, origin: Origin, limit: int) -> dict[str, Any]:
+def _provider_cluster(name: str, origin: Origin, limit: int, retries: bool) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "LOGICAL_DNS",
@@ -512,7 +658,7 @@ def _provider_cluster(name: str, origin: Origin, limit: int) -> dict[str, Any]:
         # requests routed here get a 503 that names DNS (flag UH: no address known).
         "wait_for_warm_on_init": False,
         "per_connection_buffer_limit_bytes": CONNECTION_BUFFER_BYTES,
-        "circuit_breakers": _circuit_breakers(limit),
+        "circuit_breakers": _circuit_breakers(limit, retries),
         "load_assignment": _one_endpoint(name, origin.host, origin.port),
     }
     if origin.tls:
@@ -613,13 +759,106 @@ def clusters(
 ) -> list[dict[str, Any]]:
     """The sidecar's cluster, named `sidecar_cluster`, its health port's for usage.lua's
     reports (unless `reports` is false: no Lua filter to send them), then one per provider
-    origin."""
+    origin; with failover, the fail-fast cluster and the chains' slots."""
     limit = config.listener.max_concurrent_requests
+    failover = bool(chains(config))
     return [
         _extproc_cluster(config, sidecar_cluster),
         *([_report_cluster(config)] if reports else []),
-        *(_provider_cluster(name, o, limit) for name, o in origins(config).items()),
+        *(_provider_cluster(name, o, limit, failover) for name, o in origins(config).items()),
+        *(failover_clusters(config, sidecar_cluster) if failover else ()),
     ]
+
+
+FAILFAST_CLUSTER = "extproc_failfast"
+FAILFAST_SOCKET = "/nonexistent/extproc-failfast.sock"
+"""A Unix socket path nothing can bind (its folder does not exist): connecting fails at once."""
+
+
+def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, Any]]:
+    """The fail-fast cluster, then each chain slot: an aggregate cluster over its provider's
+    origin and the fail-fast one. A provider with no address (its DNS lookup failed) fails
+    its attempt at once on the fail-fast cluster, and the request moves on; as a plain
+    cluster in the chain it would end the request (no healthy upstream, not retried)."""
+    limit = config.listener.max_concurrent_requests
+    failfast = {
+        "name": FAILFAST_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": FAILFAST_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": FAILFAST_SOCKET}}}}]}
+            ],
+        },
+    }
+    wanted: dict[str, Provider] = {}
+    for chain in chains(config):
+        wanted.setdefault(head_slot(config, chain[0]), chain[0])
+        for provider in chain[1:]:
+            wanted.setdefault(failover_slot(config, provider), provider)
+    slot_clusters = []
+    for name, provider in wanted.items():
+        slot: dict[str, Any] = {
+            "name": name,
+            "connect_timeout": "10s",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "circuit_breakers": _circuit_breakers(limit, retries=True),
+            "cluster_type": {
+                "name": "envoy.clusters.aggregate",
+                "typed_config": {
+                    "@type": _ext("clusters.aggregate.v3.ClusterConfig"),
+                    "clusters": [cluster_name(config, provider), FAILFAST_CLUSTER],
+                },
+            },
+        }
+        if name.startswith(FAILOVER_PREFIX):
+            slot["typed_extension_protocol_options"] = {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": _ext("upstreams.http.v3.HttpProtocolOptions"),
+                    "explicit_http_config": {"http_protocol_options": {}},
+                    "http_filters": [
+                        upstream_extproc_filter(config, sidecar_cluster),
+                        {
+                            "name": "envoy.filters.http.upstream_codec",
+                            "typed_config": {
+                                "@type": _ext("filters.http.upstream_codec.v3.UpstreamCodec")
+                            },
+                        },
+                    ],
+                }
+            }
+        slot_clusters.append(slot)
+    return [failfast, *slot_clusters]
+
+
+def upstream_extproc_filter(config: Config, sidecar_cluster: str) -> dict[str, Any]:
+    """The ext_proc filter on a `fo__` slot: one stream per attempt, to the same sidecar,
+    which tells the attempt from a client's request by `xds.cluster_name` (the slot) and
+    rewrites it for that candidate from the client's body (extproc/proxy/attempt.py). It
+    reads the answer's headers: a provider's context-too-long 400 is marked for a retry, and
+    a translated answer translated."""
+    downstream = _extproc_filter(config, sidecar_cluster)["typed_config"]
+    namespace = config.sidecar.metadata_namespace
+    headers = (*UPSTREAM_READ_HEADERS, *(GATEWAY_KEY_HEADERS if config.gateway_keys else ()))
+    return {
+        "name": EXTPROC_FILTER,
+        "typed_config": {
+            **downstream,
+            "request_attributes": ["xds.cluster_name"],
+            "processing_mode": {
+                **downstream["processing_mode"],
+                "response_header_mode": "SEND",
+            },
+            "metadata_options": {
+                "forwarding_namespaces": {"untyped": [namespace]},
+                "receiving_namespaces": {"untyped": [namespace]},
+            },
+            "forward_rules": {
+                "allowed_headers": {"patterns": [{"exact": name} for name in headers]}
+            },
+        },
+    }
 
 
 def versioned_sidecar_cluster(config: Config) -> str:
@@ -641,7 +880,12 @@ FRAGMENT_HEADER = """\
 # extproc pieces for an Envoy you already run (docs/mesh.md), rendered from config.yaml.
 # http_filters: put the ext_proc filter before envoy.filters.http.router. It is disabled
 #   by default: only the route below turns it on, so other virtual hosts never see it.
-# routes: the only route of a virtual host (or listener) that serves Claude Code alone.
+# routes: the only routes of a virtual host (or listener) that serves Claude Code alone, in
+#   this order: with fallbacks, one per failover chain, then the one the sidecar's cluster
+#   header picks. A chain route's cluster specifier plugin and the slots' upstream ext_proc
+#   filter have no field in Istio's VirtualService or Envoy Gateway's routes: add them with
+#   an EnvoyFilter or EnvoyPatchPolicy. The log of each failed attempt is your router's
+#   upstream_log (not in this fragment).
 # clusters: add to static_resources.clusters (or your CDS).
 # early_header_mutation_extensions: into your HttpConnectionManager; removes a client's
 #   own x-extproc-cluster (only the sidecar picks a provider) and x-envoy-* headers.
@@ -662,21 +906,22 @@ def scoped_extproc_filter(config: Config) -> dict[str, Any]:
 
 def enabled_route(config: Config) -> dict[str, Any]:
     """The cluster-header route, with the (otherwise disabled) ext_proc filter on."""
+    return {"name": "extproc", **_enabled(_route(config))}
+
+
+def _enabled(route: dict[str, Any]) -> dict[str, Any]:
+    """`route` with the (otherwise disabled) ext_proc filter on."""
     enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
-    return {
-        "name": "extproc",
-        **_route(config),
-        "typed_per_filter_config": {EXTPROC_FILTER: enable},
-    }
+    return {**route, "typed_per_filter_config": {EXTPROC_FILTER: enable}}
 
 
 def fragment(config: Config) -> str:
     """Just the filter, route and clusters, to merge into an existing Envoy config."""
     pieces = {
         "http_filters": [scoped_extproc_filter(config)],
-        "routes": [enabled_route(config)],
+        "routes": [*map(_enabled, chain_routes(config)), enabled_route(config)],
         "clusters": clusters(config, reports=False),
-        "early_header_mutation_extensions": [_drop_client_headers()],
+        "early_header_mutation_extensions": [_drop_client_headers(config)],
         "access_log_format": access_log_format(config),
     }
     header = FRAGMENT_HEADER.format(max_body=config.listener.max_body_bytes)

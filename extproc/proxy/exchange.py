@@ -28,7 +28,21 @@ from extproc.decisions.decision import Decision, Request, Stage, decide
 from extproc.decisions.effort import with_effort
 from extproc.errors import GatewayError
 from extproc.metrics import Metrics
-from extproc.providers.upstream import CLUSTER_HEADER, auth_change, cluster_name, upstream_path
+from extproc.providers.chains import (
+    CHAIN_HEADER,
+    CHAIN_METADATA,
+    EFFORT_METADATA,
+    HEAD_METADATA,
+    chain_of,
+    chain_value,
+)
+from extproc.providers.upstream import (
+    CLUSTER_HEADER,
+    AuthChange,
+    auth_change,
+    cluster_name,
+    upstream_path,
+)
 from extproc.proxy import replies
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.sessions import HEADER as SESSION_HEADER
@@ -57,6 +71,11 @@ READ_HEADERS = (
     SESSION_HEADER,
 )
 """The headers the exchange reads; Envoy forwards only these (and the key headers below)."""
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+UPSTREAM_READ_HEADERS = (*READ_HEADERS, "x-envoy-original-path", *ANTHROPIC_HEADERS)
+"""What a failover attempt's handler reads: the client's path is in x-envoy-original-path
+once the downstream exchange rewrote it; a failed answer's retry-after; the client's
+anthropic-* headers, which a translated attempt removes and a later native one restores."""
 ENVOY_FAILURES = {503: "unreachable", 504: "timeout"}
 """Envoy's own replies that mean the provider failed (control/envoy_config.py's mapper): it
 could not be reached (refused, reset, no address) or stayed silent. Its others (413, its own
@@ -161,6 +180,93 @@ def rewrite_model(
     return [bytes(raw[:start]), orjson.dumps(model), memoryview(raw)[end:]]
 
 
+@dataclass
+class ProviderRequest:
+    """The client's request as one provider takes it: what Envoy sends in its place."""
+
+    body: replies.Body | None
+    """None: the body as it came."""
+    headers: dict[str, str]
+    remove: tuple[str, ...]
+    add_if_absent: dict[str, str] | None
+    translation: ResponseTranslation | None
+    """How to translate the answer back, for a provider that speaks another API."""
+
+
+def provider_request(
+    config: Config,
+    provider: Provider,
+    auth: AuthChange,
+    raw: bytes | memoryview,
+    body: dict[str, Any],
+    span: Span | None,
+    client_path: str,
+    effort: str | None,
+) -> ProviderRequest:
+    """The rewrite of a Messages request for `provider`: model, path, credentials (`auth`),
+    reasoning effort, another provider's thinking blocks dropped, translation. Both the
+    downstream exchange and a failover attempt (extproc/proxy/attempt.py) use it.
+    """
+    effortful = with_effort(full_body(raw), effort) if effort else None
+    translation = None
+    add_if_absent = None
+    if provider.interface == "anthropic":
+        if effortful is None:
+            new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: same
+        else:  # written whole, as a body with another provider's thinking blocks is
+            cleaned = without_foreign_thinking(effortful) or effortful
+            new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
+        # Its token counts are read as it passes (usage.lua, or log_tokens): compressed, they
+        # could not be (Anthropic's API gzips answers a client takes gzip for).
+        changes: dict[str, str] = {"accept-encoding": "identity"}
+        removed: tuple[str, ...] = ()
+        add_if_absent = {"anthropic-version": "2023-06-01"}
+    else:
+        translated, translation = translate(config, effortful or full_body(raw), provider)
+        new_body = [translated]
+        # We read this response, so ask for it uncompressed; Anthropic headers mean
+        # nothing to an OpenAI-style API and stay with us.
+        changes = {"content-type": "application/json", "accept-encoding": "identity"}
+        removed = ANTHROPIC_HEADERS
+    headers = {
+        ":path": upstream_path(provider, client_path),
+        # Envoy's convention for a rewritten path: the access log shows the client's.
+        "x-envoy-original-path": client_path,
+        **changes,
+        **auth.set,
+    }
+    length: tuple[str, ...] = ()
+    if new_body is not None:
+        headers["content-length"] = str(sum(map(len, new_body)))
+        length = ("content-length",)
+    return ProviderRequest(
+        new_body, headers, (*length, *auth.remove, *removed), add_if_absent, translation
+    )
+
+
+def translate(
+    config: Config, body: dict[str, Any], provider: Provider
+) -> tuple[bytes, ResponseTranslation]:
+    """Anthropic Messages → Chat Completions or Responses, and how to translate the answer."""
+    try:
+        translator = translator_for(
+            provider.interface,
+            body,
+            upstream_model=provider.upstream_model,
+            contract=provider.contract,
+            max_tokens_cap=provider.max_tokens,
+            entry=provider.name,
+            base_url=provider.base_url,
+            access_key=provider.access_key,
+        )
+        translated = translator.request(body)
+    except TranslationError as exc:
+        raise GatewayError(exc.error_type, exc.message) from None
+    return translated, ResponseTranslation(
+        translator, bool(body.get("stream")), whole_max=config.listener.max_body_bytes
+    )
+
+
 class Exchange:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
@@ -171,9 +277,17 @@ class Exchange:
         self.decision: Decision | None = None
         self.translation: ResponseTranslation | None = None
         self.usage: UsageReader | None = None
+        self.chained = False
+        """Sent on a failover chain: the answer may be any candidate's, whose attempt
+        reported it (extproc/proxy/attempt.py), so this exchange does not."""
         self.finished = False
         """Envoy needs nothing more from the sidecar for this request: the server then ends
         the gRPC stream, and Envoy carries on without it (a sidecar crash can't cut it)."""
+
+    @property
+    def body_due(self) -> bool:
+        """The next message is a Messages request's body: the server reads it within budget."""
+        return bool(self.headers) and self.is_messages and self.decision is None
 
     async def handle(self, message: Phase) -> bytes:
         """The reply (ProcessingResponse bytes) to one message of this exchange's stream."""
@@ -263,11 +377,11 @@ class Exchange:
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = runtime.token_stages if counting else runtime.stages
         request = Request(model, body, self.path_only, self.headers, len(raw))
-        decision = await decide(runtime.config, request, stages)
+        routed = await decide(runtime.config, request, stages)
         # listener.cooldown_max_s: 0 turns cooldowns off, rests already begun included.
         cooldowns = runtime.cooldowns if runtime.config.listener.cooldown_max_s else None
         needs, now = request.facts.needs, runtime.clock()
-        decision = capability.choose(runtime.config, decision, needs, cooldowns, now)
+        decision = capability.choose(runtime.config, routed, needs, cooldowns, now)
         self.decision = decision
         runtime.metrics.record(decision)
         provider = decision.provider
@@ -288,41 +402,18 @@ class Exchange:
             decision.source,
             f", route {decision.route}" if decision.route else "",
         )
-        auth = auth_change(provider)
-        effort = decision.reasoning_effort
-        effortful = with_effort(full_body(raw), effort) if effort and not counting else None
-        if provider.interface == "anthropic":
-            if effortful is None:
-                new_body = rewrite_model(raw, body, provider.upstream_model, span)  # None: same
-            else:  # written whole, as a body with another provider's thinking blocks is
-                cleaned = without_foreign_thinking(effortful) or effortful
-                new_body = [encode_request_json({**cleaned, "model": provider.upstream_model})]
-            # Its token counts are read as it passes (usage.lua, or log_tokens): compressed,
-            # they could not be (Anthropic's API gzips answers a client takes gzip for).
-            changes: dict[str, str] = {} if counting else {"accept-encoding": "identity"}
-            removed: tuple[str, ...] = ()
-        elif counting:
+        if counting and provider.interface != "anthropic":
             self.finished = True
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, metadata, self.namespace)
-        else:
-            new_body = [self.translate(effortful or full_body(raw), provider)]
-            # We read this response, so ask for it uncompressed; Anthropic headers mean
-            # nothing to an OpenAI-style API and stay with us.
-            changes = {"content-type": "application/json", "accept-encoding": "identity"}
-            removed = ("anthropic-version", "anthropic-beta")
-        headers = {
-            CLUSTER_HEADER: cluster_name(runtime.config, provider),
-            ":path": upstream_path(provider, self.path),
-            # Envoy's convention for a rewritten path: the access log shows the client's.
-            "x-envoy-original-path": self.path,
-            **changes,
-            **auth.set,
-        }
-        length: tuple[str, ...] = ()
-        if new_body is not None:
-            headers["content-length"] = str(sum(map(len, new_body)))
-            length = ("content-length",)
+        effort = None if counting else decision.reasoning_effort
+        chain = () if counting else chain_of(runtime.config, routed.provider, provider)
+        if len(chain) > 1:
+            return self.send_on_chain(raw, body, span, chain, effort, metadata)
+        rewrite = provider_request(
+            runtime.config, provider, auth_change(provider), raw, body, span, self.path, effort
+        )
+        self.translation = rewrite.translation
         self.finished = self.translation is None and not runtime.config.listener.log_tokens
         if self.finished and not counting:
             # Envoy's Lua filter (control/usage.lua) reads this answer's counts, and prices them.
@@ -330,40 +421,63 @@ class Exchange:
             if self.session:  # and reports them to the session's record
                 metadata["session"] = self.session
         mutation = replies.header_mutation(
-            headers,
-            (*length, *auth.remove, *removed),
-            add_if_absent={"anthropic-version": "2023-06-01"} if not removed else None,
+            {CLUSTER_HEADER: cluster_name(runtime.config, provider), **rewrite.headers},
+            rewrite.remove,
+            add_if_absent=rewrite.add_if_absent,
         )
-        return replies.route_request_body(mutation, new_body, metadata, self.namespace)
+        return replies.route_request_body(mutation, rewrite.body, metadata, self.namespace)
 
-    def translate(self, body: dict[str, Any], provider: Provider) -> bytes:
-        """Anthropic Messages → Chat Completions or Responses, remembering how to translate
-        the answer."""
-        try:
-            translator = translator_for(
-                provider.interface,
-                body,
-                upstream_model=provider.upstream_model,
-                contract=provider.contract,
-                max_tokens_cap=provider.max_tokens,
-                entry=provider.name,
-                base_url=provider.base_url,
-                access_key=provider.access_key,
-            )
-            translated = translator.request(body)
-        except TranslationError as exc:
-            raise GatewayError(exc.error_type, exc.message) from None
-        self.translation = ResponseTranslation(
-            translator,
-            bool(body.get("stream")),
-            whole_max=self.runtime.config.listener.max_body_bytes,
+    def send_on_chain(
+        self,
+        raw: bytes | memoryview,
+        body: dict[str, Any],
+        span: Span | None,
+        chain: tuple[Provider, ...],
+        effort: str | None,
+        metadata: dict[str, Any],
+    ) -> bytes:
+        """Send the request on its failover chain's route (providers/chains.py).
+
+        A native head is rewritten here, as without failover: a request that never fails
+        over costs what it did, and its answer does not wait on the sidecar. A translated
+        head is left as the client sent it: Envoy keeps that body for each attempt, and its
+        `fo__` slot's upstream handler translates it (a translated body would be of no use
+        to a later Anthropic-format candidate).
+        """
+        assert self.decision is not None
+        config = self.runtime.config
+        head = chain[0]
+        self.chained = True
+        chain_header = {CHAIN_HEADER: chain_value(config, chain, body.get("stream") is True)}
+        decided = {
+            **metadata,
+            CHAIN_METADATA: chain_header[CHAIN_HEADER],
+            HEAD_METADATA: head.name,
+            EFFORT_METADATA: effort or "",
+        }
+        self.finished = not config.listener.log_tokens
+        if self.finished and head.interface == "anthropic":
+            # For usage.lua, as on a request without a chain; an attempt that answers in its
+            # stead writes its own candidate's price over it (proxy/attempt.py).
+            decided["price"] = price_text(head)
+        if self.finished and self.session:  # usage.lua reports the answer to the session
+            decided["session"] = self.session
+        if head.interface != "anthropic":
+            auth_change(head)  # a key it lacks is refused here, as without failover
+            mutation = replies.header_mutation(chain_header)
+            return replies.route_request_body(mutation, None, decided, self.namespace)
+        rewrite = provider_request(
+            config, head, auth_change(head), raw, body, span, self.path, effort
         )
-        return translated
+        mutation = replies.header_mutation(
+            {**chain_header, **rewrite.headers}, rewrite.remove, add_if_absent=rewrite.add_if_absent
+        )
+        return replies.route_request_body(mutation, rewrite.body, decided, self.namespace)
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
         local = LOCAL_REPLY_HEADER in headers
-        if self.decision is not None:
+        if self.decision is not None and not self.chained:
             provider = self.decision.provider.name
             if status >= 400:
                 self.runtime.metrics.upstream_errors.labels(provider, status).inc()
@@ -402,17 +516,23 @@ class Exchange:
             return replies.answer_instead(status, body, usage, self.namespace)
         return replies.replace_response_body(body, usage, self.namespace)
 
+    @property
+    def answering(self) -> tuple[Provider, str] | None:
+        """The provider whose answer this exchange reads, and the route that chose it."""
+        return (self.decision.provider, self.decision.route) if self.decision else None
+
     def answered(self, usage: dict[str, int]) -> dict[str, Any]:
         """An answer's token counts (known at its end) for the access log, with their cost in
         USD where both the counts and the routed model's price are known; the cost is counted
         in the metrics, and both go to the session's record."""
-        decision = self.decision
-        if not usage or decision is None:
+        answering = self.answering
+        if not usage or answering is None:
             return usage
+        provider, route = answering
         cost = None
-        if decision.provider.price is not None:
-            cost = decision.provider.price.cost(usage)
-            self.runtime.metrics.cost.labels(decision.provider.name, decision.route).inc(cost)
+        if provider.price is not None:
+            cost = provider.price.cost(usage)
+            self.runtime.metrics.cost.labels(provider.name, route).inc(cost)
         if self.session:
             self.runtime.sessions.answered(self.session, usage, cost)
         return usage if cost is None else {**usage, "cost_usd": round(cost, 8)}
@@ -494,6 +614,8 @@ class _RoutingFields(msgspec.Struct):
     system: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     thinking: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     max_tokens: Any = msgspec.UNSET
+    stream: Any = msgspec.UNSET
+    """Picks the failover route: only a streamed answer's headers come before it is written."""
 
 
 _ROUTING_FIELDS = msgspec.json.Decoder(_RoutingFields)

@@ -147,16 +147,47 @@ def route_request_body(
     body: Body | None,
     decision: dict[str, Any],
     namespace: str = METADATA_NAMESPACE,
+    clear_route_cache: bool = True,
 ) -> bytes:
     """Body-phase reply: headers, new body and route re-evaluation in one message.
 
-    `clear_route_cache` only takes effect in a reply that also mutates headers.
+    `clear_route_cache` only takes effect in a reply that also mutates headers; a failover
+    attempt's (an upstream filter's) reply has no route to clear.
     """
     if body is None:
-        reply = _phase(_REQUEST_BODY, _common(mutation, clear_route_cache=True))
+        reply = _phase(_REQUEST_BODY, _common(mutation, clear_route_cache))
     else:
-        reply = _body_phase(_REQUEST_BODY, mutation, body, clear_route_cache=True)
+        reply = _body_phase(_REQUEST_BODY, mutation, body, clear_route_cache)
     return reply + metadata(decision, namespace)
+
+
+def attempt_response_headers(
+    mutation: bytes | None,
+    fields: dict[str, Any],
+    namespace: str,
+    read_body: bool | None = None,
+) -> bytes:
+    """A failover attempt's reply to its answer's headers: with `fields` for the next
+    attempts (dynamic metadata), and, unless `read_body` is None, asking for the body:
+    chunk by chunk (True) or whole, the headers held until it is read (False)."""
+    reply = _phase(_RESPONSE_HEADERS, _common(mutation))
+    if fields:
+        reply += metadata(fields, namespace)
+    if read_body is not None:
+        reply += _mode(0, 0, 0, _STREAMED if read_body else _BUFFERED, 0, 0)
+    return reply
+
+
+def held_response_body(
+    mutation: bytes, body: bytes | None, fields: dict[str, Any], namespace: str
+) -> bytes:
+    """A whole answer read while its headers were held: their changes (the failover mark),
+    the body (translated) or None (as it came), and `fields` for the next attempts."""
+    if body is None:
+        reply = _phase(_RESPONSE_BODY, _common(mutation))
+    else:
+        reply = _body_phase(_RESPONSE_BODY, mutation, (body,), clear_route_cache=False)
+    return reply + (metadata(fields, namespace) if fields else b"")
 
 
 def pass_response_body(usage: dict[str, int], namespace: str = METADATA_NAMESPACE) -> bytes:

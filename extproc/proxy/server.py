@@ -23,6 +23,7 @@ import orjson
 from extproc.errors import GatewayError
 from extproc.providers import credentials
 from extproc.proxy import replies, sessions
+from extproc.proxy.attempt import exchange_for
 from extproc.proxy.budget import ByteBudget
 from extproc.proxy.exchange import Exchange, Runtime
 from extproc.proxy.wire import Phase, decode_request
@@ -87,14 +88,17 @@ class ExtProcServer:
         try:
             while not exchange.finished:
                 # After a Messages request's headers comes its body: read it within budget.
-                if exchange.headers and exchange.is_messages and exchange.decision is None:
+                if exchange.body_due:
                     held = await self.bodies.take(self._body_size(exchange.headers))
                     held_any = held >= RELEASE_AFTER_BYTES
                 try:
                     raw = await anext(messages)
                 except StopAsyncIteration:
                     return
-                reply = await self._reply(exchange, decode_request(raw))
+                phase = decode_request(raw)
+                if not exchange.headers:
+                    exchange = exchange_for(self.runtime, phase, exchange)
+                reply = await self._reply(exchange, phase)
                 del raw
                 self.bodies.give(held)
                 held = 0

@@ -39,18 +39,35 @@ class Phase:
     body: bytes | memoryview = b""
     """A view into the received message: a body of megabytes is not copied to be read."""
     end_of_stream: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+    """The string attributes Envoy sent (`xds.cluster_name` for a failover attempt)."""
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Dynamic metadata forwarded to the sidecar, by namespace: its string values."""
 
 
 def decode_request(raw: bytes) -> Phase:
-    """The phase, headers or body, and end_of_stream of a ProcessingRequest.
+    """The phase, headers or body, end_of_stream, attributes and metadata of a
+    ProcessingRequest.
 
     Raises ValueError (or IndexError) on bytes that are not a protobuf message.
     """
+    phase = Phase("")
     for number, start, end in _fields(raw, 0, len(raw)):
-        name = PHASES.get(number)
-        if name is None or end < 0:
+        if end < 0:
             continue
-        phase = Phase(name)
+        if number == _METADATA_CONTEXT:
+            for entry, a, b in _fields(raw, start, end):
+                if entry == 1 and b >= 0:
+                    key, fields = _struct_entry(raw, a, b)
+                    phase.metadata[key] = fields
+            continue
+        if number == _ATTRIBUTES:
+            phase.attributes.update(_struct_entry(raw, start, end)[1])
+            continue
+        name = PHASES.get(number)
+        if name is None:
+            continue
+        phase.name = name
         for inner, a, b in _fields(raw, start, end):
             if b < 0:
                 if (inner == 3 and number < 4) or (inner == 2 and number >= 4):
@@ -59,8 +76,36 @@ def decode_request(raw: bytes) -> Phase:
                 phase.headers = _header_map(raw, a, b)
             elif inner == 1:
                 phase.body = memoryview(raw)[a:b]
-        return phase
-    return Phase("")
+    return phase
+
+
+_METADATA_CONTEXT, _ATTRIBUTES = 8, 9
+"""ProcessingRequest's metadata_context (Metadata{filter_metadata=1: map<string, Struct>})
+and attributes (map<string, Struct>), sent to the upstream filter of failover attempts."""
+
+
+def _struct_entry(buf: bytes, start: int, end: int) -> tuple[str, dict[str, str]]:
+    """A map<string, Struct> entry: its key and the Struct's string values (others left out)."""
+    key, a, b = _map_entry(buf, start, end)
+    fields: dict[str, str] = {}
+    for number, s, e in _fields(buf, a, b):  # Struct{fields=1: map<string, Value>}
+        if number == 1 and e >= 0:
+            name, vs, ve = _map_entry(buf, s, e)
+            for inner, x, y in _fields(buf, vs, ve):  # Value{string_value=3}
+                if inner == 3 and y >= 0:
+                    fields[name] = buf[x:y].decode("utf-8", "replace")
+    return key, fields
+
+
+def _map_entry(buf: bytes, start: int, end: int) -> tuple[str, int, int]:
+    """A map entry {key=1: string, value=2: message}: its key and where its value lies."""
+    key, value_start, value_end = "", 0, 0
+    for number, a, b in _fields(buf, start, end):
+        if number == 1 and b >= 0:
+            key = buf[a:b].decode("utf-8", "replace")
+        elif number == 2 and b >= 0:
+            value_start, value_end = a, b
+    return key, value_start, value_end
 
 
 def _header_map(buf: bytes, start: int, end: int) -> dict[str, str]:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_server import started
 from tests.support.gateway import running_gateway
 from tests.support.requests import KEY
 from tests.support.strict_providers import PROFILES, FakeProvider, prompt_tokens
@@ -30,17 +31,17 @@ def profile(name: str, **changes: object):
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, FakeProvider]]:
-    started = {
-        "deepseek": FakeProvider(profile=profile("deepseek/deepseek-reasoner", key=DEEPSEEK_KEY)),
-        "gemini": FakeProvider(profile=profile("gemini/gemini-3-pro-preview", key=GEMINI_KEY)),
-        "ollama": FakeProvider(profile=profile("ollama/qwen3-coder", window=32_768)),
-        "anthropic": FakeAnthropic(window=200_000),
-    }
-    for fake in started.values():
-        fake.start()
-    yield started
-    for fake in started.values():
-        fake.stop()
+    with started(
+        {
+            "deepseek": FakeProvider(
+                profile=profile("deepseek/deepseek-reasoner", key=DEEPSEEK_KEY)
+            ),
+            "gemini": FakeProvider(profile=profile("gemini/gemini-3-pro-preview", key=GEMINI_KEY)),
+            "ollama": FakeProvider(profile=profile("ollama/qwen3-coder", window=32_768)),
+            "anthropic": FakeAnthropic(window=200_000),
+        }
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -63,9 +63,9 @@ def test_cache_reads_and_writes_are_priced_apart(gateway, fakes):
 
 
 def test_a_translated_answer_is_priced_at_the_entrys_own_price(gateway, fakes):
-    """openai/gpt-4.1 has `price: {input: 2, output: 8, cache_read: 0.5}` (the table does not
-    know it). Chat Completions counts 120 prompt tokens, 100 of them cached, and 17 out:
-    (20 × 2 + 100 × 0.5 + 17 × 8) / 10⁶ = $0.000226."""
+    """openai/gpt-4.1 has `price: {input: 1, output: 4, cache_read: 0.25}`, half the table's
+    row, which it replaces. Chat Completions counts 120 prompt tokens, 100 of them cached,
+    and 17 out: (20 × 1 + 100 × 0.25 + 17 × 4) / 10⁶ = $0.000113."""
     *_, openai_fake = fakes
     client(gateway).messages.create(
         model="openai/gpt-4.1", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
@@ -75,7 +75,7 @@ def test_a_translated_answer_is_priced_at_the_entrys_own_price(gateway, fakes):
     )
     entry = logged(gateway, openai_fake)
     assert (entry["input_tokens"], entry["cache_read_input_tokens"]) == (20, 100)
-    assert entry["cost_usd"] == 0.000226
+    assert entry["cost_usd"] == 0.000113
 
 
 def test_a_session_routed_to_another_model_is_marked(gateway, fakes):

@@ -43,10 +43,13 @@ USER_AUTH = "Bearer user-own-token-for-app"
 
 
 def sidecar_config(anthropic: FakeAnthropic, openai: FakeOpenAI, port: int, health: int) -> str:
-    """No router model (no routes to choose among): every request is routed by its model name."""
+    """No router model (no routes to choose among): every request is routed by its model name.
+    No failover, as in deploy/kubernetes: the Envoy Gateway shape has no chain routes."""
     return f"""\
 routing:
   model_dir: /nonexistent/extproc-mesh-test
+listener:
+  failover: false
 sidecar:
   address: localhost
   listen_address: 127.0.0.1

@@ -161,6 +161,13 @@ def prompt_tokens(request: dict[str, Any]) -> int:
     return len(json.dumps([request.get(k) for k in ("system", "messages", "tools")])) // 4
 
 
+ANTHROPIC_FAILURES = {
+    429: ("rate_limit_error", "This request would exceed your organization's rate limit."),
+    503: ("api_error", "Service unavailable"),
+    529: ("overloaded_error", "Overloaded"),
+}
+"""A failing Anthropic's error type and message, by status (https://docs.anthropic.com/en/api/errors)."""
+
 USER_KEY_PREFIX = "sk-ant-"
 """How Anthropic's API keys start (sk-ant-api03-…)."""
 
@@ -195,6 +202,12 @@ class FakeAnthropic(FakeServer):
         data = json.dumps(payload).encode()
         self.sent = [data]  # before the bytes leave: a client may compare once it has them
         send_json(handler, status, data, {"request-id": f"req_{uuid.uuid4().hex[:20]}"})
+
+    def failure_body(self, status: int) -> bytes:
+        """Anthropic's errors page: 429 `rate_limit_error`, 529 `overloaded_error`; a 503 (not
+        on that page: what a load balancer in front answers) as its `api_error`."""
+        kind, text = ANTHROPIC_FAILURES[status]
+        return json.dumps({"type": "error", "error": {"type": kind, "message": text}}).encode()
 
     def error(self, handler: BaseHTTPRequestHandler, status: int, kind: str, text: str) -> None:
         self._json(handler, status, {"type": "error", "error": {"type": kind, "message": text}})

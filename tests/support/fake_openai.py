@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.support.fake_anthropic import echoed, write_chunked
-from tests.support.fake_server import FakeServer, send_json
+from tests.support.fake_server import FakeServer, openai_failure, send_json
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -184,6 +184,9 @@ class FakeOpenAI(FakeServer):
     expected_key: str
     retry_after: str = "1"
     """The `retry-after` of its error answers (seconds)."""
+
+    def failure_body(self, status: int) -> bytes:
+        return openai_failure(status)
 
     @staticmethod
     def _json(

@@ -22,7 +22,7 @@ from typing import Any
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
 from tests.support.fake_anthropic import echoed, write_chunked
-from tests.support.fake_server import FakeServer, send_json
+from tests.support.fake_server import FakeServer, openai_failure, send_json
 from tests.support.responses_streams import Answer, Call, encrypted_for, events, response, sse
 
 JSON = dict[str, Any]
@@ -237,6 +237,9 @@ def plan(request: JSON, turn: int) -> Answer | tuple[int, str, str]:
 class FakeResponses(FakeServer):
     expected_key: str
     answered: int = 0
+
+    def failure_body(self, status: int) -> bytes:
+        return openai_failure(status)
 
     @staticmethod
     def _json(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:

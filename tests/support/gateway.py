@@ -62,20 +62,25 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def log_lines(self) -> list[dict[str, Any]]:
+    def log_lines(self, attempts: bool = False) -> list[dict[str, Any]]:
+        """The access log's request lines, or with `attempts` its lines of failed attempts
+        (`"log": "attempt"`, written with failover)."""
         lines = []
         for line in self.access_log.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                lines.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue
+            if (entry.get("log") == "attempt") == attempts:
+                lines.append(entry)
         return lines
 
-    def wait_log(self, predicate, timeout: float = 10.0) -> dict[str, Any]:
-        """The first access-log entry matching `predicate` (Envoy flushes about once a second)."""
+    def wait_log(self, predicate, timeout: float = 10.0, attempts: bool = False) -> dict[str, Any]:
+        """The first access-log entry matching `predicate` (Envoy flushes about once a second);
+        with `attempts`, the first line of a failed attempt."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for entry in self.log_lines():
+            for entry in self.log_lines(attempts):
                 if predicate(entry):
                     return entry
             time.sleep(0.1)
@@ -174,14 +179,16 @@ def gateway_config(
     **ports: int,
 ) -> str:
     """A config whose providers are the local fakes; ports are free ones. Providers never rest
-    after failing (`cooldown_max_s: 0`): the tests that share this gateway provoke errors one
-    after another and expect each from the provider they asked (tests/e2e/test_cooldown.py
-    has a gateway of its own)."""
+    after failing (`cooldown_max_s: 0`), nor does a failed request move on to another
+    (`failover: false`): the tests that share this gateway provoke errors one after another
+    and expect each from the provider they asked (tests/e2e/test_cooldown.py and
+    tests/e2e/test_failover.py have gateways of their own)."""
     openai_url = openai.url if openai else "http://127.0.0.1:9"
     return f"""\
 listener:
   port: {ports["listener"]}
   admin_port: {ports["admin"]}
+  failover: false
   log_tokens: true
   cooldown_max_s: 0
 sidecar:
@@ -212,7 +219,7 @@ llm_providers:
     provider_interface: openai-chat
     access_key: $TEST_OPENAI_KEY
     max_tokens: 8192
-    price: {{input: 2, output: 8, cache_read: 0.5}}
+    price: {{input: 1, output: 4, cache_read: 0.25}}
   - model: openai/o4-mini
     base_url: {openai_url}/v1
     provider_interface: openai-chat

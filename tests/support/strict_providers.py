@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.support.fake_anthropic import prompt_tokens, write_chunked
-from tests.support.fake_server import FakeServer, send_json
+from tests.support.fake_server import FakeServer, openai_failure, send_json
 
 JSON = dict[str, Any]
 FINAL = "loop done after STEP-1 and STEP-2"
@@ -38,6 +38,19 @@ CHAT_PARAMS = {
     "tools", "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
 }  # fmt: skip
 """OpenAI's Chat Completions parameters (API reference, 2026-11)."""
+
+
+GOOGLE_FAILURES = {
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+}
+MISTRAL_RATE_LIMITED = {
+    "object": "error",
+    "message": "Requests rate limit exceeded",
+    "type": "rate_limited",
+    "param": None,
+    "code": "1300",
+}
 
 
 @dataclass(frozen=True)
@@ -381,6 +394,18 @@ class FakeProvider(FakeServer):
     """Every request refused, as (status, message): a test that expects none asserts []."""
     cut: list[int] = field(default_factory=list)
     """Ollama: how many messages each request lost to the window (0 when it fit)."""
+
+    def failure_body(self, status: int) -> bytes:
+        """Gemini's errors as Google APIs write them (a list; 429 RESOURCE_EXHAUSTED, 503
+        UNAVAILABLE: ai.google.dev/gemini-api/docs/troubleshooting), Mistral's 429
+        `rate_limited`, and OpenAI's for the others."""
+        if self.profile.error_style == "google":
+            status_name, message = GOOGLE_FAILURES[status]
+            error = {"code": status, "message": message, "status": status_name}
+            return json.dumps([{"error": error}]).encode()
+        if self.profile.error_style == "mistral" and status == 429:
+            return json.dumps(MISTRAL_RATE_LIMITED).encode()
+        return openai_failure(status)
 
     def error(
         self, handler: BaseHTTPRequestHandler, status: int, message: str, code: str | None = None

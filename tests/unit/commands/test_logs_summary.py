@@ -67,8 +67,8 @@ def test_routing_that_cost_more_says_so():
 
 
 def test_a_default_model_without_a_price():
-    lines = summary(default_model="openai/gpt-4.1").splitlines()
-    assert lines[-3] == "what routing saved: unknown, openai/gpt-4.1 has no price"
+    lines = summary(default_model="mistral/mistral-large-latest").splitlines()
+    assert lines[-3] == "what routing saved: unknown, mistral/mistral-large-latest has no price"
 
 
 def test_a_log_without_token_counts():

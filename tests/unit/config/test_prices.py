@@ -11,6 +11,7 @@ from extproc.config import ConfigError, parse
 from extproc.config.catalogue import CATALOGUE
 from extproc.config.contract import FAMILIES
 from extproc.config.prices import PRICES, Price, price_for
+from extproc.translate.openai_chat.response import anthropic_usage as openai_chat_usage
 
 
 def test_every_provider_and_family_the_gateway_knows_has_a_row():
@@ -21,11 +22,24 @@ def test_every_provider_and_family_the_gateway_knows_has_a_row():
         assert any(row.matches(family.provider, family.model) for row in PRICES), family
 
 
-def test_every_known_price_says_where_and_when_it_was_read():
+def test_every_row_has_a_price_with_its_source_and_date_or_none():
+    """A price names where it was read (a provider's page, or the price files that agree
+    on it) and when; anything else is None."""
     for row in PRICES:
         if row.price is not None:
-            assert row.price.source.startswith(("https://", "runs locally")), row
+            assert row.price.source.startswith(
+                ("https://", "runs locally", "LiteLLM 1.110.2 model_prices")
+            ), row
+            assert "genai-prices" in row.price.source or "LiteLLM" not in row.price.source
             assert re.fullmatch(r"\d{4}-\d\d-\d\d", row.price.date), row
+
+
+def test_no_row_is_hidden_by_a_row_above_it():
+    """The first matching row applies: a general glob above a specific one would take its
+    models."""
+    for i, row in enumerate(PRICES):
+        for above in PRICES[:i]:
+            assert not above.matches(row.provider, row.model), (above, row)
 
 
 def test_cache_reads_and_writes_are_priced_apart_from_input():
@@ -42,10 +56,68 @@ def test_cache_reads_and_writes_are_priced_apart_from_input():
 
 
 def test_unknown_families_have_no_price():
-    assert price_for("openai", "gpt-4.1") is None
-    assert price_for("gemini", "gemini-2.5-pro") is None
+    # The two price files differ on these, or only one of them lists it.
+    assert price_for("mistral", "mistral-large-latest") is None
+    assert price_for("xai", "grok-code-fast-1") is None
+    assert price_for("xai", "grok-4") is None
+    assert price_for("moonshot", "kimi-k2-thinking") is None
+    assert price_for("groq", "llama-3.3-70b-versatile") is None
+    # An alias that moves to newer models; a model newer than the table.
+    assert price_for("gemini", "gemini-flash-latest") is None
+    assert price_for("openai", "gpt-5.7") is None
+    assert price_for("openai", "gpt-5.3-pro") is None
+    assert price_for("openrouter", "openai/gpt-4.1") is None
     assert price_for("anthropic", "claude-3-opus") is None
     assert price_for("my-own-provider", "x") is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "price"),
+    [
+        ("openai", "gpt-4.1-2025-04-14", (2, 8, 0.5, 2)),
+        ("openai", "gpt-4.1-mini", (0.4, 1.6, 0.1, 0.4)),
+        ("openai", "gpt-5", (1.25, 10, 0.125, 1.25)),
+        ("openai", "gpt-5-codex", (1.25, 10, 0.125, 1.25)),
+        ("openai", "gpt-5-mini", (0.25, 2, 0.025, 0.25)),
+        ("openai", "gpt-5.1-codex-max", (1.25, 10, 0.125, 1.25)),
+        ("openai", "gpt-5.2-codex", (1.75, 14, 0.175, 1.75)),
+        ("openai", "gpt-5.2-pro", (21, 168, 21, 21)),
+        ("openai", "gpt-5.5", (5, 30, 0.5, 5)),
+        ("openai", "gpt-5.6-terra", (2, 12, 0.2, 2.5)),
+        ("openai", "o3", (2, 8, 0.5, 2)),
+        ("openai", "o3-mini", (1.1, 4.4, 0.55, 1.1)),
+        ("openai", "o4-mini", (1.1, 4.4, 0.275, 1.1)),
+        ("gemini", "gemini-2.5-pro", (1.25, 10, 0.125, 1.25)),
+        ("gemini", "gemini-2.5-flash", (0.3, 2.5, 0.03, 0.3)),
+        ("gemini", "gemini-3-pro-preview", (2, 12, 0.2, 2)),
+        ("xai", "grok-4.6", (2, 6, 0.5, 2)),
+        ("xai", "grok-4.5", (2, 6, 0.3, 2)),
+        ("mistral", "codestral-2508", (0.3, 0.9, 0.03, 0.3)),
+        ("groq", "openai/gpt-oss-120b", (0.15, 0.6, 0.075, 0.15)),
+        ("moonshot", "kimi-k2.6", (0.95, 4, 0.16, 0.95)),
+    ],
+)
+def test_the_models_in_the_examples_have_their_price(kind, model, price):
+    """Input, output, cache read, cache write: where the provider charges nothing for
+    writing its cache, a write costs what input does."""
+    found = price_for(kind, model)
+    assert found is not None
+    assert (found.input, found.output, found.cache_read, found.cache_write) == price
+
+
+def test_an_openai_answer_pays_for_a_cached_token_once():
+    """Chat Completions counts 1,000 prompt tokens, 800 of them cached, and 100 out; the
+    translation counts 200 input and 800 cache reads. gpt-4.1 ($2 in, $0.50 cached, $8 out):
+    (200 × 2 + 800 × 0.5 + 100 × 8) / 10⁶ = $0.0016."""
+    usage = openai_chat_usage(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 100,
+            "prompt_tokens_details": {"cached_tokens": 800},
+        }
+    )
+    price = price_for("openai", "gpt-4.1")
+    assert price is not None and price.cost(usage) == pytest.approx(0.0016, abs=1e-12)
 
 
 def providers(entries: str) -> dict:

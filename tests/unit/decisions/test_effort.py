@@ -15,7 +15,10 @@ from extproc.decisions.routing import RouterStage
 from extproc.proxy.exchange import Exchange
 from tests.support.captured import captured
 
+# Without failover the downstream exchange translates, and its reply holds the body a
+# provider gets (with failover, a translated head's attempt does: proxy/attempt.py).
 PROVIDERS = """\
+listener: {failover: false}
 llm_providers:
   - model: anthropic/claude-opus-4-8
     default: true
@@ -120,13 +123,13 @@ async def test_without_an_effort_the_clients_own_goes_on():
     [
         (
             "  - {name: a, model: openai/gpt-4.1, reasoning_effort: low, when: {kind: title}}\n",
-            "config.yaml:14: rules[3].reasoning_effort: openai/gpt-4.1 takes no reasoning effort"
+            "config.yaml:15: rules[3].reasoning_effort: openai/gpt-4.1 takes no reasoning effort"
             " (its model family has reasoning: false; set `reasoning: true` on the provider if "
             "it does)",
         ),
         (
             "  - {name: a, model: openai/o4-mini, reasoning_effort: max, when: {kind: title}}\n",
-            "config.yaml:14: rules[3].reasoning_effort: 'max' is not one of low, medium, high",
+            "config.yaml:15: rules[3].reasoning_effort: 'max' is not one of low, medium, high",
         ),
     ],
 )
@@ -146,6 +149,6 @@ def test_check_refuses_an_effort_on_a_route_of_a_model_without_reasoning():
         parse(text, "config.yaml")
     [problem] = refused.value.problems
     assert (problem.line, problem.where) == (
-        11,
+        12,
         "llm_providers[3].routing_preferences[0].reasoning_effort",
     )

@@ -23,12 +23,13 @@ ALIKE = [f"{scheme}://{host}:8443" for scheme in ("http", "https") for host in H
 
 
 def config_of(base_urls: list[str]) -> Config:
-    """One OpenAI-style provider per URL, `openai/m<i>` with the key `key-<i>`."""
+    """One OpenAI-style provider per URL, `openai/m<i>` with the key `key-<i>`; no failover,
+    so that each request goes out on its provider's own cluster."""
     entries = "".join(
         f"  - model: openai/m{i}\n    access_key: key-{i}\n    base_url: {url}/v1\n"
         for i, url in enumerate(base_urls)
     )
-    return parse("llm_providers:\n" + entries)
+    return parse("listener: {failover: false}\nllm_providers:\n" + entries)
 
 
 def sent_to(config: Config, model: str) -> dict[str, str]:

@@ -26,7 +26,9 @@ llm_providers:
     access_key: sk-ant
     default: true
 """
-CONFIG = parse(PROVIDERS)
+# Without failover: the exchange itself reads the answer (with failover, each attempt's
+# handler does: tests/unit/proxy/test_attempt.py).
+CONFIG = parse("listener: {failover: false}\n" + PROVIDERS)
 NOW = 1_796_000_000.0
 ASKED = {
     "model": "openai/gpt-4.1",
@@ -116,7 +118,7 @@ def test_the_providers_own_answer_ends_its_rest() -> None:
 def test_a_longest_rest_of_0_turns_cooldowns_off_even_for_rests_begun() -> None:
     runtime = runtime_at(NOW)
     send(runtime, {":status": "429", "retry-after": "30"})
-    off = runtime_at(NOW, parse("listener: {cooldown_max_s: 0}\n" + PROVIDERS))
+    off = runtime_at(NOW, parse("listener: {failover: false, cooldown_max_s: 0}\n" + PROVIDERS))
     reloaded = dataclasses.replace(off, cooldowns=runtime.cooldowns)  # as app.Sidecar.reload
     exchange, cluster = send(reloaded, {":status": "503"})
     assert (cluster, exchange.decision.note) == ("10_0_0_2_8080", "")
@@ -126,7 +128,9 @@ def test_a_longest_rest_of_0_turns_cooldowns_off_even_for_rests_begun() -> None:
 def test_an_attempt_recorded_from_elsewhere_counts_the_same() -> None:
     """What failover's per-attempt handler calls: a refused connection, then a 429 that says
     when, each under the config's longest rest."""
-    runtime = runtime_at(NOW, parse("listener: {cooldown_max_s: 20}\n" + PROVIDERS))
+    runtime = runtime_at(
+        NOW, parse("listener: {failover: false, cooldown_max_s: 20}\n" + PROVIDERS)
+    )
     runtime.record_attempt("openai/gpt-4.1", "refused", {})
     exchange, cluster = send(runtime)
     assert cluster == "10_0_0_3_8080"

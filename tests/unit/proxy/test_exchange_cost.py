@@ -14,7 +14,7 @@ from extproc.proxy.exchange import Exchange
 from extproc.proxy.wire import Phase
 
 CONFIG = """\
-listener: {log_tokens: true}
+listener: {log_tokens: true, failover: false}
 llm_providers:
   - model: anthropic/claude-haiku-4-5
     access_key: k

@@ -307,6 +307,7 @@ def test_responses_reasoning_goes_back_to_the_provider_that_wrote_it():
     }
 
 
+NO_FAILOVER = "listener: {failover: false}\n"
 TEAMS = (
     "  - name: team-a\n    model: openai/gpt-5.2-codex\n    access_key: sk-a\n"
     "  - name: team-b\n    model: openai/gpt-5.2-codex\n    access_key: sk-b\n"
@@ -325,7 +326,9 @@ def test_responses_reasoning_never_goes_out_with_another_accounts_key():
         ("team-a", ["message", "reasoning", "message", "message"]),
         ("team-b", ["message", "message", "message"]),
     ]:
-        sent = routed(exchange_for(TEAMS), {**next_turn, "model": team})
+        # Translated where the request leaves the gateway, without failover (with it, on the
+        # failover attempt: tests/unit/proxy/test_attempt.py).
+        sent = routed(exchange_for(TEAMS, NO_FAILOVER), {**next_turn, "model": team})
         headers = {o.header.key: o.header.raw_value for o in sent.header_mutation.set_headers}
         assert headers["authorization"] == f"Bearer sk-{team[-1]}".encode()
         assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds

@@ -66,7 +66,15 @@ def test_routing_fields_only():
     body = {"model": "m", "messages": [], "output_config": {"format": {}}, **OTHER_FIELDS}
     view, span = _parse_body(orjson.dumps(body))
     assert span is not None
-    assert set(view) == {"model", "messages", "tools", "output_config", "max_tokens", "system"}
+    assert set(view) == {
+        "model",
+        "messages",
+        "tools",
+        "output_config",
+        "max_tokens",
+        "system",
+        "stream",
+    }
     assert msgspec.json.decode(view["system"]) == OTHER_FIELDS["system"], "kept raw, for rules"
     assert view["messages"] == [] and view["output_config"] == {"format": {}}
     assert view["tools"] == [{"type": None, "name": "Bash"}]  # its schema is not built

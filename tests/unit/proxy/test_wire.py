@@ -13,6 +13,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HeaderValue,
     HeaderValueOption,
     HeaderValueOptionHeaderAppendAction,
+    Metadata,
 )
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingMode,
@@ -287,3 +288,66 @@ def test_a_large_body_is_framed_right():
             dynamic_metadata=typed_metadata(decision),
         ),
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(header_pairs, st.one_of(st.none(), bodies), metadata, st.sampled_from([None, True, False]))
+def test_failover_attempt_replies(set_, body, fields, read_body):
+    """The replies of a failover attempt (extproc/proxy/attempt.py): its body without a route
+    to clear, its answer's headers with metadata for the next attempts, a held whole answer."""
+    mutation = typed_mutation(set_, [], {})
+    ours = replies.header_mutation(set_)
+    namespace = replies.METADATA_NAMESPACE
+    assert_bytes(
+        replies.route_request_body(
+            ours, [body] if body is not None else None, fields, clear_route_cache=False
+        ),
+        ProcessingResponse(
+            request_body=BodyResponse(
+                response=CommonResponse(
+                    header_mutation=mutation,
+                    body_mutation=BodyMutation(body=body) if body is not None else None,
+                )
+            ),
+            dynamic_metadata=typed_metadata(fields),
+        ),
+    )
+    modes = {True: ProcessingModeBodySendMode.STREAMED, False: ProcessingModeBodySendMode.BUFFERED}
+    assert_bytes(
+        replies.attempt_response_headers(ours, fields, namespace, read_body),
+        ProcessingResponse(
+            response_headers=HeadersResponse(response=CommonResponse(header_mutation=mutation)),
+            dynamic_metadata=typed_metadata(fields) if fields else None,
+            mode_override=ProcessingMode(response_body_mode=modes[read_body])
+            if read_body is not None
+            else None,
+        ),
+    )
+    assert_bytes(
+        replies.held_response_body(ours, body, fields, namespace),
+        ProcessingResponse(
+            response_body=BodyResponse(
+                response=CommonResponse(
+                    header_mutation=mutation,
+                    body_mutation=BodyMutation(body=body) if body is not None else None,
+                )
+            ),
+            dynamic_metadata=typed_metadata(fields) if fields else None,
+        ),
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(names, values, max_size=5), st.dictionaries(names, values, max_size=5))
+def test_decodes_a_failover_attempts_attributes_and_metadata(attributes, decided):
+    """What an upstream filter sends: the attempt's cluster (attributes) and the decision
+    (metadata), their string values; any other value is left out."""
+    request = ProcessingRequest(
+        request_headers=HttpHeaders(end_of_stream=False),
+        attributes={"envoy.filters.http.ext_proc": Struct.from_dict({**attributes, "n": 1})},
+        metadata_context=Metadata(filter_metadata={"ns": Struct.from_dict(decided)}),
+    )
+    phase = wire.decode_request(bytes(request))
+    assert phase.name == "request_headers"
+    assert phase.attributes == {k: v for k, v in attributes.items() if k != "n"}
+    assert phase.metadata == {"ns": decided}

@@ -1,0 +1,119 @@
+"""Failover chains: the candidates a request may move through, as Envoy's config names them.
+
+A request whose decision has more than one candidate (`Config.candidates`) goes out on a
+chain route (control/envoy_config.py): Envoy tries the chain's slots in order, one per
+attempt, and moves on when an attempt fails before the answer's headers. Each slot is an
+Envoy cluster:
+
+- `p__<origin cluster>`: the head of a chain whose body the downstream sidecar already
+  rewrote (an Anthropic-format provider): no sidecar call on that attempt;
+- `fo__<entry>`: a provider entry whose request the sidecar's upstream handler rewrites on
+  the attempt itself (extproc/proxy/attempt.py), from the client's own body.
+
+The renderer and the sidecar both name chains and slots here, so the chain a request is
+sent on always has its route.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from extproc.config import Config, Provider
+from extproc.providers.upstream import cluster_name
+
+CHAIN_HEADER = "x-extproc-chain"
+"""The header a chain route matches; set by the sidecar in place of the cluster header."""
+FAILOVER_HEADER = "x-extproc-failover"
+"""Set by the sidecar on a provider's answer that should move to the next candidate although
+its status alone would not (a context-too-long 400); the chain routes retry on it."""
+CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA = "chain", "head", "effort"
+"""What the downstream exchange tells each failover attempt, in the decision's dynamic
+metadata: the chain header's value, the head's entry, the decided reasoning effort."""
+FAILOVER_PREFIX = "fo__"
+NATIVE_PREFIX = "p__"
+STREAMED = ";stream"
+"""Ends the chain header of a streamed request: its route has the per-try timeout."""
+
+
+def failover_slot(config: Config, provider: Provider) -> str:
+    """The `fo__` cluster of `provider`'s entry."""
+    return _failover_slots(_names(config))[provider.name]
+
+
+def native_slot(config: Config, provider: Provider) -> str:
+    """The `p__` cluster over `provider`'s origin."""
+    return NATIVE_PREFIX + cluster_name(config, provider)
+
+
+def slot_provider(config: Config, slot: str) -> Provider | None:
+    """The provider entry a `fo__` cluster stands for, or None."""
+    entry = _entries_by_slot(_names(config)).get(slot)
+    return None if entry is None else config.provider_named(entry)
+
+
+def head_slot(config: Config, provider: Provider) -> str:
+    """Attempt 1's slot: native heads are rewritten downstream, translated ones on the attempt
+    (the router must keep the client's Anthropic body for the candidates after them)."""
+    if provider.interface == "anthropic":
+        return native_slot(config, provider)
+    return failover_slot(config, provider)
+
+
+def slots(config: Config, chain: tuple[Provider, ...]) -> tuple[str, ...]:
+    """The clusters a chain's attempts go to, in order."""
+    head, *rest = chain
+    return (head_slot(config, head), *(failover_slot(config, p) for p in rest))
+
+
+def chain_of(config: Config, routed: Provider, chosen: Provider) -> tuple[Provider, ...]:
+    """The chain of a request routed to `routed` and, after the capability check, sent to
+    `chosen`: `chosen` and the candidates of `routed` after it (`chosen` alone without
+    failover)."""
+    names = [p.name for p in config.candidates(routed)]
+    if not config.listener.failover or chosen.name not in names:
+        return (chosen,)
+    return config.candidates(routed)[names.index(chosen.name) :]
+
+
+def chain_value(config: Config, chain: tuple[Provider, ...], streamed: bool) -> str:
+    """The chain header's value for `chain` (its slots, comma-separated)."""
+    return ",".join(slots(config, chain)) + (STREAMED if streamed else "")
+
+
+def chains(config: Config) -> tuple[tuple[Provider, ...], ...]:
+    """Every chain a request can be sent on, once each: each suffix of two or more of each
+    provider's candidates. Empty when no provider has a second candidate, or with
+    `listener.failover` off."""
+    if not config.listener.failover:
+        return ()
+    found: dict[tuple[str, ...], tuple[Provider, ...]] = {}
+    for provider in config.providers:
+        candidates = config.candidates(provider)
+        for start in range(len(candidates) - 1):
+            chain = candidates[start:]
+            found.setdefault(tuple(p.name for p in chain), chain)
+    return tuple(found.values())
+
+
+def _names(config: Config) -> tuple[str, ...]:
+    return tuple(p.name for p in config.providers)
+
+
+@functools.lru_cache(maxsize=16)
+def _failover_slots(entries: tuple[str, ...]) -> dict[str, str]:
+    """Each entry's `fo__` cluster: its name with other characters than letters, digits and
+    `_-.` as `_`, and the entry's place in the config where two would read the same."""
+    readable = {e: FAILOVER_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", e) for e in entries}
+    counts: dict[str, int] = {}
+    for name in readable.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        entry: name if counts[name] == 1 else f"{name}_{i}"
+        for i, (entry, name) in enumerate(readable.items())
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _entries_by_slot(entries: tuple[str, ...]) -> dict[str, str]:
+    return {slot: entry for entry, slot in _failover_slots(entries).items()}
