@@ -188,8 +188,9 @@ def session_record(gateway: Gateway, session: str, requests: int) -> dict:
 def test_without_log_tokens_envoy_reports_the_answers_to_the_sessions_record(
     native, fake_anthropic
 ):
-    """A session's native stream, then a native JSON answer: the same $0.017376 and
-    $0.0000168 as above, $0.0173928 for the session, the latest answer's 12 in and 6 out."""
+    """A session's native stream, then a native JSON answer (deepseek's, on its failover
+    chain to the default): the same $0.017376 and $0.0000168 as above, $0.0173928 for the
+    session, the latest answer's 12 in and 6 out."""
     session = str(uuid.uuid4())
     in_session = client(native, **{"X-Claude-Code-Session-Id": session})
     with in_session.messages.stream(
