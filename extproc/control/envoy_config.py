@@ -23,6 +23,7 @@ from extproc.providers.chains import (
     chains,
     failover_slot,
     head_slot,
+    keeps_client_auth,
     slots,
 )
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, cluster_name, origins
@@ -139,7 +140,9 @@ def _seconds(value: float) -> str:
 
 
 def _forwarded_headers(config: Config) -> tuple[str, ...]:
-    keys = GATEWAY_KEY_HEADERS if config.gateway_keys else ()
+    # Gateway keys are checked by the sidecar; a client's own credentials are kept by it for
+    # a later candidate that takes them (providers/chains.py).
+    keys = GATEWAY_KEY_HEADERS if config.gateway_keys or keeps_client_auth(config) else ()
     return READ_HEADERS + keys + config.rule_headers
 
 

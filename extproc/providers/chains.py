@@ -76,6 +76,17 @@ def chain_of(config: Config, routed: Provider, chosen: Provider) -> tuple[Provid
     return config.candidates(routed)[names.index(chosen.name) :]
 
 
+def takes_client_auth_later(chain: tuple[Provider, ...]) -> bool:
+    """Whether a candidate after the chain's head takes the client's own credentials: the
+    head's rewrite may have replaced them, so the downstream exchange keeps them for it."""
+    return any(p.passes_client_auth and not p.access_key for p in chain[1:])
+
+
+def client_key(header: str) -> str:
+    """Where a client header kept for later attempts goes in the dynamic metadata."""
+    return f"client:{header}"
+
+
 def chain_value(config: Config, chain: tuple[Provider, ...], streamed: bool) -> str:
     """The chain header's value for `chain` (its slots, comma-separated)."""
     return ",".join(slots(config, chain)) + (STREAMED if streamed else "")
@@ -94,6 +105,12 @@ def chains(config: Config) -> tuple[tuple[Provider, ...], ...]:
             chain = candidates[start:]
             found.setdefault(tuple(p.name for p in chain), chain)
     return tuple(found.values())
+
+
+def keeps_client_auth(config: Config) -> bool:
+    """Whether any chain takes the client's own credentials after its head: Envoy then shows
+    them to the sidecar (never logged; kept only in the request's dynamic metadata)."""
+    return any(takes_client_auth_later(chain) for chain in chains(config))
 
 
 def _names(config: Config) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from extproc.providers.chains import (
     FAILOVER_PREFIX,
     HEAD_METADATA,
     STREAMED,
+    client_key,
     slot_provider,
 )
 from extproc.providers.upstream import CLIENT_AUTH_HEADERS, AuthChange, auth_change
@@ -98,6 +99,9 @@ class Attempt(Exchange):
         """The client's anthropic-* headers, as they came or as an earlier attempt kept them."""
         self.route = ""
         """The route that chose the chain (the downstream decision's)."""
+        self.client_auth: dict[str, str] = {}
+        """The client's credential headers, kept by the downstream exchange (metadata) when a
+        later candidate takes them: an earlier attempt's rewrite may have replaced them."""
 
     @property
     def body_due(self) -> bool:
@@ -128,11 +132,16 @@ class Attempt(Exchange):
         self.slots = decided.get(CHAIN_METADATA, "").removesuffix(STREAMED).split(",")
         self.effort = decided.get(EFFORT_METADATA) or None
         self.route = decided.get("route", "")
+        self.client_auth = {
+            header: value
+            for header in CLIENT_AUTH_HEADERS
+            if (value := decided.get(client_key(header)))
+        }
         self.retry_after = _seconds(decided.get(RETRY_AFTER, ""))
         self.client_anthropic = {
             name: value
             for name in ANTHROPIC_HEADERS
-            if (value := self.headers.get(name) or decided.get(_client_key(name)))
+            if (value := self.headers.get(name) or decided.get(client_key(name)))
         }
         position = self.slots.index(self.slot) if self.slot in self.slots else 0
         head = config.provider_named(decided.get(HEAD_METADATA, ""))
@@ -156,14 +165,16 @@ class Attempt(Exchange):
             self.runtime.record_attempt(failed.name, UNSEEN, {})
 
     def credentials(self, candidate: Provider) -> AuthChange:
-        """The candidate's own key; the client's credentials only where every earlier
-        attempt left them as they came (each passed the client's through), else none."""
+        """The candidate's own key; for one that takes the client's credentials, those the
+        request came with: as they are where every earlier attempt left them so, else as the
+        downstream exchange kept them in the metadata (`client_auth`), else none."""
         auth = auth_change(candidate)
         if auth.set or auth.remove:
             return auth
         if all(not p.access_key and p.passes_client_auth for p in self.earlier):
             return auth
-        return AuthChange({}, CLIENT_AUTH_HEADERS)
+        kept = self.client_auth
+        return AuthChange(kept, tuple(h for h in CLIENT_AUTH_HEADERS if h not in kept))
 
     def on_attempt_body(self, raw: bytes | memoryview) -> bytes:
         assert self.candidate is not None
@@ -190,7 +201,7 @@ class Attempt(Exchange):
         fields = {
             "provider": candidate.name,
             "routed_model": candidate.model,
-            **{_client_key(name): value for name, value in self.client_anthropic.items()},
+            **{client_key(name): value for name, value in self.client_anthropic.items()},
         }
         if not self.runtime.config.listener.log_tokens:
             # usage.lua prices the answer that reaches the client: this candidate's.
@@ -254,7 +265,3 @@ class Attempt(Exchange):
 
 def _failure_key(slot: str) -> str:
     return f"failed:{slot}"
-
-
-def _client_key(header: str) -> str:
-    return f"client:{header}"

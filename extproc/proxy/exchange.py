@@ -35,8 +35,11 @@ from extproc.providers.chains import (
     HEAD_METADATA,
     chain_of,
     chain_value,
+    client_key,
+    takes_client_auth_later,
 )
 from extproc.providers.upstream import (
+    CLIENT_AUTH_HEADERS,
     CLUSTER_HEADER,
     AuthChange,
     auth_change,
@@ -456,6 +459,11 @@ class Exchange:
             EFFORT_METADATA: effort or "",
         }
         self.finished = not config.listener.log_tokens
+        if takes_client_auth_later(chain):
+            # Kept where only our own handlers read them (never logged): the head's rewrite
+            # replaces them, and a later attempt may need them (proxy/attempt.py).
+            kept = {h: v for h in CLIENT_AUTH_HEADERS if (v := self.headers.get(h))}
+            decided.update({client_key(h): v for h, v in kept.items()})
         if self.finished and head.interface == "anthropic":
             # For usage.lua, as on a request without a chain; an attempt that answers in its
             # stead writes its own candidate's price over it (proxy/attempt.py).

@@ -1,5 +1,6 @@
 """The real Claude Code (npm, pinned) through `extproc claude`, in sessions that outgrow the
-model they were routed to: the gateway moves them on to a candidate that can take them."""
+model they were routed to, or whose provider fails mid tool loop: the gateway moves them on
+to a candidate that can take them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from tests.support.claude_code import CLAUDE_BIN, USER_KEY, claude, decisions
 from tests.support.fake_openai import GROW_CALLS
-from tests.support.gateway import running_gateway
+from tests.support.gateway import PROVIDER_KEYS, running_gateway
 
 WINDOW = 45_000
 """gpt-4.1's window here: Claude Code's first request (~25k estimated tokens) and the next
@@ -19,13 +20,14 @@ BIG_FILE_CHARS = 20_000
 @pytest.fixture(scope="module")
 def window_gateway(fake_anthropic, fake_openai, tmp_path_factory):
     """Every Claude model is an alias of gpt-4.1 (OpenAI-format fake, 45k window, 1k output
-    cap); the default, Claude Sonnet on the Anthropic fake, is its only fallback."""
+    cap); the default, Claude Sonnet on the Anthropic fake with the user's own key, is its
+    only fallback. No cooldowns: each test starts with gpt-4.1 serving."""
     if not (CLAUDE_BIN / "claude").exists():
         pytest.fail("Claude Code is not installed: run `npm ci` in the project root")
 
     def config_for(ports: dict[str, int]) -> str:
         return f"""\
-listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}}}
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, cooldown_max_s: 0}}
 sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
 llm_providers:
   - model: openai/gpt-4.1
@@ -72,3 +74,33 @@ def test_a_session_that_outgrows_its_window_goes_on_with_the_fallback(
     # Every result gpt-4.1 was sent reached the fallback too, with the user's own key only.
     assert moved[0].body.count(b"0123456789abcdefghi") >= len(grown) * (BIG_FILE_CHARS // 20)
     assert moved[0].headers["x-api-key"] == USER_KEY
+
+
+@pytest.mark.parametrize("failure", ["429", "refused"])
+def test_a_provider_outage_mid_tool_loop_is_served_by_the_next_candidate(
+    window_gateway, fakes, tmp_path, failure
+):
+    """gpt-4.1 answers the session's first turn with a tool call, then fails (429, or it
+    refuses connections): the turn carrying the tool's result is served by the fallback."""
+    anthropic_fake, _, openai_fake = fakes
+    openai_fake.failure, openai_fake.answered_first = failure, 1
+    try:
+        result = claude(
+            window_gateway,
+            tmp_path,
+            "-p",
+            "please TOOL echo something",
+            "--allowedTools",
+            "Bash(echo:*)",
+        )
+    finally:
+        if failure == "refused":
+            openai_fake.start()
+        openai_fake.failure, openai_fake.answered_first = None, 0
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == anthropic_fake.answer
+    # gpt-4.1 asked for the tool; the turn carrying its result went to the fallback.
+    [tool_turn] = [r for r in anthropic_fake.received if "hello ünïcode" in r.body.decode()]
+    assert tool_turn.headers["x-api-key"] == USER_KEY
+    assert PROVIDER_KEYS["TEST_OPENAI_KEY"] not in str(tool_turn.headers)

@@ -50,15 +50,20 @@ class FakeServer:
     host: str = "127.0.0.1"
     """Where it listens: the loopback, or the host's side of a container network that a test
     made (tests/e2e/test_docker.py)."""
-    failure: Failure | None = None
-    """Set to make every later request fail this way (the request is still recorded)."""
+    failure: Failure | Literal["refused"] | None = None
+    """Set to make every later request fail this way (the request is still recorded);
+    `refused`: connections are refused (`refuse_connections`) once `answered_first` requests
+    have been answered."""
+    answered_first: int = 0
+    """With `failure` set: how many of the requests it records (`received`) are answered
+    before it fails, so that a test can fail a provider at an exact point of a session."""
     retry_after: str = "7"
     """The `retry-after` of a 429 failure, in seconds."""
     released: threading.Event = field(default_factory=threading.Event)
+    """Set by `stop`: ends the waits of requests a silent fake holds."""
     connections: set[socket.socket] = field(default_factory=set)
     holder: socket.socket | None = None
     """Keeps the port while connections are refused (`refuse_connections`)."""
-    """Set by `stop`: ends the waits of requests a silent fake holds."""
 
     def failure_body(self, status: int) -> bytes:
         """The provider's own error body for `status` (429, 503, 529)."""
@@ -110,10 +115,14 @@ class FakeServer:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 fake.received.append(Received(self.command, self.path, headers, body))
-                if fake.failure is not None:
-                    fake.fail(self, fake.failure)
-                else:
+                if fake.failure is None or len(fake.received) <= fake.answered_first:
                     fake.respond(self, body)
+                    if fake.failure == "refused" and len(fake.received) == fake.answered_first:
+                        fake.refuse_connections()
+                elif fake.failure == "refused":
+                    fake.refuse_connections()  # this connection came before: it is cut
+                else:
+                    fake.fail(self, fake.failure)
 
             do_GET = do_HEAD = do_POST = handle_request
 

@@ -140,6 +140,53 @@ def test_the_client_credentials_reach_no_entry_after_one_with_its_own_key():
     assert "authorization" not in set_headers and "x-api-key" not in set_headers
 
 
+def test_the_clients_own_key_kept_by_the_downstream_reaches_an_entry_that_takes_it():
+    """Claude Code's key, replaced by gpt-4.1's for the first attempt, is what the haiku
+    entry (which passes the client's credentials through) gets: from the metadata, where the
+    downstream exchange kept it, and nothing of gpt-4.1's goes with it."""
+    config = parse(
+        CONFIG.replace("    fallbacks: [openai/gpt-4.1]\n", "")
+        + "    fallbacks: [anthropic/claude-haiku-4-5]\n"
+    )
+    slot = "fo__anthropic_claude-haiku-4-5"
+    attempt = Attempt(build_runtime(config, RouterStage(config.routing)), slot)
+    phase = Phase(
+        "request_headers", {":path": "/v1/chat/completions", "authorization": "Bearer sk-openai"}
+    )
+    phase.attributes = {"xds.cluster_name": slot}
+    chain = f"fo__openai_gpt-4.1,{slot},fo__anthropic_claude-sonnet-4-5"
+    kept = {"client:x-api-key": "sk-ant-user"}
+    phase.metadata = {NAMESPACE: {"chain": chain, "head": "openai/gpt-4.1", **kept}}
+    asyncio.run(attempt.handle(phase))
+    set_headers, removed, _, _ = sent(attempt)
+    assert set_headers["x-api-key"] == "sk-ant-user"
+    assert "authorization" in removed and "authorization" not in set_headers
+    assert "sk-openai" not in str(set_headers)
+
+
+def test_the_downstream_keeps_the_clients_credentials_only_for_a_later_entry_that_takes_them():
+    def kept_for(config_text: str, model: str) -> dict[str, str]:
+        config = parse(config_text)
+        exchange = Exchange(build_runtime(config, RouterStage(config.routing)))
+        user = {"x-api-key": "sk-ant-user", "authorization": "Bearer user-token"}
+        exchange.on_request_headers({":path": "/v1/messages", ":method": "POST", **user}, False)
+        body = orjson.dumps({**BODY, "model": model})
+        reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(body)))
+        metadata = reply.dynamic_metadata.to_dict()[NAMESPACE]
+        return {k: v for k, v in metadata.items() if k.startswith("client:")}
+
+    takes_later = (
+        CONFIG.replace("    fallbacks: [openai/gpt-4.1]\n", "")
+        + "    fallbacks: [anthropic/claude-haiku-4-5]\n"
+    )
+    assert kept_for(takes_later, "openai/gpt-4.1") == {
+        "client:x-api-key": "sk-ant-user",
+        "client:authorization": "Bearer user-token",
+    }
+    # haiku → gpt-4.1 → sonnet: no entry after the head takes the client's credentials.
+    assert kept_for(CONFIG, "claude-haiku-4-5") == {}
+
+
 def answer(attempt: Attempt, status: int, headers: dict[str, str] | None = None):
     phase = Phase("response_headers", {":status": str(status), **(headers or {})})
     return ProcessingResponse.parse(asyncio.run(attempt.handle(phase)))
