@@ -99,10 +99,19 @@ USAGE_LUA = Path(__file__).with_name("usage.lua").read_text(encoding="utf-8")
 """The Lua filter that reads token counts from answers the sidecar does not read."""
 
 
+REPORT_CLUSTER = "extproc-health"
+"""The sidecar's health port, where usage.lua reports a Claude Code session's answers."""
+
+
 def usage_filter(config: Config) -> dict[str, Any]:
     """Envoy's Lua filter with usage.lua: token counts and cost of Anthropic-format answers,
-    read in Envoy as they pass (the sidecar asks for it in its decision metadata)."""
-    source = USAGE_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
+    read in Envoy as they pass (the sidecar asks for it in its decision metadata), and
+    reported to the session's record on the sidecar's health port."""
+    source = (
+        USAGE_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
+        .replace("%REPORT_CLUSTER%", REPORT_CLUSTER)
+        .replace("%SECRET%", lua_escaped(config.sidecar_secret))
+    )
     return {
         "name": "envoy.filters.http.lua",
         "typed_config": {
@@ -110,6 +119,12 @@ def usage_filter(config: Config) -> dict[str, Any]:
             "default_source_code": {"inline_string": source},
         },
     }
+
+
+def lua_escaped(text: str) -> str:
+    """`text` for a Lua string literal: every character as a decimal escape (a secret may
+    hold quotes or backslashes)."""
+    return "".join(f"\\{byte:03d}" for byte in text.encode())
 
 
 def _ext(name: str) -> str:
@@ -683,6 +698,23 @@ def _extproc_cluster(config: Config, name: str) -> dict[str, Any]:
     }
 
 
+def _report_cluster(config: Config) -> dict[str, Any]:
+    """The sidecar's health port, over HTTP/1.1, for usage.lua's reports (REPORT_CLUSTER):
+    where the health port listens, when that is one address, else where the sidecar is."""
+    sidecar = config.sidecar
+    host = sidecar.health_address
+    if host in ("", "0.0.0.0", "::"):
+        host = sidecar.address
+    by_name = {} if is_ip(host) else {"dns_lookup_family": "V4_PREFERRED"}
+    return {
+        "name": REPORT_CLUSTER,
+        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
+        **by_name,
+        "connect_timeout": "1s",
+        "load_assignment": _one_endpoint(REPORT_CLUSTER, host, sidecar.health_port),
+    }
+
+
 def _overload_manager(config: Config) -> dict[str, Any]:
     """At most `listener.max_connections` client connections at once; past it, Envoy closes
     each new one at once. The admin port is not counted (`extproc up` checks readiness there)."""
@@ -725,13 +757,17 @@ def bootstrap(config: Config) -> dict[str, Any]:
     }
 
 
-def clusters(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> list[dict[str, Any]]:
-    """The sidecar's cluster, named `sidecar_cluster`, then one per provider origin; with
-    failover, the fail-fast cluster and the chains' slots."""
+def clusters(
+    config: Config, sidecar_cluster: str = EXTPROC_CLUSTER, reports: bool = True
+) -> list[dict[str, Any]]:
+    """The sidecar's cluster, named `sidecar_cluster`, its health port's for usage.lua's
+    reports (unless `reports` is false: no Lua filter to send them), then one per provider
+    origin; with failover, the fail-fast cluster and the chains' slots."""
     limit = config.listener.max_concurrent_requests
     failover = bool(chains(config))
     return [
         _extproc_cluster(config, sidecar_cluster),
+        *([_report_cluster(config)] if reports else []),
         *(_provider_cluster(name, o, limit, failover) for name, o in origins(config).items()),
         *(failover_clusters(config, sidecar_cluster) if failover else ()),
     ]
@@ -887,7 +923,7 @@ def fragment(config: Config) -> str:
     pieces = {
         "http_filters": [scoped_extproc_filter(config)],
         "routes": [*map(_enabled, chain_routes(config)), enabled_route(config)],
-        "clusters": clusters(config),
+        "clusters": clusters(config, reports=False),
         "early_header_mutation_extensions": [_drop_client_headers(config)],
         "access_log_format": access_log_format(config),
     }

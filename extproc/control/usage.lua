@@ -10,6 +10,11 @@
 -- a stream are JSON strings, whose quotes are escaped: they can't look like a count; in a
 -- JSON answer, `usage` comes after the content, so its counts are the last ones read. No
 -- envoy_on_request: Envoy then runs nothing on the request path.
+--
+-- For Claude Code's status line, the decision metadata holds the request's `session` too:
+-- once the answer has passed, its counts and cost go to the sidecar's health port in one
+-- asynchronous POST /sessions/<id>/answered (extproc.proxy.server), which the answer does
+-- not wait for, and whose reply nobody reads.
 
 local NAMESPACE = "%NAMESPACE%"
 local COUNTS = {
@@ -19,6 +24,9 @@ local COUNTS = {
   "cache_creation_input_tokens",
 }
 local CARRY = 512 -- bytes kept from one chunk to the next: a usage object split between two
+local REPORT_CLUSTER = "%REPORT_CLUSTER%" -- the sidecar's health port
+local SECRET = "%SECRET%" -- the sidecar's secret, or empty
+local REPORT_TIMEOUT_MS = 5000
 
 local function price_of(text)
   local prices = {}
@@ -37,6 +45,38 @@ local function read_counts(text, counts)
       counts[name] = tonumber(value)
     end
   end
+end
+
+-- The counts and cost, to the session's record in the sidecar (a session id as the sidecar
+-- keeps them: anything else has no record there).
+local function report(handle, session, counts, cost)
+  if #session > 128 or not string.find(session, "^[%w_.-]+$") then
+    return
+  end
+  local fields = {}
+  for _, name in ipairs(COUNTS) do
+    if counts[name] then
+      fields[#fields + 1] = string.format('"%s":%d', name, counts[name])
+    end
+  end
+  if cost then
+    fields[#fields + 1] = string.format('"cost_usd":%.8f', cost)
+  end
+  local body = "{" .. table.concat(fields, ",") .. "}"
+  local headers = {
+    [":method"] = "POST",
+    [":path"] = "/sessions/" .. session .. "/answered",
+    [":authority"] = REPORT_CLUSTER,
+    ["content-type"] = "application/json",
+    ["content-length"] = tostring(#body),
+  }
+  if SECRET ~= "" then
+    headers["x-extproc-secret"] = SECRET
+  end
+  handle:httpCall(REPORT_CLUSTER, headers, body, {
+    asynchronous = true,
+    timeout_ms = REPORT_TIMEOUT_MS,
+  })
 end
 
 function envoy_on_response(handle)
@@ -63,12 +103,20 @@ function envoy_on_response(handle)
       found = true
     end
   end
+  if not found then
+    return
+  end
   local prices = price_of(price_text)
-  if found and prices then
-    local cost = ((counts.input_tokens or 0) * prices[1]
+  local cost = nil
+  if prices then
+    cost = ((counts.input_tokens or 0) * prices[1]
       + (counts.output_tokens or 0) * prices[2]
       + (counts.cache_read_input_tokens or 0) * prices[3]
       + (counts.cache_creation_input_tokens or 0) * prices[4]) / 1000000
     dynamic:set(NAMESPACE, "cost_usd", tonumber(string.format("%.8f", cost)))
+  end
+  local session = metadata["session"]
+  if session then
+    report(handle, session, counts, cost)
   end
 end

@@ -421,6 +421,8 @@ class Exchange:
         if self.finished and not counting:
             # Envoy's Lua filter (control/usage.lua) reads this answer's counts, and prices them.
             metadata["price"] = price_text(provider)
+            if self.session:  # and reports them to the session's record
+                metadata["session"] = self.session
         mutation = replies.header_mutation(
             {CLUSTER_HEADER: cluster_name(runtime.config, provider), **rewrite.headers},
             rewrite.remove,
@@ -466,6 +468,8 @@ class Exchange:
             # For usage.lua, as on a request without a chain; an attempt that answers in its
             # stead writes its own candidate's price over it (proxy/attempt.py).
             decided["price"] = price_text(head)
+        if self.finished and self.session:  # usage.lua reports the answer to the session
+            decided["session"] = self.session
         if head.interface != "anthropic":
             auth_change(head)  # a key it lacks is refused here, as without failover
             mutation = replies.header_mutation(chain_header)

@@ -43,6 +43,10 @@ SECRET_METADATA = "x-extproc-secret"
 """The gRPC metadata that carries the sidecar's secret (Envoy's grpc_service initial_metadata)."""
 TOO_LONG = (b"414 URI Too Long", b"text/plain", b"request line too long\n")
 """The health port's answer to a request line over 64 KiB."""
+TEXT = b"text/plain"
+NOT_FOUND = (b"404 Not Found", TEXT, b"not found\n")
+MAX_HEADERS = 32
+"""Header lines a post to the health port may have: Envoy's report has a handful."""
 
 
 class ExtProcServer:
@@ -183,7 +187,7 @@ class ExtProcServer:
         """`/healthz` (alive), `/ready` (router loaded; under `extproc up`, Envoy serving too),
         `/ready/sidecar`, `/metrics`, `/config` (loaded digest), `/credentials` (for
         `extproc claude`), `/sessions/<id>` (a session's latest decision, for
-        `extproc statusline`)."""
+        `extproc statusline`); `POST /sessions/<id>/answered` (Envoy's count of an answer)."""
         try:
             try:
                 request_line = await asyncio.wait_for(reader.readline(), 5)
@@ -191,7 +195,11 @@ class ExtProcServer:
                 status, content_type, body = TOO_LONG
             else:
                 path = request_line.split(b" ")[1] if request_line.count(b" ") >= 2 else b"/"
-                if path in (b"/ready", b"/ready/sidecar"):
+                if request_line.startswith(b"POST "):
+                    status, content_type, body = await asyncio.wait_for(
+                        self._answer_report(path, reader), 5
+                    )
+                elif path in (b"/ready", b"/ready/sidecar"):
                     status, content_type, body = await self._ready_answer(path)
                 else:
                     status, content_type, body = self._health_answer(path)
@@ -206,10 +214,41 @@ class ExtProcServer:
                 + body
             )
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    async def _answer_report(
+        self, path: bytes, reader: asyncio.StreamReader
+    ) -> tuple[bytes, bytes, bytes]:
+        """`POST /sessions/<id>/answered`: Envoy's count and cost of an answer the sidecar did
+        not read (control/usage.lua), added to the session's record. With a sidecar secret set,
+        only a post that carries it counts (Envoy's does)."""
+        prefix, suffix = sessions.PATH.encode(), sessions.ANSWERED.encode()
+        if not (path.startswith(prefix) and path.endswith(suffix)):
+            return NOT_FOUND
+        try:
+            headers = await read_headers(reader)
+        except ValueError:
+            return b"431 Request Header Fields Too Large", TEXT, b"headers too large\n"
+        secret = self.runtime.config.sidecar_secret
+        if secret and not hmac.compare_digest(
+            headers.get(SECRET_METADATA.encode(), b""), secret.encode()
+        ):
+            return b"403 Forbidden", TEXT, b"the sidecar secret is missing or wrong\n"
+        length = headers.get(b"content-length", b"")
+        if not length.isdigit():
+            return b"411 Length Required", TEXT, b"content-length required\n"
+        if int(length) > sessions.MAX_REPORT_BYTES:
+            return b"413 Content Too Large", TEXT, b"report too large\n"
+        report = sessions.answer_report(await reader.readexactly(int(length)))
+        if report is None:
+            return b"400 Bad Request", TEXT, b"not a report of token counts and cost\n"
+        session = path[len(prefix) : -len(suffix)].decode("latin-1")
+        if not self.runtime.sessions.answered(session, *report):
+            return NOT_FOUND
+        return b"200 OK", TEXT, b"ok\n"
 
     def _health_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
         text = b"text/plain"
@@ -229,7 +268,7 @@ class ExtProcServer:
             record = self.runtime.sessions.get(path[len(sessions.PATH) :].decode("latin-1"))
             if record is not None:
                 return b"200 OK", b"application/json", orjson.dumps(record.as_json())
-        return b"404 Not Found", text, b"not found\n"
+        return NOT_FOUND
 
     async def _ready_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
         """`/ready/sidecar`: the router model is loaded (or known missing) and warmed up.
@@ -253,6 +292,19 @@ class ExtProcServer:
             else:
                 log.info("stopping now; open streams are cut")
             await self._grpc.stop(grace)
+
+
+async def read_headers(reader: asyncio.StreamReader) -> dict[bytes, bytes]:
+    """A request's header lines, by lower-case name, up to the blank line; ValueError past
+    MAX_HEADERS lines or a line over the reader's limit."""
+    headers: dict[bytes, bytes] = {}
+    for _ in range(MAX_HEADERS):
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    raise ValueError("too many header lines")
 
 
 def presents(metadata: Iterable[tuple[str, str | bytes]], secret: str) -> bool:

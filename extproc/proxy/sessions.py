@@ -10,6 +10,11 @@ such a switch (`switched_from`) for `extproc logs --summary` to count. The store
 bounded: the least recently seen session goes first past `MAX_SESSIONS`, and a session not
 seen for `EXPIRES_S` is gone. The health port serves it at `/sessions/<id>`
 (extproc.proxy.server).
+
+An Anthropic-format answer that the sidecar does not read (no `listener.log_tokens`) is
+counted and priced in Envoy (extproc/control/usage.lua), which then reports it with one
+`POST /sessions/<id>/answered` to the health port, after the answer has passed:
+`answer_report` reads that body.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
+
 from extproc.decisions.decision import Decision
 
 HEADER = "x-claude-code-session-id"
@@ -30,6 +37,16 @@ MAX_SESSIONS = 1000
 EXPIRES_S = 12 * 3600
 _SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 """What a session id may look like (Claude Code's are UUIDs): anything else is not kept."""
+ANSWERED = "/answered"
+"""The health port's path for Envoy's report of a native answer: PATH + id + ANSWERED."""
+MAX_REPORT_BYTES = 512
+"""A report is a handful of numbers: a larger body is refused unread."""
+REPORT_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
 
 
 @dataclass
@@ -92,15 +109,17 @@ class SessionStore:
             return None
         return previous.model
 
-    def answered(self, session: str, usage: dict[str, int], cost_usd: float | None = None) -> None:
-        """The latest answer's token counts, and its cost (added to the session's) if known."""
+    def answered(self, session: str, usage: dict[str, int], cost_usd: float | None = None) -> bool:
+        """The latest answer's token counts, and its cost (added to the session's) if known.
+        False when the session is unknown: nothing is kept then."""
         record = self._sessions.get(session)
         if record is None:
-            return
+            return False
         record.input_tokens = usage.get("input_tokens", record.input_tokens)
         record.output_tokens = usage.get("output_tokens", record.output_tokens)
         if cost_usd is not None:
             record.cost_usd = (record.cost_usd or 0.0) + cost_usd
+        return True
 
     def get(self, session: str) -> SessionRecord | None:
         """The session's record, or None when it is unknown or expired."""
@@ -115,3 +134,21 @@ class SessionStore:
             if record.seen > oldest:
                 return
             del self._sessions[session]
+
+
+def answer_report(body: bytes) -> tuple[dict[str, int], float | None] | None:
+    """The counts and cost in Envoy's report of one answer (usage.lua), or None when the body
+    is anything but a JSON object of those names, each a count (a whole number from 0) or,
+    for `cost_usd`, a finite number from 0."""
+    try:
+        report = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(report, dict) or not set(report) <= {*REPORT_COUNTS, "cost_usd"}:
+        return None
+    cost = report.pop("cost_usd", None)  # orjson takes no NaN or infinity
+    if cost is not None and not (type(cost) in (int, float) and cost >= 0):
+        return None
+    if not all(type(count) is int and count >= 0 for count in report.values()):
+        return None
+    return report, None if cost is None else float(cost)

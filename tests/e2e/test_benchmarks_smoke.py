@@ -84,10 +84,16 @@ def test_ttfb_bench_times_every_path():
 
 
 def test_usage_bench_prices_every_answer_it_reads():
+    """Three answers (a warm-up and two) of about $0.0174 each in the session, either way;
+    none without the session header."""
     lines = smoke("usage_bench.py")
     header = next(i for i, line in enumerate(lines) if line.startswith("gateway "))
     rows = [line.split() for line in lines[header + 1 :]]
-    assert [(row[0], row[-1]) for row in rows] == [("lua", "3"), ("sidecar", "3")]
+    assert [(row[0], *row[-2:]) for row in rows] == [
+        ("lua", "3", "0.0521"),
+        ("lua-no-session", "3", "-"),
+        ("sidecar", "3", "0.0521"),
+    ]
 
 
 @pytest.mark.skipif(

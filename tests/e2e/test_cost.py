@@ -5,6 +5,7 @@ entry's `price:`); and the mark a Claude Code session gets when it is routed to 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import anthropic
 import httpx
 import pytest
 
+from extproc.config import load
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.gateway import PROVIDER_KEYS, Gateway, running_gateway
 
@@ -168,3 +170,43 @@ def test_without_a_price_the_counts_are_logged_alone(native, fake_anthropic):
     )
     entry = logged(native, fake_anthropic)
     assert (entry["input_tokens"], entry["output_tokens"], entry["cost_usd"]) == (12, 6, None)
+
+
+def session_record(gateway: Gateway, session: str, requests: int) -> dict:
+    """The session's record on the health port once Envoy's report of its latest answer has
+    come (usage.lua posts it after the answer, without the answer waiting for it)."""
+    health = load(gateway.config_path).sidecar.health_port
+    deadline = time.monotonic() + 10
+    while True:
+        record = httpx.get(f"http://127.0.0.1:{health}/sessions/{session}").json()
+        reported = record["requests"] == requests and record["output_tokens"] is not None
+        if reported or time.monotonic() > deadline:
+            return record
+        time.sleep(0.05)
+
+
+def test_without_log_tokens_envoy_reports_the_answers_to_the_sessions_record(
+    native, fake_anthropic
+):
+    """A session's native stream, then a native JSON answer (deepseek's, on its failover
+    chain to the default): the same $0.017376 and $0.0000168 as above, $0.0173928 for the
+    session, the latest answer's 12 in and 6 out."""
+    session = str(uuid.uuid4())
+    in_session = client(native, **{"X-Claude-Code-Session-Id": session})
+    with in_session.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=10,
+        messages=[{"role": "user", "content": "PACE-5 SPLIT CACHE-20000-3000"}],
+    ) as stream:
+        stream.get_final_message()
+    assert session_record(native, session, 1)["cost_usd"] == 0.017376
+    in_session.messages.create(
+        model="deepseek/deepseek-chat", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    record = session_record(native, session, 2)
+    assert (record["model"], record["input_tokens"], record["output_tokens"]) == (
+        "deepseek/deepseek-chat",
+        12,
+        6,
+    )
+    assert record["cost_usd"] == pytest.approx(0.0173928, abs=1e-12)

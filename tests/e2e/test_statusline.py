@@ -1,5 +1,6 @@
 """The real Claude Code, interactive in tmux, run by `extproc claude`: its status line shows
-the gateway's decision for the session, and follows it when a later turn goes elsewhere."""
+the gateway's decision for the session, follows it when a later turn goes elsewhere, and
+shows the session's cost of answers that only Envoy reads."""
 
 from __future__ import annotations
 
@@ -47,14 +48,18 @@ def test_the_status_line_shows_the_routed_model_and_follows_a_later_turn(
     try:
         terminal.wait_for("extproc: no routed request yet in this session")
         terminal.type("hello there")
-        first = status_line(terminal.wait_for("→ gpt-4.1 · "))
+        # Each answer is priced in Envoy (usage.lua: gpt-4.1's translated on its failover
+        # chain, Claude's native), which reports it to the sidecar: a fraction of a cent.
+        first = status_line(terminal.wait_for(" ms · <$0.01 this session"))
         route = first.removeprefix("→ gpt-4.1 · ").split(" · ")[0]
         assert route in dict(ROUTES), first
-        assert first.startswith(f"→ gpt-4.1 · {route} · router ") and first.endswith(" ms")
+        assert re.fullmatch(
+            rf"→ gpt-4\.1 · {route} · router \d+ ms · <\$0\.01 this session", first
+        ), first
 
         terminal.paste("the quick brown fox jumps over the lazy dog " * 1400)
-        later = status_line(terminal.wait_for("→ claude-sonnet-4-5"))
-        assert later == "→ claude-sonnet-4-5 · big pastes"
+        later = status_line(terminal.wait_for("→ claude-sonnet-4-5 · big pastes · "))
+        assert later == "→ claude-sonnet-4-5 · big pastes · <$0.01 this session"
     finally:
         terminal.close()
     statusline_gateway.wait_log(lambda e: e.get("source") == "rule")

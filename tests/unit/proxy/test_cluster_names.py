@@ -58,7 +58,7 @@ def test_the_origins_all_read_alike():
 def test_each_provider_goes_to_its_own_origin_with_its_own_key():
     config = config_of(ALIKE)
     rendered = {c["name"]: c for c in clusters(config)}
-    assert len(rendered) == 1 + len(ALIKE)  # the sidecar's, and one per origin
+    assert len(rendered) == 2 + len(ALIKE)  # the sidecar's, its health port's, one per origin
     for i, url in enumerate(ALIKE):
         headers = sent_to(config, f"openai/m{i}")
         scheme, host = url.removesuffix(":8443").split("://")

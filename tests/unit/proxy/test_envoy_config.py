@@ -79,12 +79,48 @@ def test_envoy_presents_the_sidecar_secret_on_every_ext_proc_stream(tmp_path, mo
     assert "initial_metadata" not in no_secret["typed_config"]["grpc_service"]
 
 
+def report_endpoint(config) -> tuple[str, str, int]:
+    """The type and address of the cluster usage.lua reports to: the sidecar's health port."""
+    (report,) = [c for c in clusters(config) if c["name"] == "extproc-health"]
+    endpoint = report["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    address = endpoint["address"]["socket_address"]
+    return report["type"], address["address"], address["port_value"]
+
+
+def test_usage_lua_reports_to_the_health_port_with_the_sidecar_secret(tmp_path, monkeypatch):
+    """A secret may hold any visible character: in the Lua source each is a decimal escape."""
+    sidecar = "sidecar: {health_port: 6000}\n"
+    config = parse(sidecar + CONFIGS["committed"])
+    assert report_endpoint(config) == ("STATIC", "127.0.0.1", 6000)
+    assert report_endpoint(parse(IN_A_POD)) == (
+        "STRICT_DNS",
+        "extproc-grpc.llm.svc.cluster.local",
+        50052,
+    )
+    published = parse("sidecar: {health_address: 10.0.0.9}\n" + CONFIGS["committed"])
+    assert report_endpoint(published) == ("STATIC", "10.0.0.9", 50052)
+    assert "extproc-health" not in {c["name"] for c in yaml.safe_load(fragment(config))["clusters"]}
+    monkeypatch.setenv(SIDECAR_SECRET_VAR, 'a"b\\c')
+    rendered = render(parse(sidecar + CONFIGS["committed"]))
+    lua = yaml.safe_load(rendered)["static_resources"]["listeners"][0]["filter_chains"][0]
+    source = lua["filters"][0]["typed_config"]["http_filters"][1]["typed_config"]
+    assert (
+        'local SECRET = "\\097\\034\\098\\092\\099"'
+        in source["default_source_code"]["inline_string"]
+    )
+    path = tmp_path / "envoy.yaml"
+    path.write_text(rendered, encoding="utf-8")
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_one_cluster_per_origin_with_tls_and_sni():
     bootstrap = yaml.safe_load(render(parse(CONFIGS["every provider kind"])))
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
     failover = {n for n in clusters if "__" in n or n == FAILFAST_CLUSTER}
     assert set(clusters) - failover == {
         "extproc",
+        "extproc-health",
         "api_anthropic_com_443",
         "api_deepseek_com_443",
         "api_openai_com_443",
