@@ -126,6 +126,14 @@ def up(tmp_path, monkeypatch):
     health.stop()
 
 
+def test_no_edit_no_reload(up):
+    for _ in range(3):
+        up.live.step()
+    assert up.said() == []
+    assert up.sidecar.process.signals == [] and up.live.pending is None
+    assert up.clock.slept == []
+
+
 def test_an_edit_reaches_envoy_then_the_sidecar_which_is_told_once(up):
     up.save(up.text(DEEPSEEK))
     up.live.step()

@@ -333,6 +333,9 @@ def test_long_tool_names_are_shortened_and_restored() -> None:
     assert orjson.loads(translated)["content"][0]["name"] == name
     streamed = accumulate(translate(sse(events(Answer(calls=(call,)))), tool_names={short: name}))
     assert streamed.content[0].name == name
+    # A streamed request answered with one whole JSON body (some proxies do) too.
+    whole = accumulate(translate(answer, tool_names={short: name}))
+    assert whole.content[0].name == name
 
 
 def test_tools_are_function_tools_without_strict_schemas() -> None:

@@ -143,4 +143,6 @@ def test_the_parser_forgets_what_it_held_when_it_gives_up() -> None:
     with pytest.raises(SSEEventTooLarge) as raised:
         parser.feed(b"data: done\n\n" + b"data: " + b"x" * 600 + b"\n" + b"data: " + b"y" * 600)
     assert raised.value.events == [(b"", b"done")]
+    # Its count starts over: a line of exactly the limit fits again.
+    assert parser.feed(b"data: " + b"x" * 993 + b"\n\n") == [(b"", b"x" * 993)]
     assert parser.feed(b"data: new\n\n") == [(b"", b"new")]
