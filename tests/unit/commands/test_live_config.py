@@ -16,7 +16,7 @@ import pytest
 from extproc.commands import live_config
 from extproc.commands.live_config import LiveConfig, get_text, modified, write_accepted
 from extproc.commands.supervise import Supervised
-from extproc.config import parse, read_text
+from extproc.config import Config, parse, read_text
 from extproc.control import envoy_files
 from extproc.control.envoy_config import versioned_sidecar_cluster
 from extproc.control.envoy_files import EnvoyFiles
@@ -59,12 +59,15 @@ class FakeSidecar:
     running: bool = True
 
 
-class RefusingFiles(EnvoyFiles):
+@dataclass
+class FakeValidation:
     """`envoy --mode validate` takes seconds a run: its answer is set here instead."""
 
     refusing: str | None = None
+    asked: list[Config] = field(default_factory=list)
 
-    def refusal(self, config):
+    def __call__(self, config: Config) -> str | None:
+        self.asked.append(config)
         return self.refusing
 
 
@@ -78,7 +81,8 @@ class Up:
     health: FakeHealth
     sidecar: FakeSidecar
     clock: FakeTime
-    files: RefusingFiles = field(init=False)
+    validation: FakeValidation = field(default_factory=FakeValidation)
+    files: EnvoyFiles = field(init=False)
     live: LiveConfig = field(init=False)
     lines: list[str] = field(default_factory=list)
 
@@ -115,7 +119,8 @@ def up(tmp_path, monkeypatch):
     config = parse(read_text(path), str(path))
     write_accepted(setup.accepted, setup.text())
     monkeypatch.setattr(live_config, "say", setup.lines.append)
-    setup.files = RefusingFiles(admin.folder, admin.port, 600, open_files=1 << 20)
+    monkeypatch.setattr(envoy_files, "envoy_refusal", setup.validation)
+    setup.files = EnvoyFiles(admin.folder, admin.port, 600, open_files=1 << 20)
     setup.files.bootstrap(config)
     admin.read_folder()  # Envoy started
     health.digest = config.digest
@@ -201,7 +206,7 @@ def test_sidecar_and_process_settings_need_a_restart(up):
 
 
 def test_an_edit_envoy_refuses_is_reported(up):
-    up.files.refusing = "error initializing configuration: bad cluster"
+    up.validation.refusing = "error initializing configuration: bad cluster"
     up.save(up.text(DEEPSEEK))
     up.live.step()
     assert up.said() == [
@@ -209,6 +214,7 @@ def test_an_edit_envoy_refuses_is_reported(up):
         "error initializing configuration: bad cluster"
     ]
     assert up.accepted.read_text(encoding="utf-8") == up.text()
+    assert [c.digest for c in up.validation.asked] == [parse(up.text(DEEPSEEK), "").digest]
 
 
 def test_an_edit_envoy_rejects_is_reported(up):

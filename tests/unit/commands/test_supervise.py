@@ -3,6 +3,7 @@ crash, up to a cap, and starts over once the child stayed up."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from extproc.commands import supervise
@@ -66,3 +67,22 @@ def test_exit_reasons_name_the_signal():
     assert exit_reason(2) == "exited with code 2"
     assert exit_reason(-15) == "was stopped by SIGTERM"
     assert exit_reason(-9).startswith("was stopped by SIGKILL (killed; the kernel's out-of-")
+
+
+def test_a_child_that_stays_up_is_left_alone_and_can_be_signalled(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(supervise.time, "monotonic", clock)
+    said: list[str] = []
+    child = Supervised("worker 1", LIVES, say=said.append)
+    first = child.process
+    try:
+        child.check()
+        clock.now += supervise.STABLE_S
+        child.check()
+        assert child.process is first and child.running and said == []
+        child.send_signal(signal.SIGTERM)
+        assert first.wait() == -signal.SIGTERM
+        child.send_signal(signal.SIGTERM)  # gone: nothing to signal, no error
+    finally:
+        first.kill()
+        first.wait()

@@ -8,6 +8,7 @@ import yaml
 
 from extproc.config import Config, parse
 from extproc.control import envoy_files
+from extproc.control.connections import connections_within
 from extproc.control.envoy_config import listener, versioned_sidecar_cluster
 from extproc.control.envoy_files import DeliveryError, EnvoyFiles
 from tests.support.clock import FakeTime
@@ -228,3 +229,14 @@ def test_only_the_admin_port_and_connection_limit_need_a_new_process(admin):
     files = started(admin, config())
     assert files.needs_new_process(config(), config(deepseek=False, max_concurrent=1)) is False
     assert files.needs_new_process(config(), config(admin_port=9902)) is True
+
+
+def test_the_config_validated_is_the_one_envoy_gets(admin, monkeypatch):
+    """With the connection limit its open files allow (`envoy --mode validate` is
+    tests/unit/proxy/test_envoy_config.py's)."""
+    asked = []
+    monkeypatch.setattr(envoy_files, "envoy_refusal", lambda c: asked.append(c) or "no")
+    files = EnvoyFiles(admin.folder, admin.port, DRAIN_S, open_files=1000)
+    assert files.refusal(config()) == "no"
+    assert [c.listener.max_connections for c in asked] == [connections_within(1000)]
+    assert asked[0].listener.max_connections < config().listener.max_connections
