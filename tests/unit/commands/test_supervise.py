@@ -66,6 +66,8 @@ def test_a_child_that_stayed_up_restarts_quickly_again(monkeypatch):
 
 def test_exit_reasons_name_the_signal():
     assert exit_reason(2) == "exited with code 2"
+    assert exit_reason(0) == "exited with code 0"
+    assert exit_reason(-99) == "was stopped by signal 99"  # no name for it
     assert exit_reason(-15) == "was stopped by SIGTERM"
     assert exit_reason(-9).startswith("was stopped by SIGKILL (killed; the kernel's out-of-")
 

@@ -1025,6 +1025,18 @@ def test_whole_items_without_deltas(left_out: tuple[str, ...]) -> None:
     ]
 
 
+@pytest.mark.parametrize("arguments", [None, {"command": "ls"}], ids=["missing", "an object"])
+def test_a_whole_call_item_whose_arguments_are_no_string_has_no_input(arguments: Any) -> None:
+    items = [e for e in events(Answer(calls=(BASH,))) if not e["type"].endswith(".delta")]
+    for item in items:
+        if item["type"].startswith("response.output_item."):
+            call = {k: v for k, v in item["item"].items() if k != "arguments"}
+            item["item"] = call if arguments is None else {**call, "arguments": arguments}
+    message = accumulate(translate(sse(items)))
+    assert [(b.type, b.name, b.input) for b in message.content] == [("tool_use", BASH.name, {})]
+    assert message.stop_reason == "tool_use"
+
+
 def test_the_sdk_message_stream_reads_translated_streams() -> None:
     stream = translate(sse(events(ANSWERS["reasoning-tool"])))
     client = sdk_client(stream)
