@@ -40,6 +40,10 @@ class FakeEnvoyAdmin(FakeServer):
     ignore: set[str] = field(default_factory=set)
     """Files whose changes are neither applied nor rejected (a stuck Envoy)."""
     answering: bool = True
+    silent_for: int = 0
+    """Requests left unanswered first (an Envoy still starting)."""
+    answers_left: int | None = None
+    """Requests answered before it stops answering (a hung Envoy); None: every one."""
     active: dict[str, int] = field(default_factory=dict)
     """Open requests per cluster (0 for one not named); `http.llm.downstream_rq_active` too."""
     subscriptions: dict[str, Subscription] = field(
@@ -80,7 +84,11 @@ class FakeEnvoyAdmin(FakeServer):
 
     def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         url = urllib.parse.urlsplit(handler.path)
-        if not self.answering:
+        silent = not self.answering or self.silent_for > 0 or self.answers_left == 0
+        self.silent_for -= self.silent_for > 0
+        if self.answers_left and not silent:
+            self.answers_left -= 1
+        if silent:
             data, status = b"unavailable", 503
         elif url.path == "/stats":
             self.read_folder()

@@ -102,6 +102,7 @@ def test_an_edit_reaches_envoy_and_an_unchanged_one_writes_nothing(admin, clock)
     in_force = admin.subscriptions["listeners.yaml"].resources
     new_listener = listener(config(max_concurrent=100), sidecar)
     assert in_force == [{"@type": envoy_files.LISTENER_TYPE, **new_listener}]
+    assert clock.slept == []  # Envoy answered at once: nothing waited for
     version = files.version
     assert files.deliver(config(deepseek=False, max_concurrent=100)) is False
     assert files.version == version
@@ -142,6 +143,45 @@ def test_an_admin_port_that_does_not_answer_fails_the_delivery_after_the_timeout
     assert str(caught.value) == f"Envoy's admin (http://127.0.0.1:{admin.port}) does not answer"
     assert clock.now - start == pytest.approx(envoy_files.ACK_TIMEOUT_S, abs=0.06)
     assert names_on_disk(admin) == [versioned_sidecar_cluster(config()), OPENAI, DEEPSEEK]
+
+
+def test_an_admin_port_that_answers_late_is_waited_for(admin, clock):
+    files = started(admin, config())
+    admin.silent_for = 3
+    assert files.deliver(config(max_concurrent=100)) is True
+    assert clock.slept == [0.05] * 3
+    assert admin.cluster_names()[0] == versioned_sidecar_cluster(config(max_concurrent=100))
+
+
+def test_an_admin_port_that_stops_answering_is_no_rejection(admin, clock):
+    files = started(admin, config())
+    admin.ignore.add("clusters.yaml")
+    admin.answers_left = 1  # the counter before the write, then nothing
+    with pytest.raises(DeliveryError, match=r"^Envoy did not apply the new clusters\.yaml in 10s$"):
+        files.deliver(config(max_concurrent=100))
+
+
+def test_clusters_whose_rollback_envoy_rejects_too_stay_written(tmp_path, clock):
+    """A listener refused, then the clusters that went with it refused on their way back:
+    the file keeps what Envoy has in force, and the refusal is reported."""
+
+    class RejectsTheRollback(FakeEnvoyAdmin):
+        def read_folder(self) -> None:
+            super().read_folder()
+            if self.subscriptions["listeners.yaml"].rejected:
+                self.reject.add("clusters.yaml")
+
+    admin = RejectsTheRollback(folder=tmp_path).start()
+    try:
+        files = started(admin, config())
+        admin.reject.add("listeners.yaml")
+        with pytest.raises(DeliveryError, match=r"^Envoy rejected the new clusters\.yaml"):
+            files.deliver(config(max_concurrent=100))
+        in_force = admin.cluster_names()
+        assert in_force[0] == versioned_sidecar_cluster(config(max_concurrent=100))
+        assert names_on_disk(admin) == in_force
+    finally:
+        admin.stop()
 
 
 def test_an_edit_envoy_never_applies_fails_after_the_timeout(admin, clock):
@@ -190,17 +230,20 @@ def test_an_old_sidecar_cluster_stays_for_the_drain_time_of_old_listeners(admin,
     assert admin.cluster_names() == [new, OPENAI, DEEPSEEK]
 
 
-def test_a_cluster_retired_twice_keeps_its_first_time(admin, clock):
+def test_a_sidecar_cluster_stays_retired_as_it_was_through_later_edits(admin, clock):
+    """Since its first retirement, and as the sidecar's (kept for the drain time, whatever
+    the sidecar has loaded), not as a provider's."""
     files = started(admin, config())
     old = versioned_sidecar_cluster(config())
     files.deliver(config(max_concurrent=100))
     clock.now += DRAIN_S / 2
-    files.deliver(config(max_concurrent=200))  # the first one stays retired since then
+    files.deliver(config(max_concurrent=200))
     clock.now += DRAIN_S / 2
-    files.prune(sidecar_in_step=True)
+    files.prune(sidecar_in_step=False)
     middle = versioned_sidecar_cluster(config(max_concurrent=100))
-    assert old not in admin.cluster_names()
-    assert middle in admin.cluster_names()
+    new = versioned_sidecar_cluster(config(max_concurrent=200))
+    assert admin.cluster_names() == [new, OPENAI, DEEPSEEK, middle]
+    assert old != middle != new
 
 
 def test_a_failed_removal_is_tried_again_after_the_drain_time(admin, clock):
