@@ -216,29 +216,42 @@ def test_the_sidecar_secret_is_made_once_and_a_set_one_is_kept(monkeypatch):
     monkeypatch.delenv(SIDECAR_SECRET_VAR, raising=False)
     up.share_sidecar_secret()
     made = os.environ[SIDECAR_SECRET_VAR]
-    assert len(made) >= 40
+    assert len(made) == 43  # 32 random bytes, base64url
     up.share_sidecar_secret()
     assert os.environ[SIDECAR_SECRET_VAR] == made
 
 
 @dataclass
 class Terminal:
-    """stdin as `up` sees it, and the convert command it ran."""
+    """stdin and stderr as `up` sees them, and the convert command it ran."""
 
     tty: bool = True
     answer: str = "y\n"
     ran: list[list[str]] = field(default_factory=list)
     returncode: int = 0
     interrupted: bool = False
+    shown: list[str] = field(default_factory=list)
+    """What reached the screen: written, then flushed."""
+    pending: list[str] = field(default_factory=list)
+    seen_when_asked: str = ""
 
     def isatty(self) -> bool:
         return self.tty
 
+    def write(self, text: str) -> int:
+        self.pending.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.shown += self.pending
+        self.pending.clear()
+
     def readline(self) -> str:
+        self.seen_when_asked = "".join(self.shown)
         return self.answer
 
     def run(self, command: list[str], stdout: object) -> subprocess.CompletedProcess[bytes]:
-        assert stdout is sys.stderr  # stdout is Envoy's access log
+        assert stdout is self  # stderr: stdout is Envoy's access log
         self.ran.append(command)
         if self.interrupted:
             raise KeyboardInterrupt
@@ -263,70 +276,73 @@ QUESTION = (
 )
 
 
-def offer(capsys, model_dir: str = "/nonexistent/model") -> list[str]:
+def offer(terminal: Terminal, model_dir: str = "/nonexistent/model") -> list[str]:
     ports = dict(zip(PORT_KEYS, range(1, 5), strict=True))
-    up.offer_router_model(config_with_ports(ports, model_dir))
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    return captured.err.splitlines()
+    terminal.shown.clear()
+    with pytest.MonkeyPatch.context() as patch:  # here: pytest sets its own before each test
+        patch.setattr(sys, "stderr", terminal)
+        up.offer_router_model(config_with_ports(ports, model_dir))
+    terminal.flush()
+    return "".join(terminal.shown).splitlines()
 
 
-def test_a_present_router_model_is_not_offered(terminal, capsys, tmp_path):
-    assert offer(capsys, str(tmp_path)) == []
+def test_a_present_router_model_is_not_offered(terminal, tmp_path):
+    assert offer(terminal, str(tmp_path)) == []
     assert terminal.ran == []
 
 
-def test_the_router_model_offered_and_converted(terminal, capsys):
-    assert offer(capsys) == [MISSING, QUESTION]
+def test_the_router_model_offered_and_converted(terminal):
+    assert offer(terminal) == [MISSING, QUESTION]
+    assert terminal.seen_when_asked == f"{MISSING}\n{QUESTION}"  # on screen before the answer
     assert terminal.ran == [
         [sys.executable, "-m", "extproc", "model", "convert", SOURCE, "/nonexistent/model"]
     ]
 
 
 @pytest.mark.parametrize("answer", ["YES\n", " y \n"])
-def test_yes_in_any_case(terminal, capsys, answer):
+def test_yes_in_any_case(terminal, answer):
     terminal.answer = answer
-    offer(capsys)
+    offer(terminal)
     assert len(terminal.ran) == 1
 
 
 @pytest.mark.parametrize("answer", ["\n", "no\n", "yep\n"])
-def test_anything_else_declines(terminal, capsys, answer):
+def test_anything_else_declines(terminal, answer):
     terminal.answer = answer
-    assert offer(capsys) == [MISSING, QUESTION + FALLBACK]
+    assert offer(terminal) == [MISSING, QUESTION + FALLBACK]
     assert terminal.ran == []
 
 
-def test_a_failed_conversion_says_what_happens_meanwhile(terminal, capsys):
+def test_a_failed_conversion_says_what_happens_meanwhile(terminal):
     terminal.returncode = 1
-    assert offer(capsys) == [MISSING, QUESTION + FALLBACK]
+    assert offer(terminal) == [MISSING, QUESTION + FALLBACK]
 
 
-def test_ctrl_c_during_the_download(terminal, capsys):
+def test_ctrl_c_during_the_download(terminal):
     terminal.interrupted = True
-    assert offer(capsys) == [
+    assert offer(terminal) == [
         MISSING,
         QUESTION + f"The next `extproc up` resumes the download. {FALLBACK}",
     ]
 
 
-def test_offline_or_without_a_terminal_it_only_says_how(terminal, capsys, monkeypatch):
+def test_offline_or_without_a_terminal_it_only_says_how(terminal, monkeypatch):
     terminal.tty = False
-    assert offer(capsys) == [
+    assert offer(terminal) == [
         MISSING,
         f"Build it with: extproc model convert {SOURCE} /nonexistent/model",
         FALLBACK,
     ]
     monkeypatch.setattr(router_convert, "hub_reachable", lambda: False)
-    assert offer(capsys) == [
+    assert offer(terminal) == [
         MISSING,
         f"Offline: {SOURCE} can't be downloaded from here. {FALLBACK}",
     ]
     assert terminal.ran == []
 
 
-def test_a_model_dir_under_home_is_expanded(terminal, capsys, monkeypatch, tmp_path):
+def test_a_model_dir_under_home_is_expanded(terminal, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "model").mkdir()
-    assert offer(capsys, "~/model") == []
+    assert offer(terminal, "~/model") == []
     assert Path("~/model").expanduser() == tmp_path / "model"

@@ -78,7 +78,7 @@ async def test_each_path_of_the_health_port(health):
     assert headers[b"content-type"] == b"text/plain; version=0.0.4"
     assert b"extproc_" in body and status == b"HTTP/1.1 200 OK"
     status, headers, body = await ask(port, credentials.PATH.encode().join([b"GET ", b" HTTP/1.1"]))
-    assert headers[b"content-type"] == b"application/json"
+    assert (status, headers[b"content-type"]) == (b"HTTP/1.1 200 OK", b"application/json")
     assert orjson.loads(body) == credentials.summary(config)
     assert orjson.loads(body)["unset_key_variables"] == ["NO_SUCH_KEY_SET"]
     assert await ask(port, b"GET /nothing HTTP/1.1") == (
@@ -98,11 +98,17 @@ async def test_a_request_line_past_the_readers_limit_gets_414(health):
 async def test_ready_once_the_router_is_and_with_envoy_when_up_runs_it(health):
     server, port, flag = health
     for path in (b"/ready", b"/ready/sidecar"):
-        status, _, body = await ask(port, b"GET " + path + b" HTTP/1.1")
+        status, headers, body = await ask(port, b"GET " + path + b" HTTP/1.1")
         assert (status, body) == (b"HTTP/1.1 503 Service Unavailable", b"not ready\n")
+        assert headers[b"content-type"] == b"text/plain"
     flag["ready"] = True
     for path in (b"/ready", b"/ready/sidecar"):
-        assert (await ask(port, b"GET " + path + b" HTTP/1.1"))[2] == b"ok\n"
+        status, headers, body = await ask(port, b"GET " + path + b" HTTP/1.1")
+        assert (status, headers[b"content-type"], body) == (
+            b"HTTP/1.1 200 OK",
+            b"text/plain",
+            b"ok\n",
+        )
     envoy = FakeEnvoyReady(state="PRE_INITIALIZING").start()
     try:
         server.envoy_admin = f"127.0.0.1:{envoy.port}"
