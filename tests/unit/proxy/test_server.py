@@ -5,17 +5,27 @@ tests/e2e/test_server.py's."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
+import grpc
 import orjson
 import pytest
+from envoy_data_plane.envoy.service.ext_proc.v3 import (
+    HttpBody,
+    ProcessingRequest,
+    ProcessingResponse,
+)
 
+from extproc.app import build_runtime
 from extproc.config import parse
+from extproc.decisions.routing import RouterStage
 from extproc.metrics import Metrics
 from extproc.providers import credentials
 from extproc.proxy.exchange import Runtime
 from extproc.proxy.server import ExtProcServer, envoy_state, presents
+from tests.support.ext_proc import METHOD, headers_message
 from tests.support.fake_server import FakeServer
 from tests.support.gateway import free_port
 
@@ -52,20 +62,23 @@ async def ask(port: int, request_line: bytes) -> tuple[bytes, dict[bytes, bytes]
 
 @pytest.fixture
 async def health():
-    """A started server, not ready yet (its `ready` is a flag to set), and its health port."""
+    """A started server, not ready yet (its `ready` is a flag to set), its health port, and
+    the Envoy beside it (as under `extproc up`), serving."""
     config = parse(CONFIG, "config.yaml")
     flag = {"ready": False}
-    server = ExtProcServer(
-        Runtime(config, (), (), Metrics()), ready=lambda: flag["ready"], envoy_admin=None
-    )
+    envoy = FakeEnvoyReady().start()
+    runtime = Runtime(config, (), (), Metrics())
+    admin = f"127.0.0.1:{envoy.port}"
+    server = ExtProcServer(runtime, ready=lambda: flag["ready"], envoy_admin=admin)
     port = free_port()
     await server.start("127.0.0.1", free_port(), port, max_body=1 << 20)
-    yield server, port, flag
+    yield server, port, flag, envoy
     await server.stop(0)
+    envoy.stop()
 
 
 async def test_each_path_of_the_health_port(health):
-    server, port, _ = health
+    server, port, *_ = health
     config = server.runtime.config
     assert await ask(port, b"GET /healthz HTTP/1.1") == (
         b"HTTP/1.1 200 OK",
@@ -90,13 +103,13 @@ async def test_each_path_of_the_health_port(health):
 
 
 async def test_a_request_line_past_the_readers_limit_gets_414(health):
-    _, port, _ = health
+    _, port, *_ = health
     status, _, body = await ask(port, b"GET /" + b"a" * 70_000 + b" HTTP/1.1")
     assert (status, body) == (b"HTTP/1.1 414 URI Too Long", b"request line too long\n")
 
 
 async def test_ready_once_the_router_is_and_with_envoy_when_up_runs_it(health):
-    server, port, flag = health
+    server, port, flag, envoy = health
     for path in (b"/ready", b"/ready/sidecar"):
         status, headers, body = await ask(port, b"GET " + path + b" HTTP/1.1")
         assert (status, body) == (b"HTTP/1.1 503 Service Unavailable", b"not ready\n")
@@ -109,23 +122,20 @@ async def test_ready_once_the_router_is_and_with_envoy_when_up_runs_it(health):
             b"text/plain",
             b"ok\n",
         )
-    envoy = FakeEnvoyReady(state="PRE_INITIALIZING").start()
-    try:
-        server.envoy_admin = f"127.0.0.1:{envoy.port}"
-        status, _, body = await ask(port, b"GET /ready HTTP/1.1")
-        assert (status, body) == (
-            b"HTTP/1.1 503 Service Unavailable",
-            b"not ready: envoy PRE_INITIALIZING\n",
-        )
-        # /ready/sidecar is the sidecar alone: what `extproc up` waits for before Envoy starts.
-        assert (await ask(port, b"GET /ready/sidecar HTTP/1.1"))[2] == b"ok\n"
-        envoy.state = "LIVE"
-        assert (await ask(port, b"GET /ready HTTP/1.1"))[2] == b"ok\n"
-    finally:
-        envoy.stop()
+    envoy.state = "PRE_INITIALIZING"
+    status, _, body = await ask(port, b"GET /ready HTTP/1.1")
+    assert (status, body) == (
+        b"HTTP/1.1 503 Service Unavailable",
+        b"not ready: envoy PRE_INITIALIZING\n",
+    )
+    # /ready/sidecar is the sidecar alone: what `extproc up` waits for before Envoy starts.
+    assert (await ask(port, b"GET /ready/sidecar HTTP/1.1"))[2] == b"ok\n"
+    envoy.stop()
     assert (await ask(port, b"GET /ready HTTP/1.1"))[2] == (
         f"not ready: envoy does not answer on 127.0.0.1:{envoy.port}\n".encode()
     )
+    server.envoy_admin = None  # `extproc serve` alone: the sidecar is all there is
+    assert (await ask(port, b"GET /ready HTTP/1.1"))[2] == b"ok\n"
 
 
 def test_envoy_state_of_an_empty_refusal_names_the_status():
@@ -150,3 +160,57 @@ def test_envoy_state_of_an_empty_refusal_names_the_status():
 )
 def test_only_the_exact_secret_under_its_key_lets_a_stream_in(metadata, accepted):
     assert presents(metadata, "s3cret") is accepted
+
+
+SECRET = "s3cret-for-this-test"
+MAX_BODY = 2 * 1024 * 1024
+
+
+@pytest.fixture
+async def grpc_port():
+    """A started server with a secret, taking bodies up to MAX_BODY; its gRPC port."""
+    text = (
+        "llm_providers:\n  - model: openai/gpt-4.1\n    access_key: sk-unit\n"
+        f"listener:\n  max_body_bytes: {MAX_BODY}\n"
+    )
+    config = dataclasses.replace(parse(text, "config.yaml"), sidecar_secret=SECRET)
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    port = free_port()
+    await server.start("127.0.0.1", port, free_port(), max_body=MAX_BODY)
+    yield port
+    await server.stop(0)
+
+
+async def call(port: int, messages: list, metadata: tuple = ()) -> list[ProcessingResponse]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        process = channel.stream_stream(
+            METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
+        )
+        return [reply async for reply in process(iter(messages), metadata=metadata, timeout=10)]
+
+
+@pytest.mark.parametrize("metadata", [(), (("x-extproc-secret", "guessed"),)])
+async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata):
+    with pytest.raises(grpc.RpcError) as refused:
+        await call(grpc_port, [headers_message("/v1/messages")], metadata)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == (
+        "the ext_proc stream lacks the sidecar's secret (x-extproc-secret)"
+    )
+
+
+async def test_a_body_at_the_limit_is_taken_and_routed(grpc_port):
+    """Envoy sends a body of up to `listener.max_body_bytes` in one gRPC message."""
+    text = "x" * (MAX_BODY - 200)
+    request = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": text}]}
+    body = orjson.dumps(request)
+    assert MAX_BODY - 200 < len(body) <= MAX_BODY
+    messages = [
+        headers_message("/v1/messages", {"content-length": str(len(body))}),
+        ProcessingRequest(request_body=HttpBody(body=body, end_of_stream=True)),
+    ]
+    on_headers, on_body = await call(grpc_port, messages, (("x-extproc-secret", SECRET),))
+    assert on_headers.request_headers is not None
+    mutation = on_body.request_body.response.header_mutation
+    routed = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
+    assert routed["x-extproc-cluster"] == "api_openai_com_443"
