@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
@@ -163,7 +164,8 @@ def test_only_the_exact_secret_under_its_key_lets_a_stream_in(metadata, accepted
 
 
 SECRET = "s3cret-for-this-test"
-MAX_BODY = 2 * 1024 * 1024
+MAX_BODY = 5 * 1024 * 1024
+"""Past gRPC's default limit on a received message (4 MiB)."""
 
 
 @pytest.fixture
@@ -182,7 +184,8 @@ async def grpc_port():
 
 
 async def call(port: int, messages: list, metadata: tuple = ()) -> list[ProcessingResponse]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    options = [("grpc.max_receive_message_length", -1)]  # a reply carries the body back
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         process = channel.stream_stream(
             METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
         )
@@ -192,7 +195,9 @@ async def call(port: int, messages: list, metadata: tuple = ()) -> list[Processi
 @pytest.mark.parametrize("metadata", [(), (("x-extproc-secret", "guessed"),)])
 async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata):
     with pytest.raises(grpc.RpcError) as refused:
-        await call(grpc_port, [headers_message("/v1/messages")], metadata)
+        # Before any message: the check is on the stream's metadata (a message sent while
+        # the refusal comes back would fail on the client's side first).
+        await call(grpc_port, [], metadata)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == (
         "the ext_proc stream lacks the sidecar's secret (x-extproc-secret)"
@@ -214,3 +219,38 @@ async def test_a_body_at_the_limit_is_taken_and_routed(grpc_port):
     mutation = on_body.request_body.response.header_mutation
     routed = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
     assert routed["x-extproc-cluster"] == "api_openai_com_443"
+
+
+async def test_a_taken_port_is_refused_and_a_stopped_server_frees_its_ports(caplog):
+    config = parse(CONFIG, "config.yaml")
+    first = ExtProcServer(Runtime(config, (), (), Metrics()))
+    second = ExtProcServer(Runtime(config, (), (), Metrics()))
+    port, health = free_port(), free_port()
+    caplog.set_level(logging.INFO, logger="extproc")
+    try:
+        await first.start("127.0.0.1", port, health, max_body=1 << 20)
+        listening = f"ext_proc listening on 127.0.0.1:{port}, health on 127.0.0.1:{health}"
+        assert caplog.messages == [listening]
+        # Without reuse_port (`--workers`) a taken port is refused. (grpcio 1.85 raises its
+        # own RuntimeError here rather than returning 0: server.start's OSError never shows.)
+        with pytest.raises((OSError, RuntimeError), match=f"127.0.0.1:{port}"):
+            await second.start("127.0.0.1", port, free_port(), max_body=1 << 20)
+        await first.stop(0)
+        await second.start("127.0.0.1", port, health, max_body=1 << 20)
+    finally:
+        await first.stop(0)
+        await second.stop(0)
+
+
+async def test_the_health_port_listens_where_it_is_told():
+    """On `sidecar.health_address`, else where the gRPC port does: not on every address."""
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(Runtime(config, (), (), Metrics()))
+    health = free_port()
+    await server.start("127.0.0.1", free_port(), health, max_body=1 << 20)
+    try:
+        assert (await ask(health, b"GET /healthz HTTP/1.1"))[2] == b"ok\n"
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.2", health)  # loopback, another address
+    finally:
+        await server.stop(0)
