@@ -34,6 +34,7 @@ from tests.support.fake_responses import refusal
 from tests.support.responses_streams import (
     ANSWERS,
     BASH,
+    READ,
     SECRET,
     Answer,
     Call,
@@ -1035,6 +1036,22 @@ def test_a_whole_call_item_whose_arguments_are_no_string_has_no_input(arguments:
     message = accumulate(translate(sse(items)))
     assert [(b.type, b.name, b.input) for b in message.content] == [("tool_use", BASH.name, {})]
     assert message.stop_reason == "tool_use"
+
+
+def test_mixed_blocks_keep_their_order_and_each_its_own_index() -> None:
+    """Reasoning, text and two calls: four blocks, numbered 0-3 in the order they came."""
+    answer = Answer(summary=("Plan.",), encrypted=SECRET, text="Running both.", calls=(BASH, READ))
+    evs = anthropic_events(translate(sse(events(answer))))
+    starts = [
+        (e["index"], e["content_block"]["type"]) for e in evs if e["type"] == "content_block_start"
+    ]
+    assert starts == [(0, "thinking"), (1, "text"), (2, "tool_use"), (3, "tool_use")]
+    stops = [e["index"] for e in evs if e["type"] == "content_block_stop"]
+    assert stops == [0, 1, 2, 3]
+    message = accumulate(translate(sse(events(answer))))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
+    ]
 
 
 def test_the_sdk_message_stream_reads_translated_streams() -> None:
