@@ -48,11 +48,12 @@ class FakeEnvoyReady(FakeServer):
 
 
 async def ask(port: int, request_line: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request_line + b"\r\nhost: x\r\n\r\n")
-    await writer.drain()
-    answer = await reader.read()
-    writer.close()
+    async with asyncio.timeout(10):  # a health port that never answers fails, not hangs
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_line + b"\r\nhost: x\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     status, *lines = head.split(b"\r\n")
     headers = dict(line.split(b": ", 1) for line in lines)
