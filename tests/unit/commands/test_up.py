@@ -213,7 +213,10 @@ def test_envoy_runs_without_hot_restart_and_flushes_its_log_often(tmp_path):
 
 
 def test_the_sidecar_secret_is_made_once_and_a_set_one_is_kept(monkeypatch):
-    monkeypatch.delenv(SIDECAR_SECRET_VAR, raising=False)
+    # Set first, so that monkeypatch puts back what was there: the secret made here must not
+    # reach later tests (the configs they render would carry it).
+    monkeypatch.setenv(SIDECAR_SECRET_VAR, "")
+    monkeypatch.delenv(SIDECAR_SECRET_VAR)
     up.share_sidecar_secret()
     made = os.environ[SIDECAR_SECRET_VAR]
     assert len(made) == 43  # 32 random bytes, base64url
