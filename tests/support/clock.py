@@ -17,3 +17,11 @@ class FakeTime:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+
+def fake_time(monkeypatch, *modules: object) -> FakeTime:
+    """One FakeTime as the `time` of each of `modules`, for the test's length."""
+    clock = FakeTime()
+    for module in modules:
+        monkeypatch.setattr(module, "time", clock)
+    return clock

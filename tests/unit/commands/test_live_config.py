@@ -20,7 +20,7 @@ from extproc.config import Config, parse, read_text
 from extproc.control import envoy_files
 from extproc.control.envoy_config import versioned_sidecar_cluster
 from extproc.control.envoy_files import EnvoyFiles
-from tests.support.clock import FakeTime
+from tests.support.clock import FakeTime, fake_time
 from tests.support.fake_envoy_admin import FakeEnvoyAdmin
 from tests.support.fake_server import FakeServer
 
@@ -107,9 +107,7 @@ class Up:
 
 @pytest.fixture
 def up(tmp_path, monkeypatch):
-    clock = FakeTime()
-    monkeypatch.setattr(live_config, "time", clock)
-    monkeypatch.setattr(envoy_files, "time", clock)
+    clock = fake_time(monkeypatch, live_config, envoy_files)
     (tmp_path / "envoy").mkdir()
     admin = FakeEnvoyAdmin(folder=tmp_path / "envoy").start()
     health = FakeHealth().start()

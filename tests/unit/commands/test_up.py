@@ -18,7 +18,7 @@ from extproc.commands import up
 from extproc.commands.up import StartupError
 from extproc.config import SIDECAR_SECRET_VAR, Config, parse
 from extproc.control import router_convert
-from tests.support.clock import FakeTime
+from tests.support.clock import FakeTime, fake_time
 from tests.support.fake_envoy_admin import FakeEnvoyAdmin
 from tests.support.gateway import free_port
 
@@ -43,9 +43,7 @@ routing:
 
 @pytest.fixture
 def clock(monkeypatch) -> FakeTime:
-    clock = FakeTime()
-    monkeypatch.setattr(up, "time", clock)
-    return clock
+    return fake_time(monkeypatch, up)
 
 
 @pytest.mark.parametrize("key", PORT_KEYS)

@@ -11,7 +11,7 @@ from extproc.control import envoy_files
 from extproc.control.connections import connections_within
 from extproc.control.envoy_config import listener, versioned_sidecar_cluster
 from extproc.control.envoy_files import DeliveryError, EnvoyFiles
-from tests.support.clock import FakeTime
+from tests.support.clock import FakeTime, fake_time
 from tests.support.fake_envoy_admin import FakeEnvoyAdmin
 
 OPENAI = "api_openai_com_443"
@@ -34,9 +34,7 @@ listener:
 
 @pytest.fixture
 def clock(monkeypatch) -> FakeTime:
-    clock = FakeTime()
-    monkeypatch.setattr(envoy_files, "time", clock)
-    return clock
+    return fake_time(monkeypatch, envoy_files)
 
 
 @pytest.fixture
