@@ -1,9 +1,9 @@
 #!/bin/sh
-# Mutation testing (docs/testing.md). With no argument: the recorded sample, every mutant of
-# the small modules (paths.py, budget.py, config/contract.py, reasoning.py), the router's
-# decoding.py mutants numbered *7 and engine.py's numbered 7 and 17, and one in five (those
-# numbered *2 and *7) of the others in [tool.mutmut]'s only_mutate. With arguments: those
-# mutant names or patterns (`all`: every one).
+# Mutation testing (docs/testing.md). With no argument: the sample recorded for issue 28's
+# second slice: every mutant of up.py, live_config.py, envoy_files.py, supervise.py,
+# signatures.py, server.py and of openai_format.py's tool-name functions, and one in five
+# (those numbered *2 and *7) of sse.py, the Responses stream and exchange.py. With arguments:
+# those mutant names or patterns (`all`: every one of [tool.mutmut]'s only_mutate).
 set -e
 cd "$(dirname "$0")/.."
 # Each mutant is a pytest session of its own: build the tiny router model and the Qwen
@@ -12,15 +12,15 @@ export EXTPROC_TINY_MODEL_CACHE="$PWD/.cache/tiny-router"
 .venv/bin/python -c "from tests.support.tiny_model import session_model_dir; session_model_dir(None)"
 .venv/bin/python -c "from tests.support.qwen_tokenizer import session_qwen_dir; session_qwen_dir(None)"
 if [ "$#" -eq 0 ]; then
-    set -- "extproc.proxy.paths.*" "extproc.proxy.budget.*" \
-        "extproc.config.contract.*" "extproc.translate.openai_responses.reasoning.*" \
-        "extproc.decisions.router.decoding.*__mutmut_*7" \
-        "extproc.decisions.router.engine.*__mutmut_7" "extproc.decisions.router.engine.*__mutmut_17" \
-        "extproc.commands.evaluate.*__mutmut_*[27]" \
-        "extproc.decisions.router.window.*__mutmut_*[27]" \
-        "extproc.translate.openai_chat.request.*__mutmut_*[27]" \
-        "extproc.translate.openai_responses.request.*__mutmut_*[27]" \
-        "extproc.translate.openai_responses.response.*__mutmut_*[27]"
+    set -- "extproc.commands.up.*" "extproc.commands.live_config.*" \
+        "extproc.control.envoy_files.*" "extproc.commands.supervise.*" \
+        "extproc.translate.signatures.*" "extproc.proxy.server.*" \
+        "extproc.translate.openai_format.x_provider_tool_name*" \
+        "extproc.translate.openai_format.x_tool_names*" \
+        "extproc.translate.openai_format.x_chat_tool_choice*" \
+        "extproc.translate.sse.*__mutmut_*[27]" \
+        "extproc.translate.openai_responses.stream.*__mutmut_*[27]" \
+        "extproc.proxy.exchange.*__mutmut_*[27]"
 elif [ "$1" = all ]; then
     set --
 fi

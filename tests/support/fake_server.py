@@ -4,6 +4,7 @@ the ways a provider fails before answering (`failure`), which failover is tested
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -134,7 +135,9 @@ class FakeServer:
         self.released = threading.Event()
         self.server = ThreadingHTTPServer((self.host, port), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll: `stop` waits for it, at the end of every test that starts a fake.
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.02)
+        threading.Thread(target=serve, daemon=True).start()
         return self
 
     @property

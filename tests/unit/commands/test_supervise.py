@@ -3,6 +3,8 @@ crash, up to a cap, and starts over once the child stayed up."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 
 from extproc.commands import supervise
@@ -64,5 +66,64 @@ def test_a_child_that_stayed_up_restarts_quickly_again(monkeypatch):
 
 def test_exit_reasons_name_the_signal():
     assert exit_reason(2) == "exited with code 2"
+    assert exit_reason(0) == "exited with code 0"
+    assert exit_reason(-99) == "was stopped by signal 99"  # no name for it
     assert exit_reason(-15) == "was stopped by SIGTERM"
     assert exit_reason(-9).startswith("was stopped by SIGKILL (killed; the kernel's out-of-")
+
+
+def test_a_child_that_stays_up_is_left_alone_and_can_be_signalled(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(supervise.time, "monotonic", clock)
+    said: list[str] = []
+    child = Supervised("worker 1", LIVES, say=said.append)
+    first = child.process
+    try:
+        child.check()
+        clock.now += supervise.STABLE_S
+        child.check()
+        assert child.process is first and child.running and said == []
+        child.send_signal(signal.SIGTERM)
+        assert first.wait() == -signal.SIGTERM
+        child.send_signal(signal.SIGTERM)  # gone: nothing to signal, no error
+    finally:
+        first.kill()
+        first.wait()
+
+
+# Runs as its own process: makes itself the subreaper of what it starts, starts a supervisor
+# of a long-lived child, kills the supervisor with SIGKILL, then reaps the orphaned child.
+ORPHAN_CHECK = """
+import ctypes, os, signal, subprocess, sys
+ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+supervisor = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE, text=True
+)
+child = int(supervisor.stdout.readline())
+supervisor.kill()
+supervisor.wait()
+signal.signal(signal.SIGALRM, lambda *_: os.kill(child, signal.SIGKILL))
+signal.alarm(5)  # still there: the check fails in seconds, not when the child's sleep ends
+_, status = os.waitpid(child, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+SUPERVISOR = f"""
+import sys, time
+from extproc.commands.supervise import Supervised
+child = Supervised("sidecar", {LIVES!r})
+print(child.process.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_supervisor_leaves_no_child_behind():
+    """Its child gets SIGTERM: no orphan keeps serving (and holding the ports) beside the
+    supervisor that a service manager starts next."""
+    done = subprocess.run(
+        [sys.executable, "-c", ORPHAN_CHECK, SUPERVISOR],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == str(-signal.SIGTERM)

@@ -365,6 +365,10 @@ TOO_BIG = error_text(lambda: orjson.dumps(2**70))  # orjson's words for an integ
             "messages.1.content: must be a string or a list of blocks",
         ),
         (
+            {"messages": [{"role": "user", "content": ["hi"]}]},
+            "messages.0.content: must be a string or a list of blocks",
+        ),
+        (
             {"messages": [user({"type": "hologram"})]},
             "messages.0.content.0: content block type 'hologram' can't be translated for this provider",
         ),

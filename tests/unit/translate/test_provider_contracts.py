@@ -3,6 +3,7 @@ their answers carry that must come back (docs/translation.md#provider-contracts)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -385,6 +386,9 @@ def test_signatures_never_reach_anthropic_and_foreign_ones_are_ignored() -> None
     assert cleaned["messages"][0]["content"] == [anthropics, {"type": "text", "text": "x"}]
     assert signatures.state(anthropics["signature"]) == {}
     assert signatures.state(signatures.PREFIX + "not base64 !") == {}
+    # Ours in form, but not an object inside: altered, so nothing of it is used.
+    assert signatures.state(signatures.PREFIX + "WzEsMl0=") == {}  # [1,2]
+    assert signatures.state(signatures.sign({"a": 1})) == {"a": 1}
 
 
 # -- DeepSeek and Kimi thinking modes ----------------------------------------------------------
@@ -450,11 +454,19 @@ def test_fragments_without_id_still_continue_their_call() -> None:
 # -- Tool names over 64 characters -------------------------------------------------------------
 
 
+def digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
 def test_long_tool_names_are_shortened_for_the_provider_and_restored() -> None:
     short = provider_tool_name(MCP_NAME, 64)
     assert len(short) == 64 and short == provider_tool_name(MCP_NAME, 64)
     assert provider_tool_name("Bash", 64) == "Bash"
-    assert provider_tool_name("mcp__a.b__c", 64) != "mcp__a.b__c"  # outside the pattern
+    # The cleaned name cut to leave room for "_" and 8 hex of the whole name's SHA-256.
+    assert short == MCP_NAME[:55] + "_" + digest(MCP_NAME)
+    assert provider_tool_name("mcp__a.b c", 64) == "mcp__a_b_c_" + digest("mcp__a.b c")
+    assert provider_tool_name("x" * 41, 40) == "x" * 31 + "_" + digest("x" * 41)
+    assert provider_tool_name("x" * 40, 40) == "x" * 40
     tool = {"name": MCP_NAME, "input_schema": {"type": "object"}}
     history = [
         turn({"type": "text", "text": "shot"}),

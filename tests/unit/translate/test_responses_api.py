@@ -34,6 +34,7 @@ from tests.support.fake_responses import refusal
 from tests.support.responses_streams import (
     ANSWERS,
     BASH,
+    READ,
     SECRET,
     Answer,
     Call,
@@ -333,6 +334,9 @@ def test_long_tool_names_are_shortened_and_restored() -> None:
     assert orjson.loads(translated)["content"][0]["name"] == name
     streamed = accumulate(translate(sse(events(Answer(calls=(call,)))), tool_names={short: name}))
     assert streamed.content[0].name == name
+    # A streamed request answered with one whole JSON body (some proxies do) too.
+    whole = accumulate(translate(answer, tool_names={short: name}))
+    assert whole.content[0].name == name
 
 
 def test_tools_are_function_tools_without_strict_schemas() -> None:
@@ -1019,6 +1023,34 @@ def test_whole_items_without_deltas(left_out: tuple[str, ...]) -> None:
     message = accumulate(translate(sse(items)))
     assert [b.model_dump() for b in message.content] == [
         b.model_dump() for b in non_streamed(ANSWERS["reasoning-tool"]).content
+    ]
+
+
+@pytest.mark.parametrize("arguments", [None, {"command": "ls"}], ids=["missing", "an object"])
+def test_a_whole_call_item_whose_arguments_are_no_string_has_no_input(arguments: Any) -> None:
+    items = [e for e in events(Answer(calls=(BASH,))) if not e["type"].endswith(".delta")]
+    for item in items:
+        if item["type"].startswith("response.output_item."):
+            call = {k: v for k, v in item["item"].items() if k != "arguments"}
+            item["item"] = call if arguments is None else {**call, "arguments": arguments}
+    message = accumulate(translate(sse(items)))
+    assert [(b.type, b.name, b.input) for b in message.content] == [("tool_use", BASH.name, {})]
+    assert message.stop_reason == "tool_use"
+
+
+def test_mixed_blocks_keep_their_order_and_each_its_own_index() -> None:
+    """Reasoning, text and two calls: four blocks, numbered 0-3 in the order they came."""
+    answer = Answer(summary=("Plan.",), encrypted=SECRET, text="Running both.", calls=(BASH, READ))
+    evs = anthropic_events(translate(sse(events(answer))))
+    starts = [
+        (e["index"], e["content_block"]["type"]) for e in evs if e["type"] == "content_block_start"
+    ]
+    assert starts == [(0, "thinking"), (1, "text"), (2, "tool_use"), (3, "tool_use")]
+    stops = [e["index"] for e in evs if e["type"] == "content_block_stop"]
+    assert stops == [0, 1, 2, 3]
+    message = accumulate(translate(sse(events(answer))))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
     ]
 
 

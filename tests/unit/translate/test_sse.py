@@ -143,4 +143,16 @@ def test_the_parser_forgets_what_it_held_when_it_gives_up() -> None:
     with pytest.raises(SSEEventTooLarge) as raised:
         parser.feed(b"data: done\n\n" + b"data: " + b"x" * 600 + b"\n" + b"data: " + b"y" * 600)
     assert raised.value.events == [(b"", b"done")]
+    # Its count starts over: a line of exactly the limit fits again.
+    assert parser.feed(b"data: " + b"x" * 993 + b"\n\n") == [(b"", b"x" * 993)]
     assert parser.feed(b"data: new\n\n") == [(b"", b"new")]
+
+
+def test_the_last_line_without_its_terminator_is_read_as_it_came() -> None:
+    """Its pieces joined, a held carriage return dropped, nothing else stripped."""
+    assert read(1000, b"data: a", b"X") == ([(b"", b"aX")], False)
+    assert read(1000, b"data: a", b"X ") == ([(b"", b"aX ")], False)
+    assert read(1000, b"data: a", b"X\r") == ([(b"", b"aX")], False)
+    # At the end of the stream it counts with its terminator, as it would have come.
+    assert read(10, b"data: 1234") == ([], True)
+    assert read(11, b"data: 1234") == ([(b"", b"1234")], False)

@@ -1,0 +1,283 @@
+"""envoy_files.EnvoyFiles: how `extproc up` hands a config edit to a running Envoy, against a
+fake of Envoy's admin port that takes or rejects the watched files as Envoy does."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from extproc.config import Config, parse
+from extproc.control import envoy_files
+from extproc.control.connections import connections_within
+from extproc.control.envoy_config import listener, versioned_sidecar_cluster
+from extproc.control.envoy_files import DeliveryError, EnvoyFiles
+from tests.support.clock import FakeTime, fake_time
+from tests.support.fake_envoy_admin import FakeEnvoyAdmin
+
+OPENAI = "api_openai_com_443"
+DEEPSEEK = "api_deepseek_com_443"
+DRAIN_S = 600
+
+
+def config(*, deepseek: bool = True, max_concurrent: int = 4096, admin_port: int = 9901) -> Config:
+    text = f"""\
+llm_providers:
+  - model: openai/gpt-4.1
+    default: true
+{"  - model: deepseek/deepseek-chat" if deepseek else ""}
+listener:
+  admin_port: {admin_port}
+  max_concurrent_requests: {max_concurrent}
+"""
+    return parse(text, "config.yaml")
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeTime:
+    return fake_time(monkeypatch, envoy_files)
+
+
+@pytest.fixture
+def admin(tmp_path):
+    fake = FakeEnvoyAdmin(folder=tmp_path).start()
+    yield fake
+    fake.stop()
+
+
+def started(admin: FakeEnvoyAdmin, first: Config) -> EnvoyFiles:
+    files = EnvoyFiles(admin.folder, admin.port, DRAIN_S, open_files=1 << 20)
+    files.bootstrap(first)
+    admin.read_folder()  # Envoy starting
+    return files
+
+
+def on_disk(admin: FakeEnvoyAdmin, name: str) -> dict:
+    return yaml.load((admin.folder / name).read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+
+
+def names_on_disk(admin: FakeEnvoyAdmin) -> list[str]:
+    return [c["name"] for c in on_disk(admin, "clusters.yaml")["resources"]]
+
+
+def test_the_bootstrap_points_envoy_at_the_two_watched_files(admin):
+    first = config()
+    path = EnvoyFiles(admin.folder, admin.port, DRAIN_S, open_files=1 << 20).bootstrap(first)
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    folder = str(admin.folder)
+    assert path == admin.folder / "bootstrap.yaml"
+    assert document["node"] == {"id": "extproc", "cluster": "extproc"}
+    assert document["admin"]["address"]["socket_address"]["port_value"] == 9901
+    assert document["dynamic_resources"] == {
+        kind: {
+            "path_config_source": {
+                "path": f"{folder}/{file}",
+                "watched_directory": {"path": folder},
+            },
+            "resource_api_version": "V3",
+        }
+        for kind, file in (("cds_config", "clusters.yaml"), ("lds_config", "listeners.yaml"))
+    }
+    sidecar = versioned_sidecar_cluster(first)
+    clusters = on_disk(admin, "clusters.yaml")
+    assert [c["name"] for c in clusters["resources"]] == [sidecar, OPENAI, DEEPSEEK]
+    assert {c["@type"] for c in clusters["resources"]} == {envoy_files.CLUSTER_TYPE}
+    listeners = on_disk(admin, "listeners.yaml")
+    assert listeners["resources"] == [
+        {"@type": envoy_files.LISTENER_TYPE, **listener(first, sidecar)}
+    ]
+    # Each write is a new version, so Envoy tells the two apart.
+    assert (clusters["version_info"], listeners["version_info"]) == ("1", "2")
+    assert not list(admin.folder.glob(".*"))  # written beside, then renamed over
+
+
+def test_an_edit_reaches_envoy_and_an_unchanged_one_writes_nothing(admin, clock):
+    files = started(admin, config())
+    assert files.deliver(config(deepseek=False, max_concurrent=100)) is True
+    sidecar = versioned_sidecar_cluster(config(max_concurrent=100))
+    old_sidecar = versioned_sidecar_cluster(config())
+    # The removed provider and the old sidecar cluster are retired, not removed yet.
+    assert admin.cluster_names() == [sidecar, OPENAI, old_sidecar, DEEPSEEK]
+    in_force = admin.subscriptions["listeners.yaml"].resources
+    new_listener = listener(config(max_concurrent=100), sidecar)
+    assert in_force == [{"@type": envoy_files.LISTENER_TYPE, **new_listener}]
+    assert clock.slept == []  # Envoy answered at once: nothing waited for
+    version = files.version
+    assert files.deliver(config(deepseek=False, max_concurrent=100)) is False
+    assert files.version == version
+
+
+def test_a_listener_envoy_rejects_puts_the_last_good_files_back(admin, clock):
+    files = started(admin, config())
+    before_clusters = names_on_disk(admin)
+    before_listener = on_disk(admin, "listeners.yaml")["resources"]
+    admin.reject.add("listeners.yaml")
+    with pytest.raises(DeliveryError, match=r"^Envoy rejected the new listeners.yaml \(its log"):
+        files.deliver(config(max_concurrent=100))
+    admin.reject.clear()
+    # The new clusters were taken back too: no listener uses them.
+    assert names_on_disk(admin) == before_clusters == admin.cluster_names()
+    assert on_disk(admin, "listeners.yaml")["resources"] == before_listener
+    # The next edit starts from what is in force: the same change is delivered again.
+    assert files.deliver(config(max_concurrent=100)) is True
+    assert admin.cluster_names()[0] == versioned_sidecar_cluster(config(max_concurrent=100))
+
+
+def test_clusters_envoy_rejects_are_written_back_and_the_listener_is_not_touched(admin, clock):
+    files = started(admin, config())
+    listener_version = on_disk(admin, "listeners.yaml")["version_info"]
+    admin.reject.add("clusters.yaml")
+    with pytest.raises(DeliveryError, match=r"^Envoy rejected the new clusters\.yaml"):
+        files.deliver(config(deepseek=False, max_concurrent=100))
+    assert names_on_disk(admin) == [versioned_sidecar_cluster(config()), OPENAI, DEEPSEEK]
+    assert on_disk(admin, "listeners.yaml")["version_info"] == listener_version
+
+
+def test_an_admin_port_that_does_not_answer_fails_the_delivery_after_the_timeout(admin, clock):
+    files = started(admin, config())
+    admin.answering = False
+    start = clock.now
+    with pytest.raises(DeliveryError) as caught:
+        files.deliver(config(max_concurrent=100))
+    assert str(caught.value) == f"Envoy's admin (http://127.0.0.1:{admin.port}) does not answer"
+    assert clock.now - start == pytest.approx(envoy_files.ACK_TIMEOUT_S, abs=0.06)
+    assert names_on_disk(admin) == [versioned_sidecar_cluster(config()), OPENAI, DEEPSEEK]
+
+
+def test_an_admin_port_that_answers_late_is_waited_for(admin, clock):
+    files = started(admin, config())
+    admin.silent_for = 3
+    assert files.deliver(config(max_concurrent=100)) is True
+    assert clock.slept == [0.05] * 3
+    assert admin.cluster_names()[0] == versioned_sidecar_cluster(config(max_concurrent=100))
+
+
+def test_an_admin_port_that_stops_answering_is_no_rejection(admin, clock):
+    files = started(admin, config())
+    admin.ignore.add("clusters.yaml")
+    admin.answers_left = 1  # the counter before the write, then nothing
+    with pytest.raises(DeliveryError, match=r"^Envoy did not apply the new clusters\.yaml in 10s$"):
+        files.deliver(config(max_concurrent=100))
+
+
+def test_clusters_whose_rollback_envoy_rejects_too_stay_written(tmp_path, clock):
+    """A listener refused, then the clusters that went with it refused on their way back:
+    the file keeps what Envoy has in force, and the refusal is reported."""
+
+    class RejectsTheRollback(FakeEnvoyAdmin):
+        def read_folder(self) -> None:
+            super().read_folder()
+            if self.subscriptions["listeners.yaml"].rejected:
+                self.reject.add("clusters.yaml")
+
+    admin = RejectsTheRollback(folder=tmp_path).start()
+    try:
+        files = started(admin, config())
+        admin.reject.add("listeners.yaml")
+        with pytest.raises(DeliveryError, match=r"^Envoy rejected the new clusters\.yaml"):
+            files.deliver(config(max_concurrent=100))
+        in_force = admin.cluster_names()
+        assert in_force[0] == versioned_sidecar_cluster(config(max_concurrent=100))
+        assert names_on_disk(admin) == in_force
+    finally:
+        admin.stop()
+
+
+def test_an_edit_envoy_never_applies_fails_after_the_timeout(admin, clock):
+    files = started(admin, config())
+    admin.ignore.add("clusters.yaml")
+    start = clock.now
+    with pytest.raises(DeliveryError, match=r"^Envoy did not apply the new clusters.yaml in 10s$"):
+        files.deliver(config(max_concurrent=100))
+    assert clock.now - start == pytest.approx(envoy_files.ACK_TIMEOUT_S, abs=0.06)
+    assert names_on_disk(admin) == [versioned_sidecar_cluster(config()), OPENAI, DEEPSEEK]
+
+
+def test_a_retired_provider_cluster_goes_once_idle_and_the_sidecar_has_the_edit(admin, clock):
+    files = started(admin, config())
+    files.deliver(config(deepseek=False))
+    sidecar = versioned_sidecar_cluster(config())
+    admin.active[DEEPSEEK] = 1
+    files.prune(sidecar_in_step=True)  # a request still on it
+    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+    admin.active[DEEPSEEK] = 0
+    clock.now += envoy_files.PRUNE_EVERY_S - 0.01
+    files.prune(sidecar_in_step=True)  # looked at about once a second, not more
+    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+    clock.now += 0.01
+    files.prune(sidecar_in_step=False)  # a sidecar on the old config may still send there
+    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+    clock.now += envoy_files.PRUNE_EVERY_S
+    files.prune(sidecar_in_step=True)
+    assert admin.cluster_names() == [sidecar, OPENAI]
+    assert files.retired == {}
+    # An edit that brings it back makes it a wanted cluster again.
+    files.deliver(config())
+    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+
+
+def test_an_old_sidecar_cluster_stays_for_the_drain_time_of_old_listeners(admin, clock):
+    files = started(admin, config())
+    old = versioned_sidecar_cluster(config())
+    files.deliver(config(max_concurrent=100))
+    new = versioned_sidecar_cluster(config(max_concurrent=100))
+    clock.now += DRAIN_S - 1
+    files.prune(sidecar_in_step=True)
+    assert admin.cluster_names() == [new, OPENAI, DEEPSEEK, old]
+    clock.now += 1
+    files.prune(sidecar_in_step=True)
+    assert admin.cluster_names() == [new, OPENAI, DEEPSEEK]
+
+
+def test_a_sidecar_cluster_stays_retired_as_it_was_through_later_edits(admin, clock):
+    """Since its first retirement, and as the sidecar's (kept for the drain time, whatever
+    the sidecar has loaded), not as a provider's."""
+    files = started(admin, config())
+    old = versioned_sidecar_cluster(config())
+    files.deliver(config(max_concurrent=100))
+    clock.now += DRAIN_S / 2
+    files.deliver(config(max_concurrent=200))
+    clock.now += DRAIN_S / 2
+    files.prune(sidecar_in_step=False)
+    middle = versioned_sidecar_cluster(config(max_concurrent=100))
+    new = versioned_sidecar_cluster(config(max_concurrent=200))
+    assert admin.cluster_names() == [new, OPENAI, DEEPSEEK, middle]
+    assert old != middle != new
+
+
+def test_a_failed_removal_is_tried_again_after_the_drain_time(admin, clock):
+    files = started(admin, config())
+    files.deliver(config(deepseek=False))
+    admin.reject.add("clusters.yaml")
+    with pytest.raises(DeliveryError):
+        files.prune(sidecar_in_step=True)
+    admin.reject.clear()
+    assert DEEPSEEK in names_on_disk(admin)
+    clock.now += DRAIN_S - 1
+    files.prune(sidecar_in_step=True)
+    assert DEEPSEEK in admin.cluster_names()
+    clock.now += 1
+    files.prune(sidecar_in_step=True)
+    assert DEEPSEEK not in admin.cluster_names()
+
+
+def test_nothing_to_prune_asks_envoy_nothing(admin, clock):
+    files = started(admin, config())
+    files.prune(sidecar_in_step=True)
+    assert admin.received == []
+
+
+def test_only_the_admin_port_and_connection_limit_need_a_new_process(admin):
+    files = started(admin, config())
+    assert files.needs_new_process(config(), config(deepseek=False, max_concurrent=1)) is False
+    assert files.needs_new_process(config(), config(admin_port=9902)) is True
+
+
+def test_the_config_validated_is_the_one_envoy_gets(admin, monkeypatch):
+    """With the connection limit its open files allow (`envoy --mode validate` is
+    tests/unit/proxy/test_envoy_config.py's)."""
+    asked = []
+    monkeypatch.setattr(envoy_files, "envoy_refusal", lambda c: asked.append(c) or "no")
+    files = EnvoyFiles(admin.folder, admin.port, DRAIN_S, open_files=1000)
+    assert files.refusal(config()) == "no"
+    assert [c.listener.max_connections for c in asked] == [connections_within(1000)]
+    assert asked[0].listener.max_connections < config().listener.max_connections

@@ -1,0 +1,257 @@
+"""The sidecar's health port as a load balancer, `extproc up` and `extproc claude` read it, and
+the secret that keeps other local processes off its gRPC port. Streams through Envoy are
+tests/e2e/test_server.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+
+import grpc
+import orjson
+import pytest
+from envoy_data_plane.envoy.service.ext_proc.v3 import (
+    HttpBody,
+    ProcessingRequest,
+    ProcessingResponse,
+)
+
+from extproc.app import build_runtime
+from extproc.config import parse
+from extproc.decisions.routing import RouterStage
+from extproc.metrics import Metrics
+from extproc.providers import credentials
+from extproc.proxy.exchange import Runtime
+from extproc.proxy.server import ExtProcServer, envoy_state, presents
+from tests.support.ext_proc import METHOD, headers_message
+from tests.support.fake_server import FakeServer
+from tests.support.gateway import free_port
+
+CONFIG = "llm_providers:\n  - model: openai/gpt-4.1\n    access_key: $NO_SUCH_KEY_SET\n"
+
+
+@dataclass(kw_only=True)
+class FakeEnvoyReady(FakeServer):
+    """Envoy's admin `/ready`: 200 LIVE once it serves, 503 with its state before."""
+
+    state: str = "LIVE"
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        data = f"{self.state}\n".encode()
+        handler.send_response(200 if self.state == "LIVE" else 503)
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+async def ask(port: int, request_line: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    async with asyncio.timeout(10):  # a health port that never answers fails, not hangs
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_line + b"\r\nhost: x\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = dict(line.split(b": ", 1) for line in lines)
+    assert headers[b"content-length"] == str(len(body)).encode()
+    assert headers[b"connection"] == b"close"
+    return status, headers, body
+
+
+@pytest.fixture
+async def health():
+    """A started server, not ready yet (its `ready` is a flag to set), its health port, and
+    the Envoy beside it (as under `extproc up`), serving."""
+    config = parse(CONFIG, "config.yaml")
+    flag = {"ready": False}
+    envoy = FakeEnvoyReady().start()
+    runtime = Runtime(config, (), (), Metrics())
+    admin = f"127.0.0.1:{envoy.port}"
+    server = ExtProcServer(runtime, ready=lambda: flag["ready"], envoy_admin=admin)
+    port = free_port()
+    await server.start("127.0.0.1", free_port(), port, max_body=1 << 20)
+    yield server, port, flag, envoy
+    await server.stop(0)
+    envoy.stop()
+
+
+async def test_each_path_of_the_health_port(health):
+    server, port, *_ = health
+    config = server.runtime.config
+    assert await ask(port, b"GET /healthz HTTP/1.1") == (
+        b"HTTP/1.1 200 OK",
+        {b"content-type": b"text/plain", b"content-length": b"3", b"connection": b"close"},
+        b"ok\n",
+    )
+    status, _, body = await ask(port, b"GET /config HTTP/1.1")
+    assert (status, body) == (b"HTTP/1.1 200 OK", config.digest.encode() + b"\n")
+    status, headers, body = await ask(port, b"GET /metrics HTTP/1.1")
+    assert headers[b"content-type"] == b"text/plain; version=0.0.4"
+    assert b"extproc_" in body and status == b"HTTP/1.1 200 OK"
+    status, headers, body = await ask(port, credentials.PATH.encode().join([b"GET ", b" HTTP/1.1"]))
+    assert (status, headers[b"content-type"]) == (b"HTTP/1.1 200 OK", b"application/json")
+    assert orjson.loads(body) == credentials.summary(config)
+    assert orjson.loads(body)["unset_key_variables"] == ["NO_SUCH_KEY_SET"]
+    assert await ask(port, b"GET /nothing HTTP/1.1") == (
+        b"HTTP/1.1 404 Not Found",
+        {b"content-type": b"text/plain", b"content-length": b"10", b"connection": b"close"},
+        b"not found\n",
+    )
+    assert (await ask(port, b"GET"))[0] == b"HTTP/1.1 404 Not Found"  # no path: "/"
+
+
+async def test_a_request_line_past_the_readers_limit_gets_414(health):
+    _, port, *_ = health
+    status, _, body = await ask(port, b"GET /" + b"a" * 70_000 + b" HTTP/1.1")
+    assert (status, body) == (b"HTTP/1.1 414 URI Too Long", b"request line too long\n")
+
+
+async def test_ready_once_the_router_is_and_with_envoy_when_up_runs_it(health):
+    server, port, flag, envoy = health
+    for path in (b"/ready", b"/ready/sidecar"):
+        status, headers, body = await ask(port, b"GET " + path + b" HTTP/1.1")
+        assert (status, body) == (b"HTTP/1.1 503 Service Unavailable", b"not ready\n")
+        assert headers[b"content-type"] == b"text/plain"
+    flag["ready"] = True
+    for path in (b"/ready", b"/ready/sidecar"):
+        status, headers, body = await ask(port, b"GET " + path + b" HTTP/1.1")
+        assert (status, headers[b"content-type"], body) == (
+            b"HTTP/1.1 200 OK",
+            b"text/plain",
+            b"ok\n",
+        )
+    envoy.state = "PRE_INITIALIZING"
+    status, _, body = await ask(port, b"GET /ready HTTP/1.1")
+    assert (status, body) == (
+        b"HTTP/1.1 503 Service Unavailable",
+        b"not ready: envoy PRE_INITIALIZING\n",
+    )
+    # /ready/sidecar is the sidecar alone: what `extproc up` waits for before Envoy starts.
+    assert (await ask(port, b"GET /ready/sidecar HTTP/1.1"))[2] == b"ok\n"
+    envoy.stop()
+    assert (await ask(port, b"GET /ready HTTP/1.1"))[2] == (
+        f"not ready: envoy does not answer on 127.0.0.1:{envoy.port}\n".encode()
+    )
+    server.envoy_admin = None  # `extproc serve` alone: the sidecar is all there is
+    assert (await ask(port, b"GET /ready HTTP/1.1"))[2] == b"ok\n"
+
+
+def test_envoy_state_of_an_empty_refusal_names_the_status():
+    envoy = FakeEnvoyReady(state="").start()
+    try:
+        assert envoy_state(f"127.0.0.1:{envoy.port}") == "answered 503"
+    finally:
+        envoy.stop()
+
+
+@pytest.mark.parametrize(
+    ("metadata", "accepted"),
+    [
+        ([("x-extproc-secret", "s3cret")], True),
+        ([("x-extproc-secret", b"s3cret")], True),  # binary metadata
+        ([("user-agent", "envoy"), ("x-extproc-secret", "s3cret")], True),
+        ([("x-extproc-secret", "s3cre")], False),
+        ([("x-extproc-secret", "s3cret ")], False),
+        ([("x-other", "s3cret")], False),
+        ([], False),
+    ],
+)
+def test_only_the_exact_secret_under_its_key_lets_a_stream_in(metadata, accepted):
+    assert presents(metadata, "s3cret") is accepted
+
+
+SECRET = "s3cret-for-this-test"
+MAX_BODY = 5 * 1024 * 1024
+"""Past gRPC's default limit on a received message (4 MiB)."""
+
+
+@pytest.fixture
+async def grpc_port():
+    """A started server with a secret, taking bodies up to MAX_BODY; its gRPC port."""
+    text = (
+        "llm_providers:\n  - model: openai/gpt-4.1\n    access_key: sk-unit\n"
+        f"listener:\n  max_body_bytes: {MAX_BODY}\n"
+    )
+    config = dataclasses.replace(parse(text, "config.yaml"), sidecar_secret=SECRET)
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    port = free_port()
+    await server.start("127.0.0.1", port, free_port(), max_body=MAX_BODY)
+    yield port
+    await server.stop(0)
+
+
+async def call(port: int, messages: list, metadata: tuple = ()) -> list[ProcessingResponse]:
+    options = [("grpc.max_receive_message_length", -1)]  # a reply carries the body back
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        process = channel.stream_stream(
+            METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
+        )
+        return [reply async for reply in process(iter(messages), metadata=metadata, timeout=10)]
+
+
+@pytest.mark.parametrize("metadata", [(), (("x-extproc-secret", "guessed"),)])
+async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata):
+    with pytest.raises(grpc.RpcError) as refused:
+        # Before any message: the check is on the stream's metadata (a message sent while
+        # the refusal comes back would fail on the client's side first).
+        await call(grpc_port, [], metadata)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == (
+        "the ext_proc stream lacks the sidecar's secret (x-extproc-secret)"
+    )
+
+
+async def test_a_body_at_the_limit_is_taken_and_routed(grpc_port):
+    """Envoy sends a body of up to `listener.max_body_bytes` in one gRPC message."""
+    text = "x" * (MAX_BODY - 200)
+    request = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": text}]}
+    body = orjson.dumps(request)
+    assert MAX_BODY - 200 < len(body) <= MAX_BODY
+    messages = [
+        headers_message("/v1/messages", {"content-length": str(len(body))}),
+        ProcessingRequest(request_body=HttpBody(body=body, end_of_stream=True)),
+    ]
+    on_headers, on_body = await call(grpc_port, messages, (("x-extproc-secret", SECRET),))
+    assert on_headers.request_headers is not None
+    mutation = on_body.request_body.response.header_mutation
+    routed = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
+    assert routed["x-extproc-cluster"] == "api_openai_com_443"
+
+
+async def test_a_taken_port_is_refused_and_a_stopped_server_frees_its_ports(caplog):
+    config = parse(CONFIG, "config.yaml")
+    first = ExtProcServer(Runtime(config, (), (), Metrics()))
+    second = ExtProcServer(Runtime(config, (), (), Metrics()))
+    port, health = free_port(), free_port()
+    caplog.set_level(logging.INFO, logger="extproc")
+    try:
+        await first.start("127.0.0.1", port, health, max_body=1 << 20)
+        listening = f"ext_proc listening on 127.0.0.1:{port}, health on 127.0.0.1:{health}"
+        assert caplog.messages == [listening]
+        # Without reuse_port (`--workers`) a taken port is refused. (grpcio 1.85 raises its
+        # own RuntimeError here rather than returning 0: server.start's OSError never shows.)
+        with pytest.raises((OSError, RuntimeError), match=f"127.0.0.1:{port}"):
+            await second.start("127.0.0.1", port, free_port(), max_body=1 << 20)
+        await first.stop(0)
+        await second.start("127.0.0.1", port, health, max_body=1 << 20)
+    finally:
+        await first.stop(0)
+        await second.stop(0)
+
+
+async def test_the_health_port_listens_where_it_is_told():
+    """On `sidecar.health_address`, else where the gRPC port does: not on every address."""
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(Runtime(config, (), (), Metrics()))
+    health = free_port()
+    await server.start("127.0.0.1", free_port(), health, max_body=1 << 20)
+    try:
+        assert (await ask(health, b"GET /healthz HTTP/1.1"))[2] == b"ok\n"
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.2", health)  # loopback, another address
+    finally:
+        await server.stop(0)
