@@ -18,7 +18,7 @@ from extproc.commands.live_config import LiveConfig, get_text, modified, write_a
 from extproc.commands.supervise import Supervised
 from extproc.config import Config, parse, read_text
 from extproc.control import envoy_files
-from extproc.control.envoy_config import versioned_sidecar_cluster
+from extproc.control.envoy_config import REPORT_CLUSTER, versioned_sidecar_cluster
 from extproc.control.envoy_files import EnvoyFiles
 from tests.support.clock import FakeTime, fake_time
 from tests.support.fake_envoy_admin import FakeEnvoyAdmin
@@ -277,7 +277,7 @@ def test_a_retired_cluster_goes_only_once_the_sidecar_has_the_edit(up):
     up.clock.now += 5
     up.live.step()
     sidecar = versioned_sidecar_cluster(up.live.config)
-    assert up.admin.cluster_names() == [sidecar, "api_openai_com_443"]
+    assert up.admin.cluster_names() == [sidecar, REPORT_CLUSTER, "api_openai_com_443"]
 
 
 def test_a_failed_removal_is_reported_and_envoy_keeps_the_clusters(up):

@@ -9,7 +9,7 @@ import yaml
 from extproc.config import Config, parse
 from extproc.control import envoy_files
 from extproc.control.connections import connections_within
-from extproc.control.envoy_config import listener, versioned_sidecar_cluster
+from extproc.control.envoy_config import REPORT_CLUSTER, listener, versioned_sidecar_cluster
 from extproc.control.envoy_files import DeliveryError, EnvoyFiles
 from tests.support.clock import FakeTime, fake_time
 from tests.support.fake_envoy_admin import FakeEnvoyAdmin
@@ -28,6 +28,7 @@ llm_providers:
 listener:
   admin_port: {admin_port}
   max_concurrent_requests: {max_concurrent}
+  failover: false
 """
     return parse(text, "config.yaml")
 
@@ -79,7 +80,7 @@ def test_the_bootstrap_points_envoy_at_the_two_watched_files(admin):
     }
     sidecar = versioned_sidecar_cluster(first)
     clusters = on_disk(admin, "clusters.yaml")
-    assert [c["name"] for c in clusters["resources"]] == [sidecar, OPENAI, DEEPSEEK]
+    assert [c["name"] for c in clusters["resources"]] == [sidecar, REPORT_CLUSTER, OPENAI, DEEPSEEK]
     assert {c["@type"] for c in clusters["resources"]} == {envoy_files.CLUSTER_TYPE}
     listeners = on_disk(admin, "listeners.yaml")
     assert listeners["resources"] == [
@@ -96,7 +97,7 @@ def test_an_edit_reaches_envoy_and_an_unchanged_one_writes_nothing(admin, clock)
     sidecar = versioned_sidecar_cluster(config(max_concurrent=100))
     old_sidecar = versioned_sidecar_cluster(config())
     # The removed provider and the old sidecar cluster are retired, not removed yet.
-    assert admin.cluster_names() == [sidecar, OPENAI, old_sidecar, DEEPSEEK]
+    assert admin.cluster_names() == [sidecar, REPORT_CLUSTER, OPENAI, old_sidecar, DEEPSEEK]
     in_force = admin.subscriptions["listeners.yaml"].resources
     new_listener = listener(config(max_concurrent=100), sidecar)
     assert in_force == [{"@type": envoy_files.LISTENER_TYPE, **new_listener}]
@@ -128,7 +129,12 @@ def test_clusters_envoy_rejects_are_written_back_and_the_listener_is_not_touched
     admin.reject.add("clusters.yaml")
     with pytest.raises(DeliveryError, match=r"^Envoy rejected the new clusters\.yaml"):
         files.deliver(config(deepseek=False, max_concurrent=100))
-    assert names_on_disk(admin) == [versioned_sidecar_cluster(config()), OPENAI, DEEPSEEK]
+    assert names_on_disk(admin) == [
+        versioned_sidecar_cluster(config()),
+        REPORT_CLUSTER,
+        OPENAI,
+        DEEPSEEK,
+    ]
     assert on_disk(admin, "listeners.yaml")["version_info"] == listener_version
 
 
@@ -140,7 +146,12 @@ def test_an_admin_port_that_does_not_answer_fails_the_delivery_after_the_timeout
         files.deliver(config(max_concurrent=100))
     assert str(caught.value) == f"Envoy's admin (http://127.0.0.1:{admin.port}) does not answer"
     assert clock.now - start == pytest.approx(envoy_files.ACK_TIMEOUT_S, abs=0.06)
-    assert names_on_disk(admin) == [versioned_sidecar_cluster(config()), OPENAI, DEEPSEEK]
+    assert names_on_disk(admin) == [
+        versioned_sidecar_cluster(config()),
+        REPORT_CLUSTER,
+        OPENAI,
+        DEEPSEEK,
+    ]
 
 
 def test_an_admin_port_that_answers_late_is_waited_for(admin, clock):
@@ -189,7 +200,12 @@ def test_an_edit_envoy_never_applies_fails_after_the_timeout(admin, clock):
     with pytest.raises(DeliveryError, match=r"^Envoy did not apply the new clusters.yaml in 10s$"):
         files.deliver(config(max_concurrent=100))
     assert clock.now - start == pytest.approx(envoy_files.ACK_TIMEOUT_S, abs=0.06)
-    assert names_on_disk(admin) == [versioned_sidecar_cluster(config()), OPENAI, DEEPSEEK]
+    assert names_on_disk(admin) == [
+        versioned_sidecar_cluster(config()),
+        REPORT_CLUSTER,
+        OPENAI,
+        DEEPSEEK,
+    ]
 
 
 def test_a_retired_provider_cluster_goes_once_idle_and_the_sidecar_has_the_edit(admin, clock):
@@ -198,21 +214,21 @@ def test_a_retired_provider_cluster_goes_once_idle_and_the_sidecar_has_the_edit(
     sidecar = versioned_sidecar_cluster(config())
     admin.active[DEEPSEEK] = 1
     files.prune(sidecar_in_step=True)  # a request still on it
-    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+    assert admin.cluster_names() == [sidecar, REPORT_CLUSTER, OPENAI, DEEPSEEK]
     admin.active[DEEPSEEK] = 0
     clock.now += envoy_files.PRUNE_EVERY_S - 0.01
     files.prune(sidecar_in_step=True)  # looked at about once a second, not more
-    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+    assert admin.cluster_names() == [sidecar, REPORT_CLUSTER, OPENAI, DEEPSEEK]
     clock.now += 0.01
     files.prune(sidecar_in_step=False)  # a sidecar on the old config may still send there
-    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+    assert admin.cluster_names() == [sidecar, REPORT_CLUSTER, OPENAI, DEEPSEEK]
     clock.now += envoy_files.PRUNE_EVERY_S
     files.prune(sidecar_in_step=True)
-    assert admin.cluster_names() == [sidecar, OPENAI]
+    assert admin.cluster_names() == [sidecar, REPORT_CLUSTER, OPENAI]
     assert files.retired == {}
     # An edit that brings it back makes it a wanted cluster again.
     files.deliver(config())
-    assert admin.cluster_names() == [sidecar, OPENAI, DEEPSEEK]
+    assert admin.cluster_names() == [sidecar, REPORT_CLUSTER, OPENAI, DEEPSEEK]
 
 
 def test_an_old_sidecar_cluster_stays_for_the_drain_time_of_old_listeners(admin, clock):
@@ -222,10 +238,10 @@ def test_an_old_sidecar_cluster_stays_for_the_drain_time_of_old_listeners(admin,
     new = versioned_sidecar_cluster(config(max_concurrent=100))
     clock.now += DRAIN_S - 1
     files.prune(sidecar_in_step=True)
-    assert admin.cluster_names() == [new, OPENAI, DEEPSEEK, old]
+    assert admin.cluster_names() == [new, REPORT_CLUSTER, OPENAI, DEEPSEEK, old]
     clock.now += 1
     files.prune(sidecar_in_step=True)
-    assert admin.cluster_names() == [new, OPENAI, DEEPSEEK]
+    assert admin.cluster_names() == [new, REPORT_CLUSTER, OPENAI, DEEPSEEK]
 
 
 def test_a_sidecar_cluster_stays_retired_as_it_was_through_later_edits(admin, clock):
@@ -240,7 +256,7 @@ def test_a_sidecar_cluster_stays_retired_as_it_was_through_later_edits(admin, cl
     files.prune(sidecar_in_step=False)
     middle = versioned_sidecar_cluster(config(max_concurrent=100))
     new = versioned_sidecar_cluster(config(max_concurrent=200))
-    assert admin.cluster_names() == [new, OPENAI, DEEPSEEK, middle]
+    assert admin.cluster_names() == [new, REPORT_CLUSTER, OPENAI, DEEPSEEK, middle]
     assert old != middle != new
 
 

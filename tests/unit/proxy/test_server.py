@@ -21,11 +21,13 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 
 from extproc.app import build_runtime
 from extproc.config import parse
+from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.routing import RouterStage
 from extproc.metrics import Metrics
 from extproc.providers import credentials
 from extproc.proxy.exchange import Runtime
 from extproc.proxy.server import ExtProcServer, envoy_state, presents
+from extproc.proxy.sessions import SessionStore
 from tests.support.ext_proc import METHOD, headers_message
 from tests.support.fake_server import FakeServer
 from tests.support.gateway import free_port
@@ -69,7 +71,7 @@ async def health():
     config = parse(CONFIG, "config.yaml")
     flag = {"ready": False}
     envoy = FakeEnvoyReady().start()
-    runtime = Runtime(config, (), (), Metrics())
+    runtime = Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore())
     admin = f"127.0.0.1:{envoy.port}"
     server = ExtProcServer(runtime, ready=lambda: flag["ready"], envoy_admin=admin)
     port = free_port()
@@ -224,8 +226,8 @@ async def test_a_body_at_the_limit_is_taken_and_routed(grpc_port):
 
 async def test_a_taken_port_is_refused_and_a_stopped_server_frees_its_ports(caplog):
     config = parse(CONFIG, "config.yaml")
-    first = ExtProcServer(Runtime(config, (), (), Metrics()))
-    second = ExtProcServer(Runtime(config, (), (), Metrics()))
+    first = ExtProcServer(Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore()))
+    second = ExtProcServer(Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore()))
     port, health = free_port(), free_port()
     caplog.set_level(logging.INFO, logger="extproc")
     try:
@@ -246,7 +248,7 @@ async def test_a_taken_port_is_refused_and_a_stopped_server_frees_its_ports(capl
 async def test_the_health_port_listens_where_it_is_told():
     """On `sidecar.health_address`, else where the gRPC port does: not on every address."""
     config = parse(CONFIG, "config.yaml")
-    server = ExtProcServer(Runtime(config, (), (), Metrics()))
+    server = ExtProcServer(Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore()))
     health = free_port()
     await server.start("127.0.0.1", free_port(), health, max_body=1 << 20)
     try:
