@@ -658,3 +658,26 @@ def test_a_body_that_is_no_json_object_is_refused_with_its_reason(raw, message):
         asyncio.run(exchange.on_request_body(raw))
     assert (refused.value.status, refused.value.error_type) == (400, "invalid_request_error")
     assert refused.value.message.startswith(message)
+
+
+def test_a_streams_counts_are_logged_once_at_its_end():
+    """The counts come in a chunk before `[DONE]`: they are logged (and their cost counted)
+    with the last chunk only."""
+    exchange = exchange_for(
+        "  - model: groq/llama-3.3-70b-versatile\n    access_key: k\n"
+        "    price: {input: 1.0, output: 2.0}\n"
+    )
+    chunk = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n'  # fmt: skip
+    usage = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\n\n'
+    _, replies = answered(
+        exchange,
+        {**ASKED, "stream": True},
+        200,
+        "text/event-stream",
+        [chunk, usage, b"data: [DONE]\n\n"],
+    )
+    assert [metadata(reply) for reply in replies[:2]] == [{}, {}]
+    [logged] = metadata(replies[2]).values()
+    assert (logged["input_tokens"], logged["output_tokens"]) == (5, 1)
+    cost = exchange.runtime.metrics.cost.labels("groq/llama-3.3-70b-versatile", "")
+    assert cost._value.get() == pytest.approx(7e-6)
