@@ -257,3 +257,45 @@ async def test_the_health_port_listens_where_it_is_told():
             await asyncio.open_connection("127.0.0.2", health)  # loopback, another address
     finally:
         await server.stop(0)
+
+
+async def test_four_bodies_at_the_limit_are_read_at_once_and_a_fifth_waits():
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    limit = config.listener.max_body_bytes
+    async with asyncio.timeout(5):  # a budget too small fails here rather than hanging
+        held = [await server.bodies.take(limit) for _ in range(4)]
+    assert held == [limit] * 4
+    fifth = asyncio.ensure_future(server.bodies.take(limit))
+    await asyncio.sleep(0)
+    assert not fifth.done()
+    server.bodies.give(limit)
+    assert await fifth == limit
+
+
+class FakeGrpcServer:
+    """grpc.aio.Server's `stop`, which drains open streams for `grace` seconds (None: none)."""
+
+    def __init__(self) -> None:
+        self.stopped_with: list[float | None] = []
+
+    async def stop(self, grace: float | None) -> None:
+        self.stopped_with.append(grace)
+
+
+@pytest.mark.parametrize(
+    ("grace", "said"),
+    [
+        (0, "stopping now; open streams are cut"),
+        (0.6, "draining open streams for up to 1s"),
+        (30, "draining open streams for up to 30s"),
+    ],
+)
+async def test_stop_drains_for_its_grace_and_says_so(caplog, grace, said):
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    server._grpc = fake = FakeGrpcServer()
+    caplog.set_level(logging.INFO, logger="extproc")
+    await server.stop(grace)
+    assert fake.stopped_with == [grace]
+    assert caplog.messages == [said]
