@@ -23,6 +23,7 @@ from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.providers import credentials
+from extproc.proxy.exchange import Exchange
 from extproc.proxy.server import ExtProcServer, envoy_state, presents
 from tests.support.ext_proc import METHOD, headers_message
 from tests.support.fake_server import FakeServer
@@ -299,3 +300,96 @@ async def test_stop_drains_for_its_grace_and_says_so(caplog, grace, said):
     await server.stop(grace)
     assert fake.stopped_with == [grace]
     assert caplog.messages == [said]
+
+
+@pytest.fixture
+async def failing_port():
+    """A started server whose one provider's key is unset, writing under namespace acme.gw."""
+    text = CONFIG + "sidecar: {metadata_namespace: acme.gw}\n"
+    config = parse(text, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    port = free_port()
+    await server.start("127.0.0.1", port, free_port(), max_body=1 << 20)
+    yield port
+    await server.stop(0)
+
+
+def answer_of(reply: ProcessingResponse) -> tuple[int, str, dict, dict]:
+    """An immediate reply's status, details, Anthropic error and access-log fields."""
+    answer = reply.immediate_response
+    fields = reply.dynamic_metadata.fields["acme.gw"].struct_value.fields
+    logged = {k: v.string_value for k, v in fields.items()}
+    return answer.status.code, answer.details, orjson.loads(answer.body)["error"], logged
+
+
+BODY = orjson.dumps(
+    {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+)
+
+
+async def test_a_refused_request_is_answered_with_its_error_and_ends_the_stream(failing_port):
+    get = headers_message("/v1/messages", {":method": "GET"})
+    body = ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True))
+    [reply] = await call(failing_port, [get, body])  # nothing more is read
+    message = "/v1/messages takes POST"
+    assert answer_of(reply) == (
+        400,
+        "extproc_invalid_request_error",
+        {"type": "invalid_request_error", "message": message},
+        {"source": "rejected", "note": message},
+    )
+
+
+async def test_a_request_refused_after_its_decision_keeps_the_decision(failing_port):
+    messages = [
+        headers_message("/v1/messages", {"content-length": str(len(BODY))}),
+        ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
+    ]
+    _, reply = await call(failing_port, messages)
+    status, details, error, logged = answer_of(reply)
+    message = (
+        "The gateway routed this request to openai/gpt-4.1, but its access_key names "
+        "$NO_SUCH_KEY_SET, which is not set where the sidecar runs."
+    )
+    assert (status, details, error) == (
+        401,
+        "extproc_authentication_error",
+        {"type": "authentication_error", "message": message},
+    )
+    assert (logged["source"], logged["provider"], logged["note"]) == (
+        "default",
+        "openai/gpt-4.1",
+        message,
+    )
+
+
+async def test_a_failure_inside_the_gateway_is_a_500_api_error(failing_port, monkeypatch, caplog):
+    async def broken(self, raw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Exchange, "on_request_body", broken)
+    messages = [
+        headers_message("/v1/messages", {"content-length": str(len(BODY))}),
+        ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
+        ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
+    ]
+    _, reply = await call(failing_port, messages)  # the stream ends with it: no third reply
+    message = "The gateway failed to process this request."
+    assert answer_of(reply) == (
+        500,
+        "extproc_api_error",
+        {"type": "api_error", "message": message},
+        {"source": "rejected", "note": message},
+    )
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [
+        "error while processing /v1/messages"
+    ]
+
+
+def test_a_body_takes_its_declared_size_from_the_budget_or_the_limit_when_unknown():
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    limit = config.listener.max_body_bytes
+    assert server._body_size({"content-length": "1234"}) == 1234
+    assert server._body_size({}) == limit  # chunked
+    assert server._body_size({"content-length": "-5"}) == limit
