@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
@@ -193,7 +194,7 @@ async def call(port: int, messages: list, metadata: tuple = ()) -> list[Processi
 
 
 @pytest.mark.parametrize("metadata", [(), (("x-extproc-secret", "guessed"),)])
-async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata):
+async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata, caplog):
     with pytest.raises(grpc.RpcError) as refused:
         # Before any message: the check is on the stream's metadata (a message sent while
         # the refusal comes back would fail on the client's side first).
@@ -201,6 +202,10 @@ async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata):
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == (
         "the ext_proc stream lacks the sidecar's secret (x-extproc-secret)"
+    )
+    [said] = [r.getMessage() for r in caplog.records if r.name == "extproc"]
+    assert re.fullmatch(
+        r"refused an ext_proc stream from ipv4:127\.0\.0\.1:\d+: no or wrong secret", said
     )
 
 
@@ -310,7 +315,7 @@ async def failing_port():
     server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
     port = free_port()
     await server.start("127.0.0.1", port, free_port(), max_body=1 << 20)
-    yield port
+    yield server, port
     await server.stop(0)
 
 
@@ -330,7 +335,7 @@ BODY = orjson.dumps(
 async def test_a_refused_request_is_answered_with_its_error_and_ends_the_stream(failing_port):
     get = headers_message("/v1/messages", {":method": "GET"})
     body = ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True))
-    [reply] = await call(failing_port, [get, body])  # nothing more is read
+    [reply] = await call(failing_port[1], [get, body])  # nothing more is read
     message = "/v1/messages takes POST"
     assert answer_of(reply) == (
         400,
@@ -345,7 +350,9 @@ async def test_a_request_refused_after_its_decision_keeps_the_decision(failing_p
         headers_message("/v1/messages", {"content-length": str(len(BODY))}),
         ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
     ]
-    _, reply = await call(failing_port, messages)
+    server, port = failing_port
+    _, reply = await call(port, messages)
+    assert server.bodies.free == server.bodies.total  # the body's share given back
     status, details, error, logged = answer_of(reply)
     message = (
         "The gateway routed this request to openai/gpt-4.1, but its access_key names "
@@ -373,7 +380,9 @@ async def test_a_failure_inside_the_gateway_is_a_500_api_error(failing_port, mon
         ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
         ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
     ]
-    _, reply = await call(failing_port, messages)  # the stream ends with it: no third reply
+    server, port = failing_port
+    _, reply = await call(port, messages)  # the stream ends with it: no third reply
+    assert server.bodies.free == server.bodies.total
     message = "The gateway failed to process this request."
     assert answer_of(reply) == (
         500,
