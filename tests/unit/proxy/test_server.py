@@ -327,6 +327,12 @@ def answer_of(reply: ProcessingResponse) -> tuple[int, str, dict, dict]:
     return answer.status.code, answer.details, orjson.loads(answer.body)["error"], logged
 
 
+def rejected(status: int, error_type: str, message: str) -> tuple[int, str, dict, dict]:
+    """`answer_of` a request refused before any decision."""
+    error = {"type": error_type, "message": message}
+    return status, f"extproc_{error_type}", error, {"source": "rejected", "note": message}
+
+
 BODY = orjson.dumps(
     {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 )
@@ -336,13 +342,7 @@ async def test_a_refused_request_is_answered_with_its_error_and_ends_the_stream(
     get = headers_message("/v1/messages", {":method": "GET"})
     body = ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True))
     [reply] = await call(failing_port[1], [get, body])  # nothing more is read
-    message = "/v1/messages takes POST"
-    assert answer_of(reply) == (
-        400,
-        "extproc_invalid_request_error",
-        {"type": "invalid_request_error", "message": message},
-        {"source": "rejected", "note": message},
-    )
+    assert answer_of(reply) == rejected(400, "invalid_request_error", "/v1/messages takes POST")
 
 
 async def test_a_request_refused_after_its_decision_keeps_the_decision(failing_port):
@@ -384,12 +384,7 @@ async def test_a_failure_inside_the_gateway_is_a_500_api_error(failing_port, mon
     _, reply = await call(port, messages)  # the stream ends with it: no third reply
     assert server.bodies.free == server.bodies.total
     message = "The gateway failed to process this request."
-    assert answer_of(reply) == (
-        500,
-        "extproc_api_error",
-        {"type": "api_error", "message": message},
-        {"source": "rejected", "note": message},
-    )
+    assert answer_of(reply) == rejected(500, "api_error", message)
     assert [r.getMessage() for r in caplog.records if r.exc_info] == [
         "error while processing /v1/messages"
     ]
