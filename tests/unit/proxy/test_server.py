@@ -397,3 +397,24 @@ def test_a_body_takes_its_declared_size_from_the_budget_or_the_limit_when_unknow
     assert server._body_size({"content-length": "1234"}) == 1234
     assert server._body_size({}) == limit  # chunked
     assert server._body_size({"content-length": "-5"}) == limit
+
+
+async def test_a_body_waits_for_room_in_the_budget_and_its_headers_do_not(failing_port):
+    """The budget is taken for a body once its headers are answered, before it is read."""
+    server, port = failing_port
+    held = await server.bodies.take(server.bodies.total)  # other streams' bodies fill it
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = channel.stream_stream(
+            METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
+        )(timeout=10)
+        async with asyncio.timeout(5):  # headers waiting for the budget fail here
+            length = {"content-length": str(len(BODY))}
+            await stream.write(headers_message("/v1/messages", length))
+            on_headers = await stream.read()
+        assert on_headers.request_headers is not None
+        await stream.write(ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)))
+        answer = asyncio.ensure_future(stream.read())
+        server.bodies.give(held)
+        assert (await answer).immediate_response.status.code == 401
+        await stream.done_writing()
+    assert server.bodies.free == server.bodies.total
