@@ -92,13 +92,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return run_workers(config.path, args.workers, args.grace, args.with_envoy)
     tune_for_serving()
 
-    async def main() -> None:
+    async def main() -> int:
         sidecar = Sidecar(config, warn=args.config_warnings, with_envoy=args.with_envoy)
-        await sidecar.start(reuse_port=args.reuse_port)
+        try:
+            await sidecar.start(reuse_port=args.reuse_port)
+        except OSError as exc:  # a port it can't listen on: said in words, not a traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         await serve_until_signalled(sidecar.server, grace=args.grace, on_reload=sidecar.reload)
+        return 0
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -163,11 +163,13 @@ class ExtProcServer:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Process": handler}),)
         )
-        if server.add_insecure_port(f"{address}:{port}") == 0:
+        try:
+            server.add_insecure_port(f"{address}:{port}")
+        except RuntimeError:  # grpcio says only "Failed to bind to address ..."
             raise OSError(
                 f"cannot listen on {address}:{port} for ext_proc (port taken, or not an address "
                 "of this machine? sidecar.listen_address is what serve binds)"
-            )
+            ) from None
         await server.start()
         self._grpc = server
         self._health = await asyncio.start_server(

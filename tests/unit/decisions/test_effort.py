@@ -103,6 +103,12 @@ async def test_two_routes_share_one_model_with_different_efforts():
     assert quick["thinking"] == {"type": "adaptive"}
 
 
+async def test_the_routed_model_replaces_the_asked_one_beside_the_effort():
+    asked = {**thinking_turn("quick fixes: rename x"), "model": "claude-sonnet-4-5"}
+    sent = await upstream_body(asked)
+    assert sent == {**thinking_turn("quick fixes: rename x"), "output_config": {"effort": "low"}}
+
+
 async def test_chat_completions_gets_reasoning_effort():
     sent = await upstream_body(thinking_turn("hello"), {"x-to": "chat"})
     assert sent["reasoning_effort"] == "low" and "reasoning" not in sent

@@ -575,3 +575,109 @@ def test_a_routed_request_ends_the_exchange_unless_its_answer_is_read(
     exchange = exchange_for(provider, listener)
     routed(exchange, ASKED)
     assert exchange.finished is finished
+
+
+def test_responses_reasoning_never_goes_out_once_its_entrys_key_changes():
+    """The same entry on another key (another account, after a config edit): the reasoning
+    its old account wrote no longer goes out."""
+    entry = "  - name: team-a\n    model: openai/gpt-5.2-codex\n    access_key: sk-a\n"
+    asked = {**ASKED, "model": "team-a"}
+    _, (answer,) = answered(exchange_for(entry), asked, 200, "application/json", [REASONED])
+    content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
+    history = [*ASKED["messages"], {"role": "assistant", "content": content}]
+    next_turn = {**asked, "messages": [*history, {"role": "user", "content": "more"}]}
+    for key, kinds in [
+        ("sk-a", ["message", "reasoning", "message", "message"]),
+        ("sk-c", ["message", "message", "message"]),
+    ]:
+        sent = routed(exchange_for(entry.replace("sk-a", key), NO_FAILOVER), next_turn)
+        assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
+
+
+def test_a_native_body_with_the_model_first_is_spliced_byte_for_byte():
+    """Only the model's value changes: the client's whitespace and key order stay."""
+    exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
+    exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+    raw = b'{"model": "asked",  "max_tokens": 5, "messages": [ ]}'
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(raw)))
+    sent = reply.request_body.response.body_mutation.body
+    assert sent == b'{"model": "claude-x",  "max_tokens": 5, "messages": [ ]}'
+
+
+def test_count_tokens_answered_here_carries_the_decision():
+    """Envoy's access log reads the decision from the local answer's metadata too."""
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    exchange.on_request_headers({":path": "/v1/messages/count_tokens", ":method": "POST"}, False)
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(ASKED))))
+    decided = reply.dynamic_metadata.fields["envoy.filters.http.ext_proc"].struct_value.fields
+    assert decided["provider"].string_value == "groq/llama-3.3-70b-versatile"
+    assert decided["source"].string_value == "default"
+
+
+def test_a_body_of_an_answer_nobody_reads_is_refused_as_an_api_error():
+    """A native answer is not read (no log_tokens): a body of it means a wrong processing_mode."""
+    exchange = exchange_for("  - model: anthropic/claude-x\n    access_key: k\n")
+    routed(exchange, ASKED)
+    with pytest.raises(GatewayError) as refused:
+        exchange.on_response_body(b"{}", True)
+    assert (refused.value.status, refused.value.error_type, refused.value.message) == (
+        500,
+        "api_error",
+        "unexpected response body; check processing_mode",
+    )
+
+
+def test_a_path_it_does_not_serve_is_named_up_to_200_characters():
+    exchange = exchange_for("  - model: openai/gpt-4.1\n    access_key: k\n")
+    path = "/v1/" + "p" * 300
+    with pytest.raises(GatewayError) as refused:
+        exchange.on_request_headers({":path": path, ":method": "GET"}, True)
+    assert refused.value.message.startswith(f"The gateway does not serve {path[:200]}: it routes")
+
+
+def test_a_model_name_of_the_longest_length_is_taken():
+    reply = routed(exchange_for(CHAT_COMPLETIONS), {**ASKED, "model": "m" * 256})
+    assert orjson.loads(reply.body_mutation.body)["model"] == "llama-3.3-70b-versatile"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[]", "The request body must be a JSON object."),
+        # Valid JSON to the routing parse (it leaves `system` raw), not to the whole one:
+        (
+            b'{"model": "m", "messages": [], "system": "\xff"}',
+            "The request body is not valid JSON: ",
+        ),
+    ],
+)
+def test_a_body_that_is_no_json_object_is_refused_with_its_reason(raw, message):
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(exchange.on_request_body(raw))
+    assert (refused.value.status, refused.value.error_type) == (400, "invalid_request_error")
+    assert refused.value.message.startswith(message)
+
+
+def test_a_streams_counts_are_logged_once_at_its_end():
+    """The counts come in a chunk before `[DONE]`: they are logged (and their cost counted)
+    with the last chunk only."""
+    exchange = exchange_for(
+        "  - model: groq/llama-3.3-70b-versatile\n    access_key: k\n"
+        "    price: {input: 1.0, output: 2.0}\n"
+    )
+    chunk = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n'  # fmt: skip
+    usage = b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\n\n'
+    _, replies = answered(
+        exchange,
+        {**ASKED, "stream": True},
+        200,
+        "text/event-stream",
+        [chunk, usage, b"data: [DONE]\n\n"],
+    )
+    assert [metadata(reply) for reply in replies[:2]] == [{}, {}]
+    [logged] = metadata(replies[2]).values()
+    assert (logged["input_tokens"], logged["output_tokens"]) == (5, 1)
+    cost = exchange.runtime.metrics.cost.labels("groq/llama-3.3-70b-versatile", "")
+    assert cost._value.get() == pytest.approx(7e-6)

@@ -57,7 +57,11 @@ def test_foreign_thinking_is_dropped_and_every_other_field_kept():
         {"role": "user", "content": "and?"},
     ]
     out = rewritten({"model": "asked", "messages": messages, **OTHER_FIELDS})
-    assert out["messages"][1]["content"] == [{"type": "text", "text": "a"}]
+    assert out["messages"] == [  # the other messages as they came, their text included
+        messages[0],
+        {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+        messages[2],
+    ]
     assert {k: out[k] for k in OTHER_FIELDS} == OTHER_FIELDS
     assert out["model"] == "routed-model"
 

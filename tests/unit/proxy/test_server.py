@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
@@ -21,13 +22,10 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 
 from extproc.app import build_runtime
 from extproc.config import parse
-from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.routing import RouterStage
-from extproc.metrics import Metrics
 from extproc.providers import credentials
-from extproc.proxy.exchange import Runtime
+from extproc.proxy.exchange import Exchange
 from extproc.proxy.server import ExtProcServer, envoy_state, presents
-from extproc.proxy.sessions import SessionStore
 from tests.support.ext_proc import METHOD, headers_message
 from tests.support.fake_server import FakeServer
 from tests.support.gateway import free_port
@@ -71,7 +69,7 @@ async def health():
     config = parse(CONFIG, "config.yaml")
     flag = {"ready": False}
     envoy = FakeEnvoyReady().start()
-    runtime = Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore())
+    runtime = build_runtime(config, RouterStage(config.routing))
     admin = f"127.0.0.1:{envoy.port}"
     server = ExtProcServer(runtime, ready=lambda: flag["ready"], envoy_admin=admin)
     port = free_port()
@@ -196,7 +194,7 @@ async def call(port: int, messages: list, metadata: tuple = ()) -> list[Processi
 
 
 @pytest.mark.parametrize("metadata", [(), (("x-extproc-secret", "guessed"),)])
-async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata):
+async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata, caplog):
     with pytest.raises(grpc.RpcError) as refused:
         # Before any message: the check is on the stream's metadata (a message sent while
         # the refusal comes back would fail on the client's side first).
@@ -204,6 +202,10 @@ async def test_a_stream_without_the_secret_is_refused(grpc_port, metadata):
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == (
         "the ext_proc stream lacks the sidecar's secret (x-extproc-secret)"
+    )
+    [said] = [r.getMessage() for r in caplog.records if r.name == "extproc"]
+    assert re.fullmatch(
+        r"refused an ext_proc stream from ipv4:127\.0\.0\.1:\d+: no or wrong secret", said
     )
 
 
@@ -226,18 +228,22 @@ async def test_a_body_at_the_limit_is_taken_and_routed(grpc_port):
 
 async def test_a_taken_port_is_refused_and_a_stopped_server_frees_its_ports(caplog):
     config = parse(CONFIG, "config.yaml")
-    first = ExtProcServer(Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore()))
-    second = ExtProcServer(Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore()))
+    first = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    second = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
     port, health = free_port(), free_port()
     caplog.set_level(logging.INFO, logger="extproc")
     try:
         await first.start("127.0.0.1", port, health, max_body=1 << 20)
         listening = f"ext_proc listening on 127.0.0.1:{port}, health on 127.0.0.1:{health}"
         assert caplog.messages == [listening]
-        # Without reuse_port (`--workers`) a taken port is refused. (grpcio 1.85 raises its
-        # own RuntimeError here rather than returning 0: server.start's OSError never shows.)
-        with pytest.raises((OSError, RuntimeError), match=f"127.0.0.1:{port}"):
+        # Without reuse_port (`--workers`) a taken port is refused, in the project's words
+        # (what `extproc serve` prints), not grpcio's "Failed to bind to address".
+        with pytest.raises(OSError) as refused:
             await second.start("127.0.0.1", port, free_port(), max_body=1 << 20)
+        assert str(refused.value) == (
+            f"cannot listen on 127.0.0.1:{port} for ext_proc (port taken, or not an address "
+            "of this machine? sidecar.listen_address is what serve binds)"
+        )
         await first.stop(0)
         await second.start("127.0.0.1", port, health, max_body=1 << 20)
     finally:
@@ -248,7 +254,7 @@ async def test_a_taken_port_is_refused_and_a_stopped_server_frees_its_ports(capl
 async def test_the_health_port_listens_where_it_is_told():
     """On `sidecar.health_address`, else where the gRPC port does: not on every address."""
     config = parse(CONFIG, "config.yaml")
-    server = ExtProcServer(Runtime(config, (), (), Metrics(), Cooldowns(), SessionStore()))
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
     health = free_port()
     await server.start("127.0.0.1", free_port(), health, max_body=1 << 20)
     try:
@@ -257,3 +263,158 @@ async def test_the_health_port_listens_where_it_is_told():
             await asyncio.open_connection("127.0.0.2", health)  # loopback, another address
     finally:
         await server.stop(0)
+
+
+async def test_four_bodies_at_the_limit_are_read_at_once_and_a_fifth_waits():
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    limit = config.listener.max_body_bytes
+    async with asyncio.timeout(5):  # a budget too small fails here rather than hanging
+        held = [await server.bodies.take(limit) for _ in range(4)]
+    assert held == [limit] * 4
+    fifth = asyncio.ensure_future(server.bodies.take(limit))
+    await asyncio.sleep(0)
+    assert not fifth.done()
+    server.bodies.give(limit)
+    assert await fifth == limit
+
+
+class FakeGrpcServer:
+    """grpc.aio.Server's `stop`, which drains open streams for `grace` seconds (None: none)."""
+
+    def __init__(self) -> None:
+        self.stopped_with: list[float | None] = []
+
+    async def stop(self, grace: float | None) -> None:
+        self.stopped_with.append(grace)
+
+
+@pytest.mark.parametrize(
+    ("grace", "said"),
+    [
+        (0, "stopping now; open streams are cut"),
+        (0.6, "draining open streams for up to 1s"),
+        (30, "draining open streams for up to 30s"),
+    ],
+)
+async def test_stop_drains_for_its_grace_and_says_so(caplog, grace, said):
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    server._grpc = fake = FakeGrpcServer()
+    caplog.set_level(logging.INFO, logger="extproc")
+    await server.stop(grace)
+    assert fake.stopped_with == [grace]
+    assert caplog.messages == [said]
+
+
+@pytest.fixture
+async def failing_port():
+    """A started server whose one provider's key is unset, writing under namespace acme.gw."""
+    text = CONFIG + "sidecar: {metadata_namespace: acme.gw}\n"
+    config = parse(text, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    port = free_port()
+    await server.start("127.0.0.1", port, free_port(), max_body=1 << 20)
+    yield server, port
+    await server.stop(0)
+
+
+def answer_of(reply: ProcessingResponse) -> tuple[int, str, dict, dict]:
+    """An immediate reply's status, details, Anthropic error and access-log fields."""
+    answer = reply.immediate_response
+    fields = reply.dynamic_metadata.fields["acme.gw"].struct_value.fields
+    logged = {k: v.string_value for k, v in fields.items()}
+    return answer.status.code, answer.details, orjson.loads(answer.body)["error"], logged
+
+
+def rejected(status: int, error_type: str, message: str) -> tuple[int, str, dict, dict]:
+    """`answer_of` a request refused before any decision."""
+    error = {"type": error_type, "message": message}
+    return status, f"extproc_{error_type}", error, {"source": "rejected", "note": message}
+
+
+BODY = orjson.dumps(
+    {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+)
+
+
+async def test_a_refused_request_is_answered_with_its_error_and_ends_the_stream(failing_port):
+    get = headers_message("/v1/messages", {":method": "GET"})
+    body = ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True))
+    [reply] = await call(failing_port[1], [get, body])  # nothing more is read
+    assert answer_of(reply) == rejected(400, "invalid_request_error", "/v1/messages takes POST")
+
+
+async def test_a_request_refused_after_its_decision_keeps_the_decision(failing_port):
+    messages = [
+        headers_message("/v1/messages", {"content-length": str(len(BODY))}),
+        ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
+    ]
+    server, port = failing_port
+    _, reply = await call(port, messages)
+    assert server.bodies.free == server.bodies.total  # the body's share given back
+    status, details, error, logged = answer_of(reply)
+    message = (
+        "The gateway routed this request to openai/gpt-4.1, but its access_key names "
+        "$NO_SUCH_KEY_SET, which is not set where the sidecar runs."
+    )
+    assert (status, details, error) == (
+        401,
+        "extproc_authentication_error",
+        {"type": "authentication_error", "message": message},
+    )
+    assert (logged["source"], logged["provider"], logged["note"]) == (
+        "default",
+        "openai/gpt-4.1",
+        message,
+    )
+
+
+async def test_a_failure_inside_the_gateway_is_a_500_api_error(failing_port, monkeypatch, caplog):
+    async def broken(self, raw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Exchange, "on_request_body", broken)
+    messages = [
+        headers_message("/v1/messages", {"content-length": str(len(BODY))}),
+        ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
+        ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)),
+    ]
+    server, port = failing_port
+    _, reply = await call(port, messages)  # the stream ends with it: no third reply
+    assert server.bodies.free == server.bodies.total
+    message = "The gateway failed to process this request."
+    assert answer_of(reply) == rejected(500, "api_error", message)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [
+        "error while processing /v1/messages"
+    ]
+
+
+def test_a_body_takes_its_declared_size_from_the_budget_or_the_limit_when_unknown():
+    config = parse(CONFIG, "config.yaml")
+    server = ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+    limit = config.listener.max_body_bytes
+    assert server._body_size({"content-length": "1234"}) == 1234
+    assert server._body_size({}) == limit  # chunked
+    assert server._body_size({"content-length": "-5"}) == limit
+
+
+async def test_a_body_waits_for_room_in_the_budget_and_its_headers_do_not(failing_port):
+    """The budget is taken for a body once its headers are answered, before it is read."""
+    server, port = failing_port
+    held = await server.bodies.take(server.bodies.total)  # other streams' bodies fill it
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = channel.stream_stream(
+            METHOD, request_serializer=bytes, response_deserializer=ProcessingResponse.parse
+        )(timeout=10)
+        async with asyncio.timeout(5):  # headers waiting for the budget fail here
+            length = {"content-length": str(len(BODY))}
+            await stream.write(headers_message("/v1/messages", length))
+            on_headers = await stream.read()
+        assert on_headers.request_headers is not None
+        await stream.write(ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True)))
+        answer = asyncio.ensure_future(stream.read())
+        server.bodies.give(held)
+        assert (await answer).immediate_response.status.code == 401
+        await stream.done_writing()
+    assert server.bodies.free == server.bodies.total

@@ -953,6 +953,8 @@ def test_failed_response_mid_stream_is_an_error_event() -> None:
             "sequence_number": 3,
         },
         {"error": {"code": "server_error", "message": "boom"}},  # typeless, as proxies send it
+        {"type": "error", "message": "boom", "sequence_number": 3},  # no code: a 500's type
+        {"type": "error", "code": "no_such_code", "message": "boom"},
     ],
 )
 def test_error_event_stops_the_stream(error: dict[str, Any]) -> None:
@@ -1036,6 +1038,22 @@ def test_a_whole_call_item_whose_arguments_are_no_string_has_no_input(arguments:
     message = accumulate(translate(sse(items)))
     assert [(b.type, b.name, b.input) for b in message.content] == [("tool_use", BASH.name, {})]
     assert message.stop_reason == "tool_use"
+
+
+def without_call_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_call_ids(v) for k, v in value.items() if k != "call_id"}
+    return [without_call_ids(v) for v in value] if isinstance(value, list) else value
+
+
+def test_streamed_calls_without_a_call_id_get_ids_of_their_own_in_each_answer() -> None:
+    """From the answer's id, as in a whole answer: two answers' calls never share an id (a
+    later turn's tool_result would point at both)."""
+    ids = []
+    for answer_id in ("resp_1", "resp_2"):
+        stream = sse(without_call_ids(events(Answer(calls=(BASH, READ), id=answer_id))))
+        ids += [b.id for b in accumulate(translate(stream)).content]
+    assert ids == ["toolu_resp_1_0", "toolu_resp_1_1", "toolu_resp_2_0", "toolu_resp_2_1"]
 
 
 def test_mixed_blocks_keep_their_order_and_each_its_own_index() -> None:
