@@ -6,7 +6,8 @@
 -- model's USD per million tokens as "input,output,cache_read,cache_write" (empty when
 -- unknown: the counts are logged without a cost). Counts are read from each `"usage"` object
 -- of the answer (message_start and message_delta events, or a JSON answer's own); a later
--- count replaces an earlier one, as Anthropic's are cumulative. Text and tool input inside
+-- count replaces an earlier one, as Anthropic's are cumulative. Only the answer's first HEAD
+-- bytes and each chunk's first CARRY and last TAIL bytes are read. Text and tool input inside
 -- a stream are JSON strings, whose quotes are escaped: they can't look like a count; in a
 -- JSON answer, `usage` comes after the content, so its counts are the last ones read. No
 -- envoy_on_request: Envoy then runs nothing on the request path.
@@ -24,6 +25,8 @@ local COUNTS = {
   "cache_creation_input_tokens",
 }
 local CARRY = 512 -- bytes kept from one chunk to the next: a usage object split between two
+local HEAD = 4096 -- bytes read from the answer's start: message_start and its usage
+local TAIL = 2048 -- bytes read from each chunk's end: message_delta's (or a JSON answer's) usage
 local REPORT_CLUSTER = "%REPORT_CLUSTER%" -- the sidecar's health port
 local SECRET = "%SECRET%" -- the sidecar's secret, or empty
 local REPORT_TIMEOUT_MS = 5000
@@ -88,12 +91,26 @@ function envoy_on_response(handle)
   end
   local counts = {}
   local carried = ""
+  local seen = 0
   for chunk in handle:bodyChunks() do
-    local text = carried .. chunk:getBytes(0, chunk:length())
-    if string.find(text, '"usage"', 1, true) then
-      read_counts(text, counts)
+    -- Usage objects stand at an answer's start (message_start) and end (message_delta, or
+    -- a JSON answer's own): the middle of a long chunk, text and tool input only, is not
+    -- copied into Lua (copies of every byte cost Envoy memory until Lua collects them).
+    local length = chunk:length()
+    local head = math.min(length, math.max(CARRY, HEAD - seen))
+    local texts
+    if head + TAIL >= length then
+      texts = { carried .. chunk:getBytes(0, length) }
+    else
+      texts = { carried .. chunk:getBytes(0, head), chunk:getBytes(length - TAIL, TAIL) }
     end
-    carried = string.sub(text, -CARRY)
+    for _, text in ipairs(texts) do
+      if string.find(text, '"usage"', 1, true) then
+        read_counts(text, counts)
+      end
+    end
+    carried = string.sub(texts[#texts], -CARRY)
+    seen = seen + length
   end
   local found = false
   local dynamic = handle:streamInfo():dynamicMetadata()

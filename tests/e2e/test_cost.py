@@ -164,6 +164,27 @@ def test_without_log_tokens_a_json_answer_is_priced_too(native, fake_deepseek):
     assert entry["cost_usd"] == 0.0000168
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_long_answer_is_counted_from_its_start_and_end(native, fake_anthropic, stream):
+    """A 512 KiB answer: Envoy passes it in chunks far longer than the filter reads of each
+    (their first 512 bytes and last 2 KiB, and the answer's first 4 KiB), and the counts at
+    its start and end are still found: (12 × 3 + 6 × 15 + 20,000 × 0.30 + 3,000 × 3.75) / 10⁶."""
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "LONG-512 CACHE-20000-3000"}],
+    }
+    answer = httpx.post(
+        f"{native.url}/v1/messages", json=body, headers={"x-api-key": CLIENT_KEY}, timeout=30
+    )
+    assert answer.status_code == 200 and len(answer.content) > 512 * 1024
+    entry = logged(native, fake_anthropic)
+    assert (entry["input_tokens"], entry["output_tokens"]) == (12, 6)
+    assert entry["cache_read_input_tokens"] == 20000
+    assert entry["cost_usd"] == 0.017376
+
+
 def test_without_a_price_the_counts_are_logged_alone(native, fake_anthropic):
     client(native).messages.create(
         model="claude-3-haiku", max_tokens=10, messages=[{"role": "user", "content": "hi"}]

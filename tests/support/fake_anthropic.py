@@ -12,7 +12,7 @@ Words in the request body pick a behaviour (both fakes read the same ones):
 for 10 s; "FAULT-429" (with retry-after) and "FAULT-500" answer errors; "CACHE-<read>-<write>"
 reports that many prompt-cache reads and writes in the usage (in `message_start` when
 streamed, as Anthropic's API documents it); "SPLIT" sends each event that has a usage object
-in two chunks, cut inside it.
+in two chunks, cut inside it; "LONG-<kib>" makes the answer's text that many KiB longer.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _MARKER = re.compile(rb"MARK-[0-9A-Za-z]+")
 _PACE = re.compile(rb"PACE-(\d+)")
 _CACHE = re.compile(rb"CACHE-(\d+)-(\d+)")
+_LONG = re.compile(rb"LONG-(\d+)")
 HANG_S = 10.0
 
 
@@ -269,6 +270,8 @@ class FakeAnthropic(FakeServer):
             return
         model = request.get("model", "")
         answer = echoed(self.answer, body)
+        if long := _LONG.search(body):
+            answer += " lorem" * (int(long.group(1)) * 1024 // 6)
         if not request.get("stream"):
             self._json(handler, 200, message(model, answer, cache_usage(body)))
             return
