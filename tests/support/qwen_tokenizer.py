@@ -10,13 +10,12 @@ Qwen2.5 at ids 151,643-151,664, and Qwen2.5's chat template.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 from extproc.control.router_convert import convert
+from tests.support.build_once import build_root, built_once
 
 # Qwen2.5's added tokens, in id order from 151643 (tokenizer_config.json of Qwen2.5).
 ADDED_TOKENS = (
@@ -148,30 +147,23 @@ def build_qwen_tokenizer(out: str | Path) -> Path:
 
 
 def session_root(tmp_path_factory: Any) -> Path:
-    """Where this session's Qwen files go.
-
-    With ``EXTPROC_TINY_MODEL_CACHE`` set (tests/support/tiny_model.py), they are built there
-    once and reused by later sessions, under a name that changes with this file; build them
-    before sessions share them (tests/mutation.sh does): two building at once race.
-    """
-    shared = os.environ.get("EXTPROC_TINY_MODEL_CACHE")
-    if shared:
-        recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-        return Path(shared) / f"qwen-router-{recipe}"
-    return tmp_path_factory.getbasetemp() / "qwen-router"
+    """Where this session's Qwen files go (tests/support/build_once.py)."""
+    return build_root(tmp_path_factory, "qwen-router", Path(__file__))
 
 
 def session_qwen_tokenizer(tmp_path_factory: Any) -> Any:
     """Qwen2.5's tokenizer loaded through transformers, built once per pytest session."""
     from transformers import AutoTokenizer
 
-    path = build_qwen_tokenizer(session_root(tmp_path_factory) / "hf")
+    with built_once(session_root(tmp_path_factory)) as root:
+        path = build_qwen_tokenizer(root / "hf")
     return AutoTokenizer.from_pretrained(str(path))
 
 
 def session_qwen_dir(tmp_path_factory: Any) -> Path:
     """A router directory with Qwen2.5's tokenizer, for this pytest session (built once)."""
-    return build_qwen_router_dir(session_root(tmp_path_factory))
+    with built_once(session_root(tmp_path_factory)) as root:
+        return build_qwen_router_dir(root)
 
 
 def build_qwen_router_dir(cache_dir: str | Path) -> Path:

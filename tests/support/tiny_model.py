@@ -8,10 +8,8 @@ transitions so that free greedy decoding really writes ``{"route": "code_…"}``
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from extproc.control.router_convert import convert
 from extproc.decisions.router.prompt import FORMAT_PROMPT, TASK_INSTRUCTION, render_prompt
+from tests.support.build_once import build_root, built_once
 
 # Qwen2's pre-tokenizer split (tokenizer.json of Qwen2.5), so token boundaries behave alike.
 QWEN_SPLIT = (
@@ -160,18 +159,10 @@ def steer(model: Any, tokenizer: Any) -> None:
 
 
 def session_model_dir(tmp_path_factory: Any) -> Path:
-    """The tiny model for this pytest session: built by the first module that asks.
-
-    With ``EXTPROC_TINY_MODEL_CACHE`` set, the model is built there once and reused by later
-    sessions, under a name that changes with this file (its recipe); the mutation run sets it,
-    since each of its mutants is a pytest session of its own (docs/testing.md). Build it
-    before sessions share it: two building at once race.
-    """
-    shared = os.environ.get("EXTPROC_TINY_MODEL_CACHE")
-    if shared:
-        recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-        return build_tiny_model(Path(shared) / recipe)
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-router")
+    """The tiny model for this pytest session: built by the first module that asks (once for
+    every session sharing ``EXTPROC_TINY_MODEL_CACHE``)."""
+    with built_once(build_root(tmp_path_factory, "tiny-router", Path(__file__))) as folder:
+        return build_tiny_model(folder)
 
 
 def build_tiny_model(cache_dir: str | Path) -> Path:
