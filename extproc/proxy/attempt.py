@@ -16,6 +16,7 @@ a provider's context-too-long 400 gets `x-extproc-failover`, on which the route 
 from __future__ import annotations
 
 from extproc.config import Provider
+from extproc.decisions.cooldown import is_failure, retry_after_seconds
 from extproc.errors import GatewayError
 from extproc.providers.chains import (
     CHAIN_METADATA,
@@ -65,19 +66,6 @@ def exchange_for(runtime: Runtime, first: Phase, exchange: Exchange) -> Exchange
 
 def is_context_too_long(body: bytes) -> bool:
     return any(marker in body for marker in CONTEXT_TOO_LONG)
-
-
-def _failed(status: int) -> bool:
-    """An answer that moves the request to its next candidate (as the chain routes retry)."""
-    return status >= 500 or status == 429
-
-
-def _seconds(value: str) -> float | None:
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 class Attempt(Exchange):
@@ -137,7 +125,7 @@ class Attempt(Exchange):
             for header in CLIENT_AUTH_HEADERS
             if (value := decided.get(client_key(header)))
         }
-        self.retry_after = _seconds(decided.get(RETRY_AFTER, ""))
+        self.retry_after = retry_after_seconds(decided.get(RETRY_AFTER), self.runtime.clock())
         self.client_anthropic = {
             name: value
             for name in ANTHROPIC_HEADERS
@@ -195,9 +183,7 @@ class Attempt(Exchange):
         # A translated attempt removes the client's anthropic-* headers, for this attempt and
         # the next ones: they are kept in the metadata, and a native attempt restores them.
         restored = self.client_anthropic if candidate.interface == "anthropic" else {}
-        mutation = replies.header_mutation(
-            {**restored, **rewrite.headers}, rewrite.remove, add_if_absent=rewrite.add_if_absent
-        )
+        mutation = rewrite.mutation(restored)
         fields = {
             "provider": candidate.name,
             "routed_model": candidate.model,
@@ -224,7 +210,7 @@ class Attempt(Exchange):
             self.held_status = status
             return replies.attempt_response_headers(None, {}, self.namespace, read_body=False)
         fields = (
-            self._failure(str(status), headers.get("retry-after", "")) if _failed(status) else {}
+            self._failure(str(status), headers.get("retry-after", "")) if is_failure(status) else {}
         )
         if self.translation is None:
             self.finished = True  # a native answer goes on without the sidecar
@@ -238,7 +224,7 @@ class Attempt(Exchange):
 
     def _failure(self, reason: str, retry_after: str) -> dict[str, str]:
         """Tell the next attempts (metadata) that this one failed, and its retry-after."""
-        seconds = _seconds(retry_after)
+        seconds = retry_after_seconds(retry_after, self.runtime.clock())
         fields = {_failure_key(self.slot): reason}
         known = [s for s in (self.retry_after, seconds) if s is not None]
         if known:

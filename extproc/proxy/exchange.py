@@ -195,6 +195,12 @@ class ProviderRequest:
     translation: ResponseTranslation | None
     """How to translate the answer back, for a provider that speaks another API."""
 
+    def mutation(self, headers: dict[str, str]) -> bytes:
+        """The header mutation that sends it, with `headers` (a route's, a client's) set too."""
+        return replies.header_mutation(
+            {**headers, **self.headers}, self.remove, add_if_absent=self.add_if_absent
+        )
+
 
 def provider_request(
     config: Config,
@@ -419,15 +425,8 @@ class Exchange:
         self.translation = rewrite.translation
         self.finished = self.translation is None and not runtime.config.listener.log_tokens
         if self.finished and not counting:
-            # Envoy's Lua filter (control/usage.lua) reads this answer's counts, and prices them.
-            metadata["price"] = price_text(provider)
-            if self.session:  # and reports them to the session's record
-                metadata["session"] = self.session
-        mutation = replies.header_mutation(
-            {CLUSTER_HEADER: cluster_name(runtime.config, provider), **rewrite.headers},
-            rewrite.remove,
-            add_if_absent=rewrite.add_if_absent,
-        )
+            metadata.update(self.usage_lua_fields(provider))
+        mutation = rewrite.mutation({CLUSTER_HEADER: cluster_name(runtime.config, provider)})
         return replies.route_request_body(mutation, rewrite.body, metadata, self.namespace)
 
     def send_on_chain(
@@ -464,12 +463,10 @@ class Exchange:
             # replaces them, and a later attempt may need them (proxy/attempt.py).
             kept = {h: v for h in CLIENT_AUTH_HEADERS if (v := self.headers.get(h))}
             decided.update({client_key(h): v for h, v in kept.items()})
-        if self.finished and head.interface == "anthropic":
-            # For usage.lua, as on a request without a chain; an attempt that answers in its
-            # stead writes its own candidate's price over it (proxy/attempt.py).
-            decided["price"] = price_text(head)
-        if self.finished and self.session:  # usage.lua reports the answer to the session
-            decided["session"] = self.session
+        if self.finished:
+            # A translated head's attempt writes its own price, as any attempt that answers
+            # in the head's stead does (proxy/attempt.py).
+            decided.update(self.usage_lua_fields(head if head.interface == "anthropic" else None))
         if head.interface != "anthropic":
             auth_change(head)  # a key it lacks is refused here, as without failover
             mutation = replies.header_mutation(chain_header)
@@ -477,10 +474,9 @@ class Exchange:
         rewrite = provider_request(
             config, head, auth_change(head), raw, body, span, self.path, effort
         )
-        mutation = replies.header_mutation(
-            {**chain_header, **rewrite.headers}, rewrite.remove, add_if_absent=rewrite.add_if_absent
+        return replies.route_request_body(
+            rewrite.mutation(chain_header), rewrite.body, decided, self.namespace
         )
-        return replies.route_request_body(mutation, rewrite.body, decided, self.namespace)
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
@@ -523,6 +519,15 @@ class Exchange:
             status = self.translation.client_status
             return replies.answer_instead(status, body, usage, self.namespace)
         return replies.replace_response_body(body, usage, self.namespace)
+
+    def usage_lua_fields(self, priced: Provider | None) -> dict[str, str]:
+        """What Envoy's Lua filter (control/usage.lua) reads to count an answer the sidecar
+        does not read: the price of the model answering (`priced`), and the session whose
+        record it reports the answer to."""
+        fields = {"price": price_text(priced)} if priced is not None else {}
+        if self.session:
+            fields["session"] = self.session
+        return fields
 
     @property
     def answering(self) -> tuple[Provider, str] | None:
