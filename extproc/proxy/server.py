@@ -41,9 +41,9 @@ BODIES_AT_ONCE = 4
 
 SECRET_METADATA = "x-extproc-secret"
 """The gRPC metadata that carries the sidecar's secret (Envoy's grpc_service initial_metadata)."""
-TOO_LONG = (b"414 URI Too Long", b"text/plain", b"request line too long\n")
-"""The health port's answer to a request line over 64 KiB."""
 TEXT = b"text/plain"
+TOO_LONG = (b"414 URI Too Long", TEXT, b"request line too long\n")
+"""The health port's answer to a request line over 64 KiB."""
 NOT_FOUND = (b"404 Not Found", TEXT, b"not found\n")
 MAX_HEADERS = 32
 """Header lines a post to the health port may have: Envoy's report has a handful."""
@@ -235,9 +235,8 @@ class ExtProcServer:
         except ValueError:
             return b"431 Request Header Fields Too Large", TEXT, b"headers too large\n"
         secret = self.runtime.config.sidecar_secret
-        if secret and not hmac.compare_digest(
-            headers.get(SECRET_METADATA.encode(), b""), secret.encode()
-        ):
+        sent = headers.get(SECRET_METADATA.encode(), b"")
+        if secret and not presents([(SECRET_METADATA, sent)], secret):
             return b"403 Forbidden", TEXT, b"the sidecar secret is missing or wrong\n"
         length = headers.get(b"content-length", b"")
         if not length.isdigit():
@@ -253,9 +252,8 @@ class ExtProcServer:
         return b"200 OK", TEXT, b"ok\n"
 
     def _health_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
-        text = b"text/plain"
         if path == b"/config":
-            return b"200 OK", text, self.runtime.config.digest.encode() + b"\n"
+            return b"200 OK", TEXT, self.runtime.config.digest.encode() + b"\n"
         if path == b"/metrics":
             return b"200 OK", b"text/plain; version=0.0.4", self.runtime.metrics.exposition()
         if path == credentials.PATH.encode():
@@ -265,7 +263,7 @@ class ExtProcServer:
                 orjson.dumps(credentials.summary(self.runtime.config)),
             )
         if path == b"/healthz":
-            return b"200 OK", text, b"ok\n"
+            return b"200 OK", TEXT, b"ok\n"
         if path.startswith(sessions.PATH.encode()):
             record = self.runtime.sessions.get(path[len(sessions.PATH) :].decode("latin-1"))
             if record is not None:
@@ -275,14 +273,13 @@ class ExtProcServer:
     async def _ready_answer(self, path: bytes) -> tuple[bytes, bytes, bytes]:
         """`/ready/sidecar`: the router model is loaded (or known missing) and warmed up.
         `/ready`: that, and Envoy serving when `extproc up` runs it (`envoy_admin`)."""
-        text = b"text/plain"
         if not self.ready():
-            return b"503 Service Unavailable", text, b"not ready\n"
+            return b"503 Service Unavailable", TEXT, b"not ready\n"
         if path == b"/ready" and self.envoy_admin is not None:
             state = await asyncio.to_thread(envoy_state, self.envoy_admin)
             if state != "LIVE":
-                return b"503 Service Unavailable", text, f"not ready: envoy {state}\n".encode()
-        return b"200 OK", text, b"ok\n"
+                return b"503 Service Unavailable", TEXT, f"not ready: envoy {state}\n".encode()
+        return b"200 OK", TEXT, b"ok\n"
 
     async def stop(self, grace: float) -> None:
         """Stop accepting streams and let open ones finish, for up to `grace` seconds."""
