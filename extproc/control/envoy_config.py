@@ -207,8 +207,13 @@ CONNECTION_BUFFER_BYTES = 1024 * 1024
 reading pins this much, not a whole body. Request bodies get `max_body_bytes` from the route."""
 
 
-def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str, Any]:
-    """The one listener: ext_proc (talking to `sidecar_cluster`), then the router."""
+def listener(
+    config: Config,
+    sidecar_cluster: str = EXTPROC_CLUSTER,
+    routes_from: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one listener: ext_proc (talking to `sidecar_cluster`), then the router. Its routes
+    are inline, or with `routes_from` (a config source) Envoy's RDS resource `ROUTE_CONFIG`."""
     listener = config.listener
     return {
         "name": "llm",
@@ -247,12 +252,7 @@ def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str
                                     },
                                 }
                             ],
-                            "route_config": {
-                                "name": "llm",
-                                "virtual_hosts": [
-                                    {"name": "llm", "domains": ["*"], "routes": routes(config)}
-                                ],
-                            },
+                            **_routes_in_listener(config, routes_from),
                             "http_filters": [
                                 _extproc_filter(config, sidecar_cluster),
                                 usage_filter(config),
@@ -264,6 +264,25 @@ def listener(config: Config, sidecar_cluster: str = EXTPROC_CLUSTER) -> dict[str
             }
         ],
     }
+
+
+ROUTE_CONFIG = "llm"
+"""The name of the listener's route configuration (its RDS resource under `extproc up`)."""
+
+
+def route_configuration(config: Config) -> dict[str, Any]:
+    """Every route, in the one virtual host."""
+    virtual_host = {"name": "llm", "domains": ["*"], "routes": routes(config)}
+    return {"name": ROUTE_CONFIG, "virtual_hosts": [virtual_host]}
+
+
+def _routes_in_listener(config: Config, routes_from: dict[str, Any] | None) -> dict[str, Any]:
+    """The connection manager's routes: inline (one file, `render-envoy`), or the name of the
+    route configuration Envoy reads from `routes_from` (RDS): a config edit that changes only
+    the routes then leaves the listener and its connections as they are."""
+    if routes_from is None:
+        return {"route_config": route_configuration(config)}
+    return {"rds": {"route_config_name": ROUTE_CONFIG, "config_source": routes_from}}
 
 
 DECISION_HEADERS = {

@@ -14,7 +14,9 @@ from extproc.control.envoy_config import (
     FAILFAST_CLUSTER,
     clusters,
     fragment,
+    listener,
     render,
+    route_configuration,
     versioned_sidecar_cluster,
 )
 from tests.support import ROOT
@@ -163,6 +165,24 @@ def test_render_envoy_command_writes_file_and_listen_override(tmp_path):
     assert result.returncode == 0, result.stderr
     listener = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
+
+
+def test_render_envoy_holds_inline_the_routes_extproc_up_delivers_apart():
+    """`extproc up` hands Envoy the routes as their own resource (RDS, so that an edit to the
+    failover chains leaves the listener alone); the one-file config holds the same routes in
+    the same listener."""
+    config = parse(CONFIGS["committed"])
+    source = {
+        "path_config_source": {"path": "/run/envoy/routes.yaml"},
+        "resource_api_version": "V3",
+    }
+    inline, apart = listener(config), listener(config, routes_from=source)
+    managers = [one["filter_chains"][0]["filters"][0]["typed_config"] for one in (inline, apart)]
+    assert managers[0].pop("route_config") == route_configuration(config)
+    assert managers[1].pop("rds") == {"route_config_name": "llm", "config_source": source}
+    assert inline == apart
+    rendered = yaml.safe_load(render(config))["static_resources"]["listeners"]
+    assert rendered == [listener(config)]
 
 
 PLAIN_ENVOY = """\
