@@ -1,11 +1,15 @@
-"""Envoy's clusters and listener as files it watches (CDS and LDS): how `extproc up` hands a
-config edit to the running Envoy, without a restart and without cutting a stream.
+"""Envoy's clusters, routes and listener as files it watches (CDS, RDS and LDS): how
+`extproc up` hands a config edit to the running Envoy, without a restart and without cutting
+a stream.
 
-Envoy reads `clusters.yaml` and `listeners.yaml` again whenever a file is renamed into their
-folder, so each is written beside and renamed over the old one. It applies a changed
-listener as a new one, the old one draining its connections for `--drain-time-s`. Each
-delivery waits for Envoy's answer in its admin stats: the file's version applied, or rejected
-(then the last good files are written back, or every later write would be rejected again).
+Envoy reads `clusters.yaml`, `routes.yaml` and `listeners.yaml` again whenever a file is
+renamed into their folder, so each is written beside and renamed over the old one. Changed
+routes are swapped in place: requests already routed keep the routes they started with, and
+open connections stay open. A changed listener is a new one, the old one draining its
+connections for `--drain-time-s`; the routes live outside it, so an edit to the failover
+chains (a `fallbacks:` added, a provider renamed) does not touch it. Each delivery waits for
+Envoy's answer in its admin stats: the file's version applied, or rejected (then the last
+good files are written back, or every later write would be rejected again).
 
 A cluster is never taken from under a request. Envoy resets the ext_proc streams of a
 modified or removed cluster, so a changed sidecar cluster comes under a new name
@@ -28,14 +32,18 @@ from extproc.config import Config
 from extproc.control.connections import fit_to_open_files
 from extproc.control.envoy_check import envoy_refusal
 from extproc.control.envoy_config import (
+    ROUTE_CONFIG,
     clusters,
     listener,
     process_settings,
+    route_configuration,
     versioned_sidecar_cluster,
 )
+from extproc.providers.chains import chains
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTES_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 ACK_TIMEOUT_S = 10.0
 PRUNE_EVERY_S = 1.0
 Resource = dict[str, Any]
@@ -74,7 +82,11 @@ class _Subscription:
 
 
 CDS = _Subscription("clusters.yaml", CLUSTER_TYPE, "cluster_manager.cds")
+RDS = _Subscription("routes.yaml", ROUTES_TYPE, f"http.llm.rds.{ROUTE_CONFIG}")
+"""Its stats are the connection manager's (stat_prefix `llm`), under the routes' name."""
 LDS = _Subscription("listeners.yaml", LISTENER_TYPE, "listener_manager.lds")
+Change = tuple[_Subscription, list[Resource], list[Resource]]
+"""A file's resources to put in force, and those in force now."""
 
 
 class EnvoyFiles:
@@ -88,29 +100,24 @@ class EnvoyFiles:
         self.open_files = open_files
         self.version = 0
         self.clusters: dict[str, Resource] = {}
+        self.routes: Resource = {}
         self.listener: Resource = {}
         self.sidecar_cluster = ""
         self.retired: dict[str, Retired] = {}
         self.next_prune = 0.0
 
     def bootstrap(self, config: Config) -> Path:
-        """Write the first clusters and listener, and the bootstrap that points at them."""
+        """Write the first clusters, routes and listener, and the bootstrap that points at
+        the clusters and the listener (the listener points at the routes)."""
         config = self._fit(config)
-        self.sidecar_cluster, self.clusters, self.listener = _wanted(config)
+        self.sidecar_cluster, self.clusters, self.routes, self.listener = self._wanted(config)
         self._write(CDS, list(self.clusters.values()))
+        self._write(RDS, [self.routes])
         self._write(LDS, [self.listener])
-        watched = {"watched_directory": {"path": str(self.folder)}}
-        source = {
-            name: {
-                "path_config_source": {"path": str(self.folder / sub.file), **watched},
-                "resource_api_version": "V3",
-            }
-            for name, sub in (("cds_config", CDS), ("lds_config", LDS))
-        }
         document = {
             "node": {"id": "extproc", "cluster": "extproc"},
             **process_settings(config),
-            "dynamic_resources": source,
+            "dynamic_resources": {"cds_config": self._source(CDS), "lds_config": self._source(LDS)},
         }
         path = self.folder / "bootstrap.yaml"
         path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
@@ -125,28 +132,26 @@ class EnvoyFiles:
         return envoy_refusal(self._fit(config))
 
     def deliver(self, config: Config) -> bool:
-        """Put `config`'s clusters, then its listener, in force; returns whether Envoy's
-        config changed. Raises DeliveryError when Envoy refuses (nothing changed then)."""
-        sidecar_cluster, wanted, new_listener = _wanted(self._fit(config))
+        """Put `config`'s clusters, then its routes and listener in force (`_routes_and_listener`
+        says in which order); returns whether Envoy's config changed. Raises DeliveryError when
+        Envoy refuses (nothing changed then)."""
+        config = self._fit(config)
+        sidecar_cluster, wanted, new_routes, new_listener = self._wanted(config)
         now = time.monotonic()
         retired = {name: r for name, r in self.retired.items() if name not in wanted}
         for name, resource in self.clusters.items():
             if name not in wanted and name not in retired:
                 retired[name] = Retired(resource, now, sidecar=name == self.sidecar_cluster)
         merged = {**wanted, **{name: r.resource for name, r in retired.items()}}
-        clusters_changed = merged != self.clusters
-        if clusters_changed:
-            self._apply(CDS, list(merged.values()), list(self.clusters.values()))
-        if new_listener != self.listener:
-            try:
-                self._apply(LDS, [new_listener], [self.listener])
-            except DeliveryError:
-                if clusters_changed:  # none in use yet: the sidecar has not seen this config
-                    self._apply(CDS, list(self.clusters.values()), list(merged.values()))
-                raise
-        changed = clusters_changed or new_listener != self.listener
-        self.clusters, self.listener, self.retired = merged, new_listener, retired
-        self.sidecar_cluster = sidecar_cluster
+        changes: list[Change] = [
+            (CDS, list(merged.values()), list(self.clusters.values())),
+            *_routes_and_listener(
+                config, (RDS, [new_routes], [self.routes]), (LDS, [new_listener], [self.listener])
+            ),
+        ]
+        changed = self._apply_in_order([c for c in changes if c[1] != c[2]])
+        self.clusters, self.routes, self.listener = merged, new_routes, new_listener
+        self.retired, self.sidecar_cluster = retired, sidecar_cluster
         return changed
 
     def prune(self, sidecar_in_step: bool) -> None:
@@ -172,6 +177,37 @@ class EnvoyFiles:
 
     def _fit(self, config: Config) -> Config:
         return fit_to_open_files(config, self.open_files)
+
+    def _source(self, sub: _Subscription) -> Resource:
+        """Where Envoy reads `sub`'s resources: its file, watched for renames into the folder."""
+        watched = {"watched_directory": {"path": str(self.folder)}}
+        return {
+            "path_config_source": {"path": str(self.folder / sub.file), **watched},
+            "resource_api_version": "V3",
+        }
+
+    def _wanted(self, config: Config) -> tuple[str, dict[str, Resource], Resource, Resource]:
+        """The sidecar cluster's name, the clusters by name, the routes and the listener."""
+        sidecar = versioned_sidecar_cluster(config)
+        wanted = {c["name"]: c for c in clusters(config, sidecar)}
+        return (
+            sidecar,
+            wanted,
+            route_configuration(config),
+            listener(config, sidecar, routes_from=self._source(RDS)),
+        )
+
+    def _apply_in_order(self, changes: list[Change]) -> bool:
+        """Apply each change; when Envoy refuses one, take back those applied before it,
+        last first (nothing uses them yet: the sidecar has not seen this config)."""
+        for position, (sub, resources, in_force) in enumerate(changes):
+            try:
+                self._apply(sub, resources, in_force)
+            except DeliveryError:
+                for earlier, applied, before in reversed(changes[:position]):
+                    self._apply(earlier, before, applied)
+                raise
+        return bool(changes)
 
     def _apply(
         self, sub: _Subscription, resources: list[Resource], in_force: list[Resource]
@@ -220,8 +256,9 @@ class EnvoyFiles:
         return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
 
 
-def _wanted(config: Config) -> tuple[str, dict[str, Resource], Resource]:
-    """The sidecar cluster's name, the clusters by name, and the listener."""
-    sidecar = versioned_sidecar_cluster(config)
-    wanted = {c["name"]: c for c in clusters(config, sidecar)}
-    return sidecar, wanted, listener(config, sidecar)
+def _routes_and_listener(config: Config, to_routes: Change, to_listener: Change) -> list[Change]:
+    """The routes and the listener, in the order that never has chain routes in force on a
+    listener that lets a client's own chain header through (it removes the header only when
+    the config has chains): with chains the listener comes first, without them the routes.
+    Both come after the clusters, which the routes name."""
+    return [to_listener, to_routes] if chains(config) else [to_routes, to_listener]

@@ -3,6 +3,7 @@ whatever the order of edits, sidecar crashes and refusals; Envoy and the sidecar
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from extproc.decisions.routing import routes_of
 from tests.support.conversations import conversations
 from tests.support.gateway import gateway_config, routed_gateway_config, running_gateway
 from tests.support.processes import children, run_folder, sidecar_pid, wait_until
-from tests.support.requests import KEY, stream_in_background
+from tests.support.requests import KEY, chat, stream_in_background
 
 
 @pytest.fixture
@@ -40,6 +41,33 @@ def streaming_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path):
         lambda ports: gateway_config(fake_anthropic, fake_deepseek, fake_openai, **ports),
         tmp_path,
     ) as gw:
+        yield gw
+
+
+@pytest.fixture
+def failover_gateway(fake_anthropic, fake_deepseek, fake_openai, tmp_path):
+    """With failover: deepseek-chat's candidates are itself, then the default (Claude);
+    providers never rest after failing."""
+
+    def config_for(ports: dict[str, int]) -> str:
+        return f"""\
+listener: {{port: {ports["listener"]}, admin_port: {ports["admin"]}, cooldown_max_s: 0}}
+sidecar: {{port: {ports["sidecar"]}, health_port: {ports["health"]}}}
+llm_providers:
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {fake_anthropic.url}
+    access_key: $TEST_ANTHROPIC_KEY
+    default: true
+  - model: deepseek/deepseek-chat
+    base_url: {fake_deepseek.url}/anthropic
+    access_key: $TEST_DEEPSEEK_KEY
+  - model: openai/gpt-4.1
+    base_url: {fake_openai.url}/v1
+    provider_interface: openai-chat
+    access_key: $TEST_OPENAI_KEY
+"""
+
+    with running_gateway(config_for, tmp_path) as gw:
         yield gw
 
 
@@ -188,6 +216,7 @@ def test_streams_outlast_edits_to_every_kind_of_cluster(streaming_gateway, fakes
         "envoy/bootstrap.yaml",
         "envoy/clusters.yaml",
         "envoy/listeners.yaml",
+        "envoy/routes.yaml",
     ]
     processes = children(gateway.process.pid)
     assert len(processes) == 2 and not any(p.startswith("Z") for p in processes), processes
@@ -266,3 +295,63 @@ def test_a_sidecar_that_restarts_while_an_edit_is_invalid_serves_the_last_good_c
     deepseek = f"127_0_0_1_{port_of(fakes[1])}"
     assert upstream_of(gateway, fakes, "deepseek/deepseek-chat") == deepseek
     assert sum("sidecar" in line and "restarting it in" in line for line in gateway.output) == 1
+
+
+ROUTES_VERSION = "http.llm.rds.llm.version_text"
+"""The version of the routes Envoy has in force (`extproc up` gives them to it by RDS)."""
+
+
+def envoy_stats(gateway, *names: str) -> dict[str, str]:
+    """Envoy's admin stats of these exact names."""
+    admin = load(gateway.config_path).listener.admin_port
+    pattern = "^(" + "|".join(name.replace(".", r"\.") for name in names) + ")$"
+    text = httpx.get(f"http://127.0.0.1:{admin}/stats", params={"filter": pattern}).text
+    return dict(line.split(": ", 1) for line in text.splitlines())
+
+
+def answered_by(connection: http.client.HTTPConnection, model: str, text: str) -> str:
+    """Ask `model` on the kept-alive `connection`: the model that answered (200 only)."""
+    body = json.dumps(chat(model, text)).encode()
+    connection.request("POST", "/v1/messages", body, {**KEY, "content-type": "application/json"})
+    response = connection.getresponse()
+    answer = response.read().decode()
+    assert response.status == 200, answer
+    return response.getheader("x-extproc-model")
+
+
+def test_an_edit_to_the_failover_chains_leaves_the_listener_and_its_connections(
+    failover_gateway, fakes
+):
+    """A fallback added to deepseek-chat while a kept-alive connection and a stream are open:
+    Envoy takes the new routes in place (RDS), its listener is not modified (a new one would
+    drain every open connection: it used to be), the stream ends whole, and on the same
+    connection a request whose head now fails (429) is served by the new fallback, where just
+    before the edit the default served it."""
+    gateway, (anthropic_fake, deepseek_fake, openai_fake) = failover_gateway, fakes
+    listener = ("listener_manager.listener_modified", "listener_manager.lds.version_text")
+    before = envoy_stats(gateway, *listener, ROUTES_VERSION)
+    opened = streams(gateway, ("claude-sonnet-4-5", "PACE-1000"))
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    try:
+        assert answered_by(connection, "deepseek/deepseek-chat", "hi") == "deepseek/deepseek-chat"
+        assert connection.sock is not None
+        kept = connection.sock.getsockname()
+        deepseek_fake.failure = "429"
+        assert (
+            answered_by(connection, "deepseek/deepseek-chat", "hi") == "anthropic/claude-sonnet-4-5"
+        )
+        key = "    access_key: $TEST_DEEPSEEK_KEY\n"
+        edit(gateway, {key: f"{key}    fallbacks: [openai/gpt-4.1]\n"}, "models applied")
+        marker = f"MARK-{time.monotonic_ns()}"
+        assert answered_by(connection, "deepseek/deepseek-chat", marker) == "openai/gpt-4.1"
+        assert any(marker.encode() in r.body for r in deepseek_fake.received)
+        assert any(marker.encode() in r.body for r in openai_fake.received)
+        assert not any(marker.encode() in r.body for r in anthropic_fake.received)
+        assert connection.sock is not None and connection.sock.getsockname() == kept
+    finally:
+        deepseek_fake.failure = None
+        connection.close()
+    finish(opened)
+    after = envoy_stats(gateway, *listener, ROUTES_VERSION)
+    assert [after[name] for name in listener] == [before[name] for name in listener]
+    assert after.get(ROUTES_VERSION, "none") != before.get(ROUTES_VERSION, "none")

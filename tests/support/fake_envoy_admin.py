@@ -1,9 +1,10 @@
 """A fake of Envoy's admin port over the folder of watched files `extproc up` writes
 (extproc.control.envoy_files), so that delivery, refusal and pruning run without Envoy.
 
-As Envoy does, it takes a changed `clusters.yaml` or `listeners.yaml` (its `version_info`
-becomes the subscription's `version_text`) or rejects it (`update_rejected` counts up and the
-last good resources stay in force). It reads the folder when asked for stats, which is when
+As Envoy does, it takes a changed `clusters.yaml`, `routes.yaml` or `listeners.yaml` (its
+`version_info` becomes the subscription's `version_text`) or rejects it (`update_rejected`
+counts up and the last good resources stay in force). It tells the order of the files it took
+(`taken`), as Envoy's stats do not. It reads the folder when asked for stats, which is when
 `EnvoyFiles` looks for Envoy's answer.
 """
 
@@ -20,7 +21,11 @@ import yaml
 
 from tests.support.fake_server import FakeServer
 
-STATS = {"clusters.yaml": "cluster_manager.cds", "listeners.yaml": "listener_manager.lds"}
+STATS = {
+    "clusters.yaml": "cluster_manager.cds",
+    "routes.yaml": "http.llm.rds.llm",
+    "listeners.yaml": "listener_manager.lds",
+}
 
 
 @dataclass
@@ -36,7 +41,7 @@ class Subscription:
 class FakeEnvoyAdmin(FakeServer):
     folder: Path
     reject: set[str] = field(default_factory=set)
-    """Files whose next versions are rejected (`clusters.yaml`, `listeners.yaml`)."""
+    """Files whose next versions are rejected (`clusters.yaml`, `routes.yaml`, `listeners.yaml`)."""
     ignore: set[str] = field(default_factory=set)
     """Files whose changes are neither applied nor rejected (a stuck Envoy)."""
     answering: bool = True
@@ -49,6 +54,8 @@ class FakeEnvoyAdmin(FakeServer):
     subscriptions: dict[str, Subscription] = field(
         default_factory=lambda: {name: Subscription() for name in STATS}
     )
+    taken: list[str] = field(default_factory=list)
+    """The files whose versions it took, in order, one entry per version."""
 
     def cluster_names(self) -> list[str]:
         """The clusters in force, in their order in the file."""
@@ -70,6 +77,7 @@ class FakeEnvoyAdmin(FakeServer):
             else:
                 sub.version_text = document["version_info"]
                 sub.resources = document["resources"]
+                self.taken.append(name)
 
     def _stats(self) -> dict[str, str]:
         stats = {}
