@@ -27,9 +27,18 @@ CHAIN_HEADER = "x-extproc-chain"
 FAILOVER_HEADER = "x-extproc-failover"
 """Set by the sidecar on a provider's answer that should move to the next candidate although
 its status alone would not (a context-too-long 400); the chain routes retry on it."""
-CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA = "chain", "head", "effort"
+LENGTH_HEADER = "x-extproc-content-length"
+"""The length of a body a failover attempt puts in place in reply to the request's headers:
+Envoy then drops `content-length`, and puts this back in its place (control/envoy_config.py)."""
+CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA, HANDOFF_METADATA = (
+    "chain",
+    "head",
+    "effort",
+    "handoff",
+)
 """What the downstream exchange tells each failover attempt, in the decision's dynamic
-metadata: the chain header's value, the head's entry, the decided reasoning effort."""
+metadata: the chain header's value, the head's entry, the decided reasoning effort, the
+token of a translated head's rewrite (proxy/handoffs.py)."""
 FAILOVER_PREFIX = "fo__"
 NATIVE_PREFIX = "p__"
 STREAMED = ";stream"
