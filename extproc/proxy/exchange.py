@@ -9,6 +9,7 @@ client headers, the decision) lives on the `Exchange`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import re
@@ -421,7 +422,8 @@ class Exchange:
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, metadata, self.namespace)
         effort = None if counting else decision.reasoning_effort
-        chain = () if counting else chain_of(runtime.config, routed.provider, provider)
+        trim = functools.partial(capability.worth_trying, needs=needs, cooldowns=cooldowns, now=now)
+        chain = () if counting else chain_of(runtime.config, routed.provider, provider, trim)
         if len(chain) > 1:
             return self.send_on_chain(raw, body, span, chain, effort, metadata)
         rewrite = provider_request(

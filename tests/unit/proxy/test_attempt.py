@@ -341,3 +341,15 @@ def test_without_its_handoff_an_attempt_reads_the_body_and_a_later_one_never_tak
     set_headers, _, body, _ = sent(head, {**BODY, "model": "openai/gpt-4.1"})
     assert orjson.loads(body)["model"] == "gpt-4.1"
     assert "x-extproc-content-length" not in set_headers
+
+
+def test_a_resting_candidate_after_the_head_is_left_out_of_the_chain():
+    built = runtime()
+    _, decided = decide(built, BODY)
+    assert decided["chain"] == HAIKU_CHAIN
+    built.cooldowns.failed("openai/gpt-4.1", 429, "60", built.clock())
+    reply, decided = decide(built, BODY)
+    assert decided["chain"] == "p__api_anthropic_com_443,fo__anthropic_claude-sonnet-4-5"
+    mutation = reply.request_body.response.header_mutation
+    sent = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
+    assert sent["x-extproc-chain"] == decided["chain"]
