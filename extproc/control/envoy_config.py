@@ -19,6 +19,7 @@ from extproc.providers.chains import (
     CHAIN_HEADER,
     FAILOVER_HEADER,
     FAILOVER_PREFIX,
+    LENGTH_HEADER,
     STREAMED,
     chains,
     failover_slot,
@@ -427,10 +428,11 @@ def chain_routes(config: Config) -> list[dict[str, Any]]:
 def _drop_client_headers(config: Config) -> dict[str, Any]:
     """Headers only the gateway may set, removed from the client's request before any filter
     runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
-    request, even with failure_mode_allow; nor can its own x-extproc-chain (with failover).
-    The listener is an edge: a client's x-envoy-*
-    headers (x-envoy-original-path, which the access log shows; retry and timeout
-    overrides) are Envoy's own, not the client's. So is x-request-id, the access log's
+    request, even with failure_mode_allow; nor can its own x-extproc-chain (with failover),
+    nor its x-extproc-content-length set a failover attempt's length. The listener is an
+    edge: a client's x-envoy-* headers (x-envoy-original-path, which the access log shows;
+    retry and timeout overrides) are Envoy's own, not the client's. So is x-request-id, the
+    access log's
     `request_id`: Envoy makes its own, and a client's is kept as x-client-request-id (an
     empty value is not added)."""
     keep_client_id = {"key": CLIENT_REQUEST_ID, "value": "%REQ(x-request-id)%"}
@@ -440,7 +442,7 @@ def _drop_client_headers(config: Config) -> dict[str, Any]:
             "@type": _ext("http.early_header_mutation.header_mutation.v3.HeaderMutation"),
             "mutations": [
                 {"remove": CLUSTER_HEADER},
-                *([{"remove": CHAIN_HEADER}] if chains(config) else []),
+                *([{"remove": CHAIN_HEADER}, {"remove": LENGTH_HEADER}] if chains(config) else []),
                 {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
                 {
                     "append": {
@@ -841,6 +843,7 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
                     "explicit_http_config": {"http_protocol_options": {}},
                     "http_filters": [
                         upstream_extproc_filter(config, sidecar_cluster),
+                        HANDED_LENGTH_FILTER,
                         {
                             "name": "envoy.filters.http.upstream_codec",
                             "typed_config": {
@@ -852,6 +855,28 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
             }
         slot_clusters.append(slot)
     return [failfast, *slot_clusters]
+
+
+HANDED_LENGTH_FILTER: dict[str, Any] = {
+    "name": "envoy.filters.http.header_mutation",
+    "typed_config": {
+        "@type": _ext("filters.http.header_mutation.v3.HeaderMutation"),
+        "mutations": {
+            "request_mutations": [
+                {
+                    "append": {
+                        "header": {"key": "content-length", "value": f"%REQ({LENGTH_HEADER})%"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                },
+                {"remove": LENGTH_HEADER},
+            ]
+        },
+    },
+}
+"""After the ext_proc filter on a `fo__` slot: a body it replaced in reply to the headers
+(proxy/handoffs.py) loses its `content-length` there (Envoy's ext_proc removes it), so the
+provider would get it chunked; the sidecar sends the length beside it, put back here."""
 
 
 def upstream_extproc_filter(config: Config, sidecar_cluster: str) -> dict[str, Any]:

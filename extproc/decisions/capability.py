@@ -8,7 +8,8 @@ first candidate that fits gets the request, and the decision's note says why eac
 it was skipped. When none fits, the chosen model gets it as before, so that the provider's own
 error reaches the user: nothing is ever cut. A fact nobody knows (0, `*`) is not checked.
 A candidate cooling down after failures (`extproc/decisions/cooldown.py`) is skipped the same
-way, with the same kind of note.
+way, with the same kind of note. The candidates after the one chosen, tried only if it fails
+(failover), are checked the same way (`worth_trying`).
 
 The estimate is cheap and local (no tokenizer, no model call): the body's size in bytes, less
 the base64 of its images and PDFs, over `BYTES_PER_TOKEN`, plus a fixed cost per image and
@@ -179,6 +180,23 @@ def choose(
         return replace(decision, note=_joined(decision.note, skipped))
     skipped.append(f"every candidate that fits is cooling down, sent to {fits.name}")
     return replace(decision, provider=fits, note=_joined(decision.note, skipped))
+
+
+def worth_trying(
+    later: tuple[Provider, ...],
+    needs: Needs,
+    cooldowns: Cooldowns | None = None,
+    now: float = 0.0,
+) -> tuple[Provider, ...]:
+    """Of the candidates after a chain's head, those its request may fail over to, in order:
+    the ones that can take it and, unless every one of those rests, the ones not cooling
+    down. The head was chosen by `choose`; these are only tried if it fails, and a model
+    that can't take the request would only fail it again, or worse (an image sent as text)."""
+    fitting = tuple(c for c in later if not problem(c, needs))
+    if cooldowns is None:
+        return fitting
+    awake = tuple(c for c in fitting if not cooldowns.cooling(c.name, now))
+    return awake or fitting
 
 
 def _joined(note: str, skipped: list[str]) -> str:

@@ -17,7 +17,9 @@ sent on always has its route.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
+from collections.abc import Callable
 
 from extproc.config import Config, Provider
 from extproc.providers.upstream import cluster_name
@@ -27,9 +29,18 @@ CHAIN_HEADER = "x-extproc-chain"
 FAILOVER_HEADER = "x-extproc-failover"
 """Set by the sidecar on a provider's answer that should move to the next candidate although
 its status alone would not (a context-too-long 400); the chain routes retry on it."""
-CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA = "chain", "head", "effort"
+LENGTH_HEADER = "x-extproc-content-length"
+"""The length of a body a failover attempt puts in place in reply to the request's headers:
+Envoy then drops `content-length`, and puts this back in its place (control/envoy_config.py)."""
+CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA, HANDOFF_METADATA = (
+    "chain",
+    "head",
+    "effort",
+    "handoff",
+)
 """What the downstream exchange tells each failover attempt, in the decision's dynamic
-metadata: the chain header's value, the head's entry, the decided reasoning effort."""
+metadata: the chain header's value, the head's entry, the decided reasoning effort, the
+token of a translated head's rewrite (proxy/handoffs.py)."""
 FAILOVER_PREFIX = "fo__"
 NATIVE_PREFIX = "p__"
 STREAMED = ";stream"
@@ -66,14 +77,30 @@ def slots(config: Config, chain: tuple[Provider, ...]) -> tuple[str, ...]:
     return (head_slot(config, head), *(failover_slot(config, p) for p in rest))
 
 
-def chain_of(config: Config, routed: Provider, chosen: Provider) -> tuple[Provider, ...]:
+MAX_TRIMMED = 4
+"""Candidates after a chain's head that a request may leave out (those that can't take it, or
+rest after failing): each subset of them gets a route of its own, 2**n - 1 of them. A head
+with more candidates after it has one chain, all of them in it."""
+
+Trim = Callable[[tuple[Provider, ...]], tuple[Provider, ...]]
+"""Which of the candidates after a chain's head a request is worth sending to, in order."""
+
+
+def chain_of(
+    config: Config, routed: Provider, chosen: Provider, trim: Trim | None = None
+) -> tuple[Provider, ...]:
     """The chain of a request routed to `routed` and, after the capability check, sent to
-    `chosen`: `chosen` and the candidates of `routed` after it (`chosen` alone without
-    failover)."""
-    names = [p.name for p in config.candidates(routed)]
+    `chosen`: `chosen` and the candidates of `routed` after it, as many of them as `trim`
+    keeps (all past `MAX_TRIMMED`: no route leaves any out); `chosen` alone without
+    failover."""
+    candidates = config.candidates(routed)
+    names = [p.name for p in candidates]
     if not config.listener.failover or chosen.name not in names:
         return (chosen,)
-    return config.candidates(routed)[names.index(chosen.name) :]
+    rest = candidates[names.index(chosen.name) + 1 :]
+    if trim is not None and len(rest) <= MAX_TRIMMED:
+        rest = trim(rest)
+    return (chosen, *rest)
 
 
 def takes_client_auth_later(chain: tuple[Provider, ...]) -> bool:
@@ -93,18 +120,32 @@ def chain_value(config: Config, chain: tuple[Provider, ...], streamed: bool) -> 
 
 
 def chains(config: Config) -> tuple[tuple[Provider, ...], ...]:
-    """Every chain a request can be sent on, once each: each suffix of two or more of each
-    provider's candidates. Empty when no provider has a second candidate, or with
-    `listener.failover` off."""
+    """Every chain a request can be sent on, once each: each of a provider's candidates
+    followed by the candidates after it, all of them first, then every smaller subset of them
+    in order (`chain_of`'s trims; only all of them past `MAX_TRIMMED`). Empty when no provider
+    has a second candidate, or with `listener.failover` off."""
     if not config.listener.failover:
         return ()
     found: dict[tuple[str, ...], tuple[Provider, ...]] = {}
     for provider in config.providers:
         candidates = config.candidates(provider)
-        for start in range(len(candidates) - 1):
-            chain = candidates[start:]
-            found.setdefault(tuple(p.name for p in chain), chain)
+        for start, head in enumerate(candidates[:-1]):
+            for rest in _subsets(candidates[start + 1 :]):
+                chain = (head, *rest)
+                found.setdefault(tuple(p.name for p in chain), chain)
     return tuple(found.values())
+
+
+def _subsets(rest: tuple[Provider, ...]) -> list[tuple[Provider, ...]]:
+    """The non-empty subsets of `rest`, each in its order, the whole first (only the whole
+    past `MAX_TRIMMED`)."""
+    if len(rest) > MAX_TRIMMED:
+        return [rest]
+    kept = [
+        tuple(p for p, keep in zip(rest, mask, strict=True) if keep)
+        for mask in itertools.product((True, False), repeat=len(rest))
+    ]
+    return [subset for subset in kept if subset]
 
 
 def keeps_client_auth(config: Config) -> bool:

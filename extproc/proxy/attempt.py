@@ -23,7 +23,9 @@ from extproc.providers.chains import (
     EFFORT_METADATA,
     FAILOVER_HEADER,
     FAILOVER_PREFIX,
+    HANDOFF_METADATA,
     HEAD_METADATA,
+    LENGTH_HEADER,
     STREAMED,
     client_key,
     slot_provider,
@@ -33,6 +35,7 @@ from extproc.proxy import replies
 from extproc.proxy.exchange import (
     ANTHROPIC_HEADERS,
     Exchange,
+    ProviderRequest,
     Runtime,
     _parse_body,
     price_text,
@@ -139,7 +142,14 @@ class Attempt(Exchange):
             self._count_failover(
                 self.earlier[-1], decided.get(_failure_key(self.slots[position - 1]))
             )
-        return replies.continue_request_headers()
+        token = decided.get(HANDOFF_METADATA) if position == 0 else None
+        rewrite = self.runtime.handoffs.take(token, self.runtime.clock()) if token else None
+        if rewrite is None:
+            return replies.continue_request_headers()
+        # The downstream exchange translated the body already: it goes in the body's place,
+        # and Envoy sends the body no more.
+        self.body_read = True
+        return self.send(rewrite, at_headers=True)
 
     @property
     def answering(self) -> tuple[Provider, str] | None:
@@ -179,10 +189,19 @@ class Attempt(Exchange):
             self.path,
             self.effort,
         )
+        return self.send(rewrite, at_headers=False)
+
+    def send(self, rewrite: ProviderRequest, at_headers: bool) -> bytes:
+        """Send the candidate's rewrite of the request: in reply to the body, or to the
+        headers when the rewrite was handed over (its body then takes the body's place)."""
+        assert self.candidate is not None
+        candidate = self.candidate
         self.translation = rewrite.translation
         # A translated attempt removes the client's anthropic-* headers, for this attempt and
         # the next ones: they are kept in the metadata, and a native attempt restores them.
         restored = self.client_anthropic if candidate.interface == "anthropic" else {}
+        if at_headers:  # Envoy drops content-length there: its filter after ours puts it back
+            restored = {**restored, LENGTH_HEADER: rewrite.headers.get("content-length", "0")}
         mutation = rewrite.mutation(restored)
         fields = {
             "provider": candidate.name,
@@ -192,6 +211,10 @@ class Attempt(Exchange):
         if not self.runtime.config.listener.log_tokens:
             # usage.lua prices the answer that reaches the client: this candidate's.
             fields["price"] = price_text(candidate)
+        if at_headers:
+            return replies.replace_request_at_headers(
+                mutation, rewrite.body or (), fields, self.namespace
+            )
         return replies.route_request_body(
             mutation, rewrite.body, fields, self.namespace, clear_route_cache=False
         )

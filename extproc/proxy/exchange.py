@@ -9,12 +9,13 @@ client headers, the decision) lives on the `Exchange`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -32,6 +33,7 @@ from extproc.providers.chains import (
     CHAIN_HEADER,
     CHAIN_METADATA,
     EFFORT_METADATA,
+    HANDOFF_METADATA,
     HEAD_METADATA,
     chain_of,
     chain_value,
@@ -47,6 +49,7 @@ from extproc.providers.upstream import (
     upstream_path,
 )
 from extproc.proxy import replies
+from extproc.proxy.handoffs import Handoffs
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.sessions import HEADER as SESSION_HEADER
 from extproc.proxy.sessions import SessionStore
@@ -109,7 +112,10 @@ class Runtime:
     """Each Claude Code session's latest decision, for the status line; kept across config
     changes too."""
     clock: Callable[[], float] = time.time
-    """`now` for the cooldown table: seconds since the epoch (tests set their own)."""
+    """`now` for the cooldown table and the handoffs: seconds since the epoch (tests set their
+    own)."""
+    handoffs: Handoffs[ProviderRequest] = field(default_factory=Handoffs)
+    """Translated chain heads' rewrites, waiting for their attempt (proxy/handoffs.py)."""
 
     def record_attempt(self, entry: str, outcome: int | str, headers: Mapping[str, str]) -> None:
         """Tell the cooldown table how one attempt at provider entry `entry` ended: the
@@ -416,7 +422,8 @@ class Exchange:
             estimate = count_tokens_estimate(full_body(raw))
             return replies.local_answer(estimate, metadata, self.namespace)
         effort = None if counting else decision.reasoning_effort
-        chain = () if counting else chain_of(runtime.config, routed.provider, provider)
+        trim = functools.partial(capability.worth_trying, needs=needs, cooldowns=cooldowns, now=now)
+        chain = () if counting else chain_of(runtime.config, routed.provider, provider, trim)
         if len(chain) > 1:
             return self.send_on_chain(raw, body, span, chain, effort, metadata)
         rewrite = provider_request(
@@ -442,9 +449,10 @@ class Exchange:
 
         A native head is rewritten here, as without failover: a request that never fails
         over costs what it did, and its answer does not wait on the sidecar. A translated
-        head is left as the client sent it: Envoy keeps that body for each attempt, and its
-        `fo__` slot's upstream handler translates it (a translated body would be of no use
-        to a later Anthropic-format candidate).
+        head's body is left as the client sent it: Envoy keeps that body for each attempt (a
+        translated one would be of no use to a later Anthropic-format candidate), and the
+        head's translation, written here too, waits in `Runtime.handoffs` for its `fo__`
+        slot's upstream handler, which puts it in the body's place.
         """
         assert self.decision is not None
         config = self.runtime.config
@@ -467,13 +475,19 @@ class Exchange:
             # A translated head's attempt writes its own price, as any attempt that answers
             # in the head's stead does (proxy/attempt.py).
             decided.update(self.usage_lua_fields(head if head.interface == "anthropic" else None))
-        if head.interface != "anthropic":
-            auth_change(head)  # a key it lacks is refused here, as without failover
-            mutation = replies.header_mutation(chain_header)
-            return replies.route_request_body(mutation, None, decided, self.namespace)
         rewrite = provider_request(
             config, head, auth_change(head), raw, body, span, self.path, effort
         )
+        if head.interface != "anthropic":
+            # The body stays as the client sent it; the head's attempt takes this rewrite
+            # instead of reading it again (proxy/handoffs.py).
+            runtime = self.runtime
+            size = sum(map(len, rewrite.body or ()))
+            token = runtime.handoffs.put(rewrite, size, runtime.clock())
+            if token is not None:
+                decided[HANDOFF_METADATA] = token
+            mutation = replies.header_mutation(chain_header)
+            return replies.route_request_body(mutation, None, decided, self.namespace)
         return replies.route_request_body(
             rewrite.mutation(chain_header), rewrite.body, decided, self.namespace
         )

@@ -27,19 +27,20 @@ RETRY_AFTER_S = 2
 
 
 @pytest.fixture(scope="module")
-def fakes() -> Iterator[tuple[FakeOpenAI, FakeAnthropic]]:
+def fakes() -> Iterator[tuple[FakeOpenAI, FakeAnthropic, FakeAnthropic]]:
     openai = FakeOpenAI(
         expected_key=PROVIDER_KEYS["TEST_OPENAI_KEY"], retry_after=str(RETRY_AFTER_S)
     ).start()
     anthropic = FakeAnthropic(expected_key=PROVIDER_KEYS["TEST_ANTHROPIC_KEY"]).start()
-    yield openai, anthropic
-    openai.stop()
-    anthropic.stop()
+    opus = FakeAnthropic(expected_key=PROVIDER_KEYS["TEST_ANTHROPIC_KEY"]).start()
+    yield openai, anthropic, opus
+    for fake in (openai, anthropic, opus):
+        fake.stop()
 
 
 @pytest.fixture(scope="module")
 def gateway(fakes, tmp_path_factory) -> Iterator[Gateway]:
-    openai, anthropic = fakes
+    openai, anthropic, opus = fakes
 
     def config_for(ports: dict[str, int]) -> str:
         return f"""\
@@ -60,6 +61,10 @@ llm_providers:
     base_url: {anthropic.url}
     access_key: $TEST_ANTHROPIC_KEY
     default: true
+  - model: anthropic/claude-opus-4-1
+    base_url: {opus.url}
+    access_key: $TEST_ANTHROPIC_KEY
+    fallbacks: [openai/gpt-4.1]
 """
 
     with running_gateway(config_for, tmp_path_factory.mktemp("cooldown")) as running:
@@ -86,7 +91,7 @@ def cooling_skips(gateway: Gateway) -> dict[str, float]:
 
 
 def test_a_provider_rests_for_its_retry_after_then_gets_requests_again(gateway, fakes):
-    openai, anthropic = fakes
+    openai, anthropic, _ = fakes
     limited = send(gateway, chat("openai/gpt-4.1", "RATELIMIT"))
     answered_at = time.monotonic()
     assert limited.status_code == 200, limited.text  # by the fallback, after the 429
@@ -115,7 +120,7 @@ def test_a_provider_that_refuses_connections_rests_too(gateway, fakes):
     """A refused connection counts against the provider (reported by the next attempt, which
     saw no answer of it): no retry-after, so the first rest is the backoff's 1 s, in which the
     next request comes."""
-    _, anthropic = fakes
+    _, anthropic, _ = fakes
     refused = send(gateway, chat("openai/o4-mini", "hello"))
     assert refused.status_code == 200, refused.text  # by the fallback
     assert len(anthropic.received) == 1
@@ -125,3 +130,20 @@ def test_a_provider_that_refuses_connections_rests_too(gateway, fakes):
     entry = gateway.wait_log(lambda e: (e.get("note") or "").startswith("openai/o4-mini"))
     assert entry["note"] == "openai/o4-mini skipped: cooling down 1 s after unseen"
     assert cooling_skips(gateway)["openai/o4-mini"] == 1
+
+
+def test_a_resting_candidate_in_the_middle_of_a_chain_is_left_out_of_it(gateway, fakes):
+    """opus → gpt-4.1 → haiku: with gpt-4.1 resting after a 429, the request goes out on the
+    chain opus → haiku, so when opus fails haiku answers at once and gpt-4.1 is not called."""
+    openai, anthropic, opus = fakes
+    assert send(gateway, chat("openai/gpt-4.1", "RATELIMIT")).status_code == 200  # it rests
+    opus.failure = "503"
+    try:
+        response = send(gateway, chat("anthropic/claude-opus-4-1", "hello"))
+    finally:
+        opus.failure = None
+    assert response.status_code == 200, response.text
+    assert response.json()["content"][0]["text"] == "Hello from the fake provider ✓"
+    assert (len(opus.received), len(openai.received), len(anthropic.received)) == (1, 1, 2)
+    entry = gateway.wait_log(lambda e: e["requested_model"] == "anthropic/claude-opus-4-1")
+    assert (entry["attempts"], entry["upstream"]) == (2, "fo__anthropic_claude-haiku-4-5")

@@ -182,6 +182,40 @@ def test_a_failing_translated_head_is_served_by_the_native_next_candidate(
 
 
 @pytest.mark.parametrize("streamed", [True, False])
+def test_a_translated_head_that_answers_is_sent_its_translation_with_its_length(
+    gateway, fakes, streamed
+):
+    """The downstream sidecar translates the head's request (proxy/handoffs.py); the head's
+    attempt puts it in place of the client's body, which Envoy keeps for later candidates,
+    and Envoy sends it with its content-length, not chunked."""
+    response = send(gateway, "openai/gpt-4.1", streamed)
+    assert OPENAI_TEXT in answer_text(response, streamed)
+    [received] = fakes["openai"].received
+    assert received.json()["model"] == "gpt-4.1"
+    assert received.json()["messages"] == [{"role": "user", "content": "hello"}]
+    assert received.headers["content-length"] == str(len(received.body))
+    assert "transfer-encoding" not in received.headers
+    assert "x-extproc-content-length" not in received.headers
+    assert received.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert fakes["opus"].received == [] and fakes["sonnet"].received == []
+
+
+def test_a_clients_own_length_header_sets_no_attempts_length(gateway, fakes):
+    fail(fakes["haiku"], "503")
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hello"}],
+    }
+    headers = {**KEY, "x-extproc-content-length": "3"}
+    response = httpx.post(f"{gateway.url}/v1/messages", json=body, headers=headers, timeout=60)
+    assert OPENAI_TEXT in answer_text(response, False)
+    [received] = fakes["openai"].received
+    assert received.headers["content-length"] == str(len(received.body))
+    assert received.json()["model"] == "gpt-4.1"
+
+
+@pytest.mark.parametrize("streamed", [True, False])
 def test_a_provider_without_an_address_is_served_by_the_next_candidate(gateway, fakes, streamed):
     """Its DNS lookup fails: its slot has no host, the attempt fails at once on the fail-fast
     cluster, and the default answers."""

@@ -19,6 +19,7 @@ from extproc.decisions.capability import (
     choose,
     needs_of,
     problem,
+    worth_trying,
 )
 from extproc.decisions.cooldown import Cooldowns
 from extproc.decisions.decision import Decision
@@ -253,3 +254,22 @@ def test_when_every_candidate_that_fits_is_cooling_the_first_of_them_gets_it() -
     for provider in (GPT_OSS, GEMINI, SONNET):
         everyone.failed(provider.name, 429, "30", NOW)
     assert choose(CONFIG, decision(DEEPSEEK), Needs(1_000, 100), everyone, NOW).provider == DEEPSEEK
+
+
+def test_a_chain_fails_over_only_to_candidates_that_fit_and_are_not_resting() -> None:
+    """The candidates after a chain's head (providers/chains.py): those that can take the
+    request, and of them those not cooling down, unless every one of them rests."""
+    later = (GPT_OSS, GEMINI, SONNET)
+    assert worth_trying(later, Needs(1_000, 100)) == later
+    assert worth_trying(later, Needs(1_000, 100, images=True)) == (GEMINI, SONNET)
+    # gpt-oss's 131k window can't take 141k; Gemini's entry caps max_tokens at 8k.
+    assert worth_trying(later, Needs(125_000, 16_000)) == (GEMINI, SONNET)
+    cooldowns = Cooldowns()
+    cooldowns.failed(GEMINI.name, 429, "30", NOW)
+    assert worth_trying(later, Needs(1_000, 100), cooldowns, NOW) == (GPT_OSS, SONNET)
+    assert worth_trying(later, Needs(1_000, 100), cooldowns, NOW + 30) == later  # rest over
+    for provider in (GPT_OSS, SONNET):
+        cooldowns.failed(provider.name, 503, None, NOW)
+    assert worth_trying(later, Needs(1_000, 100), cooldowns, NOW) == later
+    assert worth_trying(later, Needs(1_000, 100, images=True), cooldowns, NOW) == (GEMINI, SONNET)
+    assert worth_trying(later, Needs(1_500_000, 100, images=True)) == ()

@@ -6,8 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
-from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
+    ProcessingModeBodySendMode,
+    ProcessingModeHeaderSendMode,
+)
+from envoy_data_plane.envoy.service.ext_proc.v3 import (
+    CommonResponseResponseStatus,
+    ProcessingResponse,
+)
 
 from extproc.app import build_runtime
 from extproc.config import parse
@@ -276,3 +282,74 @@ def test_a_stream_is_an_attempt_only_when_envoy_names_a_failover_slot():
     assert exchange_for(built, first, downstream) is downstream
     first.attributes = {"xds.cluster_name": "fo__openai_gpt-4.1"}
     assert isinstance(exchange_for(built, first, downstream), Attempt)
+
+
+def decide(built, body: dict) -> tuple[ProcessingResponse, dict]:
+    """The downstream exchange's reply to a request's body, and its decision metadata."""
+    exchange = Exchange(built)
+    headers = {":path": "/v1/messages", ":method": "POST", "anthropic-version": "2023-06-01"}
+    exchange.on_request_headers(headers, False)
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(body))))
+    return reply, reply.dynamic_metadata.to_dict()[NAMESPACE]
+
+
+def attempt_on(built, slot: str, decided: dict) -> tuple[Attempt, ProcessingResponse]:
+    attempt = Attempt(built, slot)
+    phase = Phase("request_headers", {":path": "/v1/messages"}, {"xds.cluster_name": slot})
+    phase.metadata = {NAMESPACE: decided}
+    return attempt, ProcessingResponse.parse(asyncio.run(attempt.handle(phase)))
+
+
+def test_a_translated_heads_attempt_takes_the_downstream_translation_in_the_bodys_place():
+    """The downstream translates the head's request as it would without failover and leaves
+    the client's body for later candidates; the head's attempt puts the translation in its
+    place in reply to the headers, with its length, and is not sent the body."""
+    built = runtime()
+    reply, decided = decide(built, {**BODY, "model": "openai/gpt-4.1"})
+    assert reply.request_body.response.body_mutation is None  # the client's body stays
+    assert decided["chain"] == OPENAI_CHAIN and len(built.handoffs) == 1
+
+    attempt, taken = attempt_on(built, "fo__openai_gpt-4.1", decided)
+    common = taken.request_headers.response
+    assert common.status == CommonResponseResponseStatus.CONTINUE_AND_REPLACE
+    translated = common.body_mutation.body
+    assert orjson.loads(translated)["model"] == "gpt-4.1"
+    assert orjson.loads(translated)["messages"] == [{"role": "user", "content": "hi"}]
+    set_headers = {
+        o.header.key: o.header.raw_value.decode() for o in common.header_mutation.set_headers
+    }
+    assert set_headers["x-extproc-content-length"] == str(len(translated))
+    assert set_headers["authorization"] == "Bearer sk-openai"
+    assert set_headers[":path"] == "/v1/chat/completions"
+    assert taken.mode_override.response_header_mode == ProcessingModeHeaderSendMode.SEND
+    assert taken.dynamic_metadata.to_dict()[NAMESPACE]["provider"] == "openai/gpt-4.1"
+    assert not attempt.body_due and attempt.translation is not None
+    assert len(built.handoffs) == 0 and built.handoffs.bytes == 0
+
+
+def test_without_its_handoff_an_attempt_reads_the_body_and_a_later_one_never_takes_it():
+    built = runtime()
+    _, decided = decide(built, {**BODY, "model": "openai/gpt-4.1"})
+    # The next candidate's attempt leaves the head's translation alone.
+    later, reply = attempt_on(built, "fo__anthropic_claude-sonnet-4-5", decided)
+    assert reply.request_headers.response.status == CommonResponseResponseStatus.CONTINUE
+    assert later.body_due and len(built.handoffs) == 1
+    # Another sidecar process (or the translation gone): the head's attempt reads the body.
+    elsewhere = runtime()
+    head, reply = attempt_on(elsewhere, "fo__openai_gpt-4.1", decided)
+    assert reply.request_headers.response.body_mutation is None and head.body_due
+    set_headers, _, body, _ = sent(head, {**BODY, "model": "openai/gpt-4.1"})
+    assert orjson.loads(body)["model"] == "gpt-4.1"
+    assert "x-extproc-content-length" not in set_headers
+
+
+def test_a_resting_candidate_after_the_head_is_left_out_of_the_chain():
+    built = runtime()
+    _, decided = decide(built, BODY)
+    assert decided["chain"] == HAIKU_CHAIN
+    built.cooldowns.failed("openai/gpt-4.1", 429, "60", built.clock())
+    reply, decided = decide(built, BODY)
+    assert decided["chain"] == "p__api_anthropic_com_443,fo__anthropic_claude-sonnet-4-5"
+    mutation = reply.request_body.response.header_mutation
+    sent = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
+    assert sent["x-extproc-chain"] == decided["chain"]

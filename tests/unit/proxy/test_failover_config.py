@@ -60,17 +60,13 @@ def test_each_chain_has_a_route_for_streamed_and_whole_requests_then_the_cluster
         r["match"].get("headers", [{}])[0].get("string_match", {}).get("exact") for r in routes
     ]
     openai = "fo__openai_gpt-4.1,fo__deepseek_deepseek-chat,fo__anthropic_claude-sonnet-4-5"
+    # The same head with fewer candidates after it: one left out as unfit or resting.
+    openai_deepseek = "fo__openai_gpt-4.1,fo__deepseek_deepseek-chat"
+    openai_sonnet = "fo__openai_gpt-4.1,fo__anthropic_claude-sonnet-4-5"
     deepseek = "p__api_deepseek_com_443,fo__anthropic_claude-sonnet-4-5"
     haiku = "p__api_anthropic_com_443,fo__anthropic_claude-sonnet-4-5"
-    assert header == [
-        f"{haiku};stream",
-        haiku,
-        f"{openai};stream",
-        openai,
-        f"{deepseek};stream",
-        deepseek,
-        None,
-    ]
+    chains = (haiku, openai, openai_deepseek, openai_sonnet, deepseek)
+    assert header == [*(v for c in chains for v in (f"{c};stream", c)), None]
     assert _chain_of(routes[2]) == openai.split(",")
     assert routes[-1]["route"]["cluster_header"] == "x-extproc-cluster"
     streamed, whole = routes[2]["route"]["retry_policy"], routes[3]["route"]["retry_policy"]
@@ -88,6 +84,34 @@ def test_each_chain_has_a_route_for_streamed_and_whole_requests_then_the_cluster
     assert routes[0]["route"]["retry_policy"]["num_retries"] == 1
     assert routes[2]["request_headers_to_remove"] == ["x-extproc-chain"]
     assert "x-extproc-failover" in routes[2]["response_headers_to_remove"]
+
+
+def test_a_head_with_more_candidates_after_it_than_can_be_trimmed_has_one_chain():
+    """Each subset of the candidates after a head is a route (2**n - 1): past four of them,
+    only the chain with all of them is rendered, and no request leaves any out."""
+    entries = "".join(f"  - model: openai/m{i}\n    access_key: k\n" for i in range(5))
+    five_after = (
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    default: true\n"
+        + entries
+        + "  - model: openai/gpt-4.1\n    access_key: k\n"
+        + "    fallbacks: [openai/m0, openai/m1, openai/m2, openai/m3]\n"
+    )
+    config = parse(five_after)
+    gpt = config.provider_named("openai/gpt-4.1")
+    heads = [c for c in chains(config) if c[0] is gpt]
+    assert [[p.name for p in c] for c in heads] == [
+        [
+            "openai/gpt-4.1",
+            "openai/m0",
+            "openai/m1",
+            "openai/m2",
+            "openai/m3",
+            "anthropic/claude-sonnet-4-5",
+        ]
+    ]
+    m0 = config.provider_named("openai/m0")
+    from_m0 = [c for c in chains(config) if c[0] is m0]
+    assert len(from_m0) == 2**4 - 1  # m1, m2, m3, sonnet after it: every subset
 
 
 def test_the_sidecars_chain_header_names_a_rendered_route():
@@ -123,8 +147,18 @@ def test_slots_fall_to_the_failfast_cluster_and_only_failover_slots_call_the_sid
     options = slot["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]
-    extproc, codec = options["http_filters"]
+    extproc, length, codec = options["http_filters"]
     assert codec["name"] == "envoy.filters.http.upstream_codec"
+    # A body the sidecar puts in place in reply to the headers gets its length back.
+    assert length["typed_config"]["mutations"]["request_mutations"] == [
+        {
+            "append": {
+                "header": {"key": "content-length", "value": "%REQ(x-extproc-content-length)%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        },
+        {"remove": "x-extproc-content-length"},
+    ]
     assert extproc["typed_config"]["request_attributes"] == ["xds.cluster_name"]
     assert extproc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "extproc"
     assert extproc["typed_config"]["processing_mode"]["response_header_mode"] == "SEND"
@@ -137,6 +171,7 @@ def test_a_clients_own_chain_header_is_removed_and_failed_attempts_are_logged():
     manager = _manager(_bootstrap(FALLBACKS))
     mutations = manager["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
     assert {"remove": "x-extproc-chain"} in mutations
+    assert {"remove": "x-extproc-content-length"} in mutations
     router = manager["http_filters"][-1]["typed_config"]
     (log,) = router["upstream_log"]
     assert log["typed_config"]["log_format"]["json_format"]["candidate"] == "%UPSTREAM_CLUSTER%"
@@ -147,7 +182,7 @@ def test_a_clients_own_chain_header_is_removed_and_failed_attempts_are_logged():
 
 def test_the_mesh_fragment_has_the_chain_routes_with_the_sidecar_enabled():
     pieces = yaml.safe_load(fragment(parse(FALLBACKS)))
-    assert len(pieces["routes"]) == 7
+    assert len(pieces["routes"]) == 11  # five chains, streamed and whole, then the cluster route
     enable = "envoy.filters.http.ext_proc"
     assert all(enable in route["typed_per_filter_config"] for route in pieces["routes"])
     assert {"fo__openai_gpt-4.1", "extproc_failfast"} <= {c["name"] for c in pieces["clusters"]}

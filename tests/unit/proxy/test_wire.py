@@ -24,6 +24,7 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     BodyMutation,
     BodyResponse,
     CommonResponse,
+    CommonResponseResponseStatus,
     HeaderMutation,
     HeadersResponse,
     HttpBody,
@@ -310,6 +311,28 @@ def test_failover_attempt_replies(set_, body, fields, read_body):
                 )
             ),
             dynamic_metadata=typed_metadata(fields),
+        ),
+    )
+    send, skip = ProcessingModeHeaderSendMode.SEND, ProcessingModeHeaderSendMode.SKIP
+    assert_bytes(
+        replies.replace_request_at_headers(ours, [body or b""], fields, namespace),
+        ProcessingResponse(
+            request_headers=HeadersResponse(
+                response=CommonResponse(
+                    status=CommonResponseResponseStatus.CONTINUE_AND_REPLACE,
+                    header_mutation=mutation,
+                    body_mutation=BodyMutation(body=body or b""),
+                )
+            ),
+            dynamic_metadata=typed_metadata(fields),
+            mode_override=ProcessingMode(
+                request_header_mode=send,
+                response_header_mode=send,
+                request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+                response_body_mode=ProcessingModeBodySendMode.NONE,
+                request_trailer_mode=skip,
+                response_trailer_mode=skip,
+            ),
         ),
     )
     modes = {True: ProcessingModeBodySendMode.STREAMED, False: ProcessingModeBodySendMode.BUFFERED}
