@@ -909,20 +909,20 @@ def scoped_extproc_filter(config: Config) -> dict[str, Any]:
 
 def enabled_route(config: Config) -> dict[str, Any]:
     """The cluster-header route, with the (otherwise disabled) ext_proc filter on."""
-    return {"name": "extproc", **_enabled(_route(config))}
+    return {"name": "extproc", **filter_enabled(_route(config))}
 
 
-def _enabled(route: dict[str, Any]) -> dict[str, Any]:
-    """`route` with the (otherwise disabled) ext_proc filter on."""
+def filter_enabled(route: dict[str, Any], filter_name: str = EXTPROC_FILTER) -> dict[str, Any]:
+    """`route` with the (otherwise disabled) ext_proc filter named `filter_name` on."""
     enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
-    return {**route, "typed_per_filter_config": {EXTPROC_FILTER: enable}}
+    return {**route, "typed_per_filter_config": {filter_name: enable}}
 
 
 def fragment(config: Config) -> str:
     """Just the filter, route and clusters, to merge into an existing Envoy config."""
     pieces = {
         "http_filters": [scoped_extproc_filter(config)],
-        "routes": [*map(_enabled, chain_routes(config)), enabled_route(config)],
+        "routes": [*map(filter_enabled, chain_routes(config)), enabled_route(config)],
         "clusters": clusters(config, reports=False),
         "early_header_mutation_extensions": [_drop_client_headers(config)],
         "access_log_format": access_log_format(config),
