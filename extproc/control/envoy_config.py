@@ -887,8 +887,8 @@ FRAGMENT_HEADER = """\
 #   this order: with fallbacks, one per failover chain, then the one the sidecar's cluster
 #   header picks. A chain route's cluster specifier plugin and the slots' upstream ext_proc
 #   filter have no field in Istio's VirtualService or Envoy Gateway's routes: add them with
-#   an EnvoyFilter or EnvoyPatchPolicy. The log of each failed attempt is your router's
-#   upstream_log (not in this fragment).
+#   an EnvoyFilter or EnvoyPatchPolicy (render-envoy --mesh-failover, docs/mesh.md). The
+#   log of each failed attempt is your router's upstream_log (not in this fragment).
 # clusters: add to static_resources.clusters (or your CDS).
 # early_header_mutation_extensions: into your HttpConnectionManager; removes a client's
 #   own x-extproc-cluster (only the sidecar picks a provider) and x-envoy-* headers.
