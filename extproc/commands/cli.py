@@ -69,6 +69,11 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
     if args.fragment:
         sys.stdout.write(fragment(config))
         return 0
+    if args.mesh_failover:
+        from extproc.control.mesh_failover import mesh_failover
+
+        sys.stdout.write(mesh_failover(config, args.mesh_failover))
+        return 0
     text = render(config)
     if args.output == "-":
         sys.stdout.write(text)
@@ -401,6 +406,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--listen-address", help="override listener.address (0.0.0.0 in containers)")
     p.add_argument(
         "--fragment", action="store_true", help="print only the pieces to add to your own Envoy"
+    )
+    p.add_argument(
+        "--mesh-failover",
+        choices=["istio", "envoy-gateway"],
+        help="print deploy/'s failover EnvoyFilter (istio) or EnvoyPatchPolicy (envoy-gateway)",
     )
     p = command("serve", cmd_serve, "run the ext_proc gRPC server (the sidecar)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to drain on SIGTERM")

@@ -931,8 +931,8 @@ FRAGMENT_HEADER = """\
 #   this order: with fallbacks, one per failover chain, then the one the sidecar's cluster
 #   header picks. A chain route's cluster specifier plugin and the slots' upstream ext_proc
 #   filter have no field in Istio's VirtualService or Envoy Gateway's routes: add them with
-#   an EnvoyFilter or EnvoyPatchPolicy. The log of each failed attempt is your router's
-#   upstream_log (not in this fragment).
+#   an EnvoyFilter or EnvoyPatchPolicy (render-envoy --mesh-failover, docs/mesh.md). The
+#   log of each failed attempt is your router's upstream_log (not in this fragment).
 # clusters: add to static_resources.clusters (or your CDS).
 # early_header_mutation_extensions: into your HttpConnectionManager; removes a client's
 #   own x-extproc-cluster (only the sidecar picks a provider) and x-envoy-* headers.
@@ -953,20 +953,20 @@ def scoped_extproc_filter(config: Config) -> dict[str, Any]:
 
 def enabled_route(config: Config) -> dict[str, Any]:
     """The cluster-header route, with the (otherwise disabled) ext_proc filter on."""
-    return {"name": "extproc", **_enabled(_route(config))}
+    return {"name": "extproc", **filter_enabled(_route(config))}
 
 
-def _enabled(route: dict[str, Any]) -> dict[str, Any]:
-    """`route` with the (otherwise disabled) ext_proc filter on."""
+def filter_enabled(route: dict[str, Any], filter_name: str = EXTPROC_FILTER) -> dict[str, Any]:
+    """`route` with the (otherwise disabled) ext_proc filter named `filter_name` on."""
     enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
-    return {**route, "typed_per_filter_config": {EXTPROC_FILTER: enable}}
+    return {**route, "typed_per_filter_config": {filter_name: enable}}
 
 
 def fragment(config: Config) -> str:
     """Just the filter, route and clusters, to merge into an existing Envoy config."""
     pieces = {
         "http_filters": [scoped_extproc_filter(config)],
-        "routes": [*map(_enabled, chain_routes(config)), enabled_route(config)],
+        "routes": [*map(filter_enabled, chain_routes(config)), enabled_route(config)],
         "clusters": clusters(config, reports=False),
         "early_header_mutation_extensions": [_drop_client_headers(config)],
         "access_log_format": access_log_format(config),

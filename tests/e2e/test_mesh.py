@@ -1,7 +1,9 @@
 """The sidecar dropped into a shared Envoy, run for real: the plain-Envoy fragment shape and
-the shape Envoy Gateway generates. Each routes a native and a translated request through the
-real sidecar to the fakes, and a request to another virtual host on the same listener reaches
-its own service untouched: the sidecar never sees it, so no provider key can be added to it."""
+the shape Envoy Gateway generates, with deploy/envoy-gateway/failover.yaml's patches applied.
+Each routes a native and a translated request through the real sidecar to the fakes, fails a
+rate-limited candidate over to the next, and a request to another virtual host on the same
+listener reaches its own service untouched: the sidecar never sees it, so no provider key can
+be added to it."""
 
 from __future__ import annotations
 
@@ -25,10 +27,17 @@ from extproc.control.envoy_config import (
     fragment,
     scoped_extproc_filter,
 )
+from extproc.control.mesh_failover import (
+    EG_EXTPROC_CLUSTER,
+    EG_FILTER,
+    eg_rule_cluster,
+    envoy_gateway_failover,
+)
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import PROVIDER_KEYS, free_port
+from tests.support.mesh import apply_envoy_patch_policy
 from tests.support.processes import serve, wait_until
 from tests.support.requests import chat
 
@@ -44,12 +53,13 @@ USER_AUTH = "Bearer user-own-token-for-app"
 
 def sidecar_config(anthropic: FakeAnthropic, openai: FakeOpenAI, port: int, health: int) -> str:
     """No router model (no routes to choose among): every request is routed by its model name.
-    No failover, as in deploy/kubernetes: the Envoy Gateway shape has no chain routes."""
+    Failover on, as in deploy/kubernetes (gpt-4.1, then the default); no cooldown, so that a
+    candidate failed in one shape is still tried first in the next."""
     return f"""\
 routing:
   model_dir: /nonexistent/extproc-mesh-test
 listener:
-  failover: false
+  cooldown_max_s: 0
 sidecar:
   address: localhost
   listen_address: 127.0.0.1
@@ -68,11 +78,13 @@ llm_providers:
 """
 
 
-def static_cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
+def static_cluster(name: str, port: int, http2: bool = False, dns: bool = False) -> dict[str, Any]:
+    """One endpoint on the loopback; with `dns`, found by name as Envoy Gateway's cluster of
+    a Backend's FQDN is (its host then has a name, which auto_host_rewrite uses)."""
     address = {"socket_address": {"address": "127.0.0.1", "port_value": port}}
     cluster: dict[str, Any] = {
         "name": name,
-        "type": "STATIC",
+        "type": "STRICT_DNS" if dns else "STATIC",
         "connect_timeout": "2s",
         "load_assignment": {
             "cluster_name": name,
@@ -160,15 +172,12 @@ def fragment_shape(config: Config, app: FakeAnthropic, **ports: Any) -> dict[str
     )
 
 
-EG_FILTER = f"{EXTPROC_FILTER}/envoyextensionpolicy/llm/extproc/extproc/0"
-EG_EXTPROC_CLUSTER = "envoyextensionpolicy/llm/extproc/0/grpc-backend/0"
-
-
 def gateway_shape(config: Config, app: FakeAnthropic, **ports: Any) -> dict[str, Any]:
     """What Envoy Gateway generates from deploy/envoy-gateway/: the ext_proc filter named
     after the policy, off at the connection manager and on for each rule of the LLM HTTPRoute;
     one rule per provider matching the header the sidecar sets, each with its own cluster
-    and hostname rewrite, and a catch-all rule so that every request reaches the filter."""
+    and hostname rewrite, and a catch-all rule so that every request reaches the filter;
+    then the EnvoyPatchPolicy's chain routes and slot clusters (deploy/envoy-gateway)."""
     ext_proc = scoped_extproc_filter(config)
     ext_proc["name"] = EG_FILTER
     ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = EG_EXTPROC_CLUSTER
@@ -176,7 +185,7 @@ def gateway_shape(config: Config, app: FakeAnthropic, **ports: Any) -> dict[str,
     timeouts = {"timeout": "0s", "idle_timeout": f"{config.listener.idle_timeout_s}s"}
     routes, clusters = [], [static_cluster(EG_EXTPROC_CLUSTER, config.sidecar.port, http2=True)]
     for i, (value, origin) in enumerate(origins(config).items()):
-        name = f"httproute/llm/claude/rule/{i}"
+        name = eg_rule_cluster(i)
         header = {"name": CLUSTER_HEADER, "string_match": {"exact": value}}
         host = {"host_rewrite_literal": f"{origin.host}:{origin.port}"}
         routes.append(
@@ -187,7 +196,7 @@ def gateway_shape(config: Config, app: FakeAnthropic, **ports: Any) -> dict[str,
                 "typed_per_filter_config": {EG_FILTER: enable},
             }
         )
-        clusters.append(static_cluster(name, origin.port))
+        clusters.append(static_cluster(name, origin.port, dns=True))
     default = routes[0]["route"]  # the catch-all goes where pass-through goes: Anthropic
     routes.append(
         {
@@ -198,6 +207,8 @@ def gateway_shape(config: Config, app: FakeAnthropic, **ports: Any) -> dict[str,
         }
     )
     claude = {"name": "claude", "domains": [CLAUDE_HOST], "routes": routes}
+    route_config = {"virtual_hosts": [claude]}
+    apply_envoy_patch_policy(envoy_gateway_failover(config), route_config, clusters)
     return bootstrap(
         config,
         virtual_hosts=[claude, app_host(app)],
@@ -313,6 +324,34 @@ def test_routes_native_and_translated_and_leaves_other_hosts_alone(
     routed = [entry.get("routed_model") for entry in logged]
     assert routed[:2] == ["anthropic/claude-sonnet-4-5", "openai/gpt-4.1"]
     assert routed[2:] == [None, None]  # the sidecar never saw the other host's requests
+
+
+def test_a_rate_limited_candidate_is_served_by_the_next(shared_envoy, fakes):
+    """gpt-4.1 answers 429: Envoy retries on the chain's next slot, where the sidecar's
+    upstream filter rewrites the request for Anthropic, with Anthropic's key alone."""
+    url, access_log = shared_envoy
+    anthropic, _, openai = fakes
+    openai.failure = "429"
+    try:
+        answer = httpx.post(
+            f"{url}/v1/messages",
+            json=chat("openai/gpt-4.1"),
+            headers={**CLIENT, "host": CLAUDE_HOST},
+            timeout=30,
+        )
+    finally:
+        openai.failure = None
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["content"][0]["text"] == anthropic.answer
+    (failed,) = openai.received
+    assert failed.headers["authorization"] == f"Bearer {PROVIDER_KEYS['TEST_OPENAI_KEY']}"
+    (served,) = anthropic.received
+    assert served.headers["x-api-key"] == PROVIDER_KEYS["TEST_ANTHROPIC_KEY"]
+    assert "authorization" not in served.headers
+    assert served.json()["model"] == "claude-sonnet-4-5"
+    (logged,) = decisions(access_log, 1)
+    assert logged["attempts"] == 2
+    assert logged["upstream"] == "fo__anthropic_claude-sonnet-4-5"
 
 
 def test_a_client_cluster_header_is_removed_before_routing(shared_envoy, app, mesh_sidecar):

@@ -9,6 +9,7 @@ checked here field by field against what the sidecar needs (docs/mesh.md says wh
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,27 @@ import yaml
 from cloudcoil.models.istio.networking import v1 as istio_v1
 from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 
+from extproc.commands.cli import main
 from extproc.config import Config, parse
 from extproc.control.envoy_config import (
     EXTPROC_FILTER,
+    FAILFAST_CLUSTER,
     GATEWAY_RESPONSE_HEADERS,
     access_log_format,
     fragment,
 )
+from extproc.control.mesh_failover import (
+    EG_EXTPROC_CLUSTER,
+    EG_FILTER,
+    EG_ROUTE_CONFIG,
+    FAILOVER_RESOURCE,
+    mesh_failover,
+)
+from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, NATIVE_PREFIX
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.support import ROOT
 from tests.support.envoy import validate
+from tests.support.mesh import apply_envoy_patch_policy, apply_istio_failover
 
 DEPLOY = ROOT / "deploy"
 NOT_MANIFESTS = {"kustomization.yaml", "config.yaml", "helm-values.yaml"}
@@ -125,7 +137,7 @@ def test_istio_resources_pass_istios_crd_models():
         dumped = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
         assert dumped == doc, f"{where}: a field Istio's schema does not have"
         checked += 1
-    assert checked == 6
+    assert checked == 7
 
 
 def test_every_kustomization_names_files_that_exist():
@@ -284,10 +296,78 @@ def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_co
     for cluster in pieces["clusters"]:
         assert clusters[cluster["name"]] == cluster
     assert clusters["extproc"]["type"] == "STRICT_DNS"
-    (route,) = hosts["claude"]["routes"]
+    *chain_routes, route = hosts["claude"]["routes"]
+    assert len(chain_routes) == 4  # two chains (gpt-4.1 and haiku, then sonnet), streamed or not
     assert route["response_headers_to_remove"] == list(GATEWAY_RESPONSE_HEADERS)
     listener = bootstrap["static_resources"]["listeners"][0]
     assert listener["per_connection_buffer_limit_bytes"] >= cpu_config.listener.max_body_bytes
+
+
+# ------------------------------------------------------------------ failover in a mesh
+
+
+def rendered_failover(config: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The fragment's chain routes (without its per-route switch for the filter) and the
+    fail-fast and slot clusters, in the fragment's order."""
+    pieces = yaml.safe_load(fragment(config))
+    routes = [
+        {k: v for k, v in route.items() if k != "typed_per_filter_config"}
+        for route in pieces["routes"][:-1]
+    ]
+    slots = [
+        cluster
+        for cluster in pieces["clusters"]
+        if cluster["name"] == FAILFAST_CLUSTER
+        or cluster["name"].startswith((FAILOVER_PREFIX, NATIVE_PREFIX))
+    ]
+    return routes, slots
+
+
+def in_mesh(cluster: dict[str, Any], origins_named: dict[str, str], sidecar: str) -> dict[str, Any]:
+    """A rendered slot as the mesh must get it: over the mesh's cluster of its provider
+    origin, its upstream ext_proc filter calling the mesh's cluster of the sidecar."""
+    cluster = copy.deepcopy(cluster)
+    if "cluster_type" in cluster:
+        members = cluster["cluster_type"]["typed_config"]["clusters"]
+        origin, failfast = members
+        assert failfast == FAILFAST_CLUSTER
+        members[0] = origins_named[origin]
+    for options in cluster.get("typed_extension_protocol_options", {}).values():
+        ext_proc, _codec = options["http_filters"]
+        ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = sidecar
+    return cluster
+
+
+def mesh_bootstrap(
+    config: Config, origins_named: dict[str, str], sidecar: str
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """deploy/envoy/envoy.yaml as a mesh's gateway has it before our failover resource: the
+    Claude Code host with the cluster-header route only (the mesh's own routes stand in),
+    no slots, and the mesh's names for the sidecar's and the providers' clusters. Returns
+    the bootstrap, that virtual host and the clusters."""
+    bootstrap = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    hosts = {h["name"]: h for h in manager_of(bootstrap)["route_config"]["virtual_hosts"]}
+    claude = hosts["claude"]
+    claude["routes"] = [r for r in claude["routes"] if r.get("name") == "extproc"]
+    _, slots = rendered_failover(config)
+    renames = {**origins_named, "extproc": sidecar}
+    clusters = []
+    for cluster in bootstrap["static_resources"]["clusters"]:
+        if cluster["name"] in {slot["name"] for slot in slots}:
+            continue
+        name = renames.get(cluster["name"], cluster["name"])
+        cluster["name"] = name
+        if "load_assignment" in cluster:
+            cluster["load_assignment"]["cluster_name"] = name
+        clusters.append(cluster)
+    bootstrap["static_resources"]["clusters"] = clusters
+    return bootstrap, claude, clusters
+
+
+def envoy_accepts(bootstrap: dict[str, Any], path: Path) -> None:
+    path.write_text(yaml.safe_dump(bootstrap))
+    result = validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ------------------------------------------------------------------ Istio
@@ -296,20 +376,31 @@ ISTIO_EXTPROC_CLUSTER = "outbound|50051||extproc.llm.svc.cluster.local"
 
 
 def istio_patches() -> dict[str, dict[str, Any]]:
-    envoy_filter = one("EnvoyFilter")
+    envoy_filter = one("EnvoyFilter", name="extproc")
     return {p["applyTo"]: p for p in envoy_filter["spec"]["configPatches"]}
 
 
+def istio_outbound(config: Config) -> dict[str, str]:
+    """Each provider origin's cluster: Istio's for the ServiceEntry's host and port."""
+    return {name: f"outbound|{o.port}||{o.host}" for name, o in origins(config).items()}
+
+
 def test_istio_envoyfilter_is_scoped_to_the_claude_port(cpu_config):
-    envoy_filter = one("EnvoyFilter")
     gateway = one("Gateway", DEPLOY / "istio")
     (server,) = gateway["spec"]["servers"]
-    selector = envoy_filter["spec"]["workloadSelector"]["labels"]
-    assert selector == gateway["spec"]["selector"]
-    for patch in envoy_filter["spec"]["configPatches"]:
-        # GATEWAY: SIDECAR_INBOUND listeners never route to the providers.
-        assert patch["match"]["context"] == "GATEWAY"
-        assert patch["match"]["listener"]["portNumber"] == server["port"]["number"]
+    for name in ("extproc", FAILOVER_RESOURCE):
+        envoy_filter = one("EnvoyFilter", name=name)
+        selector = envoy_filter["spec"]["workloadSelector"]["labels"]
+        assert selector == gateway["spec"]["selector"]
+        for patch in envoy_filter["spec"]["configPatches"]:
+            # GATEWAY: SIDECAR_INBOUND listeners never route to the providers.
+            assert patch["match"]["context"] == "GATEWAY"
+            if patch["applyTo"] == "CLUSTER":
+                # A cluster belongs to no port: only the chain routes below lead to a slot.
+                assert patch["match"] == {"context": "GATEWAY"}
+                continue
+            on = patch["match"].get("listener") or patch["match"]["routeConfiguration"]
+            assert on["portNumber"] == server["port"]["number"]
     service = one("Service", DEPLOY / "istio", "llm-gateway")
     assert [p["port"] for p in service["spec"]["ports"]] == [server["port"]["number"]]
 
@@ -330,11 +421,51 @@ def test_istio_patches_are_the_rendered_pieces(cpu_config):
     assert buffer >= cpu_config.listener.max_body_bytes
 
 
+def test_istio_failover_patches_are_the_rendered_chain_routes_and_slots(cpu_config):
+    """Regenerate with the command in the file's header."""
+    path = DEPLOY / "istio" / "failover.yaml"
+    assert path.read_text() == mesh_failover(cpu_config, "istio")
+    routes, slots = rendered_failover(cpu_config)
+    virtual_host: dict[str, Any] = {"routes": []}
+    clusters: list[dict[str, Any]] = []
+    apply_istio_failover(one("EnvoyFilter", name=FAILOVER_RESOURCE), virtual_host, clusters)
+    # In the rendered order once applied; no per-route switch: the filter is on for the port.
+    assert virtual_host["routes"] == routes
+    assert len(routes) == 4
+    outbound = istio_outbound(cpu_config)
+    assert clusters == [in_mesh(c, outbound, ISTIO_EXTPROC_CLUSTER) for c in slots]
+    assert {c["name"] for c in clusters} == {
+        FAILFAST_CLUSTER,
+        "fo__openai_gpt-4.1-2025-04-14",
+        "p__api_anthropic_com_443",
+        "fo__anthropic_claude-sonnet-4-5",
+    }
+    # The sidecar's secret: it refuses upstream streams without it too.
+    grpc_service = clusters[1]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]["http_filters"][0]["typed_config"]["grpc_service"]
+    secret = secret_env()["EXTPROC_SIDECAR_SECRET"]
+    assert grpc_service["initial_metadata"] == [{"key": "x-extproc-secret", "value": secret}]
+
+
+@pytest.mark.parametrize("mesh", ["istio", "envoy-gateway"])
+def test_render_envoy_prints_the_failover_resource_of_deploy(mesh, cpu_config, monkeypatch, capsys):
+    """The command each file's header names prints the file, byte for byte (the Secret's
+    variables set; Envoy Gateway's without the sidecar's secret)."""
+    if mesh == "envoy-gateway":
+        monkeypatch.delenv("EXTPROC_SIDECAR_SECRET")
+    assert main(["render-envoy", str(cpu_config.path), "--mesh-failover", mesh]) == 0
+    assert capsys.readouterr().out == (DEPLOY / mesh / "failover.yaml").read_text()
+
+
 def test_istio_patches_applied_to_a_gateway_listener_pass_envoy_validate(tmp_path, cpu_config):
     """Each patch value applied as Istio applies it, to a listener like the gateway's, with the
-    outbound cluster Istio makes for the extproc Service."""
+    outbound clusters Istio makes for the extproc Service and the ServiceEntry's hosts; then
+    the failover EnvoyFilter's routes and clusters."""
     patches = istio_patches()
-    bootstrap = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    bootstrap, claude, clusters = mesh_bootstrap(
+        cpu_config, istio_outbound(cpu_config), ISTIO_EXTPROC_CLUSTER
+    )
     listener = bootstrap["static_resources"]["listeners"][0]
     listener.pop("per_connection_buffer_limit_bytes")
     listener.update(patches["LISTENER"]["patch"]["value"])
@@ -350,13 +481,20 @@ def test_istio_patches_applied_to_a_gateway_listener_pass_envoy_validate(tmp_pat
     for host in manager["route_config"]["virtual_hosts"]:
         for route in host["routes"]:
             route.pop("typed_per_filter_config", None)
-    clusters = bootstrap["static_resources"]["clusters"]
-    (extproc,) = [c for c in clusters if c["name"] == "extproc"]
-    extproc["name"] = extproc["load_assignment"]["cluster_name"] = ISTIO_EXTPROC_CLUSTER
-    path = tmp_path / "istio-gateway.yaml"
-    path.write_text(yaml.safe_dump(bootstrap))
-    result = validate(path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    apply_istio_failover(one("EnvoyFilter", name=FAILOVER_RESOURCE), claude, clusters)
+    assert len(claude["routes"]) == 5
+    envoy_accepts(bootstrap, tmp_path / "istio-gateway.yaml")
+    # An istiod built without the priority-group plugin's type sends its config as a
+    # TypedStruct (type_url and the fields as JSON), which the gateway's Envoy reads as well.
+    for route in claude["routes"][:-1]:
+        extension = route["route"]["inline_cluster_specifier_plugin"]["extension"]
+        fields = dict(extension["typed_config"])
+        extension["typed_config"] = {
+            "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+            "type_url": fields.pop("@type"),
+            "value": fields,
+        }
+    envoy_accepts(bootstrap, tmp_path / "istio-gateway-typed-struct.yaml")
 
 
 def test_istio_routes_every_provider_with_tls_and_its_own_authority(cpu_config):
@@ -459,7 +597,8 @@ def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
         cpu_config.listener.max_body_bytes
     )
     early = client["spec"]["headers"]["earlyRequestHeaders"]
-    assert early == {"remove": [CLUSTER_HEADER, "x-request-id"]}  # Envoy makes its own
+    # Only the sidecar picks a provider or a chain; Envoy makes its own x-request-id.
+    assert early == {"remove": [CLUSTER_HEADER, CHAIN_HEADER, "x-request-id"]}
     proxy = one("EnvoyProxy")
     (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     assert setting["format"]["json"] == access_log_format(cpu_config)
@@ -475,3 +614,71 @@ def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
     gateway = one("Gateway", EG)
     assert gateway["spec"]["infrastructure"]["parametersRef"]["name"] == proxy["metadata"]["name"]
     assert EXTPROC_FILTER not in cpu_config.sidecar.metadata_namespace
+
+
+def eg_rule_clusters() -> dict[str, str]:
+    """Each provider origin's cluster: Envoy Gateway's for the HTTPRoute rule matching it."""
+    *by_header, _catch_all = one("HTTPRoute")["spec"]["rules"]
+    return {
+        rule["matches"][0]["headers"][0]["value"]: f"httproute/llm/claude/rule/{i}"
+        for i, rule in enumerate(by_header)
+    }
+
+
+def test_envoy_gateway_failover_policy_is_the_rendered_chain_routes_and_slots(cpu_config):
+    """Regenerate with the command in the file's header (without EXTPROC_SIDECAR_SECRET:
+    Envoy Gateway's own ext_proc filter can't present it, so the sidecar runs without one)."""
+    config = dataclasses.replace(cpu_config, sidecar_secret="")
+    assert (EG / "failover.yaml").read_text() == mesh_failover(config, "envoy-gateway")
+    policy = one("EnvoyPatchPolicy")
+    gateway = one("Gateway", EG)
+    assert policy["spec"]["targetRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": gateway["metadata"]["name"],
+    }
+    # Envoy Gateway names a listener's RouteConfiguration <namespace>/<gateway>/<listener>,
+    # and the policy's ext_proc filter and sidecar cluster after the policy.
+    (listener,) = gateway["spec"]["listeners"]
+    assert f"llm/{gateway['metadata']['name']}/{listener['name']}" == EG_ROUTE_CONFIG
+    extension = one("EnvoyExtensionPolicy")["metadata"]
+    assert EG_FILTER.endswith(f"/{extension['namespace']}/{extension['name']}/extproc/0")
+    assert EG_EXTPROC_CLUSTER.startswith(f"envoyextensionpolicy/llm/{extension['name']}/")
+    route_names = {
+        p["name"] for p in policy["spec"]["jsonPatches"] if "routes" in p["operation"]["path"]
+    }
+    assert route_names == {EG_ROUTE_CONFIG}
+    existing = {"name": "httproute/llm/claude/rule/0/match/0/claude_llm_example_com"}
+    route_config: dict[str, Any] = {"virtual_hosts": [{"routes": [existing]}]}
+    clusters: list[dict[str, Any]] = []
+    apply_envoy_patch_policy(policy, route_config, clusters)
+    routes, slots = rendered_failover(config)
+    enable = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}
+    on = [{**route, "typed_per_filter_config": {EG_FILTER: enable}} for route in routes]
+    # Ahead of the HTTPRoute's own rules, in the rendered order, with the policy's filter on.
+    assert route_config["virtual_hosts"][0]["routes"] == [*on, existing]
+    assert clusters == [in_mesh(c, eg_rule_clusters(), EG_EXTPROC_CLUSTER) for c in slots]
+    assert "initial_metadata" not in str(clusters)
+    values = yaml.safe_load((EG / "helm-values.yaml").read_text())
+    assert values["config"]["envoyGateway"]["extensionApis"]["enableEnvoyPatchPolicy"] is True
+
+
+def test_envoy_gateway_failover_applied_to_the_generated_shape_passes_envoy_validate(
+    tmp_path, cpu_config
+):
+    """The policy's patches applied to a listener shaped as Envoy Gateway generates it: the
+    policy's ext_proc filter, the rule clusters, the sidecar's cluster named after the policy."""
+    config = dataclasses.replace(cpu_config, sidecar_secret="")
+    bootstrap, claude, clusters = mesh_bootstrap(config, eg_rule_clusters(), EG_EXTPROC_CLUSTER)
+    manager = manager_of(bootstrap)
+    manager["http_filters"][0]["name"] = EG_FILTER
+    grpc = manager["http_filters"][0]["typed_config"]["grpc_service"]
+    grpc["envoy_grpc"]["cluster_name"] = EG_EXTPROC_CLUSTER
+    for route in claude["routes"]:
+        route["typed_per_filter_config"] = {
+            EG_FILTER: route["typed_per_filter_config"][EXTPROC_FILTER]
+        }
+    route_config = {"virtual_hosts": [claude]}
+    apply_envoy_patch_policy(one("EnvoyPatchPolicy"), route_config, clusters)
+    assert len(claude["routes"]) == 5
+    envoy_accepts(bootstrap, tmp_path / "eg-gateway.yaml")
