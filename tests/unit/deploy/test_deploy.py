@@ -35,7 +35,7 @@ from extproc.control.mesh_failover import (
     FAILOVER_RESOURCE,
     mesh_failover,
 )
-from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, NATIVE_PREFIX
+from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, LENGTH_HEADER, NATIVE_PREFIX
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.support import ROOT
 from tests.support.envoy import validate
@@ -333,7 +333,7 @@ def in_mesh(cluster: dict[str, Any], origins_named: dict[str, str], sidecar: str
         assert failfast == FAILFAST_CLUSTER
         members[0] = origins_named[origin]
     for options in cluster.get("typed_extension_protocol_options", {}).values():
-        ext_proc, _codec = options["http_filters"]
+        ext_proc, _length, _codec = options["http_filters"]
         ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = sidecar
     return cluster
 
@@ -598,7 +598,7 @@ def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
     )
     early = client["spec"]["headers"]["earlyRequestHeaders"]
     # Only the sidecar picks a provider or a chain; Envoy makes its own x-request-id.
-    assert early == {"remove": [CLUSTER_HEADER, CHAIN_HEADER, "x-request-id"]}
+    assert early == {"remove": [CLUSTER_HEADER, CHAIN_HEADER, LENGTH_HEADER, "x-request-id"]}
     proxy = one("EnvoyProxy")
     (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     assert setting["format"]["json"] == access_log_format(cpu_config)
