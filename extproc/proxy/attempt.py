@@ -142,7 +142,8 @@ class Attempt(Exchange):
             self._count_failover(
                 self.earlier[-1], decided.get(_failure_key(self.slots[position - 1]))
             )
-        token = decided.get(HANDOFF_METADATA) if position == 0 else None
+        # Only the head's own attempt: the translation is the head's.
+        token = decided.get(HANDOFF_METADATA) if self.slots[0] == self.slot else None
         rewrite = self.runtime.handoffs.take(token, self.runtime.clock()) if token else None
         if rewrite is None:
             return replies.continue_request_headers()
