@@ -142,9 +142,11 @@ class Attempt(Exchange):
             self._count_failover(
                 self.earlier[-1], decided.get(_failure_key(self.slots[position - 1]))
             )
-        # Only the head's own attempt: the translation is the head's.
-        token = decided.get(HANDOFF_METADATA) if self.slots[0] == self.slot else None
+        if self.slots[0] != self.slot:  # the translation kept for the chain is the head's
+            return replies.continue_request_headers()
+        token = decided.get(HANDOFF_METADATA)
         rewrite = self.runtime.handoffs.take(token, self.runtime.clock()) if token else None
+        self.runtime.metrics.handoffs.labels("missed" if rewrite is None else "taken").inc()
         if rewrite is None:
             return replies.continue_request_headers()
         # The downstream exchange translated the body already: it goes in the body's place,

@@ -198,6 +198,9 @@ def test_a_translated_head_that_answers_is_sent_its_translation_with_its_length(
     assert "x-extproc-content-length" not in received.headers
     assert received.headers["authorization"] == f"Bearer {OPENAI_KEY}"
     assert fakes["opus"].received == [] and fakes["sonnet"].received == []
+    metrics = sidecar_metrics(gateway)
+    assert 'extproc_handoffs_total{outcome="taken"}' in metrics
+    assert 'outcome="missed"' not in metrics  # one sidecar process: every attempt took it
 
 
 def test_a_clients_own_length_header_sets_no_attempts_length(gateway, fakes):
@@ -265,11 +268,15 @@ def test_when_the_last_candidate_is_unreachable_its_503_keeps_an_earlier_retry_a
     assert response.headers["retry-after"] == fakes["openai"].retry_after  # the first's
 
 
+def sidecar_metrics(gateway) -> str:
+    health = gateway.config_path.read_text().split("health_port: ")[1].split("}")[0]
+    return httpx.get(f"http://127.0.0.1:{health}/metrics").text
+
+
 def test_failovers_are_counted_by_provider_and_reason(gateway, fakes):
     fail(fakes["openai"], "429")
     assert "from opus" in answer_text(send(gateway, "openai/gpt-4.1", False), False)
-    health = gateway.config_path.read_text().split("health_port: ")[1].split("}")[0]
-    metrics = httpx.get(f"http://127.0.0.1:{health}/metrics").text
+    metrics = sidecar_metrics(gateway)
     assert 'extproc_failovers_total{provider="openai/gpt-4.1",reason="429"}' in metrics
 
 

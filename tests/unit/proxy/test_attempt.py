@@ -300,6 +300,16 @@ def attempt_on(built, slot: str, decided: dict) -> tuple[Attempt, ProcessingResp
     return attempt, ProcessingResponse.parse(asyncio.run(attempt.handle(phase)))
 
 
+def handoffs_counted(built) -> dict[str, float]:
+    """extproc_handoffs_total by outcome, those counted."""
+    registry = built.metrics.registry
+    counts = {
+        outcome: registry.get_sample_value("extproc_handoffs_total", {"outcome": outcome})
+        for outcome in ("taken", "missed")
+    }
+    return {outcome: count for outcome, count in counts.items() if count}
+
+
 def test_a_translated_heads_attempt_takes_the_downstream_translation_in_the_bodys_place():
     """The downstream translates the head's request as it would without failover and leaves
     the client's body for later candidates; the head's attempt puts the translation in its
@@ -325,6 +335,7 @@ def test_a_translated_heads_attempt_takes_the_downstream_translation_in_the_body
     assert taken.dynamic_metadata.to_dict()[NAMESPACE]["provider"] == "openai/gpt-4.1"
     assert not attempt.body_due and attempt.translation is not None
     assert len(built.handoffs) == 0 and built.handoffs.bytes == 0
+    assert handoffs_counted(built) == {"taken": 1}
 
 
 def test_without_its_handoff_an_attempt_reads_the_body_and_a_later_one_never_takes_it():
@@ -338,6 +349,7 @@ def test_without_its_handoff_an_attempt_reads_the_body_and_a_later_one_never_tak
     elsewhere = runtime()
     head, reply = attempt_on(elsewhere, "fo__openai_gpt-4.1", decided)
     assert reply.request_headers.response.body_mutation is None and head.body_due
+    assert handoffs_counted(built) == {} and handoffs_counted(elsewhere) == {"missed": 1}
     set_headers, _, body, _ = sent(head, {**BODY, "model": "openai/gpt-4.1"})
     assert orjson.loads(body)["model"] == "gpt-4.1"
     assert "x-extproc-content-length" not in set_headers
