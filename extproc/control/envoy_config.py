@@ -28,6 +28,7 @@ from extproc.providers.chains import (
     slots,
 )
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, cluster_name, origins
+from extproc.proxy.attempt import CONTEXT_TOO_LONG, failure_key
 from extproc.proxy.exchange import (
     GATEWAY_KEY_HEADERS,
     LOCAL_REPLY_HEADER,
@@ -98,6 +99,30 @@ ATTEMPT_LOG_FORMAT: dict[str, str] = {
 
 USAGE_LUA = Path(__file__).with_name("usage.lua").read_text(encoding="utf-8")
 """The Lua filter that reads token counts from answers the sidecar does not read."""
+
+
+CONTEXT_TOO_LONG_LUA = Path(__file__).with_name("context_too_long.lua").read_text(encoding="utf-8")
+"""The Lua filter that marks an Anthropic-format chain head's context-too-long 400."""
+
+
+def context_too_long_filter(config: Config, slot: str) -> dict[str, Any]:
+    """The upstream filter of a `p__` slot (a chain head whose answer goes past the sidecar):
+    a 400 saying the prompt is over the window gets the failover mark, and its reason goes
+    to the metadata under the slot's failure key, as a `fo__` attempt's would."""
+    markers = ", ".join(f'"{lua_escaped(marker.decode())}"' for marker in CONTEXT_TOO_LONG)
+    source = (
+        CONTEXT_TOO_LONG_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
+        .replace("%FAILED_KEY%", failure_key(slot))
+        .replace("%MARKERS%", markers)
+        .replace("%FAILOVER_HEADER%", FAILOVER_HEADER)
+    )
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": _ext("filters.http.lua.v3.Lua"),
+            "default_source_code": {"inline_string": source},
+        },
+    }
 
 
 REPORT_CLUSTER = "extproc-health"
@@ -837,22 +862,24 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
             },
         }
         if name.startswith(FAILOVER_PREFIX):
-            slot["typed_extension_protocol_options"] = {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": _ext("upstreams.http.v3.HttpProtocolOptions"),
-                    "explicit_http_config": {"http_protocol_options": {}},
-                    "http_filters": [
-                        upstream_extproc_filter(config, sidecar_cluster),
-                        HANDED_LENGTH_FILTER,
-                        {
-                            "name": "envoy.filters.http.upstream_codec",
-                            "typed_config": {
-                                "@type": _ext("filters.http.upstream_codec.v3.UpstreamCodec")
-                            },
+            filters = [upstream_extproc_filter(config, sidecar_cluster), HANDED_LENGTH_FILTER]
+        else:
+            filters = [context_too_long_filter(config, name)]
+        slot["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _ext("upstreams.http.v3.HttpProtocolOptions"),
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    *filters,
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {
+                            "@type": _ext("filters.http.upstream_codec.v3.UpstreamCodec")
                         },
-                    ],
-                }
+                    },
+                ],
             }
+        }
         slot_clusters.append(slot)
     return [failfast, *slot_clusters]
 

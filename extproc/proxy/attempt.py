@@ -140,7 +140,7 @@ class Attempt(Exchange):
         self.earlier = [p for p in (head, *earlier) if p is not None][:position]
         if self.earlier:
             self._count_failover(
-                self.earlier[-1], decided.get(_failure_key(self.slots[position - 1]))
+                self.earlier[-1], decided.get(failure_key(self.slots[position - 1]))
             )
         if self.slots[0] != self.slot:  # the translation kept for the chain is the head's
             return replies.continue_request_headers()
@@ -251,7 +251,7 @@ class Attempt(Exchange):
     def _failure(self, reason: str, retry_after: str) -> dict[str, str]:
         """Tell the next attempts (metadata) that this one failed, and its retry-after."""
         seconds = retry_after_seconds(retry_after, self.runtime.clock())
-        fields = {_failure_key(self.slot): reason}
+        fields = {failure_key(self.slot): reason}
         known = [s for s in (self.retry_after, seconds) if s is not None]
         if known:
             fields[RETRY_AFTER] = f"{min(known):g}"
@@ -275,5 +275,7 @@ class Attempt(Exchange):
         return replies.held_response_body(mutation, translated, fields, self.namespace)
 
 
-def _failure_key(slot: str) -> str:
+def failure_key(slot: str) -> str:
+    """Where an attempt on `slot` that failed says why, in the request's metadata (read by
+    the next attempt; a `p__` slot's Lua filter writes it too: control/envoy_config.py)."""
     return f"failed:{slot}"

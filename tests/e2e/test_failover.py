@@ -246,6 +246,40 @@ def test_a_context_too_long_400_moves_on_to_the_next_candidate(gateway, fakes):
     assert attempt["failover"] == "context_too_long"
 
 
+def test_an_anthropic_format_heads_context_too_long_400_moves_on_too(gateway, fakes):
+    """haiku's answers go past the sidecar: the Lua filter on its chain slot reads its 400
+    ("prompt is too long", Anthropic's), marks it for the retry and says why; gpt-4.1 after it
+    takes the request. Not a failure of haiku's: it is not rested for it."""
+    fakes["haiku"].window = 3000
+    try:
+        response = send(gateway, "claude-haiku-4-5", False, "lorem ipsum " * 2000)
+    finally:
+        fakes["haiku"].window = 0
+    assert OPENAI_TEXT in answer_text(response, False)
+    [refused] = fakes["haiku"].received
+    assert refused.headers["x-api-key"] == CLIENT_KEY
+    [served] = fakes["openai"].received
+    assert served.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    slot = "p__127_0_0_1_" + fakes["haiku"].url.rsplit(":", 1)[1]
+    attempt = gateway.wait_log(
+        lambda e: (e["candidate"], e["status"]) == (slot, 400), attempts=True
+    )
+    assert (attempt["status"], attempt["failover"]) == (400, "context_too_long")
+    assert "failover" not in response.headers and "x-extproc-failover" not in response.headers
+    metrics = sidecar_metrics(gateway)
+    counted = (
+        'extproc_failovers_total{provider="anthropic/claude-haiku-4-5",reason="context_too_long"}'
+    )
+    assert f"{counted} 1.0" in metrics
+
+
+def test_an_anthropic_format_heads_other_400_reaches_the_client(gateway, fakes):
+    body = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": []}
+    response = httpx.post(f"{gateway.url}/v1/messages", json=body, headers=KEY, timeout=60)
+    assert_anthropic_error(response, 400, "invalid_request_error")
+    assert fakes["openai"].received == [] and fakes["sonnet"].received == []
+
+
 def test_when_every_candidate_fails_the_client_gets_the_last_answer_and_a_retry_after(
     gateway, fakes
 ):

@@ -232,6 +232,11 @@ class FakeAnthropic(FakeServer):
         except ValueError:
             self.error(handler, 400, "invalid_request_error", "body is not JSON")
             return
+        if request.get("messages") == []:
+            # Anthropic's own words for a request without a turn.
+            no_turn = "messages: at least one message is required"
+            self.error(handler, 400, "invalid_request_error", no_turn)
+            return
         for i, turn in enumerate(request.get("messages") or []):
             for j, block in enumerate(
                 turn.get("content") if isinstance(turn.get("content"), list) else []

@@ -333,8 +333,9 @@ def in_mesh(cluster: dict[str, Any], origins_named: dict[str, str], sidecar: str
         assert failfast == FAILFAST_CLUSTER
         members[0] = origins_named[origin]
     for options in cluster.get("typed_extension_protocol_options", {}).values():
-        ext_proc, _length, _codec = options["http_filters"]
-        ext_proc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = sidecar
+        first, *_ = options["http_filters"]
+        if "grpc_service" in first["typed_config"]:  # a fo__ slot's ext_proc, not p__'s Lua
+            first["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] = sidecar
     return cluster
 
 

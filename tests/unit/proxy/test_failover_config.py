@@ -138,7 +138,17 @@ def test_slots_fall_to_the_failfast_cluster_and_only_failover_slots_call_the_sid
         "api_anthropic_com_443",
         "extproc_failfast",
     ]
-    assert "typed_extension_protocol_options" not in native
+    # No sidecar call on a native head's attempt: only Envoy's Lua, which reads a 400 alone.
+    (native_options,) = native["typed_extension_protocol_options"].values()
+    lua, codec = native_options["http_filters"]
+    assert (lua["name"], codec["name"]) == (
+        "envoy.filters.http.lua",
+        "envoy.filters.http.upstream_codec",
+    )
+    source = lua["typed_config"]["default_source_code"]["inline_string"]
+    assert 'local FAILED_KEY = "failed:p__api_anthropic_com_443"' in source
+    assert '"\\112\\114\\111\\109\\112\\116' in source  # "prompt is too long", escaped
+    assert 'headers():get(":status") ~= "400"' in source
     slot = clusters["fo__deepseek_deepseek-chat"]
     assert slot["cluster_type"]["typed_config"]["clusters"] == [
         "api_deepseek_com_443",
