@@ -8,6 +8,8 @@ import asyncio
 import dataclasses
 import logging
 import re
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
@@ -26,7 +28,7 @@ from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.providers import credentials
 from extproc.proxy.exchange import Exchange
-from extproc.proxy.server import ExtProcServer, envoy_state, presents
+from extproc.proxy.server import ExtProcServer, envoy_state, presents, serve_until_signalled
 from tests.support.ext_proc import METHOD, headers_message
 from tests.support.fake_server import FakeServer
 from tests.support.gateway import free_port
@@ -565,3 +567,55 @@ async def test_a_failover_attempts_stream_is_the_attempts(caplog):
     [reply] = await through(unkeyed_server(), [first])
     assert reply.immediate_response.status.code == 500
     assert said(caplog) == ["- api_error: no provider entry for failover slot fo__nowhere"]
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "said"),
+    [
+        (signal.SIGTERM, signal.SIGINT, "draining open streams for up to 30s"),
+        (signal.SIGINT, signal.SIGTERM, "stopping now; open streams are cut"),
+    ],
+)
+async def test_sigterm_drains_ctrl_c_stops_at_once_and_sighup_reloads(
+    monkeypatch, caplog, first, then, said
+):
+    """`extproc serve`'s signals, through the handlers it sets on the event loop (recorded
+    here, not set on this process). The first of SIGTERM and SIGINT decides."""
+    handlers: dict[int, Callable[[], object]] = {}
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(
+        loop, "add_signal_handler", lambda s, handler: handlers.update({s: handler})
+    )
+    server = unkeyed_server()
+    server._grpc = fake = FakeGrpcServer()
+    reloads: list[str] = []
+    caplog.set_level(logging.INFO, logger="extproc")
+    serving = asyncio.ensure_future(
+        serve_until_signalled(server, 30, on_reload=lambda: reloads.append("reload"))
+    )
+    await asyncio.sleep(0)
+    assert sorted(handlers) == [signal.SIGHUP, signal.SIGINT, signal.SIGTERM]
+    handlers[signal.SIGHUP]()
+    assert reloads == ["reload"]
+    handlers[first]()
+    handlers[then]()
+    async with asyncio.timeout(5):  # a signal that stops nothing fails here
+        await serving
+    assert fake.stopped_with == [30 if first == signal.SIGTERM else 0]
+    assert caplog.messages == [said, "stopped"]
+
+
+async def test_without_a_reload_sighup_is_left_alone(monkeypatch):
+    handlers: dict[int, Callable[[], object]] = {}
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(
+        loop, "add_signal_handler", lambda s, handler: handlers.update({s: handler})
+    )
+    server = unkeyed_server()
+    server._grpc = FakeGrpcServer()
+    serving = asyncio.ensure_future(serve_until_signalled(server, 30))
+    await asyncio.sleep(0)
+    assert sorted(handlers) == [signal.SIGINT, signal.SIGTERM]
+    handlers[signal.SIGINT]()
+    async with asyncio.timeout(5):
+        await serving
