@@ -51,6 +51,10 @@ class FakeServer:
     host: str = "127.0.0.1"
     """Where it listens: the loopback, or the host's side of a container network that a test
     made (tests/e2e/test_docker.py)."""
+    listen_port: int = 0
+    """The port it first listens on: 0, any free one (`port` says which); else the one a
+    config already names, for a fake started in place of a process (tests/unit/commands/
+    test_up.py)."""
     failure: Failure | Literal["refused"] | None = None
     """Set to make every later request fail this way (the request is still recorded);
     `refused`: connections are refused (`refuse_connections`) once `answered_first` requests
@@ -128,7 +132,7 @@ class FakeServer:
             do_GET = do_HEAD = do_POST = handle_request
 
         # Started again after refuse_connections: on the same port, which configs name.
-        port = self.server.server_address[1] if hasattr(self, "server") else 0
+        port = self.server.server_address[1] if hasattr(self, "server") else self.listen_port
         if self.holder is not None:
             self.holder.close()
             self.holder = None

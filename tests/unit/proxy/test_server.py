@@ -8,6 +8,8 @@ import asyncio
 import dataclasses
 import logging
 import re
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 
@@ -19,13 +21,14 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
     ProcessingRequest,
     ProcessingResponse,
 )
+from envoy_data_plane.google.protobuf import Struct
 
 from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.providers import credentials
 from extproc.proxy.exchange import Exchange
-from extproc.proxy.server import ExtProcServer, envoy_state, presents
+from extproc.proxy.server import ExtProcServer, envoy_state, presents, serve_until_signalled
 from tests.support.ext_proc import METHOD, headers_message
 from tests.support.fake_server import FakeServer
 from tests.support.gateway import free_port
@@ -418,3 +421,201 @@ async def test_a_body_waits_for_room_in_the_budget_and_its_headers_do_not(failin
         assert (await answer).immediate_response.status.code == 401
         await stream.done_writing()
     assert server.bodies.free == server.bodies.total
+
+
+class FakeContext:
+    """What `process` uses of a gRPC stream's context, for a stream driven without gRPC."""
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40000"
+
+
+async def through(server: ExtProcServer, messages: list) -> list[ProcessingResponse]:
+    """`messages` as one stream through `server.process`, without gRPC; its replies."""
+
+    async def requests():
+        for message in messages:
+            yield bytes(message)
+
+    return [
+        ProcessingResponse.parse(reply)
+        async for reply in server.process(requests(), FakeContext())  # type: ignore[arg-type]
+    ]
+
+
+async def stream(server: ExtProcServer, body_size: int | None) -> None:
+    """A request refused after its body, which declares and has `body_size` bytes (None: a
+    GET, refused on its headers, with no body)."""
+    if body_size is None:
+        messages = [headers_message("/v1/messages", {":method": "GET"})]
+    else:
+        pad = "x" * (body_size - len(BODY) - len(',"pad":""'))
+        body = BODY[:-1] + f',"pad":"{pad}"}}'.encode()
+        assert len(body) == body_size
+        messages = [
+            headers_message("/v1/messages", {"content-length": str(body_size)}),
+            ProcessingRequest(request_body=HttpBody(body=body, end_of_stream=True)),
+        ]
+    replies = await through(server, messages)
+    assert replies[-1].immediate_response.status.code in (400, 401)
+
+
+@dataclass
+class Trims:
+    """The heap trims a server leaves on the event loop for later, and those done."""
+
+    scheduled: list[tuple[float, object]] = dataclasses.field(default_factory=list)
+    done: int = 0
+
+
+@pytest.fixture
+async def trims(monkeypatch):
+    """Trims scheduled by a server are recorded, not run: the test runs them when it likes."""
+    trims = Trims()
+    loop = asyncio.get_running_loop()
+    real = loop.call_later
+
+    def call_later(delay, callback, *args):
+        if callback is None or isinstance(getattr(callback, "__self__", None), ExtProcServer):
+            trims.scheduled.append((delay, callback))
+            return None
+        return real(delay, callback, *args)
+
+    monkeypatch.setattr(loop, "call_later", call_later)
+
+    def release() -> None:
+        trims.done += 1
+
+    monkeypatch.setattr("extproc.proxy.server.release_freed_memory", release)
+    yield trims
+
+
+def unkeyed_server() -> ExtProcServer:
+    config = parse(CONFIG, "config.yaml")
+    return ExtProcServer(build_runtime(config, RouterStage(config.routing)))
+
+
+async def test_the_heap_is_trimmed_a_second_after_the_last_large_body(trims):
+    """A body of RELEASE_AFTER_BYTES (1 MiB) or more: once every body is done and a second has
+    let gRPC free its buffers, the heap's free pages go back to the system."""
+    server = unkeyed_server()
+    await stream(server, 1024 * 1024)
+    assert trims.scheduled == [(1.0, server._release_if_idle)]
+    trims.scheduled[0][1]()  # a second later, nothing else in: trimmed
+    assert trims.done == 1
+
+
+async def test_small_bodies_and_requests_without_one_leave_the_heap_alone(trims):
+    server = unkeyed_server()
+    await stream(server, 1024 * 1024 - 1)
+    await stream(server, None)
+    assert trims.scheduled == []
+
+
+async def test_no_trim_while_other_bodies_are_in(trims):
+    server = unkeyed_server()
+    other = await server.bodies.take(10)  # another stream's body, still being read
+    await stream(server, 2 * 1024 * 1024)
+    assert trims.scheduled == []  # that stream trims when it is done, if it was large
+    server.bodies.give(other)
+    await stream(server, 2 * 1024 * 1024)
+    [(_, trim)] = trims.scheduled
+    other = await server.bodies.take(10)  # a body came in within the second: not now
+    trim()
+    assert trims.done == 0
+    server.bodies.give(other)
+    trim()
+    assert trims.done == 1
+
+
+def said(caplog) -> list[str]:
+    """The sidecar's log lines, with whether each carries a traceback."""
+    return [f"{r.getMessage()}{' (traceback)' if r.exc_info else ''}" for r in caplog.records]
+
+
+async def test_a_refusal_is_logged_with_its_path_or_a_dash_before_one_is_known(caplog):
+    server = unkeyed_server()
+    await stream(server, None)  # GET /v1/messages
+    body_first = ProcessingRequest(request_body=HttpBody(body=BODY, end_of_stream=True))
+    [reply] = await through(server, [body_first])
+    assert reply.immediate_response.status.code == 500
+    assert said(caplog) == [
+        "/v1/messages invalid_request_error: /v1/messages takes POST",
+        "- api_error: ext_proc request_body came before the request's headers",
+    ]
+
+
+async def test_a_failure_before_the_path_is_known_names_a_request(caplog, monkeypatch):
+    def broken(self, headers, end_of_stream):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Exchange, "on_request_headers", broken)
+    [reply] = await through(unkeyed_server(), [headers_message("/v1/messages")])
+    assert reply.immediate_response.status.code == 500
+    assert said(caplog) == ["error while processing a request (traceback)"]
+
+
+async def test_a_failover_attempts_stream_is_the_attempts(caplog):
+    """Envoy names a `fo__` slot in the first message's attributes: the stream is an attempt
+    of a failover chain (`attempt.Attempt`), whose headers name its candidate."""
+    first = headers_message("/v1/messages")
+    slot = Struct.from_dict({"xds.cluster_name": "fo__nowhere"})
+    first.attributes = {"envoy.filters.http.ext_proc": slot}
+    [reply] = await through(unkeyed_server(), [first])
+    assert reply.immediate_response.status.code == 500
+    assert said(caplog) == ["- api_error: no provider entry for failover slot fo__nowhere"]
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "said"),
+    [
+        (signal.SIGTERM, signal.SIGINT, "draining open streams for up to 30s"),
+        (signal.SIGINT, signal.SIGTERM, "stopping now; open streams are cut"),
+    ],
+)
+async def test_sigterm_drains_ctrl_c_stops_at_once_and_sighup_reloads(
+    monkeypatch, caplog, first, then, said
+):
+    """`extproc serve`'s signals, through the handlers it sets on the event loop (recorded
+    here, not set on this process). The first of SIGTERM and SIGINT decides."""
+    handlers: dict[int, Callable[[], object]] = {}
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(
+        loop, "add_signal_handler", lambda s, handler: handlers.update({s: handler})
+    )
+    server = unkeyed_server()
+    server._grpc = fake = FakeGrpcServer()
+    reloads: list[str] = []
+    caplog.set_level(logging.INFO, logger="extproc")
+    serving = asyncio.ensure_future(
+        serve_until_signalled(server, 30, on_reload=lambda: reloads.append("reload"))
+    )
+    await asyncio.sleep(0)
+    assert sorted(handlers) == [signal.SIGHUP, signal.SIGINT, signal.SIGTERM]
+    handlers[signal.SIGHUP]()
+    assert reloads == ["reload"]
+    handlers[first]()
+    handlers[then]()
+    async with asyncio.timeout(5):  # a signal that stops nothing fails here
+        await serving
+    assert fake.stopped_with == [30 if first == signal.SIGTERM else 0]
+    assert caplog.messages == [said, "stopped"]
+
+
+async def test_without_a_reload_sighup_is_left_alone(monkeypatch):
+    handlers: dict[int, Callable[[], object]] = {}
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(
+        loop, "add_signal_handler", lambda s, handler: handlers.update({s: handler})
+    )
+    server = unkeyed_server()
+    server._grpc = FakeGrpcServer()
+    serving = asyncio.ensure_future(serve_until_signalled(server, 30))
+    await asyncio.sleep(0)
+    assert sorted(handlers) == [signal.SIGINT, signal.SIGTERM]
+    handlers[signal.SIGINT]()
+    async with asyncio.timeout(5):
+        await serving
