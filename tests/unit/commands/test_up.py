@@ -562,7 +562,7 @@ def test_up_starts_the_sidecar_then_envoy_and_drains_both_on_sigterm(gateway, ca
     # Envoy starts once the sidecar is ready, on the files written for it.
     assert gateway.children.seen_at_envoys_start == {
         "sidecar asked": ["/ready/sidecar"],
-        "files": ["bootstrap.yaml", "clusters.yaml", "listeners.yaml"],
+        "files": ["bootstrap.yaml", "clusters.yaml", "listeners.yaml", "routes.yaml"],
     }
     assert gateway.children.health.accepted.name == "config.yaml"  # type: ignore[union-attr]
     assert capsys.readouterr().err.splitlines() == [ready_line(gateway, run_dir)]
