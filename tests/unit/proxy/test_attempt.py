@@ -425,6 +425,9 @@ def test_a_translated_streamed_answer_gets_the_clients_headers_and_its_events_ch
     translated = events.response_body.response.body_mutation.body
     assert translated.startswith(b"event: message_start\n")
     assert b'"delta":{"type":"text_delta","text":"Hi"}' in translated
+    # The stream goes on: no end of message yet, and no header to change any more.
+    assert b"message_stop" not in translated and not attempt.finished
+    assert mutation_of(events.response_body.response) == ({}, [])
     assert counted(attempt, "upstream_errors", provider=GPT, status="200") is None
 
 
