@@ -431,8 +431,11 @@ def test_a_translated_streamed_answer_gets_the_clients_headers_and_its_events_ch
     assert counted(attempt, "upstream_errors", provider=GPT, status="200") is None
 
 
-def test_a_translated_whole_answer_is_read_whole_and_costed_under_the_decisions_route():
-    attempt = gpt_attempt({**HAIKU_DECISION, "route": "coding"})
+@pytest.mark.parametrize(("decided", "route"), [({"route": "coding"}, "coding"), ({}, "")])
+def test_a_translated_whole_answer_is_read_whole_and_costed_under_the_decisions_route(
+    decided, route
+):
+    attempt = gpt_attempt({**HAIKU_DECISION, **decided})
     reply = answer(attempt, 200, {"content-type": "application/json"})
     assert mutation_of(reply.response_headers.response) == (
         {"content-type": "application/json"},
@@ -455,7 +458,7 @@ def test_a_translated_whole_answer_is_read_whole_and_costed_under_the_decisions_
     whole = answer_body(attempt, orjson.dumps(completion)).response_body.response
     assert orjson.loads(whole.body_mutation.body)["content"] == [{"type": "text", "text": "Hi"}]
     # gpt-4.1's input price is 2 USD per million tokens.
-    assert counted(attempt, "cost_usd", provider=GPT, route="coding") == 2.0
+    assert counted(attempt, "cost_usd", provider=GPT, route=route) == 2.0
 
 
 @pytest.mark.parametrize(
@@ -755,3 +758,16 @@ def test_a_failover_slots_stream_is_handled_as_that_slots_attempt():
     assert set_headers["authorization"] == "Bearer sk-openai"
     assert orjson.loads(body)["model"] == "gpt-4.1"
     assert counted(attempt, "failovers", provider=HAIKU, reason="unseen") == 1.0
+
+
+def test_an_attempt_reads_and_writes_the_configured_metadata_namespace():
+    config = parse(CONFIG + "sidecar: {metadata_namespace: acme.gw}\n")
+    attempt = Attempt(build_runtime(config, RouterStage(config.routing)), "fo__openai_gpt-4.1")
+    phase = Phase("request_headers", {":path": "/v1/messages"}, attributes={SLOT: attempt.slot})
+    phase.metadata = {"acme.gw": HAIKU_DECISION}
+    asyncio.run(attempt.handle(phase))
+    assert counted(attempt, "failovers", provider=HAIKU, reason="unseen") == 1.0
+    body = Phase("request_body", body=orjson.dumps(BODY), end_of_stream=True)
+    reply = ProcessingResponse.parse(asyncio.run(attempt.handle(body)))
+    assert metadata_of(reply)["acme.gw"]["provider"] == GPT
+    assert metadata_of(answer(attempt, 429)) == {"acme.gw": {"failed:fo__openai_gpt-4.1": "429"}}
