@@ -24,6 +24,7 @@ from extproc.errors import GatewayError
 from extproc.proxy.attempt import Attempt, exchange_for
 from extproc.proxy.exchange import Exchange
 from extproc.proxy.wire import Phase
+from tests.support.fake_openai import completion
 
 CONFIG = """\
 llm_providers:
@@ -442,20 +443,10 @@ def test_a_translated_whole_answer_is_read_whole_and_costed_under_the_decisions_
         ["content-length", "content-encoding"],
     )
     assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.BUFFERED
-    completion = {
-        "id": "c1",
-        "object": "chat.completion",
-        "model": "gpt-4.1",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Hi"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1000000, "completion_tokens": 0, "total_tokens": 1000000},
-    }
-    whole = answer_body(attempt, orjson.dumps(completion)).response_body.response
+    answered = completion("gpt-4.1", {"text": "Hi", "finish_reason": "stop"})
+    million_in = {"prompt_tokens": 1000000, "completion_tokens": 0, "total_tokens": 1000000}
+    completion_body = orjson.dumps({**answered, "usage": million_in})
+    whole = answer_body(attempt, completion_body).response_body.response
     assert orjson.loads(whole.body_mutation.body)["content"] == [{"type": "text", "text": "Hi"}]
     # gpt-4.1's input price is 2 USD per million tokens.
     assert counted(attempt, "cost_usd", provider=GPT, route=route) == 2.0
