@@ -362,7 +362,7 @@ def test_a_resting_candidate_after_the_head_is_left_out_of_the_chain():
 HAIKU = "anthropic/claude-haiku-4-5"
 GPT = "openai/gpt-4.1"
 SONNET = "anthropic/claude-sonnet-4-5"
-NOW = 1_800_000_000.0
+NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC: the attempts' clock
 OPENAI_CHUNK = (
     b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4.1","choices":[{"index":0,'
     b'"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
@@ -469,7 +469,6 @@ def test_a_translated_failed_answer_marks_its_slot_and_the_soonest_retry_after(
     HTTP-date, read against the clock): the next attempts get the sooner."""
     decision = {**HAIKU_DECISION, "retry_after": earlier} if earlier else HAIKU_DECISION
     attempt = gpt_attempt(decision)
-    attempt.runtime.clock = lambda: 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
     reply = answer(attempt, 503, {"retry-after": this} if this else {})
     assert metadata_of(reply) == {
         NAMESPACE: {"failed:fo__openai_gpt-4.1": "503", "retry_after": soonest}
@@ -575,7 +574,7 @@ def test_a_slot_whose_entry_is_gone_is_an_api_error():
     [({"failed:fo__openai_gpt-4.1": "429"}, "429", []), ({}, "unseen", [(GPT, "unseen", None)])],
     ids=["read", "unseen"],
 )
-def test_the_third_attempt_counts_the_seconds_failure_by_its_reason(failed, reason, told):
+def test_the_third_attempt_counts_the_second_attempts_failure_by_its_reason(failed, reason, told):
     """A streamed chain: the sonnet attempt follows gpt-4.1's; a failure no handler read is
     news for the cooldown table too."""
     hook = Hook()
