@@ -4,8 +4,10 @@ the attempts before it left in the headers, and says why it failed."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import orjson
+import pytest
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingModeBodySendMode,
     ProcessingModeHeaderSendMode,
@@ -18,9 +20,11 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 from extproc.app import build_runtime
 from extproc.config import parse
 from extproc.decisions.routing import RouterStage
+from extproc.errors import GatewayError
 from extproc.proxy.attempt import Attempt, exchange_for
 from extproc.proxy.exchange import Exchange
 from extproc.proxy.wire import Phase
+from tests.support.fake_openai import completion
 
 CONFIG = """\
 llm_providers:
@@ -365,3 +369,407 @@ def test_a_resting_candidate_after_the_head_is_left_out_of_the_chain():
     mutation = reply.request_body.response.header_mutation
     sent = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
     assert sent["x-extproc-chain"] == decided["chain"]
+
+
+HAIKU = "anthropic/claude-haiku-4-5"
+GPT = "openai/gpt-4.1"
+SONNET = "anthropic/claude-sonnet-4-5"
+NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC: the attempts' clock
+OPENAI_CHUNK = (
+    b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4.1","choices":[{"index":0,'
+    b'"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}\n\n'
+)
+TOO_LONG = {
+    "error": {
+        "message": "This model's maximum context length is 128000 tokens.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+
+
+def mutation_of(common) -> tuple[dict[str, str], list[str]]:
+    """A reply's header changes: (headers set, headers removed)."""
+    mutation = common.header_mutation
+    if mutation is None:
+        return {}, []
+    set_headers = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
+    return set_headers, list(mutation.remove_headers)
+
+
+def metadata_of(reply: ProcessingResponse) -> dict:
+    return reply.dynamic_metadata.to_dict() if reply.dynamic_metadata else {}
+
+
+def answer_body(attempt: Attempt, body: bytes, end: bool = True) -> ProcessingResponse:
+    phase = Phase("response_body", body=body, end_of_stream=end)
+    return ProcessingResponse.parse(asyncio.run(attempt.handle(phase)))
+
+
+def counted(attempt: Attempt, metric: str, **labels: str) -> float | None:
+    return attempt.runtime.metrics.registry.get_sample_value(f"extproc_{metric}_total", labels)
+
+
+def gpt_attempt(metadata: dict[str, str] | None = None, body: dict = BODY) -> Attempt:
+    """The OpenAI attempt after the native haiku head, past its request body."""
+    attempt = start("fo__openai_gpt-4.1", {":path": "/v1/messages"}, metadata or {})
+    attempt.runtime.clock = lambda: NOW
+    sent(attempt, body)
+    return attempt
+
+
+HAIKU_DECISION = {"chain": HAIKU_CHAIN, "head": HAIKU}
+
+
+def test_a_translated_streamed_answer_gets_the_clients_headers_and_its_events_chunk_by_chunk():
+    """A gzip-encoded OpenAI stream: the client is told of an Anthropic event stream, with no
+    length or encoding (the sidecar inflates and rewrites each chunk), and nothing is marked."""
+    attempt = gpt_attempt(HAIKU_DECISION, {**BODY, "stream": True})
+    encoded = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+    reply = answer(attempt, 200, {**encoded, "content-length": "180"})
+    assert mutation_of(reply.response_headers.response) == (
+        {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"},
+        ["content-length", "content-encoding"],
+    )
+    assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.STREAMED
+    assert metadata_of(reply) == {}
+    events = answer_body(attempt, gzip.compress(OPENAI_CHUNK), end=False)
+    translated = events.response_body.response.body_mutation.body
+    assert translated.startswith(b"event: message_start\n")
+    assert b'"delta":{"type":"text_delta","text":"Hi"}' in translated
+    # The stream goes on: no end of message yet, and no header to change any more.
+    assert b"message_stop" not in translated and not attempt.finished
+    assert mutation_of(events.response_body.response) == ({}, [])
+    assert counted(attempt, "upstream_errors", provider=GPT, status="200") is None
+
+
+@pytest.mark.parametrize(("decided", "route"), [({"route": "coding"}, "coding"), ({}, "")])
+def test_a_translated_whole_answer_is_read_whole_and_costed_under_the_decisions_route(
+    decided, route
+):
+    attempt = gpt_attempt({**HAIKU_DECISION, **decided})
+    reply = answer(attempt, 200, {"content-type": "application/json"})
+    assert mutation_of(reply.response_headers.response) == (
+        {"content-type": "application/json"},
+        ["content-length", "content-encoding"],
+    )
+    assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.BUFFERED
+    answered = completion("gpt-4.1", {"text": "Hi", "finish_reason": "stop"})
+    million_in = {"prompt_tokens": 1000000, "completion_tokens": 0, "total_tokens": 1000000}
+    completion_body = orjson.dumps({**answered, "usage": million_in})
+    whole = answer_body(attempt, completion_body).response_body.response
+    assert orjson.loads(whole.body_mutation.body)["content"] == [{"type": "text", "text": "Hi"}]
+    # gpt-4.1's input price is 2 USD per million tokens.
+    assert counted(attempt, "cost_usd", provider=GPT, route=route) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("earlier", "this", "soonest"),
+    [
+        ("30", "7", "7"),
+        ("3", "7", "3"),
+        ("30", "", "30"),
+        ("", "Thu, 15 Jan 2027 08:00:12 GMT", "12"),
+    ],
+    ids=["this-sooner", "earlier-sooner", "this-none", "http-date"],
+)
+def test_a_translated_failed_answer_marks_its_slot_and_the_soonest_retry_after(
+    earlier, this, soonest
+):
+    """The earlier attempts' soonest retry-after (metadata) and this answer's (seconds or an
+    HTTP-date, read against the clock): the next attempts get the sooner."""
+    decision = {**HAIKU_DECISION, "retry_after": earlier} if earlier else HAIKU_DECISION
+    attempt = gpt_attempt(decision)
+    reply = answer(attempt, 503, {"retry-after": this} if this else {})
+    assert metadata_of(reply) == {
+        NAMESPACE: {"failed:fo__openai_gpt-4.1": "503", "retry_after": soonest}
+    }
+    assert mutation_of(reply.response_headers.response)[0] == {"content-type": "application/json"}
+    assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.BUFFERED
+
+
+@pytest.mark.parametrize(("status", "counts"), [(200, None), (399, None), (400, 1.0), (429, 1.0)])
+def test_an_answer_of_400_or_more_is_counted_as_an_upstream_error(status, counts):
+    attempt = start("fo__anthropic_claude-sonnet-4-5", {":path": "/v1/messages"}, HAIKU_DECISION)
+    sent(attempt)
+    answer(attempt, status)
+    assert counted(attempt, "upstream_errors", provider=SONNET, status=str(status)) == counts
+
+
+def test_a_translated_context_too_long_400_is_translated_whole_and_marked():
+    """Held until its whole body is read: the client gets Anthropic's error with its own
+    length, the route the failover mark, the next attempts the reason."""
+    attempt = gpt_attempt({**HAIKU_DECISION, "retry_after": "30"})
+    held = answer(attempt, 400, {"content-type": "application/json"})
+    assert mutation_of(held.response_headers.response) == ({}, [])
+    assert metadata_of(held) == {}
+    assert held.mode_override.response_body_mode == ProcessingModeBodySendMode.BUFFERED
+    reply = answer_body(attempt, orjson.dumps(TOO_LONG))
+    common = reply.response_body.response
+    translated = common.body_mutation.body
+    assert orjson.loads(translated) == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": TOO_LONG["error"]["message"]},
+    }
+    assert mutation_of(common) == (
+        {
+            "content-type": "application/json",
+            "x-extproc-failover": "context_too_long",
+            "content-length": str(len(translated)),
+        },
+        ["content-encoding"],
+    )
+    assert metadata_of(reply) == {
+        NAMESPACE: {"failed:fo__openai_gpt-4.1": "context_too_long", "retry_after": "30"}
+    }
+    assert attempt.finished
+
+
+def test_another_translated_400_is_translated_and_not_marked():
+    """Gzip-encoded here: the client gets it inflated, without the encoding."""
+    attempt = gpt_attempt(HAIKU_DECISION)
+    answer(attempt, 400, {"content-type": "application/json", "content-encoding": "gzip"})
+    invalid = {"error": {"message": "Invalid 'tools'", "type": "invalid_request_error"}}
+    reply = answer_body(attempt, gzip.compress(orjson.dumps(invalid)))
+    common = reply.response_body.response
+    assert orjson.loads(common.body_mutation.body)["error"]["message"] == "Invalid 'tools'"
+    assert mutation_of(common) == (
+        {"content-type": "application/json", "content-length": str(len(common.body_mutation.body))},
+        ["content-encoding"],
+    )
+    assert metadata_of(reply) == {}
+
+
+@pytest.mark.parametrize(
+    ("message", "marked"),
+    [("prompt is too long: 250000 tokens > 200000 maximum", True), ("tools: bad", False)],
+)
+def test_a_native_400_passes_as_it_came_marked_only_when_the_prompt_is_too_long(message, marked):
+    attempt = start("fo__anthropic_claude-sonnet-4-5", {":path": "/v1/messages"}, HAIKU_DECISION)
+    sent(attempt)
+    answer(attempt, 400)
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    reply = answer_body(attempt, orjson.dumps(error))
+    common = reply.response_body.response
+    assert common.body_mutation is None
+    assert mutation_of(common) == ({"x-extproc-failover": "context_too_long"} if marked else {}, [])
+    failed = {NAMESPACE: {"failed:fo__anthropic_claude-sonnet-4-5": "context_too_long"}}
+    assert metadata_of(reply) == (failed if marked else {})
+    assert attempt.finished
+
+
+@pytest.mark.parametrize("name", ["request_body", "response_headers", "response_body"])
+def test_a_phase_before_the_request_headers_is_an_api_error(name):
+    attempt = Attempt(runtime(), "fo__openai_gpt-4.1")
+    with pytest.raises(GatewayError) as raised:
+        asyncio.run(attempt.handle(Phase(name, body=b"{}", end_of_stream=True)))
+    assert (raised.value.error_type, raised.value.status) == ("api_error", 500)
+    assert raised.value.message == f"ext_proc {name} came before the headers"
+
+
+def test_a_slot_whose_entry_is_gone_is_an_api_error():
+    attempt = Attempt(runtime(), "fo__openai_gpt-5")
+    phase = Phase(
+        "request_headers",
+        {":path": "/v1/messages"},
+        attributes={"xds.cluster_name": "fo__openai_gpt-5"},
+    )
+    with pytest.raises(GatewayError) as raised:
+        asyncio.run(attempt.handle(phase))
+    assert (raised.value.error_type, raised.value.status) == ("api_error", 500)
+    assert raised.value.message == "no provider entry for failover slot fo__openai_gpt-5"
+
+
+@pytest.mark.parametrize(
+    ("failed", "reason", "told"),
+    [({"failed:fo__openai_gpt-4.1": "429"}, "429", []), ({}, "unseen", [(GPT, "unseen", None)])],
+    ids=["read", "unseen"],
+)
+def test_the_third_attempt_counts_the_second_attempts_failure_by_its_reason(failed, reason, told):
+    """A streamed chain: the sonnet attempt follows gpt-4.1's; a failure no handler read is
+    news for the cooldown table too."""
+    hook = Hook()
+    decision = {**HAIKU_DECISION, "chain": HAIKU_CHAIN + ";stream", **failed}
+    attempt = start("fo__anthropic_claude-sonnet-4-5", {":path": "/v1/messages"}, decision, hook)
+    assert counted(attempt, "failovers", provider=GPT, reason=reason) == 1.0
+    assert counted(attempt, "failovers", provider=HAIKU, reason="unseen") is None
+    assert hook.calls == told
+    assert attempt.earlier == [
+        parse(CONFIG).provider_named(HAIKU),
+        parse(CONFIG).provider_named(GPT),
+    ]
+
+
+def test_the_second_attempt_counts_the_native_heads_failure_as_unseen():
+    attempt = start("fo__openai_gpt-4.1", {":path": "/v1/messages"}, HAIKU_DECISION)
+    assert counted(attempt, "failovers", provider=HAIKU, reason="unseen") == 1.0
+
+
+def test_an_attempt_on_a_slot_the_chain_does_not_name_counts_no_failover():
+    hook = Hook()
+    decision = {"chain": "fo__openai_gpt-4.1", "head": GPT}
+    attempt = start("fo__anthropic_claude-sonnet-4-5", {":path": "/v1/messages"}, decision, hook)
+    assert counted(attempt, "failovers", provider=GPT, reason="unseen") is None
+    assert hook.calls == []
+
+
+def test_an_attempt_without_the_decision_sends_its_candidates_request():
+    """No decision in the metadata (not forwarded): the attempt still sends its own request."""
+    slot = "fo__openai_gpt-4.1"
+    attempt = Attempt(runtime(), slot)
+    phase = Phase(
+        "request_headers", {":path": "/v1/messages"}, attributes={"xds.cluster_name": slot}
+    )
+    reply = ProcessingResponse.parse(asyncio.run(attempt.handle(phase)))
+    assert reply.request_headers.response.status == CommonResponseResponseStatus.CONTINUE
+    set_headers, _, body, _ = sent(attempt)
+    assert set_headers["authorization"] == "Bearer sk-openai"
+    assert orjson.loads(body)["model"] == "gpt-4.1"
+
+
+def test_a_native_attempt_sends_the_clients_path_and_anthropic_headers_as_they_came():
+    """No x-envoy-original-path (no earlier attempt rewrote the path): the request's own, with
+    its query; the client's anthropic-* headers kept for the next attempts too."""
+    client = {
+        ":path": "/v1/messages?beta=true",
+        "anthropic-beta": "b1",
+        "anthropic-version": "2023-06-01",
+    }
+    attempt = start("fo__anthropic_claude-sonnet-4-5", client, {"chain": OPENAI_CHAIN, "head": GPT})
+    set_headers, _, _, metadata = sent(attempt)
+    assert set_headers[":path"] == "/v1/messages?beta=true"
+    assert (set_headers["anthropic-beta"], set_headers["anthropic-version"]) == ("b1", "2023-06-01")
+    assert metadata == {
+        "provider": SONNET,
+        "routed_model": SONNET,
+        "client:anthropic-beta": "b1",
+        "client:anthropic-version": "2023-06-01",
+        "price": "3,15,0.3,3.75",
+    }
+    assert not attempt.body_due
+
+
+def test_a_translated_attempt_removes_the_clients_anthropic_headers_and_keeps_them():
+    client = {":path": "/v1/messages", "anthropic-beta": "b1", "anthropic-version": "2023-06-01"}
+    attempt = start("fo__openai_gpt-4.1", client, HAIKU_DECISION)
+    reply = ProcessingResponse.parse(
+        asyncio.run(
+            attempt.handle(Phase("request_body", body=orjson.dumps(BODY), end_of_stream=True))
+        )
+    )
+    common = reply.request_body.response
+    set_headers, removed = mutation_of(common)
+    assert not [name for name in set_headers if name.startswith("anthropic-")]
+    assert {"anthropic-beta", "anthropic-version"} <= set(removed)
+    assert not common.clear_route_cache  # an upstream filter's reply has no route to clear
+    assert reply.dynamic_metadata.to_dict()[NAMESPACE] == {
+        "provider": GPT,
+        "routed_model": GPT,
+        "client:anthropic-beta": "b1",
+        "client:anthropic-version": "2023-06-01",
+        "price": "2,8,0.5,2",
+    }
+
+
+def test_a_native_attempt_asks_for_the_decisions_effort_and_keeps_the_bodys_bytes():
+    attempt = start(
+        "fo__anthropic_claude-sonnet-4-5",
+        {":path": "/v1/messages"},
+        {**HAIKU_DECISION, "effort": "low"},
+    )
+    thinking = {**BODY, "max_tokens": 32000, "thinking": {"type": "enabled", "budget_tokens": 9000}}
+    _, _, body, _ = sent(attempt, thinking)
+    assert orjson.loads(body)["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    # Without an effort only the model's value changes: every other byte stays as it came.
+    plain = start("fo__anthropic_claude-sonnet-4-5", {":path": "/v1/messages"}, HAIKU_DECISION)
+    raw = b'{"model": "claude-haiku-4-5",  "max_tokens": 5, "messages": []}'
+    phase = Phase("request_body", body=raw, end_of_stream=True)
+    reply = ProcessingResponse.parse(asyncio.run(plain.handle(phase)))
+    assert reply.request_body.response.body_mutation.body == (
+        b'{"model": "claude-sonnet-4-5",  "max_tokens": 5, "messages": []}'
+    )
+
+
+KEYLESS = """\
+llm_providers:
+  - model: anthropic/claude-haiku-4-5
+    default: true
+  - model: anthropic/claude-opus-4-1
+  - model: openai/gpt-4.1
+    provider_interface: openai
+    access_key: sk-openai
+  - model: ollama/qwen3
+    base_url: http://127.0.0.1:11434
+"""
+USER_KEY = {"client:x-api-key": "sk-ant-user"}
+
+
+def credentials_sent(slot: str, chain: str, head: str, headers: dict, kept: dict):
+    """The credential headers the attempt on `slot` sets and removes (KEYLESS's entries)."""
+    config = parse(KEYLESS)
+    attempt = Attempt(build_runtime(config, RouterStage(config.routing)), slot)
+    phase = Phase("request_headers", {":path": "/v1/messages", **headers}, attributes={SLOT: slot})
+    phase.metadata = {NAMESPACE: {"chain": chain, "head": head, **kept}}
+    asyncio.run(attempt.handle(phase))
+    set_headers, removed, _, _ = sent(attempt)
+    credentials = ("x-api-key", "authorization")
+    return (
+        {h: v for h, v in set_headers.items() if h in credentials},
+        sorted(h for h in removed if h in credentials),
+    )
+
+
+SLOT = "xds.cluster_name"
+OPUS, OLLAMA = "fo__anthropic_claude-opus-4-1", "fo__ollama_qwen3"
+
+
+def test_after_a_native_head_that_passed_the_clients_key_an_entry_that_takes_it_leaves_it():
+    """The client's key went to haiku (no key of its own) and stays in the headers for opus."""
+    chain = f"p__api_anthropic_com_443,{OPUS}"
+    sent_auth = credentials_sent(OPUS, chain, HAIKU, {"x-api-key": "sk-ant-user"}, {})
+    assert sent_auth == ({}, [])
+
+
+def test_a_keyless_entry_that_takes_no_client_credentials_gets_none_of_them():
+    """A local model with no key after a keyed entry: the client's key, kept in the
+    metadata for an Anthropic entry, does not reach it."""
+    chain = f"fo__openai_gpt-4.1,{OLLAMA}"
+    sent_auth = credentials_sent(
+        OLLAMA, chain, GPT, {"authorization": "Bearer sk-openai"}, USER_KEY
+    )
+    assert sent_auth == ({}, ["authorization", "x-api-key"])
+
+
+def test_after_a_keyless_entry_that_took_no_credentials_an_entry_that_takes_them_gets_the_kept():
+    """ollama's attempt removed the client's key; opus gets it back from the metadata."""
+    chain = f"{OLLAMA},{OPUS}"
+    sent_auth = credentials_sent(OPUS, chain, "ollama/qwen3", {}, USER_KEY)
+    assert sent_auth == ({"x-api-key": "sk-ant-user"}, ["authorization"])
+
+
+def test_a_failover_slots_stream_is_handled_as_that_slots_attempt():
+    built = runtime()
+    first = Phase(
+        "request_headers", {":path": "/v1/messages"}, attributes={SLOT: "fo__openai_gpt-4.1"}
+    )
+    first.metadata = {NAMESPACE: HAIKU_DECISION}
+    attempt = exchange_for(built, first, Exchange(built))
+    asyncio.run(attempt.handle(first))
+    set_headers, _, body, _ = sent(attempt)
+    assert set_headers["authorization"] == "Bearer sk-openai"
+    assert orjson.loads(body)["model"] == "gpt-4.1"
+    assert counted(attempt, "failovers", provider=HAIKU, reason="unseen") == 1.0
+
+
+def test_an_attempt_reads_and_writes_the_configured_metadata_namespace():
+    config = parse(CONFIG + "sidecar: {metadata_namespace: acme.gw}\n")
+    attempt = Attempt(build_runtime(config, RouterStage(config.routing)), "fo__openai_gpt-4.1")
+    phase = Phase("request_headers", {":path": "/v1/messages"}, attributes={SLOT: attempt.slot})
+    phase.metadata = {"acme.gw": HAIKU_DECISION}
+    asyncio.run(attempt.handle(phase))
+    assert counted(attempt, "failovers", provider=HAIKU, reason="unseen") == 1.0
+    body = Phase("request_body", body=orjson.dumps(BODY), end_of_stream=True)
+    reply = ProcessingResponse.parse(asyncio.run(attempt.handle(body)))
+    assert metadata_of(reply)["acme.gw"]["provider"] == GPT
+    assert metadata_of(answer(attempt, 429)) == {"acme.gw": {"failed:fo__openai_gpt-4.1": "429"}}

@@ -8,7 +8,7 @@ import yaml
 
 from extproc.config import parse
 from extproc.control.envoy_config import fragment, render
-from extproc.providers.chains import chain_value, chains
+from extproc.providers.chains import chain_of, chain_value, chains
 from tests.support.envoy import validate
 
 FALLBACKS = """\
@@ -86,17 +86,19 @@ def test_each_chain_has_a_route_for_streamed_and_whole_requests_then_the_cluster
     assert "x-extproc-failover" in routes[2]["response_headers_to_remove"]
 
 
+FIVE_AFTER = (
+    "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    default: true\n"
+    + "".join(f"  - model: openai/m{i}\n    access_key: k\n" for i in range(5))
+    + "  - model: openai/gpt-4.1\n    access_key: k\n"
+    + "    fallbacks: [openai/m0, openai/m1, openai/m2, openai/m3]\n"
+)
+"""A request routed to gpt-4.1 has five candidates after it: m0..m3, then the default."""
+
+
 def test_a_head_with_more_candidates_after_it_than_can_be_trimmed_has_one_chain():
     """Each subset of the candidates after a head is a route (2**n - 1): past four of them,
     only the chain with all of them is rendered, and no request leaves any out."""
-    entries = "".join(f"  - model: openai/m{i}\n    access_key: k\n" for i in range(5))
-    five_after = (
-        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    default: true\n"
-        + entries
-        + "  - model: openai/gpt-4.1\n    access_key: k\n"
-        + "    fallbacks: [openai/m0, openai/m1, openai/m2, openai/m3]\n"
-    )
-    config = parse(five_after)
+    config = parse(FIVE_AFTER)
     gpt = config.provider_named("openai/gpt-4.1")
     heads = [c for c in chains(config) if c[0] is gpt]
     assert [[p.name for p in c] for c in heads] == [
@@ -112,6 +114,30 @@ def test_a_head_with_more_candidates_after_it_than_can_be_trimmed_has_one_chain(
     m0 = config.provider_named("openai/m0")
     from_m0 = [c for c in chains(config) if c[0] is m0]
     assert len(from_m0) == 2**4 - 1  # m1, m2, m3, sonnet after it: every subset
+
+
+def test_a_requests_chain_leaves_out_what_trim_says_only_up_to_four_candidates_after_its_head():
+    config = parse(FIVE_AFTER)
+    gpt, m0 = config.provider_named("openai/gpt-4.1"), config.provider_named("openai/m0")
+
+    def first_only(rest):
+        return rest[:1]
+
+    def names(chain):
+        return [p.name for p in chain]
+
+    after_m0 = ["openai/m1", "openai/m2", "openai/m3", "anthropic/claude-sonnet-4-5"]
+    # Routed to gpt-4.1, sent to m0 (gpt-4.1 can't take it): four candidates after m0.
+    assert names(chain_of(config, gpt, m0)) == ["openai/m0", *after_m0]
+    assert names(chain_of(config, gpt, m0, first_only)) == ["openai/m0", "openai/m1"]
+    # Five after gpt-4.1: no route leaves any out, so the request keeps them all.
+    assert len(chain_of(config, gpt, gpt, first_only)) == 6
+
+
+def test_without_failover_a_requests_chain_is_its_provider_alone():
+    config = parse(FIVE_AFTER + "listener: {failover: false}\n")
+    gpt = config.provider_named("openai/gpt-4.1")
+    assert chain_of(config, gpt, gpt) == (gpt,)
 
 
 def test_the_sidecars_chain_header_names_a_rendered_route():
