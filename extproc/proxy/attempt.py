@@ -254,20 +254,21 @@ class Attempt(Exchange):
         fields = {failure_key(self.slot): reason}
         known = [s for s in (self.retry_after, seconds) if s is not None]
         if known:
-            fields[RETRY_AFTER] = f"{min(known):g}"
+            fields[RETRY_AFTER] = f"{min(known):.3f}".rstrip("0").rstrip(".")
         return fields
 
     def on_held_body(self, body: bytes) -> bytes:
-        """A whole 400: marked for a retry when it says the prompt is over the window."""
+        """A whole 400: marked for a retry when it says the prompt is over the window (as it
+        came, or translated: a provider that gzips its answer although asked not to)."""
         self.finished = True
-        too_long = is_context_too_long(body)
+        translated = None if self.translation is None else self.translation.on_body(body, True)
+        too_long = is_context_too_long(body) or is_context_too_long(translated or b"")
         fields = self._failure("context_too_long", "") if too_long else {}
         changes = {FAILOVER_HEADER: "context_too_long"} if too_long else {}
-        if self.translation is None:
+        if translated is None:
             return replies.held_response_body(
                 replies.header_mutation(changes), None, fields, self.namespace
             )
-        translated = self.translation.on_body(body, True)
         mutation = replies.header_mutation(
             {**self.client_headers, **changes, "content-length": str(len(translated))},
             ("content-encoding",),

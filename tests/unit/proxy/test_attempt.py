@@ -471,8 +471,10 @@ def test_a_translated_whole_answer_is_read_whole_and_costed_under_the_decisions_
         ("3", "7", "3"),
         ("30", "", "30"),
         ("", "Thu, 15 Jan 2027 08:00:12 GMT", "12"),
+        ("", "1000000", "1000000"),
+        ("", "0.25", "0.25"),
     ],
-    ids=["this-sooner", "earlier-sooner", "this-none", "http-date"],
+    ids=["this-sooner", "earlier-sooner", "this-none", "http-date", "a-long-one", "a-fraction"],
 )
 def test_a_translated_failed_answer_marks_its_slot_and_the_soonest_retry_after(
     earlier, this, soonest
@@ -524,6 +526,16 @@ def test_a_translated_context_too_long_400_is_translated_whole_and_marked():
         NAMESPACE: {"failed:fo__openai_gpt-4.1": "context_too_long", "retry_after": "30"}
     }
     assert attempt.finished
+
+
+def test_a_gzipped_translated_context_too_long_400_is_marked_too():
+    """A provider that gzips its error although asked not to: read inflated."""
+    attempt = gpt_attempt(HAIKU_DECISION)
+    answer(attempt, 400, {"content-type": "application/json", "content-encoding": "gzip"})
+    reply = answer_body(attempt, gzip.compress(orjson.dumps(TOO_LONG)))
+    headers, _ = mutation_of(reply.response_body.response)
+    assert headers["x-extproc-failover"] == "context_too_long"
+    assert metadata_of(reply) == {NAMESPACE: {"failed:fo__openai_gpt-4.1": "context_too_long"}}
 
 
 def test_another_translated_400_is_translated_and_not_marked():
