@@ -14,8 +14,9 @@ Envoy never sends it the body.
 
 A rewrite is only a shortcut. An attempt whose gRPC stream reaches another sidecar process
 (`extproc serve --workers N`, replicas behind one address) finds nothing and reads the body
-as before; so does one whose rewrite did not fit or waited too long. Sans-I/O: the caller
-says what time it is.
+as before; so does one whose rewrite did not fit or waited too long, or was made before a
+config reload (each config's runtime has its own store). Sans-I/O: the caller says what time
+it is.
 """
 
 from __future__ import annotations
