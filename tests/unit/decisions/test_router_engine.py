@@ -141,6 +141,20 @@ def test_greedy_mode_may_write_the_longest_answer_whole(model_dir: Path, name: s
     router.close()
 
 
+def test_free_answers_stay_with_their_windows(router: ArchRouter) -> None:
+    """Free decoding batches windows by prompt length: two of one length that the model
+    answers differently each get their own answer, in either order."""
+    review = [{"role": "user", "content": '日本 python code hello "q" bug "q" code 日本 write the bug hello python the write 日本 bug python hello fix code "q" the review fix code write hello python fix 日本 review bug "q"'}]  # fmt: skip
+    generation = [{"role": "user", "content": "日本 日本 é bug é 日本 日本 日本 python python bug 日本 日本 日本"}]  # fmt: skip
+    lengths = {len(router.encode(router.prompt(ROUTES, w))) for w in (review, generation)}
+    assert len(lengths) == 1, lengths
+    for windows, expected in [
+        ([review, generation], ["code_review", "code_generation"]),
+        ([generation, review], ["code_generation", "code_review"]),
+    ]:
+        assert [parse_route(t, NAMES) for t in router.generate_free(ROUTES, windows)] == expected
+
+
 def test_batched_equals_one_by_one(router: ArchRouter) -> None:
     windows = random_windows(10, seed=4)
     routes = [("bug_fixing", "x"), ("general_chat", "y"), ("code_gen", "z"), ("coda", "w")]
