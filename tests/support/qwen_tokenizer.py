@@ -116,13 +116,13 @@ def tiktoken_path() -> Path:
 
 def build_qwen_tokenizer(out: str | Path) -> Path:
     """Save Qwen2.5's tokenizer (tokenizer.json, config, chat template) to ``out``, once."""
+    out = Path(out)
+    if (out / "tokenizer.json").is_file():
+        return out
     from tokenizers import AddedToken
     from transformers.convert_slow_tokenizer import TikTokenConverter
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
-    out = Path(out)
-    if (out / "tokenizer.json").is_file():
-        return out
     vocab, merges = TikTokenConverter().extract_vocab_merges_from_model(str(tiktoken_path()))
     if len(vocab) != FIRST_ADDED_ID:
         raise ValueError(f"qwen.tiktoken holds {len(vocab)} tokens, not {FIRST_ADDED_ID}")
@@ -172,13 +172,13 @@ def build_qwen_router_dir(cache_dir: str | Path) -> Path:
     Its answers mean nothing; it lets every tokenizer-dependent path of ``ArchRouter``
     (prompt split, answer trie, window budget) run on the tokenizer Arch-Router really uses.
     """
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     cache = Path(cache_dir)
     out = cache / "ct2"
     if (out / "model.bin").is_file():
-        return out
+        return out  # before importing torch: seconds that a cached model does not need
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
     src = build_qwen_tokenizer(cache / "hf")
     torch.manual_seed(0)
     config = Qwen2Config(

@@ -167,13 +167,13 @@ def session_model_dir(tmp_path_factory: Any) -> Path:
 
 def build_tiny_model(cache_dir: str | Path) -> Path:
     """Return a converted tiny model directory under ``cache_dir``, building it once."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
     cache = Path(cache_dir)
     out = cache / "tiny-arch-router-ct2"
     if (out / "model.bin").is_file():
-        return out
+        return out  # before importing torch: seconds that a cached model does not need
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
     src = cache / "tiny-arch-router-hf"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
