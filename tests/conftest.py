@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -22,6 +23,9 @@ from tests.support.gateway import (
     routed_gateway_config,
     running_gateway,
 )
+
+if TYPE_CHECKING:
+    from extproc.decisions.router.engine import ArchRouter
 
 # In CI (CI=true), Hypothesis tries the same examples on every run: a red CI is reproducible.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
@@ -78,6 +82,20 @@ def tiny_router_dir(tmp_path_factory) -> Path:
     from tests.support.tiny_model import session_model_dir
 
     return session_model_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def qwen_router(tmp_path_factory) -> Iterator[ArchRouter]:
+    """A router on Arch-Router's own tokenizer (Qwen2.5's) and a one-layer random model.
+
+    Loading Qwen's tokenizer takes seconds, so the session shares one router; its only state
+    is a cache of what it derives from each route list."""
+    from extproc.decisions.router.engine import ArchRouter
+    from tests.support.qwen_tokenizer import session_qwen_dir
+
+    router = ArchRouter(session_qwen_dir(tmp_path_factory), device="cpu")
+    yield router
+    router.close()
 
 
 @pytest.fixture(scope="session")

@@ -151,15 +151,6 @@ def session_root(tmp_path_factory: Any) -> Path:
     return build_root(tmp_path_factory, "qwen-router", Path(__file__))
 
 
-def session_qwen_tokenizer(tmp_path_factory: Any) -> Any:
-    """Qwen2.5's tokenizer loaded through transformers, built once per pytest session."""
-    from transformers import AutoTokenizer
-
-    with built_once(session_root(tmp_path_factory)) as root:
-        path = build_qwen_tokenizer(root / "hf")
-    return AutoTokenizer.from_pretrained(str(path))
-
-
 def session_qwen_dir(tmp_path_factory: Any) -> Path:
     """A router directory with Qwen2.5's tokenizer, for this pytest session (built once)."""
     with built_once(session_root(tmp_path_factory)) as root:

@@ -21,20 +21,12 @@ from extproc.decisions.router.prompt import (
     render_user_message,
     split_prompt,
 )
-from tests.support.qwen_tokenizer import session_qwen_dir
 from tests.support.tiny_model import ROUTES, session_model_dir
 
 SEED_ROUTES = [
     ("code generation", "generating new code snippets, functions, or boilerplate"),
     ("code understanding", "understanding, explaining or reviewing existing code"),
 ]
-
-
-@pytest.fixture(scope="module")
-def qwen_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchRouter]:
-    router = ArchRouter(session_qwen_dir(tmp_path_factory), device="cpu")
-    yield router
-    router.close()
 
 
 @pytest.fixture(scope="module", params=["tiny", "qwen"])

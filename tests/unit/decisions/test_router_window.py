@@ -21,15 +21,14 @@ from extproc.decisions.router.window import (
     window_budget,
 )
 from tests.support.captured import FIXTURES
-from tests.support.qwen_tokenizer import session_qwen_tokenizer
 
 CAPTURES = FIXTURES
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Arch-Router's own tokenizer (Qwen2.5's)."""
-    return session_qwen_tokenizer(tmp_path_factory)
+def qwen(qwen_router: Any) -> Any:
+    """Arch-Router's own tokenizer (Qwen2.5's), as the router loads it."""
+    return qwen_router.tokenizer
 
 
 def captured_body(name: str) -> dict[str, Any]:
