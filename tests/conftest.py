@@ -27,10 +27,15 @@ from tests.support.gateway import (
 if TYPE_CHECKING:
     from extproc.decisions.router.engine import ArchRouter
 
+# A property test tries 50 examples a run, or fewer where it sets its own max_examples (an
+# example there is a model run); `--hypothesis-profile deep` tries 1,000, for a long search.
+settings.register_profile("unit", max_examples=50)
+settings.register_profile("deep", max_examples=1000)
 # In CI (CI=true), Hypothesis tries the same examples on every run: a red CI is reproducible.
-settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-if os.environ.get("CI") == "true":
-    settings.load_profile("ci")
+settings.register_profile(
+    "ci", settings.get_profile("unit"), derandomize=True, database=None, print_blob=True
+)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "unit")
 
 
 @pytest.fixture(scope="session")

@@ -198,7 +198,7 @@ message_st = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 @given(st.lists(message_st, max_size=8), st.integers(min_value=16, max_value=400))
 def test_window_invariants(messages: list[dict[str, Any]], budget: int) -> None:
     window = conversation_window({"messages": messages}, budget)

@@ -72,7 +72,6 @@ CONFIGS = st.fixed_dictionaries(
 
 
 @settings(
-    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

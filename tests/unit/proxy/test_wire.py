@@ -66,7 +66,7 @@ def headers_request(pairs: dict[str, str], end: bool, phase: str, raw: bool) -> 
     return ProcessingRequest(**{phase: message})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)
 @given(
     header_pairs,
     st.booleans(),
@@ -84,7 +84,7 @@ def test_decodes_headers(pairs, end, phase, raw):
     assert decoded == wire.Phase(phase, headers=expected, end_of_stream=headers.end_of_stream)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)
 @given(bodies, st.booleans(), st.sampled_from(["request_body", "response_body"]))
 def test_decodes_bodies(body, end, phase):
     raw = bytes(ProcessingRequest(**{phase: HttpBody(body=body, end_of_stream=end)}))
@@ -125,7 +125,7 @@ def assert_bytes(ours: bytes, typed: ProcessingResponse) -> None:
     assert ProcessingResponse.parse(ours) == typed
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)
 @given(
     header_pairs, st.lists(names, max_size=4), header_pairs, st.one_of(st.none(), bodies), metadata
 )
@@ -173,7 +173,7 @@ def test_routing_replies(set_, remove, if_absent, body, decision):
     )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(
     bodies,
     st.dictionaries(st.sampled_from(["input_tokens", "output_tokens"]), st.integers(0, 10**6)),
@@ -210,7 +210,7 @@ def typed_immediate(status: int, body: bytes, details: str, decision: dict) -> P
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(deadline=None)
 @given(st.sampled_from(sorted(STATUS_BY_TYPE)), values)
 def test_immediate_replies(kind, message):
     error = GatewayError(kind, message)
@@ -291,7 +291,7 @@ def test_a_large_body_is_framed_right():
     )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(header_pairs, st.one_of(st.none(), bodies), metadata, st.sampled_from([None, True, False]))
 def test_failover_attempt_replies(set_, body, fields, read_body):
     """The replies of a failover attempt (extproc/proxy/attempt.py): its body without a route
@@ -360,7 +360,7 @@ def test_failover_attempt_replies(set_, body, fields, read_body):
     )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(st.dictionaries(names, values, max_size=5), st.dictionaries(names, values, max_size=5))
 def test_decodes_a_failover_attempts_attributes_and_metadata(attributes, decided):
     """What an upstream filter sends: the attempt's cluster (attributes) and the decision
