@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from extproc.commands.cli import main
 from extproc.config import SIDECAR_SECRET_VAR, load, parse
 from extproc.control.connections import fit_to_open_files, too_few_files
 from extproc.control.envoy_config import (
@@ -145,24 +146,10 @@ def test_one_cluster_per_origin_with_tls_and_sni():
     )
 
 
-def test_render_envoy_command_writes_file_and_listen_override(tmp_path):
+def test_render_envoy_command_writes_file_and_listen_override(tmp_path, capsys):
     out = tmp_path / "envoy.yaml"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "extproc",
-            "render-envoy",
-            str(ROOT / "config.yaml"),
-            "-o",
-            str(out),
-            "--listen-address",
-            "0.0.0.0",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    argv = [str(ROOT / "config.yaml"), "-o", str(out), "--listen-address", "0.0.0.0"]
+    assert main(["render-envoy", *argv]) == 0, capsys.readouterr().err
     listener = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
 
@@ -211,14 +198,9 @@ static_resources:
 """
 
 
-def test_fragment_embeds_into_a_plain_envoy_config(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "extproc", "render-envoy", str(ROOT / "config.yaml"), "--fragment"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    pieces = yaml.safe_load(result.stdout)
+def test_fragment_embeds_into_a_plain_envoy_config(tmp_path, capsys):
+    assert main(["render-envoy", str(ROOT / "config.yaml"), "--fragment"]) == 0
+    pieces = yaml.safe_load(capsys.readouterr().out)
     assert set(pieces) == {
         "http_filters",
         "routes",
@@ -287,15 +269,15 @@ def test_a_service_name_gets_a_dns_cluster_that_envoy_accepts(tmp_path):
         ("{metadata_namespace: 'a:b'}", "sidecar.metadata_namespace", "letters, digits"),
     ],
 )
-def test_check_catches_a_sidecar_address_mixup(tmp_path, sidecar, where, says):
+def test_check_catches_a_sidecar_address_mixup(tmp_path, capsys, sidecar, where, says):
     path = tmp_path / "config.yaml"
     path.write_text(f"llm_providers:\n  - model: openai/gpt-4.1\nsidecar: {sidecar}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "extproc", "check", str(path)], capture_output=True, text=True
-    )
-    assert result.returncode == 2, result.stdout
-    assert f"{path}:3: {where}: " in result.stderr
-    assert says in result.stderr
+    with pytest.raises(SystemExit) as exited:
+        main(["check", str(path)])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2, stderr
+    assert f"{path}:3: {where}: " in stderr
+    assert says in stderr
 
 
 def test_metadata_namespace_is_the_filters_and_the_access_logs():
