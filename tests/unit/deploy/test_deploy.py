@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,15 @@ ISTIO_KINDS = {
 }
 
 
+@functools.cache
+def parsed(path: Path) -> tuple[dict[str, Any], ...]:
+    """Each file parsed once a run: PyYAML took seconds re-reading deploy/ for every test."""
+    return tuple(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+
+
 def documents(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    """A copy of the file's documents, for the test to change."""
+    return copy.deepcopy(list(parsed(path)))
 
 
 def manifests(under: Path = DEPLOY) -> list[tuple[str, dict[str, Any]]]:
