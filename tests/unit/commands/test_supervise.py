@@ -10,8 +10,9 @@ import sys
 from extproc.commands import supervise
 from extproc.commands.supervise import Supervised, exit_reason
 
-CRASH = [sys.executable, "-c", "raise SystemExit(3)"]
-LIVES = [sys.executable, "-c", "import time; time.sleep(60)"]
+# Children that start in a millisecond, not a Python's 50.
+CRASH = ["sh", "-c", "exit 3"]
+LIVES = ["sleep", "60"]
 
 
 class Clock:
