@@ -17,8 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tests.support import load_yaml
 from tests.support.fake_server import FakeServer
 
 STATS = {
@@ -71,7 +70,7 @@ class FakeEnvoyAdmin(FakeServer):
             if text == sub.seen or name in self.ignore:
                 continue
             sub.seen = text
-            document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            document = load_yaml(text)
             if name in self.reject:
                 sub.rejected += 1
             else:

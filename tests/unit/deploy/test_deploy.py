@@ -38,7 +38,7 @@ from extproc.control.mesh_failover import (
 )
 from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, LENGTH_HEADER, NATIVE_PREFIX
 from extproc.providers.upstream import CLUSTER_HEADER, origins
-from tests.support import ROOT
+from tests.support import ROOT, load_yaml
 from tests.support.envoy import validate
 from tests.support.mesh import apply_envoy_patch_policy, apply_istio_failover
 
@@ -150,7 +150,7 @@ def test_istio_resources_pass_istios_crd_models():
 
 def test_every_kustomization_names_files_that_exist():
     for kustomization in DEPLOY.rglob("kustomization.yaml"):
-        spec = yaml.safe_load(kustomization.read_text(encoding="utf-8"))
+        spec = load_yaml(kustomization.read_text(encoding="utf-8"))
         for resource in spec.get("resources", []):
             assert (kustomization.parent / resource).exists(), f"{kustomization}: {resource}"
         for generator in spec.get("configMapGenerator", []):
@@ -159,7 +159,7 @@ def test_every_kustomization_names_files_that_exist():
     listed = {
         (k.parent / r).resolve()
         for k in DEPLOY.rglob("kustomization.yaml")
-        for r in yaml.safe_load(k.read_text())["resources"]
+        for r in load_yaml(k.read_text())["resources"]
     }
     for path in DEPLOY.rglob("*.yaml"):
         if path.name not in NOT_MANIFESTS and path.parent.name != "envoy":
@@ -209,7 +209,7 @@ def test_the_deployment_serves_its_config(variant, monkeypatch):
     assert pod["terminationGracePeriodSeconds"] > pre_stop + grace
     # Keys from the Secret, config.yaml from the generated ConfigMap, mounted where serve reads.
     assert main["envFrom"] == [{"secretRef": {"name": one("Secret")["metadata"]["name"]}}]
-    kustomization = yaml.safe_load((under / "kustomization.yaml").read_text())
+    kustomization = load_yaml((under / "kustomization.yaml").read_text())
     (generator,) = kustomization["configMapGenerator"]
     assert generator["files"] == ["config.yaml"]
     (volume,) = pod["volumes"]
@@ -285,8 +285,8 @@ def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_co
     path = DEPLOY / "envoy" / "envoy.yaml"
     result = validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
-    pieces = yaml.safe_load(fragment(cpu_config))
-    bootstrap = yaml.safe_load(path.read_text())
+    pieces = load_yaml(fragment(cpu_config))
+    bootstrap = load_yaml(path.read_text())
     manager = manager_of(bootstrap)
     assert manager["http_filters"][0] == pieces["http_filters"][0]
     assert manager["http_filters"][0]["disabled"] is True  # on for the claude host only
@@ -317,7 +317,7 @@ def test_plain_envoy_example_passes_envoy_validate_and_holds_the_fragment(cpu_co
 def rendered_failover(config: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The fragment's chain routes (without its per-route switch for the filter) and the
     fail-fast and slot clusters, in the fragment's order."""
-    pieces = yaml.safe_load(fragment(config))
+    pieces = load_yaml(fragment(config))
     routes = [
         {k: v for k, v in route.items() if k != "typed_per_filter_config"}
         for route in pieces["routes"][:-1]
@@ -354,7 +354,7 @@ def mesh_bootstrap(
     Claude Code host with the cluster-header route only (the mesh's own routes stand in),
     no slots, and the mesh's names for the sidecar's and the providers' clusters. Returns
     the bootstrap, that virtual host and the clusters."""
-    bootstrap = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    bootstrap = load_yaml((DEPLOY / "envoy" / "envoy.yaml").read_text())
     hosts = {h["name"]: h for h in manager_of(bootstrap)["route_config"]["virtual_hosts"]}
     claude = hosts["claude"]
     claude["routes"] = [r for r in claude["routes"] if r.get("name") == "extproc"]
@@ -415,7 +415,7 @@ def test_istio_envoyfilter_is_scoped_to_the_claude_port(cpu_config):
 
 
 def test_istio_patches_are_the_rendered_pieces(cpu_config):
-    pieces = yaml.safe_load(fragment(cpu_config))
+    pieces = load_yaml(fragment(cpu_config))
     patches = istio_patches()
     ext_proc = copy.deepcopy(pieces["http_filters"][0])
     del ext_proc["disabled"]  # the port match scopes it: every request on it is Claude Code's
@@ -546,7 +546,7 @@ EG = DEPLOY / "envoy-gateway"
 
 
 def test_envoy_gateway_policy_carries_the_rendered_filter_settings(cpu_config):
-    rendered = yaml.safe_load(fragment(cpu_config))["http_filters"][0]["typed_config"]
+    rendered = load_yaml(fragment(cpu_config))["http_filters"][0]["typed_config"]
     policy = one("EnvoyExtensionPolicy")
     assert policy["spec"]["targetRefs"] == [
         {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "claude"}
@@ -564,7 +564,7 @@ def test_envoy_gateway_policy_carries_the_rendered_filter_settings(cpu_config):
     (backend,) = ext_proc["backendRefs"]
     service = one("Service", DEPLOY / "kubernetes", backend["name"])
     assert backend["port"] in [p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"]
-    values = yaml.safe_load((EG / "helm-values.yaml").read_text())
+    values = load_yaml((EG / "helm-values.yaml").read_text())
     assert values["config"]["envoyGateway"]["extensionApis"]["enableBackend"] is True
 
 
@@ -612,7 +612,7 @@ def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
     (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     assert setting["format"]["json"] == access_log_format(cpu_config)
     # The format strings themselves, as Envoy reads them.
-    bootstrap = yaml.safe_load((DEPLOY / "envoy" / "envoy.yaml").read_text())
+    bootstrap = load_yaml((DEPLOY / "envoy" / "envoy.yaml").read_text())
     manager_of(bootstrap)["access_log"][0]["typed_config"]["log_format"] = {
         "json_format": setting["format"]["json"]
     }
@@ -668,7 +668,7 @@ def test_envoy_gateway_failover_policy_is_the_rendered_chain_routes_and_slots(cp
     assert route_config["virtual_hosts"][0]["routes"] == [*on, existing]
     assert clusters == [in_mesh(c, eg_rule_clusters(), EG_EXTPROC_CLUSTER) for c in slots]
     assert "initial_metadata" not in str(clusters)
-    values = yaml.safe_load((EG / "helm-values.yaml").read_text())
+    values = load_yaml((EG / "helm-values.yaml").read_text())
     assert values["config"]["envoyGateway"]["extensionApis"]["enableEnvoyPatchPolicy"] is True
 
 

@@ -20,7 +20,7 @@ from extproc.control.envoy_config import (
     route_configuration,
     versioned_sidecar_cluster,
 )
-from tests.support import ROOT
+from tests.support import ROOT, load_yaml
 from tests.support.envoy import validate
 
 
@@ -63,7 +63,7 @@ def test_rendered_config_passes_envoy_validate(tmp_path, name):
 
 
 def ext_proc_filter(rendered: str) -> dict:
-    listener = yaml.safe_load(rendered)["static_resources"]["listeners"][0]
+    listener = load_yaml(rendered)["static_resources"]["listeners"][0]
     return listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
 
 
@@ -102,10 +102,10 @@ def test_usage_lua_reports_to_the_health_port_with_the_sidecar_secret(tmp_path, 
     )
     published = parse("sidecar: {health_address: 10.0.0.9}\n" + CONFIGS["committed"])
     assert report_endpoint(published) == ("STATIC", "10.0.0.9", 50052)
-    assert "extproc-health" not in {c["name"] for c in yaml.safe_load(fragment(config))["clusters"]}
+    assert "extproc-health" not in {c["name"] for c in load_yaml(fragment(config))["clusters"]}
     monkeypatch.setenv(SIDECAR_SECRET_VAR, 'a"b\\c')
     rendered = render(parse(sidecar + CONFIGS["committed"]))
-    lua = yaml.safe_load(rendered)["static_resources"]["listeners"][0]["filter_chains"][0]
+    lua = load_yaml(rendered)["static_resources"]["listeners"][0]["filter_chains"][0]
     source = lua["filters"][0]["typed_config"]["http_filters"][1]["typed_config"]
     assert (
         'local SECRET = "\\097\\034\\098\\092\\099"'
@@ -118,7 +118,7 @@ def test_usage_lua_reports_to_the_health_port_with_the_sidecar_secret(tmp_path, 
 
 
 def test_one_cluster_per_origin_with_tls_and_sni():
-    bootstrap = yaml.safe_load(render(parse(CONFIGS["every provider kind"])))
+    bootstrap = load_yaml(render(parse(CONFIGS["every provider kind"])))
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
     failover = {n for n in clusters if "__" in n or n == FAILFAST_CLUSTER}
     assert set(clusters) - failover == {
@@ -150,7 +150,7 @@ def test_render_envoy_command_writes_file_and_listen_override(tmp_path, capsys):
     out = tmp_path / "envoy.yaml"
     argv = [str(ROOT / "config.yaml"), "-o", str(out), "--listen-address", "0.0.0.0"]
     assert main(["render-envoy", *argv]) == 0, capsys.readouterr().err
-    listener = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]
+    listener = load_yaml(out.read_text())["static_resources"]["listeners"][0]
     assert listener["address"]["socket_address"]["address"] == "0.0.0.0"
 
 
@@ -168,7 +168,7 @@ def test_render_envoy_holds_inline_the_routes_extproc_up_delivers_apart():
     assert managers[0].pop("route_config") == route_configuration(config)
     assert managers[1].pop("rds") == {"route_config_name": "llm", "config_source": source}
     assert inline == apart
-    rendered = yaml.safe_load(render(config))["static_resources"]["listeners"]
+    rendered = load_yaml(render(config))["static_resources"]["listeners"]
     assert rendered == [listener(config)]
 
 
@@ -200,7 +200,7 @@ static_resources:
 
 def test_fragment_embeds_into_a_plain_envoy_config(tmp_path, capsys):
     assert main(["render-envoy", str(ROOT / "config.yaml"), "--fragment"]) == 0
-    pieces = yaml.safe_load(capsys.readouterr().out)
+    pieces = load_yaml(capsys.readouterr().out)
     assert set(pieces) == {
         "http_filters",
         "routes",
@@ -208,7 +208,7 @@ def test_fragment_embeds_into_a_plain_envoy_config(tmp_path, capsys):
         "early_header_mutation_extensions",
         "access_log_format",
     }
-    bootstrap = yaml.safe_load(PLAIN_ENVOY)
+    bootstrap = load_yaml(PLAIN_ENVOY)
     resources = bootstrap["static_resources"]
     manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     manager["http_filters"][:0] = pieces["http_filters"]
@@ -248,7 +248,7 @@ def test_a_service_name_gets_a_dns_cluster_that_envoy_accepts(tmp_path):
     behind a headless Service becomes an endpoint), and serve binds `listen_address`."""
     config = parse(IN_A_POD)
     assert config.sidecar.bind_address == "0.0.0.0"
-    bootstrap = yaml.safe_load(render(config))
+    bootstrap = load_yaml(render(config))
     (extproc,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "extproc"]
     assert extproc["type"] == "STRICT_DNS"
     endpoint = extproc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
@@ -281,7 +281,7 @@ def test_check_catches_a_sidecar_address_mixup(tmp_path, capsys, sidecar, where,
 
 
 def test_metadata_namespace_is_the_filters_and_the_access_logs():
-    bootstrap = yaml.safe_load(render(parse(IN_A_POD)))
+    bootstrap = load_yaml(render(parse(IN_A_POD)))
     manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     ext_proc = manager["typed_config"]["http_filters"][0]["typed_config"]
     assert ext_proc["metadata_options"]["receiving_namespaces"]["untyped"] == ["io.extproc"]
@@ -295,7 +295,7 @@ def test_metadata_namespace_is_the_filters_and_the_access_logs():
 
 
 def bootstrap_of(listener: str = "") -> dict:
-    return yaml.safe_load(render(parse(f"llm_providers:\n  - model: openai/x\n{listener}")))
+    return load_yaml(render(parse(f"llm_providers:\n  - model: openai/x\n{listener}")))
 
 
 def downstream_limit(bootstrap: dict) -> int:
@@ -366,10 +366,10 @@ def test_the_sidecar_cluster_is_renamed_exactly_when_its_settings_change():
 def routes_of(config_text: str) -> dict[str, dict]:
     """The gateway's route as `render` and as `fragment` write it."""
     config = parse(config_text)
-    manager = yaml.safe_load(render(config))["static_resources"]["listeners"][0]
+    manager = load_yaml(render(config))["static_resources"]["listeners"][0]
     manager = manager["filter_chains"][0]["filters"][0]["typed_config"]
     rendered = manager["route_config"]["virtual_hosts"][0]["routes"][0]
-    return {"render": rendered, "fragment": yaml.safe_load(fragment(config))["routes"][0]}
+    return {"render": rendered, "fragment": load_yaml(fragment(config))["routes"][0]}
 
 
 def test_answers_carry_the_decision_from_the_metadata_and_providers_cannot_forge_it():

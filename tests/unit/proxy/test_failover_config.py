@@ -4,11 +4,10 @@ whose requests each have one candidate."""
 
 from __future__ import annotations
 
-import yaml
-
 from extproc.config import parse
 from extproc.control.envoy_config import fragment, render
 from extproc.providers.chains import chain_of, chain_value, chains
+from tests.support import load_yaml
 from tests.support.envoy import validate
 
 FALLBACKS = """\
@@ -27,7 +26,7 @@ listener: {max_concurrent_requests: 64, failover_timeout_s: 20}
 
 
 def _bootstrap(text: str) -> dict:
-    return yaml.safe_load(render(parse(text)))
+    return load_yaml(render(parse(text)))
 
 
 def _manager(bootstrap: dict) -> dict:
@@ -49,7 +48,7 @@ def test_a_config_with_one_candidate_per_request_renders_no_failover():
     rendered = render(parse("llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n"))
     for word in ("x-extproc-chain", "fo__", "p__", "failfast", "max_retries", "upstream_log"):
         assert word not in rendered
-    routes = _routes(yaml.safe_load(rendered))
+    routes = _routes(load_yaml(rendered))
     assert [r["route"]["cluster_header"] for r in routes] == ["x-extproc-cluster"]
 
 
@@ -142,7 +141,7 @@ def test_without_failover_a_requests_chain_is_its_provider_alone():
 
 def test_the_sidecars_chain_header_names_a_rendered_route():
     config = parse(FALLBACKS)
-    routes = _routes(yaml.safe_load(render(config)))
+    routes = _routes(load_yaml(render(config)))
     values = {r["match"]["headers"][0]["string_match"]["exact"] for r in routes[:-1]}
     sent = {
         chain_value(config, chain, streamed)
@@ -217,7 +216,7 @@ def test_a_clients_own_chain_header_is_removed_and_failed_attempts_are_logged():
 
 
 def test_the_mesh_fragment_has_the_chain_routes_with_the_sidecar_enabled():
-    pieces = yaml.safe_load(fragment(parse(FALLBACKS)))
+    pieces = load_yaml(fragment(parse(FALLBACKS)))
     assert len(pieces["routes"]) == 11  # five chains, streamed and whole, then the cluster route
     enable = "envoy.filters.http.ext_proc"
     assert all(enable in route["typed_per_filter_config"] for route in pieces["routes"])
