@@ -1,18 +1,23 @@
 """`extproc statusline` as Claude Code runs it: JSON on stdin, one line out, exit 0, against
-the sidecar's real health port."""
+the sidecar's real health port (or a port that answers what a test gives it)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 
 from extproc.app import build_runtime
+from extproc.commands import cli
 from extproc.commands.statusline import DEFAULT_HEALTH_URL, SESSIONS_PATH, describe
 from extproc.config import SidecarSettings, parse
 from extproc.decisions.decision import Decision
@@ -55,17 +60,66 @@ def health() -> Iterator[tuple[str, ExtProcServer]]:
     loop.close()
 
 
+@contextlib.contextmanager
+def health_answering(answer: bytes) -> Iterator[tuple[str, list[bytes]]]:
+    """A port that reads one request, sends `answer` a few bytes at a time and closes: its
+    URL, and the request it got once the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    requests: list[bytes] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request = b""
+            while not request.endswith(b"\r\n\r\n") and (chunk := connection.recv(1024)):
+                request += chunk
+            requests.append(request)
+            for start in range(0, len(answer), 7):
+                connection.sendall(answer[start : start + 7])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+    finally:
+        thread.join(10)
+        listener.close()
+
+
 def statusline(stdin: str, *args: str) -> str:
+    """What `extproc statusline ARGS` prints, run in this process: one line, exit code 0,
+    nothing on stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.object(sys, "stdin", io.StringIO(stdin)),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        code = cli.main(["statusline", *args])
+    assert (code, err.getvalue()) == (0, "")
+    assert out.getvalue().count("\n") == 1
+    return out.getvalue().rstrip("\n")
+
+
+def test_the_command_as_claude_code_runs_it(health):
+    """`python -m extproc statusline`, as the settings `extproc claude` writes run it."""
+    url, server = health
+    provider = CONFIG.provider_named("openai/gpt-5.2-codex")
+    assert provider is not None
+    server.runtime.sessions.decided(SESSION, Decision("router", provider, "claude", "code", 20.0))
     result = subprocess.run(
-        [sys.executable, "-m", "extproc", "statusline", *args],
-        input=stdin,
+        [sys.executable, "-m", "extproc", "statusline", "--health", url],
+        input=json.dumps(CLAUDE_JSON),
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout.count("\n") == 1
-    return result.stdout.rstrip("\n")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "→ gpt-5.2-codex · code · router 20 ms\n",
+        "",
+    )
 
 
 def test_the_routed_model_route_router_time_and_cost_of_the_session(health):
@@ -154,3 +208,118 @@ def test_a_health_url_or_config_it_cannot_use():
     assert statusline(stdin, "--config", "/nonexistent/config.yaml") == (
         "extproc: /nonexistent/config.yaml is not a config that loads (extproc check says why)"
     )
+
+
+@pytest.mark.parametrize(
+    ("record", "line"),
+    [
+        (
+            {
+                "model": "groq/openai/gpt-oss-120b",
+                "route": "code",
+                "source": "router",
+                "router_ms": 411.6,
+            },
+            "→ openai/gpt-oss-120b · code · router 412 ms",
+        ),
+        (
+            {"model": "openai/gpt-4.1", "route": "", "source": "alias", "router_ms": 3.0},
+            "→ gpt-4.1 · alias",
+        ),
+        (
+            {"model": "openai/gpt-4.1", "route": "code", "source": "router", "router_ms": None},
+            "→ gpt-4.1 · code",
+        ),
+        ({"source": "default", "cost_usd": 0.005}, "→ ? · default · $0.01 this session"),
+    ],
+)
+def test_the_line_for_each_kind_of_record(record, line):
+    """The model without its provider's prefix, the route or else the source, the router's
+    time only when the router decided, and `?` for a record without a model."""
+    assert describe(record) == line
+
+
+def test_it_asks_the_health_port_for_the_session_by_its_quoted_id():
+    stdin = json.dumps({"session_id": "a/b c"})
+    with health_answering(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n") as (url, got):
+        assert statusline(stdin, "--health", url) == (
+            "extproc: no routed request yet in this session"
+        )
+    assert got == [
+        b"GET /sessions/a%2Fb%20c HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "line"),
+    [
+        (
+            b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"model": "openai/o3",'
+            + b' "route": "", "source": "default"'
+            + b" " * 70_000
+            + b"}",
+            "→ o3 · default",
+        ),
+        (
+            b'HTTP/1.1 200 OK\r\n\r\n{"model": "openai/o3",\r\n\r\n"source": "default"}',
+            "→ o3 · default",
+        ),
+        (
+            b"HTTP/1.1 404\r\ncontent-type: text/plain\r\ncontent-length: 0\r\n\r\n",
+            "extproc: no routed request yet in this session",
+        ),
+        (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", "extproc: the gateway answered 503"),
+        (b"HTTP/1.1 200 OK\r\n\r\nnot json", "extproc: the gateway answered 200"),
+        (b"HTTP/1.1 200 OK\r\n\r\n[1]", "extproc: the gateway answered 200"),
+        (b'HTTP/1.1 403 Forbidden\r\n\r\n{"model": "x"}', "extproc: the gateway answered 403"),
+    ],
+)
+def test_what_the_health_port_answers(answer, line):
+    with health_answering(answer) as (url, _):
+        assert statusline(json.dumps(CLAUDE_JSON), "--health", url) == line
+
+
+@pytest.mark.parametrize("answer", [b"", b"SSH-2.0-OpenSSH_9.6\r\n", b"HTTP/1.1 OK\r\n\r\n"])
+def test_an_answer_that_is_not_http_is_no_gateway(answer):
+    with health_answering(answer) as (url, _):
+        line = statusline(json.dumps(CLAUDE_JSON), "--health", url)
+    assert line == f"extproc: gateway not reachable at {url}"
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://127.0.0.1", ("127.0.0.1", 80)),
+        ("http://:50099", ("127.0.0.1", 50099)),
+        ("http://localhost:50099", ("localhost", 50099)),
+    ],
+)
+def test_where_it_connects_and_how_long_it_waits(url, address):
+    """A URL without a port is port 80, without a host this machine; Claude Code waits for
+    the line, so the command waits for the gateway half a second at most."""
+    tried = []
+
+    def refuse(where: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        tried.append((where, timeout))
+        raise ConnectionRefusedError
+
+    with mock.patch.object(socket, "create_connection", refuse):
+        line = statusline(json.dumps(CLAUDE_JSON), "--health", url)
+    assert line == f"extproc: gateway not reachable at {url}"
+    assert tried == [(address, 0.5)]
+
+
+def test_its_help_names_the_command_and_what_each_option_does(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+        cli.main(["statusline", "--help"])
+    assert exited.value.code == 0
+    lines = [line.strip() for line in out.getvalue().splitlines()]
+    assert lines[0] == "usage: extproc statusline [-h] [--health HEALTH | --config CONFIG]"
+    for line in (
+        "Print the routing of this Claude Code session (for its statusLine setting).",
+        "--health HEALTH  the sidecar's health URL (fastest)",
+        "--config CONFIG  read the health URL from this config file",
+    ):
+        assert line in lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -165,3 +166,64 @@ def test_price_mistakes_are_reported_with_their_line():
         "config.yaml:6: llm_providers[1].price: missing `input` (USD per million tokens)",
         "config.yaml:8: llm_providers[2].price: expected a mapping, got int",
     ]
+
+
+def documented_prices() -> list[tuple[str, str, tuple[float, ...]]]:
+    """docs/translation.md's price table: provider, model glob, the four prices, for each
+    glob of each row that has a price."""
+    text = (Path(__file__).parents[3] / "docs" / "translation.md").read_text(encoding="utf-8")
+    table = text.split("| provider | models | input | output | cache read | cache write |")[1]
+    rows = []
+    for line in table.split("\n\n")[0].splitlines()[2:]:
+        provider, models, *prices = [cell.strip() for cell in line.strip("|").split("|")][:6]
+        if prices[0] == "unknown":
+            continue
+        for glob in re.findall(r"`([^`]+)`", models) or ["*"]:
+            rows.append((provider, glob, tuple(float(p) for p in prices)))
+    return rows
+
+
+def models_of(glob: str) -> list[str]:
+    """Model names a glob names: each character of a `[...]` set, a `*` as nothing or as a
+    dated suffix."""
+    models = [""]
+    for part in re.findall(r"\[[^]]+\]|\*|[^[*]+", glob):
+        if part == "*":
+            choices = ["", "-20260101"]
+        elif part.startswith("["):
+            first, _, last = part[1:-1].partition("-")  # [45] or [5-8]
+            choices = [chr(c) for c in range(ord(first), ord(last) + 1)] if last else list(first)
+        else:
+            choices = [part]
+        models = [model + choice for model in models for choice in choices]
+    return models
+
+
+def test_every_documented_price_is_the_one_charged():
+    """Each row of docs/translation.md's table, for every model its globs name: the price
+    `cost_usd` is counted with. Every row of the table that has a price is documented."""
+    charged_rows = set()
+    for provider, glob, prices in documented_prices():
+        for model in models_of(glob):
+            row = next(row for row in PRICES if row.matches(provider, model))
+            assert row.price is not None, (provider, model)
+            charged = (
+                row.price.input,
+                row.price.output,
+                row.price.cache_read,
+                row.price.cache_write,
+            )
+            assert charged == prices, (provider, model)
+            charged_rows.add(row)
+    assert charged_rows == {row for row in PRICES if row.price is not None}
+
+
+def test_an_answer_without_some_counts_pays_for_those_it_has():
+    """claude-sonnet-4-5, 1,000 in and 500 out, no cache counts: (3,000 + 7,500) / 10⁶."""
+    price = price_for("anthropic", "claude-sonnet-4-5")
+    assert price is not None
+    assert price.cost({"input_tokens": 1000, "output_tokens": 500}) == 0.0105
+    assert price.cost({"output_tokens": 500}) == 0.0075
+    assert price.cost({"cache_read_input_tokens": 1000}) == 0.0003
+    assert price.cost({"cache_creation_input_tokens": 1000}) == 0.00375
+    assert price.cost({}) == 0

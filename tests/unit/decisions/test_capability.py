@@ -273,3 +273,123 @@ def test_a_chain_fails_over_only_to_candidates_that_fit_and_are_not_resting() ->
     assert worth_trying(later, Needs(1_000, 100), cooldowns, NOW) == later
     assert worth_trying(later, Needs(1_000, 100, images=True), cooldowns, NOW) == (GEMINI, SONNET)
     assert worth_trying(later, Needs(1_500_000, 100, images=True)) == ()
+
+
+def test_a_text_request_needs_no_images_pdfs_or_server_tools() -> None:
+    assert needs_of(body({"type": "text", "text": "hi"}), 3_000) == Needs(1_000, 32_000)
+
+
+def test_each_image_counts_and_its_bytes_are_left_out() -> None:
+    two = body(image(), {"type": "text", "text": "and"}, image())
+    size = 3_000 + 2 * len(PNG)
+    assert needs_of(two, size) == Needs(1_000 + 2 * IMAGE_TOKENS, 32_000, images=True)
+
+
+def test_an_image_by_url_counts_with_no_bytes_to_leave_out() -> None:
+    by_url = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    assert needs_of(body(by_url), 3_000) == Needs(1_000 + IMAGE_TOKENS, 32_000, images=True)
+
+
+def pdf(data: object, source_type: str = "base64") -> dict:
+    source = {"type": source_type, "media_type": "application/pdf", "data": data}
+    return {"type": "document", "source": source}
+
+
+def test_a_pdf_counts_its_pages_at_least_one() -> None:
+    one_page = base64.b64encode(b"%PDF-1.4 /Type /Pages /Type /Page x").decode()
+    no_page_objects = base64.b64encode(b"%PDF-1.5 /ObjStm compressed").decode()
+    for data, pages in ((one_page, 1), (TWO_PAGES, 2), (no_page_objects, 1)):
+        found = needs_of(body(pdf(data)), 3_000 + len(data))
+        assert found == Needs(1_000 + pages * PDF_PAGE_TOKENS, 32_000, pdfs=True), pages
+
+
+def test_a_pdf_whose_data_is_not_base64_counts_one_page() -> None:
+    """The provider refuses it with its own error; the estimate must not break first."""
+    for data in ("abc", "é"):
+        found = needs_of(body(pdf(data)), 3_000 + len(data))
+        assert found == Needs(1_000 + PDF_PAGE_TOKENS, 32_000, pdfs=True), data
+
+
+def test_a_text_document_is_no_pdf_and_its_text_counts_as_bytes() -> None:
+    text = {"type": "text", "media_type": "text/plain", "data": "x" * 600}
+    assert needs_of(body({"type": "document", "source": text}), 3_000) == Needs(1_000, 32_000)
+
+
+@pytest.mark.parametrize(
+    ("request_body", "expected"),
+    [
+        ({"model": "m"}, Needs(1_000, 0)),
+        ({"messages": None}, Needs(1_000, 0)),
+        ({"messages": ["hi", {"role": "user", "content": None}]}, Needs(1_000, 0)),
+        ({"messages": [{"role": "user", "content": 7}]}, Needs(1_000, 0)),
+        (body("stray", image(None)), Needs(1_000 + IMAGE_TOKENS, 32_000, images=True)),
+        (body(pdf(12)), Needs(1_000 + PDF_PAGE_TOKENS, 32_000, pdfs=True)),
+        (body(pdf(None, "url")), Needs(1_000 + PDF_PAGE_TOKENS, 32_000, pdfs=True)),
+    ],
+)
+def test_a_malformed_body_still_gets_its_estimate(request_body: dict, expected: Needs) -> None:
+    """Whatever the client sent, the estimate is made: the provider answers a malformed
+    request with its own error. A block that is not an object hides none after it."""
+    assert needs_of(request_body, 3_000) == expected
+
+
+@pytest.mark.parametrize(("max_tokens", "counted"), [(1, 1), (0, 0), (-5, 0), ("64000", 0)])
+def test_only_a_positive_whole_max_tokens_counts(max_tokens: object, counted: int) -> None:
+    request = {"model": "m", "max_tokens": max_tokens, "messages": []}
+    assert needs_of(request, 3_000).max_tokens == counted
+
+
+def test_a_request_that_fills_the_window_exactly_fits() -> None:
+    # DeepSeek: 128,000 tokens, answers capped at 8,000.
+    assert problem(DEEPSEEK, Needs(120_000, 32_000)) == ""
+    assert problem(DEEPSEEK, Needs(120_001, 32_000)) == (
+        "~120k input tokens + 8k max_tokens > 128k window"
+    )
+
+
+def test_the_note_gives_thousands_rounded_and_smaller_numbers_whole() -> None:
+    assert problem(GEMINI, Needs(2_000_000, 0)) == "~2000k input tokens > 1049k window"
+    assert problem(LOCAL, Needs(32_000, 999)) == "~32k input tokens + 999 max_tokens > 33k window"
+
+
+def test_an_anthropic_format_entrys_max_tokens_does_not_shrink_the_answer() -> None:
+    """Its body goes on as the client wrote it: the model's own cap (64k) counts."""
+    entry = parse(
+        "llm_providers:\n  - {model: anthropic/claude-sonnet-4-5, max_tokens: 8192}\n"
+    ).providers[0]
+    assert problem(entry, Needs(150_000, 64_000)) == (
+        "~150k input tokens + 64k max_tokens > 200k window"
+    )
+
+
+def test_a_model_runs_only_the_server_tools_its_row_lists() -> None:
+    config = parse(
+        "model_families:\n"
+        "  - {provider: anthropic, model: 'claude-sonnet-4-5*', server_tools: 'web_search,web_fetch'}\n"
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n"
+    )
+    entry = config.providers[0]
+    for tool in ("web_search", "web_fetch"):
+        assert problem(entry, Needs(10, 0, server_tools=(tool,))) == "", tool
+    assert problem(entry, Needs(10, 0, server_tools=("web_fetch", "code_execution"))) == (
+        "runs no code_execution server tool"
+    )
+
+
+def test_when_nothing_can_take_it_the_decisions_own_note_is_kept() -> None:
+    timed_out = "router timed out after 5000 ms"
+    chosen = choose(CONFIG, decision(GEMINI, note=timed_out), Needs(2_000_000, 0))
+    assert chosen.note == (
+        f"{timed_out}; gemini/gemini-3-pro-preview skipped: ~2000k input tokens > 1049k window; "
+        "anthropic/claude-sonnet-4-5 skipped: ~2000k input tokens > 200k window; "
+        "no candidate fits, sent to gemini/gemini-3-pro-preview"
+    )
+    cooldowns = Cooldowns()
+    cooldowns.failed(GEMINI.name, 503, None, NOW)
+    cooldowns.failed(SONNET.name, 503, None, NOW)
+    chosen = choose(CONFIG, decision(GEMINI, note=timed_out), Needs(1_000, 0), cooldowns, NOW)
+    assert chosen.note == (
+        f"{timed_out}; gemini/gemini-3-pro-preview skipped: cooling down 1 s after 503; "
+        "anthropic/claude-sonnet-4-5 skipped: cooling down 1 s after 503; "
+        "every candidate that fits is cooling down, sent to gemini/gemini-3-pro-preview"
+    )

@@ -168,3 +168,15 @@ def test_memory_is_bounded_forgetting_the_least_recent_failure() -> None:
     table.failed("a", 429, "10", NOW + 1)  # a failed again: b is now the oldest
     table.failed("c", 429, "10", NOW + 2)
     assert [bool(table.cooling(name, NOW + 3)) for name in "abc"] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "shown"),
+    [("1234", "1.23"), ("10400", "10"), ("61500", "62"), ("250", "0.25")],
+)
+def test_the_note_gives_three_digits_below_ten_seconds_and_whole_seconds_above(
+    milliseconds: str, shown: str
+) -> None:
+    table = Cooldowns()
+    table.record(GPT, 429, {"retry-after-ms": milliseconds}, NOW)
+    assert table.cooling(GPT, NOW).why == f"429, retry-after {shown} s"

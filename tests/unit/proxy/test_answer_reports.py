@@ -150,3 +150,28 @@ def test_with_a_sidecar_secret_only_a_report_that_carries_it_counts():
     assert record(server).cost_usd is None
     assert post(server, body, **{"x-extproc-secret": SECRET}) == b"HTTP/1.1 200 OK"
     assert record(server).cost_usd == 0.1
+
+
+def test_a_report_of_every_count_and_no_cost_counts():
+    """A local model's answer: all four counts, and a cost of $0."""
+    server = server_with_session()
+    every = {
+        "input_tokens": 12,
+        "output_tokens": 6,
+        "cache_read_input_tokens": 300,
+        "cache_creation_input_tokens": 40,
+        "cost_usd": 0,
+    }
+    assert post(server, orjson.dumps(every)) == b"HTTP/1.1 200 OK"
+    answered = record(server)
+    assert (answered.input_tokens, answered.output_tokens, answered.cost_usd) == (12, 6, 0.0)
+
+
+def test_a_report_without_a_count_leaves_the_one_shown():
+    """usage.lua reports only the counts it found in the answer."""
+    server = server_with_session()
+    assert post(server, b'{"input_tokens":12,"output_tokens":6}') == b"HTTP/1.1 200 OK"
+    assert post(server, b'{"output_tokens":9}') == b"HTTP/1.1 200 OK"
+    assert (record(server).input_tokens, record(server).output_tokens) == (12, 9)
+    assert post(server, b'{"input_tokens":30}') == b"HTTP/1.1 200 OK"
+    assert (record(server).input_tokens, record(server).output_tokens) == (30, 9)

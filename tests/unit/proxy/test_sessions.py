@@ -106,6 +106,16 @@ def test_a_session_not_seen_for_its_expiry_is_gone():
     assert store.get("recent") is None
 
 
+def test_a_session_expires_at_its_expiry_exactly():
+    clock = Clock()
+    store = SessionStore(expires_s=60, clock=clock)
+    store.decided(SESSION, decision())
+    clock.now += 59.5
+    assert store.get(SESSION) is not None
+    clock.now += 0.5
+    assert store.get(SESSION) is None
+
+
 def test_an_id_that_is_not_a_session_id_is_not_kept():
     store = SessionStore()
     for odd in ("", "x" * 129, "a/b", "a\r\nb", "ünï"):
