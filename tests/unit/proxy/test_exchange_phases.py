@@ -360,13 +360,16 @@ def routed(
     return reply.request_body.response
 
 
+def headers_set(reply) -> dict[str, str]:
+    """The headers a CommonResponse sets, by name."""
+    return {o.header.key: o.header.raw_value.decode() for o in reply.header_mutation.set_headers}
+
+
 def test_a_translated_request_gets_exactly_these_headers_upstream():
     """The whole set, on purpose: its cluster, path, original path, content type, an
     uncompressed answer (accept-encoding: identity), the provider's key and the new length."""
     reply = routed(exchange_for(CHAT_COMPLETIONS), ASKED, "/v1/messages?beta=true")
-    assert {
-        o.header.key: o.header.raw_value.decode() for o in reply.header_mutation.set_headers
-    } == {
+    assert headers_set(reply) == {
         "x-extproc-cluster": "api_groq_com_443",
         ":path": "/openai/v1/chat/completions",
         "x-envoy-original-path": "/v1/messages?beta=true",
@@ -712,9 +715,7 @@ def test_count_tokens_for_an_anthropic_provider_goes_to_it_alone():
         "    fallbacks: [groq/llama-3.3-70b-versatile]\n" + CHAT_COMPLETIONS
     )
     reply = routed(exchange, ASKED, "/v1/messages/count_tokens")
-    assert {
-        o.header.key: o.header.raw_value.decode() for o in reply.header_mutation.set_headers
-    } == {
+    assert headers_set(reply) == {
         "x-extproc-cluster": "api_anthropic_com_443",
         ":path": "/v1/messages/count_tokens",
         "x-envoy-original-path": "/v1/messages/count_tokens",
