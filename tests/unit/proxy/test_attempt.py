@@ -322,6 +322,8 @@ def test_a_translated_heads_attempt_takes_the_downstream_translation_in_the_body
     reply, decided = decide(built, {**BODY, "model": "openai/gpt-4.1"})
     assert reply.request_body.response.body_mutation is None  # the client's body stays
     assert decided["chain"] == OPENAI_CHAIN and len(built.handoffs) == 1
+    # Envoy reads the chain from this header to pick the route whose slots try it.
+    assert mutation_of(reply.request_body.response) == ({"x-extproc-chain": OPENAI_CHAIN}, [])
 
     attempt, taken = attempt_on(built, "fo__openai_gpt-4.1", decided)
     common = taken.request_headers.response
@@ -369,6 +371,53 @@ def test_a_resting_candidate_after_the_head_is_left_out_of_the_chain():
     mutation = reply.request_body.response.header_mutation
     sent = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
     assert sent["x-extproc-chain"] == decided["chain"]
+
+
+def test_a_native_head_is_rewritten_downstream_and_its_decision_carries_its_price():
+    """Without failover's help a native head's request costs what it did: the downstream
+    sends its body with the head's model, makes no handoff, and names in the metadata the
+    chain, the head, no effort and the head's price for usage.lua."""
+    built = runtime()
+    reply, decided = decide(built, {**BODY, "model": "anthropic/claude-haiku-4-5"})
+    assert orjson.loads(reply.request_body.response.body_mutation.body) == BODY
+    assert len(built.handoffs) == 0
+    assert decided == {
+        "source": "explicit",
+        "route": "",
+        "requested_model": "anthropic/claude-haiku-4-5",
+        "routed_model": "anthropic/claude-haiku-4-5",
+        "provider": "anthropic/claude-haiku-4-5",
+        "router_ms": 0.0,
+        "note": "",
+        "chain": HAIKU_CHAIN,
+        "head": "anthropic/claude-haiku-4-5",
+        "effort": "",
+        "price": "1,5,0.1,1.25",
+    }
+
+
+def test_a_streamed_requests_chain_says_so():
+    """Only a streamed answer's headers come before it is written: its chain takes the
+    streamed route (`;stream`)."""
+    reply, decided = decide(runtime(), {**BODY, "stream": True})
+    assert decided["chain"] == HAIKU_CHAIN + ";stream"
+    assert mutation_of(reply.request_body.response)[0]["x-extproc-chain"] == decided["chain"]
+
+
+def test_a_chained_answer_is_not_counted_by_the_downstream_exchange():
+    """With log_tokens the downstream exchange sees the chain's answer too, but the attempt
+    that got it reported it (to the cooldown table and upstream_errors); the head, named in
+    the decision, may not be the provider that answered."""
+    config = parse("listener: {log_tokens: true}\n" + CONFIG)
+    built = build_runtime(config, RouterStage(config.routing))
+    exchange = Exchange(built)
+    exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+    asyncio.run(exchange.on_request_body(orjson.dumps(BODY)))
+    exchange.on_response_headers({":status": "429", "retry-after": "60"})
+    assert not built.cooldowns.cooling(HAIKU, built.clock())
+    registry = built.metrics.registry
+    labels = {"provider": HAIKU, "status": "429"}
+    assert registry.get_sample_value("extproc_upstream_errors_total", labels) is None
 
 
 HAIKU = "anthropic/claude-haiku-4-5"

@@ -141,3 +141,16 @@ def test_the_first_request_on_another_model_names_the_model_the_session_left():
     assert "switched_from" not in first and "switched_from" not in other_session
     assert moved["switched_from"] == "anthropic/claude-haiku-4-5"
     assert "switched_from" not in stayed
+
+
+def test_a_native_answer_nobody_reads_is_priced_for_usage_lua():
+    """Without log_tokens the sidecar lets the answer go: Envoy's Lua filter counts it, at
+    the price the request's metadata names (USD per million: in, out, cache read, write)."""
+    config = parse(CONFIG.replace("log_tokens: true", "log_tokens: false"))
+    gateway = build_runtime(config, RouterStage(config.routing))
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    current = Exchange(gateway)
+    current.on_request_headers(headers, False)
+    body = orjson.dumps({"model": "anthropic/claude-haiku-4-5", **ASKED})
+    decided = fields(ProcessingResponse.parse(asyncio.run(current.on_request_body(body))))
+    assert decided["price"] == "1,5,0.1,1.25"

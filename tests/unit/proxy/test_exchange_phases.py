@@ -8,7 +8,10 @@ import logging
 
 import orjson
 import pytest
-from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import ProcessingModeBodySendMode
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
+    ProcessingModeBodySendMode,
+    ProcessingModeHeaderSendMode,
+)
 from envoy_data_plane.envoy.service.ext_proc.v3 import ProcessingResponse
 
 from extproc.app import build_runtime
@@ -46,8 +49,13 @@ def test_another_path_without_an_anthropic_provider_is_not_found():
     with pytest.raises(GatewayError) as refused:
         exchange.on_request_headers({":path": "/v1/models?limit=5", ":method": "GET"}, True)
     error = refused.value
-    assert (error.status, error.error_type) == (404, "not_found_error")
-    assert error.message.startswith("The gateway does not serve /v1/models:")
+    assert (error.status, error.error_type, error.message) == (
+        404,
+        "not_found_error",
+        "The gateway does not serve /v1/models: it routes /v1/messages and "
+        "/v1/messages/count_tokens, and passes the paths in pass_through_paths to an "
+        "anthropic provider.",
+    )
 
 
 def test_another_path_goes_to_the_anthropic_provider_with_its_key():
@@ -67,6 +75,10 @@ def test_another_path_goes_to_the_anthropic_provider_with_its_key():
     }
     assert set(mutation.remove_headers) == {"x-api-key", "authorization"}
     assert reply.request_headers.response.clear_route_cache
+    # The access log names the provider (no model was decided).
+    assert reply.dynamic_metadata.to_dict() == {
+        "envoy.filters.http.ext_proc": {"provider": "anthropic/claude-x"}
+    }
 
 
 def answered(
@@ -348,13 +360,16 @@ def routed(
     return reply.request_body.response
 
 
+def headers_set(reply) -> dict[str, str]:
+    """The headers a CommonResponse sets, by name."""
+    return {o.header.key: o.header.raw_value.decode() for o in reply.header_mutation.set_headers}
+
+
 def test_a_translated_request_gets_exactly_these_headers_upstream():
     """The whole set, on purpose: its cluster, path, original path, content type, an
     uncompressed answer (accept-encoding: identity), the provider's key and the new length."""
     reply = routed(exchange_for(CHAT_COMPLETIONS), ASKED, "/v1/messages?beta=true")
-    assert {
-        o.header.key: o.header.raw_value.decode() for o in reply.header_mutation.set_headers
-    } == {
+    assert headers_set(reply) == {
         "x-extproc-cluster": "api_groq_com_443",
         ":path": "/openai/v1/chat/completions",
         "x-envoy-original-path": "/v1/messages?beta=true",
@@ -401,6 +416,7 @@ LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
             "Content-Encoding 'gzip' is not accepted; send the JSON body uncompressed.",
         ),
         ({}, {"messages": []}, 400, "model: field required (a string)"),
+        ({}, {**ASKED, "messages": {"role": "user"}}, 400, "messages: must be a list"),
         (
             {},
             {**ASKED, "model": "m" * 257},
@@ -439,6 +455,7 @@ LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
     ids=[
         "compressed",
         "no model",
+        "messages no list",
         "long model",
         "untranslatable",
         "colliding tool names",
@@ -577,20 +594,22 @@ def test_a_routed_request_ends_the_exchange_unless_its_answer_is_read(
     assert exchange.finished is finished
 
 
-def test_responses_reasoning_never_goes_out_once_its_entrys_key_changes():
-    """The same entry on another key (another account, after a config edit): the reasoning
-    its old account wrote no longer goes out."""
+def test_responses_reasoning_never_goes_out_once_its_entrys_key_or_base_url_changes():
+    """The same entry on another key (another account, after a config edit) or another
+    base_url (another server): the reasoning its old account wrote no longer goes out."""
     entry = "  - name: team-a\n    model: openai/gpt-5.2-codex\n    access_key: sk-a\n"
     asked = {**ASKED, "model": "team-a"}
     _, (answer,) = answered(exchange_for(entry), asked, 200, "application/json", [REASONED])
     content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
     history = [*ASKED["messages"], {"role": "assistant", "content": content}]
     next_turn = {**asked, "messages": [*history, {"role": "user", "content": "more"}]}
-    for key, kinds in [
-        ("sk-a", ["message", "reasoning", "message", "message"]),
-        ("sk-c", ["message", "message", "message"]),
+    elsewhere = entry + "    base_url: https://proxy.example/v1\n"
+    for edited, kinds in [
+        (entry, ["message", "reasoning", "message", "message"]),
+        (entry.replace("sk-a", "sk-c"), ["message", "message", "message"]),
+        (elsewhere, ["message", "message", "message"]),
     ]:
-        sent = routed(exchange_for(entry.replace("sk-a", key), NO_FAILOVER), next_turn)
+        sent = routed(exchange_for(edited, NO_FAILOVER), next_turn)
         assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
 
 
@@ -681,3 +700,82 @@ def test_a_streams_counts_are_logged_once_at_its_end():
     assert (logged["input_tokens"], logged["output_tokens"]) == (5, 1)
     cost = exchange.runtime.metrics.cost.labels("groq/llama-3.3-70b-versatile", "")
     assert cost._value.get() == pytest.approx(7e-6)
+
+
+def test_an_entrys_max_tokens_caps_the_translated_request():
+    capped = CHAT_COMPLETIONS + "    max_tokens: 100\n"
+    reply = routed(exchange_for(capped), {**ASKED, "max_tokens": 5000})
+    assert orjson.loads(reply.body_mutation.body)["max_tokens"] == 100
+
+
+def test_count_tokens_for_an_anthropic_provider_goes_to_it_alone():
+    """Its own count, off any failover chain (a later candidate may count otherwise)."""
+    exchange = exchange_for(
+        "  - model: anthropic/claude-x\n    access_key: k\n"
+        "    fallbacks: [groq/llama-3.3-70b-versatile]\n" + CHAT_COMPLETIONS
+    )
+    reply = routed(exchange, ASKED, "/v1/messages/count_tokens")
+    assert headers_set(reply) == {
+        "x-extproc-cluster": "api_anthropic_com_443",
+        ":path": "/v1/messages/count_tokens",
+        "x-envoy-original-path": "/v1/messages/count_tokens",
+        "accept-encoding": "identity",
+        "x-api-key": "k",
+        "content-length": str(len(reply.body_mutation.body)),
+        "anthropic-version": "2023-06-01",
+    }
+    assert orjson.loads(reply.body_mutation.body) == {**ASKED, "model": "claude-x"}
+
+
+ANTHROPIC_ONLY = "  - model: anthropic/claude-x\n    access_key: k\n"
+
+
+@pytest.mark.parametrize(
+    ("providers", "preamble", "mode"),
+    [
+        (ANTHROPIC_ONLY, "", ProcessingModeHeaderSendMode.SKIP),
+        (ANTHROPIC_ONLY, "listener: {log_tokens: true}\n", ProcessingModeHeaderSendMode.SEND),
+        (ANTHROPIC_ONLY + CHAT_COMPLETIONS, "", ProcessingModeHeaderSendMode.SEND),
+    ],
+    ids=["nothing reads answers", "log_tokens", "a translated provider"],
+)
+def test_envoy_sends_an_answers_headers_only_where_the_sidecar_reads_answers(
+    providers, preamble, mode
+):
+    """One round trip less per request when no answer is ever read (Config.reads_responses)."""
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    reply = ProcessingResponse.parse(
+        exchange_for(providers, preamble).on_request_headers(headers, False)
+    )
+    assert reply.mode_override.response_header_mode == mode
+
+
+def test_a_translated_answer_ends_the_exchange_with_its_last_chunk():
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    routed(exchange, {**ASKED, "stream": True})
+    exchange.on_response_headers({":status": "200", "content-type": "text/event-stream"})
+    chunk = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+    exchange.on_response_body(chunk, False)
+    assert exchange.finished is False
+    exchange.on_response_body(b"data: [DONE]\n\n", True)
+    assert exchange.finished is True
+
+
+def test_a_translated_answers_counts_go_under_the_configured_namespace():
+    exchange = exchange_for(CHAT_COMPLETIONS, "sidecar: {metadata_namespace: acme.gw}\n")
+    completion = orjson.dumps(
+        {
+            "id": "c",
+            "choices": [{"index": 0, "message": {"content": "Hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        }
+    )
+    _, (last,) = answered(exchange, ASKED, 200, "application/json", [completion])
+    assert metadata(last) == {
+        "acme.gw": {
+            "input_tokens": 5,
+            "output_tokens": 1,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        }
+    }

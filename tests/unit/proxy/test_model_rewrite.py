@@ -19,6 +19,7 @@ from extproc.config import parse
 from extproc.decisions.routing import RouterStage
 from extproc.errors import GatewayError
 from extproc.proxy.exchange import Exchange, _parse_body, rewrite_model
+from extproc.translate import signatures
 
 OTHER_FIELDS = {
     "max_tokens": 5,
@@ -64,6 +65,19 @@ def test_foreign_thinking_is_dropped_and_every_other_field_kept():
     ]
     assert {k: out[k] for k in OTHER_FIELDS} == OTHER_FIELDS
     assert out["model"] == "routed-model"
+
+
+def test_thinking_signed_by_this_gateway_is_dropped_too():
+    """A turn an OpenAI-format provider answered may carry thinking blocks whose signature
+    holds that provider's state (translate/signatures.py): Anthropic would refuse them."""
+    ours = {"type": "thinking", "thinking": "hmm", "signature": signatures.sign({"id": "rs_1"})}
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [ours, {"type": "text", "text": "a"}]},
+        {"role": "user", "content": "and?"},
+    ]
+    out = rewritten({"model": "asked", "messages": messages})
+    assert out["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "a"}]}
 
 
 def test_routing_fields_only():
