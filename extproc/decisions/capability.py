@@ -90,7 +90,9 @@ def needs_of(body: dict[str, Any], size: int) -> Needs:
             images = True
             media_tokens += IMAGE_TOKENS
             media_bytes += len(data) if isinstance(data, str) else 0
-        elif kind == "document" and source.get("media_type") == "application/pdf":
+        elif kind == "document" and (
+            source.get("media_type") == "application/pdf" or source.get("type") == "url"
+        ):  # Anthropic's URL documents are PDFs; its other sources say their media type
             pdfs = True
             pages = _pdf_pages(data) if isinstance(data, str) else 1
             media_tokens += pages * PDF_PAGE_TOKENS

@@ -310,6 +310,12 @@ def test_a_pdf_whose_data_is_not_base64_counts_one_page() -> None:
         assert found == Needs(1_000 + PDF_PAGE_TOKENS, 32_000, pdfs=True), data
 
 
+def test_a_pdf_by_url_is_a_pdf() -> None:
+    """Anthropic's URL documents are PDFs, with no media type said."""
+    by_url = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+    assert needs_of(body(by_url), 3_000) == Needs(1_000 + PDF_PAGE_TOKENS, 32_000, pdfs=True)
+
+
 def test_a_text_document_is_no_pdf_and_its_text_counts_as_bytes() -> None:
     text = {"type": "text", "media_type": "text/plain", "data": "x" * 600}
     assert needs_of(body({"type": "document", "source": text}), 3_000) == Needs(1_000, 32_000)
