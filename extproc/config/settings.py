@@ -144,9 +144,10 @@ class SidecarSettings:
 
     @property
     def health_url(self) -> str:
-        """The health endpoint as this machine reaches it (a wildcard address via loopback)."""
-        host = self.health_host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.health_port}"
+        """The health endpoint as this machine reaches it (a wildcard address via loopback; an
+        IPv6 address in brackets, as a URL writes it)."""
+        host = "127.0.0.1" if self.health_host in ("0.0.0.0", "::") else self.health_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.health_port}"
 
 
 def is_ip(address: str) -> bool:

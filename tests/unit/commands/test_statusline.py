@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import socket
@@ -323,3 +324,19 @@ def test_its_help_names_the_command_and_what_each_option_does(monkeypatch):
         "--config CONFIG  read the health URL from this config file",
     ):
         assert line in lines
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [
+        ("::1", "http://[::1]:50052"),
+        ("::", "http://127.0.0.1:50052"),
+        ("0.0.0.0", "http://127.0.0.1:50052"),
+        ("10.0.0.5", "http://10.0.0.5:50052"),
+    ],
+)
+def test_the_health_url_of_each_kind_of_address(address, url):
+    """An IPv6 address goes in brackets, as a URL writes it: without them the status line
+    could not read the port."""
+    settings = dataclasses.replace(SidecarSettings(), health_address=address)
+    assert settings.health_url == url
