@@ -1051,9 +1051,28 @@ def test_streamed_calls_without_a_call_id_get_ids_of_their_own_in_each_answer() 
     later turn's tool_result would point at both)."""
     ids = []
     for answer_id in ("resp_1", "resp_2"):
-        stream = sse(without_call_ids(events(Answer(calls=(BASH, READ), id=answer_id))))
+        stream = sse(without_call_ids(events(Answer(calls=(BASH, READ, BASH), id=answer_id))))
         ids += [b.id for b in accumulate(translate(stream)).content]
-    assert ids == ["toolu_resp_1_0", "toolu_resp_1_1", "toolu_resp_2_0", "toolu_resp_2_1"]
+    assert ids == [f"toolu_resp_{n}_{i}" for n in (1, 2) for i in range(3)]
+
+
+def test_a_whole_item_done_while_an_earlier_one_streams_waits_its_turn() -> None:
+    """Reasoning still streaming when the message after it arrives whole (its `done` only):
+    the text is kept until the reasoning's block closes, then sent in its own block."""
+    answer = Answer(summary=("Let me think.",), encrypted="enc", text="Hello there.")
+    items = events(answer)
+    text_index = next(e["output_index"] for e in items if e["type"] == "response.output_text.delta")
+    of_text = [e for e in items if e.get("output_index") == text_index]
+    others = [e for e in items if e.get("output_index") != text_index]
+    whole = next(e for e in of_text if e["type"] == "response.output_item.done")
+    reasoning_done = next(
+        i for i, e in enumerate(others) if e["type"] == "response.output_item.done"
+    )
+    stream = sse([*others[:reasoning_done], whole, *others[reasoning_done:]])
+    message = accumulate(translate(stream))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
+    ]
 
 
 def test_mixed_blocks_keep_their_order_and_each_its_own_index() -> None:
