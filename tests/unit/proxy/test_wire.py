@@ -243,6 +243,20 @@ def test_local_answer():
     )
 
 
+def body_next(response_header_mode: ProcessingModeHeaderSendMode) -> ProcessingMode:
+    """The mode a reply to the request's headers sets: the body buffered, no trailers, the
+    answer's headers sent or skipped."""
+    skip = ProcessingModeHeaderSendMode.SKIP
+    return ProcessingMode(
+        request_header_mode=ProcessingModeHeaderSendMode.SEND,
+        response_header_mode=response_header_mode,
+        request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+        response_body_mode=ProcessingModeBodySendMode.NONE,
+        request_trailer_mode=skip,
+        response_trailer_mode=skip,
+    )
+
+
 def test_header_phase_replies():
     send, skip = ProcessingModeHeaderSendMode.SEND, ProcessingModeHeaderSendMode.SKIP
     for skip_response, response_header_mode in ((False, send), (True, skip)):
@@ -250,14 +264,7 @@ def test_header_phase_replies():
             replies.continue_request_headers(skip_response=skip_response),
             ProcessingResponse(
                 request_headers=HeadersResponse(response=CommonResponse()),
-                mode_override=ProcessingMode(
-                    request_header_mode=send,
-                    response_header_mode=response_header_mode,
-                    request_body_mode=ProcessingModeBodySendMode.BUFFERED,
-                    response_body_mode=ProcessingModeBodySendMode.NONE,
-                    request_trailer_mode=skip,
-                    response_trailer_mode=skip,
-                ),
+                mode_override=body_next(response_header_mode),
             ),
         )
     assert_bytes(
@@ -313,7 +320,6 @@ def test_failover_attempt_replies(set_, body, fields, read_body):
             dynamic_metadata=typed_metadata(fields),
         ),
     )
-    send, skip = ProcessingModeHeaderSendMode.SEND, ProcessingModeHeaderSendMode.SKIP
     assert_bytes(
         replies.replace_request_at_headers(ours, [body or b""], fields, namespace),
         ProcessingResponse(
@@ -325,14 +331,7 @@ def test_failover_attempt_replies(set_, body, fields, read_body):
                 )
             ),
             dynamic_metadata=typed_metadata(fields),
-            mode_override=ProcessingMode(
-                request_header_mode=send,
-                response_header_mode=send,
-                request_body_mode=ProcessingModeBodySendMode.BUFFERED,
-                response_body_mode=ProcessingModeBodySendMode.NONE,
-                request_trailer_mode=skip,
-                response_trailer_mode=skip,
-            ),
+            mode_override=body_next(ProcessingModeHeaderSendMode.SEND),
         ),
     )
     modes = {True: ProcessingModeBodySendMode.STREAMED, False: ProcessingModeBodySendMode.BUFFERED}
