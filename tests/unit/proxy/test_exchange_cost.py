@@ -154,3 +154,40 @@ def test_a_native_answer_nobody_reads_is_priced_for_usage_lua():
     body = orjson.dumps({"model": "anthropic/claude-haiku-4-5", **ASKED})
     decided = fields(ProcessingResponse.parse(asyncio.run(current.on_request_body(body))))
     assert decided["price"] == "1,5,0.1,1.25"
+
+
+def decided_without_log_tokens(model: str, session: str = ""):
+    """The decision metadata of one request, the sidecar reading no answer it needn't."""
+    unpriced = "  - model: anthropic/claude-nobody-knows-9\n    access_key: k\n"
+    config = parse(CONFIG.replace("log_tokens: true", "log_tokens: false") + unpriced)
+    current = Exchange(build_runtime(config, RouterStage(config.routing)))
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    if session:
+        headers["x-claude-code-session-id"] = session
+    current.on_request_headers(headers, False)
+    body = orjson.dumps({"model": model, **ASKED})
+    return fields(ProcessingResponse.parse(asyncio.run(current.on_request_body(body))))
+
+
+def test_usage_lua_gets_the_session_and_an_empty_price_for_a_model_without_one():
+    """Its counts are reported to the session's record, and logged without a cost."""
+    decided = decided_without_log_tokens("anthropic/claude-nobody-knows-9", session="s9")
+    assert (decided["price"], decided["session"]) == ("", "s9")
+
+
+def test_an_answer_the_sidecar_translates_itself_gets_nothing_for_usage_lua():
+    """The sidecar counts and prices it: Envoy's Lua filter must not count it again."""
+    decided = decided_without_log_tokens("groq/llama-3.3-70b-versatile", session="s9")
+    assert "price" not in decided and "session" not in decided
+    assert decided["provider"] == "groq/llama-3.3-70b-versatile"
+
+
+def test_a_native_error_answer_is_not_read_and_ends_the_exchange():
+    """With log_tokens, a native answer is read for its counts, but an error has none."""
+    current = Exchange(runtime())
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    current.on_request_headers(headers, False)
+    body = orjson.dumps({"model": "anthropic/claude-haiku-4-5", **ASKED})
+    asyncio.run(current.on_request_body(body))
+    reply = ProcessingResponse.parse(current.on_response_headers({":status": "429"}))
+    assert reply.mode_override is None and current.finished

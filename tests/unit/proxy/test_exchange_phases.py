@@ -779,3 +779,47 @@ def test_a_translated_answers_counts_go_under_the_configured_namespace():
             "cache_creation_input_tokens": 0,
         }
     }
+
+
+def test_count_tokens_with_a_trailing_slash_is_counted_too():
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    headers = {":path": "/v1/messages/count_tokens/", ":method": "POST"}
+    exchange.on_request_headers(headers, False)
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(ASKED))))
+    assert reply.immediate_response.body == b'{"input_tokens":8}'
+
+
+def test_a_native_body_asking_for_thinking_keeps_its_budget_without_a_decided_effort():
+    """No effort decided: the client's own thinking request is spliced through untouched."""
+    exchange = exchange_for("  - model: anthropic/claude-haiku-4-5\n    access_key: k\n")
+    body = {
+        "model": "anthropic/claude-haiku-4-5",
+        "max_tokens": 4096,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    reply = routed(exchange, body)
+    sent = orjson.loads(reply.body_mutation.body)
+    assert sent == {**body, "model": "claude-haiku-4-5"}
+
+
+def test_a_body_with_a_message_that_is_no_object_still_loses_foreign_thinking():
+    """The provider refuses the stray message with its own error; the gateway must not fail
+    first while it drops another provider's thinking block."""
+    exchange = exchange_for("  - model: anthropic/claude-haiku-4-5\n    access_key: k\n")
+    foreign = {"type": "thinking", "thinking": "hmm", "signature": ""}
+    body = {
+        "model": "anthropic/claude-haiku-4-5",
+        "max_tokens": 5,
+        "messages": [
+            "stray",
+            {"role": "assistant", "content": [foreign, {"type": "text", "text": "a"}]},
+            {"role": "user", "content": "and?"},
+        ],
+    }
+    sent = orjson.loads(routed(exchange, body).body_mutation.body)
+    assert sent["messages"] == [
+        "stray",
+        {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+        {"role": "user", "content": "and?"},
+    ]
