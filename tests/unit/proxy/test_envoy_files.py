@@ -95,6 +95,16 @@ def names_on_disk(admin: FakeEnvoyAdmin) -> list[str]:
     return [c["name"] for c in on_disk(admin, "clusters.yaml")["resources"]]
 
 
+def assert_first_clusters_on_disk(admin) -> None:
+    """The clusters file still holds what the first config delivered: a failed edit left it."""
+    assert names_on_disk(admin) == [
+        versioned_sidecar_cluster(config()),
+        REPORT_CLUSTER,
+        OPENAI,
+        DEEPSEEK,
+    ]
+
+
 def watched(admin: FakeEnvoyAdmin, file: str) -> dict:
     """The config source of a file in the folder Envoy watches."""
     folder = str(admin.folder)
@@ -277,12 +287,7 @@ def test_clusters_envoy_rejects_are_written_back_and_the_listener_is_not_touched
     admin.reject.add("clusters.yaml")
     with pytest.raises(DeliveryError, match=r"^Envoy rejected the new clusters\.yaml"):
         files.deliver(config(deepseek=False, max_concurrent=100))
-    assert names_on_disk(admin) == [
-        versioned_sidecar_cluster(config()),
-        REPORT_CLUSTER,
-        OPENAI,
-        DEEPSEEK,
-    ]
+    assert_first_clusters_on_disk(admin)
     assert on_disk(admin, "listeners.yaml")["version_info"] == listener_version
 
 
@@ -294,12 +299,7 @@ def test_an_admin_port_that_does_not_answer_fails_the_delivery_after_the_timeout
         files.deliver(config(max_concurrent=100))
     assert str(caught.value) == f"Envoy's admin (http://127.0.0.1:{admin.port}) does not answer"
     assert clock.now - start == pytest.approx(envoy_files.ACK_TIMEOUT_S, abs=0.06)
-    assert names_on_disk(admin) == [
-        versioned_sidecar_cluster(config()),
-        REPORT_CLUSTER,
-        OPENAI,
-        DEEPSEEK,
-    ]
+    assert_first_clusters_on_disk(admin)
 
 
 def test_an_admin_port_that_answers_late_is_waited_for(admin, clock):
@@ -348,12 +348,7 @@ def test_an_edit_envoy_never_applies_fails_after_the_timeout(admin, clock):
     with pytest.raises(DeliveryError, match=r"^Envoy did not apply the new clusters.yaml in 10s$"):
         files.deliver(config(max_concurrent=100))
     assert clock.now - start == pytest.approx(envoy_files.ACK_TIMEOUT_S, abs=0.06)
-    assert names_on_disk(admin) == [
-        versioned_sidecar_cluster(config()),
-        REPORT_CLUSTER,
-        OPENAI,
-        DEEPSEEK,
-    ]
+    assert_first_clusters_on_disk(admin)
 
 
 def test_a_retired_provider_cluster_goes_once_idle_and_the_sidecar_has_the_edit(admin, clock):
