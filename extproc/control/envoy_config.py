@@ -116,13 +116,7 @@ def context_too_long_filter(config: Config, slot: str) -> dict[str, Any]:
         .replace("%MARKERS%", markers)
         .replace("%FAILOVER_HEADER%", FAILOVER_HEADER)
     )
-    return {
-        "name": "envoy.filters.http.lua",
-        "typed_config": {
-            "@type": _ext("filters.http.lua.v3.Lua"),
-            "default_source_code": {"inline_string": source},
-        },
-    }
+    return _lua_filter(source)
 
 
 REPORT_CLUSTER = "extproc-health"
@@ -138,6 +132,11 @@ def usage_filter(config: Config) -> dict[str, Any]:
         .replace("%REPORT_CLUSTER%", REPORT_CLUSTER)
         .replace("%SECRET%", lua_escaped(config.sidecar_secret))
     )
+    return _lua_filter(source)
+
+
+def _lua_filter(source: str) -> dict[str, Any]:
+    """Envoy's Lua filter running `source`."""
     return {
         "name": "envoy.filters.http.lua",
         "typed_config": {
@@ -457,9 +456,8 @@ def _drop_client_headers(config: Config) -> dict[str, Any]:
     nor its x-extproc-content-length set a failover attempt's length. The listener is an
     edge: a client's x-envoy-* headers (x-envoy-original-path, which the access log shows;
     retry and timeout overrides) are Envoy's own, not the client's. So is x-request-id, the
-    access log's
-    `request_id`: Envoy makes its own, and a client's is kept as x-client-request-id (an
-    empty value is not added)."""
+    access log's `request_id`: Envoy makes its own, and a client's is kept as
+    x-client-request-id (an empty value is not added)."""
     keep_client_id = {"key": CLIENT_REQUEST_ID, "value": "%REQ(x-request-id)%"}
     return {
         "name": "envoy.http.early_header_mutation.header_mutation",
