@@ -101,17 +101,17 @@ USAGE_LUA = Path(__file__).with_name("usage.lua").read_text(encoding="utf-8")
 """The Lua filter that reads token counts from answers the sidecar does not read."""
 
 
-CONTEXT_TOO_LONG_LUA = Path(__file__).with_name("context_too_long.lua").read_text(encoding="utf-8")
+CHAIN_HEAD_LUA = Path(__file__).with_name("chain_head.lua").read_text(encoding="utf-8")
 """The Lua filter that marks an Anthropic-format chain head's context-too-long 400."""
 
 
-def context_too_long_filter(config: Config, slot: str) -> dict[str, Any]:
+def chain_head_filter(config: Config, slot: str) -> dict[str, Any]:
     """The upstream filter of a `p__` slot (a chain head whose answer goes past the sidecar):
     a 400 saying the prompt is over the window gets the failover mark, and its reason goes
     to the metadata under the slot's failure key, as a `fo__` attempt's would."""
     markers = ", ".join(f'"{lua_escaped(marker.decode())}"' for marker in CONTEXT_TOO_LONG)
     source = (
-        CONTEXT_TOO_LONG_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
+        CHAIN_HEAD_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
         .replace("%FAILED_KEY%", failure_key(slot))
         .replace("%MARKERS%", markers)
         .replace("%FAILOVER_HEADER%", FAILOVER_HEADER)
@@ -862,7 +862,7 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
         if name.startswith(FAILOVER_PREFIX):
             filters = [upstream_extproc_filter(config, sidecar_cluster), HANDED_LENGTH_FILTER]
         else:
-            filters = [context_too_long_filter(config, name)]
+            filters = [chain_head_filter(config, name)]
         slot["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _ext("upstreams.http.v3.HttpProtocolOptions"),

@@ -19,6 +19,6 @@ def test_every_data_file_of_the_package_is_packaged():
         for path in package.rglob("*")
         if path.is_file() and path.suffix not in (".py", ".pyc")
     ]
-    assert "control/context_too_long.lua" in data
+    assert "control/chain_head.lua" in data
     unpackaged = [name for name in data if not any(fnmatch.fnmatch(name, p) for p in patterns)]
     assert unpackaged == []
