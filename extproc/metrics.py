@@ -61,14 +61,6 @@ class Metrics:
             ("provider",),
             registry=self.registry,
         )
-        self.handoffs = Counter(
-            "extproc_handoffs",
-            "Attempts of a translated failover chain head, by whether they took the translation "
-            "the downstream exchange made (taken) or were sent the body to translate it again "
-            "(missed: another sidecar process, or the translation not kept).",
-            ("outcome",),
-            registry=self.registry,
-        )
         self.open_streams = Gauge(
             "extproc_open_streams", "ext_proc streams open now.", registry=self.registry
         )

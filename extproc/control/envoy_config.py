@@ -19,16 +19,17 @@ from extproc.providers.chains import (
     CHAIN_HEADER,
     FAILOVER_HEADER,
     FAILOVER_PREFIX,
-    LENGTH_HEADER,
+    HEAD_ANSWER_HEADER,
+    HEAD_BODY_METADATA,
     STREAMED,
     chains,
     failover_slot,
-    head_slot,
     keeps_client_auth,
+    native_slot,
     slots,
 )
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, cluster_name, origins
-from extproc.proxy.attempt import CONTEXT_TOO_LONG, failure_key
+from extproc.proxy.attempt import CONTEXT_TOO_LONG, RETRY_AFTER, failure_key
 from extproc.proxy.exchange import (
     GATEWAY_KEY_HEADERS,
     LOCAL_REPLY_HEADER,
@@ -102,19 +103,24 @@ USAGE_LUA = Path(__file__).with_name("usage.lua").read_text(encoding="utf-8")
 
 
 CHAIN_HEAD_LUA = Path(__file__).with_name("chain_head.lua").read_text(encoding="utf-8")
-"""The Lua filter that marks an Anthropic-format chain head's context-too-long 400."""
+"""The Lua filter of a chain head's attempt: a translated head's body put in place, the
+answer's failure written down for the next attempt."""
 
 
 def chain_head_filter(config: Config, slot: str) -> dict[str, Any]:
-    """The upstream filter of a `p__` slot (a chain head whose answer goes past the sidecar):
-    a 400 saying the prompt is over the window gets the failover mark, and its reason goes
-    to the metadata under the slot's failure key, as a `fo__` attempt's would."""
+    """The upstream filter of a `p__` slot (a chain's head, rewritten downstream, whose answer
+    goes past the failover handler): a translated head's body put in place; a failure, or a
+    400 saying the prompt is over the window (which also gets the failover mark), written to
+    the metadata under the slot's failure key, as a `fo__` attempt's would be."""
     markers = ", ".join(f'"{lua_escaped(marker.decode())}"' for marker in CONTEXT_TOO_LONG)
     source = (
         CHAIN_HEAD_LUA.replace("%NAMESPACE%", config.sidecar.metadata_namespace)
         .replace("%FAILED_KEY%", failure_key(slot))
+        .replace("%RETRY_AFTER_KEY%", RETRY_AFTER)
+        .replace("%BODY_KEY%", HEAD_BODY_METADATA)
         .replace("%MARKERS%", markers)
         .replace("%FAILOVER_HEADER%", FAILOVER_HEADER)
+        .replace("%HEAD_ANSWER_HEADER%", HEAD_ANSWER_HEADER)
     )
     return _lua_filter(source)
 
@@ -168,7 +174,9 @@ def _forwarded_headers(config: Config) -> tuple[str, ...]:
     # Gateway keys are checked by the sidecar; a client's own credentials are kept by it for
     # a later candidate that takes them (providers/chains.py).
     keys = GATEWAY_KEY_HEADERS if config.gateway_keys or keeps_client_auth(config) else ()
-    return READ_HEADERS + keys + config.rule_headers
+    # With failover, the mark of a translated head's answer, which the sidecar translates.
+    marks = (HEAD_ANSWER_HEADER,) if chains(config) else ()
+    return READ_HEADERS + keys + marks + config.rule_headers
 
 
 def _secret_metadata(config: Config) -> dict[str, Any]:
@@ -452,11 +460,10 @@ def chain_routes(config: Config) -> list[dict[str, Any]]:
 def _drop_client_headers(config: Config) -> dict[str, Any]:
     """Headers only the gateway may set, removed from the client's request before any filter
     runs. Only the sidecar picks the cluster: a client's own x-extproc-cluster can't steer a
-    request, even with failure_mode_allow; nor can its own x-extproc-chain (with failover),
-    nor its x-extproc-content-length set a failover attempt's length. The listener is an
-    edge: a client's x-envoy-* headers (x-envoy-original-path, which the access log shows;
-    retry and timeout overrides) are Envoy's own, not the client's. So is x-request-id, the
-    access log's `request_id`: Envoy makes its own, and a client's is kept as
+    request, even with failure_mode_allow; nor can its own x-extproc-chain (with failover).
+    The listener is an edge: a client's x-envoy-* headers (x-envoy-original-path, which the
+    access log shows; retry and timeout overrides) are Envoy's own, not the client's. So is
+    x-request-id, the access log's `request_id`: Envoy makes its own, and a client's is kept as
     x-client-request-id (an empty value is not added)."""
     keep_client_id = {"key": CLIENT_REQUEST_ID, "value": "%REQ(x-request-id)%"}
     return {
@@ -465,7 +472,7 @@ def _drop_client_headers(config: Config) -> dict[str, Any]:
             "@type": _ext("http.early_header_mutation.header_mutation.v3.HeaderMutation"),
             "mutations": [
                 {"remove": CLUSTER_HEADER},
-                *([{"remove": CHAIN_HEADER}, {"remove": LENGTH_HEADER}] if chains(config) else []),
+                *([{"remove": CHAIN_HEADER}] if chains(config) else []),
                 {"remove_on_match": {"key_matcher": {"prefix": "x-envoy-"}}},
                 {
                     "append": {
@@ -841,7 +848,7 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
     }
     wanted: dict[str, Provider] = {}
     for chain in chains(config):
-        wanted.setdefault(head_slot(config, chain[0]), chain[0])
+        wanted.setdefault(native_slot(config, chain[0]), chain[0])
         for provider in chain[1:]:
             wanted.setdefault(failover_slot(config, provider), provider)
     slot_clusters = []
@@ -860,7 +867,7 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
             },
         }
         if name.startswith(FAILOVER_PREFIX):
-            filters = [upstream_extproc_filter(config, sidecar_cluster), HANDED_LENGTH_FILTER]
+            filters = [upstream_extproc_filter(config, sidecar_cluster)]
         else:
             filters = [chain_head_filter(config, name)]
         slot["typed_extension_protocol_options"] = {
@@ -880,28 +887,6 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
         }
         slot_clusters.append(slot)
     return [failfast, *slot_clusters]
-
-
-HANDED_LENGTH_FILTER: dict[str, Any] = {
-    "name": "envoy.filters.http.header_mutation",
-    "typed_config": {
-        "@type": _ext("filters.http.header_mutation.v3.HeaderMutation"),
-        "mutations": {
-            "request_mutations": [
-                {
-                    "append": {
-                        "header": {"key": "content-length", "value": f"%REQ({LENGTH_HEADER})%"},
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }
-                },
-                {"remove": LENGTH_HEADER},
-            ]
-        },
-    },
-}
-"""After the ext_proc filter on a `fo__` slot: a body it replaced in reply to the headers
-(proxy/handoffs.py) loses its `content-length` there (Envoy's ext_proc removes it), so the
-provider would get it chunked; the sidecar sends the length beside it, put back here."""
 
 
 def upstream_extproc_filter(config: Config, sidecar_cluster: str) -> dict[str, Any]:

@@ -5,9 +5,10 @@ chain route (control/envoy_config.py): Envoy tries the chain's slots in order, o
 attempt, and moves on when an attempt fails before the answer's headers. Each slot is an
 Envoy cluster:
 
-- `p__<origin cluster>`: the head of a chain whose body the downstream sidecar already
-  rewrote (an Anthropic-format provider): no sidecar call on that attempt;
-- `fo__<entry>`: a provider entry whose request the sidecar's upstream handler rewrites on
+- `p__<origin cluster>`: the head of a chain, whose request the downstream sidecar already
+  rewrote: no sidecar call on that attempt (a translated head's body is put in place by a
+  Lua filter, control/chain_head.lua);
+- `fo__<entry>`: a later candidate, whose request the sidecar's upstream handler rewrites on
   the attempt itself (extproc/proxy/attempt.py), from the client's own body.
 
 The renderer and the sidecar both name chains and slots here, so the chain a request is
@@ -29,18 +30,18 @@ CHAIN_HEADER = "x-extproc-chain"
 FAILOVER_HEADER = "x-extproc-failover"
 """Set by the sidecar on a provider's answer that should move to the next candidate although
 its status alone would not (a context-too-long 400); the chain routes retry on it."""
-LENGTH_HEADER = "x-extproc-content-length"
-"""The length of a body a failover attempt puts in place in reply to the request's headers:
-Envoy then drops `content-length`, and puts this back in its place (control/envoy_config.py)."""
-CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA, HANDOFF_METADATA = (
+HEAD_ANSWER_HEADER = "x-extproc-head-answer"
+"""Set by the head's Lua filter on a translated head's answer: the downstream sidecar
+translates that one, and passes a later candidate's (translated on its own attempt)."""
+CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA, HEAD_BODY_METADATA = (
     "chain",
     "head",
     "effort",
-    "handoff",
+    "head_body",
 )
-"""What the downstream exchange tells each failover attempt, in the decision's dynamic
-metadata: the chain header's value, the head's entry, the decided reasoning effort, the
-token of a translated head's rewrite (proxy/handoffs.py)."""
+"""What the downstream exchange tells the chain's attempts, in the decision's dynamic
+metadata: the chain header's value, the head's entry, the decided reasoning effort, and a
+translated head's body (put in place, then emptied, by the head's Lua filter)."""
 FAILOVER_PREFIX = "fo__"
 NATIVE_PREFIX = "p__"
 STREAMED = ";stream"
@@ -63,18 +64,11 @@ def slot_provider(config: Config, slot: str) -> Provider | None:
     return None if entry is None else config.provider_named(entry)
 
 
-def head_slot(config: Config, provider: Provider) -> str:
-    """Attempt 1's slot: native heads are rewritten downstream, translated ones on the attempt
-    (the router must keep the client's Anthropic body for the candidates after them)."""
-    if provider.interface == "anthropic":
-        return native_slot(config, provider)
-    return failover_slot(config, provider)
-
-
 def slots(config: Config, chain: tuple[Provider, ...]) -> tuple[str, ...]:
-    """The clusters a chain's attempts go to, in order."""
+    """The clusters a chain's attempts go to, in order: the head's rewritten downstream, the
+    others' on their attempt."""
     head, *rest = chain
-    return (head_slot(config, head), *(failover_slot(config, p) for p in rest))
+    return (native_slot(config, head), *(failover_slot(config, p) for p in rest))
 
 
 MAX_TRIMMED = 4

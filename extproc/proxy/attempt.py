@@ -6,6 +6,8 @@ slot's name in the `xds.cluster_name` attribute, the body the router keeps for r
 client's, or the native head's rewrite of it) and the downstream decision in the dynamic
 metadata. The attempt rewrites that body for its candidate with the same function as the
 downstream exchange (`exchange.provider_request`), and translates the answer if it must.
+The chain's head is no such attempt: the downstream exchange rewrote it, and its answer
+goes past (control/chain_head.lua writes down its failure for the attempt after it).
 
 Header changes of one attempt stay in the request the next attempt starts from, so each
 attempt sets and removes every header it owns: both credential headers, path, length.
@@ -23,9 +25,9 @@ from extproc.providers.chains import (
     EFFORT_METADATA,
     FAILOVER_HEADER,
     FAILOVER_PREFIX,
-    HANDOFF_METADATA,
+    HEAD_ANSWER_HEADER,
     HEAD_METADATA,
-    LENGTH_HEADER,
+    NATIVE_PREFIX,
     STREAMED,
     client_key,
     slot_provider,
@@ -35,7 +37,6 @@ from extproc.proxy import replies
 from extproc.proxy.exchange import (
     ANTHROPIC_HEADERS,
     Exchange,
-    ProviderRequest,
     Runtime,
     _parse_body,
     price_text,
@@ -45,8 +46,7 @@ from extproc.proxy.wire import Phase
 
 SLOT_ATTRIBUTE = "xds.cluster_name"
 UNSEEN = "unseen"
-"""The reason of a failed attempt whose answer no handler read: a native head's, or one
-that got none (refused, reset, silent)."""
+"""The reason of a failed attempt that got no answer (refused, reset, silent)."""
 RETRY_AFTER = "retry_after"
 """The soonest retry-after of the chain's failed answers, in seconds (dynamic metadata):
 Envoy's own 503 after a last attempt that got no answer carries it (control/envoy_config.py)."""
@@ -58,6 +58,10 @@ CONTEXT_TOO_LONG = (
     b"exceeded model token limit",  # Moonshot
 )
 """How each provider's 400 says the prompt is over the model's window (docs/translation.md)."""
+
+NOT_THE_HEADS = (HEAD_ANSWER_HEADER,)
+"""Removed from a later candidate's answer: the downstream exchange translates an answer
+marked as the (translated) head's, and this one is not, whatever its provider sent."""
 
 
 def exchange_for(runtime: Runtime, first: Phase, exchange: Exchange) -> Exchange:
@@ -139,31 +143,29 @@ class Attempt(Exchange):
         earlier = [slot_provider(config, s) for s in self.slots[1:position]]
         self.earlier = [p for p in (head, *earlier) if p is not None][:position]
         if self.earlier:
+            failed = self.slots[position - 1]
             self._count_failover(
-                self.earlier[-1], decided.get(failure_key(self.slots[position - 1]))
+                self.earlier[-1], failed, decided.get(failure_key(failed)), decided
             )
-        if self.slots[0] != self.slot:  # the translation kept for the chain is the head's
-            return replies.continue_request_headers()
-        token = decided.get(HANDOFF_METADATA)
-        rewrite = self.runtime.handoffs.take(token, self.runtime.clock()) if token else None
-        self.runtime.metrics.handoffs.labels("missed" if rewrite is None else "taken").inc()
-        if rewrite is None:
-            return replies.continue_request_headers()
-        # The downstream exchange translated the body already: it goes in the body's place,
-        # and Envoy sends the body no more.
-        self.body_read = True
-        return self.send(rewrite, at_headers=True)
+        return replies.continue_request_headers()
 
     @property
     def answering(self) -> tuple[Provider, str] | None:
         return (self.candidate, self.route) if self.candidate else None
 
-    def _count_failover(self, failed: Provider, reason: str | None) -> None:
-        """The attempt before this one failed: count it; one whose answer no handler saw (a
-        native head, a refused connection, a timeout) is news for the cooldown table too."""
+    def _count_failover(
+        self, failed: Provider, slot: str, reason: str | None, decided: dict[str, str]
+    ) -> None:
+        """The attempt before this one, on `slot`, failed: count it. One that got no answer (a
+        refused connection, a timeout) is news for the cooldown table too, and so is the
+        head's failed answer, which its Lua filter wrote down (with its retry-after): no
+        handler of ours saw either."""
         self.runtime.metrics.failovers.labels(failed.name, reason or UNSEEN).inc()
         if reason is None:
             self.runtime.record_attempt(failed.name, UNSEEN, {})
+        elif slot.startswith(NATIVE_PREFIX) and reason.isdigit():
+            retry_after = {"retry-after": decided.get(RETRY_AFTER, "")}
+            self.runtime.record_attempt(failed.name, int(reason), retry_after)
 
     def credentials(self, candidate: Provider) -> AuthChange:
         """The candidate's own key; for one that takes the client's credentials, those the
@@ -192,19 +194,10 @@ class Attempt(Exchange):
             self.path,
             self.effort,
         )
-        return self.send(rewrite, at_headers=False)
-
-    def send(self, rewrite: ProviderRequest, at_headers: bool) -> bytes:
-        """Send the candidate's rewrite of the request: in reply to the body, or to the
-        headers when the rewrite was handed over (its body then takes the body's place)."""
-        assert self.candidate is not None
-        candidate = self.candidate
         self.translation = rewrite.translation
         # A translated attempt removes the client's anthropic-* headers, for this attempt and
         # the next ones: they are kept in the metadata, and a native attempt restores them.
         restored = self.client_anthropic if candidate.interface == "anthropic" else {}
-        if at_headers:  # Envoy drops content-length there: its filter after ours puts it back
-            restored = {**restored, LENGTH_HEADER: rewrite.headers.get("content-length", "0")}
         mutation = rewrite.mutation(restored)
         fields = {
             "provider": candidate.name,
@@ -214,10 +207,6 @@ class Attempt(Exchange):
         if not self.runtime.config.listener.log_tokens:
             # usage.lua prices the answer that reaches the client: this candidate's.
             fields["price"] = price_text(candidate)
-        if at_headers:
-            return replies.replace_request_at_headers(
-                mutation, rewrite.body or (), fields, self.namespace
-            )
         return replies.route_request_body(
             mutation, rewrite.body, fields, self.namespace, clear_route_cache=False
         )
@@ -240,9 +229,10 @@ class Attempt(Exchange):
         )
         if self.translation is None:
             self.finished = True  # a native answer goes on without the sidecar
-            return replies.attempt_response_headers(None, fields, self.namespace)
+            mutation = replies.header_mutation(None, NOT_THE_HEADS)
+            return replies.attempt_response_headers(mutation, fields, self.namespace)
         mutation = replies.header_mutation(
-            self.client_headers, ("content-length", "content-encoding")
+            self.client_headers, ("content-length", "content-encoding", *NOT_THE_HEADS)
         )
         return replies.attempt_response_headers(
             mutation, fields, self.namespace, read_body=self.translation.streaming
@@ -267,11 +257,11 @@ class Attempt(Exchange):
         changes = {FAILOVER_HEADER: "context_too_long"} if too_long else {}
         if translated is None:
             return replies.held_response_body(
-                replies.header_mutation(changes), None, fields, self.namespace
+                replies.header_mutation(changes, NOT_THE_HEADS), None, fields, self.namespace
             )
         mutation = replies.header_mutation(
             {**self.client_headers, **changes, "content-length": str(len(translated))},
-            ("content-encoding",),
+            ("content-encoding", *NOT_THE_HEADS),
         )
         return replies.held_response_body(mutation, translated, fields, self.namespace)
 

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -33,7 +33,8 @@ from extproc.providers.chains import (
     CHAIN_HEADER,
     CHAIN_METADATA,
     EFFORT_METADATA,
-    HANDOFF_METADATA,
+    HEAD_ANSWER_HEADER,
+    HEAD_BODY_METADATA,
     HEAD_METADATA,
     chain_of,
     chain_value,
@@ -49,7 +50,6 @@ from extproc.providers.upstream import (
     upstream_path,
 )
 from extproc.proxy import replies
-from extproc.proxy.handoffs import Handoffs
 from extproc.proxy.paths import is_messages, passes_through
 from extproc.proxy.sessions import HEADER as SESSION_HEADER
 from extproc.proxy.sessions import SessionStore
@@ -112,10 +112,7 @@ class Runtime:
     """Each Claude Code session's latest decision, for the status line; kept across config
     changes too."""
     clock: Callable[[], float] = time.time
-    """`now` for the cooldown table and the handoffs: seconds since the epoch (tests set their
-    own)."""
-    handoffs: Handoffs[ProviderRequest] = field(default_factory=Handoffs)
-    """Translated chain heads' rewrites, waiting for their attempt (proxy/handoffs.py)."""
+    """`now` for the cooldown table: seconds since the epoch (tests set their own)."""
 
     def record_attempt(self, entry: str, outcome: int | str, headers: Mapping[str, str]) -> None:
         """Tell the cooldown table how one attempt at provider entry `entry` ended: the
@@ -447,12 +444,12 @@ class Exchange:
     ) -> bytes:
         """Send the request on its failover chain's route (providers/chains.py).
 
-        A native head is rewritten here, as without failover: a request that never fails
-        over costs what it did, and its answer does not wait on the sidecar. A translated
-        head's body is left as the client sent it: Envoy keeps that body for each attempt (a
-        translated one would be of no use to a later Anthropic-format candidate), and the
-        head's translation, written here too, waits in `Runtime.handoffs` for its `fo__`
-        slot's upstream handler, which puts it in the body's place.
+        The head is rewritten here, as without failover, so a request that never fails over
+        costs what it did: a native head's answer does not wait on the sidecar, and a
+        translated head's answer is translated here. A translated head's body is left as the
+        client sent it, though: Envoy keeps that body for each attempt, and a later
+        Anthropic-format candidate needs it. Its translation goes in the metadata, where the
+        head's Lua filter puts it in the body's place (control/chain_head.lua).
         """
         assert self.decision is not None
         config = self.runtime.config
@@ -465,37 +462,44 @@ class Exchange:
             HEAD_METADATA: head.name,
             EFFORT_METADATA: effort or "",
         }
-        self.finished = not config.listener.log_tokens
         if takes_client_auth_later(chain):
             # Kept where only our own handlers read them (never logged): the head's rewrite
             # replaces them, and a later attempt may need them (proxy/attempt.py).
             kept = {h: v for h in CLIENT_AUTH_HEADERS if (v := self.headers.get(h))}
             decided.update({client_key(h): v for h, v in kept.items()})
-        if self.finished:
-            # A translated head's attempt writes its own price, as any attempt that answers
-            # in the head's stead does (proxy/attempt.py).
-            decided.update(self.usage_lua_fields(head if head.interface == "anthropic" else None))
         rewrite = provider_request(
             config, head, auth_change(head), raw, body, span, self.path, effort
         )
-        if head.interface != "anthropic":
-            # The body stays as the client sent it; the head's attempt takes this rewrite
-            # instead of reading it again (proxy/handoffs.py).
-            runtime = self.runtime
-            size = sum(map(len, rewrite.body or ()))
-            token = runtime.handoffs.put(rewrite, size, runtime.clock())
-            if token is not None:
-                decided[HANDOFF_METADATA] = token
-            mutation = replies.header_mutation(chain_header)
-            return replies.route_request_body(mutation, None, decided, self.namespace)
-        return replies.route_request_body(
-            rewrite.mutation(chain_header), rewrite.body, decided, self.namespace
+        self.translation = rewrite.translation
+        self.finished = self.translation is None and not config.listener.log_tokens
+        if not config.listener.log_tokens:
+            # A later candidate's attempt writes its own price (proxy/attempt.py).
+            decided.update(self.usage_lua_fields(head if self.translation is None else None))
+        if self.translation is None:
+            return replies.route_request_body(
+                rewrite.mutation(chain_header), rewrite.body, decided, self.namespace
+            )
+        # The client's anthropic-* headers go with its body, for a later native candidate.
+        kept = {n: v for n in ANTHROPIC_HEADERS if (v := self.headers.get(n))}
+        decided.update({client_key(n): v for n, v in kept.items()})
+        decided[HEAD_BODY_METADATA] = b"".join(rewrite.body or ())
+        # The client's body, and its length, stay for the router; the Lua filter sets the
+        # translation's.
+        headers = {k: v for k, v in rewrite.headers.items() if k != "content-length"}
+        remove = tuple(h for h in rewrite.remove if h != "content-length")
+        mutation = replies.header_mutation(
+            {**chain_header, **headers}, remove, add_if_absent=rewrite.add_if_absent
         )
+        return replies.route_request_body(mutation, None, decided, self.namespace)
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
         status = int(headers.get(":status", "200"))
         local = LOCAL_REPLY_HEADER in headers
-        if self.decision is not None and not self.chained:
+        heads = HEAD_ANSWER_HEADER in headers
+        if self.chained and not heads:
+            # A later candidate's answer, translated on its own attempt where it must be.
+            self.translation = None
+        if self.decision is not None and (heads or not self.chained):
             provider = self.decision.provider.name
             if status >= 400:
                 self.runtime.metrics.upstream_errors.labels(provider, status).inc()
@@ -513,7 +517,8 @@ class Exchange:
             self.finished = True
             return replies.continue_response_headers()
         client_headers = self.translation.on_headers(status, headers.get("content-encoding", ""))
-        mutation = replies.header_mutation(client_headers, ("content-length", "content-encoding"))
+        removed = ("content-length", "content-encoding", *((HEAD_ANSWER_HEADER,) if heads else ()))
+        mutation = replies.header_mutation(client_headers, removed)
         return replies.want_response_body(mutation, self.translation.streaming)
 
     def on_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:

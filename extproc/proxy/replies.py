@@ -17,7 +17,6 @@ from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingModeBodySendMode,
     ProcessingModeHeaderSendMode,
 )
-from envoy_data_plane.envoy.service.ext_proc.v3 import CommonResponseResponseStatus
 
 from extproc.errors import GatewayError
 from extproc.proxy.wire import data, integer, message, proto_struct, tag, text
@@ -35,7 +34,6 @@ _SEND, _SKIP = int(ProcessingModeHeaderSendMode.SEND), int(ProcessingModeHeaderS
 _STREAMED = int(ProcessingModeBodySendMode.STREAMED)
 _BUFFERED = int(ProcessingModeBodySendMode.BUFFERED)
 _NONE = int(ProcessingModeBodySendMode.NONE)
-_CONTINUE_AND_REPLACE = int(CommonResponseResponseStatus.CONTINUE_AND_REPLACE)
 
 
 def header_mutation(
@@ -133,17 +131,15 @@ def _body_phase(
     mutation: bytes | None,
     body: Body,
     clear_route_cache: bool,
-    replace: bool = False,
 ) -> bytes:
     """A reply that replaces the body, copying the (possibly megabytes of) body once: a
-    BodyResponse, or with `replace` a HeadersResponse whose status is CONTINUE_AND_REPLACE.
+    BodyResponse.
 
     CommonResponse{status=1, header_mutation=2, body_mutation=3: BodyMutation{body=1},
     clear_route_cache=5}
     """
     size = sum(map(len, body))
-    front = integer(1, _CONTINUE_AND_REPLACE) if replace else b""
-    front += message(2, mutation) if mutation is not None else b""
+    front = message(2, mutation) if mutation is not None else b""
     body_field = tag(1, size)
     body_mutation = tag(3, len(body_field) + size)
     tail = integer(5, clear_route_cache)
@@ -170,16 +166,6 @@ def route_request_body(
     else:
         reply = _body_phase(_REQUEST_BODY, mutation, body, clear_route_cache)
     return reply + metadata(decision, namespace)
-
-
-def replace_request_at_headers(
-    mutation: bytes, body: Body, fields: dict[str, Any], namespace: str
-) -> bytes:
-    """A failover attempt's reply to its request's headers when its rewrite is ready
-    (proxy/handoffs.py): headers and body replaced at once, the body not sent to the
-    sidecar, and the answer's headers asked for as `continue_request_headers` does."""
-    reply = _body_phase(_REQUEST_HEADERS, mutation, body, clear_route_cache=False, replace=True)
-    return reply + metadata(fields, namespace) + _RESPONSE_HEADERS_TOO
 
 
 def attempt_response_headers(

@@ -231,6 +231,8 @@ def _map_key(key: str) -> bytes:
 def _value(value: Any) -> bytes:
     if isinstance(value, str):
         return message(3, value.encode())
+    if isinstance(value, bytes):  # UTF-8 text already encoded: a translated body
+        return message(3, value)
     if value is None:
         return b"\x08\x00"  # null_value = NULL_VALUE (0), written: it is a oneof
     if isinstance(value, bool):

@@ -103,14 +103,17 @@ def fail(fake, how: str) -> None:
         fake.failure = how
 
 
-def send(gateway, model: str, streamed: bool, text: str = "hello") -> httpx.Response:
+def send(
+    gateway, model: str, streamed: bool, text: str = "hello", request_id: str = ""
+) -> httpx.Response:
     body = {
         "model": model,
         "max_tokens": 64,
         "stream": streamed,
         "messages": [{"role": "user", "content": text}],
     }
-    return httpx.post(f"{gateway.url}/v1/messages", json=body, headers=KEY, timeout=60)
+    headers = {**KEY, **({"x-request-id": request_id} if request_id else {})}
+    return httpx.post(f"{gateway.url}/v1/messages", json=body, headers=headers, timeout=60)
 
 
 def answer_text(response: httpx.Response, streamed: bool) -> str:
@@ -185,22 +188,28 @@ def test_a_failing_translated_head_is_served_by_the_native_next_candidate(
 def test_a_translated_head_that_answers_is_sent_its_translation_with_its_length(
     gateway, fakes, streamed
 ):
-    """The downstream sidecar translates the head's request (proxy/handoffs.py); the head's
-    attempt puts it in place of the client's body, which Envoy keeps for later candidates,
-    and Envoy sends it with its content-length, not chunked."""
-    response = send(gateway, "openai/gpt-4.1", streamed)
+    """The downstream sidecar translates the head's request and sends it in the metadata; the
+    head's Lua filter puts it in place of the client's body, which Envoy keeps for later
+    candidates, with its content-length (not chunked); the answer comes back translated."""
+    request_id = f"translated-head-{streamed}"
+    response = send(gateway, "openai/gpt-4.1", streamed, request_id=request_id)
     assert OPENAI_TEXT in answer_text(response, streamed)
     [received] = fakes["openai"].received
     assert received.json()["model"] == "gpt-4.1"
     assert received.json()["messages"] == [{"role": "user", "content": "hello"}]
     assert received.headers["content-length"] == str(len(received.body))
     assert "transfer-encoding" not in received.headers
-    assert "x-extproc-content-length" not in received.headers
     assert received.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert "x-api-key" not in received.headers and "anthropic-version" not in received.headers
     assert fakes["opus"].received == [] and fakes["sonnet"].received == []
-    metrics = sidecar_metrics(gateway)
-    assert 'extproc_handoffs_total{outcome="taken"}' in metrics
-    assert 'outcome="missed"' not in metrics  # one sidecar process: every attempt took it
+    assert "x-extproc-head-answer" not in response.headers
+    line = gateway.wait_log(lambda entry: entry["client_request_id"] == request_id)
+    assert (line["attempts"], line["provider"], line["upstream"], line["output_tokens"]) == (
+        1,
+        "openai/gpt-4.1",
+        f"p__127_0_0_1_{fakes['openai'].port}",
+        17,  # the answer's counts, read by the sidecar as it translated it
+    )
 
 
 def test_a_clients_own_length_header_sets_no_attempts_length(gateway, fakes):

@@ -36,7 +36,7 @@ from extproc.control.mesh_failover import (
     FAILOVER_RESOURCE,
     mesh_failover,
 )
-from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, LENGTH_HEADER, NATIVE_PREFIX
+from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, NATIVE_PREFIX
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.support import ROOT, load_yaml
 from tests.support.envoy import validate
@@ -445,12 +445,13 @@ def test_istio_failover_patches_are_the_rendered_chain_routes_and_slots(cpu_conf
     assert clusters == [in_mesh(c, outbound, ISTIO_EXTPROC_CLUSTER) for c in slots]
     assert {c["name"] for c in clusters} == {
         FAILFAST_CLUSTER,
-        "fo__openai_gpt-4.1-2025-04-14",
+        "p__api_openai_com_443",
         "p__api_anthropic_com_443",
         "fo__anthropic_claude-sonnet-4-5",
     }
     # The sidecar's secret: it refuses upstream streams without it too.
-    grpc_service = clusters[1]["typed_extension_protocol_options"][
+    failover_slot = next(c for c in clusters if c["name"].startswith(FAILOVER_PREFIX))
+    grpc_service = failover_slot["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]["http_filters"][0]["typed_config"]["grpc_service"]
     secret = secret_env()["EXTPROC_SIDECAR_SECRET"]
@@ -607,7 +608,7 @@ def test_envoy_gateway_client_policy_and_access_log(tmp_path, cpu_config):
     )
     early = client["spec"]["headers"]["earlyRequestHeaders"]
     # Only the sidecar picks a provider or a chain; Envoy makes its own x-request-id.
-    assert early == {"remove": [CLUSTER_HEADER, CHAIN_HEADER, LENGTH_HEADER, "x-request-id"]}
+    assert early == {"remove": [CLUSTER_HEADER, CHAIN_HEADER, "x-request-id"]}
     proxy = one("EnvoyProxy")
     (setting,) = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     assert setting["format"]["json"] == access_log_format(cpu_config)

@@ -10,7 +10,6 @@ import orjson
 import pytest
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
     ProcessingModeBodySendMode,
-    ProcessingModeHeaderSendMode,
 )
 from envoy_data_plane.envoy.service.ext_proc.v3 import (
     CommonResponseResponseStatus,
@@ -44,7 +43,10 @@ BODY = {
     "messages": [{"role": "user", "content": "hi"}],
 }
 HAIKU_CHAIN = "p__api_anthropic_com_443,fo__openai_gpt-4.1,fo__anthropic_claude-sonnet-4-5"
-OPENAI_CHAIN = "fo__openai_gpt-4.1,fo__anthropic_claude-sonnet-4-5"
+OPENAI_CHAIN = "p__api_openai_com_443,fo__anthropic_claude-sonnet-4-5"
+HAIKU = "anthropic/claude-haiku-4-5"
+GPT = "openai/gpt-4.1"
+SONNET = "anthropic/claude-sonnet-4-5"
 
 
 class Hook:
@@ -142,7 +144,7 @@ def test_the_client_credentials_reach_no_entry_after_one_with_its_own_key():
         "request_headers", {":path": "/v1/chat/completions", "authorization": "Bearer sk-openai"}
     )
     phase.attributes = {"xds.cluster_name": "fo__anthropic_claude-haiku-4-5"}
-    chain = "fo__openai_gpt-4.1,fo__anthropic_claude-haiku-4-5,fo__anthropic_claude-sonnet-4-5"
+    chain = "p__api_openai_com_443,fo__anthropic_claude-haiku-4-5,fo__anthropic_claude-sonnet-4-5"
     phase.metadata = {NAMESPACE: {"chain": chain, "head": "openai/gpt-4.1"}}
     asyncio.run(attempt.handle(phase))
     set_headers, removed, _, _ = sent(attempt)
@@ -164,7 +166,7 @@ def test_the_clients_own_key_kept_by_the_downstream_reaches_an_entry_that_takes_
         "request_headers", {":path": "/v1/chat/completions", "authorization": "Bearer sk-openai"}
     )
     phase.attributes = {"xds.cluster_name": slot}
-    chain = f"fo__openai_gpt-4.1,{slot},fo__anthropic_claude-sonnet-4-5"
+    chain = f"p__api_openai_com_443,{slot},fo__anthropic_claude-sonnet-4-5"
     kept = {"client:x-api-key": "sk-ant-user"}
     phase.metadata = {NAMESPACE: {"chain": chain, "head": "openai/gpt-4.1", **kept}}
     asyncio.run(attempt.handle(phase))
@@ -304,61 +306,106 @@ def attempt_on(built, slot: str, decided: dict) -> tuple[Attempt, ProcessingResp
     return attempt, ProcessingResponse.parse(asyncio.run(attempt.handle(phase)))
 
 
-def handoffs_counted(built) -> dict[str, float]:
-    """extproc_handoffs_total by outcome, those counted."""
-    registry = built.metrics.registry
-    counts = {
-        outcome: registry.get_sample_value("extproc_handoffs_total", {"outcome": outcome})
-        for outcome in ("taken", "missed")
-    }
-    return {outcome: count for outcome, count in counts.items() if count}
-
-
-def test_a_translated_heads_attempt_takes_the_downstream_translation_in_the_bodys_place():
-    """The downstream translates the head's request as it would without failover and leaves
-    the client's body for later candidates; the head's attempt puts the translation in its
-    place in reply to the headers, with its length, and is not sent the body."""
+def test_a_translated_head_is_rewritten_downstream_with_its_translation_in_the_metadata():
+    """The downstream translates the head's request as it would without failover, but leaves
+    the client's body (and its length) for later candidates: the translation goes in the
+    metadata, where the head's Lua filter puts it in the body's place. The client's
+    anthropic-* headers are kept there for a later native candidate; no price for usage.lua,
+    as the sidecar reads (and costs) the head's answer itself."""
     built = runtime()
-    reply, decided = decide(built, {**BODY, "model": "openai/gpt-4.1"})
-    assert reply.request_body.response.body_mutation is None  # the client's body stays
-    assert decided["chain"] == OPENAI_CHAIN and len(built.handoffs) == 1
-    # Envoy reads the chain from this header to pick the route whose slots try it.
-    assert mutation_of(reply.request_body.response) == ({"x-extproc-chain": OPENAI_CHAIN}, [])
-
-    attempt, taken = attempt_on(built, "fo__openai_gpt-4.1", decided)
-    common = taken.request_headers.response
-    assert common.status == CommonResponseResponseStatus.CONTINUE_AND_REPLACE
-    translated = common.body_mutation.body
+    exchange = Exchange(built)
+    client = {":path": "/v1/messages", ":method": "POST", "anthropic-version": "2023-06-01"}
+    exchange.on_request_headers({**client, "content-length": "99"}, False)
+    body = orjson.dumps({**BODY, "model": "openai/gpt-4.1"})
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(body)))
+    common = reply.request_body.response
+    assert common.body_mutation is None and common.clear_route_cache
+    assert mutation_of(common) == (
+        {
+            "x-extproc-chain": OPENAI_CHAIN,
+            ":path": "/v1/chat/completions",
+            "x-envoy-original-path": "/v1/messages",
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+            "authorization": "Bearer sk-openai",
+        },
+        ["x-api-key", "authorization", "anthropic-version", "anthropic-beta"],
+    )
+    decided = reply.dynamic_metadata.to_dict()[NAMESPACE]
+    translated = decided.pop("head_body").encode()
     assert orjson.loads(translated)["model"] == "gpt-4.1"
     assert orjson.loads(translated)["messages"] == [{"role": "user", "content": "hi"}]
-    set_headers = {
-        o.header.key: o.header.raw_value.decode() for o in common.header_mutation.set_headers
+    assert {k: decided[k] for k in ("chain", "head", "client:anthropic-version")} == {
+        "chain": OPENAI_CHAIN,
+        "head": GPT,
+        "client:anthropic-version": "2023-06-01",
     }
-    assert set_headers["x-extproc-content-length"] == str(len(translated))
-    assert set_headers["authorization"] == "Bearer sk-openai"
-    assert set_headers[":path"] == "/v1/chat/completions"
-    assert taken.mode_override.response_header_mode == ProcessingModeHeaderSendMode.SEND
-    assert taken.dynamic_metadata.to_dict()[NAMESPACE]["provider"] == "openai/gpt-4.1"
-    assert not attempt.body_due and attempt.translation is not None
-    assert len(built.handoffs) == 0 and built.handoffs.bytes == 0
-    assert handoffs_counted(built) == {"taken": 1}
+    assert "price" not in decided
+    assert not exchange.finished and exchange.translation is not None
 
 
-def test_without_its_handoff_an_attempt_reads_the_body_and_a_later_one_never_takes_it():
-    built = runtime()
-    _, decided = decide(built, {**BODY, "model": "openai/gpt-4.1"})
-    # The next candidate's attempt leaves the head's translation alone.
-    later, reply = attempt_on(built, "fo__anthropic_claude-sonnet-4-5", decided)
-    assert reply.request_headers.response.status == CommonResponseResponseStatus.CONTINUE
-    assert later.body_due and len(built.handoffs) == 1
-    # Another sidecar process (or the translation gone): the head's attempt reads the body.
-    elsewhere = runtime()
-    head, reply = attempt_on(elsewhere, "fo__openai_gpt-4.1", decided)
-    assert reply.request_headers.response.body_mutation is None and head.body_due
-    assert handoffs_counted(built) == {} and handoffs_counted(elsewhere) == {"missed": 1}
-    set_headers, _, body, _ = sent(head, {**BODY, "model": "openai/gpt-4.1"})
-    assert orjson.loads(body)["model"] == "gpt-4.1"
-    assert "x-extproc-content-length" not in set_headers
+def translated_head(hook: Hook | None = None) -> Exchange:
+    """The downstream exchange of a request sent on OPENAI_CHAIN, past its body."""
+    exchange = Exchange(runtime(hook))
+    exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+    asyncio.run(exchange.on_request_body(orjson.dumps({**BODY, "model": GPT})))
+    return exchange
+
+
+def test_the_heads_answer_is_translated_downstream_and_a_later_candidates_passes():
+    """The head's Lua filter marks its answer: translated here, as without failover, and told
+    to the cooldown table; an unmarked answer is a later candidate's, which its own attempt
+    translated and reported: it passes, and the exchange ends."""
+    hook = Hook()
+    head = translated_head(hook)
+    reply = ProcessingResponse.parse(
+        head.on_response_headers(
+            {":status": "200", "content-type": "application/json", "x-extproc-head-answer": "1"}
+        )
+    )
+    assert mutation_of(reply.response_headers.response) == (
+        {"content-type": "application/json"},
+        ["content-length", "content-encoding", "x-extproc-head-answer"],
+    )
+    assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.BUFFERED
+    assert hook.calls == [(GPT, 200, None)]
+    answered = completion("gpt-4.1", {"text": "Hi", "finish_reason": "stop"})
+    whole = ProcessingResponse.parse(head.on_response_body(orjson.dumps(answered), True))
+    translated = whole.response_body.response.body_mutation.body
+    assert orjson.loads(translated)["content"] == [{"type": "text", "text": "Hi"}]
+    assert head.finished
+
+    hook = Hook()
+    later = translated_head(hook)
+    reply = ProcessingResponse.parse(
+        later.on_response_headers({":status": "200", "content-type": "application/json"})
+    )
+    assert mutation_of(reply.response_headers.response) == ({}, [])
+    assert reply.mode_override is None  # no body asked for
+    assert later.finished and later.translation is None and hook.calls == []
+
+
+@pytest.mark.parametrize(
+    ("failed", "told"),
+    [
+        ({"failed:p__api_openai_com_443": "429", "retry_after": "7"}, [(GPT, 429, "7")]),
+        ({"failed:p__api_openai_com_443": "503"}, [(GPT, 503, "")]),
+        ({"failed:p__api_openai_com_443": "context_too_long"}, []),
+        ({}, [(GPT, "unseen", None)]),
+    ],
+    ids=["429", "503", "context-too-long", "no-answer"],
+)
+def test_the_heads_failure_its_lua_filter_wrote_down_reaches_the_cooldown_table(failed, told):
+    """The head's answer goes past the sidecar; its Lua filter writes a failure (status,
+    retry-after) to the metadata, and the next attempt tells the cooldown table and counts
+    the failover by that reason. A context too long rests nothing; no mark at all means the
+    head got no answer (refused, reset, silent)."""
+    hook = Hook()
+    decided = {"chain": OPENAI_CHAIN, "head": GPT, **failed}
+    attempt = start("fo__anthropic_claude-sonnet-4-5", {":path": "/v1/messages"}, decided, hook)
+    assert hook.calls == told
+    reason = failed.get("failed:p__api_openai_com_443", "unseen")
+    assert counted(attempt, "failovers", provider=GPT, reason=reason) == 1.0
 
 
 def test_a_resting_candidate_after_the_head_is_left_out_of_the_chain():
@@ -375,12 +422,11 @@ def test_a_resting_candidate_after_the_head_is_left_out_of_the_chain():
 
 def test_a_native_head_is_rewritten_downstream_and_its_decision_carries_its_price():
     """Without failover's help a native head's request costs what it did: the downstream
-    sends its body with the head's model, makes no handoff, and names in the metadata the
-    chain, the head, no effort and the head's price for usage.lua."""
+    sends its body with the head's model, and names in the metadata the chain, the head, no
+    effort and the head's price for usage.lua."""
     built = runtime()
     reply, decided = decide(built, {**BODY, "model": "anthropic/claude-haiku-4-5"})
     assert orjson.loads(reply.request_body.response.body_mutation.body) == BODY
-    assert len(built.handoffs) == 0
     assert decided == {
         "source": "explicit",
         "route": "",
@@ -420,9 +466,6 @@ def test_a_chained_answer_is_not_counted_by_the_downstream_exchange():
     assert registry.get_sample_value("extproc_upstream_errors_total", labels) is None
 
 
-HAIKU = "anthropic/claude-haiku-4-5"
-GPT = "openai/gpt-4.1"
-SONNET = "anthropic/claude-sonnet-4-5"
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC: the attempts' clock
 OPENAI_CHUNK = (
     b'data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4.1","choices":[{"index":0,'
@@ -479,7 +522,7 @@ def test_a_translated_streamed_answer_gets_the_clients_headers_and_its_events_ch
     reply = answer(attempt, 200, {**encoded, "content-length": "180"})
     assert mutation_of(reply.response_headers.response) == (
         {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"},
-        ["content-length", "content-encoding"],
+        ["content-length", "content-encoding", "x-extproc-head-answer"],
     )
     assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.STREAMED
     assert metadata_of(reply) == {}
@@ -501,7 +544,7 @@ def test_a_translated_whole_answer_is_read_whole_and_costed_under_the_decisions_
     reply = answer(attempt, 200, {"content-type": "application/json"})
     assert mutation_of(reply.response_headers.response) == (
         {"content-type": "application/json"},
-        ["content-length", "content-encoding"],
+        ["content-length", "content-encoding", "x-extproc-head-answer"],
     )
     assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.BUFFERED
     answered = completion("gpt-4.1", {"text": "Hi", "finish_reason": "stop"})
@@ -569,7 +612,7 @@ def test_a_translated_context_too_long_400_is_translated_whole_and_marked():
             "x-extproc-failover": "context_too_long",
             "content-length": str(len(translated)),
         },
-        ["content-encoding"],
+        ["content-encoding", "x-extproc-head-answer"],
     )
     assert metadata_of(reply) == {
         NAMESPACE: {"failed:fo__openai_gpt-4.1": "context_too_long", "retry_after": "30"}
@@ -597,7 +640,7 @@ def test_another_translated_400_is_translated_and_not_marked():
     assert orjson.loads(common.body_mutation.body)["error"]["message"] == "Invalid 'tools'"
     assert mutation_of(common) == (
         {"content-type": "application/json", "content-length": str(len(common.body_mutation.body))},
-        ["content-encoding"],
+        ["content-encoding", "x-extproc-head-answer"],
     )
     assert metadata_of(reply) == {}
 
@@ -614,7 +657,11 @@ def test_a_native_400_passes_as_it_came_marked_only_when_the_prompt_is_too_long(
     reply = answer_body(attempt, orjson.dumps(error))
     common = reply.response_body.response
     assert common.body_mutation is None
-    assert mutation_of(common) == ({"x-extproc-failover": "context_too_long"} if marked else {}, [])
+    # A provider's answer can't pass for the head's, which the downstream exchange translates.
+    assert mutation_of(common) == (
+        {"x-extproc-failover": "context_too_long"} if marked else {},
+        ["x-extproc-head-answer"],
+    )
     failed = {NAMESPACE: {"failed:fo__anthropic_claude-sonnet-4-5": "context_too_long"}}
     assert metadata_of(reply) == (failed if marked else {})
     assert attempt.finished

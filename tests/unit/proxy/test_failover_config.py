@@ -58,10 +58,11 @@ def test_each_chain_has_a_route_for_streamed_and_whole_requests_then_the_cluster
     header = [
         r["match"].get("headers", [{}])[0].get("string_match", {}).get("exact") for r in routes
     ]
-    openai = "fo__openai_gpt-4.1,fo__deepseek_deepseek-chat,fo__anthropic_claude-sonnet-4-5"
+    # Every head on its origin's p__ slot (rewritten downstream), later candidates on fo__.
+    openai = "p__api_openai_com_443,fo__deepseek_deepseek-chat,fo__anthropic_claude-sonnet-4-5"
     # The same head with fewer candidates after it: one left out as unfit or resting.
-    openai_deepseek = "fo__openai_gpt-4.1,fo__deepseek_deepseek-chat"
-    openai_sonnet = "fo__openai_gpt-4.1,fo__anthropic_claude-sonnet-4-5"
+    openai_deepseek = "p__api_openai_com_443,fo__deepseek_deepseek-chat"
+    openai_sonnet = "p__api_openai_com_443,fo__anthropic_claude-sonnet-4-5"
     deepseek = "p__api_deepseek_com_443,fo__anthropic_claude-sonnet-4-5"
     haiku = "p__api_anthropic_com_443,fo__anthropic_claude-sonnet-4-5"
     chains = (haiku, openai, openai_deepseek, openai_sonnet, deepseek)
@@ -163,7 +164,7 @@ def test_slots_fall_to_the_failfast_cluster_and_only_failover_slots_call_the_sid
         "api_anthropic_com_443",
         "extproc_failfast",
     ]
-    # No sidecar call on a native head's attempt: only Envoy's Lua, which reads a 400 alone.
+    # No sidecar call on a head's attempt: only Envoy's Lua (control/chain_head.lua).
     (native_options,) = native["typed_extension_protocol_options"].values()
     lua, codec = native_options["http_filters"]
     assert (lua["name"], codec["name"]) == (
@@ -172,8 +173,11 @@ def test_slots_fall_to_the_failfast_cluster_and_only_failover_slots_call_the_sid
     )
     source = lua["typed_config"]["default_source_code"]["inline_string"]
     assert 'local FAILED_KEY = "failed:p__api_anthropic_com_443"' in source
+    assert 'local RETRY_AFTER_KEY = "retry_after"' in source
+    assert 'local BODY_KEY = "head_body"' in source
+    assert 'headers:replace("x-extproc-head-answer", "1")' in source
     assert '"\\112\\114\\111\\109\\112\\116' in source  # "prompt is too long", escaped
-    assert 'headers():get(":status") ~= "400"' in source
+    assert "%" + "NAMESPACE%" not in source and "%" + "MARKERS%" not in source
     slot = clusters["fo__deepseek_deepseek-chat"]
     assert slot["cluster_type"]["typed_config"]["clusters"] == [
         "api_deepseek_com_443",
@@ -182,18 +186,8 @@ def test_slots_fall_to_the_failfast_cluster_and_only_failover_slots_call_the_sid
     options = slot["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ]
-    extproc, length, codec = options["http_filters"]
+    extproc, codec = options["http_filters"]
     assert codec["name"] == "envoy.filters.http.upstream_codec"
-    # A body the sidecar puts in place in reply to the headers gets its length back.
-    assert length["typed_config"]["mutations"]["request_mutations"] == [
-        {
-            "append": {
-                "header": {"key": "content-length", "value": "%REQ(x-extproc-content-length)%"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        },
-        {"remove": "x-extproc-content-length"},
-    ]
     assert extproc["typed_config"]["request_attributes"] == ["xds.cluster_name"]
     assert extproc["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "extproc"
     assert extproc["typed_config"]["processing_mode"]["response_header_mode"] == "SEND"
@@ -206,7 +200,6 @@ def test_a_clients_own_chain_header_is_removed_and_failed_attempts_are_logged():
     manager = _manager(_bootstrap(FALLBACKS))
     mutations = manager["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
     assert {"remove": "x-extproc-chain"} in mutations
-    assert {"remove": "x-extproc-content-length"} in mutations
     router = manager["http_filters"][-1]["typed_config"]
     (log,) = router["upstream_log"]
     assert log["typed_config"]["log_format"]["json_format"]["candidate"] == "%UPSTREAM_CLUSTER%"
@@ -220,7 +213,11 @@ def test_the_mesh_fragment_has_the_chain_routes_with_the_sidecar_enabled():
     assert len(pieces["routes"]) == 11  # five chains, streamed and whole, then the cluster route
     enable = "envoy.filters.http.ext_proc"
     assert all(enable in route["typed_per_filter_config"] for route in pieces["routes"])
-    assert {"fo__openai_gpt-4.1", "extproc_failfast"} <= {c["name"] for c in pieces["clusters"]}
+    names = {c["name"] for c in pieces["clusters"]}
+    assert {"p__api_openai_com_443", "fo__deepseek_deepseek-chat", "extproc_failfast"} <= names
+    # The sidecar sees the mark of a translated head's answer, which it translates.
+    rules = pieces["http_filters"][0]["typed_config"]["forward_rules"]["allowed_headers"]
+    assert {"exact": "x-extproc-head-answer"} in rules["patterns"]
 
 
 def test_envoy_takes_the_failover_config(tmp_path):
