@@ -24,8 +24,8 @@ from extproc.providers.chains import (
     STREAMED,
     chains,
     failover_slot,
+    head_slot,
     keeps_client_auth,
-    native_slot,
     slots,
 )
 from extproc.providers.upstream import CLUSTER_HEADER, Origin, cluster_name, origins
@@ -848,7 +848,7 @@ def failover_clusters(config: Config, sidecar_cluster: str) -> list[dict[str, An
     }
     wanted: dict[str, Provider] = {}
     for chain in chains(config):
-        wanted.setdefault(native_slot(config, chain[0]), chain[0])
+        wanted.setdefault(head_slot(config, chain[0]), chain[0])
         for provider in chain[1:]:
             wanted.setdefault(failover_slot(config, provider), provider)
     slot_clusters = []

@@ -43,7 +43,7 @@ CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA, HEAD_BODY_METADATA = (
 metadata: the chain header's value, the head's entry, the decided reasoning effort, and a
 translated head's body (put in place, then emptied, by the head's Lua filter)."""
 FAILOVER_PREFIX = "fo__"
-NATIVE_PREFIX = "p__"
+HEAD_PREFIX = "p__"
 STREAMED = ";stream"
 """Ends the chain header of a streamed request: its route has the per-try timeout."""
 
@@ -53,9 +53,9 @@ def failover_slot(config: Config, provider: Provider) -> str:
     return _failover_slots(_names(config))[provider.name]
 
 
-def native_slot(config: Config, provider: Provider) -> str:
-    """The `p__` cluster over `provider`'s origin."""
-    return NATIVE_PREFIX + cluster_name(config, provider)
+def head_slot(config: Config, provider: Provider) -> str:
+    """The `p__` cluster over `provider`'s origin: attempt 1 of a chain it heads."""
+    return HEAD_PREFIX + cluster_name(config, provider)
 
 
 def slot_provider(config: Config, slot: str) -> Provider | None:
@@ -68,7 +68,7 @@ def slots(config: Config, chain: tuple[Provider, ...]) -> tuple[str, ...]:
     """The clusters a chain's attempts go to, in order: the head's rewritten downstream, the
     others' on their attempt."""
     head, *rest = chain
-    return (native_slot(config, head), *(failover_slot(config, p) for p in rest))
+    return (head_slot(config, head), *(failover_slot(config, p) for p in rest))
 
 
 MAX_TRIMMED = 4

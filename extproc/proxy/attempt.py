@@ -27,7 +27,7 @@ from extproc.providers.chains import (
     FAILOVER_PREFIX,
     HEAD_ANSWER_HEADER,
     HEAD_METADATA,
-    NATIVE_PREFIX,
+    HEAD_PREFIX,
     STREAMED,
     client_key,
     slot_provider,
@@ -163,7 +163,7 @@ class Attempt(Exchange):
         self.runtime.metrics.failovers.labels(failed.name, reason or UNSEEN).inc()
         if reason is None:
             self.runtime.record_attempt(failed.name, UNSEEN, {})
-        elif slot.startswith(NATIVE_PREFIX) and reason.isdigit():
+        elif slot.startswith(HEAD_PREFIX) and reason.isdigit():
             retry_after = {"retry-after": decided.get(RETRY_AFTER, "")}
             self.runtime.record_attempt(failed.name, int(reason), retry_after)
 

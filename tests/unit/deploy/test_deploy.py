@@ -36,7 +36,7 @@ from extproc.control.mesh_failover import (
     FAILOVER_RESOURCE,
     mesh_failover,
 )
-from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, NATIVE_PREFIX
+from extproc.providers.chains import CHAIN_HEADER, FAILOVER_PREFIX, HEAD_PREFIX
 from extproc.providers.upstream import CLUSTER_HEADER, origins
 from tests.support import ROOT, load_yaml
 from tests.support.envoy import validate
@@ -326,7 +326,7 @@ def rendered_failover(config: Config) -> tuple[list[dict[str, Any]], list[dict[s
         cluster
         for cluster in pieces["clusters"]
         if cluster["name"] == FAILFAST_CLUSTER
-        or cluster["name"].startswith((FAILOVER_PREFIX, NATIVE_PREFIX))
+        or cluster["name"].startswith((FAILOVER_PREFIX, HEAD_PREFIX))
     ]
     return routes, slots
 
