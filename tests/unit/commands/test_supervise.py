@@ -6,9 +6,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+
+import pytest
 
 from extproc.commands import supervise
 from extproc.commands.supervise import Supervised, exit_reason
+from tests.support.fake_libc import ctypes_loading
 
 # Children that start in a millisecond, not a Python's 50.
 CRASH = ["sh", "-c", "exit 3"]
@@ -90,6 +94,60 @@ def test_a_child_that_stays_up_is_left_alone_and_can_be_signalled(monkeypatch):
     finally:
         first.kill()
         first.wait()
+
+
+def test_without_a_say_each_death_is_told_on_stderr(monkeypatch, capsys):
+    clock = Clock()
+    monkeypatch.setattr(supervise.time, "monotonic", clock)
+    child = Supervised("sidecar", CRASH)
+    child.process.wait()
+    child.check()
+    assert capsys.readouterr() == (
+        "",
+        "sidecar exited with code 3; restarting it in 0.5s (restart 1)\n",
+    )
+
+
+class FakeLinuxLibc:
+    """prctl(2) of Linux's C library, recording its calls."""
+
+    def __init__(self) -> None:
+        self.prctl_calls: list[tuple[int, int]] = []
+
+    def prctl(self, option: int, arg: int) -> int:
+        self.prctl_calls.append((option, arg))
+        return 0
+
+
+def before_exec(monkeypatch, libc: object | None) -> Callable[[], None]:
+    """What a Supervised child runs in its fork before exec, against `libc` (None: no glibc,
+    as on macOS)."""
+    started: list[dict] = []
+    real_popen = subprocess.Popen
+
+    def popen(command: list[str], **options) -> subprocess.Popen[bytes]:
+        started.append(options)
+        return real_popen(["true"])
+
+    monkeypatch.setattr(supervise.subprocess, "Popen", popen)
+    monkeypatch.setattr(supervise, "ctypes", ctypes_loading(libc))
+    Supervised("sidecar", LIVES, say=lambda line: None).process.wait()
+    [options] = started
+    return options["preexec_fn"]
+
+
+def test_the_child_asks_the_kernel_for_sigterm_when_its_supervisor_dies(monkeypatch):
+    """PR_SET_PDEATHSIG (1, linux/prctl.h) with SIGTERM, set in the fork before exec (run here
+    in-process against a fake libc; the real one is
+    test_a_killed_supervisor_leaves_no_child_behind's)."""
+    libc = FakeLinuxLibc()
+    before_exec(monkeypatch, libc)()
+    assert libc.prctl_calls == [(1, signal.SIGTERM)]
+
+
+@pytest.mark.parametrize("libc", [None, object()], ids=["no-libc.so.6", "no-prctl"])
+def test_without_linuxs_prctl_the_child_starts_all_the_same(monkeypatch, libc):
+    before_exec(monkeypatch, libc)()  # no error: the child execs without the signal
 
 
 # Runs as its own process: makes itself the subreaper of what it starts, starts a supervisor

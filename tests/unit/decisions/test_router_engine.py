@@ -9,7 +9,9 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
+import ctranslate2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -79,6 +81,106 @@ def test_loading_qwens_tokenizer_warns_of_nothing(
 def test_auto_compute_type(asked: str, device: str, supported: set, expected: str) -> None:
     """A GPU gets a 16-bit float type (bfloat16 first); a CPU keeps the int8 model as is."""
     assert pick_compute_type(asked, device, supported) == expected
+
+
+# What CTranslate2 reports on an H100 (CUDA 12): bfloat16 among them.
+H100_COMPUTE_TYPES = {"int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16", "float32"}  # fmt: skip
+
+
+def test_auto_loads_the_model_on_a_gpu_in_bfloat16_when_ctranslate2_sees_one(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CTranslate2 as on a machine with one GPU: its device count, its compute types there,
+    and a Generator that records where it was asked to load (no GPU here to load on)."""
+    loaded: list[tuple[str, str]] = []
+
+    class Generator:
+        def __init__(self, path: str, *, device: str, compute_type: str, intra_threads: int):
+            loaded.append((device, compute_type))
+
+    def supported(device: str) -> set[str]:
+        if device.lower() not in ("cpu", "cuda"):
+            raise ValueError(f"unsupported device {device}")
+        return H100_COMPUTE_TYPES if device.lower() == "cuda" else {"int8", "float32"}
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", supported)
+    monkeypatch.setattr(ctranslate2, "Generator", Generator)
+    router = ArchRouter(model_dir)
+    router.close()
+    assert (router.device, router.compute_type) == ("cuda", "bfloat16")
+    assert loaded == [("cuda", "bfloat16")]
+
+
+class GpuStorage:
+    """A StorageView held on a GPU, as strict as CTranslate2's: numpy can't read it, only
+    `to_device(Device.cpu)` brings it to the host; `to` converts it there."""
+
+    device = "cuda"
+
+    def __init__(self, host: ctranslate2.StorageView, copied: list[object]) -> None:
+        self._host = host
+        self._copied = copied
+
+    @property
+    def dtype(self) -> ctranslate2.DataType:
+        return self._host.dtype
+
+    @property
+    def __array_interface__(self) -> dict:
+        raise AttributeError("Cannot get __array_interface__ when the StorageView is viewing a CUDA array")  # fmt: skip
+
+    def to(self, dtype: ctranslate2.DataType) -> GpuStorage:
+        return GpuStorage(self._host.to(dtype), self._copied)
+
+    def to_device(self, device: ctranslate2.Device) -> ctranslate2.StorageView:
+        if not isinstance(device, ctranslate2.Device):
+            raise TypeError(f"to_device(): incompatible function arguments: {device!r}")
+        self._copied.append(self)
+        return self._host if device == ctranslate2.Device.cpu else self
+
+
+class OnGpu:
+    """The real generator as it answers on a GPU with compute_type auto: each step's logits a
+    bfloat16 StorageView on the GPU (CTranslate2 converts them on a CPU as on a GPU)."""
+
+    def __init__(self, generator: object) -> None:
+        self.generator = generator
+        self.copied: list[object] = []
+
+    def generate_batch(self, *args: object, **kwargs: object) -> object:
+        results = self.generator.generate_batch(*args, **kwargs)  # type: ignore[attr-defined]
+        if not kwargs.get("return_logits_vocab"):
+            return results
+        bfloat16 = ctranslate2.DataType.bfloat16
+        return [
+            SimpleNamespace(
+                logits=[
+                    [GpuStorage(step.to(bfloat16), self.copied) for step in steps]
+                    for steps in result.logits
+                ]
+            )
+            for result in results
+        ]
+
+
+def test_logits_in_bfloat16_on_a_gpu_decide_as_on_the_cpu(model_dir: Path) -> None:
+    """Where the model leaves the answer trie, the route is chosen by that step's logits:
+    numpy reads neither bfloat16 nor a GPU's memory, so they come to the host as float32.
+    The model writes `code_review` or `code_generation` and leaves the trie before the digit,
+    which the logits choose."""
+    described = dict(ROUTES)
+    routes = [(f"{name}{digit}", described[name]) for name in STEERED for digit in "23"]
+    windows = random_windows(40, seed=1)
+    router = ArchRouter(model_dir, device="cpu")
+    on_cpu = router.classify(routes, windows)
+    gpu = OnGpu(router.generator)
+    router._generator = gpu  # type: ignore[assignment]
+    try:
+        assert router.classify(routes, windows) == on_cpu
+        assert len(gpu.copied) == len(windows)  # each window's digit chosen by its logits
+    finally:
+        router.close()
 
 
 def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:
