@@ -3,9 +3,10 @@ request it failed goes on to its next candidate (failover), and the requests rou
 meanwhile go there without reaching it, the access log says why; once the rest is over it
 gets them again.
 
-The rested providers are translated (their failover attempt's handler reads the 429; one whose
-connection is refused is reported by the next attempt's); the fake says `retry-after: 2`, so
-that the test waits seconds, not minutes.
+A chain head's failed answer goes past the sidecar's failover handler: its slot's Lua filter
+writes it down, with its retry-after, and the next attempt's handler reports it; one whose
+connection is refused is reported by the next attempt's too. The fakes say `retry-after: 2`,
+so that the test waits seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -132,6 +133,32 @@ def test_a_provider_that_refuses_connections_rests_too(gateway, fakes):
     assert cooling_skips(gateway)["openai/o4-mini"] == 1
 
 
+def test_a_native_heads_429_rests_it_for_its_retry_after(gateway, fakes):
+    """opus heads its chain and speaks Anthropic's API: its answer goes past the sidecar, so
+    its slot's Lua filter writes the 429 and its retry-after down for the next attempt, which
+    tells the cooldown table; the next request routed to opus goes past it, and once the rest
+    is over opus gets requests again."""
+    _, _, opus = fakes
+    opus.failure, opus.retry_after = "429", str(RETRY_AFTER_S)
+    try:
+        limited = send(gateway, chat("anthropic/claude-opus-4-1", "hello"))
+    finally:
+        opus.failure = None
+    answered_at = time.monotonic()
+    assert limited.status_code == 200, limited.text  # by a later candidate
+    resting = send(gateway, chat("anthropic/claude-opus-4-1", "hello while resting"))
+    assert resting.status_code == 200, resting.text
+    assert len(opus.received) == 1
+    entry = gateway.wait_log(
+        lambda e: (e.get("note") or "").startswith("anthropic/claude-opus-4-1 skipped")
+    )
+    assert entry["note"].endswith(f" s after 429, retry-after {RETRY_AFTER_S} s")
+    time.sleep(max(0.0, answered_at + RETRY_AFTER_S + 0.2 - time.monotonic()))
+    back = send(gateway, chat("anthropic/claude-opus-4-1", "hello again"))
+    assert back.status_code == 200, back.text
+    assert len(opus.received) == 2
+
+
 def test_a_resting_candidate_in_the_middle_of_a_chain_is_left_out_of_it(gateway, fakes):
     """opus → gpt-4.1 → haiku: with gpt-4.1 resting after a 429, the request goes out on the
     chain opus → haiku, so when opus fails haiku answers at once and gpt-4.1 is not called."""
@@ -145,5 +172,10 @@ def test_a_resting_candidate_in_the_middle_of_a_chain_is_left_out_of_it(gateway,
     assert response.status_code == 200, response.text
     assert response.json()["content"][0]["text"] == "Hello from the fake provider ✓"
     assert (len(opus.received), len(openai.received), len(anthropic.received)) == (1, 1, 2)
-    entry = gateway.wait_log(lambda e: e["requested_model"] == "anthropic/claude-opus-4-1")
-    assert (entry["attempts"], entry["upstream"]) == (2, "fo__anthropic_claude-haiku-4-5")
+    entry = gateway.wait_log(
+        lambda e: (
+            e["requested_model"] == "anthropic/claude-opus-4-1"
+            and e["upstream"] == "fo__anthropic_claude-haiku-4-5"
+        )
+    )
+    assert entry["attempts"] == 2
