@@ -14,7 +14,11 @@ good files are written back, or every later write would be rejected again).
 A cluster is never taken from under a request. Envoy resets the ext_proc streams of a
 modified or removed cluster, so a changed sidecar cluster comes under a new name
 (`versioned_sidecar_cluster`); a cluster the new config no longer needs is retired, and
-removed only once nothing can use it (`prune`).
+removed only once nothing can use it (`prune`). Nor is a failover chain's route: Envoy takes
+an edit before the sidecar reloads, and until then the sidecar still sends requests on the
+old config's chains. A chain route the edit removes stays in force beside the new ones
+until the sidecar has the edit (only while the new config has chains: its listener removes
+a client's own chain header, so no client can pick such a route).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from extproc.control.envoy_config import (
     route_configuration,
     versioned_sidecar_cluster,
 )
-from extproc.providers.chains import chains
+from extproc.providers.chains import CHAIN_HEADER, chains
 
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -101,6 +105,9 @@ class EnvoyFiles:
         self.version = 0
         self.clusters: dict[str, Resource] = {}
         self.routes: Resource = {}
+        """The routes in force: the config's, and the retired chain routes before them."""
+        self.config_routes: Resource = {}
+        """The config's own routes, in force alone once no chain route is retired."""
         self.listener: Resource = {}
         self.sidecar_cluster = ""
         self.retired: dict[str, Retired] = {}
@@ -111,6 +118,7 @@ class EnvoyFiles:
         the clusters and the listener (the listener points at the routes)."""
         config = self._fit(config)
         self.sidecar_cluster, self.clusters, self.routes, self.listener = self._wanted(config)
+        self.config_routes = self.routes
         self._write(CDS, list(self.clusters.values()))
         self._write(RDS, [self.routes])
         self._write(LDS, [self.listener])
@@ -143,24 +151,31 @@ class EnvoyFiles:
             if name not in wanted and name not in retired:
                 retired[name] = Retired(resource, now, sidecar=name == self.sidecar_cluster)
         merged = {**wanted, **{name: r.resource for name, r in retired.items()}}
+        routes = _with_retired_chains(new_routes, self.routes) if chains(config) else new_routes
         changes: list[Change] = [
             (CDS, list(merged.values()), list(self.clusters.values())),
             *_routes_and_listener(
-                config, (RDS, [new_routes], [self.routes]), (LDS, [new_listener], [self.listener])
+                config, (RDS, [routes], [self.routes]), (LDS, [new_listener], [self.listener])
             ),
         ]
         changed = self._apply_in_order([c for c in changes if c[1] != c[2]])
-        self.clusters, self.routes, self.listener = merged, new_routes, new_listener
+        self.clusters, self.routes, self.listener = merged, routes, new_listener
+        self.config_routes = new_routes
         self.retired, self.sidecar_cluster = retired, sidecar_cluster
         return changed
 
     def prune(self, sidecar_in_step: bool) -> None:
-        """Remove the retired clusters nothing uses any more (looked at about once a second;
-        after a failed removal, only once the drain time has passed)."""
+        """Remove the retired chain routes once the sidecar has the edit, then the retired
+        clusters nothing uses any more (looked at about once a second; after a failed
+        removal, only once the drain time has passed)."""
         now = time.monotonic()
-        if not self.retired or now < self.next_prune:
+        routes_retired = self.routes != self.config_routes
+        if not (self.retired or routes_retired) or now < self.next_prune:
             return
         self.next_prune = now + self.drain_s
+        if routes_retired and sidecar_in_step:
+            self._apply(RDS, [self.config_routes], [self.routes])
+            self.routes = self.config_routes
         active = self._stats(r"upstream_rq_active$")
         idle = {
             name
@@ -254,6 +269,29 @@ class EnvoyFiles:
         except OSError:
             return {}
         return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+
+
+def _with_retired_chains(new: Resource, in_force: Resource) -> Resource:
+    """`new`, with the chain routes in force that it no longer has put before its own: each
+    matches its own chain header value, which no route of `new` matches."""
+    kept = {_chain_of(route) for route in _routes_of(new)}
+    retired = [r for r in _routes_of(in_force) if _chain_of(r) not in (None, *kept)]
+    if not retired:
+        return new
+    [host] = new["virtual_hosts"]
+    return {**new, "virtual_hosts": [{**host, "routes": [*retired, *host["routes"]]}]}
+
+
+def _routes_of(routes: Resource) -> list[Resource]:
+    return [r for host in routes.get("virtual_hosts", ()) for r in host["routes"]]
+
+
+def _chain_of(route: Resource) -> str | None:
+    """The chain header value a route matches, or None for a route of no chain."""
+    for header in route["match"].get("headers", ()):
+        if header["name"] == CHAIN_HEADER:
+            return header["string_match"]["exact"]
+    return None
 
 
 def _routes_and_listener(config: Config, to_routes: Change, to_listener: Change) -> list[Change]:

@@ -212,6 +212,39 @@ def test_an_edit_to_the_failover_chains_changes_the_routes_and_not_the_listener(
     assert admin.subscriptions["listeners.yaml"].version_text == listener_version
 
 
+def test_a_chain_route_an_edit_removes_stays_until_the_sidecar_has_the_edit(admin, clock):
+    """Envoy takes an edit before the sidecar reloads, and the sidecar sends requests on the
+    old config's chains until then: the chain routes the edit removes stay in force, before
+    the new ones (each matches its own chain), and go once the sidecar has the edit."""
+    files = started(admin, chained(fallback=True))
+    before = route_configuration(chained(fallback=True))["virtual_hosts"][0]["routes"]
+    files.deliver(chained())
+    after = route_configuration(chained())
+    gone = [r for r in before if r not in after["virtual_hosts"][0]["routes"]]
+    # deepseek's chains through Claude (sonnet, gpt-4.1; sonnet alone), streamed and whole.
+    sonnet = "p__api_deepseek_com_443,fo__anthropic_claude-sonnet-4-5"
+    assert [r["match"]["headers"][0]["string_match"]["exact"] for r in gone] == [
+        f"{sonnet},fo__openai_gpt-4.1;stream",
+        f"{sonnet},fo__openai_gpt-4.1",
+        f"{sonnet};stream",
+        sonnet,
+    ]
+    [in_force] = routes_in_force(admin)
+    assert in_force["virtual_hosts"][0]["routes"] == [*gone, *after["virtual_hosts"][0]["routes"]]
+    assert not lets_a_client_steer_a_chain(admin)
+    clock.now += envoy_files.PRUNE_EVERY_S
+    files.prune(sidecar_in_step=False)  # the sidecar is still on the old config
+    assert routes_in_force(admin) == [in_force]
+    clock.now += envoy_files.PRUNE_EVERY_S
+    files.prune(sidecar_in_step=True)
+    assert routes_in_force(admin) == [{"@type": envoy_files.ROUTES_TYPE, **after}]
+    # A later edit brings back no route it removed.
+    files.deliver(chained(fallback=True))
+    files.deliver(chained())
+    [in_force] = routes_in_force(admin)
+    assert in_force["virtual_hosts"][0]["routes"] == [*gone, *after["virtual_hosts"][0]["routes"]]
+
+
 def lets_a_client_steer_a_chain(admin: FakeEnvoyAdmin) -> bool:
     """Whether the routes in force match the chain header and the listener in force leaves
     a client's own in the request (it would pick the provider its request goes to)."""
