@@ -487,9 +487,7 @@ class Exchange:
         # translation's.
         headers = {k: v for k, v in rewrite.headers.items() if k != "content-length"}
         remove = tuple(h for h in rewrite.remove if h != "content-length")
-        mutation = replies.header_mutation(
-            {**chain_header, **headers}, remove, add_if_absent=rewrite.add_if_absent
-        )
+        mutation = replies.header_mutation({**chain_header, **headers}, remove)
         return replies.route_request_body(mutation, None, decided, self.namespace)
 
     def on_response_headers(self, headers: dict[str, str]) -> bytes:
