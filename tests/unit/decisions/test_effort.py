@@ -15,8 +15,8 @@ from extproc.decisions.routing import RouterStage
 from extproc.proxy.exchange import Exchange
 from tests.support.captured import captured
 
-# Without failover the downstream exchange translates, and its reply holds the body a
-# provider gets (with failover, a translated head's attempt does: proxy/attempt.py).
+# Without failover the downstream exchange's reply holds the body a provider gets (with
+# failover, a translated chain head's body goes in the decision's metadata instead).
 PROVIDERS = """\
 listener: {failover: false}
 llm_providers:
@@ -158,3 +158,17 @@ def test_check_refuses_an_effort_on_a_route_of_a_model_without_reasoning():
         12,
         "llm_providers[3].routing_preferences[0].reasoning_effort",
     )
+
+
+async def test_a_translated_chain_heads_body_carries_the_effort():
+    """With failover o4-mini heads a chain (the default after it): its translation, in the
+    decision's metadata for the Lua filter that puts it in place, has the rule's effort."""
+    config = parse(PROVIDERS.replace("listener: {failover: false}\n", ""))
+    exchange = Exchange(build_runtime(config, RouterStage(config.routing)))
+    headers = {":path": "/v1/messages", ":method": "POST", "x-to": "chat"}
+    exchange.on_request_headers(headers, False)
+    body = orjson.dumps(thinking_turn("rename x"))
+    reply = ProcessingResponse.parse(await exchange.on_request_body(body))
+    decided = reply.dynamic_metadata.to_dict()["envoy.filters.http.ext_proc"]
+    assert decided["chain"].startswith("p__")
+    assert orjson.loads(decided["head_body"])["reasoning_effort"] == "low"

@@ -344,6 +344,31 @@ def test_a_translated_head_is_rewritten_downstream_with_its_translation_in_the_m
     assert not exchange.finished and exchange.translation is not None
 
 
+def test_a_chains_head_is_sent_under_the_configured_namespace_and_a_native_one_spliced():
+    """A native head's body keeps the client's bytes around its model, and its answer goes
+    past the sidecar (the exchange ends); a translated head's keeps the exchange for its
+    answer. Both decisions under the configured metadata namespace."""
+    config = parse("sidecar: {metadata_namespace: io.extproc}\n" + CONFIG)
+    built = build_runtime(config, RouterStage(config.routing))
+
+    def reply_to(raw: bytes) -> tuple[Exchange, ProcessingResponse]:
+        exchange = Exchange(built)
+        exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+        return exchange, ProcessingResponse.parse(asyncio.run(exchange.on_request_body(raw)))
+
+    raw = b'{"model": "anthropic/claude-haiku-4-5",  "max_tokens": 5, "messages": [ ]}'
+    native, reply = reply_to(raw)
+    assert reply.request_body.response.body_mutation.body == (
+        b'{"model": "claude-haiku-4-5",  "max_tokens": 5, "messages": [ ]}'
+    )
+    assert reply.dynamic_metadata.to_dict()["io.extproc"]["chain"] == HAIKU_CHAIN
+    assert native.finished
+    translated, reply = reply_to(orjson.dumps({**BODY, "model": GPT}))
+    decided = reply.dynamic_metadata.to_dict()["io.extproc"]
+    assert decided["chain"] == OPENAI_CHAIN and "head_body" in decided
+    assert not translated.finished
+
+
 def translated_head(hook: Hook | None = None) -> Exchange:
     """The downstream exchange of a request sent on OPENAI_CHAIN, past its body."""
     exchange = Exchange(runtime(hook))
