@@ -283,7 +283,7 @@ def _with_retired_chains(new: Resource, in_force: Resource) -> Resource:
 
 
 def _routes_of(routes: Resource) -> list[Resource]:
-    return [r for host in routes.get("virtual_hosts", ()) for r in host["routes"]]
+    return [r for host in routes["virtual_hosts"] for r in host["routes"]]
 
 
 def _chain_of(route: Resource) -> str | None:

@@ -452,6 +452,22 @@ def test_a_failed_removal_is_tried_again_after_the_drain_time(admin, clock):
     assert DEEPSEEK not in admin.cluster_names()
 
 
+def test_a_failed_removal_of_retired_chain_routes_keeps_them_and_is_tried_again(admin, clock):
+    files = started(admin, chained(fallback=True))
+    files.deliver(chained())
+    [retired] = routes_in_force(admin)
+    admin.reject.add("routes.yaml")
+    clock.now += envoy_files.PRUNE_EVERY_S
+    with pytest.raises(DeliveryError):
+        files.prune(sidecar_in_step=True)
+    admin.reject.clear()
+    assert on_disk(admin, "routes.yaml")["resources"] == [retired]  # written back
+    clock.now += DRAIN_S
+    files.prune(sidecar_in_step=True)
+    after = route_configuration(chained())
+    assert routes_in_force(admin) == [{"@type": envoy_files.ROUTES_TYPE, **after}]
+
+
 def test_nothing_to_prune_asks_envoy_nothing(admin, clock):
     files = started(admin, config())
     files.prune(sidecar_in_step=True)
