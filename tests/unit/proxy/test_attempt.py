@@ -221,6 +221,9 @@ def test_a_failed_answer_is_reported_and_its_retry_after_passed_on():
     metadata = reply.dynamic_metadata.to_dict()[NAMESPACE]
     assert metadata == {"failed:fo__anthropic_claude-sonnet-4-5": "429", "retry_after": "7"}
     assert attempt.finished  # a native answer needs nothing more from the sidecar
+    # Its provider's answer can't pass for the (translated) head's, which the downstream
+    # exchange would translate.
+    assert mutation_of(reply.response_headers.response) == ({}, ["x-extproc-head-answer"])
 
 
 def test_a_context_too_long_400_is_marked_for_the_next_candidate():
@@ -367,6 +370,25 @@ def test_a_chains_head_is_sent_under_the_configured_namespace_and_a_native_one_s
     decided = reply.dynamic_metadata.to_dict()["io.extproc"]
     assert decided["chain"] == OPENAI_CHAIN and "head_body" in decided
     assert not translated.finished
+
+
+def test_the_heads_retry_after_as_an_http_date_is_read_against_the_clock():
+    """The head's Lua filter writes its retry-after as the provider sent it: an HTTP-date is
+    seconds from now for the next attempts and for Envoy's 503 after the last."""
+    hook = Hook()
+    built = runtime(hook)
+    built.clock = lambda: NOW
+    slot = "fo__anthropic_claude-sonnet-4-5"
+    attempt = Attempt(built, slot)
+    phase = Phase("request_headers", {":path": "/v1/messages"}, {"xds.cluster_name": slot})
+    when = "Thu, 15 Jan 2027 08:00:12 GMT"
+    failed = {"failed:p__api_openai_com_443": "429", "retry_after": when}
+    phase.metadata = {NAMESPACE: {"chain": OPENAI_CHAIN, "head": GPT, **failed}}
+    asyncio.run(attempt.handle(phase))
+    assert hook.calls == [(GPT, 429, when)]
+    sent(attempt)
+    reply = answer(attempt, 503)
+    assert metadata_of(reply)[NAMESPACE]["retry_after"] == "12"
 
 
 def translated_head(hook: Hook | None = None) -> Exchange:
