@@ -12,8 +12,9 @@
 -- where the next attempt's handler reads why its head failed (extproc/proxy/attempt.py) and
 -- tells the cooldown table; a 400 is read whole (error bodies are small; the headers wait for
 -- it), and a "context too long" one gets `x-extproc-failover`, on which the chain route
--- retries (the client never sees it), and its reason, which rests no cooldown. A translated
--- head's answer is marked for the downstream sidecar, which translates it.
+-- retries (the client never sees it), and its reason, which rests no cooldown. When the
+-- metadata has the body's key (a translated head; empty for a native one with log_tokens),
+-- the answer is marked for the downstream sidecar, which translates it or reads its counts.
 
 local NAMESPACE = "%NAMESPACE%"
 local FAILED_KEY = "%FAILED_KEY%"

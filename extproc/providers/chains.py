@@ -31,8 +31,9 @@ FAILOVER_HEADER = "x-extproc-failover"
 """Set by the sidecar on a provider's answer that should move to the next candidate although
 its status alone would not (a context-too-long 400); the chain routes retry on it."""
 HEAD_ANSWER_HEADER = "x-extproc-head-answer"
-"""Set by the head's Lua filter on a translated head's answer: the downstream sidecar
-translates that one, and passes a later candidate's (translated on its own attempt)."""
+"""Set by the head's Lua filter on the head's answer when the downstream sidecar reads it (a
+translated head's, or with log_tokens any): it translates or counts that one, and passes a
+later candidate's (translated and counted on its own attempt)."""
 CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA, HEAD_BODY_METADATA = (
     "chain",
     "head",
@@ -41,7 +42,9 @@ CHAIN_METADATA, HEAD_METADATA, EFFORT_METADATA, HEAD_BODY_METADATA = (
 )
 """What the downstream exchange tells the chain's attempts, in the decision's dynamic
 metadata: the chain header's value, the head's entry, the decided reasoning effort, and a
-translated head's body (put in place, then emptied, by the head's Lua filter)."""
+translated head's body (put in place, then emptied, by the head's Lua filter; empty for a
+native head whose answer the sidecar reads, with log_tokens). Where that last key is, the
+Lua filter marks the head's answer (`HEAD_ANSWER_HEADER`)."""
 FAILOVER_PREFIX = "fo__"
 HEAD_PREFIX = "p__"
 STREAMED = ";stream"

@@ -228,8 +228,12 @@ class Attempt(Exchange):
             self._failure(str(status), headers.get("retry-after", "")) if is_failure(status) else {}
         )
         if self.translation is None:
-            self.finished = True  # a native answer goes on without the sidecar
             mutation = replies.header_mutation(None, NOT_THE_HEADS)
+            if self.reads_counts(status, headers):  # this candidate's, with log_tokens
+                return replies.attempt_response_headers(
+                    mutation, fields, self.namespace, read_body=True
+                )
+            self.finished = True  # a native answer goes on without the sidecar
             return replies.attempt_response_headers(mutation, fields, self.namespace)
         mutation = replies.header_mutation(
             self.client_headers, ("content-length", "content-encoding", *NOT_THE_HEADS)

@@ -476,6 +476,10 @@ class Exchange:
             # A later candidate's attempt writes its own price (proxy/attempt.py).
             decided.update(self.usage_lua_fields(head if self.translation is None else None))
         if self.translation is None:
+            if config.listener.log_tokens:
+                # No body to put in place, but the head's Lua filter marks its answer all the
+                # same: its counts are read here, a later candidate's on its own attempt.
+                decided[HEAD_BODY_METADATA] = ""
             return replies.route_request_body(
                 rewrite.mutation(chain_header), rewrite.body, decided, self.namespace
             )
@@ -495,9 +499,12 @@ class Exchange:
         local = LOCAL_REPLY_HEADER in headers
         heads = HEAD_ANSWER_HEADER in headers
         if self.chained and not heads:
-            # A later candidate's answer, translated on its own attempt where it must be.
-            self.translation = None
-        if self.decision is not None and (heads or not self.chained):
+            # A later candidate's answer (or Envoy's own after the last): its own attempt
+            # translated, counted and reported it.
+            self.finished = True
+            return replies.continue_response_headers()
+        unmark = (HEAD_ANSWER_HEADER,) if heads else ()
+        if self.decision is not None:
             provider = self.decision.provider.name
             if status >= 400:
                 self.runtime.metrics.upstream_errors.labels(provider, status).inc()
@@ -508,16 +515,23 @@ class Exchange:
             self.finished = True
             return replies.continue_response_headers()  # Envoy's own error, in Anthropic's format
         if self.translation is None:
-            if status < 300 and self.runtime.config.listener.log_tokens:
-                streaming = "text/event-stream" in headers.get("content-type", "")
-                self.usage = UsageReader(streaming)
-                return replies.want_response_body(replies.header_mutation(), streamed=True)
+            mutation = replies.header_mutation(None, unmark) if unmark else None
+            if self.reads_counts(status, headers):
+                return replies.want_response_body(mutation or b"", streamed=True)
             self.finished = True
-            return replies.continue_response_headers()
+            return replies.continue_response_headers(mutation)
         client_headers = self.translation.on_headers(status, headers.get("content-encoding", ""))
-        removed = ("content-length", "content-encoding", *((HEAD_ANSWER_HEADER,) if heads else ()))
+        removed = ("content-length", "content-encoding", *unmark)
         mutation = replies.header_mutation(client_headers, removed)
         return replies.want_response_body(mutation, self.translation.streaming)
+
+    def reads_counts(self, status: int, headers: dict[str, str]) -> bool:
+        """Whether this exchange reads a native answer's token counts (`listener.log_tokens`,
+        a 2xx): then its body comes, and `usage` reads it."""
+        if status >= 300 or not self.runtime.config.listener.log_tokens:
+            return False
+        self.usage = UsageReader("text/event-stream" in headers.get("content-type", ""))
+        return True
 
     def on_response_body(self, chunk: bytes, end_of_stream: bool) -> bytes:
         self.finished = end_of_stream

@@ -97,8 +97,9 @@ def continue_request_headers(skip_response: bool = False) -> bytes:
     return _phase(_REQUEST_HEADERS, b"") + modes
 
 
-def continue_response_headers() -> bytes:
-    return _phase(_RESPONSE_HEADERS, b"")
+def continue_response_headers(mutation: bytes | None = None) -> bytes:
+    """The answer goes on as it came, or with `mutation`; its body is not asked for."""
+    return _phase(_RESPONSE_HEADERS, _common(mutation))
 
 
 def want_response_body(mutation: bytes, streamed: bool) -> bytes:

@@ -429,7 +429,7 @@ def test_the_heads_answer_is_translated_downstream_and_a_later_candidates_passes
     )
     assert mutation_of(reply.response_headers.response) == ({}, [])
     assert reply.mode_override is None  # no body asked for
-    assert later.finished and later.translation is None and hook.calls == []
+    assert later.finished and hook.calls == []
 
 
 @pytest.mark.parametrize(
@@ -511,6 +511,71 @@ def test_a_chained_answer_is_not_counted_by_the_downstream_exchange():
     registry = built.metrics.registry
     labels = {"provider": HAIKU, "status": "429"}
     assert registry.get_sample_value("extproc_upstream_errors_total", labels) is None
+
+
+MILLION_IN = orjson.dumps(
+    {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Hi"}],
+        "usage": {"input_tokens": 1000000, "output_tokens": 0},
+    }
+)
+"""A whole native answer of a million input tokens: its cost is the input price."""
+
+
+def test_with_log_tokens_the_native_heads_answer_is_read_and_costed_as_the_heads():
+    """The head's Lua filter marks its answer for the downstream exchange (no body to put in
+    place: an empty `head_body`), which reads its counts and removes the mark; a later
+    candidate's answer, unmarked, is left to its own attempt."""
+    config = parse("listener: {log_tokens: true}\n" + CONFIG)
+    built = build_runtime(config, RouterStage(config.routing))
+
+    def downstream() -> tuple[Exchange, dict]:
+        exchange = Exchange(built)
+        exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+        reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(BODY))))
+        return exchange, reply.dynamic_metadata.to_dict()[NAMESPACE]
+
+    head, decided = downstream()
+    assert decided["head_body"] == "" and "price" not in decided
+    marked = {":status": "200", "content-type": "application/json", "x-extproc-head-answer": "1"}
+    reply = ProcessingResponse.parse(head.on_response_headers(marked))
+    assert mutation_of(reply.response_headers.response) == ({}, ["x-extproc-head-answer"])
+    assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.STREAMED
+    head.on_response_body(MILLION_IN, True)
+    registry = built.metrics.registry
+    # claude-haiku-4-5's input price is 1 USD per million tokens.
+    assert (
+        registry.get_sample_value("extproc_cost_usd_total", {"provider": HAIKU, "route": ""}) == 1.0
+    )
+    refused = {":status": "400", "x-extproc-head-answer": "1"}
+    other, _ = downstream()
+    reply = ProcessingResponse.parse(other.on_response_headers(refused))
+    assert mutation_of(reply.response_headers.response) == ({}, ["x-extproc-head-answer"])
+    assert other.finished
+    later, _ = downstream()
+    reply = ProcessingResponse.parse(later.on_response_headers({":status": "200"}))
+    assert reply.mode_override is None and later.finished
+
+
+def test_with_log_tokens_a_later_native_candidate_reads_and_costs_its_own_answer():
+    config = parse("listener: {log_tokens: true}\n" + CONFIG)
+    built = build_runtime(config, RouterStage(config.routing))
+    slot = "fo__anthropic_claude-sonnet-4-5"
+    attempt = Attempt(built, slot)
+    phase = Phase("request_headers", {":path": "/v1/messages"}, {"xds.cluster_name": slot})
+    phase.metadata = {NAMESPACE: HAIKU_DECISION}
+    asyncio.run(attempt.handle(phase))
+    sent(attempt)
+    reply = answer(attempt, 200, {"content-type": "application/json"})
+    assert reply.mode_override.response_body_mode == ProcessingModeBodySendMode.STREAMED
+    assert not attempt.finished
+    answer_body(attempt, MILLION_IN)
+    # claude-sonnet-4-5's input price is 3 USD per million tokens; nothing to the head.
+    assert counted(attempt, "cost_usd", provider=SONNET, route="") == 3.0
+    assert counted(attempt, "cost_usd", provider=HAIKU, route="") is None
+    assert attempt.finished
 
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC: the attempts' clock

@@ -274,6 +274,14 @@ def test_header_phase_replies():
         replies.continue_response_headers(),
         ProcessingResponse(response_headers=HeadersResponse(response=CommonResponse())),
     )
+    assert_bytes(
+        replies.continue_response_headers(replies.header_mutation(None, ["x-a"])),
+        ProcessingResponse(
+            response_headers=HeadersResponse(
+                response=CommonResponse(header_mutation=typed_mutation({}, ["x-a"]))
+            )
+        ),
+    )
 
 
 def test_a_large_body_is_framed_right():
