@@ -1285,3 +1285,32 @@ def test_a_stream_of_only_its_completed_event_is_an_empty_message() -> None:
     assert [e["type"] for e in evs] == ["message_start", "message_delta", "message_stop"]
     assert evs[0]["message"]["id"] == "msg_resp_0a1b2c"
     assert evs[1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+
+
+def test_a_calls_arguments_before_its_added_wait_though_the_item_before_it_ends() -> None:
+    """The text before the call finishes while the call's first arguments have come but not
+    its `added`: the call's block waits for its id and name."""
+    answer = Answer(text="Hi there", calls=(BASH,), usage=None)
+    items = trimmed(events(answer))
+    call_added = next(
+        e for e in items if e["type"] == "response.output_item.added" and e["output_index"] == 1
+    )
+    first_arguments = next(e for e in items if e["type"].endswith("arguments.delta"))
+    text_done = next(e for e in items if e["type"] == "response.output_item.done")
+    rest = [e for e in items if e not in (call_added, first_arguments)]
+    at = rest.index(text_done)
+    late = [*rest[:at], first_arguments, text_done, call_added, *rest[at + 1 :]]
+    message = accumulate(translate(sse(late)))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
+    ]
+
+
+@pytest.mark.parametrize("kept", ["response.created", "response.in_progress", "response.queued"])
+def test_a_stream_with_one_lifecycle_start_keeps_the_answers_id(kept: str) -> None:
+    """Any one start event carries the answer, whose id the message takes (a background
+    answer's stream says `response.queued`)."""
+    created, _in_progress, *rest = events(ANSWERS["text"])
+    items = [{**created, "type": kept}, *rest]
+    evs = anthropic_events(translate(sse(items)))
+    assert evs[0]["message"]["id"] == "msg_resp_0a1b2c"
