@@ -416,6 +416,7 @@ LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
             "Content-Encoding 'gzip' is not accepted; send the JSON body uncompressed.",
         ),
         ({}, {"messages": []}, 400, "model: field required (a string)"),
+        ({}, {**ASKED, "model": 5}, 400, "model: field required (a string)"),
         ({}, {**ASKED, "messages": {"role": "user"}}, 400, "messages: must be a list"),
         (
             {},
@@ -455,6 +456,7 @@ LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
     ids=[
         "compressed",
         "no model",
+        "a model that is no string",
         "messages no list",
         "long model",
         "untranslatable",
@@ -823,3 +825,47 @@ def test_a_body_with_a_message_that_is_no_object_still_loses_foreign_thinking():
         {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
         {"role": "user", "content": "and?"},
     ]
+
+
+def test_a_messages_request_without_a_body_is_refused_through_the_phases():
+    """As the server hands the headers over: their end of stream is the request's end."""
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(exchange.handle(Phase("request_headers", headers, end_of_stream=True)))
+    assert (refused.value.status, refused.value.message) == (400, "the request has no body")
+
+
+def test_a_routed_requests_decision_goes_under_the_configured_namespace():
+    exchange = exchange_for(CHAT_COMPLETIONS, "sidecar: {metadata_namespace: acme.gw}\n")
+    exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(ASKED))))
+    decided = reply.dynamic_metadata.to_dict()
+    assert list(decided) == ["acme.gw"]
+    assert decided["acme.gw"]["provider"] == "groq/llama-3.3-70b-versatile"
+
+
+def test_the_debug_line_names_the_route_that_decided(caplog):
+    caplog.set_level(logging.DEBUG, logger="extproc")
+    rule = "rules: [{name: everything, model: groq/llama-3.3-70b-versatile, when: {}}]\n"
+    routed(exchange_for(CHAT_COMPLETIONS, rule), ASKED)
+    assert [r.getMessage() for r in caplog.records if r.name == "extproc"] == [
+        "/v1/messages m → groq/llama-3.3-70b-versatile (rule, route everything)"
+    ]
+
+
+def test_responses_reasoning_goes_back_only_to_the_entry_that_wrote_it():
+    """Two entries for one model on one key: the entry's name is part of the reasoning's
+    origin, so team A's reasoning does not go out through team B's entry."""
+    shared = TEAMS.replace("sk-b", "sk-a")
+    asked = {**ASKED, "model": "team-a"}
+    _, (answer,) = answered(exchange_for(shared), asked, 200, "application/json", [REASONED])
+    content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
+    history = [*ASKED["messages"], {"role": "assistant", "content": content}]
+    next_turn = {**ASKED, "messages": [*history, {"role": "user", "content": "more"}]}
+    for team, kinds in [
+        ("team-a", ["message", "reasoning", "message", "message"]),
+        ("team-b", ["message", "message", "message"]),
+    ]:
+        sent = routed(exchange_for(shared, NO_FAILOVER), {**next_turn, "model": team})
+        assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
