@@ -326,23 +326,26 @@ TEAMS = (
 )
 
 
-def test_responses_reasoning_never_goes_out_with_another_accounts_key():
-    """Two entries for one model with their own keys (two teams): reasoning from team A's
-    answer goes back to team A, never to OpenAI with team B's key."""
+@pytest.mark.parametrize("team_b_key", ["sk-b", "sk-a"], ids=["own keys", "one key"])
+def test_responses_reasoning_goes_back_only_to_the_entry_that_wrote_it(team_b_key):
+    """Two entries for one model (two teams): reasoning from team A's answer goes back to
+    team A, never to OpenAI through team B's entry, with its own key (another account) or
+    the same one (the entry's name is part of the reasoning's origin)."""
+    teams = TEAMS.replace("sk-b", team_b_key)
     asked = {**ASKED, "model": "team-a"}
-    _, (answer,) = answered(exchange_for(TEAMS), asked, 200, "application/json", [REASONED])
+    _, (answer,) = answered(exchange_for(teams), asked, 200, "application/json", [REASONED])
     content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
     history = [*ASKED["messages"], {"role": "assistant", "content": content}]
     next_turn = {**ASKED, "messages": [*history, {"role": "user", "content": "more"}]}
-    for team, kinds in [
-        ("team-a", ["message", "reasoning", "message", "message"]),
-        ("team-b", ["message", "message", "message"]),
+    for team, key, kinds in [
+        ("team-a", "sk-a", ["message", "reasoning", "message", "message"]),
+        ("team-b", team_b_key, ["message", "message", "message"]),
     ]:
         # Translated where the request leaves the gateway, without failover (with it, on the
         # failover attempt: tests/unit/proxy/test_attempt.py).
-        sent = routed(exchange_for(TEAMS, NO_FAILOVER), {**next_turn, "model": team})
+        sent = routed(exchange_for(teams, NO_FAILOVER), {**next_turn, "model": team})
         headers = {o.header.key: o.header.raw_value for o in sent.header_mutation.set_headers}
-        assert headers["authorization"] == f"Bearer sk-{team[-1]}".encode()
+        assert headers["authorization"] == f"Bearer {key}".encode()
         assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
 
 
@@ -852,20 +855,3 @@ def test_the_debug_line_names_the_route_that_decided(caplog):
     assert [r.getMessage() for r in caplog.records if r.name == "extproc"] == [
         "/v1/messages m → groq/llama-3.3-70b-versatile (rule, route everything)"
     ]
-
-
-def test_responses_reasoning_goes_back_only_to_the_entry_that_wrote_it():
-    """Two entries for one model on one key: the entry's name is part of the reasoning's
-    origin, so team A's reasoning does not go out through team B's entry."""
-    shared = TEAMS.replace("sk-b", "sk-a")
-    asked = {**ASKED, "model": "team-a"}
-    _, (answer,) = answered(exchange_for(shared), asked, 200, "application/json", [REASONED])
-    content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
-    history = [*ASKED["messages"], {"role": "assistant", "content": content}]
-    next_turn = {**ASKED, "messages": [*history, {"role": "user", "content": "more"}]}
-    for team, kinds in [
-        ("team-a", ["message", "reasoning", "message", "message"]),
-        ("team-b", ["message", "message", "message"]),
-    ]:
-        sent = routed(exchange_for(shared, NO_FAILOVER), {**next_turn, "model": team})
-        assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
