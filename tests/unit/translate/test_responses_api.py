@@ -976,6 +976,13 @@ def test_an_error_event_that_is_not_json_still_ends_the_stream() -> None:
     assert accumulate(translate(head + sse(items[3:]))) == accumulate(translate(sse(items)))
 
 
+def test_an_event_without_a_type_or_an_error_is_skipped() -> None:
+    """A proxy's keep-alive may be JSON too: only an `error` in it ends the stream."""
+    items = events(ANSWERS["text"])
+    noisy = sse(items[:3], named=False) + b'data: {"keep_alive": true}\n\n' + sse(items[3:])
+    assert translate(noisy) == translate(sse(items[:3], named=False) + sse(items[3:]))
+
+
 def test_http_error_on_a_streamed_request() -> None:
     tr = StreamTranslator(model="m")
     body = b'{"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}'
