@@ -137,3 +137,38 @@ def test_an_attempt_recorded_from_elsewhere_counts_the_same() -> None:
     assert exchange.decision.note == "openai/gpt-4.1 skipped: cooling down 1 s after refused"
     runtime.record_attempt("openai/gpt-4.1", 429, {"retry-after": "60"})
     assert runtime.cooldowns.cooling("openai/gpt-4.1", NOW).seconds == 20
+
+
+CHAINED = """\
+llm_providers:
+  - model: anthropic/claude-haiku-4-5
+    access_key: sk-ant
+    fallbacks: [anthropic/claude-sonnet-4-5, anthropic/claude-opus-4-1]
+  - model: anthropic/claude-sonnet-4-5
+    base_url: http://10.0.0.3:8080
+    access_key: sk-ant
+  - model: anthropic/claude-opus-4-1
+    base_url: http://10.0.0.4:8080
+    access_key: sk-ant
+"""
+
+
+def test_a_fallback_is_back_in_the_chain_once_its_rest_is_over() -> None:
+    """A resting fallback is left out of the chains sent while it rests, and only then: at
+    the deadline of its rest the next request may fail over to it again."""
+    runtime = runtime_at(NOW, parse(CHAINED))
+    runtime.record_attempt("anthropic/claude-sonnet-4-5", 429, {"retry-after": "30"})
+    asked = {**ASKED, "model": "anthropic/claude-haiku-4-5"}
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    chains = []
+    for now in (NOW + 29, NOW + 30):
+        exchange = Exchange(dataclasses.replace(runtime, clock=lambda now=now: now))
+        exchange.on_request_headers(headers, False)
+        reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(asked))))
+        mutation = reply.request_body.response.header_mutation
+        sent = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers}
+        chains.append(sent["x-extproc-chain"])
+    assert chains == [
+        "p__api_anthropic_com_443,fo__anthropic_claude-opus-4-1",
+        "p__api_anthropic_com_443,fo__anthropic_claude-sonnet-4-5,fo__anthropic_claude-opus-4-1",
+    ]

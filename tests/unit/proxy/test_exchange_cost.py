@@ -191,3 +191,24 @@ def test_a_native_error_answer_is_not_read_and_ends_the_exchange():
     asyncio.run(current.on_request_body(body))
     reply = ProcessingResponse.parse(current.on_response_headers({":status": "429"}))
     assert reply.mode_override is None and current.finished
+
+
+def test_an_answer_the_sidecar_reads_reaches_its_sessions_record():
+    """The status line shows the latest answer's tokens and the session's cost: an answer
+    the sidecar reads itself reports them (usage.lua reports the others)."""
+    gateway = runtime()
+    exchange(gateway, "groq/llama-3.3-70b-versatile", [CHAT], session="s1")
+    record = gateway.sessions.get("s1")
+    assert record is not None
+    assert (record.input_tokens, record.output_tokens, record.cost_usd) == (200, 30, 0.0006225)
+
+
+def test_the_logged_cost_is_rounded_to_eight_places():
+    """$0.123 per million input tokens, 7 tokens in and none out: $0.000000861, logged as
+    $0.00000086."""
+    config = parse(CONFIG.replace("{input: 0.5, output: 0.75}", "{input: 0.123, output: 1}"))
+    usage = {"prompt_tokens": 7, "completion_tokens": 0}
+    answer = orjson.dumps({**orjson.loads(CHAT), "usage": usage})
+    gateway = build_runtime(config, RouterStage(config.routing))
+    _, answered = exchange(gateway, "groq/llama-3.3-70b-versatile", [answer])
+    assert answered["cost_usd"] == 8.6e-07

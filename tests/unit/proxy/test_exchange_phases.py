@@ -326,23 +326,26 @@ TEAMS = (
 )
 
 
-def test_responses_reasoning_never_goes_out_with_another_accounts_key():
-    """Two entries for one model with their own keys (two teams): reasoning from team A's
-    answer goes back to team A, never to OpenAI with team B's key."""
+@pytest.mark.parametrize("team_b_key", ["sk-b", "sk-a"], ids=["own keys", "one key"])
+def test_responses_reasoning_goes_back_only_to_the_entry_that_wrote_it(team_b_key):
+    """Two entries for one model (two teams): reasoning from team A's answer goes back to
+    team A, never to OpenAI through team B's entry, with its own key (another account) or
+    the same one (the entry's name is part of the reasoning's origin)."""
+    teams = TEAMS.replace("sk-b", team_b_key)
     asked = {**ASKED, "model": "team-a"}
-    _, (answer,) = answered(exchange_for(TEAMS), asked, 200, "application/json", [REASONED])
+    _, (answer,) = answered(exchange_for(teams), asked, 200, "application/json", [REASONED])
     content = orjson.loads(answer.response_body.response.body_mutation.body)["content"]
     history = [*ASKED["messages"], {"role": "assistant", "content": content}]
     next_turn = {**ASKED, "messages": [*history, {"role": "user", "content": "more"}]}
-    for team, kinds in [
-        ("team-a", ["message", "reasoning", "message", "message"]),
-        ("team-b", ["message", "message", "message"]),
+    for team, key, kinds in [
+        ("team-a", "sk-a", ["message", "reasoning", "message", "message"]),
+        ("team-b", team_b_key, ["message", "message", "message"]),
     ]:
         # Translated where the request leaves the gateway, without failover (with it, on the
         # failover attempt: tests/unit/proxy/test_attempt.py).
-        sent = routed(exchange_for(TEAMS, NO_FAILOVER), {**next_turn, "model": team})
+        sent = routed(exchange_for(teams, NO_FAILOVER), {**next_turn, "model": team})
         headers = {o.header.key: o.header.raw_value for o in sent.header_mutation.set_headers}
-        assert headers["authorization"] == f"Bearer sk-{team[-1]}".encode()
+        assert headers["authorization"] == f"Bearer {key}".encode()
         assert [i["type"] for i in orjson.loads(sent.body_mutation.body)["input"]] == kinds
 
 
@@ -416,6 +419,7 @@ LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
             "Content-Encoding 'gzip' is not accepted; send the JSON body uncompressed.",
         ),
         ({}, {"messages": []}, 400, "model: field required (a string)"),
+        ({}, {**ASKED, "model": 5}, 400, "model: field required (a string)"),
         ({}, {**ASKED, "messages": {"role": "user"}}, 400, "messages: must be a list"),
         (
             {},
@@ -455,6 +459,7 @@ LONG_TOOL_SENT_AS = provider_tool_name(LONG_TOOL, 64)
     ids=[
         "compressed",
         "no model",
+        "a model that is no string",
         "messages no list",
         "long model",
         "untranslatable",
@@ -822,4 +827,31 @@ def test_a_body_with_a_message_that_is_no_object_still_loses_foreign_thinking():
         "stray",
         {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
         {"role": "user", "content": "and?"},
+    ]
+
+
+def test_a_messages_request_without_a_body_is_refused_through_the_phases():
+    """As the server hands the headers over: their end of stream is the request's end."""
+    exchange = exchange_for(CHAT_COMPLETIONS)
+    headers = {":path": "/v1/messages", ":method": "POST", "content-type": "application/json"}
+    with pytest.raises(GatewayError) as refused:
+        asyncio.run(exchange.handle(Phase("request_headers", headers, end_of_stream=True)))
+    assert (refused.value.status, refused.value.message) == (400, "the request has no body")
+
+
+def test_a_routed_requests_decision_goes_under_the_configured_namespace():
+    exchange = exchange_for(CHAT_COMPLETIONS, "sidecar: {metadata_namespace: acme.gw}\n")
+    exchange.on_request_headers({":path": "/v1/messages", ":method": "POST"}, False)
+    reply = ProcessingResponse.parse(asyncio.run(exchange.on_request_body(orjson.dumps(ASKED))))
+    decided = reply.dynamic_metadata.to_dict()
+    assert list(decided) == ["acme.gw"]
+    assert decided["acme.gw"]["provider"] == "groq/llama-3.3-70b-versatile"
+
+
+def test_the_debug_line_names_the_route_that_decided(caplog):
+    caplog.set_level(logging.DEBUG, logger="extproc")
+    rule = "rules: [{name: everything, model: groq/llama-3.3-70b-versatile, when: {}}]\n"
+    routed(exchange_for(CHAT_COMPLETIONS, rule), ASKED)
+    assert [r.getMessage() for r in caplog.records if r.name == "extproc"] == [
+        "/v1/messages m → groq/llama-3.3-70b-versatile (rule, route everything)"
     ]

@@ -170,6 +170,9 @@ def test_a_translated_request_carries_no_anthropic_headers(provider, version_if_
         ({"x-api-key": "gk-team-0123x"}, False),
         ({"x-api-key": "gk-team-012"}, False),
         ({"authorization": "Bearer gk-team-0123 x"}, False),
+        # One or more spaces after the scheme (RFC 9110's credentials).
+        ({"authorization": "Bearer  gk-team-0123"}, True),
+        ({"authorization": "Basic gk-team-0123"}, False),
         ({"x-api-key": ""}, False),
         ({}, False),
         # Both headers, as Claude Code sends them with ANTHROPIC_API_KEY and

@@ -976,6 +976,13 @@ def test_an_error_event_that_is_not_json_still_ends_the_stream() -> None:
     assert accumulate(translate(head + sse(items[3:]))) == accumulate(translate(sse(items)))
 
 
+def test_an_event_without_a_type_or_an_error_is_skipped() -> None:
+    """A proxy's keep-alive may be JSON too: only an `error` in it ends the stream."""
+    items = events(ANSWERS["text"])
+    noisy = sse(items[:3], named=False) + b'data: {"keep_alive": true}\n\n' + sse(items[3:])
+    assert translate(noisy) == translate(sse(items[:3], named=False) + sse(items[3:]))
+
+
 def test_http_error_on_a_streamed_request() -> None:
     tr = StreamTranslator(model="m")
     body = b'{"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}'
@@ -1197,3 +1204,120 @@ def test_a_repeated_output_item_added_changes_nothing() -> None:
     again = [e for e in items if e["type"] == "response.output_item.added"]
     doubled = [x for e in items for x in ([e, e] if e in again else [e])]
     assert translate(sse(doubled)) == translate(sse(items))
+
+
+def test_a_delta_that_is_empty_or_no_string_sends_nothing() -> None:
+    """Some servers open a part with an empty delta; a number is no text either."""
+    items = trimmed(events(Answer(text="Hi there", usage=None), size=3))
+    first = next(i for i, e in enumerate(items) if e["type"] == "response.output_text.delta")
+    noise = [{**items[first], "delta": ""}, {**items[first], "delta": 5}]
+    with_noise = [*items[:first], *noise, *items[first:]]
+    assert translate(sse(with_noise)) == translate(sse(items))
+
+
+def test_an_empty_delta_leaves_the_whole_item_its_text() -> None:
+    """An item whose only delta was empty is sent whole when it is done."""
+    items = [e for e in events(Answer(text="Hi there")) if not e["type"].endswith(".delta")]
+    added = next(i for i, e in enumerate(items) if e["type"] == "response.output_item.added")
+    empty = {"type": "response.output_text.delta", "output_index": 0, "delta": ""}
+    items.insert(added + 1, empty)
+    assert accumulate(translate(sse(items))).content[0].text == "Hi there"
+
+
+@pytest.mark.parametrize("stray", ["after its item is done", "of another kind than its item"])
+def test_a_delta_that_does_not_fit_its_item_is_dropped(stray: str) -> None:
+    """After the item's block closed, a delta would follow its stop; one of another kind would
+    put text into a thinking block."""
+    answer = Answer(summary=("Plan.",), encrypted=SECRET, text="Hi there", usage=None)
+    items = trimmed(events(answer))
+    text_delta = next(e for e in items if e["type"] == "response.output_text.delta")
+    if stray == "after its item is done":
+        at = max(i for i, e in enumerate(items) if e["type"] == "response.output_item.done") + 1
+        late = {**text_delta, "delta": " again"}
+    else:
+        at = next(i for i, e in enumerate(items) if e["type"].endswith("summary_text.delta"))
+        late = {**text_delta, "output_index": 0, "delta": " again"}
+    assert translate(sse([*items[:at], late, *items[at:]])) == translate(sse(items))
+
+
+@pytest.mark.parametrize(
+    "left_out",
+    [(), ("output_item.added",), (".delta", "output_item.added")],
+    ids=["added first", "a delta first", "done first"],
+)
+def test_a_stream_without_its_lifecycle_start_begins_with_its_first_item(
+    left_out: tuple[str, ...],
+) -> None:
+    """No `response.created` nor `in_progress`: the first item's event starts the message,
+    whichever it is (its `added`, a delta, or its `done` from a server that sends whole
+    items)."""
+    starts = ("response.created", "response.in_progress")
+    items = [
+        e
+        for e in events(ANSWERS["reasoning-tool"])
+        if e["type"] not in starts and not any(e["type"].endswith(end) for end in left_out)
+    ]
+    message = accumulate(translate(sse(items)))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(ANSWERS["reasoning-tool"]).content
+    ]
+    assert message.stop_reason == "tool_use"
+
+
+def test_a_calls_arguments_before_any_added_are_named_by_its_done() -> None:
+    """No `output_item.added` at all: the call's arguments stream first and wait; its `done`
+    names the call, and the block is sent whole with its id and name."""
+    answer = Answer(calls=(BASH,))
+    items = [e for e in events(answer) if e["type"] != "response.output_item.added"]
+    message = accumulate(translate(sse(items)))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
+    ]
+
+
+def test_an_error_event_that_is_neither_json_nor_utf8_still_ends_the_stream() -> None:
+    head = sse(events(ANSWERS["text"])[:3])
+    evs = anthropic_events(translate(head + b"event: error\ndata: upstream \xff exploded\n\n"))
+    assert evs[-1] == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "upstream \ufffd exploded"},
+    }
+
+
+def test_a_stream_of_only_its_completed_event_is_an_empty_message() -> None:
+    """No output item at all: the message still starts, with the answer's id and usage."""
+    completed = events(Answer(usage=None))[-1]
+    assert completed["type"] == "response.completed"
+    evs = anthropic_events(translate(sse([completed])))
+    assert [e["type"] for e in evs] == ["message_start", "message_delta", "message_stop"]
+    assert evs[0]["message"]["id"] == "msg_resp_0a1b2c"
+    assert evs[1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+
+
+def test_a_calls_arguments_before_its_added_wait_though_the_item_before_it_ends() -> None:
+    """The text before the call finishes while the call's first arguments have come but not
+    its `added`: the call's block waits for its id and name."""
+    answer = Answer(text="Hi there", calls=(BASH,), usage=None)
+    items = trimmed(events(answer))
+    call_added = next(
+        e for e in items if e["type"] == "response.output_item.added" and e["output_index"] == 1
+    )
+    first_arguments = next(e for e in items if e["type"].endswith("arguments.delta"))
+    text_done = next(e for e in items if e["type"] == "response.output_item.done")
+    rest = [e for e in items if e not in (call_added, first_arguments)]
+    at = rest.index(text_done)
+    late = [*rest[:at], first_arguments, text_done, call_added, *rest[at + 1 :]]
+    message = accumulate(translate(sse(late)))
+    assert [b.model_dump() for b in message.content] == [
+        b.model_dump() for b in non_streamed(answer).content
+    ]
+
+
+@pytest.mark.parametrize("kept", ["response.created", "response.in_progress", "response.queued"])
+def test_a_stream_with_one_lifecycle_start_keeps_the_answers_id(kept: str) -> None:
+    """Any one start event carries the answer, whose id the message takes (a background
+    answer's stream says `response.queued`)."""
+    created, _in_progress, *rest = events(ANSWERS["text"])
+    items = [{**created, "type": kept}, *rest]
+    evs = anthropic_events(translate(sse(items)))
+    assert evs[0]["message"]["id"] == "msg_resp_0a1b2c"
