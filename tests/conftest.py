@@ -90,17 +90,27 @@ def tiny_router_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def qwen_router(tmp_path_factory) -> Iterator[ArchRouter]:
-    """A router on Arch-Router's own tokenizer (Qwen2.5's) and a one-layer random model.
+def qwen_router_load(tmp_path_factory) -> Iterator[tuple[ArchRouter, list[str]]]:
+    """A router on Arch-Router's own tokenizer (Qwen2.5's) and a one-layer random model, and
+    the lines that loading it printed, logged or warned (tests/support/printed.py).
 
     Loading Qwen's tokenizer takes seconds, so the session shares one router; its only state
     is a cache of what it derives from each route list."""
     from extproc.decisions.router.engine import ArchRouter
+    from tests.support.printed import printed
     from tests.support.qwen_tokenizer import session_qwen_dir
 
-    router = ArchRouter(session_qwen_dir(tmp_path_factory), device="cpu")
-    yield router
+    model_dir = session_qwen_dir(tmp_path_factory)
+    with printed() as lines:
+        router = ArchRouter(model_dir, device="cpu")
+    yield router, lines
     router.close()
+
+
+@pytest.fixture(scope="session")
+def qwen_router(qwen_router_load: tuple[ArchRouter, list[str]]) -> ArchRouter:
+    """The session's router on Qwen's tokenizer (`qwen_router_load`)."""
+    return qwen_router_load[0]
 
 
 @pytest.fixture(scope="session")
