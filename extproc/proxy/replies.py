@@ -2,7 +2,10 @@
 
 Each function writes one reply shape with `wire`'s primitives; tests/unit/proxy/test_wire.py
 checks every shape byte for byte against the same reply built with the envoy-data-plane types. Field
-numbers are envoy.service.ext_proc.v3's; enum values come from envoy-data-plane.
+numbers are envoy.service.ext_proc.v3's, and so are the enum values below: written out, not read
+from envoy-data-plane, whose module for envoy.config.core.v3 alone takes half a second of CPU to
+import, at every start of `extproc up`, `serve` and `render-envoy` (test_wire pins each value
+to envoy-data-plane's).
 """
 
 from __future__ import annotations
@@ -12,11 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from envoy_data_plane.envoy.config.core.v3 import HeaderValueOptionHeaderAppendAction
-from envoy_data_plane.envoy.extensions.filters.http.ext_proc.v3 import (
-    ProcessingModeBodySendMode,
-    ProcessingModeHeaderSendMode,
-)
 
 from extproc.errors import GatewayError
 from extproc.proxy.wire import data, integer, message, proto_struct, tag, text
@@ -28,12 +26,11 @@ METADATA_NAMESPACE = "envoy.filters.http.ext_proc"
 _REQUEST_HEADERS, _RESPONSE_HEADERS, _REQUEST_BODY, _RESPONSE_BODY = 1, 2, 3, 4
 _IMMEDIATE, _DYNAMIC_METADATA, _MODE_OVERRIDE = 7, 8, 9
 
-_OVERWRITE = int(HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)
-_IF_ABSENT = int(HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT)
-_SEND, _SKIP = int(ProcessingModeHeaderSendMode.SEND), int(ProcessingModeHeaderSendMode.SKIP)
-_STREAMED = int(ProcessingModeBodySendMode.STREAMED)
-_BUFFERED = int(ProcessingModeBodySendMode.BUFFERED)
-_NONE = int(ProcessingModeBodySendMode.NONE)
+# HeaderValueOption.HeaderAppendAction (envoy.config.core.v3)
+_IF_ABSENT, _OVERWRITE = 1, 2  # ADD_IF_ABSENT, OVERWRITE_IF_EXISTS_OR_ADD
+# ProcessingMode.HeaderSendMode and .BodySendMode (envoy.extensions.filters.http.ext_proc.v3)
+_SEND, _SKIP = 1, 2
+_NONE, _STREAMED, _BUFFERED = 0, 1, 2
 
 
 def header_mutation(
