@@ -60,8 +60,9 @@ CONTEXT_TOO_LONG = (
 """How each provider's 400 says the prompt is over the model's window (docs/translation.md)."""
 
 NOT_THE_HEADS = (HEAD_ANSWER_HEADER,)
-"""Removed from a later candidate's answer: the downstream exchange translates an answer
-marked as the (translated) head's, and this one is not, whatever its provider sent."""
+"""Removed from a later candidate's answer: the downstream exchange translates (or, with
+log_tokens, counts) an answer marked as the head's, and this one is not, whatever its
+provider sent."""
 
 
 def exchange_for(runtime: Runtime, first: Phase, exchange: Exchange) -> Exchange:
