@@ -212,19 +212,17 @@ def test_a_translated_head_that_answers_is_sent_its_translation_with_its_length(
     )
 
 
-def test_a_clients_own_length_header_sets_no_attempts_length(gateway, fakes):
+def test_a_later_translated_candidate_is_sent_its_own_translation_with_its_length(gateway, fakes):
+    """After a native head's 503, gpt-4.1's attempt translates the client's body (Envoy
+    replays it as the client sent it) and sends it with its own content-length."""
     fail(fakes["haiku"], "503")
-    body = {
-        "model": "claude-haiku-4-5",
-        "max_tokens": 64,
-        "messages": [{"role": "user", "content": "hello"}],
-    }
-    headers = {**KEY, "x-extproc-content-length": "3"}
-    response = httpx.post(f"{gateway.url}/v1/messages", json=body, headers=headers, timeout=60)
+    response = send(gateway, "claude-haiku-4-5", False)
     assert OPENAI_TEXT in answer_text(response, False)
     [received] = fakes["openai"].received
     assert received.headers["content-length"] == str(len(received.body))
+    assert "transfer-encoding" not in received.headers
     assert received.json()["model"] == "gpt-4.1"
+    assert received.json()["messages"] == [{"role": "user", "content": "hello"}]
 
 
 @pytest.mark.parametrize("streamed", [True, False])
