@@ -183,6 +183,34 @@ def test_tool_loop_items_in_order() -> None:
     ]
 
 
+def test_consecutive_assistant_texts_go_back_as_one_message() -> None:
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "run it"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "First."},
+                    {"type": "text", "text": "Then."},
+                    {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {}},
+                    {"type": "text", "text": "After."},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "ok"}],
+            },
+        ],
+    }
+    assert tr(body)["input"][1:] == [
+        {"type": "message", "role": "assistant", "content": "First.\n\nThen."},
+        {"type": "function_call", "call_id": "call_1", "name": "Bash", "arguments": "{}"},
+        {"type": "message", "role": "assistant", "content": "After."},
+        {"type": "function_call_output", "call_id": "call_1", "output": "ok"},
+    ]
+
+
 @pytest.mark.parametrize(
     "signature",
     [
@@ -523,6 +551,7 @@ def test_unknown_blocks_fail_loudly(content: list[dict[str, Any]], message: str)
     [
         ("system", "messages.1.content: must be a string or a list of text blocks"),
         ("assistant", "messages.1.content: must be a string or a list of blocks"),
+        ("user", "messages.1.content: must be a string or a list of blocks"),
     ],
 )
 def test_content_that_is_no_list_is_refused_with_its_place(role: str, message: str) -> None:
