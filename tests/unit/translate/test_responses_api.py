@@ -561,6 +561,14 @@ def test_content_that_is_no_list_is_refused_with_its_place(role: str, message: s
     assert str(raised.value) == message
 
 
+def test_an_assistant_text_that_is_no_string_is_refused_with_its_place() -> None:
+    content = [{"type": "text", "text": "ok"}, {"type": "text", "text": 5}]
+    body = {**BASE, "messages": [*BASE["messages"], {"role": "assistant", "content": content}]}
+    with pytest.raises(TranslationError) as raised:
+        translate_request(body, model="m")
+    assert str(raised.value) == "messages.1.content.1.text: must be a string"
+
+
 # -- answers ----------------------------------------------------------------------------------
 
 
@@ -637,6 +645,25 @@ def test_reasoning_shows_its_raw_text_without_a_summary_and_unsigned_without_id_
         ("thinking", "raw thought", ""),
         ("thinking", "Think.", ""),
         ("thinking", "Think.", ""),
+    ]
+
+
+def test_output_items_and_summary_parts_that_cant_be_read_are_skipped() -> None:
+    """An item that is no object, or a summary part whose text is no string, is left out; the
+    rest of the answer still reaches the user."""
+    summary = [{"type": "summary_text", "text": 5}, {"type": "summary_text", "text": "Think."}]
+    output = [
+        "junk",
+        {"type": "reasoning", "id": "rs_1", "summary": summary},
+        {"type": "message", "content": [{"type": "output_text", "text": "Done."}]},
+    ]
+    answer = orjson.dumps({"id": "r", "status": "completed", "output": output})
+    status, body = translate_response(200, answer, model="m")
+    assert status == 200, body
+    message = Message.model_validate_json(body)
+    assert [b.model_dump(exclude_none=True) for b in message.content] == [
+        {"type": "thinking", "thinking": "Think.", "signature": ""},
+        {"type": "text", "text": "Done."},
     ]
 
 
