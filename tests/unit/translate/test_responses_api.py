@@ -425,15 +425,17 @@ def test_adaptive_thinking_becomes_reasoning_with_summaries_and_encrypted_conten
         "thinking": {"type": "adaptive"},
         "output_config": {"effort": "high"},
         "temperature": 1,
+        "top_p": 0.9,
     }
     out = tr(body, contract=CODEX)
     assert out["reasoning"] == {"effort": "high", "summary": "auto"}
     assert out["include"] == ["reasoning.encrypted_content"]
-    assert "temperature" not in out  # reasoning models refuse it
+    assert "temperature" not in out and "top_p" not in out  # reasoning models refuse them
     disabled = tr({**BASE, "thinking": {"type": "disabled"}}, contract=CODEX)
     assert "reasoning" not in disabled and disabled["include"] == ["reasoning.encrypted_content"]
     plain = tr(body, model="gpt-4.1")
-    assert "reasoning" not in plain and "include" not in plain and plain["temperature"] == 1
+    assert "reasoning" not in plain and "include" not in plain
+    assert (plain["temperature"], plain["top_p"]) == (1, 0.9)
 
 
 def test_effort_stays_beside_function_tools() -> None:
@@ -561,12 +563,30 @@ def test_content_that_is_no_list_is_refused_with_its_place(role: str, message: s
     assert str(raised.value) == message
 
 
-def test_an_assistant_text_that_is_no_string_is_refused_with_its_place() -> None:
-    content = [{"type": "text", "text": "ok"}, {"type": "text", "text": 5}]
-    body = {**BASE, "messages": [*BASE["messages"], {"role": "assistant", "content": content}]}
+@pytest.mark.parametrize(
+    ("role", "block", "message"),
+    [
+        ("assistant", {"type": "text", "text": 5}, "messages.1.content.1.text: must be a string"),
+        (
+            "assistant",
+            {"type": "tool_use", "id": "c1", "input": {}},
+            "messages.1.content.1.name: a tool_use block needs a name",
+        ),
+        (
+            "user",
+            {"type": "tool_result", "tool_use_id": "c1", "content": 5},
+            "messages.1.content.1.content: must be a string or a list of blocks",
+        ),
+    ],
+)
+def test_history_blocks_that_cant_be_read_are_refused_with_their_place(
+    role: str, block: dict[str, Any], message: str
+) -> None:
+    content = [{"type": "text", "text": "ok"}, block]
+    body = {**BASE, "messages": [*BASE["messages"], {"role": role, "content": content}]}
     with pytest.raises(TranslationError) as raised:
         translate_request(body, model="m")
-    assert str(raised.value) == "messages.1.content.1.text: must be a string"
+    assert str(raised.value) == message
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -664,6 +684,24 @@ def test_output_items_and_summary_parts_that_cant_be_read_are_skipped() -> None:
     assert [b.model_dump(exclude_none=True) for b in message.content] == [
         {"type": "thinking", "thinking": "Think.", "signature": ""},
         {"type": "text", "text": "Done."},
+    ]
+
+
+def test_a_message_items_texts_and_refusals_are_joined_as_they_came() -> None:
+    parts = [
+        {"type": "output_text", "text": "Here is "},
+        {"type": "output_text", "text": "the start. "},
+        {"type": "refusal", "refusal": "I can't help with the rest."},
+    ]
+    output = [{"type": "message", "content": parts}]
+    answer = orjson.dumps({"id": "r", "status": "completed", "output": output})
+    message = Message.model_validate_json(translate_response(200, answer, model="m")[1])
+    assert [b.model_dump() for b in message.content] == [
+        {
+            "type": "text",
+            "text": "Here is the start. I can't help with the rest.",
+            "citations": None,
+        }
     ]
 
 
