@@ -127,6 +127,19 @@ def test_system_prompt_becomes_instructions_without_the_billing_line() -> None:
     assert [i["role"] for i in out["input"]] == ["user"]
 
 
+def test_a_system_messages_text_blocks_join_the_instructions() -> None:
+    texts = [{"type": "text", "text": "Agent types: x"}, {"type": "text", "text": "Skills: y"}]
+    body = {**BASE, "messages": [*BASE["messages"], {"role": "system", "content": texts}]}
+    assert tr(body)["instructions"] == "Agent types: x\n\nSkills: y"
+
+
+def test_a_message_of_an_unknown_role_is_refused_with_its_place() -> None:
+    body = {**BASE, "messages": [*BASE["messages"], {"role": "tool", "content": "x"}]}
+    with pytest.raises(TranslationError) as raised:
+        translate_request(body, model="m")
+    assert str(raised.value) == "messages.1.role: unexpected value 'tool'"
+
+
 def test_tool_loop_items_in_order() -> None:
     body = {
         **BASE,
