@@ -127,6 +127,19 @@ def test_system_prompt_becomes_instructions_without_the_billing_line() -> None:
     assert [i["role"] for i in out["input"]] == ["user"]
 
 
+def test_a_system_messages_text_blocks_join_the_instructions() -> None:
+    texts = [{"type": "text", "text": "Agent types: x"}, {"type": "text", "text": "Skills: y"}]
+    body = {**BASE, "messages": [*BASE["messages"], {"role": "system", "content": texts}]}
+    assert tr(body)["instructions"] == "Agent types: x\n\nSkills: y"
+
+
+def test_a_message_of_an_unknown_role_is_refused_with_its_place() -> None:
+    body = {**BASE, "messages": [*BASE["messages"], {"role": "tool", "content": "x"}]}
+    with pytest.raises(TranslationError) as raised:
+        translate_request(body, model="m")
+    assert str(raised.value) == "messages.1.role: unexpected value 'tool'"
+
+
 def test_tool_loop_items_in_order() -> None:
     body = {
         **BASE,
@@ -180,6 +193,34 @@ def test_tool_loop_items_in_order() -> None:
             "role": "user",
             "content": [{"type": "input_text", "text": "and now?"}],
         },
+    ]
+
+
+def test_consecutive_assistant_texts_go_back_as_one_message() -> None:
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "run it"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "First."},
+                    {"type": "text", "text": "Then."},
+                    {"type": "tool_use", "id": "call_1", "name": "Bash", "input": {}},
+                    {"type": "text", "text": "After."},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "ok"}],
+            },
+        ],
+    }
+    assert tr(body)["input"][1:] == [
+        {"type": "message", "role": "assistant", "content": "First.\n\nThen."},
+        {"type": "function_call", "call_id": "call_1", "name": "Bash", "arguments": "{}"},
+        {"type": "message", "role": "assistant", "content": "After."},
+        {"type": "function_call_output", "call_id": "call_1", "output": "ok"},
     ]
 
 
@@ -397,15 +438,17 @@ def test_adaptive_thinking_becomes_reasoning_with_summaries_and_encrypted_conten
         "thinking": {"type": "adaptive"},
         "output_config": {"effort": "high"},
         "temperature": 1,
+        "top_p": 0.9,
     }
     out = tr(body, contract=CODEX)
     assert out["reasoning"] == {"effort": "high", "summary": "auto"}
     assert out["include"] == ["reasoning.encrypted_content"]
-    assert "temperature" not in out  # reasoning models refuse it
+    assert "temperature" not in out and "top_p" not in out  # reasoning models refuse them
     disabled = tr({**BASE, "thinking": {"type": "disabled"}}, contract=CODEX)
     assert "reasoning" not in disabled and disabled["include"] == ["reasoning.encrypted_content"]
     plain = tr(body, model="gpt-4.1")
-    assert "reasoning" not in plain and "include" not in plain and plain["temperature"] == 1
+    assert "reasoning" not in plain and "include" not in plain
+    assert (plain["temperature"], plain["top_p"]) == (1, 0.9)
 
 
 def test_effort_stays_beside_function_tools() -> None:
@@ -523,10 +566,37 @@ def test_unknown_blocks_fail_loudly(content: list[dict[str, Any]], message: str)
     [
         ("system", "messages.1.content: must be a string or a list of text blocks"),
         ("assistant", "messages.1.content: must be a string or a list of blocks"),
+        ("user", "messages.1.content: must be a string or a list of blocks"),
     ],
 )
 def test_content_that_is_no_list_is_refused_with_its_place(role: str, message: str) -> None:
     body = {**BASE, "messages": [{"role": "user", "content": "q"}, {"role": role, "content": 5}]}
+    with pytest.raises(TranslationError) as raised:
+        translate_request(body, model="m")
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("role", "block", "message"),
+    [
+        ("assistant", {"type": "text", "text": 5}, "messages.1.content.1.text: must be a string"),
+        (
+            "assistant",
+            {"type": "tool_use", "id": "c1", "input": {}},
+            "messages.1.content.1.name: a tool_use block needs a name",
+        ),
+        (
+            "user",
+            {"type": "tool_result", "tool_use_id": "c1", "content": 5},
+            "messages.1.content.1.content: must be a string or a list of blocks",
+        ),
+    ],
+)
+def test_history_blocks_that_cant_be_read_are_refused_with_their_place(
+    role: str, block: dict[str, Any], message: str
+) -> None:
+    content = [{"type": "text", "text": "ok"}, block]
+    body = {**BASE, "messages": [*BASE["messages"], {"role": role, "content": content}]}
     with pytest.raises(TranslationError) as raised:
         translate_request(body, model="m")
     assert str(raised.value) == message
@@ -608,6 +678,43 @@ def test_reasoning_shows_its_raw_text_without_a_summary_and_unsigned_without_id_
         ("thinking", "raw thought", ""),
         ("thinking", "Think.", ""),
         ("thinking", "Think.", ""),
+    ]
+
+
+def test_output_items_and_summary_parts_that_cant_be_read_are_skipped() -> None:
+    """An item that is no object, or a summary part whose text is no string, is left out; the
+    rest of the answer still reaches the user."""
+    summary = [{"type": "summary_text", "text": 5}, {"type": "summary_text", "text": "Think."}]
+    output = [
+        "junk",
+        {"type": "reasoning", "id": "rs_1", "summary": summary},
+        {"type": "message", "content": [{"type": "output_text", "text": "Done."}]},
+    ]
+    answer = orjson.dumps({"id": "r", "status": "completed", "output": output})
+    status, body = translate_response(200, answer, model="m")
+    assert status == 200, body
+    message = Message.model_validate_json(body)
+    assert [b.model_dump(exclude_none=True) for b in message.content] == [
+        {"type": "thinking", "thinking": "Think.", "signature": ""},
+        {"type": "text", "text": "Done."},
+    ]
+
+
+def test_a_message_items_texts_and_refusals_are_joined_as_they_came() -> None:
+    parts = [
+        {"type": "output_text", "text": "Here is "},
+        {"type": "output_text", "text": "the start. "},
+        {"type": "refusal", "refusal": "I can't help with the rest."},
+    ]
+    output = [{"type": "message", "content": parts}]
+    answer = orjson.dumps({"id": "r", "status": "completed", "output": output})
+    message = Message.model_validate_json(translate_response(200, answer, model="m")[1])
+    assert [b.model_dump() for b in message.content] == [
+        {
+            "type": "text",
+            "text": "Here is the start. I can't help with the rest.",
+            "citations": None,
+        }
     ]
 
 
