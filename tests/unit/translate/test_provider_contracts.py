@@ -418,6 +418,22 @@ def test_thinking_comes_back_as_reasoning_content_on_tool_call_turns() -> None:
     assert "reasoning_content" not in request({"messages": history})["messages"][1]
 
 
+def test_a_turns_thinking_blocks_come_back_as_one_reasoning_text_a_blank_line_apart() -> None:
+    contract = contract_for("deepseek", "deepseek-reasoner")
+    history = [
+        turn({"type": "text", "text": "go"}),
+        turn(
+            {"type": "thinking", "thinking": "First, list.", "signature": ""},
+            {"type": "thinking", "thinking": "Then read.", "signature": ""},
+            tool_use("call_1"),
+            role="assistant",
+        ),
+        turn(tool_result("call_1")),
+    ]
+    messages = request({"messages": history}, contract)["messages"]
+    assert messages[1]["reasoning_content"] == "First, list.\n\nThen read."
+
+
 # -- Ollama's parallel calls at one index ------------------------------------------------------
 
 
