@@ -135,7 +135,9 @@ def test_missing_usage_and_id() -> None:
     body = completion(ANSWERS["no-usage"])
     del body["id"]
     message = ok(body)
-    assert (message.usage.input_tokens, message.usage.output_tokens) == (0, 0)
+    usage = message.usage
+    assert (usage.input_tokens, usage.output_tokens) == (0, 0)
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (0, 0)
     assert message.id.startswith("msg_")
     assert message.id == ok(body).id  # stable for the same answer
 

@@ -346,6 +346,26 @@ def test_non_streamed_thought_signature_matches_the_streamed_one() -> None:
     assert first == streamed.content[0].model_dump()
 
 
+@pytest.mark.parametrize("signature", [12345, {"data": "CiQB"}, ["CiQB"], True])
+def test_a_thought_signature_that_is_no_string_is_not_kept(signature: Any) -> None:
+    call = {
+        "id": "fc_a",
+        "type": "function",
+        "function": {"name": "Bash", "arguments": '{"command":"ls"}'},
+        "extra_content": {"google": {"thought_signature": signature}},
+    }
+    message = {"role": "assistant", "tool_calls": [call]}
+    answer = {
+        "id": "g3",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+    }
+    _, body = translate_response(200, orjson.dumps(answer), model="g")
+    assert [b["type"] for b in orjson.loads(body)["content"]] == ["tool_use"]
+    chunk = {"id": "g3", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}}]}
+    streamed = accumulate(stream(b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"))
+    assert [b.type for b in streamed.content] == ["tool_use"]
+
+
 def test_history_gemini_did_not_write_gets_the_documented_placeholder() -> None:
     history = [
         turn({"type": "text", "text": "go"}),
