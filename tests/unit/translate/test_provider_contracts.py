@@ -300,6 +300,7 @@ def test_thought_signature_travels_in_a_thinking_block_and_comes_back() -> None:
     message = accumulate(stream(RECORDED["gemini3-signature"]))
     blocks = [b.model_dump() for b in message.content]
     assert [b["type"] for b in blocks] == ["thinking", "tool_use", "tool_use"]
+    assert blocks[0]["thinking"] == ""  # nothing for the user to read
     assert signatures.state(blocks[0]["signature"]) == {
         "tool_use_id": "fc_a",
         "thought_signature": "CiQBcsjafT+sig/A==",
