@@ -140,6 +140,22 @@ def test_matched_stop_string_when_the_server_names_it() -> None:
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "###")
 
 
+@pytest.mark.parametrize(
+    ("finish", "matched", "stop_reason"),
+    [
+        ("stop", 151645, "end_turn"),  # vLLM names a stop token by its id
+        ("length", "###", "max_tokens"),
+    ],
+)
+def test_a_stop_reason_that_names_no_matched_string(
+    finish: str, matched: Any, stop_reason: str
+) -> None:
+    body = completion(ANSWERS["text"])
+    body["choices"][0] |= {"finish_reason": finish, "stop_reason": matched}
+    message = ok(body)
+    assert (message.stop_reason, message.stop_sequence) == (stop_reason, None)
+
+
 def test_missing_usage_and_id() -> None:
     body = completion(ANSWERS["no-usage"])
     del body["id"]
