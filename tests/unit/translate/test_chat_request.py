@@ -265,6 +265,26 @@ def test_images_in_tool_results_follow_as_image_parts() -> None:
     ]
 
 
+def test_images_of_two_tool_results_each_follow_under_their_own_label() -> None:
+    png = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
+    jpg = {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "BB"}}
+    first = {"type": "tool_result", "tool_use_id": "a", "content": [png]}
+    second = {"type": "tool_result", "tool_use_id": "b", "content": [jpg]}
+    assert tr({**BASE, "messages": [user(first, second)]})["messages"] == [
+        {"role": "tool", "tool_call_id": "a", "content": "[image]"},
+        {"role": "tool", "tool_call_id": "b", "content": "[image]"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "[attachments of tool result a]"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                {"type": "text", "text": "[attachments of tool result b]"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,BB"}},
+            ],
+        },
+    ]
+
+
 def test_empty_tool_result() -> None:
     result = {"type": "tool_result", "tool_use_id": "t"}
     assert tr({**BASE, "messages": [user(result)]})["messages"][0]["content"] == ""
