@@ -200,6 +200,21 @@ def test_consecutive_assistant_messages_are_one_turn() -> None:
     ]
 
 
+def test_an_assistant_turns_texts_without_calls_are_one_text_a_blank_line_apart() -> None:
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [text("Hello."), text("How can I help?")]},
+            {"role": "user", "content": "list files"},
+        ],
+    }
+    assert tr(body)["messages"][1:] == [
+        {"role": "assistant", "content": "Hello.\n\nHow can I help?"},
+        {"role": "user", "content": "list files"},
+    ]
+
+
 def test_tool_use_without_text_has_null_content() -> None:
     body = {
         **BASE,
@@ -393,6 +408,14 @@ TOO_BIG = error_text(lambda: orjson.dumps(2**70))  # orjson's words for an integ
             "messages.0.content.0: content block type 'hologram' can't be translated for this provider",
         ),
         ({"messages": [user(text(5))]}, "messages.0.content.0.text: must be a string"),
+        (
+            {"messages": [user(text("q")), assistant(text("a"), text(5))]},
+            "messages.1.content.1.text: must be a string",
+        ),
+        (
+            {"messages": [user(text("q")), assistant({"type": "hologram"})]},
+            "messages.1.content.0: content block type 'hologram' can't be translated for this provider",
+        ),
         ({"system": 3}, "system: must be a string or a list of text blocks"),
         (
             {"messages": [{"role": "system", "content": [text(5)]}]},
