@@ -265,36 +265,22 @@ def test_tool_results_become_tool_messages_before_the_turns_text() -> None:
 
 
 def test_images_in_tool_results_follow_as_image_parts() -> None:
-    img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
-    result = {"type": "tool_result", "tool_use_id": "t", "content": [text("shot:"), img]}
-    assert tr({**BASE, "messages": [user(result, text("what is on it?"))]})["messages"] == [
-        {"role": "tool", "tool_call_id": "t", "content": "shot:\n\n[image]"},
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": "[attachments of tool result t]"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
-                {"type": "text", "text": "what is on it?"},
-            ],
-        },
-    ]
-
-
-def test_images_of_two_tool_results_each_follow_under_their_own_label() -> None:
     png = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
     jpg = {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "BB"}}
-    first = {"type": "tool_result", "tool_use_id": "a", "content": [png]}
-    second = {"type": "tool_result", "tool_use_id": "b", "content": [jpg]}
-    assert tr({**BASE, "messages": [user(first, second)]})["messages"] == [
-        {"role": "tool", "tool_call_id": "a", "content": "[image]"},
-        {"role": "tool", "tool_call_id": "b", "content": "[image]"},
+    shot = {"type": "tool_result", "tool_use_id": "t", "content": [text("shot:"), png]}
+    photo = {"type": "tool_result", "tool_use_id": "u", "content": [jpg]}
+    body = {**BASE, "messages": [user(shot, photo, text("what is on them?"))]}
+    assert tr(body)["messages"] == [
+        {"role": "tool", "tool_call_id": "t", "content": "shot:\n\n[image]"},
+        {"role": "tool", "tool_call_id": "u", "content": "[image]"},
         {
             "role": "user",
-            "content": [
-                {"type": "text", "text": "[attachments of tool result a]"},
+            "content": [  # each result's images under their own label
+                {"type": "text", "text": "[attachments of tool result t]"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
-                {"type": "text", "text": "[attachments of tool result b]"},
+                {"type": "text", "text": "[attachments of tool result u]"},
                 {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,BB"}},
+                {"type": "text", "text": "what is on them?"},
             ],
         },
     ]

@@ -422,6 +422,7 @@ def test_thinking_comes_back_as_reasoning_content_on_tool_call_turns() -> None:
         turn(
             {"type": "thinking", "thinking": "", "signature": ""},
             {"type": "thinking", "thinking": "I should list.", "signature": ""},
+            {"type": "thinking", "thinking": "Then read.", "signature": ""},
             tool_use("call_1"),
             role="assistant",
         ),
@@ -430,29 +431,13 @@ def test_thinking_comes_back_as_reasoning_content_on_tool_call_turns() -> None:
         turn({"type": "text", "text": "thanks"}),
     ]
     messages = request({"messages": history}, contract)["messages"]
-    assert messages[1]["reasoning_content"] == "I should list."
+    assert messages[1]["reasoning_content"] == "I should list.\n\nThen read."
     assert "reasoning_content" not in messages[3]  # no tool calls: nothing required
     # A tool-call turn another provider wrote has no thinking: the field is still there.
     history[1] = turn(tool_use("call_1"), role="assistant")
     assert request({"messages": history}, contract)["messages"][1]["reasoning_content"] == ""
     # Providers without the rule never see the field (Groq refuses it).
     assert "reasoning_content" not in request({"messages": history})["messages"][1]
-
-
-def test_a_turns_thinking_blocks_come_back_as_one_reasoning_text_a_blank_line_apart() -> None:
-    contract = contract_for("deepseek", "deepseek-reasoner")
-    history = [
-        turn({"type": "text", "text": "go"}),
-        turn(
-            {"type": "thinking", "thinking": "First, list.", "signature": ""},
-            {"type": "thinking", "thinking": "Then read.", "signature": ""},
-            tool_use("call_1"),
-            role="assistant",
-        ),
-        turn(tool_result("call_1")),
-    ]
-    messages = request({"messages": history}, contract)["messages"]
-    assert messages[1]["reasoning_content"] == "First, list.\n\nThen read."
 
 
 # -- Ollama's parallel calls at one index ------------------------------------------------------
