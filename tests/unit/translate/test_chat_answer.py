@@ -55,6 +55,15 @@ def test_reasoning_comes_first_as_a_thinking_block() -> None:
         assert message.content[0].signature == ""
 
 
+@pytest.mark.parametrize("first", ["", None, 7])
+def test_reasoning_under_its_second_key_when_the_first_holds_none(first: Any) -> None:
+    body = completion(ANSWERS["text"])
+    body["choices"][0]["message"] |= {"reasoning_content": first, "reasoning": "Let me think."}
+    message = ok(body)
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "Let me think."
+
+
 def test_tool_calls_become_tool_use_blocks() -> None:
     message = ok(completion(ANSWERS["parallel"]))
     assert message.stop_reason == "tool_use"
@@ -131,11 +140,29 @@ def test_matched_stop_string_when_the_server_names_it() -> None:
     assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "###")
 
 
+@pytest.mark.parametrize(
+    ("finish", "matched", "stop_reason"),
+    [
+        ("stop", 151645, "end_turn"),  # vLLM names a stop token by its id
+        ("length", "###", "max_tokens"),
+    ],
+)
+def test_a_stop_reason_that_names_no_matched_string(
+    finish: str, matched: Any, stop_reason: str
+) -> None:
+    body = completion(ANSWERS["text"])
+    body["choices"][0] |= {"finish_reason": finish, "stop_reason": matched}
+    message = ok(body)
+    assert (message.stop_reason, message.stop_sequence) == (stop_reason, None)
+
+
 def test_missing_usage_and_id() -> None:
     body = completion(ANSWERS["no-usage"])
     del body["id"]
     message = ok(body)
-    assert (message.usage.input_tokens, message.usage.output_tokens) == (0, 0)
+    usage = message.usage
+    assert (usage.input_tokens, usage.output_tokens) == (0, 0)
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (0, 0)
     assert message.id.startswith("msg_")
     assert message.id == ok(body).id  # stable for the same answer
 
@@ -265,10 +292,11 @@ def test_2xx_with_an_error_object() -> None:
 
 def test_2xx_that_is_not_a_completion() -> None:
     assert err(200, b"<html>oops</html>")[1]["type"] == "api_error"
-    assert err(200, b'{"choices": []}') == (
-        502,
-        {"type": "api_error", "message": "upstream answer has no choices"},
-    )
+    for body in (b'{"choices": []}', b'[{"choices": []}]', b'"choices"', b"42"):
+        assert err(200, body) == (
+            502,
+            {"type": "api_error", "message": "upstream answer has no choices"},
+        )
     malformed = {"choices": [{"index": 0, "message": {"tool_calls": [{"function": "x"}]}}]}
     assert err(200, orjson.dumps(malformed)) == (
         502,

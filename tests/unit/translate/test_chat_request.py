@@ -200,6 +200,21 @@ def test_consecutive_assistant_messages_are_one_turn() -> None:
     ]
 
 
+def test_an_assistant_turns_texts_without_calls_are_one_text_a_blank_line_apart() -> None:
+    body = {
+        **BASE,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [text("Hello."), text("How can I help?")]},
+            {"role": "user", "content": "list files"},
+        ],
+    }
+    assert tr(body)["messages"][1:] == [
+        {"role": "assistant", "content": "Hello.\n\nHow can I help?"},
+        {"role": "user", "content": "list files"},
+    ]
+
+
 def test_tool_use_without_text_has_null_content() -> None:
     body = {
         **BASE,
@@ -250,16 +265,22 @@ def test_tool_results_become_tool_messages_before_the_turns_text() -> None:
 
 
 def test_images_in_tool_results_follow_as_image_parts() -> None:
-    img = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
-    result = {"type": "tool_result", "tool_use_id": "t", "content": [text("shot:"), img]}
-    assert tr({**BASE, "messages": [user(result, text("what is on it?"))]})["messages"] == [
+    png = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
+    jpg = {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "BB"}}
+    shot = {"type": "tool_result", "tool_use_id": "t", "content": [text("shot:"), png]}
+    photo = {"type": "tool_result", "tool_use_id": "u", "content": [jpg]}
+    body = {**BASE, "messages": [user(shot, photo, text("what is on them?"))]}
+    assert tr(body)["messages"] == [
         {"role": "tool", "tool_call_id": "t", "content": "shot:\n\n[image]"},
+        {"role": "tool", "tool_call_id": "u", "content": "[image]"},
         {
             "role": "user",
-            "content": [
+            "content": [  # each result's images under their own label
                 {"type": "text", "text": "[attachments of tool result t]"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
-                {"type": "text", "text": "what is on it?"},
+                {"type": "text", "text": "[attachments of tool result u]"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,BB"}},
+                {"type": "text", "text": "what is on them?"},
             ],
         },
     ]
@@ -373,6 +394,14 @@ TOO_BIG = error_text(lambda: orjson.dumps(2**70))  # orjson's words for an integ
             "messages.0.content.0: content block type 'hologram' can't be translated for this provider",
         ),
         ({"messages": [user(text(5))]}, "messages.0.content.0.text: must be a string"),
+        (
+            {"messages": [user(text("q")), assistant(text("a"), text(5))]},
+            "messages.1.content.1.text: must be a string",
+        ),
+        (
+            {"messages": [user(text("q")), assistant({"type": "hologram"})]},
+            "messages.1.content.0: content block type 'hologram' can't be translated for this provider",
+        ),
         ({"system": 3}, "system: must be a string or a list of text blocks"),
         (
             {"messages": [{"role": "system", "content": [text(5)]}]},

@@ -300,6 +300,7 @@ def test_thought_signature_travels_in_a_thinking_block_and_comes_back() -> None:
     message = accumulate(stream(RECORDED["gemini3-signature"]))
     blocks = [b.model_dump() for b in message.content]
     assert [b["type"] for b in blocks] == ["thinking", "tool_use", "tool_use"]
+    assert blocks[0]["thinking"] == ""  # nothing for the user to read
     assert signatures.state(blocks[0]["signature"]) == {
         "tool_use_id": "fc_a",
         "thought_signature": "CiQBcsjafT+sig/A==",
@@ -344,6 +345,26 @@ def test_non_streamed_thought_signature_matches_the_streamed_one() -> None:
     first = orjson.loads(body)["content"][0]
     streamed = accumulate(stream(RECORDED["gemini3-signature"]))
     assert first == streamed.content[0].model_dump()
+
+
+@pytest.mark.parametrize("signature", [12345, {"data": "CiQB"}, ["CiQB"], True])
+def test_a_thought_signature_that_is_no_string_is_not_kept(signature: Any) -> None:
+    call = {
+        "id": "fc_a",
+        "type": "function",
+        "function": {"name": "Bash", "arguments": '{"command":"ls"}'},
+        "extra_content": {"google": {"thought_signature": signature}},
+    }
+    message = {"role": "assistant", "tool_calls": [call]}
+    answer = {
+        "id": "g3",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+    }
+    _, body = translate_response(200, orjson.dumps(answer), model="g")
+    assert [b["type"] for b in orjson.loads(body)["content"]] == ["tool_use"]
+    chunk = {"id": "g3", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **call}]}}]}
+    streamed = accumulate(stream(b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"))
+    assert [b.type for b in streamed.content] == ["tool_use"]
 
 
 def test_history_gemini_did_not_write_gets_the_documented_placeholder() -> None:
@@ -401,6 +422,7 @@ def test_thinking_comes_back_as_reasoning_content_on_tool_call_turns() -> None:
         turn(
             {"type": "thinking", "thinking": "", "signature": ""},
             {"type": "thinking", "thinking": "I should list.", "signature": ""},
+            {"type": "thinking", "thinking": "Then read.", "signature": ""},
             tool_use("call_1"),
             role="assistant",
         ),
@@ -409,7 +431,7 @@ def test_thinking_comes_back_as_reasoning_content_on_tool_call_turns() -> None:
         turn({"type": "text", "text": "thanks"}),
     ]
     messages = request({"messages": history}, contract)["messages"]
-    assert messages[1]["reasoning_content"] == "I should list."
+    assert messages[1]["reasoning_content"] == "I should list.\n\nThen read."
     assert "reasoning_content" not in messages[3]  # no tool calls: nothing required
     # A tool-call turn another provider wrote has no thinking: the field is still there.
     history[1] = turn(tool_use("call_1"), role="assistant")
