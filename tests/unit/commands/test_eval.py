@@ -8,6 +8,7 @@ the real Arch-Router (README, "Refine routes").
 from __future__ import annotations
 
 import json
+import locale
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,8 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) 
         ("- [\n", "not YAML (while parsing a flow node)"),
         ("route: x\n", "expected a list of cases (or `cases:` holding one)"),
         ("- {route: x, messages: hi}\n", "case 1: `messages` must be a list of {role, content}"),
+        ("[]\n", "no cases"),
+        ("cases: []\n", "no cases"),
     ],
 )
 def test_a_broken_case_file_is_named_with_what_is_wrong(
@@ -288,6 +291,30 @@ def test_a_broken_case_file_is_named_with_what_is_wrong(
     with pytest.raises(CaseError) as raised:
         load_cases(path)
     assert str(raised.value) == f"{path}: {message}"
+
+
+def test_a_request_file_without_a_messages_body_is_named(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
+    path = tmp_path / "cases.yaml"
+    path.write_text("- {route: a, request: list.json}\n", encoding="utf-8")
+    with pytest.raises(CaseError) as raised:
+        load_cases(path)
+    assert str(raised.value) == f"{path}: case 1: request {tmp_path / 'list.json'} holds no Messages body"  # fmt: skip
+
+
+def test_a_request_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Under the C locale Python's default encoding is ASCII: the file is UTF-8 all the same."""
+    body = {"messages": [{"role": "user", "content": "fix it 日本"}]}
+    (tmp_path / "bare.json").write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+    path = tmp_path / "cases.yaml"
+    path.write_text("- {route: a, request: bare.json}\n", encoding="utf-8")
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        cases = load_cases(path)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert cases == [Case("case 1", "a", body)]
 
 
 def test_cases_are_named_by_their_place_unless_named(tmp_path: Path) -> None:
@@ -320,6 +347,26 @@ def test_each_decision_is_timed_in_milliseconds(monkeypatch: pytest.MonkeyPatch)
     cases = [Case("a", "code_review", {"messages": [{"role": "user", "content": "fix it"}]})]
     [outcome] = evaluate.evaluate(Router(), ROUTES, cases, 1000)
     assert (outcome.got, outcome.ms) == ("code_review", 250.0)
+
+
+def test_latency_percentiles_of_three_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decisions of 100, 200 and 300 ms: p50 200 ms, p90 280 ms (interpolated)."""
+
+    class Router:
+        def classify(self, routes: Any, windows: list[Any]) -> list[str]:
+            return ["code_review"]
+
+        def count_tokens(self, text: str) -> int:
+            return len(text.split())
+
+    ticks = iter([0.0, 0.1, 1.0, 1.2, 2.0, 2.3])
+    monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks))
+    body = {"messages": [{"role": "user", "content": "fix it"}]}
+    cases = [Case(name, "code_review", body) for name in "abc"]
+    outcomes = evaluate.evaluate(Router(), ROUTES, cases, 1000)
+    report = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes)
+    assert report.as_json()["latency_ms"] == {"p50": 200.0, "p90": 280.0}
+    assert evaluate.format_report(report).endswith("decision latency: p50 200 ms, p90 280 ms")
 
 
 def test_shipped_example_cases_cover_the_four_routes() -> None:

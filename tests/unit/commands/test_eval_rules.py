@@ -75,6 +75,22 @@ def test_rules_decide_first_and_the_report_separates_them(tmp_path):
     assert "  agent as a route: expected code_review, got subagents (rule)\n  typed:" in text
 
 
+def test_a_captured_requests_headers_meet_the_rules(tmp_path):
+    """A header rule holds for a captured request that sent the header, as in the sidecar."""
+    config = parse(
+        "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    routing_preferences:\n"
+        + "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
+        + "  - model: anthropic/claude-haiku-4-5\n"
+        + "rules:\n  - {name: cli, model: anthropic/claude-haiku-4-5, when: {header: {x-app: cli}}}\n"
+    )
+    path = tmp_path / "cases.yaml"
+    captured = str(FIXTURES / "first-turn.json")  # sent with `x-app: cli`
+    path.write_text(json.dumps([{"route": "cli", "request": captured}, {"route": "cli", "text": "hi"}]))  # fmt: skip
+    routes = [(r.name, r.description) for r, _ in config.routes]
+    outcomes = evaluate.evaluate(FirstRoute(), routes, evaluate.load_cases(path), 256, config.rules)
+    assert [(o.got, o.by_rule) for o in outcomes] == [("cli", True), ("code_generation", False)]
+
+
 def test_the_command_accepts_rule_names_as_expected_labels(tmp_path, tiny_router_dir, capsys):
     routes = "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
     config = tmp_path / "config.yaml"
