@@ -332,38 +332,34 @@ def test_cases_are_named_by_their_place_unless_named(tmp_path: Path) -> None:
         assert load_cases(tmp_path / path) == [Case(name, "a", body) for name in names]
 
 
+class CodeReview:
+    """A router that answers code_review, for timing with a fake clock."""
+
+    def classify(self, routes: Any, windows: list[Any]) -> list[str]:
+        return ["code_review"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
 def test_each_decision_is_timed_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a clock that moves a quarter second per reading."""
-
-    class Router:
-        def classify(self, routes: Any, windows: list[Any]) -> list[str]:
-            return ["code_review"]
-
-        def count_tokens(self, text: str) -> int:
-            return len(text.split())
 
     ticks = iter(range(100))
     monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks) * 0.25)
     cases = [Case("a", "code_review", {"messages": [{"role": "user", "content": "fix it"}]})]
-    [outcome] = evaluate.evaluate(Router(), ROUTES, cases, 1000)
+    [outcome] = evaluate.evaluate(CodeReview(), ROUTES, cases, 1000)
     assert (outcome.got, outcome.ms) == ("code_review", 250.0)
 
 
 def test_latency_percentiles_of_three_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Decisions of 100, 200 and 300 ms: p50 200 ms, p90 280 ms (interpolated)."""
 
-    class Router:
-        def classify(self, routes: Any, windows: list[Any]) -> list[str]:
-            return ["code_review"]
-
-        def count_tokens(self, text: str) -> int:
-            return len(text.split())
-
     ticks = iter([0.0, 0.1, 1.0, 1.2, 2.0, 2.3])
     monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks))
     body = {"messages": [{"role": "user", "content": "fix it"}]}
     cases = [Case(name, "code_review", body) for name in "abc"]
-    outcomes = evaluate.evaluate(Router(), ROUTES, cases, 1000)
+    outcomes = evaluate.evaluate(CodeReview(), ROUTES, cases, 1000)
     report = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes)
     assert report.as_json()["latency_ms"] == {"p50": 200.0, "p90": 280.0}
     assert evaluate.format_report(report).endswith("decision latency: p50 200 ms, p90 280 ms")
