@@ -278,6 +278,9 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) 
         ("- [\n", "not YAML (while parsing a flow node)"),
         ("route: x\n", "expected a list of cases (or `cases:` holding one)"),
         ("- {route: x, messages: hi}\n", "case 1: `messages` must be a list of {role, content}"),
+        ("- {text: hi}\n", "case 1: each case needs `route` (the route it should get)"),
+        ("- [route, x]\n", "case 1: each case needs `route` (the route it should get)"),
+        ("- {route: x, text: 3}\n", "case 1: `text` must be a string"),
         ("[]\n", "no cases"),
         ("cases: []\n", "no cases"),
     ],
@@ -344,7 +347,6 @@ class CodeReview:
 
 def test_each_decision_is_timed_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a clock that moves a quarter second per reading."""
-
     ticks = iter(range(100))
     monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks) * 0.25)
     cases = [Case("a", "code_review", {"messages": [{"role": "user", "content": "fix it"}]})]
@@ -353,16 +355,29 @@ def test_each_decision_is_timed_in_milliseconds(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_latency_percentiles_of_three_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Decisions of 100, 200 and 300 ms: p50 200 ms, p90 280 ms (interpolated)."""
-
-    ticks = iter([0.0, 0.1, 1.0, 1.2, 2.0, 2.3])
+    """Decisions of 125, 187.5 and 250 ms: p50 187.5 ms, p90 237.5 ms (interpolated), to a
+    tenth of a millisecond in JSON."""
+    ticks = iter([0.0, 0.125, 1.0, 1.1875, 2.0, 2.25])
     monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks))
     body = {"messages": [{"role": "user", "content": "fix it"}]}
     cases = [Case(name, "code_review", body) for name in "abc"]
     outcomes = evaluate.evaluate(CodeReview(), ROUTES, cases, 1000)
     report = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes)
-    assert report.as_json()["latency_ms"] == {"p50": 200.0, "p90": 280.0}
-    assert evaluate.format_report(report).endswith("decision latency: p50 200 ms, p90 280 ms")
+    assert report.as_json()["latency_ms"] == {"p50": 187.5, "p90": 237.5}
+    assert evaluate.format_report(report).endswith("decision latency: p50 188 ms, p90 238 ms")
+
+
+def test_the_window_is_measured_with_the_routers_tokenizer() -> None:
+    """CodeReview counts words: the three messages' JSON is 16 of them, and all fit 16
+    tokens (four characters a token would hold only the latest)."""
+    messages = [
+        {"role": "user", "content": "one two"},
+        {"role": "assistant", "content": "three four five"},
+        {"role": "user", "content": "six seven"},
+    ]
+    cases = [Case("a", "code_review", {"messages": messages})]
+    [outcome] = evaluate.evaluate(CodeReview(), ROUTES, cases, 16)
+    assert outcome.window == messages
 
 
 def test_shipped_example_cases_cover_the_four_routes() -> None:
