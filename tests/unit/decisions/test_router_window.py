@@ -177,6 +177,17 @@ def test_a_multi_megabyte_text_is_read_from_its_two_ends() -> None:
     assert len(message_text(text)) < TEXT_LIMIT + 10
 
 
+def test_a_latest_text_that_fills_the_budget_exactly_is_kept_whole() -> None:
+    assert conversation_window({"messages": [user("c" * 40)]}, 18) == [user("c" * 40)]
+
+
+def test_only_text_blocks_are_read() -> None:
+    """A string in the content list, or a block of another type with a `text` field, is no
+    text block."""
+    blocks = ["hi", {"type": "tool_use", "text": "x"}, {"type": "text", "text": "ok"}]
+    assert message_text(blocks) == "ok"
+
+
 def test_a_budget_too_small_for_any_message_gives_an_empty_window() -> None:
     """`{"role": "user", "content": ""}` alone is 8 tokens of four characters."""
     assert conversation_window({"messages": [user("hello")]}, 5) == []
