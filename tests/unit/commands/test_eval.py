@@ -8,6 +8,7 @@ the real Arch-Router (README, "Refine routes").
 from __future__ import annotations
 
 import json
+import locale
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,11 @@ def test_exit_codes(capsys: pytest.CaptureFixture[str], files: dict[str, Path]) 
         ("- [\n", "not YAML (while parsing a flow node)"),
         ("route: x\n", "expected a list of cases (or `cases:` holding one)"),
         ("- {route: x, messages: hi}\n", "case 1: `messages` must be a list of {role, content}"),
+        ("- {text: hi}\n", "case 1: each case needs `route` (the route it should get)"),
+        ("- [route, x]\n", "case 1: each case needs `route` (the route it should get)"),
+        ("- {route: x, text: 3}\n", "case 1: `text` must be a string"),
+        ("[]\n", "no cases"),
+        ("cases: []\n", "no cases"),
     ],
 )
 def test_a_broken_case_file_is_named_with_what_is_wrong(
@@ -288,6 +294,30 @@ def test_a_broken_case_file_is_named_with_what_is_wrong(
     with pytest.raises(CaseError) as raised:
         load_cases(path)
     assert str(raised.value) == f"{path}: {message}"
+
+
+def test_a_request_file_without_a_messages_body_is_named(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
+    path = tmp_path / "cases.yaml"
+    path.write_text("- {route: a, request: list.json}\n", encoding="utf-8")
+    with pytest.raises(CaseError) as raised:
+        load_cases(path)
+    assert str(raised.value) == f"{path}: case 1: request {tmp_path / 'list.json'} holds no Messages body"  # fmt: skip
+
+
+def test_a_request_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Under the C locale Python's default encoding is ASCII: the file is UTF-8 all the same."""
+    body = {"messages": [{"role": "user", "content": "fix it 日本"}]}
+    (tmp_path / "bare.json").write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+    path = tmp_path / "cases.yaml"
+    path.write_text("- {route: a, request: bare.json}\n", encoding="utf-8")
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        cases = load_cases(path)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert cases == [Case("case 1", "a", body)]
 
 
 def test_cases_are_named_by_their_place_unless_named(tmp_path: Path) -> None:
@@ -305,21 +335,49 @@ def test_cases_are_named_by_their_place_unless_named(tmp_path: Path) -> None:
         assert load_cases(tmp_path / path) == [Case(name, "a", body) for name in names]
 
 
+class CodeReview:
+    """A router that answers code_review, for timing with a fake clock."""
+
+    def classify(self, routes: Any, windows: list[Any]) -> list[str]:
+        return ["code_review"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
 def test_each_decision_is_timed_in_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a clock that moves a quarter second per reading."""
-
-    class Router:
-        def classify(self, routes: Any, windows: list[Any]) -> list[str]:
-            return ["code_review"]
-
-        def count_tokens(self, text: str) -> int:
-            return len(text.split())
-
     ticks = iter(range(100))
     monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks) * 0.25)
     cases = [Case("a", "code_review", {"messages": [{"role": "user", "content": "fix it"}]})]
-    [outcome] = evaluate.evaluate(Router(), ROUTES, cases, 1000)
+    [outcome] = evaluate.evaluate(CodeReview(), ROUTES, cases, 1000)
     assert (outcome.got, outcome.ms) == ("code_review", 250.0)
+
+
+def test_latency_percentiles_of_three_decisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decisions of 125, 187.5 and 250 ms: p50 187.5 ms, p90 237.5 ms (interpolated), to a
+    tenth of a millisecond in JSON."""
+    ticks = iter([0.0, 0.125, 1.0, 1.1875, 2.0, 2.25])
+    monkeypatch.setattr(evaluate.time, "perf_counter", lambda: next(ticks))
+    body = {"messages": [{"role": "user", "content": "fix it"}]}
+    cases = [Case(name, "code_review", body) for name in "abc"]
+    outcomes = evaluate.evaluate(CodeReview(), ROUTES, cases, 1000)
+    report = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes)
+    assert report.as_json()["latency_ms"] == {"p50": 187.5, "p90": 237.5}
+    assert evaluate.format_report(report).endswith("decision latency: p50 188 ms, p90 238 ms")
+
+
+def test_the_window_is_measured_with_the_routers_tokenizer() -> None:
+    """CodeReview counts words: the three messages' JSON is 16 of them, and all fit 16
+    tokens (four characters a token would hold only the latest)."""
+    messages = [
+        {"role": "user", "content": "one two"},
+        {"role": "assistant", "content": "three four five"},
+        {"role": "user", "content": "six seven"},
+    ]
+    cases = [Case("a", "code_review", {"messages": messages})]
+    [outcome] = evaluate.evaluate(CodeReview(), ROUTES, cases, 16)
+    assert outcome.window == messages
 
 
 def test_shipped_example_cases_cover_the_four_routes() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from extproc.commands import evaluate
 from extproc.commands.cli import main
-from extproc.config import parse
+from extproc.config import Config, parse
 from tests.support.captured import FIXTURES
 from tests.support.stub_router import FirstRoute
 from tests.support.tiny_model import ROUTES
@@ -37,13 +37,18 @@ def case_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_rules_decide_first_and_the_report_separates_them(tmp_path):
-    config = parse(
+def config_with(rules: str) -> Config:
+    """The tiny model's routes on Sonnet, and `rules` for Haiku."""
+    return parse(
         "llm_providers:\n  - model: anthropic/claude-sonnet-4-5\n    routing_preferences:\n"
         + "".join(f"      - {{name: {n}, description: '{d}'}}\n" for n, d in ROUTES)
         + "  - model: anthropic/claude-haiku-4-5\n"
-        + RULES
+        + rules
     )
+
+
+def test_rules_decide_first_and_the_report_separates_them(tmp_path):
+    config = config_with(RULES)
     cases = evaluate.load_cases(case_file(tmp_path))
     assert cases[0].headers["x-claude-code-session-id"]  # a captured request's own headers
     router = FirstRoute()
@@ -73,6 +78,34 @@ def test_rules_decide_first_and_the_report_separates_them(tmp_path):
     text = evaluate.format_report(report)
     assert "decided by the rule: 3 (2 correct), the router: 2 (1 correct)" in text
     assert "  agent as a route: expected code_review, got subagents (rule)\n  typed:" in text
+
+
+def test_a_captured_requests_headers_meet_the_rules(tmp_path):
+    """A header rule holds for a captured request that sent the header, as in the sidecar."""
+    config = config_with(
+        "rules:\n  - {name: cli, model: anthropic/claude-haiku-4-5, when: {header: {x-app: cli}}}\n"
+    )
+    path = tmp_path / "cases.yaml"
+    captured = str(FIXTURES / "first-turn.json")  # sent with `x-app: cli`
+    path.write_text(json.dumps([{"route": "cli", "request": captured}, {"route": "cli", "text": "hi"}]))  # fmt: skip
+    routes = [(r.name, r.description) for r, _ in config.routes]
+    outcomes = evaluate.evaluate(FirstRoute(), routes, evaluate.load_cases(path), 256, config.rules)
+    assert [(o.got, o.by_rule) for o in outcomes] == [("cli", True), ("code_generation", False)]
+
+
+def test_a_token_rule_reads_the_cases_size_in_utf8_bytes():
+    """As in the sidecar, the input-token estimate starts from the body's bytes (here compact
+    UTF-8 JSON, 43 bytes around the text) at three bytes a token: 300 bytes hold 100."""
+    config = config_with(
+        "rules:\n  - {name: long, model: anthropic/claude-haiku-4-5, when: {min_input_tokens: 100}}\n"
+    )
+    cases = [
+        evaluate.Case(name, "long", {"messages": [{"role": "user", "content": "日本" + "x" * n}]})
+        for name, n in (("300 bytes", 251), ("299 bytes", 250))
+    ]
+    routes = [(r.name, r.description) for r, _ in config.routes]
+    outcomes = evaluate.evaluate(FirstRoute(), routes, cases, 256, config.rules)
+    assert [(o.got, o.by_rule) for o in outcomes] == [("long", True), ("code_generation", False)]
 
 
 def test_the_command_accepts_rule_names_as_expected_labels(tmp_path, tiny_router_dir, capsys):

@@ -20,6 +20,7 @@ from extproc.decisions.router.window import (
     prompt_tokens,
     window_budget,
 )
+from extproc.decisions.routing import TokenCounts
 from tests.support.captured import FIXTURES
 
 CAPTURES = FIXTURES
@@ -176,6 +177,41 @@ def test_a_multi_megabyte_text_is_read_from_its_two_ends() -> None:
     assert len(message_text(text)) < TEXT_LIMIT + 10
 
 
+def test_a_latest_text_that_fills_the_budget_exactly_is_kept_whole() -> None:
+    assert conversation_window({"messages": [user("c" * 40)]}, 18) == [user("c" * 40)]
+
+
+def test_only_text_blocks_are_read() -> None:
+    """A string in the content list, or a block of another type with a `text` field, is no
+    text block."""
+    blocks = ["hi", {"type": "tool_use", "text": "x"}, {"type": "text", "text": "ok"}]
+    assert message_text(blocks) == "ok"
+
+
+def test_a_budget_too_small_for_any_message_gives_an_empty_window() -> None:
+    """`{"role": "user", "content": ""}` alone is 8 tokens of four characters."""
+    assert conversation_window({"messages": [user("hello")]}, 5) == []
+
+
+def test_remembered_counts_give_the_same_windows_and_count_each_message_once() -> None:
+    """`routing.TokenCounts`, the counter the sidecar passes: the windows of the bare counter
+    at every budget, and each message tokenized once for all the requests of one turn."""
+    body = {"messages": [user("one two"), assistant("three four five"), user("six seven")]}
+    for budget in range(30, 130):
+        remembered = conversation_window(body, budget, TokenCounts(len))
+        assert remembered == conversation_window(body, budget, len), budget
+    counted: list[str] = []
+
+    def spy(text: str) -> int:
+        counted.append(text)
+        return len(text)
+
+    counts = TokenCounts(spy)
+    for _ in range(2):  # two requests of one turn
+        assert conversation_window(body, 1000, counts) == body["messages"]
+    assert counted == [message_json(m["role"], m["content"]) for m in reversed(body["messages"])]
+
+
 def test_custom_token_counter() -> None:
     words = lambda text: len(text.split())  # noqa: E731
     body = {"messages": [user("one two three"), assistant("four five"), user("six seven")]}
@@ -292,6 +328,21 @@ def test_a_lone_tag_cut_by_the_limit_is_dropped_whole(into: int) -> None:
     tail = opening + "y" * (HALF + into - len(opening))  # so does the unclosed opening tag
     text = head + "m" * (size - len(head) - len(tail)) + tail
     assert message_text(text) == "x" * (HALF - into) + "\n…\n" + "y" * (HALF + into - len(opening))
+
+
+def test_a_text_of_exactly_the_limit_is_read_whole() -> None:
+    assert message_text("x" * TEXT_LIMIT) == "x" * TEXT_LIMIT
+
+
+def test_a_reminder_the_cut_opened_goes_and_a_whole_one_after_it_too() -> None:
+    """The tail starts inside a reminder and holds a whole one later: both go, and the
+    user's text between and after them stays."""
+    size = 3 * TEXT_LIMIT
+    start = size - HALF - 100  # the tail's cut falls 100 characters into this reminder
+    rest = "z" * (HALF - 2 * len(REMINDER))
+    text = "x" * start + REMINDER + "y" * 100 + REMINDER + rest
+    assert len(text) == size
+    assert message_text(text) == "x" * HALF + "\n…\n" + "y" * 100 + rest
 
 
 def test_a_stray_opening_tag_before_a_cut_reminder_ends_the_head() -> None:
