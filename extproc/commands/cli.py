@@ -176,7 +176,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     router = RouterStage(routing)
     router.attach(model)
     runtime = build_runtime(config, router)
-    request = Request(str(body.get("model", "")), body, "/v1/messages", headers, size)
+    request = Request(str(body.get("model", "")), body, headers, size)
 
     async def decide_warm() -> Decision:
         # As the sidecar does before /ready: one-time device start-up and the route

@@ -61,7 +61,6 @@ class Request:
 
     model: str
     body: dict[str, Any]
-    path: str
     headers: Mapping[str, str] = field(default_factory=dict)
     """The request headers Envoy forwards (lower-case names): those rules read among them."""
     size: int = 0

@@ -388,7 +388,7 @@ class Exchange:
         runtime = self.runtime
         counting = self.path_only.rstrip("/").endswith("count_tokens")
         stages = runtime.token_stages if counting else runtime.stages
-        request = Request(model, body, self.path_only, self.headers, len(raw))
+        request = Request(model, body, self.headers, len(raw))
         routed = await decide(runtime.config, request, stages)
         # listener.cooldown_max_s: 0 turns cooldowns off, rests already begun included.
         cooldowns = runtime.cooldowns if runtime.config.listener.cooldown_max_s else None

@@ -79,7 +79,7 @@ def stage(model, model_dir) -> RouterStage:
 async def run(stage: RouterStage, body: dict, config: Config | None = None):
     config = config or routed_config(stage.routing.model_dir)
     runtime = build_runtime(config, stage)
-    return await decide(config, Request(body["model"], body, "/v1/messages"), runtime.stages)
+    return await decide(config, Request(body["model"], body), runtime.stages)
 
 
 def user_turn(text: str) -> dict:

@@ -97,7 +97,7 @@ def user_turn(text: str, model: str = "claude-opus-4-8") -> dict:
 
 async def run(stage: RouterStage, body: dict, config: Config):
     runtime = build_runtime(config, stage)
-    return await decide(config, Request(body["model"], body, "/v1/messages"), runtime.stages)
+    return await decide(config, Request(body["model"], body), runtime.stages)
 
 
 async def test_a_changed_route_description_classifies_again(stage, model, config, model_dir):
@@ -182,7 +182,7 @@ async def test_the_router_answering_other_is_logged_as_route_other(
 async def test_each_rule_after_the_router_labels_itself(config, requested, source, served_by):
     """With no router stage (as for count_tokens), the rule that decided is the label."""
     stages = (*BEFORE_ROUTER, *AFTER_ROUTER)
-    decision = await decide(config, Request(requested, user_turn("hi"), "/v1/messages"), stages)
+    decision = await decide(config, Request(requested, user_turn("hi")), stages)
     assert decision.metadata() == {
         "source": source,
         "route": "",

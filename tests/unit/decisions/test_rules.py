@@ -47,7 +47,7 @@ async def decided(
     runtime = build_runtime(config, stage)
     raw = wire_body(body)
     view, _ = _parse_body(raw)
-    request = Request(str(body.get("model")), view, "/v1/messages", headers or {}, len(raw))
+    request = Request(str(body.get("model")), view, headers or {}, len(raw))
     return await decide(config, request, runtime.stages)
 
 
