@@ -143,7 +143,6 @@ def test_routing_replies(set_, remove, if_absent, body, decision):
             request_body=BodyResponse(response=common), dynamic_metadata=typed_metadata(decision)
         ),
     )
-    skip = ProcessingModeHeaderSendMode.SKIP
     assert_bytes(
         replies.route_request_headers(ours, decision),
         ProcessingResponse(
@@ -151,13 +150,8 @@ def test_routing_replies(set_, remove, if_absent, body, decision):
                 response=CommonResponse(header_mutation=mutation, clear_route_cache=True)
             ),
             dynamic_metadata=typed_metadata(decision),
-            mode_override=ProcessingMode(
-                request_header_mode=ProcessingModeHeaderSendMode.SEND,
-                response_header_mode=skip,
-                request_body_mode=ProcessingModeBodySendMode.NONE,
-                response_body_mode=ProcessingModeBodySendMode.NONE,
-                request_trailer_mode=skip,
-                response_trailer_mode=skip,
+            mode_override=headers_phase_mode(
+                ProcessingModeHeaderSendMode.SKIP, ProcessingModeBodySendMode.NONE
             ),
         ),
     )
@@ -242,14 +236,17 @@ def test_local_answer():
     )
 
 
-def body_next(response_header_mode: ProcessingModeHeaderSendMode) -> ProcessingMode:
-    """The mode a reply to the request's headers sets: the body buffered, no trailers, the
-    answer's headers sent or skipped."""
+def headers_phase_mode(
+    response_header_mode: ProcessingModeHeaderSendMode,
+    request_body_mode: ProcessingModeBodySendMode = ProcessingModeBodySendMode.BUFFERED,
+) -> ProcessingMode:
+    """The mode a reply to the request's headers sets: the body buffered (or, for a request
+    routed by its headers, not sent), no trailers, the answer's headers sent or skipped."""
     skip = ProcessingModeHeaderSendMode.SKIP
     return ProcessingMode(
         request_header_mode=ProcessingModeHeaderSendMode.SEND,
         response_header_mode=response_header_mode,
-        request_body_mode=ProcessingModeBodySendMode.BUFFERED,
+        request_body_mode=request_body_mode,
         response_body_mode=ProcessingModeBodySendMode.NONE,
         request_trailer_mode=skip,
         response_trailer_mode=skip,
@@ -263,7 +260,7 @@ def test_header_phase_replies():
             replies.continue_request_headers(skip_response=skip_response),
             ProcessingResponse(
                 request_headers=HeadersResponse(response=CommonResponse()),
-                mode_override=body_next(response_header_mode),
+                mode_override=headers_phase_mode(response_header_mode),
             ),
         )
     assert_bytes(
