@@ -208,17 +208,17 @@ def cmd_route(args: argparse.Namespace) -> int:
 def _show_prompt(config: Config, body: dict[str, Any]) -> int:
     """The router prompt from the tokenizer alone: loading the model takes seconds."""
     import ctranslate2
-    from transformers import AutoTokenizer
 
+    from extproc.decisions.router.engine import RouterModelError, load_tokenizer
     from extproc.decisions.router.prompt import render_prompt
     from extproc.decisions.router.window import conversation_window, window_budget
     from extproc.decisions.routing import routes_of
 
     model_dir = Path(config.routing.model_dir).expanduser()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as exc:
-        print(f"error: router model directory {model_dir}: no tokenizer ({exc})", file=sys.stderr)
+        tokenizer = load_tokenizer(model_dir)
+    except RouterModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     encoder = tokenizer.backend_tokenizer
 

@@ -16,7 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-# Everything AutoTokenizer and the chat template may need, when the source has it.
+# The tokenizer the router reads (tokenizer.json, its config and chat template) and the files
+# other tools load it from, when the source has them.
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",

@@ -71,13 +71,42 @@ def _check_dir(path: Path) -> None:
     missing = [name for name in ("model.bin", "config.json") if not (path / name).is_file()]
     if not any((path / name).is_file() for name in ("vocabulary.json", "vocabulary.txt")):
         missing.append("vocabulary.json")
-    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+    if not (path / "tokenizer.json").is_file():
         missing.append("tokenizer.json")
     if missing:
         raise RouterModelError(
             f"router model directory {path} is incomplete: missing {', '.join(missing)}; "
             "convert the model again with `extproc model convert`"
         )
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The router's tokenizer and chat template, from the model directory's tokenizer.json.
+
+    Loaded as transformers' class for any ``tokenizers`` file, not through ``AutoTokenizer``:
+    the auto classes import torch wherever it is installed (2 s of CPU at each start, for
+    nothing the router uses), and the class they pick for Arch-Router (``Qwen2Tokenizer``)
+    reads the same file into the same tokenizer.
+    """
+    if not (path / "tokenizer.json").is_file():
+        raise RouterModelError(
+            f"router model directory {path} has no tokenizer.json; create it with "
+            "`extproc model convert` (see docs/router.md)"
+        )
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        # A CTranslate2 directory's config.json names no transformers version, which
+        # transformers 5 takes for an old Mistral tokenizer and warns that tokenization
+        # will be wrong; Qwen's regex is right as saved.
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), fix_mistral_regex=False)
+    except (OSError, ValueError) as exc:
+        raise RouterModelError(
+            f"router model directory {path}: tokenizer cannot be loaded ({exc})"
+        ) from exc
+    if not getattr(tokenizer, "chat_template", None):
+        raise RouterModelError(f"router model directory {path}: tokenizer has no chat template")
+    return tokenizer
 
 
 def pick_compute_type(compute_type: str, device: str, supported: set[str]) -> str:
@@ -124,19 +153,7 @@ class ArchRouter:
                 f"router model directory {path}: model.bin cannot be loaded ({exc}); "
                 "convert the model again with `extproc model convert`"
             ) from exc
-        from transformers import AutoTokenizer
-
-        try:
-            # A CTranslate2 directory's config.json names no transformers version, which
-            # transformers 5 takes for an old Mistral tokenizer and warns that tokenization
-            # will be wrong; Qwen's regex is right as saved.
-            self.tokenizer: Any = AutoTokenizer.from_pretrained(str(path), fix_mistral_regex=False)
-        except (OSError, ValueError) as exc:
-            raise RouterModelError(
-                f"router model directory {path}: tokenizer cannot be loaded ({exc})"
-            ) from exc
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise RouterModelError(f"router model directory {path}: tokenizer has no chat template")
+        self.tokenizer: Any = load_tokenizer(path)
         _LIVE.add(self)
         self.model_dir = path
         self.device = device

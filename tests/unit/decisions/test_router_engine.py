@@ -69,6 +69,24 @@ def test_loading_qwens_tokenizer_warns_of_nothing(
     assert [line for line in printed if "regex" in line] == []
 
 
+def test_the_tokenizer_is_the_one_autotokenizer_picks_for_arch_router(
+    qwen_router: ArchRouter,
+) -> None:
+    """The router reads tokenizer.json as it stands; the class AutoTokenizer picks for
+    Arch-Router's directory (its tokenizer_config.json names `Qwen2Tokenizer`), which builds
+    its own from the vocabulary and merges, gives the same tokenizer and chat template."""
+    from transformers import Qwen2Tokenizer
+
+    picked = Qwen2Tokenizer.from_pretrained(str(qwen_router.model_dir), fix_mistral_regex=False)
+    ours = qwen_router.tokenizer
+    assert ours.backend_tokenizer.to_str() == picked.backend_tokenizer.to_str()
+    assert (ours.chat_template, ours.eos_token, ours.all_special_tokens) == (
+        picked.chat_template,
+        picked.eos_token,
+        picked.all_special_tokens,
+    )
+
+
 @pytest.mark.parametrize(
     ("asked", "device", "supported", "expected"),
     [
@@ -314,8 +332,7 @@ def test_missing_directory(tmp_path: Path) -> None:
 def test_incomplete_directory(tmp_path: Path, model_dir: Path) -> None:
     shutil.copytree(model_dir, tmp_path / "m")
     (tmp_path / "m" / "model.bin").unlink()
-    (tmp_path / "m" / "tokenizer.json").unlink()
-    (tmp_path / "m" / "tokenizer_config.json").unlink()
+    (tmp_path / "m" / "tokenizer.json").unlink()  # tokenizer_config.json alone is no tokenizer
     with pytest.raises(RouterModelError, match=r"missing model.bin, tokenizer.json") as err:
         ArchRouter(tmp_path / "m")
     assert str(tmp_path / "m") in str(err.value)
