@@ -11,6 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# Before anything imports grpc. The tests run gRPC servers in this process and start children
+# with a Python `preexec_fn` (`extproc up`'s supervisor), so by fork, not vfork: gRPC's
+# post-fork handler then starts a poller in the child, which aborts it before its exec now and
+# then (SIGABRT, "epoll_wait error: Bad file descriptor"; grpc/grpc#43055, grpcio 1.81 on).
+# The product's supervisor runs in `extproc up`'s process, which serves no gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import pytest
 from hypothesis import settings
 
