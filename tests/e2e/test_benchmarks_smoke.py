@@ -62,6 +62,16 @@ def test_router_bench_runs_on_the_tiny_model(tiny_router_dir):
     assert lines[header + 2].startswith("2 concurrent fresh 128-token windows (one batch): ")
 
 
+def test_router_load_bench_loads_the_tiny_model_both_ways(tiny_router_dir):
+    lines = smoke("router_load_bench.py", "--model", str(tiny_router_dir))
+    header = lines.index("load                  CPU s p50  wall s p50")
+    assert [line[:20].rstrip() for line in lines[header + 1 : header + 3]] == [
+        "ours (ArchRouter)",
+        "AutoTokenizer",
+    ]
+    assert lines[header + 3].startswith("ours / AutoTokenizer: CPU ")
+
+
 def test_sticky_bench_runs_on_the_tiny_model(tiny_router_dir):
     lines = smoke("sticky_bench.py", "--model", str(tiny_router_dir))
     header = lines.index("request                 body KB  fresh s  sticky ms    ratio")
