@@ -90,7 +90,7 @@ def load_tokenizer(path: Path) -> Any:
     """
     if not (path / "tokenizer.json").is_file():
         raise RouterModelError(
-            f"router model directory {path} has no tokenizer.json; create it with "
+            f"router model directory {path}: no tokenizer.json; create the directory with "
             "`extproc model convert` (see docs/router.md)"
         )
     from transformers import PreTrainedTokenizerFast

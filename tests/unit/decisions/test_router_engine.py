@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 
 from extproc.control.router_convert import ConvertError, convert
 from extproc.decisions.router.decoding import OTHER, answer_text, parse_route
-from extproc.decisions.router.engine import ArchRouter, RouterModelError, pick_compute_type
+from extproc.decisions.router.engine import (
+    ArchRouter,
+    RouterModelError,
+    load_tokenizer,
+    pick_compute_type,
+)
 from tests.support.tiny_model import ROUTES, STEERED, session_model_dir
 
 NAMES = [name for name, _ in ROUTES]
@@ -336,6 +341,30 @@ def test_incomplete_directory(tmp_path: Path, model_dir: Path) -> None:
     with pytest.raises(RouterModelError, match=r"missing model.bin, tokenizer.json") as err:
         ArchRouter(tmp_path / "m")
     assert str(tmp_path / "m") in str(err.value)
+
+
+def test_a_tokenizer_that_cannot_serve_the_router_is_named(tmp_path: Path, model_dir: Path) -> None:
+    """`extproc route --show-prompt` loads the tokenizer alone: each way it can be unusable
+    is one message naming the directory."""
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    (folder / "chat_template.jinja").unlink()
+    with pytest.raises(RouterModelError) as err:
+        load_tokenizer(folder)
+    assert str(err.value) == f"router model directory {folder}: tokenizer has no chat template"
+    (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+    (folder / "tokenizer.json").write_text("{", encoding="utf-8")
+    with pytest.raises(RouterModelError, match=r": tokenizer cannot be loaded \(") as err:
+        load_tokenizer(folder)
+    assert str(err.value).startswith(f"router model directory {folder}: ")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(RouterModelError) as err:
+        load_tokenizer(folder)
+    assert str(err.value) == (
+        f"router model directory {folder}: no tokenizer.json; create the directory with "
+        "`extproc model convert` (see docs/router.md)"
+    )
 
 
 def test_a_vocabulary_txt_is_a_vocabulary(tmp_path: Path, model_dir: Path) -> None:
