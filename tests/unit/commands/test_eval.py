@@ -305,6 +305,19 @@ def test_a_request_file_without_a_messages_body_is_named(tmp_path: Path) -> None
     assert str(raised.value) == f"{path}: case 1: request {tmp_path / 'list.json'} holds no Messages body"  # fmt: skip
 
 
+def test_a_request_file_missing_or_not_json_is_named_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "cut.json").write_text('{"messages": [', encoding="utf-8")
+    path = tmp_path / "cases.yaml"
+    for request, reason in (
+        ("gone.json", f"[Errno 2] No such file or directory: '{tmp_path / 'gone.json'}'"),
+        ("cut.json", "Expecting value: line 1 column 15 (char 14)"),
+    ):
+        path.write_text(f"- {{route: a, request: {request}}}\n", encoding="utf-8")
+        with pytest.raises(CaseError) as raised:
+            load_cases(path)
+        assert str(raised.value) == f"{path}: case 1: request {tmp_path / request}: {reason}"
+
+
 def test_a_request_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
     """Under the C locale Python's default encoding is ASCII: the file is UTF-8 all the same."""
     body = {"messages": [{"role": "user", "content": "fix it 日本"}]}
@@ -365,6 +378,19 @@ def test_latency_percentiles_of_three_decisions(monkeypatch: pytest.MonkeyPatch)
     report = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes)
     assert report.as_json()["latency_ms"] == {"p50": 187.5, "p90": 237.5}
     assert evaluate.format_report(report).endswith("decision latency: p50 188 ms, p90 238 ms")
+
+
+def test_accuracy_in_json_to_four_places() -> None:
+    """Two of three right, overall as per route: 0.6667."""
+    body = {"messages": [{"role": "user", "content": "fix it"}]}
+    cases = [Case(name, route, body) for name, route in (("a", "code_review"), ("b", "code_review"), ("c", "other"))]  # fmt: skip
+    outcomes = evaluate.evaluate(CodeReview(), ROUTES, cases, 1000)
+    record = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes).as_json()
+    assert (record["correct"], record["accuracy"]) == (2, 0.6667)
+    assert record["per_route"] == {
+        "code_review": {"correct": 2, "cases": 2, "accuracy": 1.0},
+        "other": {"correct": 0, "cases": 1, "accuracy": 0.0},
+    }
 
 
 def test_the_window_is_measured_with_the_routers_tokenizer() -> None:
