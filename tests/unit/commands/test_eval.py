@@ -296,6 +296,15 @@ def test_a_broken_case_file_is_named_with_what_is_wrong(
     assert str(raised.value) == f"{path}: {message}"
 
 
+def test_a_jsonl_line_that_is_not_json_is_named_by_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    path.write_text('{"route": "a", "text": "hi"}\n\n{"route": "a", text}\n', encoding="utf-8")
+    with pytest.raises(CaseError) as raised:
+        load_cases(path)
+    reason = "Expecting property name enclosed in double quotes: line 1 column 16 (char 15)"
+    assert str(raised.value) == f"{path}:3: not JSON ({reason})"
+
+
 def test_a_request_file_without_a_messages_body_is_named(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
     path = tmp_path / "cases.yaml"
@@ -305,19 +314,32 @@ def test_a_request_file_without_a_messages_body_is_named(tmp_path: Path) -> None
     assert str(raised.value) == f"{path}: case 1: request {tmp_path / 'list.json'} holds no Messages body"  # fmt: skip
 
 
-def test_a_request_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
-    """Under the C locale Python's default encoding is ASCII: the file is UTF-8 all the same."""
+def test_a_request_file_missing_or_not_json_is_named_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "cut.json").write_text('{"messages": [', encoding="utf-8")
+    path = tmp_path / "cases.yaml"
+    for request, reason in (
+        ("gone.json", f"[Errno 2] No such file or directory: '{tmp_path / 'gone.json'}'"),
+        ("cut.json", "Expecting value: line 1 column 15 (char 14)"),
+    ):
+        path.write_text(f"- {{route: a, request: {request}}}\n", encoding="utf-8")
+        with pytest.raises(CaseError) as raised:
+            load_cases(path)
+        assert str(raised.value) == f"{path}: case 1: request {tmp_path / request}: {reason}"
+
+
+def test_case_and_request_files_are_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Under the C locale Python's default encoding is ASCII: the files are UTF-8 all the same."""
     body = {"messages": [{"role": "user", "content": "fix it 日本"}]}
     (tmp_path / "bare.json").write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
     path = tmp_path / "cases.yaml"
-    path.write_text("- {route: a, request: bare.json}\n", encoding="utf-8")
+    path.write_text("- {route: a, request: bare.json, name: 日本}\n", encoding="utf-8")
     before = locale.setlocale(locale.LC_CTYPE)
     locale.setlocale(locale.LC_CTYPE, "C")
     try:
         cases = load_cases(path)
     finally:
         locale.setlocale(locale.LC_CTYPE, before)
-    assert cases == [Case("case 1", "a", body)]
+    assert cases == [Case("日本", "a", body)]
 
 
 def test_cases_are_named_by_their_place_unless_named(tmp_path: Path) -> None:
@@ -365,6 +387,19 @@ def test_latency_percentiles_of_three_decisions(monkeypatch: pytest.MonkeyPatch)
     report = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes)
     assert report.as_json()["latency_ms"] == {"p50": 187.5, "p90": 237.5}
     assert evaluate.format_report(report).endswith("decision latency: p50 188 ms, p90 238 ms")
+
+
+def test_accuracy_in_json_to_four_places() -> None:
+    """Two of three right, overall as per route: 0.6667."""
+    body = {"messages": [{"role": "user", "content": "fix it"}]}
+    cases = [Case(name, route, body) for name, route in (("a", "code_review"), ("b", "code_review"), ("c", "other"))]  # fmt: skip
+    outcomes = evaluate.evaluate(CodeReview(), ROUTES, cases, 1000)
+    record = evaluate.Report("c.yaml", [n for n, _ in ROUTES], outcomes).as_json()
+    assert (record["correct"], record["accuracy"]) == (2, 0.6667)
+    assert record["per_route"] == {
+        "code_review": {"correct": 2, "cases": 2, "accuracy": 1.0},
+        "other": {"correct": 0, "cases": 1, "accuracy": 0.0},
+    }
 
 
 def test_the_window_is_measured_with_the_routers_tokenizer() -> None:

@@ -71,9 +71,9 @@ def test_rules_decide_first_and_the_report_separates_them(tmp_path):
         "router": {"correct": 1, "cases": 2},
     }
     assert report.labels[:3] == ["compaction", "subagents", "code_generation"]
-    assert [(w["case"], w["source"]) for w in record["wrong"]] == [
-        ("agent as a route", "rule"),
-        ("typed", "router"),
+    assert [(w["case"], w["source"], w["window"]) for w in record["wrong"]] == [
+        ("agent as a route", "rule", []),  # a rule reads no window
+        ("typed", "router", [{"role": "user", "content": "write a function"}]),
     ]
     text = evaluate.format_report(report)
     assert "decided by the rule: 3 (2 correct), the router: 2 (1 correct)" in text

@@ -193,6 +193,14 @@ def test_a_budget_too_small_for_any_message_gives_an_empty_window() -> None:
     assert conversation_window({"messages": [user("hello")]}, 5) == []
 
 
+def test_the_smallest_cut_keeps_the_texts_first_character() -> None:
+    """Counting the JSON's characters: `{"role": "user", "content": "a\\n\\u2026\\n"}` is 42, the
+    first character and the ellipsis; with the last character too it would be 43."""
+    body = {"messages": [user("abcdefghijklmnopqrst")]}
+    assert conversation_window(body, 42, len) == [user("a\n…\n")]
+    assert conversation_window(body, 41, len) == []
+
+
 def test_remembered_counts_give_the_same_windows_and_count_each_message_once() -> None:
     """`routing.TokenCounts`, the counter the sidecar passes: the windows of the bare counter
     at every budget, and each message tokenized once for all the requests of one turn."""
