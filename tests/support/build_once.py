@@ -1,8 +1,9 @@
 """Where a pytest session builds a test model, and a lock so that it is built once.
 
-Models are built per session, or once in ``EXTPROC_TINY_MODEL_CACHE`` for later sessions too.
-Sessions that share that folder (the mutation run's, one per mutant) may ask at the same
-time: the first builds, the others wait.
+Models are built per run, or once in ``EXTPROC_TINY_MODEL_CACHE`` for later runs too.
+Sessions that share a folder may ask at the same time: the first builds, the others wait.
+They are the workers of one run split over processes (``pytest -n``, each a session of its
+own) and the mutation run's sessions, one per mutant.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 
 def build_root(tmp_path_factory: Any, name: str, recipe: Path) -> Path:
     """The folder for the build called `name`: in the shared cache under a name that changes
-    with `recipe` (the file that builds it), else in this session's base folder."""
+    with `recipe` (the file that builds it), else in this run's base folder (its workers'
+    base folders lie inside it)."""
     shared = os.environ.get("EXTPROC_TINY_MODEL_CACHE")
     if shared:
         digest = hashlib.sha256(recipe.read_bytes()).hexdigest()[:12]
         return Path(shared) / f"{name}-{digest}"
-    return tmp_path_factory.getbasetemp() / name
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / name
 
 
 @contextmanager
