@@ -1,7 +1,7 @@
 """Build a tiny random Qwen2 model, convert it with the real converter, and cache it.
 
 The router's tests need a real model on the same code path as Arch-Router (transformers
-checkpoint → ``ct2-transformers-converter`` → ``ctranslate2.Generator`` + ``AutoTokenizer``),
+checkpoint → ``ct2-transformers-converter`` → ``ctranslate2.Generator`` + the tokenizer),
 not a fake. Weights are random, except that :func:`steer` wires a few token-to-token
 transitions so that free greedy decoding really writes ``{"route": "code_…"}`` answers.
 """
