@@ -56,6 +56,8 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
         ("{'route': 'bug_fixing'}", "bug_fixing"),
         ('The best route is {"route": "code_review"} because...', "code_review"),
         ('{"route": "code_review", "why": {"confidence": 0.9}}', "code_review"),
+        ("{'route': 'code_review', 'why': {'confidence': 0.9}}", "code_review"),
+        ("I pick {'route': 'bug_fixing'}.", "bug_fixing"),
         ('{"route": "bug_fixing"} or maybe {"route": "code_review"}', "bug_fixing"),
         ('{"route": "other"}', OTHER),
         ('{"route": "unknown_route"}', OTHER),
