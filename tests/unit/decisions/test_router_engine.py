@@ -367,6 +367,32 @@ def test_a_tokenizer_that_cannot_serve_the_router_is_named(tmp_path: Path, model
     )
 
 
+@pytest.mark.parametrize(
+    ("removed", "named"),
+    [
+        (["vocabulary.json"], "vocabulary.json"),
+        (["config.json"], "config.json"),
+        (
+            ["tokenizer.json", "vocabulary.json", "config.json", "model.bin"],
+            "model.bin, config.json, vocabulary.json, tokenizer.json",
+        ),
+    ],
+)
+def test_an_incomplete_directory_names_exactly_what_is_missing(
+    tmp_path: Path, model_dir: Path, removed: list[str], named: str
+) -> None:
+    """Every file the check needs and lacks, in one message."""
+    shutil.copytree(model_dir, tmp_path / "m")
+    for name in removed:
+        (tmp_path / "m" / name).unlink()
+    with pytest.raises(RouterModelError) as err:
+        ArchRouter(tmp_path / "m")
+    assert str(err.value) == (
+        f"router model directory {tmp_path / 'm'} is incomplete: missing {named}; "
+        "convert the model again with `extproc model convert`"
+    )
+
+
 def test_a_vocabulary_txt_is_a_vocabulary(tmp_path: Path, model_dir: Path) -> None:
     """Converters write the vocabulary as vocabulary.json or vocabulary.txt."""
     shutil.copytree(model_dir, tmp_path / "m")
