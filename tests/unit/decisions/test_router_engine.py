@@ -406,9 +406,13 @@ def test_truncated_model_bin(tmp_path: Path, model_dir: Path) -> None:
     shutil.copytree(model_dir, tmp_path / "m")
     data = (tmp_path / "m" / "model.bin").read_bytes()
     (tmp_path / "m" / "model.bin").write_bytes(data[: len(data) // 2])
-    with pytest.raises(RouterModelError, match=r"model.bin cannot be loaded") as err:
+    with pytest.raises(RouterModelError) as err:
         ArchRouter(tmp_path / "m")
-    assert str(tmp_path / "m") in str(err.value)
+    message = str(err.value)  # CTranslate2's own reason in the brackets
+    assert message.startswith(
+        f"router model directory {tmp_path / 'm'}: model.bin cannot be loaded ("
+    )
+    assert message.endswith("); convert the model again with `extproc model convert`")
 
 
 def test_closed_router_says_so(model_dir: Path) -> None:
