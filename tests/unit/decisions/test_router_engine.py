@@ -267,6 +267,22 @@ def test_greedy_mode_may_write_the_longest_answer_whole(model_dir: Path, name: s
     router.close()
 
 
+@pytest.mark.parametrize("mode", ["constrained", "greedy"])
+def test_decoding_ends_at_either_of_qwens_end_tokens(model_dir: Path, mode: str) -> None:
+    """Qwen2.5's chat models (Arch-Router's base) end a turn at `<|im_end|>` or
+    `<|endoftext|>`, both in their generation config; CTranslate2 alone stops only at the
+    first (its config's eos_token)."""
+    router = ArchRouter(model_dir, device="cpu", mode=mode)
+    recording = RecordingGenerator(router.generator)
+    router._generator = recording  # type: ignore[assignment]
+    router.classify(ROUTES, random_windows(2, seed=3))
+    router.close()
+    assert recording.calls
+    assert [set(call["end_token"]) for call in recording.calls] == [
+        {"<|im_end|>", "<|endoftext|>"}
+    ] * len(recording.calls)
+
+
 def test_free_answers_stay_with_their_windows(router: ArchRouter) -> None:
     """Free decoding batches windows by prompt length: two of one length that the model
     answers differently each get their own answer, in either order."""
