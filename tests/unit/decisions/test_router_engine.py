@@ -207,6 +207,28 @@ def test_logits_in_bfloat16_on_a_gpu_decide_as_on_the_cpu(model_dir: Path) -> No
         router.close()
 
 
+def test_where_the_model_leaves_the_trie_the_candidate_it_scores_highest_wins(
+    router: ArchRouter,
+) -> None:
+    """The model writes `code_review` or `code_generation` (two tokens chosen in one call)
+    and then `"}`, which no candidate continues with: the digit is the one CTranslate2's own
+    scoring of the whole answer finds likelier at that place."""
+    described = dict(ROUTES)
+    routes = [(f"{name}{digit}", described[name]) for name in STEERED for digit in "23"]
+    windows = random_windows(8, seed=1)
+    answers = router.classify(routes, windows)
+    assert {answer[:-1] for answer in answers} == set(STEERED)
+    convert_tokens = router.tokenizer.convert_ids_to_tokens
+    for window, answer in zip(windows, answers, strict=True):
+        prompt = convert_tokens(router.encode(router.prompt(routes, window)))
+        scores = {}
+        for digit in "23":
+            tokens = convert_tokens(router.encode(answer_text(answer[:-1] + digit)))
+            scored = router.generator.score_batch([prompt + tokens])[0]
+            scores[digit] = scored.log_probs[len(prompt) + tokens.index(digit) - 1]
+        assert answer[-1] == max(scores, key=scores.__getitem__), (window, scores)
+
+
 def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:
     """Whenever the model writes a valid answer by itself, the fast path picks the same.
 
