@@ -305,6 +305,27 @@ def test_decoding_ends_at_either_of_qwens_end_tokens(model_dir: Path, mode: str)
     ] * len(recording.calls)
 
 
+class WritesSpecialTokens:
+    """A model whose greedy answer has a stray `<|im_start|>` inside the route name."""
+
+    def __init__(self, router: ArchRouter) -> None:
+        encode = router.encode
+        self.ids = [*encode('{"route": "code'), *encode("<|im_start|>"), *encode('_review"}')]
+
+    def generate_batch(self, prompts: list, **kwargs: object) -> list[SimpleNamespace]:
+        return [SimpleNamespace(sequences_ids=[self.ids]) for _ in prompts]
+
+
+def test_greedy_mode_reads_the_answer_without_special_tokens(model_dir: Path) -> None:
+    """As the model card decodes it (`skip_special_tokens=True`): the name is read whole."""
+    router = ArchRouter(model_dir, device="cpu", mode="greedy")
+    router._generator = WritesSpecialTokens(router)  # type: ignore[assignment]
+    window = random_windows(1, seed=3)
+    assert router.generate_free(ROUTES, window) == ['{"route": "code_review"}']
+    assert router.classify(ROUTES, window) == ["code_review"]
+    router.close()
+
+
 def test_free_answers_stay_with_their_windows(router: ArchRouter) -> None:
     """Free decoding batches windows by prompt length: two of one length that the model
     answers differently each get their own answer, in either order."""
