@@ -56,6 +56,7 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
         ("{'route': 'bug_fixing'}", "bug_fixing"),
         ('The best route is {"route": "code_review"} because...', "code_review"),
         ('I pick {"route": "bug_fixing", "sure": true}', "bug_fixing"),
+        ("Of {'code_review', 'bug_fixing'} I pick {'route': 'bug_fixing'}", "bug_fixing"),
         ('{"route": "code_review", "why": {"confidence": 0.9}}', "code_review"),
         ("{'route': 'code_review', 'why': {'confidence': 0.9}}", "code_review"),
         ("I pick {'route': 'bug_fixing'}.", "bug_fixing"),
