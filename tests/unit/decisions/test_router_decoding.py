@@ -57,6 +57,8 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
         ('The best route is {"route": "code_review"} because...', "code_review"),
         ('I pick {"route": "bug_fixing", "sure": true}', "bug_fixing"),
         ("Of {'code_review', 'bug_fixing'} I pick {'route': 'bug_fixing'}", "bug_fixing"),
+        ('For {conversation}: {"route": "bug_fixing"}, not {"route": "code_review"}', "bug_fixing"),
+        ('It says {"role": "user"}, so:\n```json\n{"route": "bug_fixing"}\n```', "bug_fixing"),
         ('{"route": "code_review", "why": {"confidence": 0.9}}', "code_review"),
         ("{'route': 'code_review', 'why': {'confidence': 0.9}}", "code_review"),
         ("I pick {'route': 'bug_fixing'}.", "bug_fixing"),
