@@ -83,6 +83,7 @@ def test_parse_route(text: str, expected: str) -> None:
         "{'route': 'a}b'}",
         '```json\n{"route": "a}b"}\n```',
         'I pick {"route": "a}b"} here',
+        "{'route': 'a}b'}, not {'route': 'a'}",
     ],
 )
 def test_a_brace_inside_a_route_name_is_part_of_the_name(text: str) -> None:
