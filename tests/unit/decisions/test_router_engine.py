@@ -207,6 +207,17 @@ def test_logits_in_bfloat16_on_a_gpu_decide_as_on_the_cpu(model_dir: Path) -> No
         router.close()
 
 
+def answer_log_prob(
+    router: ArchRouter, routes: list[tuple[str, str]], window: list, name: str, at: int
+) -> float:
+    """CTranslate2's own log-probability of token `at` of the answer naming `name`, after
+    the window's prompt (its `score_batch`, not the decoding under test)."""
+    convert = router.tokenizer.convert_ids_to_tokens
+    prompt = convert(router.encode(router.prompt(routes, window)))
+    tokens = convert(router.encode(answer_text(name)))
+    return router.generator.score_batch([prompt + tokens])[0].log_probs[len(prompt) + at - 1]
+
+
 def test_where_the_model_leaves_the_trie_the_candidate_it_scores_highest_wins(
     router: ArchRouter,
 ) -> None:
@@ -218,15 +229,29 @@ def test_where_the_model_leaves_the_trie_the_candidate_it_scores_highest_wins(
     windows = random_windows(8, seed=1)
     answers = router.classify(routes, windows)
     assert {answer[:-1] for answer in answers} == set(STEERED)
-    convert_tokens = router.tokenizer.convert_ids_to_tokens
     for window, answer in zip(windows, answers, strict=True):
-        prompt = convert_tokens(router.encode(router.prompt(routes, window)))
-        scores = {}
-        for digit in "23":
-            tokens = convert_tokens(router.encode(answer_text(answer[:-1] + digit)))
-            scored = router.generator.score_batch([prompt + tokens])[0]
-            scores[digit] = scored.log_probs[len(prompt) + tokens.index(digit) - 1]
+        at = len(router.encode(answer_text(answer))) - 2  # the digit, before `"}`
+        scores = {d: answer_log_prob(router, routes, window, answer[:-1] + d, at) for d in "23"}
         assert answer[-1] == max(scores, key=scores.__getitem__), (window, scores)
+
+
+def test_a_name_that_another_continues_is_chosen_after_the_forced_token(
+    router: ArchRouter,
+) -> None:
+    """`code_review2` and `code_review23`: the model writes `code_review` and then `"}`,
+    which leaves the trie, so `2` (the only child) is forced, and the model runs again on
+    the answer so far to choose between ending there and `3`."""
+    described = dict(ROUTES)
+    routes = [(f"{name}{end}", described[name]) for name in STEERED for end in ("2", "23")]
+    windows = random_windows(8, seed=1)
+    answers = router.classify(routes, windows)
+    bases = [answer.removesuffix("3").removesuffix("2") for answer in answers]
+    assert set(bases) == set(STEERED)
+    for window, base, answer in zip(windows, bases, answers, strict=True):
+        at = len(router.encode(answer_text(base + "2"))) - 1  # `"}` or `3`
+        ends = answer_log_prob(router, routes, window, base + "2", at)
+        goes_on = answer_log_prob(router, routes, window, base + "23", at)
+        assert answer == (base + "2" if ends > goes_on else base + "23"), (window, ends, goes_on)
 
 
 def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:
