@@ -70,6 +70,9 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
         ("", OTHER),
         ("code_review", OTHER),
         ("{not json at all}", OTHER),
+        # A set holding a dict or a list is a Python literal that can't be built.
+        ('{{"route": "bug_fixing"}}', "bug_fixing"),
+        ("{[1]}", OTHER),
     ],
 )
 def test_parse_route(text: str, expected: str) -> None:
