@@ -74,6 +74,12 @@ def test_loading_qwens_tokenizer_warns_of_nothing(
     assert [line for line in printed if "regex" in line] == []
 
 
+def test_qwens_own_pre_tokenizer_split_is_kept(qwen_router: ArchRouter) -> None:
+    """Qwen's regex keeps a run of letters whole before BPE (`XMLHttpRequest` is 2 tokens);
+    transformers' fix for Mistral's regex, if asked for, would split it at capitals (3)."""
+    assert qwen_router.encode("XMLHttpRequest") == [10609, 26362]
+
+
 def test_the_tokenizer_is_the_one_autotokenizer_picks_for_arch_router(
     qwen_router: ArchRouter,
 ) -> None:
