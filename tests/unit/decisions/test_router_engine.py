@@ -531,8 +531,15 @@ def test_truncated_model_bin(tmp_path: Path, model_dir: Path) -> None:
 def test_closed_router_says_so(model_dir: Path) -> None:
     closed = ArchRouter(model_dir)
     closed.close()
-    with pytest.raises(RouterModelError, match="closed"):
+    with pytest.raises(RouterModelError) as err:
         closed.classify(ROUTES, random_windows(1, seed=6))
+    assert str(err.value) == f"router model {model_dir} was closed"
+
+
+def test_an_unknown_mode_is_refused_by_name(model_dir: Path) -> None:
+    with pytest.raises(ValueError) as err:
+        ArchRouter(model_dir, mode="fast")
+    assert str(err.value) == "router mode must be one of ('constrained', 'greedy'), not 'fast'"
 
 
 def test_convert_copies_the_tokenizer_and_refuses_to_overwrite(model_dir: Path) -> None:
