@@ -398,6 +398,25 @@ def test_batched_equals_one_by_one(router: ArchRouter) -> None:
     assert batched == [router.classify(routes, [w])[0] for w in windows]
 
 
+def test_a_window_without_the_static_prefix_is_decoded_from_its_whole_prompt(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a prompt's tokens don't start with the static part's (a merge across the cut),
+    the batch goes without the static prompt: every window's whole prompt, the same routes."""
+    router = ArchRouter(model_dir, device="cpu")
+    windows = random_windows(6, seed=4)
+    expected = router.classify(ROUTES, windows)
+    split = router.split_tokens
+
+    def first_unsplit(routes: list, window: list) -> tuple[list[str], list[str]]:
+        static, rest = split(routes, window)
+        return ([], static + rest) if window is windows[0] else (static, rest)
+
+    monkeypatch.setattr(router, "split_tokens", first_unsplit)
+    assert router.classify(ROUTES, windows) == expected
+    router.close()
+
+
 def test_thread_safe(router: ArchRouter) -> None:
     windows = random_windows(16, seed=5)
     expected = router.classify(ROUTES, windows)
