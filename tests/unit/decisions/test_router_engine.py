@@ -260,6 +260,22 @@ def test_a_name_that_another_continues_is_chosen_after_the_forced_token(
         assert answer == (base + "2" if ends > goes_on else base + "23"), (window, ends, goes_on)
 
 
+def test_a_token_written_after_leaving_the_trie_is_no_choice(router: ArchRouter) -> None:
+    """Routes `code`, `code_generation1` and `code_generation2`: where the model writes
+    `code_review"}`, it leaves the trie at `_review`, and the choice there, by that step's
+    scores, is between `_generation` and ending the name; the `"}` it writes next is not a
+    choice of `code`."""
+    routes = [(name, f"route {name}") for name in ("code", "code_generation1", "code_generation2")]
+    windows = random_windows(12, seed=1)
+    free = {parse_route(text, NAMES) for text in router.generate_free(ROUTES, windows)}
+    assert free == set(STEERED)  # some windows leave the trie at `_review`
+    at = len(router.encode(answer_text("code"))) - 1  # `"}` or `_generation`
+    for window, answer in zip(windows, router.classify(routes, windows), strict=True):
+        ends = answer_log_prob(router, routes, window, "code", at)
+        goes_on = answer_log_prob(router, routes, window, "code_generation1", at)
+        assert (answer == "code") == (ends > goes_on), (window, answer, ends, goes_on)
+
+
 def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:
     """Whenever the model writes a valid answer by itself, the fast path picks the same.
 
