@@ -93,7 +93,8 @@ def _objects(text: str) -> Iterator[Any]:
                 try:
                     yield ast.literal_eval(text[start : end + 1])
                     break
-                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                # TypeError: a set of unhashable values, such as ``{{"route": "x"}}``.
+                except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                     end = text.find("}", end + 1)
         start = text.find("{", start + 1)
 

@@ -39,8 +39,6 @@ class RouterModelError(Exception):
 class _RouteConfig:
     """Everything derived from one route config: computed once, reused for every request."""
 
-    static_text: str
-    static_ids: tuple[int, ...]
     static_tokens: list[str]
     trie: AnswerTrie
     free_tokens: int
@@ -199,12 +197,9 @@ class ArchRouter:
         config = self._configs.get(key)
         if config is None:
             static_text, _ = split_prompt(self.prompt(routes, []))
-            static_ids = self.encode(static_text)
             names = tuple(name for name, _ in routes)
             config = _RouteConfig(
-                static_text=static_text,
-                static_ids=tuple(static_ids),
-                static_tokens=self.tokenizer.convert_ids_to_tokens(static_ids),
+                static_tokens=self.tokenizer.convert_ids_to_tokens(self.encode(static_text)),
                 trie=AnswerTrie.build(names, self.encode),
                 free_tokens=FREE_SLACK_TOKENS
                 + max(len(self.encode(answer_text(name))) for name in (*names, OTHER)),

@@ -55,7 +55,13 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
         ("```\n{'route': 'code_review'}\n```", "code_review"),
         ("{'route': 'bug_fixing'}", "bug_fixing"),
         ('The best route is {"route": "code_review"} because...', "code_review"),
+        ('I pick {"route": "bug_fixing", "sure": true}', "bug_fixing"),
+        ("Of {'code_review', 'bug_fixing'} I pick {'route': 'bug_fixing'}", "bug_fixing"),
+        ('For {conversation}: {"route": "bug_fixing"}, not {"route": "code_review"}', "bug_fixing"),
+        ('It says {"role": "user"}, so:\n```json\n{"route": "bug_fixing"}\n```', "bug_fixing"),
         ('{"route": "code_review", "why": {"confidence": 0.9}}', "code_review"),
+        ("{'route': 'code_review', 'why': {'confidence': 0.9}}", "code_review"),
+        ("I pick {'route': 'bug_fixing'}.", "bug_fixing"),
         ('{"route": "bug_fixing"} or maybe {"route": "code_review"}', "bug_fixing"),
         ('{"route": "other"}', OTHER),
         ('{"route": "unknown_route"}', OTHER),
@@ -64,6 +70,9 @@ def test_other_is_always_a_candidate_and_never_duplicated() -> None:
         ("", OTHER),
         ("code_review", OTHER),
         ("{not json at all}", OTHER),
+        # A set holding a dict or a list is a Python literal that can't be built.
+        ('{{"route": "bug_fixing"}}', "bug_fixing"),
+        ("{[1]}", OTHER),
     ],
 )
 def test_parse_route(text: str, expected: str) -> None:
@@ -77,6 +86,7 @@ def test_parse_route(text: str, expected: str) -> None:
         "{'route': 'a}b'}",
         '```json\n{"route": "a}b"}\n```',
         'I pick {"route": "a}b"} here',
+        "{'route': 'a}b'}, not {'route': 'a'}",
     ],
 )
 def test_a_brace_inside_a_route_name_is_part_of_the_name(text: str) -> None:

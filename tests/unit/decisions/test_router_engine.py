@@ -74,6 +74,12 @@ def test_loading_qwens_tokenizer_warns_of_nothing(
     assert [line for line in printed if "regex" in line] == []
 
 
+def test_qwens_own_pre_tokenizer_split_is_kept(qwen_router: ArchRouter) -> None:
+    """Qwen's regex keeps a run of letters whole before BPE (`XMLHttpRequest` is 2 tokens);
+    transformers' fix for Mistral's regex, if asked for, would split it at capitals (3)."""
+    assert qwen_router.encode("XMLHttpRequest") == [10609, 26362]
+
+
 def test_the_tokenizer_is_the_one_autotokenizer_picks_for_arch_router(
     qwen_router: ArchRouter,
 ) -> None:
@@ -207,6 +213,69 @@ def test_logits_in_bfloat16_on_a_gpu_decide_as_on_the_cpu(model_dir: Path) -> No
         router.close()
 
 
+def answer_log_prob(
+    router: ArchRouter, routes: list[tuple[str, str]], window: list, name: str, at: int
+) -> float:
+    """CTranslate2's own log-probability of token `at` of the answer naming `name`, after
+    the window's prompt (its `score_batch`, not the decoding under test)."""
+    convert = router.tokenizer.convert_ids_to_tokens
+    prompt = convert(router.encode(router.prompt(routes, window)))
+    tokens = convert(router.encode(answer_text(name)))
+    return router.generator.score_batch([prompt + tokens])[0].log_probs[len(prompt) + at - 1]
+
+
+def test_where_the_model_leaves_the_trie_the_candidate_it_scores_highest_wins(
+    router: ArchRouter,
+) -> None:
+    """The model writes `code_review` or `code_generation` (two tokens chosen in one call)
+    and then `"}`, which no candidate continues with: the digit is the one CTranslate2's own
+    scoring of the whole answer finds likelier at that place."""
+    described = dict(ROUTES)
+    routes = [(f"{name}{digit}", described[name]) for name in STEERED for digit in "23"]
+    windows = random_windows(8, seed=1)
+    answers = router.classify(routes, windows)
+    assert {answer[:-1] for answer in answers} == set(STEERED)
+    for window, answer in zip(windows, answers, strict=True):
+        at = len(router.encode(answer_text(answer))) - 2  # the digit, before `"}`
+        scores = {d: answer_log_prob(router, routes, window, answer[:-1] + d, at) for d in "23"}
+        assert answer[-1] == max(scores, key=scores.__getitem__), (window, scores)
+
+
+def test_a_name_that_another_continues_is_chosen_after_the_forced_token(
+    router: ArchRouter,
+) -> None:
+    """`code_review2` and `code_review23`: the model writes `code_review` and then `"}`,
+    which leaves the trie, so `2` (the only child) is forced, and the model runs again on
+    the answer so far to choose between ending there and `3`."""
+    described = dict(ROUTES)
+    routes = [(f"{name}{end}", described[name]) for name in STEERED for end in ("2", "23")]
+    windows = random_windows(8, seed=1)
+    answers = router.classify(routes, windows)
+    bases = [answer.removesuffix("3").removesuffix("2") for answer in answers]
+    assert set(bases) == set(STEERED)
+    for window, base, answer in zip(windows, bases, answers, strict=True):
+        at = len(router.encode(answer_text(base + "2"))) - 1  # `"}` or `3`
+        ends = answer_log_prob(router, routes, window, base + "2", at)
+        goes_on = answer_log_prob(router, routes, window, base + "23", at)
+        assert answer == (base + "2" if ends > goes_on else base + "23"), (window, ends, goes_on)
+
+
+def test_a_token_written_after_leaving_the_trie_is_no_choice(router: ArchRouter) -> None:
+    """Routes `code`, `code_generation1` and `code_generation2`: where the model writes
+    `code_review"}`, it leaves the trie at `_review`, and the choice there, by that step's
+    scores, is between `_generation` and ending the name; the `"}` it writes next is not a
+    choice of `code`."""
+    routes = [(name, f"route {name}") for name in ("code", "code_generation1", "code_generation2")]
+    windows = random_windows(12, seed=1)
+    free = {parse_route(text, NAMES) for text in router.generate_free(ROUTES, windows)}
+    assert free == set(STEERED)  # some windows leave the trie at `_review`
+    at = len(router.encode(answer_text("code"))) - 1  # `"}` or `_generation`
+    for window, answer in zip(windows, router.classify(routes, windows), strict=True):
+        ends = answer_log_prob(router, routes, window, "code", at)
+        goes_on = answer_log_prob(router, routes, window, "code_generation1", at)
+        assert (answer == "code") == (ends > goes_on), (window, answer, ends, goes_on)
+
+
 def test_constrained_agrees_with_free_greedy_decoding(router: ArchRouter) -> None:
     """Whenever the model writes a valid answer by itself, the fast path picks the same.
 
@@ -241,15 +310,17 @@ def test_greedy_mode_parses_the_models_answer(model_dir: Path, router: ArchRoute
 
 
 class RecordingGenerator:
-    """The real generator, with the arguments of each ``generate_batch`` call kept."""
+    """The real generator, with the prompts and arguments of each ``generate_batch`` call kept."""
 
     def __init__(self, generator: object) -> None:
         self.generator = generator
+        self.batches: list[list[list[str]]] = []
         self.calls: list[dict] = []
 
-    def generate_batch(self, *args: object, **kwargs: object) -> object:
+    def generate_batch(self, prompts: list[list[str]], **kwargs: object) -> object:
+        self.batches.append(prompts)
         self.calls.append(kwargs)
-        return self.generator.generate_batch(*args, **kwargs)  # type: ignore[attr-defined]
+        return self.generator.generate_batch(prompts, **kwargs)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -264,6 +335,61 @@ def test_greedy_mode_may_write_the_longest_answer_whole(model_dir: Path, name: s
     router.classify(routes, random_windows(1, seed=3))
     longest = max(len(router.encode(answer_text(n))) for n, _ in routes)
     assert recording.calls[-1]["max_length"] >= longest > 0
+    router.close()
+
+
+@pytest.mark.parametrize("mode", ["constrained", "greedy"])
+def test_decoding_ends_at_either_of_qwens_end_tokens(model_dir: Path, mode: str) -> None:
+    """Qwen2.5's chat models (Arch-Router's base) end a turn at `<|im_end|>` or
+    `<|endoftext|>`, both in their generation config; CTranslate2 alone stops only at the
+    first (its config's eos_token)."""
+    router = ArchRouter(model_dir, device="cpu", mode=mode)
+    recording = RecordingGenerator(router.generator)
+    router._generator = recording  # type: ignore[assignment]
+    router.classify(ROUTES, random_windows(2, seed=3))
+    router.close()
+    assert recording.calls
+    assert [set(call["end_token"]) for call in recording.calls] == [
+        {"<|im_end|>", "<|endoftext|>"}
+    ] * len(recording.calls)
+
+
+@pytest.mark.parametrize("mode", ["constrained", "greedy"])
+def test_ctranslate2_gets_one_batch_per_prompt_length(model_dir: Path, mode: str) -> None:
+    """A batch of mixed lengths is stepped through token by token past its shortest prompt:
+    2.5 times the CPU for 40 windows."""
+    router = ArchRouter(model_dir, device="cpu", mode=mode)
+    recording = RecordingGenerator(router.generator)
+    router._generator = recording  # type: ignore[assignment]
+    windows = random_windows(10, seed=4)
+    lengths = {len(router.encode(router.prompt(ROUTES, window))) for window in windows}
+    router.classify(ROUTES, windows)
+    router.close()
+    assert len(lengths) > 1
+    assert [len({len(prompt) for prompt in batch}) for batch in recording.batches] == [1] * len(
+        recording.batches
+    )
+    assert sum(len(batch) for batch in recording.batches[: len(lengths)]) == len(windows)
+
+
+class WritesSpecialTokens:
+    """A model whose greedy answer has a stray `<|im_start|>` inside the route name."""
+
+    def __init__(self, router: ArchRouter) -> None:
+        encode = router.encode
+        self.ids = [*encode('{"route": "code'), *encode("<|im_start|>"), *encode('_review"}')]
+
+    def generate_batch(self, prompts: list, **kwargs: object) -> list[SimpleNamespace]:
+        return [SimpleNamespace(sequences_ids=[self.ids]) for _ in prompts]
+
+
+def test_greedy_mode_reads_the_answer_without_special_tokens(model_dir: Path) -> None:
+    """As the model card decodes it (`skip_special_tokens=True`): the name is read whole."""
+    router = ArchRouter(model_dir, device="cpu", mode="greedy")
+    router._generator = WritesSpecialTokens(router)  # type: ignore[assignment]
+    window = random_windows(1, seed=3)
+    assert router.generate_free(ROUTES, window) == ['{"route": "code_review"}']
+    assert router.classify(ROUTES, window) == ["code_review"]
     router.close()
 
 
@@ -286,6 +412,25 @@ def test_batched_equals_one_by_one(router: ArchRouter) -> None:
     routes = [("bug_fixing", "x"), ("general_chat", "y"), ("code_gen", "z"), ("coda", "w")]
     batched = router.classify(routes, windows)
     assert batched == [router.classify(routes, [w])[0] for w in windows]
+
+
+def test_a_window_without_the_static_prefix_is_decoded_from_its_whole_prompt(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a prompt's tokens don't start with the static part's (a merge across the cut),
+    the batch goes without the static prompt: every window's whole prompt, the same routes."""
+    router = ArchRouter(model_dir, device="cpu")
+    windows = random_windows(6, seed=4)
+    expected = router.classify(ROUTES, windows)
+    split = router.split_tokens
+
+    def first_unsplit(routes: list, window: list) -> tuple[list[str], list[str]]:
+        static, rest = split(routes, window)
+        return ([], static + rest) if window is windows[0] else (static, rest)
+
+    monkeypatch.setattr(router, "split_tokens", first_unsplit)
+    assert router.classify(ROUTES, windows) == expected
+    router.close()
 
 
 def test_thread_safe(router: ArchRouter) -> None:
@@ -329,9 +474,12 @@ def test_agreement_on_random_windows(router: ArchRouter, windows: list) -> None:
 
 
 def test_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(RouterModelError, match=r"does not exist") as err:
+    with pytest.raises(RouterModelError) as err:
         ArchRouter(tmp_path / "nope")
-    assert str(tmp_path / "nope") in str(err.value)
+    assert str(err.value) == (
+        f"router model directory {tmp_path / 'nope'} does not exist (or is not a directory); "
+        "create it with `extproc model convert` (see docs/router.md)"
+    )
 
 
 def test_incomplete_directory(tmp_path: Path, model_dir: Path) -> None:
@@ -367,6 +515,32 @@ def test_a_tokenizer_that_cannot_serve_the_router_is_named(tmp_path: Path, model
     )
 
 
+@pytest.mark.parametrize(
+    ("removed", "named"),
+    [
+        (["vocabulary.json"], "vocabulary.json"),
+        (["config.json"], "config.json"),
+        (
+            ["tokenizer.json", "vocabulary.json", "config.json", "model.bin"],
+            "model.bin, config.json, vocabulary.json, tokenizer.json",
+        ),
+    ],
+)
+def test_an_incomplete_directory_names_exactly_what_is_missing(
+    tmp_path: Path, model_dir: Path, removed: list[str], named: str
+) -> None:
+    """Every file the check needs and lacks, in one message."""
+    shutil.copytree(model_dir, tmp_path / "m")
+    for name in removed:
+        (tmp_path / "m" / name).unlink()
+    with pytest.raises(RouterModelError) as err:
+        ArchRouter(tmp_path / "m")
+    assert str(err.value) == (
+        f"router model directory {tmp_path / 'm'} is incomplete: missing {named}; "
+        "convert the model again with `extproc model convert`"
+    )
+
+
 def test_a_vocabulary_txt_is_a_vocabulary(tmp_path: Path, model_dir: Path) -> None:
     """Converters write the vocabulary as vocabulary.json or vocabulary.txt."""
     shutil.copytree(model_dir, tmp_path / "m")
@@ -380,16 +554,27 @@ def test_truncated_model_bin(tmp_path: Path, model_dir: Path) -> None:
     shutil.copytree(model_dir, tmp_path / "m")
     data = (tmp_path / "m" / "model.bin").read_bytes()
     (tmp_path / "m" / "model.bin").write_bytes(data[: len(data) // 2])
-    with pytest.raises(RouterModelError, match=r"model.bin cannot be loaded") as err:
+    with pytest.raises(RouterModelError) as err:
         ArchRouter(tmp_path / "m")
-    assert str(tmp_path / "m") in str(err.value)
+    message = str(err.value)  # CTranslate2's own reason in the brackets
+    assert message.startswith(
+        f"router model directory {tmp_path / 'm'}: model.bin cannot be loaded ("
+    )
+    assert message.endswith("); convert the model again with `extproc model convert`")
 
 
 def test_closed_router_says_so(model_dir: Path) -> None:
     closed = ArchRouter(model_dir)
     closed.close()
-    with pytest.raises(RouterModelError, match="closed"):
+    with pytest.raises(RouterModelError) as err:
         closed.classify(ROUTES, random_windows(1, seed=6))
+    assert str(err.value) == f"router model {model_dir} was closed"
+
+
+def test_an_unknown_mode_is_refused_by_name(model_dir: Path) -> None:
+    with pytest.raises(ValueError) as err:
+        ArchRouter(model_dir, mode="fast")
+    assert str(err.value) == "router mode must be one of ('constrained', 'greedy'), not 'fast'"
 
 
 def test_convert_copies_the_tokenizer_and_refuses_to_overwrite(model_dir: Path) -> None:
