@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import ctranslate2
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -370,6 +372,70 @@ def test_ctranslate2_gets_one_batch_per_prompt_length(model_dir: Path, mode: str
         recording.batches
     )
     assert sum(len(batch) for batch in recording.batches[: len(lengths)]) == len(windows)
+
+
+class LeavesTheTrie:
+    """A model that leaves the answer trie where it is told, with flat scores, so that the
+    router forces each node's first child: its first batch leaves at once, its second after
+    writing `first`, and every later one at once. Each batch's prompts are kept."""
+
+    def __init__(self, router: ArchRouter, first: int) -> None:
+        self.first = first
+        self.stray = router.encode("<|im_end|>")[0]
+        self.vocabulary = len(router.tokenizer)
+        self.batches: list[list[list[str]]] = []
+
+    def generate_batch(self, prompts: list, *, callback: Any, **kwargs: object) -> list:
+        script = [self.first, self.stray] if len(self.batches) == 1 else [self.stray]
+        self.batches.append(prompts)
+        results = []
+        for batch_id, _ in enumerate(prompts):
+            rows = []
+            for step, token in enumerate(script):
+                rows.append(
+                    ctranslate2.StorageView.from_array(np.zeros(self.vocabulary, "float32"))
+                )
+                if callback(SimpleNamespace(batch_id=batch_id, step=step, token_id=token)):
+                    break
+            results.append(SimpleNamespace(logits=[rows]))
+        return results
+
+
+def test_windows_run_again_at_different_depths_are_batched_by_their_length(
+    router: ArchRouter,
+) -> None:
+    """Two windows, the second a token longer, leave the trie one token apart: the longer
+    one after `code`, the other at once. Run again, each prompt is its window with the
+    answer so far, two tokens apart: one batch each (as the first test of this kind says,
+    CTranslate2 steps through a mixed batch token by token)."""
+    names = ("code_review_bug", "code_review_chat", "code_generation_bug", "code_generation_chat")
+    routes = [(name, f"route {name}") for name in names]
+    trie = router._config(routes).trie
+    code = next(iter(trie.root.children))
+    review = next(iter(trie.root.children[code].children))
+    assert len(trie.root.children[code].children[review].children) == 2  # still a choice there
+    texts = ["hello" + "!" * n for n in range(8)]
+    lengths = {
+        len(router.encode(router.prompt(routes, [{"role": "user", "content": text}]))): text
+        for text in texts
+    }
+    short = next(n for n in sorted(lengths) if n + 1 in lengths)
+    windows = [[{"role": "user", "content": lengths[n]}] for n in (short, short + 1)]
+    model = LeavesTheTrie(router, first=code)
+    generator, router._generator = router._generator, model  # type: ignore[assignment]
+    try:
+        answers = router.classify(routes, windows)
+    finally:
+        router._generator = generator
+    assert answers == ["code_review_bug", "code_review_bug"]
+    first = len(model.batches[0][0])  # the short window
+    assert [sorted(len(prompt) for prompt in batch) for batch in model.batches] == [
+        [first],
+        [first + 1],  # the long window
+        [first + 1],  # the short one again, at `code`
+        [first + 3],  # the long one again, at `code_review`
+        [first + 2],  # the short one, at `code_review`
+    ]
 
 
 class WritesSpecialTokens:
